@@ -1,0 +1,24 @@
+// Package secure owns the encrypted, authenticated transport between two swarmdb peers.
+//
+// It has three layers, bottom to top:
+//
+//   - The handshake core (handshake.go): a pure Noise IK state machine
+//     (Noise_IK_25519_ChaChaPoly_BLAKE2b) that turns a peer's Ed25519 identity into
+//     transport keys. Messages 1 and 2 are opaque bytes the caller carries in its
+//     signaling (through DHT relays); their payloads carry ICE credentials and candidates.
+//   - Sealed datagrams (datagram_conn.go, packet.go, replay_window.go): a net.Conn over a
+//     datagram conn (an ice.Conn, a UDP socket) that seals every datagram with
+//     ChaCha20-Poly1305 under an explicit 64-bit counter nonce and drops forged, corrupted
+//     and replayed datagrams behind a sliding replay window.
+//   - Sessions (session.go, stream.go): a pion/sctp association over the sealed datagram
+//     conn, giving reliable, ordered, congestion-controlled, message-preserving streams,
+//     with stream 0 reserved for the database layer and keepalives that detect a dead peer.
+//
+// Identity: a peer is an Ed25519 public key. Its Noise static key is the X25519 form of the
+// same key (identity.go), so the key that signs DHT records and the key that completes the
+// handshake are provably the same party.
+//
+// Users: holepunch (which carries msg1/msg2 in its signaling and hands the connected
+// ice.Conn to NewDatagramConn) and swarm (which owns Sessions). This package must not
+// import any other swarmdb package; it knows nothing about ICE, the DHT or the database.
+package secure
