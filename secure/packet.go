@@ -1,0 +1,92 @@
+package secure
+
+import (
+	"crypto/cipher"
+	"encoding/binary"
+	"fmt"
+)
+
+// PacketTag is the first byte of every sealed datagram. The node's one UDP socket is
+// shared by STUN, the DHT and this transport and is demultiplexed by this byte:
+//
+//	0x00..0x3F  STUN (RFC 5389: the first two bits of a STUN message are 00)
+//	0x40..0xBF  DHT messages
+//	0xE5        sealed datagrams (this package)
+//
+// 0xE5 = 0b11100101 is outside both ranges. Everything else is reserved.
+const PacketTag byte = 0xE5
+
+// Sealed datagram layout:
+//
+//	 0      1                              9                               n-16        n
+//	+------+------------------------------+-------------------------------+-----------+
+//	| 0xE5 | counter, uint64 big-endian    | ciphertext (ChaCha20)          | Poly1305  |
+//	|      |                              | of the payload                 | tag (16)  |
+//	+------+------------------------------+-------------------------------+-----------+
+//
+// The AEAD key is the sender's Keys.Send (the receiver's Keys.Recv). The nonce is the
+// Noise ChaChaPoly nonce for the counter (4 zero bytes, then the counter little-endian;
+// Noise spec §12.3), and the 9-byte header is the associated data, so the tag, counter
+// and payload are all authenticated. The counter travels in the clear because datagrams
+// may be lost and reordered (WireGuard §5.4.6, nebula do the same); the receiver's replay
+// window rejects repeats. An empty payload is a valid packet (a keepalive).
+const (
+	packetHeaderLen = 1 + 8
+	// PacketOverhead is what sealing adds to a payload.
+	PacketOverhead = packetHeaderLen + tagLen
+	// MaxCounter: a sender never uses this counter or beyond and the receiver rejects
+	// them; reaching it needs a new handshake. 2^60 datagrams is 30 million years at
+	// one million datagrams per second, far below ChaCha20-Poly1305's 2^64 nonce limit.
+	MaxCounter = 1 << 60
+)
+
+// IsSealedPacket reports whether a datagram read from the shared socket belongs to this
+// package (by its tag byte only; it authenticates nothing).
+func IsSealedPacket(b []byte) bool { return len(b) > 0 && b[0] == PacketTag }
+
+func packetNonce(counter uint64) [12]byte {
+	var n [12]byte
+	binary.LittleEndian.PutUint64(n[4:], counter)
+	return n
+}
+
+// appendSealed appends the sealed packet for payload under counter to dst. dst and
+// payload must not overlap unless payload starts exactly at len(dst)+packetHeaderLen.
+func appendSealed(dst []byte, aead cipher.AEAD, counter uint64, payload []byte) []byte {
+	start := len(dst)
+	dst = append(dst, PacketTag)
+	dst = binary.BigEndian.AppendUint64(dst, counter)
+	nonce := packetNonce(counter)
+	return aead.Seal(dst, nonce[:], payload, dst[start:])
+}
+
+// parsePacketHeader returns the counter of a packet without authenticating it, so the
+// replay window can be consulted before the AEAD work.
+func parsePacketHeader(packet []byte) (uint64, error) {
+	if len(packet) < PacketOverhead {
+		return 0, fmt.Errorf("%w: %d bytes", ErrMalformedPacket, len(packet))
+	}
+	if packet[0] != PacketTag {
+		return 0, fmt.Errorf("%w: tag %#02x", ErrMalformedPacket, packet[0])
+	}
+	c := binary.BigEndian.Uint64(packet[1:packetHeaderLen])
+	if c >= MaxCounter {
+		return 0, fmt.Errorf("%w: counter %d", ErrMalformedPacket, c)
+	}
+	return c, nil
+}
+
+// openSealed authenticates and decrypts a packet, appending the payload to dst. To
+// decrypt in place pass packet[packetHeaderLen:packetHeaderLen] as dst.
+func openSealed(dst []byte, aead cipher.AEAD, packet []byte) (uint64, []byte, error) {
+	c, err := parsePacketHeader(packet)
+	if err != nil {
+		return 0, nil, err
+	}
+	nonce := packetNonce(c)
+	out, err := aead.Open(dst, nonce[:], packet[packetHeaderLen:], packet[:packetHeaderLen])
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: counter %d", ErrAuthFailed, c)
+	}
+	return c, out, nil
+}
