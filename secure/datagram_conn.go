@@ -1,0 +1,381 @@
+package secure
+
+import (
+	"crypto/cipher"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// DefaultMaxPayload is the default largest datagram payload: SCTP's MTU of 1200 (the
+// session default) plus headroom. A sealed 1200-byte payload is 1225 bytes, which fits
+// the 1232-byte UDP payload of the IPv6 minimum MTU and survives TURN ChannelData
+// framing.
+const DefaultMaxPayload = 1400
+
+// defaultQueueLen bounds opened-but-unread datagrams per conn; beyond it the read loop
+// stops reading and the socket's own buffer takes over (and drops, as UDP does).
+const defaultQueueLen = 256
+
+// DatagramConfig configures a DatagramConn. The zero value works.
+type DatagramConfig struct {
+	// MaxPayload is the largest payload one Write may carry and one received datagram
+	// may hold. Zero means DefaultMaxPayload.
+	MaxPayload int
+	// QueueLen is how many opened datagrams may wait for Read. Zero means 256.
+	QueueLen int
+	// Logger receives debug logs. Nil means discard.
+	Logger *slog.Logger
+}
+
+func (c *DatagramConfig) withDefaults() DatagramConfig {
+	out := *c
+	if out.MaxPayload <= 0 {
+		out.MaxPayload = DefaultMaxPayload
+	}
+	if out.QueueLen <= 0 {
+		out.QueueLen = defaultQueueLen
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	return out
+}
+
+// DatagramStats is a snapshot of a DatagramConn's counters. Bytes are wire bytes.
+type DatagramStats struct {
+	SentPackets, SentBytes uint64
+	RecvPackets, RecvBytes uint64 // authenticated, accepted datagrams
+	Keepalives             uint64 // accepted datagrams with an empty payload
+	SendErrors             uint64 // inner writes that failed and were treated as loss
+	// Dropped datagrams, by reason; none of them ever reaches Read.
+	DroppedMalformed uint64 // too short, wrong tag, counter out of range, oversize
+	DroppedAuth      uint64 // forged or corrupted: the AEAD tag did not verify
+	DroppedReplay    uint64 // counter already seen
+	DroppedTooOld    uint64 // counter behind the replay window
+}
+
+// Dropped is the total of all drop reasons.
+func (s DatagramStats) Dropped() uint64 {
+	return s.DroppedMalformed + s.DroppedAuth + s.DroppedReplay + s.DroppedTooOld
+}
+
+// DatagramConn seals every datagram written to an inner datagram conn and opens, checks
+// and de-duplicates every datagram read from it. It implements net.Conn with datagram
+// semantics: each Write is one datagram, each Read returns one datagram.
+//
+// The inner conn must be datagram-oriented (each Read returns one datagram): an
+// ice.Conn, a connected UDP socket. DatagramConn does not rely on the inner conn's
+// deadlines (pion ice/v2's are no-ops): it reads in its own goroutine, started by the
+// first Read, and implements read deadlines itself. Close closes the inner conn and
+// waits for that goroutine.
+type DatagramConn struct {
+	// immutable after NewDatagramConn
+	inner      net.Conn
+	send, recv cipher.AEAD
+	remote     ed25519.PublicKey
+	cfg        DatagramConfig
+	created    time.Time
+	bufPool    sync.Pool
+	queue      chan datagram
+	closing    chan struct{} // closed by Close
+	readDone   chan struct{} // closed when the read loop exits; readErr is then set
+	rdeadline  *deadline
+
+	sendCounter atomic.Uint64
+	lastRecv    atomic.Int64 // nanoseconds after created of the last authenticated datagram
+
+	mu      sync.Mutex // guards started, closed
+	started bool
+	closed  bool
+	wg      sync.WaitGroup // the read loop
+
+	readErr  error        // written by the read loop before readDone closes
+	window   replayWindow // owned by the read loop
+	closeErr error        // set once by Close
+	once     sync.Once
+
+	stats struct {
+		sentPackets, sentBytes, recvPackets, recvBytes, keepalives, sendErrors atomic.Uint64
+		malformed, auth, replay, tooOld                                        atomic.Uint64
+	}
+}
+
+type datagram struct {
+	buf     *[]byte
+	payload []byte // aliases *buf
+}
+
+var _ net.Conn = (*DatagramConn)(nil)
+
+// NewDatagramConn wraps inner with the keys of a completed handshake. It starts nothing;
+// the read loop starts with the first Read. inner is owned by the DatagramConn from now
+// on.
+func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramConn {
+	cfg = cfg.withDefaults()
+	send, err := chacha20poly1305.New(keys.Send[:])
+	if err != nil {
+		panic(err) // only fails for a wrong key length, which the array type rules out
+	}
+	recv, err := chacha20poly1305.New(keys.Recv[:])
+	if err != nil {
+		panic(err)
+	}
+	bufSize := cfg.MaxPayload + PacketOverhead + 1 // +1 to detect oversize datagrams
+	c := &DatagramConn{
+		inner:     inner,
+		send:      send,
+		recv:      recv,
+		remote:    keys.Remote,
+		cfg:       cfg,
+		created:   time.Now(),
+		queue:     make(chan datagram, cfg.QueueLen),
+		closing:   make(chan struct{}),
+		readDone:  make(chan struct{}),
+		rdeadline: newDeadline(),
+	}
+	c.bufPool.New = func() any {
+		b := make([]byte, bufSize)
+		return &b
+	}
+	return c
+}
+
+// RemotePublicKey is the authenticated identity of the peer.
+func (c *DatagramConn) RemotePublicKey() ed25519.PublicKey { return c.remote }
+
+// LastReceive is when the last authenticated datagram arrived (the creation time if none
+// has). Forged datagrams do not move it, so it is a sound liveness signal.
+func (c *DatagramConn) LastReceive() time.Time {
+	return c.created.Add(time.Duration(c.lastRecv.Load()))
+}
+
+// Stats returns a snapshot of the counters.
+func (c *DatagramConn) Stats() DatagramStats {
+	s := &c.stats
+	return DatagramStats{
+		SentPackets: s.sentPackets.Load(), SentBytes: s.sentBytes.Load(),
+		RecvPackets: s.recvPackets.Load(), RecvBytes: s.recvBytes.Load(),
+		Keepalives: s.keepalives.Load(), SendErrors: s.sendErrors.Load(),
+		DroppedMalformed: s.malformed.Load(), DroppedAuth: s.auth.Load(),
+		DroppedReplay: s.replay.Load(), DroppedTooOld: s.tooOld.Load(),
+	}
+}
+
+// Write seals p as one datagram and sends it. An empty p sends a keepalive, which the
+// peer authenticates and counts but does not return from Read. Write is safe for
+// concurrent use. Failures of the inner conn other than closure are treated as datagram
+// loss (counted in SendErrors): UDP sockets report transient ICMP errors on write, and
+// pion/sctp tears the association down on any write error, while it copes with loss.
+func (c *DatagramConn) Write(p []byte) (int, error) {
+	select {
+	case <-c.closing:
+		return 0, net.ErrClosed
+	default:
+	}
+	if len(p) > c.cfg.MaxPayload {
+		return 0, fmt.Errorf("%w: %d > %d bytes", ErrDatagramTooLarge, len(p), c.cfg.MaxPayload)
+	}
+	ctr := c.sendCounter.Add(1) - 1
+	if ctr >= MaxCounter {
+		return 0, ErrCounterExhausted
+	}
+	bp := c.bufPool.Get().(*[]byte)
+	pkt := appendSealed((*bp)[:0], c.send, ctr, p)
+	_, err := c.inner.Write(pkt)
+	n := len(pkt)
+	c.bufPool.Put(bp)
+	if err != nil {
+		if isClosedErr(err) {
+			return 0, fmt.Errorf("secure: datagram write: %w", err)
+		}
+		c.stats.sendErrors.Add(1)
+		c.cfg.Logger.Debug("secure: datagram write failed", "err", err)
+		return len(p), nil
+	}
+	c.stats.sentPackets.Add(1)
+	c.stats.sentBytes.Add(uint64(n))
+	return len(p), nil
+}
+
+// Read returns the payload of the next authenticated, non-replayed datagram. If p is
+// shorter than the payload, the rest is discarded and io.ErrShortBuffer returned.
+func (c *DatagramConn) Read(p []byte) (int, error) {
+	c.startReader()
+	select {
+	case d := <-c.queue:
+		return c.deliver(p, d)
+	default:
+	}
+	select {
+	case d := <-c.queue:
+		return c.deliver(p, d)
+	case <-c.readDone:
+		select {
+		case d := <-c.queue:
+			return c.deliver(p, d)
+		default:
+			return 0, c.readErr
+		}
+	case <-c.closing:
+		return 0, net.ErrClosed
+	case <-c.rdeadline.done():
+		return 0, os.ErrDeadlineExceeded
+	}
+}
+
+func (c *DatagramConn) deliver(p []byte, d datagram) (int, error) {
+	n := copy(p, d.payload)
+	short := n < len(d.payload)
+	c.bufPool.Put(d.buf)
+	if short {
+		return n, fmt.Errorf("secure: datagram of %d bytes into %d: %w", len(d.payload), len(p), io.ErrShortBuffer)
+	}
+	return n, nil
+}
+
+func (c *DatagramConn) startReader() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started || c.closed {
+		return
+	}
+	c.started = true
+	c.wg.Add(1)
+	go c.readLoop()
+}
+
+// readLoop reads, opens and checks datagrams until the inner conn fails or is closed.
+func (c *DatagramConn) readLoop() {
+	defer c.wg.Done()
+	defer close(c.readDone)
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			c.bufPool.Put(bp)
+		}
+	}()
+	for {
+		if bp == nil {
+			bp = c.bufPool.Get().(*[]byte)
+		}
+		n, err := c.inner.Read(*bp)
+		if err != nil {
+			select {
+			case <-c.closing:
+				c.readErr = net.ErrClosed
+				return
+			default:
+			}
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				// An ICMP port-unreachable on a connected UDP socket. It can be forged
+				// and the peer may come back, so it is not fatal; liveness decides.
+				continue
+			}
+			c.readErr = fmt.Errorf("secure: datagram read: %w", err)
+			return
+		}
+		payload, ok := c.open((*bp)[:n])
+		if !ok {
+			continue
+		}
+		if len(payload) == 0 {
+			c.stats.keepalives.Add(1)
+			continue
+		}
+		select {
+		case c.queue <- datagram{buf: bp, payload: payload}:
+			bp = nil
+		case <-c.closing:
+			c.readErr = net.ErrClosed
+			return
+		}
+	}
+}
+
+// open checks one received datagram; it returns the payload (decrypted in place) or
+// false after counting why it was dropped.
+func (c *DatagramConn) open(pkt []byte) ([]byte, bool) {
+	if len(pkt) > c.cfg.MaxPayload+PacketOverhead {
+		c.stats.malformed.Add(1)
+		return nil, false
+	}
+	ctr, err := parsePacketHeader(pkt)
+	if err == nil {
+		err = c.window.check(ctr)
+	}
+	var payload []byte
+	if err == nil {
+		_, payload, err = openSealed(pkt[packetHeaderLen:packetHeaderLen], c.recv, pkt)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrReplayed):
+		c.stats.replay.Add(1)
+		return nil, false
+	case errors.Is(err, ErrTooOld):
+		c.stats.tooOld.Add(1)
+		return nil, false
+	case errors.Is(err, ErrAuthFailed):
+		c.stats.auth.Add(1)
+		return nil, false
+	default:
+		c.stats.malformed.Add(1)
+		return nil, false
+	}
+	c.window.accept(ctr)
+	c.lastRecv.Store(int64(time.Since(c.created)))
+	c.stats.recvPackets.Add(1)
+	c.stats.recvBytes.Add(uint64(len(pkt)))
+	return payload, true
+}
+
+// Close closes the inner conn and waits for the read loop. Idempotent.
+func (c *DatagramConn) Close() error {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		close(c.closing)
+		c.closeErr = c.inner.Close()
+		c.rdeadline.stop()
+	})
+	c.wg.Wait()
+	return c.closeErr
+}
+
+// LocalAddr returns the inner conn's local address.
+func (c *DatagramConn) LocalAddr() net.Addr { return c.inner.LocalAddr() }
+
+// RemoteAddr returns the inner conn's remote address.
+func (c *DatagramConn) RemoteAddr() net.Addr { return c.inner.RemoteAddr() }
+
+// SetDeadline sets the read deadline (implemented here) and the inner write deadline.
+func (c *DatagramConn) SetDeadline(t time.Time) error {
+	c.rdeadline.set(t)
+	return c.inner.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline. It works whatever the inner conn does with
+// deadlines.
+func (c *DatagramConn) SetReadDeadline(t time.Time) error {
+	c.rdeadline.set(t)
+	return nil
+}
+
+// SetWriteDeadline forwards to the inner conn (a UDP write rarely blocks).
+func (c *DatagramConn) SetWriteDeadline(t time.Time) error { return c.inner.SetWriteDeadline(t) }
+
+func isClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.EOF)
+}

@@ -1,0 +1,226 @@
+package secure
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testKeys returns matching initiator and responder keys from a real handshake.
+func testKeys(t testing.TB) (Keys, Keys) {
+	t.Helper()
+	return handshake(t, newKeyPair(t), newKeyPair(t), nil)
+}
+
+func newDatagramPair(t testing.TB, opts pipeOptions) (*DatagramConn, *DatagramConn, *pipeEnd, *pipeEnd) {
+	t.Helper()
+	ik, rk := testKeys(t)
+	pa, pb := newPipe(opts)
+	a := NewDatagramConn(pa, ik, DatagramConfig{})
+	b := NewDatagramConn(pb, rk, DatagramConfig{})
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b, pa, pb
+}
+
+func readWithin(t *testing.T, c net.Conn, d time.Duration) ([]byte, error) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	defer c.SetReadDeadline(time.Time{})
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	return buf[:n], err
+}
+
+func TestDatagramRoundTrip(t *testing.T) {
+	a, b, _, _ := newDatagramPair(t, pipeOptions{})
+	for i := range 100 {
+		msg := fmt.Appendf(nil, "a->b %d", i)
+		if _, err := a.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readWithin(t, b, 5*time.Second)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("b read %q, %v", got, err)
+		}
+		msg = fmt.Appendf(nil, "b->a %d", i)
+		b.Write(msg)
+		got, err = readWithin(t, a, 5*time.Second)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("a read %q, %v", got, err)
+		}
+	}
+	if s := b.Stats(); s.RecvPackets != 100 || s.Dropped() != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	if _, err := a.Write(make([]byte, DefaultMaxPayload+1)); !errors.Is(err, ErrDatagramTooLarge) {
+		t.Fatalf("oversize write: %v", err)
+	}
+}
+
+// Tampered, forged, replayed, truncated and stale datagrams never reach Read, and each
+// is counted under its reason.
+func TestDatagramDropsBadPackets(t *testing.T) {
+	var mu sync.Mutex
+	var captured [][]byte
+	a, b, _, pb := newDatagramPair(t, pipeOptions{tamper: func(dir int, p []byte) [][]byte {
+		if dir == 0 {
+			mu.Lock()
+			captured = append(captured, bytes.Clone(p))
+			mu.Unlock()
+		}
+		return [][]byte{p}
+	}})
+
+	a.Write([]byte("first"))
+	if got, err := readWithin(t, b, 5*time.Second); err != nil || string(got) != "first" {
+		t.Fatalf("%q %v", got, err)
+	}
+	mu.Lock()
+	first := captured[0]
+	mu.Unlock()
+
+	flipped := bytes.Clone(first)
+	flipped[len(flipped)-20] ^= 1 // in the ciphertext
+	counterFlip := bytes.Clone(first)
+	counterFlip[8] ^= 1 // counter 0 -> 1: not replayed, but the tag no longer matches
+	wrongTag := bytes.Clone(first)
+	wrongTag[0] = 0x41 // a DHT tag
+	forged := appendSealed(nil, testAEAD(t, 9), 77, []byte("forged"))
+
+	pb.inject(first)              // replay
+	pb.inject(flipped)            // replay too (counter 0 already seen): checked before auth
+	pb.inject(counterFlip)        // corrupted
+	pb.inject(forged)             // forged with another key
+	pb.inject(first[:10])         // truncated
+	pb.inject(wrongTag)           // not ours
+	pb.inject(make([]byte, 5000)) // oversize
+
+	// Move the window far ahead, then replay something older than it.
+	for range ReplayWindowSize + 10 {
+		a.Write(nil) // keepalives advance the counter without reaching Read
+	}
+	pb.inject(first)
+	a.Write([]byte("last"))
+
+	got, err := readWithin(t, b, 5*time.Second)
+	if err != nil || string(got) != "last" {
+		t.Fatalf("read %q, %v: a bad packet reached the application", got, err)
+	}
+	s := b.Stats()
+	want := DatagramStats{
+		DroppedReplay: 2, DroppedAuth: 2, DroppedMalformed: 3, DroppedTooOld: 1,
+		Keepalives: ReplayWindowSize + 10, RecvPackets: ReplayWindowSize + 12,
+	}
+	if s.DroppedReplay != want.DroppedReplay || s.DroppedAuth != want.DroppedAuth ||
+		s.DroppedMalformed != want.DroppedMalformed || s.DroppedTooOld != want.DroppedTooOld ||
+		s.Keepalives != want.Keepalives || s.RecvPackets != want.RecvPackets {
+		t.Fatalf("stats\n got %+v\nwant %+v", s, want)
+	}
+	if !b.LastReceive().After(time.Now().Add(-5 * time.Second)) {
+		t.Fatal("LastReceive not updated")
+	}
+}
+
+// The pipe's deadlines do nothing (like ice.Conn); Close must still unblock Read, and
+// our own read deadline must work.
+func TestDatagramCloseUnblocksRead(t *testing.T) {
+	a, _, _, _ := newDatagramPair(t, pipeOptions{})
+
+	start := time.Now()
+	_, err := readWithin(t, a, 50*time.Millisecond)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("deadline: %v", err)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("deadline error is not a net.Error timeout: %v", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatal("deadline took too long")
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Read(make([]byte, 100))
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let Read block (not for correctness)
+	a.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Read after Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock Read")
+	}
+	if _, err := a.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Write after Close: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// A deadline set while a Read is blocked applies to that Read (pion/sctp relies on this
+// to abort).
+func TestDatagramDeadlineWhileBlocked(t *testing.T) {
+	a, _, _, _ := newDatagramPair(t, pipeOptions{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Read(make([]byte, 100))
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	a.SetReadDeadline(time.Now())
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("got %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("SetReadDeadline did not unblock Read")
+	}
+}
+
+func TestDatagramReorderAndConcurrentWrites(t *testing.T) {
+	a, b, _, _ := newDatagramPair(t, pipeOptions{reorder: 0.3, seed: 1})
+	const writers, per = 4, 200
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range per {
+				a.Write(fmt.Appendf(nil, "%d/%d", w, i))
+			}
+		})
+	}
+	wg.Wait()
+	a.Write([]byte("flush")) // releases a held-back datagram
+	seen := map[string]bool{}
+	for len(seen) < writers*per {
+		got, err := readWithin(t, b, 5*time.Second)
+		if err != nil {
+			t.Fatalf("after %d datagrams: %v", len(seen), err)
+		}
+		if seen[string(got)] {
+			t.Fatalf("duplicate %q", got)
+		}
+		if string(got) != "flush" {
+			seen[string(got)] = true
+		}
+	}
+	if s := b.Stats(); s.Dropped() != 0 {
+		t.Fatalf("reordering caused drops: %+v", s)
+	}
+}
