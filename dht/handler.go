@@ -1,0 +1,524 @@
+package dht
+
+import (
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// readLoop owns the socket's read side. It demultiplexes by content: DHT
+// packets by their tag byte, plain STUN binding requests answered here,
+// everything else (ICE checks, transport datagrams) to OnPacket.
+func (n *Node) readLoop() {
+	defer n.wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		nr, from, err := n.conn.ReadFrom(buf)
+		if err != nil {
+			select {
+			case <-n.closed:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			n.log.Warn("dht socket read failed", "err", err)
+			return
+		}
+		n.ctr.packetsIn.Add(1)
+		src := addrPortOf(from)
+		b := buf[:nr]
+		switch {
+		case nr > 0 && (b[0] == TagRequest || b[0] == TagResponse):
+			n.handlePacket(b, src)
+		case n.answerSTUN(b, src):
+		case n.cfg.OnPacket != nil:
+			n.ctr.otherPackets.Add(1)
+			n.cfg.OnPacket(b, src)
+		default:
+			n.ctr.droppedMalformed.Add(1)
+		}
+	}
+}
+
+func (n *Node) handlePacket(b []byte, src netip.AddrPort) {
+	m, err := ParseMessage(b)
+	switch {
+	case errors.Is(err, ErrBadVersion):
+		n.ctr.droppedBadVersion.Add(1)
+		return
+	case err != nil:
+		n.ctr.droppedMalformed.Add(1)
+		return
+	}
+	if m.Response {
+		n.handleResponse(m, src)
+		return
+	}
+	n.handleRequest(m, src, len(b))
+}
+
+func (n *Node) handleResponse(m *Message, src netip.AddrPort) {
+	n.mu.Lock()
+	p := n.pending[m.TID]
+	if p == nil || p.to != src {
+		n.mu.Unlock()
+		n.ctr.droppedUnexpectedReply.Add(1)
+		return
+	}
+	delete(n.pending, m.TID)
+	if m.Addr.IsValid() {
+		n.samples = append(n.samples, addrSample{by: src.Addr(), addr: m.Addr})
+		if len(n.samples) > maxSamples {
+			n.samples = n.samples[1:]
+		}
+	}
+	var pingOldest *contact
+	if m.ID != nil {
+		if *m.ID == NodeID(src) {
+			if c := n.table.seen(*m.ID, src, time.Now()); c != nil {
+				copied := *c // the table owns c; read it only under mu
+				pingOldest = &copied
+			}
+		} else {
+			n.ctr.ignoredBadID.Add(1)
+			m.ID = nil
+		}
+	}
+	n.mu.Unlock()
+	n.ctr.repliesIn.Add(1)
+	n.rememberToken(src, m.Token)
+	p.ch <- m
+	if pingOldest != nil {
+		n.goTracked(func() { n.evictionPing(pingOldest) })
+	}
+}
+
+// evictionPing decides a full bucket: the oldest contact stays if it
+// answers, otherwise the pending newcomer replaces it.
+func (n *Node) evictionPing(c *contact) {
+	_, err := n.requestTries(n.closedCtx(), c.addr, &Message{Command: CmdPing}, 2)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err != nil {
+		n.table.failed(c.id)
+		return
+	}
+	n.table.alive(c.id, time.Now())
+}
+
+func (n *Node) handleRequest(m *Message, src netip.AddrPort, reqLen int) {
+	now := time.Now()
+	n.mu.Lock()
+	allowed := n.limiter.allow(src.Addr(), now)
+	verified := n.tokens.valid(m.Token, src.Addr(), now)
+	token := n.tokens.issue(src.Addr(), now)
+	persistent, self := n.persistent, n.id
+	if n.cfg.Mode == ModePersistent && !persistent && m.Addr.IsValid() {
+		// A forced-persistent node that cannot know its public address
+		// (bound to 0.0.0.0, no --public-ip, no bootstrap) learns it from
+		// the address requests were sent to.
+		n.samples = append(n.samples, addrSample{by: src.Addr(), addr: m.Addr})
+		if a, c := majority(n.samples); c >= 1 {
+			n.becomePersistentLocked(a)
+			persistent, self = true, n.id
+		}
+	}
+	n.mu.Unlock()
+	if !allowed {
+		n.ctr.droppedRateLimited.Add(1)
+		return
+	}
+	n.ctr.requestsIn.Add(1)
+	if m.ID != nil {
+		if *m.ID == NodeID(src) {
+			n.maybeAdd(*m.ID, src)
+		} else {
+			n.ctr.ignoredBadID.Add(1)
+		}
+	}
+
+	reply := &Message{Response: true, Command: m.Command, TID: m.TID, Addr: src, Token: &token}
+	if persistent {
+		reply.ID = &self
+	}
+	var records []PeerRecord
+	switch m.Command {
+	case CmdPing:
+	case CmdFindNode:
+		if m.Target == nil {
+			reply.Error = CodeBadRequest
+			break
+		}
+		reply.Closer = n.closerNodes(*m.Target, src)
+	case CmdLookup:
+		if m.Target == nil {
+			reply.Error = CodeBadRequest
+			break
+		}
+		reply.Closer = n.closerNodes(*m.Target, src)
+		if persistent {
+			n.mu.Lock()
+			records = n.store.get(*m.Target, n.cfg.LookupLimit, now)
+			n.mu.Unlock()
+		}
+	case CmdAnnounce, CmdUnannounce:
+		reply.Error = n.handleStore(m, src, verified, persistent, self, now)
+	case CmdRelay:
+		if n.handleRelay(m, src, verified, reply) {
+			return // answered asynchronously
+		}
+	case CmdSignal:
+		if n.handleSignal(m, src, reply) {
+			return
+		}
+	case CmdNATProbe:
+		reply.Error = n.handleNATProbe(m, src)
+	case CmdProbeReply:
+		n.handleProbeReply(m, src)
+		return // unsolicited by design: never answered
+	default:
+		reply.Error = CodeUnknownCommand
+	}
+	n.sendReply(reply, records, src, reqLen, verified)
+}
+
+// sendReply encodes reply (with records as its value for LOOKUP) and sends
+// it. To a source that has not proven its address with a token, the reply
+// is trimmed to the size of the request — records first, then closer
+// nodes, then our token and id — so the DHT cannot amplify a spoofed
+// flood. Requesters pad requests that expect large answers.
+func (n *Node) sendReply(reply *Message, records []PeerRecord, dst netip.AddrPort, reqLen int, verified bool) {
+	var b []byte
+	for {
+		if reply.Command == CmdLookup && reply.Error == CodeOK {
+			reply.Value = AppendRecords(nil, records)
+		}
+		b = AppendMessage(b[:0], reply)
+		if verified || len(b) <= reqLen {
+			break
+		}
+		reply.Truncated = true
+		switch {
+		case len(records) > 0:
+			records = records[:len(records)-1]
+		case len(reply.Closer) > 0:
+			reply.Closer = reply.Closer[:len(reply.Closer)-1]
+		case reply.Token != nil:
+			reply.Token = nil
+		case reply.ID != nil:
+			reply.ID = nil
+		case reply.Value != nil:
+			reply.Value = nil
+		default:
+			n.ctr.repliesTruncated.Add(1)
+			return // cannot be made small enough: stay silent
+		}
+	}
+	if reply.Truncated {
+		n.ctr.repliesTruncated.Add(1)
+	}
+	n.writeTo(b, dst)
+}
+
+// closerNodes returns the k closest contacts to target, excluding the
+// requester itself.
+func (n *Node) closerNodes(target ID, exclude netip.AddrPort) []netip.AddrPort {
+	n.mu.Lock()
+	cs := n.table.closest(target, n.cfg.K+1)
+	n.mu.Unlock()
+	out := make([]netip.AddrPort, 0, len(cs))
+	for _, c := range cs {
+		if c.addr != exclude && len(out) < n.cfg.K {
+			out = append(out, c.addr)
+		}
+	}
+	return out
+}
+
+// maybeAdd puts a node that sent us a request with a valid id into the
+// routing table — after a ping proves the address is real, since a request
+// source can be spoofed and a reply cannot.
+func (n *Node) maybeAdd(id ID, addr netip.AddrPort) {
+	n.mu.Lock()
+	if n.table.has(id) || n.verifying[addr] || len(n.verifying) >= maxVerifying {
+		n.mu.Unlock()
+		return
+	}
+	n.verifying[addr] = true
+	n.mu.Unlock()
+	n.goTracked(func() {
+		// The reply's id is checked and added by handleResponse.
+		_, _ = n.requestTries(n.closedCtx(), addr, &Message{Command: CmdPing}, 1)
+		n.mu.Lock()
+		delete(n.verifying, addr)
+		n.mu.Unlock()
+	})
+}
+
+func (n *Node) handleStore(m *Message, src netip.AddrPort, verified, persistent bool, self ID, now time.Time) ErrorCode {
+	if !persistent {
+		return CodeNotStoring
+	}
+	if m.Target == nil || m.Value == nil {
+		return CodeBadRequest
+	}
+	if !verified {
+		n.ctr.refusedBadToken.Add(1)
+		return CodeBadToken
+	}
+	if m.Command == CmdAnnounce {
+		rec, err := verifyAnnounce(m.Value, *m.Target, self, *m.Token)
+		if code := n.refusal(err); code != CodeOK {
+			return code
+		}
+		n.mu.Lock()
+		stored := n.store.put(*m.Target, rec, src, now)
+		n.mu.Unlock()
+		if !stored {
+			return CodeRateLimited
+		}
+		n.ctr.announcesStored.Add(1)
+		return CodeOK
+	}
+	pub, err := verifyUnannounce(m.Value, *m.Target, self, *m.Token)
+	if code := n.refusal(err); code != CodeOK {
+		return code
+	}
+	n.mu.Lock()
+	n.store.remove(*m.Target, pub)
+	n.mu.Unlock()
+	return CodeOK
+}
+
+// refusal counts and maps a record verification error.
+func (n *Node) refusal(err error) ErrorCode {
+	switch {
+	case err == nil:
+		return CodeOK
+	case errors.Is(err, ErrBadSignature):
+		n.ctr.refusedBadSignature.Add(1)
+		return CodeBadSignature
+	default:
+		n.ctr.refusedBadRecord.Add(1)
+		return CodeBadRequest
+	}
+}
+
+// handleRelay forwards a client's signaling payload to the announcer of
+// the key and the announcer's answer back. It reports whether the answer
+// is sent asynchronously.
+func (n *Node) handleRelay(m *Message, src netip.AddrPort, verified bool, reply *Message) bool {
+	if m.Target == nil || len(m.Value) < ed25519.PublicKeySize {
+		reply.Error = CodeBadRequest
+		return false
+	}
+	pub := m.Value[:ed25519.PublicKeySize]
+	if KeyTarget(pub) != *m.Target {
+		reply.Error = CodeBadRequest
+		return false
+	}
+	if !verified {
+		// The answer can be larger than the request: only for sources
+		// that proved their address.
+		n.ctr.refusedBadToken.Add(1)
+		reply.Error = CodeBadToken
+		return false
+	}
+	if n.ownsKey(pub) {
+		// We are the announcer: answer directly.
+		return n.answerSignal(ed25519.PublicKey(pub), src, m.Value[ed25519.PublicKeySize:], reply)
+	}
+	n.mu.Lock()
+	to, ok := n.store.forwardFor(pub, time.Now())
+	n.mu.Unlock()
+	if !ok {
+		reply.Error = CodeUnknownPeer
+		reply.Closer = n.closerNodes(*m.Target, src)
+		return false
+	}
+	select {
+	case n.relaySem <- struct{}{}:
+	default:
+		reply.Error = CodeRateLimited
+		return false
+	}
+	fwd := AppendAddr(append([]byte(nil), pub...), src)
+	fwd = append(fwd, m.Value[ed25519.PublicKeySize:]...)
+	n.goTracked(func() {
+		defer func() { <-n.relaySem }()
+		ans, err := n.requestTries(n.closedCtx(), to, &Message{Command: CmdSignal, Value: fwd}, 2)
+		switch {
+		case err != nil:
+			reply.Error = CodeRelayFailed
+		case ans.Error != CodeOK:
+			reply.Error = ans.Error
+		default:
+			reply.Value = ans.Value
+			n.ctr.relaysForwarded.Add(1)
+		}
+		n.sendReply(reply, nil, src, 0, true)
+	})
+	return true
+}
+
+// handleSignal runs on the announcer: a relay forwards a client's payload.
+func (n *Node) handleSignal(m *Message, src netip.AddrPort, reply *Message) bool {
+	r := reader{b: m.Value}
+	pub := r.take(ed25519.PublicKeySize)
+	client := r.addr()
+	if r.err != nil || !client.IsValid() {
+		reply.Error = CodeBadRequest
+		return false
+	}
+	if !n.ownsKey(pub) {
+		reply.Error = CodeUnknownPeer
+		return false
+	}
+	return n.answerSignal(ed25519.PublicKey(append([]byte(nil), pub...)), client, r.b, reply)
+}
+
+// answerSignal calls OnSignal on its own goroutine and sends its answer.
+func (n *Node) answerSignal(to ed25519.PublicKey, client netip.AddrPort, payload []byte, reply *Message) bool {
+	if n.cfg.OnSignal == nil {
+		reply.Error = CodeUnknownPeer
+		return false
+	}
+	select {
+	case n.relaySem <- struct{}{}:
+	default:
+		reply.Error = CodeRateLimited
+		return false
+	}
+	payload = append([]byte(nil), payload...)
+	dst := reply.Addr
+	n.goTracked(func() {
+		defer func() { <-n.relaySem }()
+		ans := n.cfg.OnSignal(to, client, payload)
+		if ans == nil {
+			reply.Error = CodeRelayFailed
+		} else {
+			reply.Value = ans
+			n.ctr.signalsAnswered.Add(1)
+		}
+		// Signal requests come from relays we chose and ping; relay
+		// requests to us carried a valid token.
+		n.sendReply(reply, nil, dst, 0, true)
+	})
+	return true
+}
+
+func (n *Node) ownsKey(pub []byte) bool {
+	if len(pub) != ed25519.PublicKeySize {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.announced[keyOf(pub)]
+	return ok
+}
+
+// NAT probe modes, the first byte of a CmdNATProbe value.
+const (
+	probeOtherPort byte = 1 // answer from a fresh socket: same IP, new port
+	probeOtherNode byte = 2 // ask another node (another IP) to send the packet
+	probeForward   byte = 3 // node to node: send the packet to the address given
+)
+
+// handleNATProbe serves the filtering check of NAT classification (RFC
+// 5780 §4.4 in spirit, without a second IP on this node): the requester
+// learns whether packets from an address it never sent to reach it.
+func (n *Node) handleNATProbe(m *Message, src netip.AddrPort) ErrorCode {
+	if len(m.Value) < 9 {
+		return CodeBadRequest
+	}
+	nonce := m.Value[1:9]
+	switch m.Value[0] {
+	case probeOtherPort:
+		pc, err := n.cfg.Net.ListenPacket("udp4", netip.AddrPortFrom(n.local.Addr(), 0).String())
+		if err != nil {
+			return CodeRelayFailed
+		}
+		pkt := AppendMessage(nil, &Message{Command: CmdProbeReply, Addr: src, Value: append([]byte(nil), nonce...)})
+		_, _ = pc.WriteTo(pkt, net.UDPAddrFromAddrPort(src))
+		_ = pc.Close()
+		return CodeOK
+	case probeOtherNode:
+		helper, ok := n.strangerFor(src)
+		if !ok {
+			return CodeUnknownPeer
+		}
+		fwd := append([]byte{probeForward}, nonce...)
+		fwd = AppendAddr(fwd, src)
+		n.send(helper, &Message{Command: CmdNATProbe, TID: rand.Uint32(), Addr: helper, Value: fwd})
+		return CodeOK
+	case probeForward:
+		// Only routing-table nodes may make us send to a third address.
+		n.mu.Lock()
+		known := n.table.hasAddr(src)
+		n.mu.Unlock()
+		r := reader{b: m.Value[9:]}
+		dst := r.addr()
+		if !known || r.err != nil || !dst.IsValid() {
+			return CodeBadRequest
+		}
+		n.send(dst, &Message{Command: CmdProbeReply, Addr: dst, Value: append([]byte(nil), nonce...)})
+		return CodeOK
+	}
+	return CodeBadRequest
+}
+
+// strangerFor picks the node that sends the unsolicited packet of a probe
+// from src: a contact on another IP than ours and src's, among the five
+// farthest from src's id. The requester's lookups went near its own id, so
+// far nodes are the ones it most likely never sent to.
+func (n *Node) strangerFor(src netip.AddrPort) (netip.AddrPort, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	// The point farthest from src's id is its bitwise complement.
+	far := NodeID(src)
+	for i := range far {
+		far[i] = ^far[i]
+	}
+	pub := n.publicAddrLocked().Addr()
+	var picks []netip.AddrPort
+	for _, c := range n.table.closest(far, 3*n.cfg.K) {
+		if a := c.addr.Addr(); a != src.Addr() && a != pub && a != n.local.Addr() {
+			picks = append(picks, c.addr)
+			if len(picks) == 5 {
+				break
+			}
+		}
+	}
+	if len(picks) == 0 {
+		return netip.AddrPort{}, false
+	}
+	return picks[rand.IntN(len(picks))], true
+}
+
+func (n *Node) handleProbeReply(m *Message, src netip.AddrPort) {
+	if len(m.Value) != 8 {
+		return
+	}
+	nonce := binary.BigEndian.Uint64(m.Value)
+	n.ctr.probeRepliesReceived.Add(1)
+	n.mu.Lock()
+	ch := n.probeWaits[nonce]
+	_, contacted := n.sentIPs[src.Addr()]
+	n.mu.Unlock()
+	if !contacted {
+		n.ctr.probeRepliesUnsolicited.Add(1)
+	}
+	if ch != nil {
+		select {
+		case ch <- src:
+		default:
+		}
+	}
+}

@@ -1,0 +1,116 @@
+package dht
+
+import (
+	"net/netip"
+	"time"
+)
+
+// maintainLoop runs the periodic work: record expiry, liveness pings of the
+// oldest contacts, bucket refreshes and relay keepalives.
+func (n *Node) maintainLoop() {
+	defer n.wg.Done()
+	tick := min(n.cfg.RelayKeepalive, n.cfg.PingInterval, n.cfg.RefreshInterval, time.Second) / 2
+	ticker := time.NewTicker(max(tick, 10*time.Millisecond))
+	defer ticker.Stop()
+	var lastGC, lastPing, lastRefresh, lastKeepalive time.Time
+	now := time.Now()
+	lastGC, lastPing, lastRefresh, lastKeepalive = now, now, now, now
+	gcEvery := max(n.cfg.RecordTTL/4, 10*time.Millisecond)
+	for {
+		select {
+		case <-n.closed:
+			return
+		case now = <-ticker.C:
+		}
+		if now.Sub(lastGC) >= gcEvery {
+			lastGC = now
+			n.mu.Lock()
+			n.store.gc(now)
+			n.mu.Unlock()
+		}
+		if now.Sub(lastPing) >= n.cfg.PingInterval {
+			lastPing = now
+			n.pingOldest(now)
+		}
+		if now.Sub(lastRefresh) >= n.cfg.RefreshInterval/4 {
+			lastRefresh = now
+			n.refreshBuckets(now)
+		}
+		if now.Sub(lastKeepalive) >= n.cfg.RelayKeepalive {
+			lastKeepalive = now
+			n.keepRelays()
+		}
+	}
+}
+
+// pingOldest checks the three least recently seen contacts; Kademlia
+// tables otherwise keep dead nodes until a lookup trips over them.
+func (n *Node) pingOldest(now time.Time) {
+	n.mu.Lock()
+	var old []contact
+	for _, c := range n.table.oldest(3, n.cfg.PingInterval, now) {
+		old = append(old, *c) // the table owns c; read it only under mu
+	}
+	n.mu.Unlock()
+	for _, c := range old {
+		n.goTracked(func() { n.evictionPing(&c) })
+	}
+}
+
+// refreshBuckets runs one lookup into a bucket that saw no traffic for the
+// refresh interval (Kademlia §2.3).
+func (n *Node) refreshBuckets(now time.Time) {
+	var random ID
+	fillRandom(random[:])
+	n.mu.Lock()
+	target, ok := n.table.staleBucket(n.cfg.RefreshInterval, now, random)
+	n.mu.Unlock()
+	if !ok {
+		return
+	}
+	n.goTracked(func() { _, _ = n.query(n.closedCtx(), target, CmdFindNode) })
+}
+
+// keepRelays pings every relay of every announced key. The ping keeps the
+// NAT mapping toward the relay alive, so the relay can forward signaling
+// in. A relay that stops answering is dropped and the key re-registers
+// with fresh relays.
+func (n *Node) keepRelays() {
+	type job struct {
+		set   *relaySet
+		relay netip.AddrPort
+	}
+	var jobs []job
+	n.mu.Lock()
+	pub := n.publicAddrLocked()
+	for _, set := range n.announced {
+		for _, r := range set.relays {
+			if r != pub {
+				jobs = append(jobs, job{set, r})
+			}
+		}
+	}
+	n.mu.Unlock()
+	for _, j := range jobs {
+		n.goTracked(func() {
+			ctx := n.closedCtx()
+			if _, err := n.request(ctx, j.relay, &Message{Command: CmdPing}); err == nil {
+				return
+			}
+			n.log.Info("relay stopped answering", "addr", j.relay)
+			n.mu.Lock()
+			kept := j.set.relays[:0:0]
+			for _, r := range j.set.relays {
+				if r != j.relay {
+					kept = append(kept, r)
+				}
+			}
+			j.set.relays = kept
+			priv := j.set.priv
+			n.mu.Unlock()
+			if _, err := n.ensureRelays(ctx, priv); err != nil {
+				n.log.Warn("relay re-registration failed", "err", err)
+			}
+		})
+	}
+}
