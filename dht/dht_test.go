@@ -222,9 +222,11 @@ func TestSTUNBinding(t *testing.T) {
 
 // TestAdaptiveBecomesPersistent: on loopback every node is reachable, so
 // an adaptive node must find that out and become persistent at the
-// address others see.
+// address others see. The network is large enough that the node's own
+// lookups leave nodes it never contacted (the unsolicited probe must come
+// from one of them).
 func TestAdaptiveBecomesPersistent(t *testing.T) {
-	nw := startNet(t, 40, nil)
+	nw := startNet(t, 120, nil)
 	n, err := nw.AddNode(context.Background(), dht.Config{})
 	if err != nil {
 		t.Fatal(err)
