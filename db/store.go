@@ -114,6 +114,11 @@ func Open(cfg Config) (*Store, error) {
 		FS:                 cfg.FS,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{cfg.Logger},
+		// Pebble's default reaction to corruption is Fatalf; we report it as ErrCorrupt from
+		// the failing call instead and leave the files alone.
+		EventListener: &pebble.EventListener{DataCorruption: func(info pebble.DataCorruptionInfo) {
+			cfg.Logger.Error("store corruption", "path", info.Path, "err", info.Details)
+		}},
 	}
 	if cfg.CacheSize > 0 {
 		cache := pebble.NewCache(cfg.CacheSize)
