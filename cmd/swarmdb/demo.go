@@ -85,6 +85,9 @@ func runDemo(args []string) error {
 			return fmt.Errorf("%s: %w", p.name, err)
 		}
 		say("%-5s looked up the topic in %v (%d hops, %d requests): %d peers", p.name, time.Since(t0).Round(time.Microsecond), res.Hops, res.Queried, len(res.Peers))
+		if len(res.Peers) < len(peers) {
+			return fmt.Errorf("%s found %d of %d peers", p.name, len(res.Peers), len(peers))
+		}
 		for _, rec := range res.Peers {
 			other := names[string(rec.PublicKey)]
 			if other == p.name || other == "" {

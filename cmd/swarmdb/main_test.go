@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary compiles swarmdb once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "swarmdb")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestBootstrapCommand(t *testing.T) {
+	bin := buildBinary(t)
+	cmd := exec.Command(bin, "bootstrap", "--listen", "127.0.0.1:0", "--json")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(stdout)
+	readEvent := func() map[string]any {
+		t.Helper()
+		done := make(chan bool, 1)
+		go func() { done <- lines.Scan() }()
+		select {
+		case ok := <-done:
+			if !ok {
+				t.Fatalf("no event: %v", lines.Err())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("timed out waiting for an event")
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(lines.Bytes(), &ev); err != nil {
+			t.Fatalf("not JSON: %q", lines.Text())
+		}
+		return ev
+	}
+	ready := readEvent()
+	if ready["event"] != "ready" || ready["addr"] == "" || len(ready["id"].(string)) != 64 {
+		t.Fatalf("ready event: %v", ready)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if ev := readEvent(); ev["event"] != "stopped" {
+		t.Fatalf("after SIGTERM: %v", ev)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+}
+
+func TestDemoRuns(t *testing.T) {
+	if err := runDemo([]string{"--nodes", "8"}); err != nil {
+		t.Fatal(err)
+	}
+}
