@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,7 @@ func TestLab(t *testing.T) {
 	short := lab.AddRouter(natlab.RouterConfig{Name: "short", Type: natlab.Symmetric, UDPTimeout: 2 * time.Second})
 	shortH := short.AddHost("a")
 	pit := lab.AddRouter(natlab.RouterConfig{Name: "pit"}).AddHost("a")
+	pitAccept := lab.AddRouter(natlab.RouterConfig{Name: "pitacc", AcceptWANInput: true}).AddHost("a")
 	netA := lab.AddRouter(natlab.RouterConfig{Name: "neta"}).AddHost("a")
 	netB := lab.AddRouter(natlab.RouterConfig{Name: "netb"}).AddHost("b")
 	t.Logf("topology built in %v (prefix %s)", time.Since(start).Round(time.Millisecond), lab.Prefix())
@@ -142,41 +144,56 @@ func TestLab(t *testing.T) {
 	})
 
 	// nat.md pitfall B5.3: a peer's packet arriving before the LAN host has
-	// sent must not take the port the host is about to be mapped to.
-	t.Run("pitfall/early-inbound-keeps-port", func(t *testing.T) {
-		t.Parallel()
-		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		defer cancel()
-		pc := listen(t, peer.Net())
-		ac := listen(t, pit.Net())
-		local := addrPort(ac.LocalAddr())
-		early := netip.AddrPortFrom(pit.Router().PublicIP(), local.Port())
-		for range 3 {
-			if _, err := pc.WriteTo([]byte("early"), net.UDPAddrFromAddrPort(early)); err != nil {
-				t.Fatal(err)
+	// sent must not take the port the host is about to be mapped to. The
+	// control router accepts WAN input and must show the pitfall, proving
+	// the check can see it.
+	for _, c := range []struct {
+		name     string
+		host     *natlab.Host
+		keepPort bool
+	}{{"pitfall/early-inbound-dropped-keeps-port", pit, true}, {"pitfall/early-inbound-accepted-steals-port", pitAccept, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			pc := listen(t, peer.Net())
+			ac := listen(t, c.host.Net())
+			local := addrPort(ac.LocalAddr())
+			early := netip.AddrPortFrom(c.host.Router().PublicIP(), local.Port())
+			for range 3 {
+				if _, err := pc.WriteTo([]byte("early"), net.UDPAddrFromAddrPort(early)); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
-		// The early packets were dropped by the router's input chain; give
-		// the peer's side nothing to wait for and let the host send now.
-		from := sendUntilReceived(ctx, t, ac, pc, netip.AddrPortFrom(peer.IP(), addrPort(pc.LocalAddr()).Port()))
-		if from.Port() != local.Port() {
-			t.Errorf("host at local port %d was mapped to %v after an early inbound packet; want the port kept", local.Port(), from)
-		}
-	})
+			// The early packets must have reached the router (its WAN input
+			// counter) before the host sends.
+			waitWANInput(ctx, t, c.host.Router(), 3)
+			from := sendUntilReceived(ctx, t, ac, pc, netip.AddrPortFrom(peer.IP(), addrPort(pc.LocalAddr()).Port()))
+			if kept := from.Port() == local.Port(); kept != c.keepPort {
+				t.Errorf("host at local port %d was mapped to %v after an early inbound packet; port kept %t, want %t", local.Port(), from, kept, c.keepPort)
+			}
+		})
+	}
 
-	// nat.md pitfall B5.1: hosts behind one NAT must not share local ports.
+	// nat.md pitfall B5.1: hosts behind one NAT must not share local ports,
+	// or Linux overloads one external port and a host looks
+	// address-dependent. Each host has its own ephemeral range, and both
+	// keep their ports through the NAT.
 	t.Run("pitfall/disjoint-ephemeral-ports", func(t *testing.T) {
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 		defer cancel()
-		hs := hpOff.Hosts()
 		var ranges []string
-		for _, h := range hs {
+		for _, h := range hpOff.Hosts() {
 			out, err := h.Run(ctx, "cat", "/proc/sys/net/ipv4/ip_local_port_range")
 			if err != nil {
 				t.Fatal(err)
 			}
 			ranges = append(ranges, strings.Join(strings.Fields(out), "-"))
+			c := listen(t, h.Net())
+			if got, local := mapped(ctx, t, c, refl.Addr()), addrPort(c.LocalAddr()); got.Port() != local.Port() {
+				t.Errorf("%s: local port %d mapped to %v, want the port kept", h.Name(), local.Port(), got)
+			}
 		}
 		if ranges[0] == ranges[1] {
 			t.Errorf("hosts behind one router share ephemeral range %s", ranges[0])
@@ -278,6 +295,25 @@ func sendUntilReceived(ctx context.Context, t *testing.T, src, dstConn net.Packe
 	return netip.AddrPort{}
 }
 
+// waitWANInput waits until router r has counted at least n packets
+// arriving unsolicited at its WAN side.
+func waitWANInput(ctx context.Context, t *testing.T, r *natlab.Router, n int) {
+	t.Helper()
+	re := regexp.MustCompile(`iifname "wan0" counter packets (\d+)`)
+	for ctx.Err() == nil {
+		out, err := r.Run(ctx, "nft", "list", "chain", "ip", "natlab", "input")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := re.FindStringSubmatch(out); m != nil {
+			if got, _ := strconv.Atoi(m[1]); got >= n {
+				return
+			}
+		}
+	}
+	t.Fatalf("router %s never counted %d unsolicited WAN packets", r.Name(), n)
+}
+
 // hairpinSend sends from LAN host b to LAN host a's public mapping (both
 // behind r) and returns where the packet seemed to come from, if it arrived.
 func hairpinSend(t *testing.T, refl *natlab.Reflector, r *natlab.Router) (netip.AddrPort, bool) {
@@ -309,8 +345,13 @@ func hairpinSend(t *testing.T, refl *natlab.Reflector, r *natlab.Router) (netip.
 // share answered.
 func replyShare(t *testing.T, n transport.Net, server netip.AddrPort, count int) float64 {
 	t.Helper()
+	// Replies still on their way this long after the previous one are
+	// counted as lost. In the lab a round trip takes well under a
+	// millisecond; the margin is for a starved reader under -race.
+	const idle = 500 * time.Millisecond
 	c := listen(t, n)
 	var got atomic.Int64
+	var sent atomic.Bool
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -318,8 +359,14 @@ func replyShare(t *testing.T, n transport.Net, server netip.AddrPort, count int)
 		seen := map[uint64]bool{}
 		buf := make([]byte, 1500)
 		for {
+			// A deadline per read: one that expired while replies sat in
+			// the socket buffer would fail the read and lose them.
+			_ = c.SetReadDeadline(time.Now().Add(idle))
 			k, _, err := c.ReadFrom(buf)
 			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) && !sent.Load() {
+					continue
+				}
 				return
 			}
 			if m, err := natlab.ParseMessage(buf[:k]); err == nil && m.Kind == natlab.KindResponse && !seen[m.TxID] {
@@ -339,8 +386,7 @@ func replyShare(t *testing.T, n transport.Net, server netip.AddrPort, count int)
 		}
 	}
 	tick.Stop()
-	// The last answers need a round trip: well under 300 ms in the lab.
-	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	sent.Store(true)
 	wg.Wait()
 	return float64(got.Load()) / float64(count)
 }

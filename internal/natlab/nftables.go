@@ -30,6 +30,8 @@ type natRules struct {
 	LAN     netip.Prefix // LAN subnet
 	Hairpin bool
 	Timeout time.Duration // binding lifetime; zero means defaultBindingTimeout
+	// AcceptWANInput reproduces the pitfall instead of avoiding it.
+	AcceptWANInput bool
 }
 
 // nftSeconds renders d as an nft time value, rounded up to whole seconds.
@@ -91,7 +93,12 @@ func (c natRules) ruleset() string {
 	fmt.Fprintf(&b, "  set sentto { type ipv4_addr . inet_service; flags dynamic,timeout; timeout %s; }\n", timeout)
 	fmt.Fprintf(&b, "  chain input {\n    type filter hook input priority filter; policy accept;\n")
 	fmt.Fprintf(&b, "    iifname %q ct state established,related accept\n", wanIf)
-	fmt.Fprintf(&b, "    iifname %q drop\n  }\n", wanIf)
+	wanPolicy := "drop"
+	if c.AcceptWANInput {
+		wanPolicy = "accept"
+	}
+	// The counter lets tests see that unsolicited packets arrived.
+	fmt.Fprintf(&b, "    iifname %q counter %s\n  }\n", wanIf, wanPolicy)
 	fmt.Fprintf(&b, "  chain forward {\n    type filter hook forward priority filter; policy drop;\n")
 	fmt.Fprintf(&b, "    ct state established,related accept\n")
 	fmt.Fprintf(&b, "    iifname %q accept\n", lanIf)

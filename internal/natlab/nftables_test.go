@@ -12,7 +12,7 @@ import (
 func TestRuleset(t *testing.T) {
 	base := natRules{Public: netip.MustParseAddr("203.0.113.20"), LAN: netip.MustParsePrefix("10.3.0.0/24")}
 	const (
-		dropWAN  = `iifname "wan0" drop`
+		dropWAN  = `iifname "wan0" counter drop`
 		snat     = `oifname "wan0" ip saddr 10.3.0.0/24 snat ip to 203.0.113.20` + "\n"
 		snatRand = `snat ip to 203.0.113.20 fully-random`
 		eif      = `iifname "wan0" dnat ip to udp dport map @binding`

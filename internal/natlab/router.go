@@ -71,6 +71,12 @@ type RouterConfig struct {
 	// unreplied and the stream one) and the cone binding timeout. Zero
 	// means Linux's defaults: 30 s unreplied, 120 s once seen both ways.
 	UDPTimeout time.Duration
+	// AcceptWANInput makes the router accept unsolicited WAN packets
+	// addressed to itself instead of dropping them. Only for reproducing
+	// the conntrack pitfall of shared/reference/nat.md (B5.3): an early
+	// inbound packet then takes the port a LAN host is about to be mapped
+	// to. Real home routers, and the default here, drop such input.
+	AcceptWANInput bool
 }
 
 // Linux's conntrack UDP timeouts in a fresh namespace, restored when a
@@ -88,6 +94,7 @@ type Router struct {
 	// Immutable after creation.
 	typ     NATType
 	parent  *Router      // nil when the WAN side is on the internet segment
+	accept  bool         // AcceptWANInput
 	public  netip.Addr   // WAN address (what LAN hosts are translated to)
 	lan     netip.Prefix // LAN subnet; invalid for Open
 	carrier bool
@@ -203,7 +210,7 @@ func (r *Router) SetLoss(rate float64) error {
 
 // applyLocked (re)loads the router's NAT table from its current settings.
 func (r *Router) applyLocked() error {
-	rules := natRules{Type: r.typ, Public: r.public, LAN: r.lan, Hairpin: r.hairpin, Timeout: r.timeout}
+	rules := natRules{Type: r.typ, Public: r.public, LAN: r.lan, Hairpin: r.hairpin, Timeout: r.timeout, AcceptWANInput: r.accept}
 	return r.lab.nft(r.ns, rules.ruleset())
 }
 
@@ -241,6 +248,7 @@ func (l *Lab) addRouter(cfg RouterConfig, parent *Router, carrier bool) *Router 
 		typ:     cfg.Type,
 		parent:  parent,
 		carrier: carrier,
+		accept:  cfg.AcceptWANInput,
 		hairpin: cfg.Hairpin,
 		nextLAN: 10,
 	}
