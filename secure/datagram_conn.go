@@ -94,6 +94,7 @@ type DatagramConn struct {
 
 	sendCounter atomic.Uint64
 	lastRecv    atomic.Int64 // nanoseconds after created of the last authenticated datagram
+	lastSend    atomic.Int64 // nanoseconds after created of the last datagram sent
 
 	mu      sync.Mutex // guards started, closed
 	started bool
@@ -160,6 +161,11 @@ func (c *DatagramConn) LastReceive() time.Time {
 	return c.created.Add(time.Duration(c.lastRecv.Load()))
 }
 
+// LastSend is when the last datagram was sent (the creation time if none has been).
+func (c *DatagramConn) LastSend() time.Time {
+	return c.created.Add(time.Duration(c.lastSend.Load()))
+}
+
 // Stats returns a snapshot of the counters.
 func (c *DatagramConn) Stats() DatagramStats {
 	s := &c.stats
@@ -203,6 +209,7 @@ func (c *DatagramConn) Write(p []byte) (int, error) {
 		c.cfg.Logger.Debug("secure: datagram write failed", "err", err)
 		return len(p), nil
 	}
+	c.lastSend.Store(int64(time.Since(c.created)))
 	c.stats.sentPackets.Add(1)
 	c.stats.sentBytes.Add(uint64(n))
 	return len(p), nil
@@ -338,6 +345,16 @@ func (c *DatagramConn) open(pkt []byte) ([]byte, bool) {
 	c.stats.recvPackets.Add(1)
 	c.stats.recvBytes.Add(uint64(len(pkt)))
 	return payload, true
+}
+
+// readError is the error that ended the read loop, or nil while it runs.
+func (c *DatagramConn) readError() error {
+	select {
+	case <-c.readDone:
+		return c.readErr
+	default:
+		return nil
+	}
 }
 
 // Close closes the inner conn and waits for the read loop. Idempotent.

@@ -1,0 +1,29 @@
+package secure
+
+import (
+	"testing"
+	"time"
+)
+
+func TestLiveness(t *testing.T) {
+	l := liveness{interval: time.Second, timeout: 5 * time.Second}
+	t0 := time.Unix(1000, 0)
+	ms := func(d int) time.Time { return t0.Add(time.Duration(d) * time.Millisecond) }
+	for i, s := range []struct {
+		now, lastSend, lastRecv int
+		ping, dead              bool
+	}{
+		{now: 500, lastSend: 0, lastRecv: 0},
+		{now: 1000, lastSend: 0, lastRecv: 900, ping: true}, // we have been quiet: tell the peer
+		{now: 1500, lastSend: 1000, lastRecv: 0},            // quiet peer, but we sent recently
+		{now: 2500, lastSend: 2400, lastRecv: 2450},
+		{now: 4999, lastSend: 3000, lastRecv: 0, ping: true},
+		{now: 5000, lastSend: 4999, lastRecv: 0, dead: true},
+		{now: 9000, lastSend: 8999, lastRecv: 3999, dead: true},
+	} {
+		ping, dead := l.tick(ms(s.now), ms(s.lastSend), ms(s.lastRecv))
+		if ping != s.ping || dead != s.dead {
+			t.Fatalf("step %d: ping=%v dead=%v, want %v %v", i, ping, dead, s.ping, s.dead)
+		}
+	}
+}
