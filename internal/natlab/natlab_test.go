@@ -58,6 +58,9 @@ func TestLab(t *testing.T) {
 		r.AddHost("a")
 		r.AddHost("b")
 	}
+	hpToggle := lab.AddRouter(natlab.RouterConfig{Name: "hptoggle"})
+	hpToggle.AddHost("a")
+	hpToggle.AddHost("b")
 	fcHp := lab.AddRouter(natlab.RouterConfig{Name: "fchp", Type: natlab.FullCone, Hairpin: true})
 	dbl := lab.AddDoubleNAT(natlab.RouterConfig{Name: "home"})
 	cases = append(cases,
@@ -116,6 +119,18 @@ func TestLab(t *testing.T) {
 		t.Parallel()
 		if from, ok := hairpinSend(t, refl, hpOff); ok {
 			t.Fatalf("packet hairpinned (from %v) on a router without hairpinning", from)
+		}
+	})
+
+	t.Run("hairpin/toggle", func(t *testing.T) {
+		t.Parallel()
+		for _, on := range []bool{true, false, true} {
+			if err := hpToggle.SetHairpin(on); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := hairpinSend(t, refl, hpToggle); ok != on {
+				t.Fatalf("after SetHairpin(%t) hairpinned packet arrived: %t", on, ok)
+			}
 		}
 	})
 
