@@ -1,0 +1,200 @@
+// Package dhtprobe implements holepunch.Prober over a *dht.Node, so NAT
+// classification measures the node's one shared socket. It is the only
+// place where holepunch meets package dht; holepunch itself must not import
+// dht. Users: cmd/swarmdb (netcheck) and node.
+package dhtprobe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v2"
+	"github.com/pion/transport/v2"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/holepunch"
+)
+
+// ErrNoResponse means a Binding request got no response in time.
+var ErrNoResponse = errors.New("dhtprobe: no binding response")
+
+// Binding retransmission, after RFC 5389 §7.2.1 but shorter: a netcheck
+// wants an answer in about a second, not 39.5 s. Three sends 250 ms apart
+// survive a lost packet or two; a server silent for 1 s is reported dead.
+const (
+	bindingRTO     = 250 * time.Millisecond
+	bindingTimeout = time.Second
+)
+
+// Node is the part of *dht.Node a Prober uses.
+type Node interface {
+	WritePacket(b []byte, addr netip.AddrPort) error
+	NATProbe(ctx context.Context, addr netip.AddrPort, mode dht.ProbeMode, wait time.Duration) (dht.ProbeResult, error)
+}
+
+var (
+	_ holepunch.Prober = (*Prober)(nil)
+	_ Node             = (*dht.Node)(nil)
+)
+
+// Prober sends STUN Binding requests through the node's socket and matches
+// responses, which the node hands to its OnPacket hook, by transaction id.
+//
+// Wire it before the node starts:
+//
+//	p := dhtprobe.New()
+//	cfg.OnPacket = p.HandlePacket // or call it from your own hook
+//	node := dht.New(cfg)
+//	p.Attach(node)
+type Prober struct {
+	// Guarded by mu.
+	mu      sync.Mutex
+	node    Node
+	pending map[[stun.TransactionIDSize]byte]chan netip.AddrPort
+}
+
+// New returns a Prober with no node attached.
+func New() *Prober {
+	return &Prober{pending: map[[stun.TransactionIDSize]byte]chan netip.AddrPort{}}
+}
+
+// Attach sets the node whose socket the Prober uses.
+func (p *Prober) Attach(n Node) {
+	p.mu.Lock()
+	p.node = n
+	p.mu.Unlock()
+}
+
+// HandlePacket is a dht.PacketHandler: it consumes Binding responses to
+// our requests and ignores everything else.
+func (p *Prober) HandlePacket(b []byte, from netip.AddrPort) { p.Handle(b, from) }
+
+// Handle consumes a STUN Binding success response that answers one of our
+// requests and reports whether it did, for callers that chain OnPacket to
+// other protocols. It runs on the read loop and does not block.
+func (p *Prober) Handle(b []byte, from netip.AddrPort) bool {
+	if !stun.IsMessage(b) {
+		return false
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if err := m.Decode(); err != nil || m.Type != stun.BindingSuccess {
+		return false
+	}
+	p.mu.Lock()
+	ch := p.pending[m.TransactionID]
+	p.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	var xor stun.XORMappedAddress
+	if err := xor.GetFrom(m); err != nil {
+		return true
+	}
+	ip, ok := netip.AddrFromSlice(xor.IP)
+	if !ok {
+		return true
+	}
+	select {
+	case ch <- netip.AddrPortFrom(ip.Unmap(), uint16(xor.Port)):
+	default:
+	}
+	return true
+}
+
+// Binding implements holepunch.Prober.
+func (p *Prober) Binding(ctx context.Context, server netip.AddrPort) (netip.AddrPort, time.Duration, error) {
+	p.mu.Lock()
+	n := p.node
+	p.mu.Unlock()
+	if n == nil {
+		return netip.AddrPort{}, 0, fmt.Errorf("dhtprobe: binding %s: %w", server, dht.ErrNotStarted)
+	}
+	req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	if err != nil {
+		return netip.AddrPort{}, 0, err
+	}
+	ch := make(chan netip.AddrPort, 1)
+	p.mu.Lock()
+	p.pending[req.TransactionID] = ch
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.pending, req.TransactionID)
+		p.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(ctx, bindingTimeout)
+	defer cancel()
+	tick := time.NewTicker(bindingRTO)
+	defer tick.Stop()
+	start := time.Now()
+	for {
+		// A retransmission reuses the transaction id (RFC 5389 §7.2.1), so
+		// the RTT is measured from the first send: an upper bound.
+		if err := n.WritePacket(req.Raw, server); err != nil {
+			return netip.AddrPort{}, 0, fmt.Errorf("dhtprobe: binding %s: %w", server, err)
+		}
+		select {
+		case mapped := <-ch:
+			return mapped, time.Since(start), nil
+		case <-tick.C:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return netip.AddrPort{}, 0, fmt.Errorf("dhtprobe: binding %s: %w", server, ErrNoResponse)
+			}
+			return netip.AddrPort{}, 0, ctx.Err()
+		}
+	}
+}
+
+// Probe implements holepunch.Prober with the DHT's NAT_PROBE command.
+func (p *Prober) Probe(ctx context.Context, server netip.AddrPort, kind holepunch.ProbeKind, wait time.Duration) (bool, bool, error) {
+	p.mu.Lock()
+	n := p.node
+	p.mu.Unlock()
+	if n == nil {
+		return false, false, fmt.Errorf("dhtprobe: probe %s: %w", server, dht.ErrNotStarted)
+	}
+	mode := dht.ProbeOtherPort
+	if kind == holepunch.ProbeOtherNode {
+		mode = dht.ProbeOtherNode
+	}
+	res, err := n.NATProbe(ctx, server, mode, wait)
+	if err != nil {
+		return false, false, err
+	}
+	return res.Arrived, res.Unsolicited, nil
+}
+
+// LocalIPs returns the IPv4 addresses of tn's interfaces, for
+// holepunch.CheckConfig.LocalIPs when the node listens on 0.0.0.0.
+func LocalIPs(tn transport.Net) []netip.Addr {
+	ifaces, err := tn.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ifc := range ifaces {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			var ip net.IP
+			switch v := a.(type) {
+			case *net.IPNet:
+				ip = v.IP
+			case *net.IPAddr:
+				ip = v.IP
+			}
+			if na, ok := netip.AddrFromSlice(ip); ok && na.Unmap().Is4() {
+				out = append(out, na.Unmap())
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,184 @@
+package dhtprobe_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/transport/v2/vnet"
+	"go.uber.org/goleak"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// vnetTimeout bounds one classification on the virtual network, where a
+// round trip takes microseconds: only the probe waits take real time.
+const vnetTimeout = 15 * time.Second
+
+// TestVNetClassify runs the whole netcheck path (DHT node, STUN through
+// OnPacket, NAT_PROBE, Classify) behind each of pion vnet's NAT types and
+// asserts the classic class. vnet implements endpoint-independent,
+// address-dependent and address-and-port-dependent mapping and filtering
+// (not hairpinning), so every classic type has a cell here.
+func TestVNetClassify(t *testing.T) {
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "203.0.113.0/24", LoggerFactory: lf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Four persistent public DHT nodes on distinct IPs: the other-node probe
+	// needs a helper on an IP other than the server's and the client's.
+	var servers []*dht.Node
+	var boot []netip.AddrPort
+	for i := 1; i <= 4; i++ {
+		ip := fmt.Sprintf("203.0.113.%d", i)
+		vn, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{ip}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wan.AddNet(vn); err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, dht.New(dht.Config{Net: vn, ListenAddr: ip + ":49737", Mode: dht.ModePersistent, Bootstrap: boot}))
+		if i == 1 {
+			boot = []netip.AddrPort{netip.MustParseAddrPort(ip + ":49737")}
+		}
+	}
+
+	type cell struct {
+		name string
+		nat  *vnet.NATType // nil: host directly on the WAN
+		want holepunch.Class
+	}
+	natOf := func(m, f vnet.EndpointDependencyType) *vnet.NATType {
+		return &vnet.NATType{MappingBehavior: m, FilteringBehavior: f}
+	}
+	cells := []cell{
+		{"open", nil, holepunch.ClassOpen},
+		{"fullcone", natOf(vnet.EndpointIndependent, vnet.EndpointIndependent), holepunch.ClassFullCone},
+		{"restricted", natOf(vnet.EndpointIndependent, vnet.EndpointAddrDependent), holepunch.ClassRestricted},
+		{"portrestricted", natOf(vnet.EndpointIndependent, vnet.EndpointAddrPortDependent), holepunch.ClassPortRestricted},
+		{"symmetric", natOf(vnet.EndpointAddrPortDependent, vnet.EndpointAddrPortDependent), holepunch.ClassSymmetric},
+		{"symmetric-address-dependent-mapping", natOf(vnet.EndpointAddrDependent, vnet.EndpointAddrPortDependent), holepunch.ClassSymmetric},
+	}
+	clientNets := make([]*vnet.Net, len(cells))
+	clientIPs := make([]string, len(cells))
+	for i, c := range cells {
+		if c.nat == nil {
+			clientIPs[i] = "203.0.113.50"
+			vn, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{clientIPs[i]}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := wan.AddNet(vn); err != nil {
+				t.Fatal(err)
+			}
+			clientNets[i] = vn
+			continue
+		}
+		lan, err := vnet.NewRouter(&vnet.RouterConfig{
+			CIDR:          fmt.Sprintf("10.%d.0.0/24", i),
+			StaticIPs:     []string{fmt.Sprintf("203.0.113.%d", 100+i)},
+			NATType:       c.nat,
+			LoggerFactory: lf,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wan.AddRouter(lan); err != nil {
+			t.Fatal(err)
+		}
+		clientIPs[i] = fmt.Sprintf("10.%d.0.2", i)
+		vn, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{clientIPs[i]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lan.AddNet(vn); err != nil {
+			t.Fatal(err)
+		}
+		clientNets[i] = vn
+	}
+	if err := wan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = wan.Stop() }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), vnetTimeout)
+	defer cancel()
+	for _, n := range servers {
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+	}
+	for _, n := range servers {
+		if err := n.Bootstrap(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var allServers []netip.AddrPort
+	for _, n := range servers {
+		allServers = append(allServers, n.LocalAddr())
+	}
+
+	for i, c := range cells {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), vnetTimeout)
+			defer cancel()
+			p := dhtprobe.New()
+			node := dht.New(dht.Config{Net: clientNets[i], ListenAddr: clientIPs[i] + ":0", Mode: dht.ModeEphemeral,
+				Bootstrap: boot, OnPacket: p.HandlePacket, RequestTimeout: 300 * time.Millisecond})
+			p.Attach(node)
+			if err := node.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer node.Close()
+			rep, err := holepunch.Check(ctx, holepunch.CheckConfig{
+				Prober:    p,
+				Servers:   boot,
+				Local:     node.LocalAddr(),
+				ProbeWait: 300 * time.Millisecond,
+				Hairpin:   true,
+				Discover: func(ctx context.Context) ([]netip.AddrPort, error) {
+					if err := node.Bootstrap(ctx); err != nil {
+						return nil, err
+					}
+					return allServers, nil
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: public %s mapping %s filtering %s hairpin %v confidence %s (%d/%d agree)",
+				rep.Class, rep.PublicAddr, rep.Mapping, rep.Filtering, deref(rep.Hairpin), rep.Confidence, rep.Agreeing, rep.Answered)
+			if rep.Class != c.want {
+				t.Fatalf("class %s, want %s (report %+v)", rep.Class, c.want, rep)
+			}
+			if rep.Answered != len(allServers) || rep.Confidence != holepunch.ConfidenceHigh {
+				t.Fatalf("answered %d of %d, confidence %s", rep.Answered, len(allServers), rep.Confidence)
+			}
+			wantIP := fmt.Sprintf("203.0.113.%d", 100+i)
+			if c.nat == nil {
+				wantIP = clientIPs[i]
+			}
+			if rep.PublicAddr.Addr() != netip.MustParseAddr(wantIP) {
+				t.Fatalf("public %s, want IP %s", rep.PublicAddr, wantIP)
+			}
+		})
+	}
+}
+
+func deref(b *bool) any {
+	if b == nil {
+		return "unmeasured"
+	}
+	return *b
+}

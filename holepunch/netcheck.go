@@ -1,0 +1,171 @@
+package holepunch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// ProbeKind selects where the unsolicited packet of a filtering probe
+// comes from.
+type ProbeKind int
+
+const (
+	// ProbeOtherNode: a node on an IP we never sent to sends the packet.
+	ProbeOtherNode ProbeKind = iota + 1
+	// ProbeOtherPort: the server answers from another port on its IP.
+	ProbeOtherPort
+)
+
+// Prober is how Check reaches the network. It is implemented over the DHT
+// node (holepunch/dhtprobe) and by fakes in tests. Every method must use
+// the node's one shared socket, so that the mapping measured is the one
+// peers will see.
+type Prober interface {
+	// Binding sends a STUN Binding request to server and returns the
+	// reflexive address it saw and the round-trip time.
+	Binding(ctx context.Context, server netip.AddrPort) (mapped netip.AddrPort, rtt time.Duration, err error)
+	// Probe asks server for an unsolicited packet of the given kind and
+	// waits up to wait for it. Err is set only when the request failed.
+	Probe(ctx context.Context, server netip.AddrPort, kind ProbeKind, wait time.Duration) (arrived, unsolicited bool, err error)
+}
+
+// DefaultProbeWait is how long Check waits for a probe's unsolicited packet.
+// One second is several worst-case round trips (under 400 ms across the
+// world), so a packet that has not come by then was filtered.
+const DefaultProbeWait = time.Second
+
+// CheckConfig configures Check. Prober and Servers are required.
+type CheckConfig struct {
+	// Prober reaches the network. Required.
+	Prober Prober
+	// Servers are the first servers to ask (the bootstrap nodes). The
+	// filtering probes go to the first that answers. Required.
+	Servers []netip.AddrPort
+	// Discover, when set, returns more servers for the Binding requests.
+	// Check calls it only after the filtering probes, because discovering
+	// servers sends to them, and a server we sent to could then pass a
+	// filter it should not (the other-node probe must come from a
+	// stranger). Zero means use Servers only.
+	Discover func(ctx context.Context) ([]netip.AddrPort, error)
+	// MaxServers bounds the servers asked for a Binding. Zero means 5.
+	MaxServers int
+	// Local is the socket's local address; LocalIPs the host's interface
+	// IPs (to recognise an unspecified Local). Optional.
+	Local    netip.AddrPort
+	LocalIPs []netip.Addr
+	// ProbeWait is the wait for a probe's packet. Zero means DefaultProbeWait.
+	ProbeWait time.Duration
+	// Hairpin asks for the hairpin check (a Binding to our own public
+	// address). False means not measured.
+	Hairpin bool
+	// Logger receives debug logs. Zero means discard.
+	Logger *slog.Logger
+}
+
+func (c CheckConfig) withDefaults() CheckConfig {
+	if c.MaxServers == 0 {
+		c.MaxServers = 5
+	}
+	if c.ProbeWait == 0 {
+		c.ProbeWait = DefaultProbeWait
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Check measures the NAT in front of the prober's socket and classifies it.
+// The order matters (see Discover): the other-node probe goes first, while
+// we have sent to only one server; then the other-port probe; then
+// Bindings to all servers in parallel; then the hairpin check.
+func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Prober == nil {
+		return NATReport{}, ErrNoProber
+	}
+	if len(cfg.Servers) == 0 {
+		return NATReport{}, ErrNoServers
+	}
+	log := cfg.Logger
+	obs := Observations{Local: cfg.Local, LocalIPs: cfg.LocalIPs}
+
+	for _, s := range cfg.Servers {
+		arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, ProbeOtherNode, cfg.ProbeWait)
+		if err != nil {
+			log.Debug("nat probe failed", "addr", s, "stage", "other-node", "err", err)
+			if ctx.Err() != nil {
+				return NATReport{}, ctx.Err()
+			}
+			continue
+		}
+		obs.OtherNode = ProbeObservation{Measured: true, Arrived: arrived, Unsolicited: unsolicited}
+		arrived, _, err = cfg.Prober.Probe(ctx, s, ProbeOtherPort, cfg.ProbeWait)
+		if err == nil {
+			obs.OtherPort = ProbeObservation{Measured: true, Arrived: arrived}
+		}
+		log.Debug("nat probes done", "addr", s, "other_node", obs.OtherNode, "other_port", obs.OtherPort)
+		break
+	}
+
+	servers := append([]netip.AddrPort(nil), cfg.Servers...)
+	if cfg.Discover != nil {
+		more, err := cfg.Discover(ctx)
+		if err != nil {
+			log.Debug("server discovery failed", "err", err)
+		}
+		servers = appendNew(servers, more...)
+	}
+	if len(servers) > cfg.MaxServers {
+		servers = servers[:cfg.MaxServers]
+	}
+	obs.Servers = bindings(ctx, cfg.Prober, servers)
+
+	report := Classify(obs)
+	if report.Answered == 0 {
+		return report, fmt.Errorf("holepunch: netcheck via %v: %w", cfg.Servers, ErrNoAnswer)
+	}
+	if cfg.Hairpin && report.PublicAddr.IsValid() && report.Mapping != MappingNone {
+		_, _, err := cfg.Prober.Binding(ctx, report.PublicAddr)
+		hp := err == nil
+		obs.Hairpin = &hp
+		report = Classify(obs)
+	} else if cfg.Hairpin && report.Mapping == MappingNone {
+		// Without a NAT, sending to our own address always comes back.
+		hp := true
+		obs.Hairpin = &hp
+		report = Classify(obs)
+	}
+	return report, nil
+}
+
+// bindings asks every server in parallel; results keep the servers' order.
+func bindings(ctx context.Context, p Prober, servers []netip.AddrPort) []ServerObservation {
+	out := make([]ServerObservation, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Go(func() {
+			mapped, rtt, err := p.Binding(ctx, s)
+			out[i] = ServerObservation{Server: s, Mapped: mapped, RTT: rtt, Err: err}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func appendNew(list []netip.AddrPort, more ...netip.AddrPort) []netip.AddrPort {
+	for _, a := range more {
+		dup := false
+		for _, b := range list {
+			dup = dup || a == b
+		}
+		if !dup {
+			list = append(list, a)
+		}
+	}
+	return list
+}
