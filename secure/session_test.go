@@ -302,14 +302,14 @@ func TestSessionTamperedDatagramsNeverReachApp(t *testing.T) {
 // DeadTimeout plus half a keepalive interval, on both sides.
 func TestSessionDeadPeerDetected(t *testing.T) {
 	checkLeaks(t)
-	cfg := Config{KeepaliveInterval: 100 * time.Millisecond, DeadTimeout: 600 * time.Millisecond}
+	cfg := Config{KeepaliveInterval: 100 * time.Millisecond, DeadTimeout: time.Second}
 	p := newPipeSessions(t, pipeOptions{}, cfg)
 
 	// Idle for a while first: keepalives must keep a quiet session alive.
 	select {
 	case <-p.client.Done():
 		t.Fatalf("idle session died: %v", p.client.Err())
-	case <-time.After(3 * cfg.DeadTimeout):
+	case <-time.After(2 * cfg.DeadTimeout):
 	}
 	if p.server.Stats().Datagram.RecvPackets == 0 {
 		t.Fatal("no keepalive traffic")
@@ -318,7 +318,8 @@ func TestSessionDeadPeerDetected(t *testing.T) {
 	p.pa.blackhole.Store(true)
 	p.pb.blackhole.Store(true)
 	start := time.Now()
-	bound := cfg.DeadTimeout + cfg.KeepaliveInterval/2 + 200*time.Millisecond // + scheduling slack
+	// The design bound plus slack for a loaded CI machine running -race.
+	bound := cfg.DeadTimeout + cfg.KeepaliveInterval/2 + time.Second
 	for name, s := range map[string]*Session{"client": p.client, "server": p.server} {
 		select {
 		case <-s.Done():
