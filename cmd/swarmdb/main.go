@@ -19,6 +19,7 @@ func commands() []command {
 	return []command{
 		{"bootstrap", "run a persistent public DHT node (bootstrap, relay and STUN server)", runBootstrap},
 		{"demo", "run a whole swarmdb network on loopback and show it working", runDemo},
+		{"netcheck", "measure this host's NAT (RFC 4787 mapping and filtering) against DHT nodes", runNetcheck},
 	}
 }
 

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pion/transport/v2"
+	"github.com/pion/transport/v2/stdnet"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+)
+
+// netcheckTimeout bounds a whole netcheck: the filtering probes wait about
+// a second each per bootstrap node tried, the rest is a few round trips.
+const netcheckTimeout = 30 * time.Second
+
+// errNoBootstrap is returned when netcheck was given nothing to ask.
+var errNoBootstrap = errors.New("--bootstrap is required (host:port,...)")
+
+func runNetcheck(args []string) error {
+	fs := flag.NewFlagSet("netcheck", flag.ContinueOnError)
+	boot := fs.String("bootstrap", "", "comma-separated host:port of DHT nodes to measure against (required)")
+	listen := fs.String("listen", "0.0.0.0:0", "UDP address of the ephemeral node's socket")
+	asJSON := fs.Bool("json", false, "print the report as one JSON object on stdout")
+	timeout := fs.Duration("timeout", netcheckTimeout, "give up after this long")
+	verbose := fs.Bool("v", false, "debug logging on stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	bootstrap, err := parseAddrList(*boot)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	rep, err := netcheck(ctx, netcheckConfig{Listen: *listen, Bootstrap: bootstrap, Logger: newLogger(*asJSON, level)})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(rep)
+	}
+	printReport(os.Stdout, rep)
+	return nil
+}
+
+// netcheckConfig configures netcheck. Bootstrap is required.
+type netcheckConfig struct {
+	// Net opens the socket. Zero means the real network; tests pass a vnet
+	// or a natlab host's namespace.
+	Net transport.Net
+	// Listen is the local address. Zero means "0.0.0.0:0".
+	Listen    string
+	Bootstrap []netip.AddrPort
+	// ProbeWait is the wait for a filtering probe. Zero means
+	// holepunch.DefaultProbeWait.
+	ProbeWait time.Duration
+	// Logger zero means discard.
+	Logger *slog.Logger
+}
+
+// netcheck starts an ephemeral DHT node with the prober on its OnPacket
+// hook, measures its NAT against the bootstrap nodes and the nodes a
+// lookup finds, and closes the node.
+func netcheck(ctx context.Context, cfg netcheckConfig) (holepunch.NATReport, error) {
+	if len(cfg.Bootstrap) == 0 {
+		return holepunch.NATReport{}, errNoBootstrap
+	}
+	if cfg.Net == nil {
+		n, err := stdnet.NewNet()
+		if err != nil {
+			return holepunch.NATReport{}, err
+		}
+		cfg.Net = n
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "0.0.0.0:0"
+	}
+	p := dhtprobe.New()
+	node := dht.New(dht.Config{
+		Net: cfg.Net, ListenAddr: cfg.Listen, Bootstrap: cfg.Bootstrap, Mode: dht.ModeEphemeral,
+		OnPacket: p.HandlePacket, Logger: cfg.Logger,
+	})
+	p.Attach(node)
+	if err := node.Start(); err != nil {
+		return holepunch.NATReport{}, err
+	}
+	defer node.Close()
+	rep, err := holepunch.Check(ctx, holepunch.CheckConfig{
+		Prober:    p,
+		Servers:   cfg.Bootstrap,
+		Local:     node.LocalAddr(),
+		LocalIPs:  dhtprobe.LocalIPs(cfg.Net),
+		ProbeWait: cfg.ProbeWait,
+		Hairpin:   true,
+		Logger:    cfg.Logger,
+		Discover: func(ctx context.Context) ([]netip.AddrPort, error) {
+			if err := node.Bootstrap(ctx); err != nil {
+				return nil, err
+			}
+			// A lookup of a random target reaches nodes spread over the
+			// id space, beyond the bootstrap nodes.
+			var target dht.ID
+			_, _ = rand.Read(target[:])
+			return node.FindNode(ctx, target)
+		},
+	})
+	if errors.Is(err, holepunch.ErrNoAnswer) {
+		return rep, fmt.Errorf("no bootstrap node answered (tried %v): %w", cfg.Bootstrap, err)
+	}
+	return rep, err
+}
+
+// printReport writes the human report.
+func printReport(w io.Writer, r holepunch.NATReport) {
+	fmt.Fprintf(w, "public address: %s\n", r.PublicAddr)
+	if len(r.PublicAddrs) > 1 {
+		fmt.Fprintf(w, "all public addresses: %v\n", r.PublicAddrs)
+	}
+	fmt.Fprintf(w, "NAT type:       %s\n", r.Class)
+	fmt.Fprintf(w, "  mapping:      %s (RFC 4787)\n", r.Mapping)
+	fmt.Fprintf(w, "  filtering:    %s (RFC 4787)\n", r.Filtering)
+	hp := "not measured"
+	if r.Hairpin != nil {
+		hp = fmt.Sprint(*r.Hairpin)
+	}
+	fmt.Fprintf(w, "  hairpinning:  %s\n", hp)
+	fmt.Fprintf(w, "confidence:     %s (%d of %d nodes answered, %d agree)\n", r.Confidence, r.Answered, r.Queried, r.Agreeing)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "node\tmapped\trtt")
+	for _, s := range r.Servers {
+		if s.Answered {
+			fmt.Fprintf(tw, "%s\t%s\t%.1f ms\n", s.Server, s.Mapped, s.RTTMilli)
+		} else {
+			fmt.Fprintf(tw, "%s\t-\t%s\n", s.Server, s.Error)
+		}
+	}
+	_ = tw.Flush()
+}
