@@ -1,0 +1,102 @@
+package holepunch
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeProber is a NAT in a table: Binding returns mapped[server], probes
+// return the fixed outcomes, and every call is logged in order.
+type fakeProber struct {
+	mapped               map[netip.AddrPort]netip.AddrPort
+	nodeArrived, portArr bool
+
+	mu    sync.Mutex
+	calls []string
+}
+
+var _ Prober = (*fakeProber)(nil)
+
+func (f *fakeProber) log(s string) {
+	f.mu.Lock()
+	f.calls = append(f.calls, s)
+	f.mu.Unlock()
+}
+
+func (f *fakeProber) Binding(_ context.Context, server netip.AddrPort) (netip.AddrPort, time.Duration, error) {
+	f.log("binding")
+	m, ok := f.mapped[server]
+	if !ok {
+		return netip.AddrPort{}, 0, errors.New("timeout")
+	}
+	return m, time.Millisecond, nil
+}
+
+func (f *fakeProber) Probe(_ context.Context, server netip.AddrPort, kind ProbeKind, _ time.Duration) (bool, bool, error) {
+	if _, ok := f.mapped[server]; !ok {
+		return false, false, errors.New("timeout")
+	}
+	if kind == ProbeOtherNode {
+		f.log("other-node")
+		return f.nodeArrived, f.nodeArrived, nil
+	}
+	f.log("other-port")
+	return f.portArr, false, nil
+}
+
+func TestCheckOrderAndClass(t *testing.T) {
+	f := &fakeProber{mapped: map[netip.AddrPort]netip.AddrPort{
+		servers[0]: pubB, servers[1]: pubB, servers[2]: pubB, pubB: pubB, // pubB: hairpin works
+	}, portArr: true}
+	rep, err := Check(context.Background(), CheckConfig{
+		Prober:  f,
+		Servers: servers[:1],
+		Local:   local,
+		Hairpin: true,
+		Discover: func(context.Context) ([]netip.AddrPort, error) {
+			f.log("discover")
+			return servers, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Class != ClassRestricted || rep.Answered != 3 || rep.Hairpin == nil || !*rep.Hairpin {
+		t.Fatalf("report %+v", rep)
+	}
+	// The filtering probes must run before discovery contacts other nodes.
+	want := []string{"other-node", "other-port", "discover", "binding", "binding", "binding", "binding"}
+	if !slices.Equal(f.calls, want) {
+		t.Fatalf("calls %v, want %v", f.calls, want)
+	}
+}
+
+func TestCheckSkipsDeadBootstrap(t *testing.T) {
+	dead := netip.MustParseAddrPort("203.0.113.99:49737")
+	f := &fakeProber{mapped: map[netip.AddrPort]netip.AddrPort{servers[0]: pubB, servers[1]: pubB, servers[2]: pubB}, nodeArrived: true, portArr: true}
+	rep, err := Check(context.Background(), CheckConfig{Prober: f, Servers: append([]netip.AddrPort{dead}, servers...), Local: local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Class != ClassFullCone || rep.Queried != 4 || rep.Answered != 3 || rep.Hairpin != nil {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+func TestCheckErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := Check(ctx, CheckConfig{Servers: servers}); !errors.Is(err, ErrNoProber) {
+		t.Fatalf("no prober: %v", err)
+	}
+	if _, err := Check(ctx, CheckConfig{Prober: &fakeProber{}}); !errors.Is(err, ErrNoServers) {
+		t.Fatalf("no servers: %v", err)
+	}
+	if _, err := Check(ctx, CheckConfig{Prober: &fakeProber{}, Servers: servers}); !errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("no answer: %v", err)
+	}
+}
