@@ -2,6 +2,7 @@ package db
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -231,7 +232,7 @@ func parseChange(kind CRDTKind, f map[string]json.RawMessage) (Change, error) {
 func cmpIdentity(kind CRDTKind, x, y *Change) int {
 	switch kind {
 	case KindMap:
-		if c := cmpFloat(x.Seq, y.Seq); c != 0 {
+		if c := cmp.Compare(x.Seq, y.Seq); c != 0 {
 			return c
 		}
 		if x.Op != y.Op { // "DEL" < "SET" as strings; ToolDb applies SET first
@@ -240,46 +241,26 @@ func cmpIdentity(kind CRDTKind, x, y *Change) int {
 			}
 			return 1
 		}
-		if c := cmpString(x.Author, y.Author); c != 0 {
+		if c := cmp.Compare(x.Author, y.Author); c != 0 {
 			return c
 		}
-		return cmpString(x.Key, y.Key)
+		return cmp.Compare(x.Key, y.Key)
 	case KindList:
-		if c := cmpString(x.Index, y.Index); c != 0 {
+		if c := cmp.Compare(x.Index, y.Index); c != 0 {
 			return c
 		}
-		if c := cmpString(x.Op, y.Op); c != 0 {
+		if c := cmp.Compare(x.Op, y.Op); c != 0 {
 			return c
 		}
 		return bytes.Compare(x.Value, y.Value)
 	case KindCounter:
-		if c := cmpFloat(x.Seq, y.Seq); c != 0 {
+		if c := cmp.Compare(x.Seq, y.Seq); c != 0 {
 			return c
 		}
-		if c := cmpString(x.Author, y.Author); c != 0 {
+		if c := cmp.Compare(x.Author, y.Author); c != 0 {
 			return c
 		}
-		return cmpString(x.Op, y.Op)
-	}
-	return 0
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+		return cmp.Compare(x.Op, y.Op)
 	}
 	return 0
 }
