@@ -2,6 +2,7 @@
 // packages: each subcommand parses flags, wires a component and reports.
 //
 //	swarmdb bootstrap --listen 0.0.0.0:49737 [--bootstrap host:port,...] [--public-ip IP] [--json]
+//	swarmdb netcheck --bootstrap host:port,... [--json]
 //	swarmdb demo
 package main
 
