@@ -37,8 +37,13 @@ func ParseAddress(a string) (*ecdsa.PublicKey, error) {
 	}
 	var pt [65]byte
 	pt[0] = 4
-	x, err1 := base64.RawURLEncoding.DecodeString(a[:addressHalf])
-	y, err2 := base64.RawURLEncoding.DecodeString(a[addressHalf:])
+	// Strict: the last character of each half carries unused bits, and a
+	// lax decoder accepts several spellings of one key — aliases of one
+	// address that would name different user-key namespaces (found by
+	// FuzzParseAddress). ToolDb's encoder always writes them as zero.
+	strict := base64.RawURLEncoding.Strict()
+	x, err1 := strict.DecodeString(a[:addressHalf])
+	y, err2 := strict.DecodeString(a[addressHalf:])
 	if err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
 		return nil, fmt.Errorf("%w: not base64url coordinates", ErrInvalidAddress)
 	}
