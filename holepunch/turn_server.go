@@ -1,0 +1,669 @@
+package holepunch
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1" //nolint:gosec // HMAC-SHA1 is what the TURN REST API draft and every TURN client use
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/transport/v2"
+	"github.com/pion/transport/v2/stdnet"
+	"github.com/pion/turn/v2"
+)
+
+// TURN relay served by public nodes (RFC 8656, formerly RFC 5766), the last
+// path of a connection when both peers sit behind address-dependent-mapping
+// NATs. The relay only ever carries datagrams already sealed by package
+// secure, so it learns who talks to whom and how much, never what.
+//
+// Credentials follow the "REST API for Access to TURN Services" draft
+// (draft-uberti-behave-turn-rest-00, §2.2), the scheme coturn calls
+// use-auth-secret: the node holding the secret hands out
+//
+//	username = "<unix expiry>:<tag>"
+//	password = base64(HMAC-SHA1(secret, username))
+//
+// and the server recomputes the password from the username alone, so it
+// keeps no per-user state and a credential dies at its expiry.
+
+// Errors of the TURN server. (They belong in errors.go; they live here
+// until the lead moves them, since this file is the TURN helper's only path.)
+var (
+	// ErrTURNCredentials means a TURN username is malformed or its password
+	// does not match.
+	ErrTURNCredentials = errors.New("holepunch: bad turn credentials")
+	// ErrTURNExpired means a TURN username's expiry has passed.
+	ErrTURNExpired = errors.New("holepunch: turn credentials expired")
+	// ErrTURNNoPublicIP means the relay address to advertise is unknown:
+	// the server listens on an unspecified IP and TURNConfig.PublicIP is zero.
+	ErrTURNNoPublicIP = errors.New("holepunch: turn relay address unknown (set PublicIP)")
+	// ErrTURNLimit means an allocation was refused by MaxAllocations or
+	// MaxAllocationsPerIP.
+	ErrTURNLimit = errors.New("holepunch: turn allocation limit reached")
+	// ErrTURNState means Start was called twice or after Close.
+	ErrTURNState = errors.New("holepunch: turn server already started or closed")
+)
+
+// Defaults of TURNConfig.
+const (
+	// DefaultTURNRealm is the realm of the long-term credential mechanism.
+	DefaultTURNRealm = "swarmdb"
+	// DefaultTURNListen is the standard STUN/TURN port (RFC 8656 §4).
+	DefaultTURNListen = "0.0.0.0:3478"
+	// DefaultTURNCredentialTTL is how long issued credentials stay valid
+	// for new allocations. Ten minutes covers a connect attempt with many
+	// retries; a connection in use keeps its allocation past the expiry
+	// (see TURNConfig.MaxAllocationLifetime).
+	DefaultTURNCredentialTTL = 10 * time.Minute
+	// DefaultTURNMaxAllocations bounds live allocations on one server: each
+	// holds a socket and a goroutine, and a small public node serves other
+	// duties too.
+	DefaultTURNMaxAllocations = 1000
+	// DefaultTURNMaxAllocationsPerIP bounds live allocations per client IP.
+	// An ICE agent allocates once per TURN server and local socket; a few
+	// hosts behind one NAT share an IP, so 16 leaves room for them while a
+	// single flooder cannot take the whole server.
+	DefaultTURNMaxAllocationsPerIP = 16
+	// DefaultTURNMaxAllocationLifetime is the hard cap on one allocation,
+	// refreshes included. After it the relay closes and the peers must
+	// reconnect (an ICE restart with fresh credentials).
+	DefaultTURNMaxAllocationLifetime = time.Hour
+)
+
+// turnCloseWait bounds how long Close waits for pion's goroutines to see
+// their sockets closed; they exit at the next read, which returns at once.
+const turnCloseWait = 5 * time.Second
+
+// TURNConfig configures a TURNServer. The zero value listens on
+// DefaultTURNListen with a random secret, and needs PublicIP only when the
+// listen IP is unspecified.
+type TURNConfig struct {
+	// Net opens the listening and relay sockets. Zero means the real
+	// network (pion stdnet); tests pass a vnet or a natlab host's Net.
+	Net transport.Net
+	// ListenAddr is the UDP address clients send to. Zero means
+	// DefaultTURNListen. Relay sockets bind to the same IP, port 0.
+	ListenAddr string
+	// PublicIP is the relay address advertised to clients (XOR-RELAYED-
+	// ADDRESS) and the IP of Addr. Zero means the listen IP; Start fails
+	// with ErrTURNNoPublicIP when that is unspecified too.
+	PublicIP netip.Addr
+	// Secret is the HMAC key shared with whoever issues credentials. Zero
+	// means 32 random bytes (then only this process can issue, through
+	// Credentials).
+	Secret []byte
+	// Realm is the long-term credential realm. Zero means DefaultTURNRealm.
+	Realm string
+	// CredentialTTL is the validity of credentials from Credentials. Zero
+	// means DefaultTURNCredentialTTL.
+	CredentialTTL time.Duration
+	// MaxAllocations bounds live allocations. Zero means
+	// DefaultTURNMaxAllocations.
+	MaxAllocations int
+	// MaxAllocationsPerIP bounds live allocations per client IP (the NAT's
+	// public IP). Zero means DefaultTURNMaxAllocationsPerIP.
+	MaxAllocationsPerIP int
+	// MaxAllocationLifetime caps one allocation however often it is
+	// refreshed. Zero means DefaultTURNMaxAllocationLifetime.
+	MaxAllocationLifetime time.Duration
+	// AllowPrivatePeers lets clients relay to loopback, private (RFC 1918,
+	// RFC 4193), link-local, unspecified and multicast peer addresses.
+	// False (the default) refuses them, so a public relay cannot be used
+	// to reach the networks behind its own host. Loopback tests set it.
+	AllowPrivatePeers bool
+	// Logger receives the server's logs (pion's included, at debug).
+	// Zero means discard.
+	Logger *slog.Logger
+}
+
+func (c TURNConfig) withDefaults() TURNConfig {
+	if c.Net == nil {
+		if n, err := stdnet.NewNet(); err == nil {
+			c.Net = n
+		}
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = DefaultTURNListen
+	}
+	if len(c.Secret) == 0 {
+		c.Secret = make([]byte, 32)
+		_, _ = rand.Read(c.Secret)
+	}
+	if c.Realm == "" {
+		c.Realm = DefaultTURNRealm
+	}
+	if c.CredentialTTL == 0 {
+		c.CredentialTTL = DefaultTURNCredentialTTL
+	}
+	if c.MaxAllocations == 0 {
+		c.MaxAllocations = DefaultTURNMaxAllocations
+	}
+	if c.MaxAllocationsPerIP == 0 {
+		c.MaxAllocationsPerIP = DefaultTURNMaxAllocationsPerIP
+	}
+	if c.MaxAllocationLifetime == 0 {
+		c.MaxAllocationLifetime = DefaultTURNMaxAllocationLifetime
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// TURNCredentials issues a credential for the TURN REST API scheme: the
+// username "<unix expiry>:<tag>" with expiry now+ttl (whole seconds, rounded
+// up), and its password base64(HMAC-SHA1(secret, username)). Tag names the
+// holder for logs (the DHT hook uses the requester's IP); it may contain
+// colons. Pure: the same inputs always give the same credential.
+func TURNCredentials(secret []byte, tag string, now time.Time, ttl time.Duration) (user, pass string, expires time.Time) {
+	exp := now.Add(ttl)
+	if exp.Nanosecond() != 0 {
+		exp = exp.Truncate(time.Second).Add(time.Second)
+	}
+	user = strconv.FormatInt(exp.Unix(), 10) + ":" + tag
+	return user, turnPassword(secret, user), time.Unix(exp.Unix(), 0)
+}
+
+// TURNPassword returns the password of username under secret, or
+// ErrTURNCredentials if the username is malformed, or ErrTURNExpired if its
+// expiry is not after now. The server uses it to derive the long-term key
+// (the client proves the password through MESSAGE-INTEGRITY).
+func TURNPassword(secret []byte, username string, now time.Time) (string, error) {
+	exp, _, err := ParseTURNUsername(username)
+	if err != nil {
+		return "", err
+	}
+	if !now.Before(exp) {
+		return "", fmt.Errorf("%w: expired %s", ErrTURNExpired, exp.UTC().Format(time.RFC3339))
+	}
+	return turnPassword(secret, username), nil
+}
+
+// VerifyTURNCredentials checks a username and password pair under secret at
+// now: nil, ErrTURNCredentials or ErrTURNExpired.
+func VerifyTURNCredentials(secret []byte, username, password string, now time.Time) error {
+	want, err := TURNPassword(secret, username, now)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal([]byte(want), []byte(password)) {
+		return fmt.Errorf("%w: password mismatch", ErrTURNCredentials)
+	}
+	return nil
+}
+
+// ParseTURNUsername splits a REST API username into its expiry and tag.
+func ParseTURNUsername(username string) (expires time.Time, tag string, err error) {
+	ts, tag, ok := strings.Cut(username, ":")
+	if !ok {
+		return time.Time{}, "", fmt.Errorf("%w: username %q has no expiry", ErrTURNCredentials, username)
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || sec <= 0 {
+		return time.Time{}, "", fmt.Errorf("%w: username %q has no expiry", ErrTURNCredentials, username)
+	}
+	return time.Unix(sec, 0), tag, nil
+}
+
+func turnPassword(secret []byte, username string) string {
+	m := hmac.New(sha1.New, secret)
+	m.Write([]byte(username))
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// TURNStats is a snapshot of a TURNServer's counters.
+type TURNStats struct {
+	Allocations    int    // live allocations
+	Allocated      uint64 // allocations created since Start
+	RefusedAuth    uint64 // requests with an unknown or malformed username
+	RefusedExpired uint64 // requests with an expired username
+	RefusedLimit   uint64 // allocations refused by a limit
+	RefusedPeer    uint64 // permissions refused for a private peer address
+	LifetimeCapped uint64 // allocations closed by MaxAllocationLifetime
+}
+
+// TURNServer is a TURN relay (pion/turn) with time-limited REST API
+// credentials, allocation limits, and every socket opened through
+// TURNConfig.Net. New starts nothing; Start binds and serves; Close stops
+// and waits for every goroutine.
+type TURNServer struct {
+	// Immutable after NewTURNServer.
+	cfg TURNConfig
+	log *slog.Logger
+
+	// Set by Start, immutable afterwards.
+	pion   *turn.Server
+	listen *turnListenConn
+	addr   netip.AddrPort // advertised: PublicIP, bound port
+	local  netip.AddrPort // bound
+
+	// Guarded by mu.
+	mu     sync.Mutex
+	state  int // 0 new, 1 started, 2 closed
+	allocs map[*relayConn]struct{}
+	bySrc  map[netip.AddrPort]*relayConn // allocating client -> its allocation
+	perIP  map[netip.Addr]int
+
+	readers sync.WaitGroup // one per relay socket, until pion's reader of it returns
+
+	now func() time.Time // immutable; time.Now outside tests
+
+	allocated, refusedAuth, refusedExpired, refusedLimit, refusedPeer, capped atomic.Uint64
+}
+
+// NewTURNServer returns a server for cfg. It opens nothing.
+func NewTURNServer(cfg TURNConfig) *TURNServer {
+	cfg = cfg.withDefaults()
+	return &TURNServer{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		allocs: make(map[*relayConn]struct{}),
+		bySrc:  make(map[netip.AddrPort]*relayConn),
+		perIP:  make(map[netip.Addr]int),
+		now:    time.Now,
+	}
+}
+
+// Start binds the listening socket and starts serving.
+func (s *TURNServer) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != 0 {
+		return ErrTURNState
+	}
+	if s.cfg.Net == nil {
+		return fmt.Errorf("holepunch: turn: no network")
+	}
+	pc, err := s.cfg.Net.ListenPacket("udp4", s.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("holepunch: turn listen %s: %w", s.cfg.ListenAddr, err)
+	}
+	ua, ok := pc.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		pc.Close()
+		return fmt.Errorf("holepunch: turn listen %s: not a UDP socket", s.cfg.ListenAddr)
+	}
+	s.local = unmapAP(ua.AddrPort())
+	pub := s.cfg.PublicIP.Unmap()
+	if !pub.IsValid() {
+		pub = s.local.Addr()
+	}
+	if !pub.IsValid() || pub.IsUnspecified() {
+		pc.Close()
+		return ErrTURNNoPublicIP
+	}
+	s.addr = netip.AddrPortFrom(pub, s.local.Port())
+	s.listen = &turnListenConn{PacketConn: pc, done: make(chan struct{})}
+	relayIP := s.local.Addr().String()
+	s.pion, err = turn.NewServer(turn.ServerConfig{
+		Realm:         s.cfg.Realm,
+		AuthHandler:   s.authenticate,
+		LoggerFactory: turnLogFactory{s.log},
+		PacketConnConfigs: []turn.PacketConnConfig{{
+			PacketConn:            s.listen,
+			RelayAddressGenerator: &relayGenerator{srv: s, bindIP: relayIP, publicIP: net.IP(pub.AsSlice())},
+			PermissionHandler:     s.permit,
+		}},
+	})
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("holepunch: turn server: %w", err)
+	}
+	s.state = 1
+	s.log.Info("turn relay serving", "addr", s.addr, "local", s.local)
+	return nil
+}
+
+// Addr is the address clients use: PublicIP (or the listen IP) and the
+// bound port. Valid after Start.
+func (s *TURNServer) Addr() netip.AddrPort { return s.addr }
+
+// LocalAddr is the bound address of the listening socket. Valid after Start.
+func (s *TURNServer) LocalAddr() netip.AddrPort { return s.local }
+
+// URL is the ICE server URL of Addr: "turn:IP:PORT?transport=udp".
+func (s *TURNServer) URL() string {
+	return "turn:" + s.addr.String() + "?transport=udp"
+}
+
+// Credentials issues a credential valid for CredentialTTL from now (see
+// TURNCredentials).
+func (s *TURNServer) Credentials(tag string) (user, pass string, expires time.Time) {
+	return TURNCredentials(s.cfg.Secret, tag, s.now(), s.cfg.CredentialTTL)
+}
+
+// Stats returns a snapshot of the counters.
+func (s *TURNServer) Stats() TURNStats {
+	s.mu.Lock()
+	live := len(s.allocs)
+	s.mu.Unlock()
+	return TURNStats{
+		Allocations:    live,
+		Allocated:      s.allocated.Load(),
+		RefusedAuth:    s.refusedAuth.Load(),
+		RefusedExpired: s.refusedExpired.Load(),
+		RefusedLimit:   s.refusedLimit.Load(),
+		RefusedPeer:    s.refusedPeer.Load(),
+		LifetimeCapped: s.capped.Load(),
+	}
+}
+
+// Close stops serving, closes every allocation and waits for pion's
+// goroutines. It is idempotent.
+func (s *TURNServer) Close() error {
+	s.mu.Lock()
+	state := s.state
+	s.state = 2
+	s.mu.Unlock()
+	if state != 1 {
+		return nil
+	}
+	err := s.pion.Close() // closes the listening socket: pion's read loop exits
+	timer := time.NewTimer(turnCloseWait)
+	defer timer.Stop()
+	select {
+	case <-s.listen.done:
+	case <-timer.C:
+		s.log.Warn("turn read loop did not stop")
+	}
+	// pion closes the allocations after its read loop; close them here too
+	// so the wait below does not depend on its order.
+	s.mu.Lock()
+	live := make([]*relayConn, 0, len(s.allocs))
+	for c := range s.allocs {
+		live = append(live, c)
+	}
+	s.mu.Unlock()
+	for _, c := range live {
+		_ = c.Close()
+	}
+	done := make(chan struct{})
+	go func() { s.readers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-timer.C:
+		s.log.Warn("turn relay readers did not stop")
+	}
+	return err
+}
+
+// authenticate is pion's AuthHandler: it returns the long-term key of a
+// valid, unexpired username. An expired username is still accepted from
+// the client address that allocated with it, so an allocation in use can
+// refresh itself and its permissions until MaxAllocationLifetime; new
+// allocations always need an unexpired one. It runs on pion's read loop.
+func (s *TURNServer) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
+	from := addrPortOfNet(src)
+	pass, err := TURNPassword(s.cfg.Secret, username, s.now())
+	if errors.Is(err, ErrTURNExpired) {
+		s.mu.Lock()
+		c := s.bySrc[from]
+		s.mu.Unlock()
+		if c == nil || c.user != username {
+			s.refusedExpired.Add(1)
+			s.log.Debug("turn credentials expired", "addr", from, "user", username)
+			return nil, false
+		}
+		pass, err = turnPassword(s.cfg.Secret, username), nil
+	}
+	if err != nil {
+		s.refusedAuth.Add(1)
+		s.log.Debug("turn credentials refused", "addr", from, "err", err)
+		return nil, false
+	}
+	s.listen.setUser(from, username)
+	return turn.GenerateAuthKey(username, realm, pass), true
+}
+
+// permit is pion's PermissionHandler: peers on the relay host's own kinds
+// of networks are refused unless AllowPrivatePeers.
+func (s *TURNServer) permit(client net.Addr, peer net.IP) bool {
+	ip, ok := netip.AddrFromSlice(peer)
+	if !ok {
+		s.refusedPeer.Add(1)
+		return false
+	}
+	ip = ip.Unmap()
+	if !s.cfg.AllowPrivatePeers && (ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() ||
+		ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() || ip.IsInterfaceLocalMulticast()) {
+		s.refusedPeer.Add(1)
+		s.log.Debug("turn permission refused", "addr", addrPortOfNet(client), "peer", ip)
+		return false
+	}
+	return true
+}
+
+// allocate opens a relay socket for the client whose request pion is
+// handling (known from the listening socket's last read: pion handles a
+// datagram on the read loop before reading the next). Limits are checked
+// here because pion offers no other hook that sees the client.
+func (s *TURNServer) allocate(network, bindIP string, publicIP net.IP, port int) (net.PacketConn, net.Addr, error) {
+	src, user := s.listen.current()
+	s.mu.Lock()
+	switch {
+	case s.state != 1:
+		s.mu.Unlock()
+		return nil, nil, ErrTURNState
+	case len(s.allocs) >= s.cfg.MaxAllocations || s.perIP[src.Addr()] >= s.cfg.MaxAllocationsPerIP:
+		s.mu.Unlock()
+		s.refusedLimit.Add(1)
+		s.log.Debug("turn allocation refused", "addr", src, "err", ErrTURNLimit)
+		return nil, nil, ErrTURNLimit
+	}
+	// Reserve the slot before opening the socket, so concurrent allocations
+	// (one read loop per listener, but still) cannot pass the limit.
+	c := &relayConn{srv: s, src: src, user: user}
+	s.allocs[c] = struct{}{}
+	s.bySrc[src] = c
+	s.perIP[src.Addr()]++
+	s.readers.Add(1)
+	s.mu.Unlock()
+
+	pc, err := s.cfg.Net.ListenPacket(network, net.JoinHostPort(bindIP, strconv.Itoa(port)))
+	if err != nil {
+		c.release()
+		c.readerDone()
+		return nil, nil, err
+	}
+	ua, ok := pc.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		pc.Close()
+		c.release()
+		c.readerDone()
+		return nil, nil, fmt.Errorf("holepunch: turn relay: not a UDP socket")
+	}
+	c.PacketConn = pc
+	c.mu.Lock()
+	c.timer = time.AfterFunc(s.cfg.MaxAllocationLifetime, func() {
+		s.capped.Add(1)
+		s.log.Debug("turn allocation reached its lifetime cap", "addr", src)
+		_ = c.Close()
+	})
+	c.mu.Unlock()
+	s.allocated.Add(1)
+	relay := &net.UDPAddr{IP: publicIP, Port: ua.Port}
+	s.log.Debug("turn allocation", "addr", src, "relay", relay, "user", user)
+	return c, relay, nil
+}
+
+// relayGenerator is pion's RelayAddressGenerator: relay sockets come from
+// TURNConfig.Net (so the server works on vnet and inside network
+// namespaces) and are advertised at PublicIP.
+type relayGenerator struct {
+	srv      *TURNServer
+	bindIP   string
+	publicIP net.IP
+}
+
+var _ turn.RelayAddressGenerator = (*relayGenerator)(nil)
+
+func (g *relayGenerator) Validate() error { return nil }
+
+func (g *relayGenerator) AllocatePacketConn(network string, port int) (net.PacketConn, net.Addr, error) {
+	return g.srv.allocate(network, g.bindIP, g.publicIP, port)
+}
+
+func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
+	return nil, nil, fmt.Errorf("holepunch: turn: TCP relays are not served")
+}
+
+// turnListenConn wraps the listening socket to remember which client the
+// datagram pion is handling came from, and the username it authenticated
+// with. pion's UDP read loop reads, handles and only then reads again, so
+// the fields describe the request under way when the generator runs.
+type turnListenConn struct {
+	net.PacketConn
+	done     chan struct{} // closed when a read fails (the loop exits)
+	doneOnce sync.Once
+
+	mu   sync.Mutex
+	src  netip.AddrPort
+	user string
+}
+
+func (l *turnListenConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, addr, err := l.PacketConn.ReadFrom(b)
+	if err != nil {
+		l.doneOnce.Do(func() { close(l.done) })
+		return n, addr, err
+	}
+	l.mu.Lock()
+	l.src, l.user = addrPortOfNet(addr), ""
+	l.mu.Unlock()
+	return n, addr, nil
+}
+
+func (l *turnListenConn) setUser(src netip.AddrPort, user string) {
+	l.mu.Lock()
+	if l.src == src {
+		l.user = user
+	}
+	l.mu.Unlock()
+}
+
+func (l *turnListenConn) current() (netip.AddrPort, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.src, l.user
+}
+
+// relayConn is one allocation's relay socket. Closing it (by pion, by the
+// lifetime cap or by Close) releases the allocation's limit slots; pion's
+// reader sees the closed socket and deletes the allocation.
+type relayConn struct {
+	net.PacketConn
+	// Immutable after allocate returns.
+	srv  *TURNServer
+	src  netip.AddrPort
+	user string
+
+	mu    sync.Mutex
+	timer *time.Timer // guarded by mu: the lifetime cap
+
+	closeOnce, readerOnce sync.Once
+}
+
+func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, addr, err := c.PacketConn.ReadFrom(b)
+	if err != nil {
+		// pion's packetHandler returns on any read error.
+		c.readerDone()
+	}
+	return n, addr, err
+}
+
+func (c *relayConn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		c.mu.Unlock()
+		c.release()
+		if c.PacketConn != nil {
+			err = c.PacketConn.Close()
+		}
+	})
+	return err
+}
+
+func (c *relayConn) readerDone() { c.readerOnce.Do(c.srv.readers.Done) }
+
+func (c *relayConn) release() {
+	s := c.srv
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.allocs[c]; !ok {
+		return
+	}
+	delete(s.allocs, c)
+	if s.bySrc[c.src] == c {
+		delete(s.bySrc, c.src)
+	}
+	if s.perIP[c.src.Addr()]--; s.perIP[c.src.Addr()] <= 0 {
+		delete(s.perIP, c.src.Addr())
+	}
+}
+
+func addrPortOfNet(a net.Addr) netip.AddrPort {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		return unmapAP(ua.AddrPort())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return unmapAP(ap)
+}
+
+func unmapAP(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// turnLogFactory adapts slog to pion's logging.LoggerFactory: a constant
+// message ("pion") with pion's line under "detail". pion's warnings and
+// errors about single datagrams (bad credentials from the network, closed
+// sockets at teardown) are debug for us.
+type turnLogFactory struct{ log *slog.Logger }
+
+func (f turnLogFactory) NewLogger(scope string) logging.LeveledLogger {
+	return turnLogger{f.log.With("scope", scope)}
+}
+
+type turnLogger struct{ log *slog.Logger }
+
+var _ logging.LeveledLogger = turnLogger{}
+
+func (l turnLogger) emit(level slog.Level, detail string) {
+	l.log.Log(context.Background(), level, "pion", "detail", detail)
+}
+
+func (l turnLogger) emitf(level slog.Level, format string, args ...any) {
+	if l.log.Enabled(context.Background(), level) {
+		l.emit(level, fmt.Sprintf(format, args...))
+	}
+}
+
+func (l turnLogger) Trace(msg string)                  { l.emit(slog.LevelDebug-4, msg) }
+func (l turnLogger) Tracef(format string, args ...any) { l.emitf(slog.LevelDebug-4, format, args...) }
+func (l turnLogger) Debug(msg string)                  { l.emit(slog.LevelDebug, msg) }
+func (l turnLogger) Debugf(format string, args ...any) { l.emitf(slog.LevelDebug, format, args...) }
+func (l turnLogger) Info(msg string)                   { l.emit(slog.LevelDebug, msg) }
+func (l turnLogger) Infof(format string, args ...any)  { l.emitf(slog.LevelDebug, format, args...) }
+func (l turnLogger) Warn(msg string)                   { l.emit(slog.LevelDebug, msg) }
+func (l turnLogger) Warnf(format string, args ...any)  { l.emitf(slog.LevelDebug, format, args...) }
+func (l turnLogger) Error(msg string)                  { l.emit(slog.LevelDebug, msg) }
+func (l turnLogger) Errorf(format string, args ...any) { l.emitf(slog.LevelDebug, format, args...) }
+
+var _ io.Closer = (*TURNServer)(nil)

@@ -1,0 +1,467 @@
+package holepunch
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/transport/v2"
+	"github.com/pion/transport/v2/stdnet"
+	"github.com/pion/turn/v2"
+	"go.uber.org/goleak"
+
+	"github.com/swarmdb/swarmdb/internal/natlab"
+)
+
+// turnTestWait bounds every wait of these tests: pion answers on loopback
+// in well under a millisecond, so seconds mean something is stuck.
+const turnTestWait = 10 * time.Second
+
+func TestTURNCredentialsGolden(t *testing.T) {
+	secret := []byte("north")
+	now := time.Unix(1700000000, 0)
+	user, pass, exp := TURNCredentials(secret, "203.0.113.9", now, 10*time.Minute)
+	// Reference values computed independently:
+	//   printf '1700000600:203.0.113.9' | openssl dgst -sha1 -hmac north -binary | base64
+	if user != "1700000600:203.0.113.9" || !exp.Equal(time.Unix(1700000600, 0)) {
+		t.Fatalf("user %q expires %v", user, exp)
+	}
+	if pass != "4zMjSrstHwVtdBQ5cwNs5iewo4s=" {
+		t.Fatalf("password %q", pass)
+	}
+	// A fractional expiry rounds up, so the credential never dies early.
+	u2, _, exp2 := TURNCredentials(secret, "x", now.Add(300*time.Millisecond), time.Second)
+	if u2 != "1700000002:x" || exp2.Unix() != 1700000002 {
+		t.Fatalf("rounding: %q %v", u2, exp2)
+	}
+}
+
+func TestVerifyTURNCredentials(t *testing.T) {
+	secret := []byte("secret")
+	now := time.Unix(1700000000, 0)
+	user, pass, _ := TURNCredentials(secret, "tag:with:colons", now, time.Minute)
+	cases := []struct {
+		name       string
+		user, pass string
+		now        time.Time
+		want       error
+	}{
+		{"valid", user, pass, now, nil},
+		{"valid until the last second", user, pass, now.Add(59 * time.Second), nil},
+		{"expired at expiry", user, pass, now.Add(time.Minute), ErrTURNExpired},
+		{"wrong password", user, pass[:len(pass)-2] + "A=", now, ErrTURNCredentials},
+		{"other secret", user, turnPassword([]byte("other"), user), now, ErrTURNCredentials},
+		{"tag changed", user + "x", pass, now, ErrTURNCredentials},
+		{"expiry changed", "1800000000:tag:with:colons", pass, now, ErrTURNCredentials},
+		{"no expiry", "alice", pass, now, ErrTURNCredentials},
+		{"negative expiry", "-5:x", pass, now, ErrTURNCredentials},
+		{"empty", "", "", now, ErrTURNCredentials},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := VerifyTURNCredentials(secret, tc.user, tc.pass, tc.now)
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	exp, tag, err := ParseTURNUsername(user)
+	if err != nil || tag != "tag:with:colons" || exp.Unix() != now.Unix()+60 {
+		t.Fatalf("parse: %v %q %v", exp, tag, err)
+	}
+}
+
+// startTURN starts a loopback server and stops it (checking that Close
+// returns) at the end of the test.
+func startTURN(t *testing.T, cfg TURNConfig, setup ...func(*TURNServer)) *TURNServer {
+	t.Helper()
+	// Registered first, so it runs after every other cleanup of the test.
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	if cfg.ListenAddr == "" {
+		cfg.ListenAddr = "127.0.0.1:0"
+	}
+	s := NewTURNServer(cfg)
+	for _, f := range setup {
+		f(s)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if st := s.Stats(); st.Allocations != 0 {
+			t.Errorf("%d allocations live after Close", st.Allocations)
+		}
+	})
+	return s
+}
+
+// turnClient is a pion TURN client on its own socket.
+type turnClient struct {
+	*turn.Client
+	conn net.PacketConn
+}
+
+func newTURNClient(t *testing.T, nw transport.Net, local string, server netip.AddrPort, user, pass string) *turnClient {
+	t.Helper()
+	if nw == nil {
+		var err error
+		if nw, err = stdnet.NewNet(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := nw.ListenPacket("udp4", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{
+		TURNServerAddr: server.String(),
+		STUNServerAddr: server.String(),
+		Conn:           conn,
+		Net:            nw,
+		Username:       user,
+		Password:       pass,
+		Realm:          DefaultTURNRealm,
+		RTO:            200 * time.Millisecond,
+	})
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		conn.Close()
+	})
+	return &turnClient{Client: c, conn: conn}
+}
+
+// relayPair allocates on both clients, grants each the other's relay and
+// checks that a datagram crosses the relay both ways.
+func relayPair(t *testing.T, a, b *turnClient) (net.PacketConn, net.PacketConn) {
+	t.Helper()
+	ra, err := a.Allocate()
+	if err != nil {
+		t.Fatalf("allocate a: %v", err)
+	}
+	t.Cleanup(func() { ra.Close() })
+	rb, err := b.Allocate()
+	if err != nil {
+		t.Fatalf("allocate b: %v", err)
+	}
+	t.Cleanup(func() { rb.Close() })
+	if err := a.CreatePermission(rb.LocalAddr()); err != nil {
+		t.Fatalf("permission a->b: %v", err)
+	}
+	if err := b.CreatePermission(ra.LocalAddr()); err != nil {
+		t.Fatalf("permission b->a: %v", err)
+	}
+	exchange(t, ra, rb)
+	exchange(t, rb, ra)
+	return ra, rb
+}
+
+// exchange sends a datagram from one relay to the other and checks that it
+// arrives intact from the sender's relayed address.
+func exchange(t *testing.T, from, to net.PacketConn) {
+	t.Helper()
+	msg := []byte(fmt.Sprintf("sealed bytes from %s", from.LocalAddr()))
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(turnTestWait)
+	for time.Now().Before(deadline) {
+		if _, err := from.WriteTo(msg, to.LocalAddr()); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		// UDP through a relay may drop a datagram; resend until one arrives.
+		_ = to.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, src, err := to.ReadFrom(buf)
+		if err != nil {
+			continue
+		}
+		if !bytes.Equal(buf[:n], msg) || src.String() != from.LocalAddr().String() {
+			t.Fatalf("got %q from %s, want %q from %s", buf[:n], src, msg, from.LocalAddr())
+		}
+		_ = to.SetReadDeadline(time.Time{})
+		return
+	}
+	t.Fatalf("nothing crossed the relay from %s to %s", from.LocalAddr(), to.LocalAddr())
+}
+
+func TestTURNRelayLoopback(t *testing.T) {
+	s := startTURN(t, TURNConfig{AllowPrivatePeers: true})
+	if s.URL() != "turn:"+s.Addr().String()+"?transport=udp" || s.Addr() != s.LocalAddr() {
+		t.Fatalf("addr %s url %s", s.Addr(), s.URL())
+	}
+	user, pass, _ := s.Credentials("a")
+	a := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass)
+	user, pass, _ = s.Credentials("b")
+	b := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass)
+	ra, _ := relayPair(t, a, b)
+	if ip := ra.LocalAddr().(*net.UDPAddr).IP.String(); ip != "127.0.0.1" {
+		t.Fatalf("relay address %s", ra.LocalAddr())
+	}
+	if st := s.Stats(); st.Allocations != 2 || st.Allocated != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestTURNPublicIPAdvertised(t *testing.T) {
+	// The relay binds on loopback but advertises the configured public IP,
+	// as a node behind a 1:1 NAT (cloud VM) must.
+	s := startTURN(t, TURNConfig{PublicIP: netip.MustParseAddr("198.51.100.7"), AllowPrivatePeers: true})
+	if s.Addr().Addr().String() != "198.51.100.7" || s.Addr().Port() != s.LocalAddr().Port() {
+		t.Fatalf("addr %s local %s", s.Addr(), s.LocalAddr())
+	}
+	user, pass, _ := s.Credentials("a")
+	a := newTURNClient(t, nil, "127.0.0.1:0", s.LocalAddr(), user, pass)
+	r, err := a.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if ip := r.LocalAddr().(*net.UDPAddr).IP.String(); ip != "198.51.100.7" {
+		t.Fatalf("relayed address %s", r.LocalAddr())
+	}
+
+	if err := NewTURNServer(TURNConfig{ListenAddr: "0.0.0.0:0"}).Start(); !errors.Is(err, ErrTURNNoPublicIP) {
+		t.Fatalf("unspecified listen IP without PublicIP: %v", err)
+	}
+}
+
+func TestTURNRefusesBadCredentials(t *testing.T) {
+	s := startTURN(t, TURNConfig{AllowPrivatePeers: true})
+	now := time.Now()
+	user, pass, _ := s.Credentials("ok")
+	expUser, expPass, _ := TURNCredentials(s.cfg.Secret, "old", now.Add(-time.Hour), 10*time.Minute)
+	otherUser, otherPass, _ := TURNCredentials([]byte("not the secret"), "x", now, time.Minute)
+	cases := []struct {
+		name, user, pass string
+	}{
+		{"wrong password", user, pass[:len(pass)-2] + "A="},
+		{"expired", expUser, expPass},
+		{"other secret", otherUser, otherPass},
+		{"not a REST username", "alice", "password"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), tc.user, tc.pass)
+			if r, err := c.Allocate(); err == nil {
+				r.Close()
+				t.Fatal("allocation granted")
+			}
+		})
+	}
+	st := s.Stats()
+	if st.Allocated != 0 || st.RefusedExpired < 1 || st.RefusedAuth < 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestTURNExpiredCredentialKeepsItsAllocation(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now()
+	s := startTURN(t, TURNConfig{AllowPrivatePeers: true, CredentialTTL: time.Minute}, func(s *TURNServer) {
+		s.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	})
+	user, pass, _ := s.Credentials("a")
+	a := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass)
+	ra, err := a.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+
+	mu.Lock()
+	clock = clock.Add(2 * time.Minute) // the credential has expired
+	mu.Unlock()
+	// The allocating client may still refresh its permissions...
+	if err := a.CreatePermission(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}); err != nil {
+		t.Fatalf("refresh with an expired credential from its allocation: %v", err)
+	}
+	// ...but nobody may allocate with it.
+	b := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass)
+	if r, err := b.Allocate(); err == nil {
+		r.Close()
+		t.Fatal("new allocation with an expired credential")
+	}
+	if st := s.Stats(); st.Allocated != 1 || st.RefusedExpired < 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestTURNLimits(t *testing.T) {
+	t.Run("per IP", func(t *testing.T) {
+		s := startTURN(t, TURNConfig{AllowPrivatePeers: true, MaxAllocationsPerIP: 2})
+		user, pass, _ := s.Credentials("x")
+		var relays []net.PacketConn
+		for range 2 {
+			r, err := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass).Allocate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			relays = append(relays, r)
+		}
+		if r, err := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass).Allocate(); err == nil {
+			r.Close()
+			t.Fatal("third allocation from one IP granted")
+		}
+		// Another IP is not affected by the first IP's quota.
+		r, err := newTURNClient(t, nil, "127.0.0.2:0", s.Addr(), user, pass).Allocate()
+		if err != nil {
+			t.Fatalf("other IP: %v", err)
+		}
+		defer r.Close()
+		// Releasing an allocation (refresh with lifetime 0) frees its slot.
+		relays[0].Close()
+		waitFor(t, "slot released", func() bool { return s.Stats().Allocations == 2 })
+		r2, err := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass).Allocate()
+		if err != nil {
+			t.Fatalf("after release: %v", err)
+		}
+		r2.Close()
+		relays[1].Close()
+		if st := s.Stats(); st.RefusedLimit != 1 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+	t.Run("total", func(t *testing.T) {
+		s := startTURN(t, TURNConfig{AllowPrivatePeers: true, MaxAllocations: 1})
+		user, pass, _ := s.Credentials("x")
+		r, err := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass).Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if r, err := newTURNClient(t, nil, "127.0.0.3:0", s.Addr(), user, pass).Allocate(); err == nil {
+			r.Close()
+			t.Fatal("allocation past MaxAllocations granted")
+		}
+		if st := s.Stats(); st.RefusedLimit != 1 || st.Allocations != 1 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+	t.Run("lifetime cap", func(t *testing.T) {
+		s := startTURN(t, TURNConfig{AllowPrivatePeers: true, MaxAllocationLifetime: 200 * time.Millisecond})
+		user, pass, _ := s.Credentials("x")
+		r, err := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass).Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		waitFor(t, "allocation capped", func() bool {
+			st := s.Stats()
+			return st.LifetimeCapped == 1 && st.Allocations == 0
+		})
+	})
+	t.Run("private peers", func(t *testing.T) {
+		s := startTURN(t, TURNConfig{})
+		user, pass, _ := s.Credentials("x")
+		c := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass)
+		r, err := c.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		for _, peer := range []string{"127.0.0.1", "10.1.2.3", "192.168.1.1", "169.254.1.1", "0.0.0.0"} {
+			if err := c.CreatePermission(&net.UDPAddr{IP: net.ParseIP(peer), Port: 1}); err == nil {
+				t.Errorf("permission for %s granted", peer)
+			}
+		}
+		if err := c.CreatePermission(&net.UDPAddr{IP: net.ParseIP("198.51.100.1"), Port: 1}); err != nil {
+			t.Errorf("public peer refused: %v", err)
+		}
+		if st := s.Stats(); st.RefusedPeer != 5 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}
+
+// waitFor polls cond (state owned by pion's goroutines, with no event to
+// wait on) until it holds or turnTestWait passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(turnTestWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling, not synchronisation
+	}
+}
+
+func TestTURNCloseIdempotent(t *testing.T) {
+	s := NewTURNServer(TURNConfig{ListenAddr: "127.0.0.1:0"})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); !errors.Is(err, ErrTURNState) {
+		t.Fatalf("start after close: %v", err)
+	}
+	s = NewTURNServer(TURNConfig{ListenAddr: "127.0.0.1:0"})
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); !errors.Is(err, ErrTURNState) {
+		t.Fatalf("second start: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTURNNATLabSymmetric: two hosts, each behind its own symmetric NAT
+// (no direct path exists between them), exchange datagrams through a TURN
+// server on a public lab host, with production settings (private peers
+// refused). Every socket is opened inside its host's namespace through
+// Host.Net, as the netcheck grid does. Root only.
+func TestTURNNATLabSymmetric(t *testing.T) {
+	lab := natlab.New(t)
+	pub := lab.AddPublicHost("turn")
+	a := lab.AddRouter(natlab.RouterConfig{Type: natlab.Symmetric}).AddHost("a")
+	b := lab.AddRouter(natlab.RouterConfig{Type: natlab.Symmetric}).AddHost("b")
+
+	s := startTURN(t, TURNConfig{Net: pub.Net(), ListenAddr: pub.IP().String() + ":3478"})
+	if s.Addr().Addr() != pub.IP() || !pub.IP().Is4() || !netip.MustParsePrefix("203.0.113.0/24").Contains(pub.IP()) {
+		t.Fatalf("server address %s, host %s", s.Addr(), pub.IP())
+	}
+	user, pass, _ := s.Credentials(a.Name())
+	ca := newTURNClient(t, a.Net(), a.IP().String()+":0", s.Addr(), user, pass)
+	user, pass, _ = s.Credentials(b.Name())
+	cb := newTURNClient(t, b.Net(), b.IP().String()+":0", s.Addr(), user, pass)
+
+	// The server sees each client at its NAT's public address.
+	mapped, err := ca.SendBindingRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip := mapped.(*net.UDPAddr).IP.String(); ip != a.Router().PublicIP().String() {
+		t.Fatalf("a seen at %s, NAT public IP %s", mapped, a.Router().PublicIP())
+	}
+	ra, rb := relayPair(t, ca, cb)
+	for _, r := range []net.PacketConn{ra, rb} {
+		if ip := r.LocalAddr().(*net.UDPAddr).IP.String(); ip != pub.IP().String() {
+			t.Fatalf("relayed address %s, want the public host's IP %s", r.LocalAddr(), pub.IP())
+		}
+	}
+	// A burst, to see the relay carry more than one datagram each way.
+	for range 20 {
+		exchange(t, ra, rb)
+		exchange(t, rb, ra)
+	}
+	if st := s.Stats(); st.Allocations != 2 || st.RefusedPeer != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
