@@ -1,0 +1,185 @@
+// Package dhtlink implements holepunch.Link over a *dht.Node: the endpoint
+// signals through the node's relays and shares its one UDP socket. Besides
+// package dhtprobe it is the only place where holepunch meets dht.
+//
+// Wire it before the node starts, since dht.Config takes the hooks:
+//
+//	link := dhtlink.New()
+//	cfg.OnSignal, cfg.OnPacket = link.HandleSignal, link.HandlePacket
+//	node := dht.New(cfg)
+//	link.Attach(node, bootstrap)
+//	ep, _ := holepunch.NewEndpoint(holepunch.EndpointConfig{Key: priv, Link: link, MeasureNAT: link.MeasureNAT})
+//
+// Users: swarm, cmd/swarmdb (pipe) and tests.
+package dhtlink
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/pion/transport/v2"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+)
+
+// Link is a holepunch.Link over a DHT node. The zero value is not usable;
+// call New.
+type Link struct {
+	prober *dhtprobe.Prober
+
+	// Guarded by mu.
+	mu        sync.RWMutex
+	node      *dht.Node
+	net       transport.Net
+	bootstrap []netip.AddrPort
+	onSignal  func(from netip.AddrPort, payload []byte) []byte
+	onPacket  func(b []byte, from netip.AddrPort)
+}
+
+var _ holepunch.Link = (*Link)(nil)
+
+// New returns a Link with no node attached.
+func New() *Link {
+	return &Link{prober: dhtprobe.New()}
+}
+
+// Attach sets the node the link works through. bootstrap are the first
+// servers the NAT measurement asks; tn lists the host's interfaces for it
+// (nil: the NAT check cannot recognise an unspecified bind address).
+func (l *Link) Attach(node *dht.Node, bootstrap []netip.AddrPort, tn transport.Net) {
+	l.mu.Lock()
+	l.node, l.bootstrap, l.net = node, bootstrap, tn
+	l.mu.Unlock()
+	l.prober.Attach(node)
+}
+
+func (l *Link) nodeOrNil() *dht.Node {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.node
+}
+
+// ErrNotAttached: the link has no node yet.
+var ErrNotAttached = errors.New("dhtlink: no dht node attached")
+
+// HandleSignal is the node's dht.SignalHandler.
+func (l *Link) HandleSignal(to ed25519.PublicKey, from netip.AddrPort, payload []byte) []byte {
+	l.mu.RLock()
+	h := l.onSignal
+	l.mu.RUnlock()
+	if h == nil {
+		return nil
+	}
+	return h(from, payload)
+}
+
+// HandlePacket is the node's dht.PacketHandler: STUN responses to the NAT
+// measurement go to the prober, everything else to the endpoint.
+func (l *Link) HandlePacket(b []byte, from netip.AddrPort) {
+	if l.prober.Handle(b, from) {
+		return
+	}
+	l.mu.RLock()
+	h := l.onPacket
+	l.mu.RUnlock()
+	if h != nil {
+		h(b, from)
+	}
+}
+
+// SetHandlers implements holepunch.Link.
+func (l *Link) SetHandlers(onSignal func(netip.AddrPort, []byte) []byte, onPacket func([]byte, netip.AddrPort)) {
+	l.mu.Lock()
+	l.onSignal, l.onPacket = onSignal, onPacket
+	l.mu.Unlock()
+}
+
+// Register implements holepunch.Link.
+func (l *Link) Register(ctx context.Context, priv []byte) ([]netip.AddrPort, error) {
+	n := l.nodeOrNil()
+	if n == nil {
+		return nil, ErrNotAttached
+	}
+	return n.Register(ctx, ed25519.PrivateKey(priv))
+}
+
+// FindRelays implements holepunch.Link.
+func (l *Link) FindRelays(ctx context.Context, pub []byte) ([]netip.AddrPort, error) {
+	n := l.nodeOrNil()
+	if n == nil {
+		return nil, ErrNotAttached
+	}
+	return n.FindRelays(ctx, ed25519.PublicKey(pub))
+}
+
+// Signal implements holepunch.Link.
+func (l *Link) Signal(ctx context.Context, relay netip.AddrPort, pub []byte, payload []byte) ([]byte, error) {
+	n := l.nodeOrNil()
+	if n == nil {
+		return nil, ErrNotAttached
+	}
+	return n.Signal(ctx, relay, ed25519.PublicKey(pub), payload)
+}
+
+// WritePacket implements holepunch.Link.
+func (l *Link) WritePacket(b []byte, to netip.AddrPort) error {
+	n := l.nodeOrNil()
+	if n == nil {
+		return ErrNotAttached
+	}
+	return n.WritePacket(b, to)
+}
+
+// LocalAddr implements holepunch.Link.
+func (l *Link) LocalAddr() netip.AddrPort {
+	if n := l.nodeOrNil(); n != nil {
+		return n.LocalAddr()
+	}
+	return netip.AddrPort{}
+}
+
+// PublicAddr implements holepunch.Link.
+func (l *Link) PublicAddr() netip.AddrPort {
+	if n := l.nodeOrNil(); n != nil {
+		return n.PublicAddr()
+	}
+	return netip.AddrPort{}
+}
+
+// TURN implements holepunch.Link: it asks public nodes for a TURN offer.
+func (l *Link) TURN(ctx context.Context) (holepunch.TURNServerInfo, error) {
+	return holepunch.TURNServerInfo{}, fmt.Errorf("dhtlink: %w", holepunch.ErrNoTURN)
+}
+
+// MeasureNAT measures the NAT in front of the node's socket against the
+// bootstrap nodes and nodes a random lookup finds (holepunch.Check).
+func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
+	l.mu.RLock()
+	n, boot, tn := l.node, l.bootstrap, l.net
+	l.mu.RUnlock()
+	if n == nil {
+		return holepunch.NATReport{}, ErrNotAttached
+	}
+	var ips []netip.Addr
+	if tn != nil {
+		ips = dhtprobe.LocalIPs(tn)
+	}
+	return holepunch.Check(ctx, holepunch.CheckConfig{
+		Prober:   l.prober,
+		Servers:  boot,
+		Local:    n.LocalAddr(),
+		LocalIPs: ips,
+		Discover: func(ctx context.Context) ([]netip.AddrPort, error) {
+			var target dht.ID
+			_, _ = rand.Read(target[:])
+			return n.FindNode(ctx, target)
+		},
+	})
+}

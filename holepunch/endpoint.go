@@ -1,0 +1,881 @@
+package holepunch
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v2"
+	"github.com/pion/transport/v2"
+	"github.com/pion/transport/v2/stdnet"
+
+	"github.com/swarmdb/swarmdb/secure"
+)
+
+// Endpoint defaults. Each is an EndpointConfig field's zero value.
+const (
+	// DefaultMaxHandshakes bounds incoming handshakes in progress (ICE
+	// running, session not yet open). Each holds an ICE agent.
+	DefaultMaxHandshakes = 64
+	// DefaultMaxHandshakesPerIP bounds them per source IP, so one host
+	// cannot take every slot.
+	DefaultMaxHandshakesPerIP = 8
+	// DefaultConnectTimeout bounds one dial attempt from message 1 to the
+	// open session: ICE gives up on pairs after 5 s (iceMaxBindingRequests),
+	// birthday punching after about 10 s.
+	DefaultConnectTimeout = 12 * time.Second
+)
+
+// Timing constants of the handshake.
+const (
+	// natWait bounds how long a dial or Listen waits for the first NAT
+	// measurement. Without it the dial still works but cannot plan
+	// birthday punching or go straight to a relay.
+	natWait = 3 * time.Second
+	// answerTTL: a retransmitted message 1 (the DHT retries requests) gets
+	// the same answer for this long instead of a second ICE session.
+	answerTTL = 30 * time.Second
+	// replayHorizon: message 1 older than this is refused, and the newest
+	// timestamp seen from a key is remembered this long, so no message 1 can
+	// be replayed (WireGuard's rule, with a bounded memory).
+	replayHorizon = 10 * time.Minute
+)
+
+// prologue binds every handshake to this protocol's use of Noise.
+var prologue = []byte("swarmdb/holepunch/1")
+
+// EndpointConfig configures an Endpoint. Key and Link are required.
+type EndpointConfig struct {
+	// Key is the node's identity. Required.
+	Key ed25519.PrivateKey
+	// Link is the DHT node the endpoint signals and sends through. Required.
+	Link Link
+	// Net opens every socket and lists interfaces (ICE, TURN, birthday
+	// sockets). Zero means the real network.
+	Net transport.Net
+	// Firewall, when set, sees the key of every peer that dials us before
+	// any ICE work starts; an error refuses it (the peer gets ErrRefused).
+	Firewall func(remote ed25519.PublicKey) error
+	// OnConnection receives incoming connections. Nil refuses every peer.
+	// It runs on its own goroutine and owns the Conn.
+	OnConnection func(*Conn)
+	// MeasureNAT measures the node's NAT; the endpoint calls it at Start and
+	// on Remeasure. Nil means unknown (no birthday punching, no early
+	// relay; a failed direct dial still falls back to the relay).
+	MeasureNAT func(ctx context.Context) (NATReport, error)
+	// Session configures the secure sessions. The zero value works.
+	Session secure.Config
+	// ConnectTimeout bounds one dial attempt. Zero means
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// MaxHandshakes and MaxHandshakesPerIP bound incoming handshakes in
+	// progress. Zero means the defaults above.
+	MaxHandshakes      int
+	MaxHandshakesPerIP int
+	// KeepLoopback keeps loopback candidates; set it when nodes live on
+	// 127.0.0.0/8 (tests, the demo). Zero means drop them.
+	KeepLoopback bool
+	// Logger receives logs. Zero means discard.
+	Logger *slog.Logger
+}
+
+func (c EndpointConfig) withDefaults() EndpointConfig {
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.MaxHandshakesPerIP == 0 {
+		c.MaxHandshakesPerIP = DefaultMaxHandshakesPerIP
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// EndpointStats counts what the endpoint did.
+type EndpointStats struct {
+	Dials, DialFailures   uint64
+	Accepted, Refused     uint64
+	BadHandshakes         uint64 // message 1 that failed to parse or authenticate
+	Replays               uint64 // message 1 older than one already seen
+	Busy                  uint64 // refused at the handshake limits
+	ByPath                map[Path]uint64
+	Live                  int    // open connections
+	MuxDropped            uint64 // datagrams lost between the node and ICE
+	NAT                   Class  // last measured class
+	HandshakesInProgress  int
+	RetransmittedAnswered uint64
+}
+
+// Endpoint connects to peers by public key and accepts their connections.
+// See the package documentation for the protocol.
+type Endpoint struct {
+	// Immutable after NewEndpoint.
+	cfg  EndpointConfig
+	pub  ed25519.PublicKey
+	log  *slog.Logger
+	sock *muxSocket
+	mux  *ice.UDPMuxDefault
+	pion pionLogger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	natSet chan struct{} // closed when the first measurement finished
+
+	// Guarded by mu.
+	mu        sync.Mutex
+	closed    bool
+	nat       NATReport
+	dialing   map[string]*dialState // by remote key
+	conns     map[string]*Conn      // live connections by remote key
+	inflight  map[netip.Addr]int    // incoming handshakes by source IP
+	inflightN int
+	answers   map[[32]byte]answer // message 1 hash -> message 2
+	lastStamp map[string]stamp    // newest message 1 timestamp by key
+	routes    map[netip.AddrPort]*routedConn
+	stats     EndpointStats
+}
+
+type dialState struct {
+	cancel context.CancelCauseFunc
+}
+
+type answer struct {
+	msg2    []byte
+	expires time.Time
+}
+
+type stamp struct {
+	ts   time.Time
+	seen time.Time
+}
+
+// NewEndpoint returns an endpoint; Start makes it run.
+func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
+	cfg = cfg.withDefaults()
+	if len(cfg.Key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("%w: key of %d bytes", ErrConfig, len(cfg.Key))
+	}
+	if cfg.Link == nil {
+		return nil, fmt.Errorf("%w: no link", ErrConfig)
+	}
+	if cfg.Net == nil {
+		n, err := stdnet.NewNet()
+		if err != nil {
+			return nil, fmt.Errorf("holepunch: network: %w", err)
+		}
+		cfg.Net = n
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Endpoint{
+		cfg:       cfg,
+		pub:       cfg.Key.Public().(ed25519.PublicKey),
+		log:       cfg.Logger,
+		pion:      pionLogger{log: cfg.Logger},
+		ctx:       ctx,
+		cancel:    cancel,
+		natSet:    make(chan struct{}),
+		dialing:   map[string]*dialState{},
+		conns:     map[string]*Conn{},
+		inflight:  map[netip.Addr]int{},
+		answers:   map[[32]byte]answer{},
+		lastStamp: map[string]stamp{},
+		routes:    map[netip.AddrPort]*routedConn{},
+		stats:     EndpointStats{ByPath: map[Path]uint64{}},
+	}
+	return e, nil
+}
+
+// Start installs the endpoint's handlers on the link and measures the NAT
+// in the background.
+func (e *Endpoint) Start() error {
+	e.sock = newMuxSocket(e.cfg.Link)
+	e.mux = ice.NewUDPMuxDefault(ice.UDPMuxParams{
+		UDPConn: e.sock,
+		Net:     e.cfg.Net,
+		Logger:  e.pion.NewLogger("icemux"),
+	})
+	e.cfg.Link.SetHandlers(e.handleSignal, e.handlePacket)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.measureNAT()
+	}()
+	return nil
+}
+
+// Close closes every connection and stops the endpoint. The DHT node and
+// its socket stay open; they belong to the caller.
+func (e *Endpoint) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	conns := make([]*Conn, 0, len(e.conns))
+	for _, c := range e.conns {
+		conns = append(conns, c)
+	}
+	e.mu.Unlock()
+	e.cfg.Link.SetHandlers(nil, nil)
+	e.cancel()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	e.wg.Wait()
+	if e.mux != nil {
+		_ = e.mux.Close() // closes only our muxSocket, never the DHT socket
+	}
+	return nil
+}
+
+// PublicKey is the endpoint's identity.
+func (e *Endpoint) PublicKey() ed25519.PublicKey { return e.pub }
+
+// NAT returns the last NAT measurement (zero before the first finished).
+func (e *Endpoint) NAT() NATReport {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.nat
+}
+
+// Remeasure measures the NAT again, for instance after the local address
+// changed. It blocks until done.
+func (e *Endpoint) Remeasure(ctx context.Context) (NATReport, error) {
+	if e.cfg.MeasureNAT == nil {
+		return NATReport{}, nil
+	}
+	r, err := e.cfg.MeasureNAT(ctx)
+	if err != nil {
+		return r, err
+	}
+	e.mu.Lock()
+	e.nat = r
+	e.mu.Unlock()
+	return r, nil
+}
+
+func (e *Endpoint) measureNAT() {
+	defer close(e.natSet)
+	if e.cfg.MeasureNAT == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+	defer cancel()
+	r, err := e.Remeasure(ctx)
+	if err != nil {
+		e.log.Info("nat measurement failed", "err", err)
+		return
+	}
+	e.log.Debug("nat measured", "nat", r.Class, "public", r.PublicAddr)
+}
+
+// waitNAT waits (boundedly) for the first NAT measurement.
+func (e *Endpoint) waitNAT(ctx context.Context) NATReport {
+	t := time.NewTimer(natWait)
+	defer t.Stop()
+	select {
+	case <-e.natSet:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return e.NAT()
+}
+
+// Listen makes the endpoint reachable by its public key: DHT nodes close
+// to the key become its relays and forward signaling to it. The DHT node
+// keeps the relays' pinholes open and replaces relays that stop answering.
+// Incoming connections go to OnConnection.
+func (e *Endpoint) Listen(ctx context.Context) ([]netip.AddrPort, error) {
+	e.waitNAT(ctx)
+	relays, err := e.cfg.Link.Register(ctx, e.cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("holepunch: listen: %w", err)
+	}
+	return relays, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Endpoint) Stats() EndpointStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.stats
+	s.ByPath = make(map[Path]uint64, len(e.stats.ByPath))
+	for k, v := range e.stats.ByPath {
+		s.ByPath[k] = v
+	}
+	s.Live = len(e.conns)
+	s.HandshakesInProgress = e.inflightN
+	s.NAT = e.nat.Class
+	if e.sock != nil {
+		s.MuxDropped = e.sock.dropped.Load()
+	}
+	return s
+}
+
+// Connect opens an encrypted connection to the peer whose public key is
+// remote. relays are where the peer's signaling goes (from a topic record);
+// nil means look them up by key. A direct attempt (LAN, reflexive, birthday)
+// that fails falls back to a TURN relay when a public node offers one.
+func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort) (*Conn, error) {
+	start := time.Now()
+	if err := secure.CheckPublicKey(remote); err != nil {
+		return nil, fmt.Errorf("holepunch: connect: %w", err)
+	}
+	if bytes.Equal(remote, e.pub) {
+		return nil, fmt.Errorf("%w: cannot dial our own key", ErrConfig)
+	}
+	key := string(remote)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		return nil, ErrClosed
+	case e.dialing[key] != nil:
+		e.mu.Unlock()
+		return nil, ErrDialInProgress
+	}
+	ds := &dialState{cancel: cancel}
+	e.dialing[key] = ds
+	e.stats.Dials++
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		if e.dialing[key] == ds {
+			delete(e.dialing, key)
+		}
+		e.mu.Unlock()
+	}()
+	stop := context.AfterFunc(e.ctx, func() { cancel(ErrClosed) })
+	defer stop()
+
+	c, err := e.connect(ctx, remote, relays, start)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (%w)", cause, err)
+		}
+		e.mu.Lock()
+		e.stats.DialFailures++
+		e.mu.Unlock()
+		return nil, fmt.Errorf("holepunch: connect %x: %w", remote[:4], err)
+	}
+	return c, nil
+}
+
+func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, start time.Time) (*Conn, error) {
+	nat := e.waitNAT(ctx)
+	if len(relays) == 0 {
+		var err error
+		relays, err = e.cfg.Link.FindRelays(ctx, remote)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNoRelays, err)
+		}
+		if len(relays) == 0 {
+			return nil, ErrNoRelays
+		}
+	}
+	mode := ModeAuto
+	if nat.Mapping == MappingEndpointDependent {
+		// We cannot know the server's NAT yet; try direct first. If it is
+		// symmetric too it answers CodeUseRelay at once.
+		mode = ModeAuto
+	}
+	c, err := e.dial(ctx, remote, relays, mode, start)
+	if err == nil || !fallsBackToRelay(err) || ctx.Err() != nil {
+		return c, err
+	}
+	e.log.Debug("direct dial failed, trying relay", "peer", short(remote), "err", err)
+	c, rerr := e.dial(ctx, remote, relays, ModeRelay, start)
+	if rerr != nil {
+		return nil, fmt.Errorf("%w; relay: %w", err, rerr)
+	}
+	return c, nil
+}
+
+// fallsBackToRelay says which failures of a direct attempt a relay can fix.
+func fallsBackToRelay(err error) bool {
+	return errors.Is(err, ErrBothSymmetric) || errors.Is(err, ErrPunchFailed)
+}
+
+// dial runs one handshake and punch attempt.
+func (e *Endpoint) dial(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, mode Mode, start time.Time) (*Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.ConnectTimeout)
+	defer cancel()
+	var turn *TURNServerInfo
+	if mode == ModeRelay {
+		info, err := e.cfg.Link.TURN(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNoTURN, err)
+		}
+		turn = &info
+	}
+	agent, err := newAgent(e.agentConfig(turn))
+	if err != nil {
+		return nil, fmt.Errorf("ice agent: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = agent.Close()
+		}
+	}()
+	local, err := e.localSignal(ctx, agent, CodeOK, mode)
+	if err != nil {
+		return nil, err
+	}
+	if mode == ModeRelay && !hasKind(local.Cands, candRelay) {
+		return nil, fmt.Errorf("%w: no relay candidate gathered", ErrNoTURN)
+	}
+	if _, err := rand.Read(local.Secret[:]); err != nil {
+		return nil, err
+	}
+	init, err := secure.NewInitiator(e.cfg.Key, remote, prologue)
+	if err != nil {
+		return nil, err
+	}
+	msg1, err := init.WriteMsg1(time.Now(), appendSignal(nil, local))
+	if err != nil {
+		return nil, err
+	}
+	peer, keys, err := e.exchange(ctx, init, msg1, remote, relays)
+	if err != nil {
+		return nil, err
+	}
+	if peer.Code != CodeOK {
+		return nil, codeError(peer.Code)
+	}
+	e.log.Debug("handshake done", "peer", short(remote), "mode", mode, "nat", peer.Mapping)
+	tr, err := e.punch(ctx, agent, true, local, peer)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := e.openSession(ctx, tr, keys, start, true)
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return conn, nil
+}
+
+// exchange sends message 1 through the relays in turn until one answers
+// with a message 2 that authenticates as remote.
+func (e *Endpoint) exchange(ctx context.Context, init *secure.Initiator, msg1 []byte, remote ed25519.PublicKey, relays []netip.AddrPort) (*signal, secure.Keys, error) {
+	var lastErr error = ErrNoRelays
+	for _, relay := range relays {
+		ans, err := e.cfg.Link.Signal(ctx, relay, remote, msg1)
+		if err != nil {
+			lastErr = fmt.Errorf("%w: %w", ErrSignal, err)
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		payload, keys, err := init.ReadMsg2(ans)
+		if err != nil {
+			// A relay that answers with a forged message 2 cannot complete
+			// the handshake (it lacks the server's key); try the next.
+			lastErr = fmt.Errorf("%w: %w", ErrHandshake, err)
+			continue
+		}
+		peer, err := parseSignal(payload)
+		if err != nil {
+			return nil, keys, err
+		}
+		return peer, keys, nil
+	}
+	return nil, secure.Keys{}, lastErr
+}
+
+// agentConfig is the ICE agent configuration of this endpoint.
+func (e *Endpoint) agentConfig(turn *TURNServerInfo) agentConfig {
+	return agentConfig{mux: e.mux, net: e.cfg.Net, turn: turn, keepLoopback: e.cfg.KeepLoopback, log: e.pion}
+}
+
+// localSignal gathers our candidates and builds our half of the signaling.
+func (e *Endpoint) localSignal(ctx context.Context, agent *ice.Agent, code Code, mode Mode) (*signal, error) {
+	cands, err := gather(ctx, agent, e.cfg.KeepLoopback)
+	if err != nil {
+		return nil, fmt.Errorf("gather candidates: %w", err)
+	}
+	if pub := e.cfg.Link.PublicAddr(); pub.IsValid() && !hasAddr(cands, pub) {
+		cands = append(cands, candidate{Kind: candSrflx, Addr: pub})
+	}
+	if len(cands) > maxCandidates {
+		cands = cands[:maxCandidates]
+	}
+	ufrag, pwd, err := agent.GetLocalUserCredentials()
+	if err != nil {
+		return nil, err
+	}
+	nat := e.NAT()
+	return &signal{Code: code, Mode: mode, Mapping: nat.Mapping, Filtering: nat.Filtering, Ufrag: ufrag, Pwd: pwd, Cands: cands}, nil
+}
+
+func hasKind(cands []candidate, k candidateKind) bool {
+	for _, c := range cands {
+		if c.Kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+func hasAddr(cands []candidate, a netip.AddrPort) bool {
+	for _, c := range cands {
+		if c.Addr == a {
+			return true
+		}
+	}
+	return false
+}
+
+// transport is the datagram path a session runs over, and what to close
+// when the session ends.
+type transportPath struct {
+	conn    net.Conn
+	path    Path
+	release func()
+}
+
+// punch runs ICE (and, when the NATs call for it, birthday punching beside
+// it) and returns the first path that works.
+func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool, local, peer *signal) (transportPath, error) {
+	addRemote(agent, peer.Cands, e.log)
+	failed := make(chan struct{})
+	var failOnce sync.Once
+	_ = agent.OnConnectionStateChange(func(s ice.ConnectionState) {
+		if s == ice.ConnectionStateFailed {
+			failOnce.Do(func() { close(failed) })
+		}
+	})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-failed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var (
+		conn *ice.Conn
+		err  error
+	)
+	if controlling {
+		conn, err = agent.Dial(ctx, peer.Ufrag, peer.Pwd)
+	} else {
+		conn, err = agent.Accept(ctx, peer.Ufrag, peer.Pwd)
+	}
+	if err != nil {
+		select {
+		case <-failed:
+			return transportPath{}, fmt.Errorf("%w: %w", ErrPunchFailed, errAgentFailed)
+		default:
+		}
+		if errors.Is(err, ice.ErrCanceledByCaller) && ctx.Err() != nil {
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+				return transportPath{}, fmt.Errorf("%w: %w", ErrPunchFailed, cause)
+			}
+		}
+		return transportPath{}, fmt.Errorf("%w: %w", ErrPunchFailed, err)
+	}
+	path, remote := selectedPath(agent)
+	e.log.Debug("ice connected", "path", path, "addr", remote)
+	return transportPath{conn: conn, path: path, release: func() { _ = agent.Close() }}, nil
+}
+
+// openSession runs the secure session over tr and registers the result.
+func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secure.Keys, start time.Time, initiator bool) (*Conn, error) {
+	dc := secure.NewDatagramConn(tr.conn, keys, secure.DatagramConfig{})
+	var (
+		sess *secure.Session
+		err  error
+	)
+	if initiator {
+		sess, err = secure.Client(ctx, dc, e.cfg.Session)
+	} else {
+		sess, err = secure.Server(ctx, dc, e.cfg.Session)
+	}
+	if err != nil {
+		_ = dc.Close()
+		if tr.release != nil {
+			tr.release()
+		}
+		return nil, fmt.Errorf("secure session: %w", err)
+	}
+	c := &Conn{Session: sess, Path: tr.path, ConnectTime: time.Since(start), Initiator: initiator, release: tr.release}
+	key := string(keys.Remote)
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		_ = c.Close()
+		return nil, ErrClosed
+	}
+	old := e.conns[key]
+	e.conns[key] = c
+	e.stats.ByPath[c.Path]++
+	e.mu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		select {
+		case <-sess.Done():
+		case <-e.ctx.Done():
+			_ = c.Close()
+		}
+		c.releasePath()
+		e.mu.Lock()
+		if e.conns[key] == c {
+			delete(e.conns, key)
+		}
+		e.mu.Unlock()
+	}()
+	return c, nil
+}
+
+// handleSignal answers message 1 of a peer that dials us. It runs on a
+// goroutine of the DHT node and must return quickly: everything slow (ICE,
+// the session) happens on the endpoint's own goroutine after the answer.
+func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
+	start := time.Now()
+	sum := sha256.Sum256(msg1)
+	e.mu.Lock()
+	if a, ok := e.answers[sum]; ok && start.Before(a.expires) {
+		e.stats.RetransmittedAnswered++
+		e.mu.Unlock()
+		return a.msg2
+	}
+	if e.closed || e.cfg.OnConnection == nil {
+		e.mu.Unlock()
+		return nil
+	}
+	ip := from.Addr()
+	if e.inflightN >= e.cfg.MaxHandshakes || e.inflight[ip] >= e.cfg.MaxHandshakesPerIP {
+		e.stats.Busy++
+		e.mu.Unlock()
+		return nil // no answer: reading message 1 costs two X25519 operations
+	}
+	e.inflightN++
+	e.inflight[ip]++
+	e.mu.Unlock()
+	release := func() {
+		e.mu.Lock()
+		e.inflightN--
+		if e.inflight[ip]--; e.inflight[ip] <= 0 {
+			delete(e.inflight, ip)
+		}
+		e.mu.Unlock()
+	}
+
+	resp, remote, payload, err := secure.ReadMsg1(e.cfg.Key, prologue, msg1)
+	if err != nil {
+		release()
+		e.count(func(s *EndpointStats) { s.BadHandshakes++ })
+		e.log.Debug("bad message 1", "addr", from, "err", err)
+		return nil
+	}
+	peer, err := parseSignal(payload)
+	if err != nil || peer.Code != CodeOK {
+		release()
+		e.count(func(s *EndpointStats) { s.BadHandshakes++ })
+		e.log.Debug("bad signaling payload", "addr", from, "peer", short(remote), "err", err)
+		return nil
+	}
+	if !e.freshStamp(remote, resp.Timestamp(), start) {
+		release()
+		e.count(func(s *EndpointStats) { s.Replays++ })
+		return nil
+	}
+	refuse := func(code Code) []byte {
+		defer release()
+		msg2, _, err := resp.WriteMsg2(appendSignal(nil, &signal{Code: code}))
+		if err != nil {
+			return nil
+		}
+		e.remember(sum, msg2, start)
+		return msg2
+	}
+	if fw := e.cfg.Firewall; fw != nil {
+		if err := fw(remote); err != nil {
+			e.count(func(s *EndpointStats) { s.Refused++ })
+			e.log.Debug("firewall refused peer", "peer", short(remote), "err", err)
+			return refuse(CodeRefused)
+		}
+	}
+	if code := e.glare(remote); code != CodeOK {
+		return refuse(code)
+	}
+	nat := e.NAT()
+	switch {
+	case peer.Mode == ModeAuto && peer.Mapping == MappingEndpointDependent && nat.Mapping == MappingEndpointDependent:
+		return refuse(CodeUseRelay)
+	case peer.Mode == ModeRelay && !hasKind(peer.Cands, candRelay):
+		return refuse(CodeNoRelay)
+	}
+
+	agent, err := newAgent(e.agentConfig(nil))
+	if err != nil {
+		release()
+		e.log.Warn("ice agent", "err", err)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.ConnectTimeout)
+	local, err := e.localSignal(ctx, agent, CodeOK, peer.Mode)
+	if err != nil {
+		cancel()
+		release()
+		_ = agent.Close()
+		return nil
+	}
+	local.Secret = peer.Secret
+	msg2, keys, err := resp.WriteMsg2(appendSignal(nil, local))
+	if err != nil {
+		cancel()
+		release()
+		_ = agent.Close()
+		return nil
+	}
+	e.remember(sum, msg2, start)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer cancel()
+		defer release()
+		e.accept(ctx, agent, local, peer, keys, start)
+	}()
+	return msg2
+}
+
+// accept finishes an incoming connection after message 2 went out.
+func (e *Endpoint) accept(ctx context.Context, agent *ice.Agent, local, peer *signal, keys secure.Keys, start time.Time) {
+	tr, err := e.punch(ctx, agent, false, local, peer)
+	if err != nil {
+		_ = agent.Close()
+		e.log.Debug("incoming punch failed", "peer", short(keys.Remote), "err", err)
+		return
+	}
+	c, err := e.openSession(ctx, tr, keys, start, false)
+	if err != nil {
+		e.log.Debug("incoming session failed", "peer", short(keys.Remote), "err", err)
+		return
+	}
+	e.count(func(s *EndpointStats) { s.Accepted++ })
+	e.cfg.OnConnection(c)
+}
+
+// glare settles a dial from remote that meets our own dial to it: the
+// larger key's outgoing dial wins (Hyperswarm's rule), so both sides agree
+// without another message.
+func (e *Endpoint) glare(remote ed25519.PublicKey) Code {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ds := e.dialing[string(remote)]
+	if ds == nil {
+		return CodeOK
+	}
+	if bytes.Compare(e.pub, remote) > 0 {
+		return CodeSimultaneous
+	}
+	ds.cancel(ErrSimultaneous)
+	delete(e.dialing, string(remote))
+	return CodeOK
+}
+
+// freshStamp enforces strictly increasing message 1 timestamps per key.
+func (e *Endpoint) freshStamp(remote ed25519.PublicKey, ts, now time.Time) bool {
+	if now.Sub(ts) > replayHorizon {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	key := string(remote)
+	if last, ok := e.lastStamp[key]; ok && !ts.After(last.ts) {
+		return false
+	}
+	if len(e.lastStamp) > 4096 {
+		for k, s := range e.lastStamp {
+			if now.Sub(s.seen) > replayHorizon {
+				delete(e.lastStamp, k)
+			}
+		}
+	}
+	e.lastStamp[key] = stamp{ts: ts, seen: now}
+	return true
+}
+
+// remember keeps message 2 for retransmissions of the same message 1.
+func (e *Endpoint) remember(sum [32]byte, msg2 []byte, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, a := range e.answers {
+		if now.After(a.expires) {
+			delete(e.answers, k)
+		}
+	}
+	e.answers[sum] = answer{msg2: msg2, expires: now.Add(answerTTL)}
+}
+
+func (e *Endpoint) count(f func(*EndpointStats)) {
+	e.mu.Lock()
+	f(&e.stats)
+	e.mu.Unlock()
+}
+
+// handlePacket demultiplexes the datagrams the DHT did not take: those
+// from an address a punched path owns go to it, everything else (ICE checks
+// and ICE-path session data) to the ICE mux.
+func (e *Endpoint) handlePacket(b []byte, from netip.AddrPort) {
+	e.mu.Lock()
+	rc := e.routes[from]
+	e.mu.Unlock()
+	if rc != nil {
+		rc.deliver(b)
+		return
+	}
+	if e.sock != nil {
+		e.sock.deliver(b, from)
+	}
+}
+
+// codeError maps a server's refusal to an error.
+func codeError(c Code) error {
+	switch c {
+	case CodeRefused:
+		return ErrRefused
+	case CodeBusy:
+		return ErrBusy
+	case CodeSimultaneous:
+		return ErrSimultaneous
+	case CodeUseRelay:
+		return ErrBothSymmetric
+	case CodeNoRelay:
+		return ErrNoTURN
+	}
+	return fmt.Errorf("%w: code %s", ErrBadSignal, c)
+}
+
+func short(k ed25519.PublicKey) string {
+	if len(k) < 4 {
+		return ""
+	}
+	return fmt.Sprintf("%x", []byte(k[:4]))
+}

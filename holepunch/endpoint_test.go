@@ -1,0 +1,182 @@
+package holepunch_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
+	"github.com/swarmdb/swarmdb/internal/testnet"
+)
+
+// peer is a DHT node with an endpoint on its socket.
+type peer struct {
+	node *dht.Node
+	link *dhtlink.Link
+	ep   *holepunch.Endpoint
+	pub  ed25519.PublicKey
+	in   chan *holepunch.Conn
+}
+
+func startNet(t *testing.T, persistent int) *testnet.Network {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := testnet.Start(ctx, testnet.Config{Persistent: persistent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
+// addPeer starts an ephemeral node with an endpoint. tweak may adjust the
+// endpoint config.
+func addPeer(t *testing.T, n *testnet.Network, tweak func(*holepunch.EndpointConfig)) *peer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := dhtlink.New()
+	node, err := n.AddNode(ctx, dht.Config{Mode: dht.ModeEphemeral, OnSignal: link.HandleSignal, OnPacket: link.HandlePacket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.Attach(node, n.Bootstrap, nil)
+	p := &peer{node: node, link: link, pub: pub, in: make(chan *holepunch.Conn, 8)}
+	cfg := holepunch.EndpointConfig{
+		Key: priv, Link: link, KeepLoopback: true,
+		MeasureNAT:   link.MeasureNAT,
+		OnConnection: func(c *holepunch.Conn) { p.in <- c },
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	ep, err := holepunch.NewEndpoint(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.ep = ep
+	t.Cleanup(func() {
+		ep.Close()
+		for {
+			select {
+			case c := <-p.in:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	return p
+}
+
+func (p *peer) listen(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.ep.Listen(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *peer) accept(t *testing.T) *holepunch.Conn {
+	t.Helper()
+	select {
+	case c := <-p.in:
+		return c
+	case <-time.After(15 * time.Second):
+		t.Fatal("no incoming connection")
+		return nil
+	}
+}
+
+// echo writes msg on the client's stream 0 and checks the server echoes it.
+func echo(t *testing.T, client, server *holepunch.Conn, msg []byte) {
+	t.Helper()
+	go func() {
+		buf := make([]byte, 64<<10)
+		st := server.Stream0()
+		for {
+			n, err := st.Read(buf)
+			if err != nil {
+				return
+			}
+			if _, err := st.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}()
+	st := client.Stream0()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := st.Write(msg)
+		errc <- err
+	}()
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(st, got); err != nil {
+		t.Fatalf("read echo: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatal("echo differs")
+	}
+}
+
+func TestConnectByKeyLoopback(t *testing.T) {
+	n := startNet(t, 8)
+	server := addPeer(t, n, nil)
+	client := addPeer(t, n, nil)
+	server.listen(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := client.ep.Connect(ctx, server.pub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := server.accept(t)
+	if !bytes.Equal(c.RemotePublicKey(), server.pub) || !bytes.Equal(s.RemotePublicKey(), client.pub) {
+		t.Fatal("wrong identities")
+	}
+	if c.Path != holepunch.PathLAN {
+		t.Errorf("path = %s, want lan on loopback", c.Path)
+	}
+	t.Logf("connected in %v over %s", c.ConnectTime, c.Path)
+	msg := bytes.Repeat([]byte("swarmdb!"), 128<<10) // 1 MiB
+	echo(t, c, s, msg)
+}
+
+func TestConnectRefusedByFirewall(t *testing.T) {
+	n := startNet(t, 6)
+	errNo := errors.New("not you")
+	server := addPeer(t, n, func(c *holepunch.EndpointConfig) {
+		c.Firewall = func(ed25519.PublicKey) error { return errNo }
+	})
+	client := addPeer(t, n, nil)
+	server.listen(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err := client.ep.Connect(ctx, server.pub, nil)
+	if !errors.Is(err, holepunch.ErrRefused) {
+		t.Fatalf("err = %v, want ErrRefused", err)
+	}
+	if st := server.ep.Stats(); st.Refused != 1 || st.Accepted != 0 {
+		t.Fatalf("server stats %+v", st)
+	}
+}

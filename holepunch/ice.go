@@ -1,0 +1,312 @@
+package holepunch
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v2"
+	"github.com/pion/logging"
+	"github.com/pion/stun" // ice/v2's config types use stun v0.6.1; keep it in this file
+	"github.com/pion/transport/v2"
+)
+
+// ICE tuning, measured in go-deps.md §2.5–2.6.
+const (
+	// iceCheckInterval: a connectivity check round every 50 ms. The default
+	// 200 ms adds up to 200 ms to every connect.
+	iceCheckInterval = 50 * time.Millisecond
+	// iceMaxBindingRequests: keep checking a pair for 100 rounds (5 s)
+	// before calling it failed. pion's default of 7 fails when the peer
+	// starts its checks late (pitfall P2).
+	iceMaxBindingRequests = 100
+	// iceKeepalive, iceDisconnected, iceFailed: ICE's own liveness. The
+	// secure session above has its own dead-peer detection (15 s); these
+	// only need to keep the selected pair's NAT mappings warm and let a
+	// dead agent go.
+	iceKeepalive    = 2 * time.Second
+	iceDisconnected = 5 * time.Second
+	iceFailed       = 10 * time.Second
+	// relayAcceptanceWait: in ModeRelay the relay pair may be nominated at
+	// once, but a direct pair that succeeds within this long still wins.
+	relayAcceptanceWait = 300 * time.Millisecond
+	// gatherTimeout bounds local candidate gathering. Host candidates on a
+	// mux are immediate; a TURN allocation takes a few round trips.
+	gatherTimeout = 3 * time.Second
+	// socketQueue is how many datagrams wait between the node's read loop
+	// and the ICE mux before new ones are dropped (and counted).
+	socketQueue = 4096
+)
+
+// Link is what the endpoint needs from the DHT node it runs on. It is
+// implemented over *dht.Node by holepunch/dhtlink and by fakes in tests.
+// Every method uses the node's one UDP socket, so the addresses a peer
+// learns through the DHT are the ones ICE punches.
+type Link interface {
+	// Register makes priv's key reachable: the DHT relays forward signaling
+	// for it to this node. It returns the relays.
+	Register(ctx context.Context, priv []byte) ([]netip.AddrPort, error)
+	// FindRelays returns the relays of a key, looked up in the DHT.
+	FindRelays(ctx context.Context, pub []byte) ([]netip.AddrPort, error)
+	// Signal sends payload for the key pub through relay and returns the
+	// answer.
+	Signal(ctx context.Context, relay netip.AddrPort, pub []byte, payload []byte) ([]byte, error)
+	// SetHandlers installs the endpoint's handlers: onSignal answers
+	// signaling relayed to us (return nil for no answer); onPacket gets
+	// every datagram that is neither DHT nor plain STUN. onPacket runs on
+	// the node's read loop and must not block or keep b.
+	SetHandlers(onSignal func(from netip.AddrPort, payload []byte) []byte, onPacket func(b []byte, from netip.AddrPort))
+	// WritePacket sends a datagram from the node's socket.
+	WritePacket(b []byte, to netip.AddrPort) error
+	// LocalAddr is the socket's bound address (may be unspecified).
+	LocalAddr() netip.AddrPort
+	// PublicAddr is the reflexive address peers report, or the zero value.
+	PublicAddr() netip.AddrPort
+	// TURN returns a TURN server and credentials from a public node, or an
+	// error when none offers one.
+	TURN(ctx context.Context) (TURNServerInfo, error)
+}
+
+// TURNServerInfo is a TURN server and short-lived credentials for it.
+type TURNServerInfo struct {
+	Addr     netip.AddrPort
+	Username string
+	Password string
+}
+
+// muxSocket is the net.PacketConn the ICE UDP mux reads from: datagrams
+// come from the node's read loop through deliver, and writes go out through
+// Link.WritePacket. It hands the mux *net.UDPAddr, which the mux requires.
+type muxSocket struct {
+	link  Link
+	local *net.UDPAddr
+	in    chan muxPacket
+	done  chan struct{}
+	once  sync.Once
+
+	dropped atomic.Uint64 // datagrams lost to a full queue
+}
+
+type muxPacket struct {
+	b    []byte
+	from *net.UDPAddr
+}
+
+var _ net.PacketConn = (*muxSocket)(nil)
+
+func newMuxSocket(link Link) *muxSocket {
+	return &muxSocket{
+		link:  link,
+		local: net.UDPAddrFromAddrPort(link.LocalAddr()),
+		in:    make(chan muxPacket, socketQueue),
+		done:  make(chan struct{}),
+	}
+}
+
+// deliver queues a copy of b. It never blocks: the node's read loop must
+// keep serving the DHT when ICE falls behind.
+func (s *muxSocket) deliver(b []byte, from netip.AddrPort) {
+	p := muxPacket{b: append([]byte(nil), b...), from: net.UDPAddrFromAddrPort(from)}
+	select {
+	case s.in <- p:
+	default:
+		s.dropped.Add(1)
+	}
+}
+
+func (s *muxSocket) ReadFrom(p []byte) (int, net.Addr, error) {
+	select {
+	case pkt := <-s.in:
+		return copy(p, pkt.b), pkt.from, nil
+	case <-s.done:
+		return 0, nil, net.ErrClosed
+	}
+}
+
+func (s *muxSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, net.InvalidAddrError("holepunch: not a UDP address")
+	}
+	ap := ua.AddrPort()
+	if err := s.link.WritePacket(p, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (s *muxSocket) Close() error {
+	s.once.Do(func() { close(s.done) })
+	return nil
+}
+
+func (s *muxSocket) LocalAddr() net.Addr { return s.local }
+
+// The mux never sets deadlines on its socket; these exist for the interface.
+func (s *muxSocket) SetDeadline(time.Time) error      { return nil }
+func (s *muxSocket) SetReadDeadline(time.Time) error  { return nil }
+func (s *muxSocket) SetWriteDeadline(time.Time) error { return nil }
+
+// agentConfig holds what newAgent needs beyond the shared mux.
+type agentConfig struct {
+	mux          ice.UDPMux
+	net          transport.Net
+	turn         *TURNServerInfo // non-nil: gather a relay candidate
+	keepLoopback bool            // the node itself lives on loopback (tests)
+	log          logging.LoggerFactory
+}
+
+// newAgent makes an ICE agent with the tuning above. Host candidates come
+// from the shared mux; the server-reflexive address is not gathered by ICE
+// (the DHT already knows it) but sent in the signaling, see localCandidates.
+func newAgent(cfg agentConfig) (*ice.Agent, error) {
+	types := []ice.CandidateType{ice.CandidateTypeHost}
+	var urls []*stun.URI
+	if cfg.turn != nil {
+		types = append(types, ice.CandidateTypeRelay)
+		urls = append(urls, &stun.URI{
+			Scheme:   stun.SchemeTypeTURN,
+			Host:     cfg.turn.Addr.Addr().String(),
+			Port:     int(cfg.turn.Addr.Port()),
+			Proto:    stun.ProtoTypeUDP,
+			Username: cfg.turn.Username,
+			Password: cfg.turn.Password,
+		})
+	}
+	return ice.NewAgent(&ice.AgentConfig{
+		Urls:                   urls,
+		NetworkTypes:           []ice.NetworkType{ice.NetworkTypeUDP4},
+		CandidateTypes:         types,
+		UDPMux:                 cfg.mux,
+		Net:                    cfg.net,
+		MulticastDNSMode:       ice.MulticastDNSModeDisabled,
+		CheckInterval:          dur(iceCheckInterval),
+		MaxBindingRequests:     u16(iceMaxBindingRequests),
+		KeepaliveInterval:      dur(iceKeepalive),
+		DisconnectedTimeout:    dur(iceDisconnected),
+		FailedTimeout:          dur(iceFailed),
+		HostAcceptanceMinWait:  dur(0),
+		SrflxAcceptanceMinWait: dur(0),
+		PrflxAcceptanceMinWait: dur(0),
+		RelayAcceptanceMinWait: dur(relayAcceptanceWait),
+		IncludeLoopback:        cfg.keepLoopback,
+		LoggerFactory:          cfg.log,
+	})
+}
+
+func dur(d time.Duration) *time.Duration { return &d }
+func u16(v uint16) *uint16               { return &v }
+
+// gather collects the agent's local candidates (host, and relay when
+// configured) and returns them in signaling form. Loopback and link-local
+// addresses are dropped unless keepLoopback: a 0.0.0.0-bound mux advertises
+// 127.0.0.1, which a remote peer must never try.
+func gather(ctx context.Context, a *ice.Agent, keepLoopback bool) ([]candidate, error) {
+	var mu sync.Mutex
+	var out []candidate
+	complete := make(chan struct{})
+	var once sync.Once
+	err := a.OnCandidate(func(c ice.Candidate) {
+		if c == nil {
+			once.Do(func() { close(complete) })
+			return
+		}
+		ip, err := netip.ParseAddr(c.Address())
+		if err != nil || c.Port() <= 0 || c.Port() > 0xffff {
+			return
+		}
+		ip = ip.Unmap()
+		if !keepLoopback && (ip.IsLoopback() || ip.IsLinkLocalUnicast()) {
+			return
+		}
+		kind := candHost
+		if c.Type() == ice.CandidateTypeRelay {
+			kind = candRelay
+		}
+		mu.Lock()
+		out = append(out, candidate{Kind: kind, Addr: netip.AddrPortFrom(ip, uint16(c.Port()))})
+		mu.Unlock()
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.GatherCandidates(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, gatherTimeout)
+	defer cancel()
+	select {
+	case <-complete:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return out, nil
+}
+
+// addRemote hands the peer's candidates to the agent.
+func addRemote(a *ice.Agent, cands []candidate, log *slog.Logger) {
+	for i, c := range cands {
+		var (
+			rc  ice.Candidate
+			err error
+		)
+		ip, port := c.Addr.Addr().String(), int(c.Addr.Port())
+		switch c.Kind {
+		case candHost:
+			rc, err = ice.NewCandidateHost(&ice.CandidateHostConfig{Network: "udp", Address: ip, Port: port, Component: ice.ComponentRTP, Foundation: foundation(i)})
+		case candSrflx:
+			rc, err = ice.NewCandidateServerReflexive(&ice.CandidateServerReflexiveConfig{Network: "udp", Address: ip, Port: port, Component: ice.ComponentRTP, Foundation: foundation(i)})
+		case candRelay:
+			rc, err = ice.NewCandidateRelay(&ice.CandidateRelayConfig{Network: "udp", Address: ip, Port: port, Component: ice.ComponentRTP, Foundation: foundation(i)})
+		default:
+			continue
+		}
+		if err == nil {
+			err = a.AddRemoteCandidate(rc)
+		}
+		if err != nil {
+			log.Debug("remote candidate refused", "addr", c.Addr, "err", err)
+		}
+	}
+}
+
+// foundation gives each remote candidate its own ICE foundation, so the
+// agent checks every pair (RFC 8445 §5.1.1.3 freezes pairs that share one).
+func foundation(i int) string { return "r" + string(rune('a'+i)) }
+
+// selectedPath reports the path of the agent's selected pair.
+func selectedPath(a *ice.Agent) (Path, netip.AddrPort) {
+	pair, err := a.GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		return PathDirect, netip.AddrPort{}
+	}
+	remote := netip.AddrPort{}
+	if ip, err := netip.ParseAddr(pair.Remote.Address()); err == nil {
+		remote = netip.AddrPortFrom(ip.Unmap(), uint16(pair.Remote.Port()))
+	}
+	switch {
+	case pair.Local.Type() == ice.CandidateTypeRelay || pair.Remote.Type() == ice.CandidateTypeRelay:
+		return PathRelay, remote
+	case pair.Remote.Type() == ice.CandidateTypeHost && isPrivate(remote.Addr()):
+		return PathLAN, remote
+	}
+	return PathDirect, remote
+}
+
+// isPrivate reports addresses that are only reachable inside a site:
+// RFC 1918, loopback, link-local, RFC 6598 shared space and IPv6 ULA.
+func isPrivate(ip netip.Addr) bool {
+	return ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() || cgnat.Contains(ip)
+}
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// errAgentFailed is what a dial sees when ICE gave up on every pair.
+var errAgentFailed = errors.New("ice: every candidate pair failed")
