@@ -114,6 +114,9 @@ type Config struct {
 	OnSignal SignalHandler
 	// OnPacket receives non-DHT, non-STUN-binding datagrams.
 	OnPacket PacketHandler
+	// OnTURN makes TURN relay offers (CmdTURN) for requesters that proved
+	// their address. Zero means this node serves no TURN relay.
+	OnTURN TURNHandler
 
 	// Logger receives the node's logs. Zero means discard.
 	Logger *slog.Logger

@@ -149,7 +149,7 @@ func TestForgedAnnouncesRefused(t *testing.T) {
 // TestNoAmplification checks that for every request type the reply to a
 // source without a token is no larger than the request.
 func TestNoAmplification(t *testing.T) {
-	n := startNode(t, Config{})
+	n := startNode(t, Config{OnTURN: (&turnHook{offer: true}).handle})
 	// Fill the table and store so replies have something to grow with.
 	for i := 0; i < 30; i++ {
 		a := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 9, 1, byte(i + 1)}), 4000)
@@ -165,7 +165,7 @@ func TestNoAmplification(t *testing.T) {
 		n.mu.Unlock()
 	}
 	c := newRawClient(t)
-	for cmd := CmdPing; cmd <= CmdProbeReply+1; cmd++ {
+	for cmd := CmdPing; cmd <= CmdTURN+1; cmd++ {
 		m := &Message{Command: cmd, Target: &topic, Value: make([]byte, 40)}
 		reply, reqLen := c.do(n.LocalAddr(), m, nil)
 		if reply == nil {

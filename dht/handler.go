@@ -183,6 +183,8 @@ func (n *Node) handleRequest(m *Message, src netip.AddrPort, reqLen int) {
 	case CmdProbeReply:
 		n.handleProbeReply(m, src)
 		return // unsolicited by design: never answered
+	case CmdTURN:
+		n.handleTURN(m, src, verified, reply)
 	default:
 		reply.Error = CodeUnknownCommand
 	}

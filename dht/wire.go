@@ -43,6 +43,7 @@ const (
 	CmdSignal     Command = 6 // relay -> announcer: Value = client addr || payload; reply Value = answer
 	CmdNATProbe   Command = 7 // ask for an unsolicited packet from another port or node (filtering check)
 	CmdProbeReply Command = 8 // the unsolicited packet a NAT probe asks for
+	CmdTURN       Command = 9 // Token; reply Value = TURN offer (turn.go), to verified sources only
 )
 
 func (c Command) String() string {
@@ -65,6 +66,8 @@ func (c Command) String() string {
 		return "nat_probe"
 	case CmdProbeReply:
 		return "probe_reply"
+	case CmdTURN:
+		return "turn"
 	}
 	return fmt.Sprintf("command(%d)", uint8(c))
 }
