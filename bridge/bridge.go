@@ -1,0 +1,627 @@
+package bridge
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/swarmdb/swarmdb/db"
+)
+
+// Defaults for Limits and Config.
+const (
+	// DefaultMaxMessageSize bounds one message: far above any ToolDb record a client writes by
+	// hand, and equal to secure's default stream message size, so a stream-0 message is never
+	// split.
+	DefaultMaxMessageSize = 64 << 10
+	// DefaultMaxDepth bounds JSON nesting; ToolDb values are shallow, and a bound keeps a
+	// hostile "[[[[…" from costing recursion.
+	DefaultMaxDepth = 64
+	// DefaultTopic is ToolDb's options.topic default.
+	DefaultTopic = "tool-db-default"
+	// ProtocolVersion is what we put in ping/pong's "swarmdb" field.
+	ProtocolVersion = 1
+	// defaultGetTimeout: ToolDb's getData waits 1 s for a relayed answer; we give peers that
+	// relay again a little longer.
+	defaultGetTimeout = 2 * time.Second
+	// pendingGetTTL: how long a relayed get's asker is remembered for a late answer.
+	pendingGetTTL = 10 * time.Second
+	// dedupSize: remembered (type,id) pairs and record hashes; ToolDb's grow forever.
+	dedupSize = 1 << 16
+	// errorInterval: at most one error message per interval for rate-limit drops, so a flood
+	// is not answered by a flood.
+	errorInterval = time.Second
+)
+
+// Limits bound what one connection may cost us. Zero values mean the defaults noted.
+type Limits struct {
+	// MaxMessageSize in bytes, both ways. Zero means DefaultMaxMessageSize.
+	MaxMessageSize int
+	// MaxDepth of JSON nesting. Zero means DefaultMaxDepth.
+	MaxDepth int
+	// MessagesPerSecond is the sustained rate of messages a peer may send; Burst is how many
+	// it may send at once. Zero means 2000 and 4000.
+	MessagesPerSecond float64
+	Burst             int
+	// OutboundQueue is how many messages may wait to be written to a peer. When a message
+	// does not fit, the peer is a slow consumer and is disconnected. Zero means 4096.
+	OutboundQueue int
+	// WriteTimeout bounds one write; a peer that stops reading is disconnected. Zero means 10 s.
+	WriteTimeout time.Duration
+	// MaxStrikes is how many bad messages (malformed, unknown type, refused records, rate
+	// limit drops...) a peer may send before it is disconnected; one strike is forgiven every
+	// StrikeDecay. Zero means 32 and 10 s.
+	MaxStrikes  int
+	StrikeDecay time.Duration
+	// MaxSubscriptions per connection. Zero means 4096.
+	MaxSubscriptions int
+	// MaxInflight is how many puts and function calls of one connection are processed at
+	// once (they wait on signature checks and fsync; more in flight lets the store group
+	// commits). Zero means 64.
+	MaxInflight int
+	// MaxQueryKeys bounds a queryAck. Zero means 10000.
+	MaxQueryKeys int
+}
+
+func (l *Limits) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxMessageSize, DefaultMaxMessageSize)
+	def(&l.MaxDepth, DefaultMaxDepth)
+	if l.MessagesPerSecond <= 0 {
+		l.MessagesPerSecond = 2000
+	}
+	def(&l.Burst, 4000)
+	def(&l.OutboundQueue, 4096)
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = 10 * time.Second
+	}
+	def(&l.MaxStrikes, 32)
+	if l.StrikeDecay <= 0 {
+		l.StrikeDecay = 10 * time.Second
+	}
+	def(&l.MaxSubscriptions, 4096)
+	def(&l.MaxInflight, 64)
+	def(&l.MaxQueryKeys, 10000)
+}
+
+// Function is a server function (ToolDb's addServerFunction): args as the client sent them,
+// the result is encoded as JSON into functionReturn.return. An error becomes code "ERR".
+type Function func(ctx context.Context, args []byte) (any, error)
+
+// Config configures a Bridge. Only Store is required.
+type Config struct {
+	// Store holds the records. Required; the bridge does not close it.
+	Store *db.Store
+	// Identity is the node's ToolDb peer account: it signs our peer descriptor, and its
+	// address's last 20 characters are our client id. Zero means a fresh key per New.
+	Identity *db.User
+	// Topic is sent in our descriptor and required in peers'. Zero means DefaultTopic.
+	Topic string
+	// Server says we are a server peer (isServer in ping/pong): other servers relay puts to
+	// us, and we are listed in pong.servers.
+	Server bool
+	// Host and Port are advertised in our descriptor (where ToolDb peers could dial us).
+	// Zero means "127.0.0.1" and 8080, ToolDb's defaults.
+	Host string
+	Port int
+	// Functions are the server functions clients may call by name. Nil means none.
+	Functions map[string]Function
+	// AllowedOrigins are the browser origins the WebSocket handler accepts (path.Match
+	// patterns on the origin host, or on "scheme://host" when the pattern has "://"). Nil
+	// means any origin, as ToolDb's server does; requests without Origin are always allowed.
+	AllowedOrigins []string
+	// HTTPClient makes ConnectTo's WebSocket upgrades. Zero means http.DefaultClient.
+	HTTPClient *http.Client
+	// Limits bound each connection.
+	Limits Limits
+	// GetTimeout bounds Get's wait for peers when the key is not stored. Zero means 2 s.
+	GetTimeout time.Duration
+	// DisableSync turns off the anti-entropy catch-up between swarmdb nodes.
+	DisableSync bool
+	// OnPeer, if set, is called (from the peer's goroutine, never under a lock) when a peer
+	// identifies itself and when it goes away.
+	OnPeer func(PeerEvent)
+	// Now is the clock. Zero means time.Now.
+	Now func() time.Time
+	// Logger receives the bridge's logs. Zero means discard.
+	Logger *slog.Logger
+}
+
+// PeerEvent reports a peer's identification (Up) or its end (!Up, Err says why).
+type PeerEvent struct {
+	Up   bool
+	Peer PeerStatus
+	Err  error
+}
+
+// Stats are bridge-wide counters.
+type Stats struct {
+	Peers            int
+	MessagesIn       uint64
+	MessagesOut      uint64
+	BytesIn          uint64
+	BytesOut         uint64
+	Duplicates       uint64 // messages dropped by (type,id) or hash dedup
+	Rejected         uint64 // bad messages and refused records
+	Relayed          uint64 // put/crdtPut copies sent on to other peers
+	Pushes           uint64 // subscription pushes
+	SyncMessages     uint64 // swarmdbSync messages sent
+	CatchupSent      uint64 // records sent by anti-entropy
+	SlowDisconnects  uint64
+	AbuseDisconnects uint64
+}
+
+// Bridge is the message layer of one node over one store. New starts nothing; Start starts the
+// store watcher that drives subscriptions and the sync index; Attach adds connections; Close
+// ends every peer and waits for every goroutine.
+type Bridge struct {
+	// Immutable after New.
+	cfg      Config
+	log      *slog.Logger
+	store    *db.Store
+	clientID string
+	desc     PeerDesc
+
+	ctx    context.Context // set by Start, cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	seenIDs    *dedup // (type, id) pairs seen or sent
+	seenHashes *dedup // h+s of records verified
+
+	index syncIndex
+
+	mu       sync.Mutex // guards the fields below
+	started  bool
+	closed   bool
+	peers    map[*Peer]struct{}
+	byClient map[string]*Peer              // identified peers by client id
+	subs     map[string]map[*Peer]struct{} // subscribed connections by key
+	pending  map[string]*pendingGet        // relayed or local gets by message id
+	servers  map[string]PeerDesc           // verified server descriptors heard of, by address
+
+	stats struct {
+		msgsIn, msgsOut, bytesIn, bytesOut, dups, rejected, relayed, pushes,
+		syncMsgs, catchupSent, slow, abuse atomic.Uint64
+	}
+}
+
+type pendingGet struct {
+	asker   *Peer          // nil for a local Get
+	waiter  chan db.Record // local Get: receives the stored record
+	typ     string         // TypeGet or TypeCRDTGet: the reply type the asker expects
+	expires time.Time
+}
+
+// New checks cfg and prepares a bridge; it starts nothing.
+func New(cfg Config) (*Bridge, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("bridge: Config.Store is required")
+	}
+	cfg.Limits.setDefaults()
+	if cfg.Topic == "" {
+		cfg.Topic = DefaultTopic
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if cfg.Port == 0 {
+		cfg.Port = 8080
+	}
+	if cfg.GetTimeout <= 0 {
+		cfg.GetTimeout = defaultGetTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Identity == nil {
+		u, err := db.NewUser(nil)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Identity = u
+	}
+	b := &Bridge{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		store:      cfg.Store,
+		clientID:   ClientID(cfg.Identity.Address()),
+		seenIDs:    newDedup(dedupSize),
+		seenHashes: newDedup(dedupSize),
+		peers:      map[*Peer]struct{}{},
+		byClient:   map[string]*Peer{},
+		subs:       map[string]map[*Peer]struct{}{},
+		pending:    map[string]*pendingGet{},
+		servers:    map[string]PeerDesc{},
+	}
+	d, err := SignPeerDesc(cfg.Identity, cfg.Topic, cfg.Now().UnixMilli(), cfg.Host, int64(cfg.Port))
+	if err != nil {
+		return nil, err
+	}
+	b.desc = d
+	b.index.store = cfg.Store
+	return b, nil
+}
+
+// ClientID is ToolDb's getClientAddress: the last 20 characters of a peer address.
+func ClientID(address string) string {
+	if len(address) <= 20 {
+		return address
+	}
+	return address[len(address)-20:]
+}
+
+// peerDescHash is what a peer descriptor's signature covers:
+// hex(sha256(topic + "-" + timestamp + "-" + host + ":" + port)).
+func peerDescHash(topic string, ts int64, host string, port int64) string {
+	s := topic + "-" + strconv.FormatInt(ts, 10) + "-" + host + ":" + strconv.FormatInt(port, 10)
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// SignPeerDesc builds the descriptor ToolDb's getPeerSignature would for u.
+func SignPeerDesc(u *db.User, topic string, ts int64, host string, port int64) (PeerDesc, error) {
+	sig, err := u.SignHash(peerDescHash(topic, ts, host, port))
+	if err != nil {
+		return PeerDesc{}, err
+	}
+	return PeerDesc{Topic: topic, Timestamp: ts, Host: host, Port: port, Address: u.Address(), Sig: sig}, nil
+}
+
+// VerifyPeerDesc checks d's signature (which ToolDb's verifyPeer never really does), that it is
+// for topic, and that its timestamp is not beyond now plus db.MaxClockSkew.
+func VerifyPeerDesc(d *PeerDesc, topic string, now time.Time) error {
+	if d.Topic != topic {
+		return fmt.Errorf("%w: topic %q, want %q", ErrBadPeer, truncate(d.Topic, 64), topic)
+	}
+	if d.Timestamp > now.Add(db.MaxClockSkew).UnixMilli() {
+		return fmt.Errorf("%w: timestamp in the future", ErrBadPeer)
+	}
+	if err := db.VerifySignature(d.Address, peerDescHash(d.Topic, d.Timestamp, d.Host, d.Port), d.Sig); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadPeer, err)
+	}
+	return nil
+}
+
+// ClientID returns our ToolDb client id.
+func (b *Bridge) ClientID() string { return b.clientID }
+
+// Descriptor returns our signed peer descriptor.
+func (b *Bridge) Descriptor() PeerDesc { return b.desc }
+
+// Store returns the bridge's store.
+func (b *Bridge) Store() *db.Store { return b.store }
+
+// Start starts the store watcher (subscription pushes, sync index upkeep) and the janitor for
+// pending gets. It returns at once; ctx is not retained beyond its values.
+func (b *Bridge) Start(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if b.started {
+		return nil
+	}
+	b.ctx, b.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	b.started = true
+	w := b.store.WatchPrefix("")
+	b.wg.Add(2)
+	go b.watchLoop(w)
+	go b.janitor()
+	return nil
+}
+
+func (b *Bridge) running() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.started && !b.closed
+}
+
+// Close ends every peer and waits for every goroutine the bridge started. Idempotent. The
+// store stays open.
+func (b *Bridge) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	peers := make([]*Peer, 0, len(b.peers))
+	for p := range b.peers {
+		peers = append(peers, p)
+	}
+	started := b.started
+	b.mu.Unlock()
+	for _, p := range peers {
+		p.close(ErrClosed)
+	}
+	if started {
+		b.cancel()
+	}
+	b.wg.Wait()
+	return nil
+}
+
+// Stats returns a snapshot of the counters.
+func (b *Bridge) Stats() Stats {
+	b.mu.Lock()
+	n := len(b.peers)
+	b.mu.Unlock()
+	s := &b.stats
+	return Stats{
+		Peers: n, MessagesIn: s.msgsIn.Load(), MessagesOut: s.msgsOut.Load(),
+		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Duplicates: s.dups.Load(),
+		Rejected: s.rejected.Load(), Relayed: s.relayed.Load(), Pushes: s.pushes.Load(),
+		SyncMessages: s.syncMsgs.Load(), CatchupSent: s.catchupSent.Load(),
+		SlowDisconnects: s.slow.Load(), AbuseDisconnects: s.abuse.Load(),
+	}
+}
+
+// Peers returns the status of every attached connection.
+func (b *Bridge) Peers() []PeerStatus {
+	b.mu.Lock()
+	ps := make([]*Peer, 0, len(b.peers))
+	for p := range b.peers {
+		ps = append(ps, p)
+	}
+	b.mu.Unlock()
+	out := make([]PeerStatus, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Status())
+	}
+	return out
+}
+
+// KnownServers returns the verified server descriptors heard in pongs (ToolDb's serverPeers,
+// which it never dials; the node may).
+func (b *Bridge) KnownServers() []PeerDesc {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]PeerDesc, 0, len(b.servers))
+	for _, d := range b.servers {
+		out = append(out, d)
+	}
+	return out
+}
+
+// newID returns a fresh 10-character message id from ToolDb's textRandom alphabet.
+func newID() string {
+	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXZabcdefghijklmnopqrstuvwxyz"
+	var b [10]byte
+	for i := range b {
+		b[i] = alphabet[rand.IntN(len(alphabet))]
+	}
+	return string(b[:])
+}
+
+// Put stores rec (verified strictly) and, if it changed the store, sends it to our server
+// peers (to every peer when we are not a server, as a ToolDb client sends to its servers).
+// Subscribers are notified through the store watcher.
+func (b *Bridge) Put(ctx context.Context, rec db.Record) (db.Outcome, error) {
+	out, err := b.store.Put(ctx, rec)
+	if err != nil {
+		return out, err
+	}
+	b.seenHashes.add(rec.Hash + rec.Sig)
+	if out.Changed() {
+		typ := TypePut
+		if rec.CRDT != "" {
+			typ = TypeCRDTPut
+		}
+		m := &Message{Type: typ, ID: newID(), Data: &rec}
+		b.seenIDs.add(typ + "\x00" + m.ID)
+		b.broadcast(m, nil, !b.cfg.Server)
+	}
+	return out, nil
+}
+
+// Get returns the record stored under key. If there is none and peers are connected, it asks
+// them (a get relayed through the mesh) and waits up to Config.GetTimeout for a verified answer,
+// which is stored before it is returned. Without an answer the error wraps db.ErrNotFound.
+func (b *Bridge) Get(ctx context.Context, key string) (db.Record, error) {
+	rec, err := b.store.Get(key)
+	if !errors.Is(err, db.ErrNotFound) || !b.running() {
+		return rec, err
+	}
+	m := &Message{Type: TypeGet, ID: newID(), Key: key}
+	waiter := make(chan db.Record, 1)
+	b.mu.Lock()
+	b.pending[m.ID] = &pendingGet{waiter: waiter, typ: TypeGet, expires: b.cfg.Now().Add(pendingGetTTL)}
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.pending, m.ID)
+		b.mu.Unlock()
+	}()
+	b.seenIDs.add(TypeGet + "\x00" + m.ID)
+	if b.broadcast(m, nil, true) == 0 {
+		return rec, err
+	}
+	t := time.NewTimer(b.cfg.GetTimeout)
+	defer t.Stop()
+	select {
+	case r := <-waiter:
+		return r, nil
+	case <-t.C:
+		return db.Record{}, fmt.Errorf("%w: %q: %w", db.ErrNotFound, key, ErrTimeout)
+	case <-ctx.Done():
+		return db.Record{}, ctx.Err()
+	case <-b.ctx.Done():
+		return db.Record{}, ErrClosed
+	}
+}
+
+// Query returns the stored keys starting with prefix (anti-entropy keeps server stores
+// converged, so the local answer is the mesh's).
+func (b *Bridge) Query(prefix string) ([]string, error) { return b.store.Query(prefix) }
+
+// Subscribe returns a watcher of key's accepted changes, whichever peer or local Put made them.
+func (b *Bridge) Subscribe(key string) *db.Watcher { return b.store.Watch(key) }
+
+// broadcast sends m to identified peers other than except and those already in m.To: to
+// server peers only, or to every peer when all is set. It appends our id to m.To first, as
+// ToolDb's sendToAll does, and returns how many peers it was sent to.
+func (b *Bridge) broadcast(m *Message, except *Peer, all bool) int {
+	m.To = appendUnique(m.To, b.clientID)
+	b.mu.Lock()
+	targets := make([]*Peer, 0, len(b.byClient))
+	for id, p := range b.byClient {
+		if p == except || contains(m.To, id) {
+			continue
+		}
+		if all || p.isServer.Load() {
+			targets = append(targets, p)
+		}
+	}
+	b.mu.Unlock()
+	if len(targets) == 0 {
+		return 0
+	}
+	msg := AppendMessage(nil, m)
+	for _, p := range targets {
+		p.sendRaw(msg)
+	}
+	return len(targets)
+}
+
+func appendUnique(to []string, ids ...string) []string {
+	out := append([]string(nil), to...)
+	for _, id := range ids {
+		if id != "" && !contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// watchLoop turns accepted store changes into subscription pushes and sync index updates.
+func (b *Bridge) watchLoop(w *db.Watcher) {
+	defer b.wg.Done()
+	defer func() { w.Close() }()
+	for {
+		ev, err := w.Next(b.ctx)
+		if errors.Is(err, db.ErrWatchOverflow) {
+			// We fell behind: resubscribe and rebuild the index from the store.
+			b.log.Warn("store watcher overflow; rebuilding sync index")
+			w = b.store.WatchPrefix("")
+			b.index.invalidate()
+			continue
+		}
+		if err != nil {
+			return
+		}
+		b.index.update(&ev)
+		b.push(&ev)
+	}
+}
+
+// push sends a change to every connection subscribed to its key, each with a fresh message id
+// (ToolDb reuses the subscribe id and its own clients drop every push after the first).
+func (b *Bridge) push(ev *db.Event) {
+	key := ev.Record.Key
+	b.mu.Lock()
+	subs := b.subs[key]
+	targets := make([]*Peer, 0, len(subs))
+	for p := range subs {
+		targets = append(targets, p)
+	}
+	b.mu.Unlock()
+	for _, p := range targets {
+		for _, m := range b.recordMessages(p, key, &ev.Record, ev.Outcome == db.Merged) {
+			m.ID = newID()
+			p.send(&m)
+			b.stats.pushes.Add(1)
+		}
+	}
+}
+
+// recordMessages returns what to send peer p for key: a plain record as one put; a CRDT key as
+// every signed source (crdtPut each) to a swarmdb peer, which verifies strictly, or as ToolDb's
+// merged record to a ToolDb peer, which merges without verifying. rec is the record at hand
+// (nil: read the store).
+func (b *Bridge) recordMessages(p *Peer, key string, rec *db.Record, isCRDT bool) []Message {
+	if rec != nil && !isCRDT && rec.CRDT == "" {
+		r := *rec
+		return []Message{{Type: TypePut, Data: &r}}
+	}
+	if p.swarmdb.Load() {
+		st, err := b.store.CRDT(key)
+		if err != nil {
+			if r, err := b.store.Get(key); err == nil && r.CRDT == "" {
+				return []Message{{Type: TypePut, Data: &r}}
+			}
+			return nil
+		}
+		out := make([]Message, 0, len(st.Sources))
+		// The head first, so the answer to a crdtGet (which takes the request id) is the
+		// newest source.
+		head := st.Head
+		out = append(out, Message{Type: TypeCRDTPut, Data: &head})
+		for i := range st.Sources {
+			if st.Sources[i].Hash == head.Hash && st.Sources[i].Sig == head.Sig {
+				continue
+			}
+			s := st.Sources[i]
+			out = append(out, Message{Type: TypeCRDTPut, Data: &s})
+		}
+		return out
+	}
+	r, err := b.store.MergedRecord(key)
+	if err != nil {
+		return nil
+	}
+	typ := TypePut
+	if r.CRDT != "" {
+		typ = TypeCRDTPut
+	}
+	return []Message{{Type: typ, Data: &r}}
+}
+
+// janitor forgets relayed gets nobody answered.
+func (b *Bridge) janitor() {
+	defer b.wg.Done()
+	t := time.NewTicker(pendingGetTTL / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := b.cfg.Now()
+		b.mu.Lock()
+		for id, pg := range b.pending {
+			if pg.asker != nil && now.After(pg.expires) {
+				delete(b.pending, id)
+			}
+		}
+		b.mu.Unlock()
+	}
+}

@@ -1,0 +1,71 @@
+package bridge
+
+import (
+	"sync"
+	"time"
+)
+
+// dedup is a bounded set of recently seen strings: two generations of at most size/2 entries
+// each; when the current one fills, the older is dropped. A string is remembered for at least
+// size/2 later insertions, enough to catch the echoes of a flood through a mesh, while the
+// memory stays bounded (ToolDb's processedIds grows forever).
+type dedup struct {
+	mu       sync.Mutex
+	cur, old map[string]struct{}
+	half     int
+}
+
+func newDedup(size int) *dedup {
+	return &dedup{cur: map[string]struct{}{}, old: map[string]struct{}{}, half: max(size/2, 1)}
+}
+
+// add inserts s and reports whether it was new.
+func (d *dedup) add(s string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.hasLocked(s) {
+		return false
+	}
+	if len(d.cur) >= d.half {
+		d.old, d.cur = d.cur, make(map[string]struct{}, d.half)
+	}
+	d.cur[s] = struct{}{}
+	return true
+}
+
+func (d *dedup) has(s string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.hasLocked(s)
+}
+
+func (d *dedup) hasLocked(s string) bool {
+	_, a := d.cur[s]
+	_, b := d.old[s]
+	return a || b
+}
+
+// bucket is a token bucket, a pure function of now: rate tokens per second up to burst.
+type bucket struct {
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newBucket(rate float64, burst int, now time.Time) bucket {
+	return bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
+}
+
+// take removes one token, reporting false if there was none.
+func (b *bucket) take(now time.Time) bool {
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens = min(b.burst, b.tokens+dt*b.rate)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

@@ -1,0 +1,377 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/swarmdb/swarmdb/db"
+)
+
+const (
+	// functionTimeout is ToolDb's doFunction default wait; a server function running longer
+	// has no one left to answer.
+	functionTimeout = 10 * time.Second
+	// maxPending bounds the relayed gets we remember answers for.
+	maxPending = 4096
+	// maxKnownServers bounds the descriptors kept from pong.servers.
+	maxKnownServers = 256
+)
+
+// handle dispatches one parsed message. It reports false when the peer must stop.
+func (p *Peer) handle(m *Message) bool {
+	b := p.b
+	if !b.seenIDs.add(m.Type + "\x00" + m.ID) {
+		b.stats.dups.Add(1)
+		return true
+	}
+	if !p.identified.Load() && m.Type != TypePing && m.Type != TypePong && m.Type != TypeError {
+		return p.bad(m.ID, fmt.Errorf("%w: %s", ErrNotIdentified, m.Type))
+	}
+	switch m.Type {
+	case TypePing:
+		return p.onPing(m)
+	case TypePong:
+		return p.onPong(m)
+	case TypePut, TypeCRDTPut:
+		return p.goAsync(func() { p.onPut(m) })
+	case TypeGet, TypeCRDTGet:
+		p.onGet(m)
+	case TypeSubscribe:
+		return p.onSubscribe(m)
+	case TypeQuery:
+		p.onQuery(m)
+	case TypeFunction:
+		return p.goAsync(func() { p.onFunction(m) })
+	case TypeQueryAck, TypeFunctionReturn:
+		// Answers to requests we never send (ToolDb handles them only by id-listeners).
+	case TypeError:
+		b.log.Debug("peer reported an error", "peer", p.conn.RemoteID(), "code", m.Code, "error", m.Error, "ref", m.Ref)
+	case TypeSync:
+		if !p.swarmdb.Load() || b.cfg.DisableSync {
+			return p.bad(m.ID, fmt.Errorf("%w: %s from a peer that is not swarmdb", ErrUnknownType, m.Type))
+		}
+		return p.onSync(m)
+	}
+	return true
+}
+
+// sendPing sends our ping (we opened the connection).
+func (p *Peer) sendPing() {
+	b := p.b
+	m := &Message{Type: TypePing, ID: newID(), To: []string{b.clientID}, IsServer: b.cfg.Server,
+		ClientID: b.clientID, Peer: &b.desc, Swarmdb: ProtocolVersion}
+	p.mu.Lock()
+	p.pingID = m.ID
+	p.mu.Unlock()
+	b.seenIDs.add(TypePing + "\x00" + m.ID)
+	p.send(m)
+}
+
+func (p *Peer) onPing(m *Message) bool {
+	b := p.b
+	if err := VerifyPeerDesc(m.Peer, b.cfg.Topic, b.cfg.Now()); err != nil {
+		return p.bad(m.ID, err)
+	}
+	if err := p.identify(m.ClientID, m.Peer, m.IsServer, m.Swarmdb > 0); err != nil {
+		return p.bad(m.ID, err)
+	}
+	p.send(&Message{Type: TypePong, ID: m.ID, To: []string{b.clientID}, IsServer: b.cfg.Server,
+		ClientID: b.clientID, Servers: b.serverList(), Peer: &b.desc, Swarmdb: ProtocolVersion})
+	return true
+}
+
+func (p *Peer) onPong(m *Message) bool {
+	b := p.b
+	p.mu.Lock()
+	solicited := p.pingID != "" && p.pingID == m.ID
+	p.mu.Unlock()
+	if !solicited {
+		return p.bad(m.ID, fmt.Errorf("%w: pong to no ping of ours", ErrBadMessage))
+	}
+	d := m.Peer
+	if d == nil {
+		// A ToolDb server lists itself in servers.
+		for i := range m.Servers {
+			if ClientID(m.Servers[i].Address) == m.ClientID {
+				d = &m.Servers[i]
+				break
+			}
+		}
+	}
+	if d == nil {
+		return p.bad(m.ID, fmt.Errorf("%w: pong carries no descriptor of its sender", ErrBadPeer))
+	}
+	if err := VerifyPeerDesc(d, b.cfg.Topic, b.cfg.Now()); err != nil {
+		return p.bad(m.ID, err)
+	}
+	if err := p.identify(m.ClientID, d, m.IsServer, m.Swarmdb > 0); err != nil {
+		return p.bad(m.ID, err)
+	}
+	now := b.cfg.Now()
+	for i := range m.Servers {
+		s := m.Servers[i]
+		if s.Address == b.desc.Address || VerifyPeerDesc(&s, b.cfg.Topic, now) != nil {
+			continue
+		}
+		b.mu.Lock()
+		if _, ok := b.servers[s.Address]; ok || len(b.servers) < maxKnownServers {
+			b.servers[s.Address] = s
+		}
+		b.mu.Unlock()
+	}
+	if m.Swarmdb > 0 {
+		p.startSync()
+	}
+	return true
+}
+
+// identify binds the connection to a verified descriptor. The client id must be the one ToolDb
+// derives from the address (so a peer cannot take another's id without its key), must not be
+// ours, must not change on a connection, and must not be held by another live connection.
+func (p *Peer) identify(clientID string, d *PeerDesc, isServer, swarmdb bool) error {
+	b := p.b
+	if clientID != ClientID(d.Address) {
+		return fmt.Errorf("%w: %q is not the id of address %q", ErrIDClaimed, truncate(clientID, 32), truncate(d.Address, 100))
+	}
+	b.mu.Lock()
+	p.mu.Lock()
+	var err error
+	switch {
+	case clientID == b.clientID:
+		err = fmt.Errorf("%w: %q is our own id", ErrIDClaimed, clientID)
+	case p.clientID != "" && p.clientID != clientID:
+		err = fmt.Errorf("%w: connection already identified as %q", ErrIDClaimed, p.clientID)
+	case b.byClient[clientID] != nil && b.byClient[clientID] != p:
+		err = fmt.Errorf("%w: %q is held by another connection", ErrIDClaimed, clientID)
+	}
+	first := false
+	if err == nil {
+		first = p.clientID == ""
+		p.clientID, p.address = clientID, d.Address
+		b.byClient[clientID] = p
+		p.isServer.Store(isServer)
+		p.swarmdb.Store(swarmdb)
+		if isServer && d.Address != b.desc.Address && len(b.servers) < maxKnownServers {
+			b.servers[d.Address] = *d
+		}
+	}
+	p.mu.Unlock()
+	b.mu.Unlock()
+	if err != nil || !first {
+		return err
+	}
+	p.identified.Store(true)
+	close(p.identCh)
+	b.log.Debug("peer identified", "peer", clientID, "remote", p.conn.RemoteID(), "server", isServer, "swarmdb", swarmdb)
+	if b.cfg.OnPeer != nil {
+		b.cfg.OnPeer(PeerEvent{Up: true, Peer: p.Status()})
+	}
+	return nil
+}
+
+// serverList is pong.servers: ourselves when we are a server (ToolDb's serverPeers includes the
+// node itself), then the verified servers we know.
+func (b *Bridge) serverList() []PeerDesc {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]PeerDesc, 0, min(len(b.servers)+1, 32))
+	if b.cfg.Server {
+		out = append(out, b.desc)
+	}
+	for _, d := range b.servers {
+		if len(out) >= 32 {
+			break
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// onPut verifies and stores a record, relays it to the other server peers if it changed the
+// store (never back to its origin nor to anyone in its "to" list), and hands it to whoever
+// asked for it with a get we relayed.
+func (p *Peer) onPut(m *Message) {
+	b := p.b
+	rec := *m.Data
+	hk := rec.Hash + "\x00" + rec.Sig
+	if b.seenHashes.has(hk) {
+		b.stats.dups.Add(1)
+		b.answerPending(m.ID, &rec)
+		return
+	}
+	out, err := b.store.Put(b.ctx, rec)
+	if err != nil {
+		if b.ctx.Err() != nil || errors.Is(err, db.ErrClosed) {
+			return
+		}
+		b.stats.rejected.Add(1)
+		p.sendError(m.ID, err)
+		if benignRejection(err) {
+			return
+		}
+		p.strike(err)
+		return
+	}
+	b.seenHashes.add(hk)
+	b.answerPending(m.ID, &rec)
+	if out.Changed() && !m.Catchup {
+		relay := *m
+		relay.To = appendUnique(m.To, p.clientID)
+		if n := b.broadcast(&relay, p, false); n > 0 {
+			b.stats.relayed.Add(uint64(n))
+		}
+	}
+}
+
+// benignRejection: refusals an honest peer can run into (a name already taken, a key of
+// another CRDT kind, an application hook) are answered but not held against it.
+func benignRejection(err error) bool {
+	return errors.Is(err, db.ErrFrozenKey) || errors.Is(err, db.ErrCRDTKindConflict) || errors.Is(err, db.ErrRejectedByHook)
+}
+
+// answerPending delivers a verified record to the get that message id answers, if we relayed
+// one: to a local Get's waiter or, with the same id, to the peer that asked (ToolDb keeps such
+// answers for itself and the asker times out).
+func (b *Bridge) answerPending(id string, rec *db.Record) {
+	b.mu.Lock()
+	pg := b.pending[id]
+	if pg != nil {
+		delete(b.pending, id)
+	}
+	b.mu.Unlock()
+	if pg == nil {
+		return
+	}
+	if pg.waiter != nil {
+		select {
+		case pg.waiter <- *rec:
+		default:
+		}
+		return
+	}
+	b.reply(pg.asker, id, pg.typ, rec.Key, rec)
+}
+
+// reply answers a get/crdtGet/subscribe with what we hold for key: the first message takes id,
+// any further one (CRDT sources for a swarmdb peer) a fresh id.
+func (b *Bridge) reply(p *Peer, id, reqType, key string, rec *db.Record) {
+	msgs := b.recordMessages(p, key, rec, rec != nil && rec.CRDT != "")
+	for i := range msgs {
+		m := &msgs[i]
+		if !p.swarmdb.Load() {
+			// ToolDb answers get with put and crdtGet with crdtPut.
+			if reqType == TypeGet {
+				m.Type = TypePut
+			} else if reqType == TypeCRDTGet {
+				m.Type = TypeCRDTPut
+			}
+		}
+		m.ID = id
+		if i > 0 {
+			m.ID = newID()
+		}
+		m.To = []string{b.clientID}
+		p.send(m)
+	}
+}
+
+func (p *Peer) onGet(m *Message) {
+	b := p.b
+	rec, err := b.store.Get(m.Key)
+	if err == nil {
+		b.reply(p, m.ID, m.Type, m.Key, &rec)
+		return
+	}
+	if !errors.Is(err, db.ErrNotFound) {
+		p.sendError(m.ID, err)
+		return
+	}
+	// A miss: ask everyone else (ToolDb relays gets to all peers) and remember who asked.
+	b.mu.Lock()
+	if len(b.pending) >= maxPending {
+		b.mu.Unlock()
+		return
+	}
+	b.pending[m.ID] = &pendingGet{asker: p, typ: m.Type, expires: b.cfg.Now().Add(pendingGetTTL)}
+	b.mu.Unlock()
+	relay := *m
+	relay.To = appendUnique(m.To, p.clientID)
+	if b.broadcast(&relay, p, true) == 0 {
+		b.mu.Lock()
+		delete(b.pending, m.ID)
+		b.mu.Unlock()
+	}
+}
+
+func (p *Peer) onSubscribe(m *Message) bool {
+	b := p.b
+	b.mu.Lock()
+	p.mu.Lock()
+	_, had := p.subKeys[m.Key]
+	full := !had && len(p.subKeys) >= b.cfg.Limits.MaxSubscriptions
+	if !had && !full {
+		p.subKeys[m.Key] = struct{}{}
+		if b.subs[m.Key] == nil {
+			b.subs[m.Key] = map[*Peer]struct{}{}
+		}
+		b.subs[m.Key][p] = struct{}{}
+	}
+	p.mu.Unlock()
+	b.mu.Unlock()
+	if full {
+		return p.bad(m.ID, fmt.Errorf("%w: %d", ErrTooManySubscriptions, b.cfg.Limits.MaxSubscriptions))
+	}
+	// ToolDb answers a subscribe at once with the stored value, under the subscribe id.
+	if rec, err := b.store.Get(m.Key); err == nil {
+		b.reply(p, m.ID, TypeSubscribe, m.Key, &rec)
+	}
+	return true
+}
+
+func (p *Peer) onQuery(m *Message) {
+	b := p.b
+	keys, err := b.store.Query(m.Key)
+	if err != nil {
+		p.sendError(m.ID, err)
+		return
+	}
+	if len(keys) > b.cfg.Limits.MaxQueryKeys {
+		keys = keys[:b.cfg.Limits.MaxQueryKeys]
+	}
+	ack := &Message{Type: TypeQueryAck, ID: m.ID, To: []string{b.clientID}, Keys: keys}
+	msg := AppendMessage(nil, ack)
+	for len(msg) > b.cfg.Limits.MaxMessageSize && len(ack.Keys) > 0 {
+		// Too many keys for one message: keep the first part (ToolDb takes only one ack).
+		ack.Keys = ack.Keys[:len(ack.Keys)*3/4]
+		msg = AppendMessage(msg[:0], ack)
+	}
+	p.sendRaw(msg)
+}
+
+func (p *Peer) onFunction(m *Message) {
+	b := p.b
+	reply := &Message{Type: TypeFunctionReturn, ID: m.ID, To: []string{b.clientID}}
+	fn := b.cfg.Functions[m.Function]
+	if fn == nil {
+		reply.Code, reply.Return = CodeNotFound, json.RawMessage(`"Function not found"`)
+		p.send(reply)
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, functionTimeout)
+	defer cancel()
+	res, err := fn(ctx, m.Args)
+	if err == nil {
+		var raw []byte
+		if raw, err = json.Marshal(res); err == nil {
+			reply.Code, reply.Return = CodeOK, raw
+		}
+	}
+	if err != nil {
+		reply.Code = CodeErr
+		reply.Return = appendString(nil, err.Error())
+	}
+	p.send(reply)
+}

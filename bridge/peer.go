@@ -1,0 +1,417 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Connection kinds, for stats and logs.
+const (
+	KindSwarm     = "swarm"
+	KindWebSocket = "websocket"
+	KindPipe      = "pipe"
+)
+
+// AttachOptions describe a connection being attached.
+type AttachOptions struct {
+	// Initiator: we opened the connection, so we send the first ping (ToolDb's dialer pings;
+	// the listener only answers). On a swarm connection let the side that dialled be the
+	// initiator; if both ping, both answer and nothing breaks.
+	Initiator bool
+	// Kind names the transport (KindSwarm, KindWebSocket, ...). Zero means KindPipe.
+	Kind string
+}
+
+// PeerStatus is a snapshot of one connection.
+type PeerStatus struct {
+	RemoteID   string // Conn.RemoteID
+	Kind       string
+	Initiator  bool
+	Identified bool   // sent a verified ping or pong
+	ClientID   string // its ToolDb client id (last 20 characters of Address)
+	Address    string // its verified peer address
+	IsServer   bool
+	Swarmdb    bool // a swarmdb node (anti-entropy capable)
+
+	MessagesIn, MessagesOut, BytesIn, BytesOut uint64
+	Subscriptions                              int
+}
+
+// Peer is one attached connection. Its read loop parses and dispatches messages; its write
+// loop drains a bounded queue into the Conn; a third goroutine feeds anti-entropy records
+// into the queue without ever filling it.
+type Peer struct {
+	// Immutable after Attach.
+	b         *Bridge
+	conn      Conn
+	kind      string
+	initiator bool
+	ctx       context.Context
+	cancel    context.CancelFunc
+	out       chan []byte   // bounded outbound queue
+	drained   chan struct{} // capacity 1: the writer made progress
+	done      chan struct{} // closed when every goroutine of the peer has ended
+	writerEnd chan struct{}
+	identCh   chan struct{} // closed on identification
+	inflight  chan struct{} // semaphore for async handlers
+	wg        sync.WaitGroup
+
+	isServer                           atomic.Bool
+	swarmdb                            atomic.Bool
+	identified                         atomic.Bool
+	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+
+	mu          sync.Mutex // guards the fields below
+	err         error
+	clientID    string
+	address     string
+	pingID      string
+	syncStarted bool
+	subKeys     map[string]struct{} // also guarded by b.mu when b.subs changes: see subscribe
+	catchup     []string            // keys whose records anti-entropy still has to send
+	catchupSig  chan struct{}       // capacity 1
+
+	// Owned by the read loop.
+	rate       bucket
+	strikes    bucket
+	lastErrMsg time.Time
+}
+
+// Attach makes c a peer of the message layer and returns at once; the peer runs until the
+// connection fails, it misbehaves, Peer.Close or Bridge.Close.
+func (b *Bridge) Attach(c Conn, opts AttachOptions) (*Peer, error) {
+	if opts.Kind == "" {
+		opts.Kind = KindPipe
+	}
+	now := b.cfg.Now()
+	lim := &b.cfg.Limits
+	p := &Peer{
+		b: b, conn: c, kind: opts.Kind, initiator: opts.Initiator,
+		out:        make(chan []byte, lim.OutboundQueue),
+		drained:    make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		writerEnd:  make(chan struct{}),
+		identCh:    make(chan struct{}),
+		inflight:   make(chan struct{}, lim.MaxInflight),
+		subKeys:    map[string]struct{}{},
+		catchupSig: make(chan struct{}, 1),
+		rate:       newBucket(lim.MessagesPerSecond, lim.Burst, now),
+		strikes:    newBucket(1/lim.StrikeDecay.Seconds(), lim.MaxStrikes, now),
+	}
+	b.mu.Lock()
+	if !b.started || b.closed {
+		b.mu.Unlock()
+		if b.closed {
+			return nil, ErrClosed
+		}
+		return nil, ErrNotStarted
+	}
+	p.ctx, p.cancel = context.WithCancel(b.ctx)
+	b.peers[p] = struct{}{}
+	b.wg.Add(3)
+	b.mu.Unlock()
+	go p.writeLoop()
+	go p.catchupLoop()
+	go p.run()
+	if opts.Initiator {
+		p.sendPing()
+	}
+	return p, nil
+}
+
+// Done is closed when the peer has ended and every goroutine of it has returned.
+func (p *Peer) Done() <-chan struct{} { return p.done }
+
+// Err says why the peer ended (nil while it runs).
+func (p *Peer) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// Close ends the peer and closes its connection; it does not wait (see Done).
+func (p *Peer) Close() { p.close(ErrClosed) }
+
+// WaitIdentified waits until the peer has sent a verified ping or pong.
+func (p *Peer) WaitIdentified(ctx context.Context) error {
+	select {
+	case <-p.identCh:
+		return nil
+	case <-p.done:
+		if err := p.Err(); err != nil {
+			return err
+		}
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Status returns a snapshot of the peer.
+func (p *Peer) Status() PeerStatus {
+	p.mu.Lock()
+	s := PeerStatus{RemoteID: p.conn.RemoteID(), Kind: p.kind, Initiator: p.initiator,
+		ClientID: p.clientID, Address: p.address, Subscriptions: len(p.subKeys)}
+	p.mu.Unlock()
+	s.Identified = p.identified.Load()
+	s.IsServer = p.isServer.Load()
+	s.Swarmdb = p.swarmdb.Load()
+	s.MessagesIn, s.MessagesOut = p.msgsIn.Load(), p.msgsOut.Load()
+	s.BytesIn, s.BytesOut = p.bytesIn.Load(), p.bytesOut.Load()
+	return s
+}
+
+func (p *Peer) close(err error) {
+	p.mu.Lock()
+	if p.err != nil {
+		p.mu.Unlock()
+		return
+	}
+	p.err = err
+	p.mu.Unlock()
+	p.cancel()
+	_ = p.conn.Close()
+}
+
+// run is the read loop; when it ends it waits for the peer's other goroutines, removes the peer
+// from the bridge and reports it gone.
+func (p *Peer) run() {
+	defer p.b.wg.Done()
+	err := p.readLoop()
+	p.close(err)
+	<-p.writerEnd
+	p.wg.Wait()
+	p.b.removePeer(p)
+	st := p.Status()
+	p.b.log.Debug("peer ended", "peer", st.ClientID, "remote", st.RemoteID, "err", p.Err())
+	if st.Identified && p.b.cfg.OnPeer != nil {
+		p.b.cfg.OnPeer(PeerEvent{Up: false, Peer: st, Err: p.Err()})
+	}
+	close(p.done)
+}
+
+func (p *Peer) readLoop() error {
+	b := p.b
+	for {
+		raw, err := p.conn.ReadMessage(p.ctx)
+		if err != nil {
+			if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrBadMessage) {
+				p.msgsIn.Add(1)
+				if p.bad("", err) {
+					continue
+				}
+				return p.Err()
+			}
+			if p.ctx.Err() != nil {
+				return p.Err()
+			}
+			return fmt.Errorf("bridge: read: %w", err)
+		}
+		p.msgsIn.Add(1)
+		p.bytesIn.Add(uint64(len(raw)))
+		b.stats.msgsIn.Add(1)
+		b.stats.bytesIn.Add(uint64(len(raw)))
+		now := b.cfg.Now()
+		if !p.rate.take(now) {
+			b.stats.rejected.Add(1)
+			if now.Sub(p.lastErrMsg) >= errorInterval {
+				p.lastErrMsg = now
+				p.sendError("", ErrRateLimited)
+			}
+			if !p.strike(ErrRateLimited) {
+				return p.Err()
+			}
+			continue
+		}
+		m, err := ParseMessage(raw, b.cfg.Limits.MaxDepth)
+		if err != nil {
+			if !p.bad(peekID(raw), err) {
+				return p.Err()
+			}
+			continue
+		}
+		if !p.handle(&m) {
+			return p.Err()
+		}
+	}
+}
+
+// bad answers a bad message with an error, counts it, and strikes. It reports whether the
+// connection goes on.
+func (p *Peer) bad(ref string, err error) bool {
+	p.b.stats.rejected.Add(1)
+	p.b.log.Debug("bad message", "peer", p.conn.RemoteID(), "err", err)
+	p.sendError(ref, err)
+	return p.strike(err)
+}
+
+// strike uses one of the peer's strikes; with none left the peer is closed for abuse.
+func (p *Peer) strike(err error) bool {
+	if p.strikes.take(p.b.cfg.Now()) {
+		return true
+	}
+	p.b.stats.abuse.Add(1)
+	p.b.log.Info("peer disconnected for abuse", "peer", p.conn.RemoteID(), "err", err)
+	p.close(fmt.Errorf("%w: last: %w", ErrAbuse, err))
+	return false
+}
+
+// errorCode names an error for the "code" of an error message.
+func errorCode(err error) string {
+	for _, c := range []struct {
+		err  error
+		code string
+	}{
+		{ErrMessageTooLarge, "TOO_LARGE"}, {ErrTooDeep, "TOO_DEEP"}, {ErrUnknownType, "UNKNOWN_TYPE"},
+		{ErrNotIdentified, "NOT_IDENTIFIED"}, {ErrBadPeer, "BAD_PEER"}, {ErrIDClaimed, "ID_CLAIMED"},
+		{ErrRateLimited, "RATE_LIMITED"}, {ErrTooManySubscriptions, "TOO_MANY_SUBSCRIPTIONS"},
+		{ErrBadMessage, "BAD_MESSAGE"},
+	} {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "REJECTED"
+}
+
+// sendError sends {"type":"error"} with a fresh id (a ToolDb client waiting on ref must not
+// take it for an answer) and the offending message's id in ref.
+func (p *Peer) sendError(ref string, err error) {
+	p.send(&Message{Type: TypeError, ID: newID(), To: []string{p.b.clientID}, Code: errorCode(err),
+		Error: truncate(err.Error(), 512), Ref: ref})
+}
+
+// peekID digs the id out of a message that failed to parse, best effort, for the error's ref.
+func peekID(raw []byte) string {
+	var m struct {
+		ID string `json:"id"`
+	}
+	if len(raw) > 1<<16 || json.Unmarshal(raw, &m) != nil || len(m.ID) > maxIDLen {
+		return ""
+	}
+	return m.ID
+}
+
+// send encodes m and queues it.
+func (p *Peer) send(m *Message) { p.sendRaw(AppendMessage(nil, m)) }
+
+// sendRaw queues msg without blocking. A peer whose queue is full is a slow consumer and is
+// disconnected: buffering without bound would let one stalled reader exhaust our memory.
+func (p *Peer) sendRaw(msg []byte) {
+	if len(msg) > p.b.cfg.Limits.MaxMessageSize {
+		p.b.log.Warn("outgoing message over size limit dropped", "peer", p.conn.RemoteID(), "size", len(msg))
+		return
+	}
+	if p.ctx.Err() != nil {
+		return
+	}
+	select {
+	case p.out <- msg:
+	default:
+		p.b.stats.slow.Add(1)
+		p.b.log.Info("slow consumer disconnected", "peer", p.conn.RemoteID(), "queued", len(p.out))
+		p.close(ErrSlowConsumer)
+	}
+}
+
+// sendPatient queues msg, waiting while the queue is at least half full, so bulk traffic
+// (anti-entropy) leaves room for everything else and never makes us look slow to ourselves.
+func (p *Peer) sendPatient(msg []byte) bool {
+	if len(msg) > p.b.cfg.Limits.MaxMessageSize {
+		return true
+	}
+	for len(p.out) >= cap(p.out)/2 {
+		select {
+		case <-p.drained:
+		case <-p.ctx.Done():
+			return false
+		}
+	}
+	select {
+	case p.out <- msg:
+		return true
+	case <-p.ctx.Done():
+		return false
+	}
+}
+
+func (p *Peer) writeLoop() {
+	defer p.b.wg.Done()
+	defer close(p.writerEnd)
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case msg := <-p.out:
+			ctx, cancel := context.WithTimeout(p.ctx, p.b.cfg.Limits.WriteTimeout)
+			err := p.conn.WriteMessage(ctx, msg)
+			cancel()
+			if err != nil {
+				if p.ctx.Err() == nil {
+					p.b.log.Debug("write failed", "peer", p.conn.RemoteID(), "err", err)
+				}
+				p.close(fmt.Errorf("bridge: write: %w", err))
+				return
+			}
+			p.msgsOut.Add(1)
+			p.bytesOut.Add(uint64(len(msg)))
+			p.b.stats.msgsOut.Add(1)
+			p.b.stats.bytesOut.Add(uint64(len(msg)))
+			select {
+			case p.drained <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// goAsync runs fn on its own goroutine, at most Limits.MaxInflight at once per peer. The read
+// loop blocks while all are busy: they wait only on verification and the disk, never on the
+// network, so this cannot deadlock two peers.
+func (p *Peer) goAsync(fn func()) bool {
+	select {
+	case p.inflight <- struct{}{}:
+	case <-p.ctx.Done():
+		return false
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer func() { <-p.inflight }()
+		fn()
+	}()
+	return true
+}
+
+// removePeer forgets p: its client id, its subscriptions, gets it asked for.
+func (b *Bridge) removePeer(p *Peer) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.peers, p)
+	p.mu.Lock()
+	cid := p.clientID
+	keys := p.subKeys
+	p.subKeys = map[string]struct{}{}
+	p.mu.Unlock()
+	if cid != "" && b.byClient[cid] == p {
+		delete(b.byClient, cid)
+	}
+	for k := range keys {
+		if m := b.subs[k]; m != nil {
+			delete(m, p)
+			if len(m) == 0 {
+				delete(b.subs, k)
+			}
+		}
+	}
+	for id, pg := range b.pending {
+		if pg.asker == p {
+			delete(b.pending, id)
+		}
+	}
+}
