@@ -19,9 +19,12 @@ import (
 
 // Config describes a network.
 type Config struct {
-	// Persistent is the number of persistent nodes, the first of which is
-	// the bootstrap node. Zero means 10.
+	// Persistent is the number of persistent nodes, the first Bootstraps
+	// of which are the bootstrap nodes. Zero means 10.
 	Persistent int
+	// Bootstraps is the number of bootstrap nodes (at most Persistent).
+	// Zero means 1.
+	Bootstraps int
 	// Tweak, when set, adjusts every node's config before it starts
 	// (timers, limits). index is the node's position; -1 for nodes added
 	// later with AddNode.
@@ -48,7 +51,7 @@ func loopbackAddr() string {
 	return fmt.Sprintf("127.%d.%d.%d:0", 1+v/62500%126, v/250%250, 1+v%250)
 }
 
-// Start starts the bootstrap node and the other persistent nodes and joins
+// Start starts the bootstrap nodes and the other persistent nodes and joins
 // them into one network.
 func Start(ctx context.Context, cfg Config) (*Network, error) {
 	if cfg.Persistent == 0 {
@@ -57,16 +60,22 @@ func Start(ctx context.Context, cfg Config) (*Network, error) {
 	if cfg.Parallel == 0 {
 		cfg.Parallel = 16
 	}
+	cfg.Bootstraps = min(max(cfg.Bootstraps, 1), cfg.Persistent)
 	n := &Network{cfg: cfg}
-	boot, err := n.start(ctx, 0, dht.Config{Mode: dht.ModePersistent})
-	if err != nil {
-		return nil, err
+	// The first bootstrap node joins nothing; the others join through it,
+	// one by one, so every bootstrap node knows the others.
+	for i := range cfg.Bootstraps {
+		boot, err := n.start(ctx, i, dht.Config{Mode: dht.ModePersistent, Bootstrap: n.Bootstrap})
+		if err != nil {
+			n.Close()
+			return nil, err
+		}
+		n.Bootstrap = append(n.Bootstrap, boot.LocalAddr())
 	}
-	n.Bootstrap = []netip.AddrPort{boot.LocalAddr()}
 	sem := make(chan struct{}, cfg.Parallel)
 	errs := make(chan error, cfg.Persistent)
 	var wg sync.WaitGroup
-	for i := 1; i < cfg.Persistent; i++ {
+	for i := cfg.Bootstraps; i < cfg.Persistent; i++ {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
