@@ -146,6 +146,7 @@ type Endpoint struct {
 	answers   map[[32]byte]answer // message 1 hash -> message 2
 	lastStamp map[string]stamp    // newest message 1 timestamp by key
 	routes    map[netip.AddrPort]*routedConn
+	birthdays map[[BirthdaySecretSize]byte]chan Datagram // easy-side punches by secret
 	stats     EndpointStats
 }
 
@@ -194,6 +195,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		answers:   map[[32]byte]answer{},
 		lastStamp: map[string]stamp{},
 		routes:    map[netip.AddrPort]*routedConn{},
+		birthdays: map[[BirthdaySecretSize]byte]chan Datagram{},
 		stats:     EndpointStats{ByPath: map[Path]uint64{}},
 	}
 	return e, nil
@@ -284,13 +286,18 @@ func (e *Endpoint) measureNAT() {
 	e.log.Debug("nat measured", "nat", r.Class, "public", r.PublicAddr)
 }
 
-// waitNAT waits (boundedly) for the first NAT measurement.
+// waitNAT waits, at most natWait, for the first NAT measurement.
 func (e *Endpoint) waitNAT(ctx context.Context) NATReport {
-	t := time.NewTimer(natWait)
-	defer t.Stop()
+	ctx, cancel := context.WithTimeout(ctx, natWait)
+	defer cancel()
+	return e.WaitNAT(ctx)
+}
+
+// WaitNAT waits until the first NAT measurement (started by Start) is done
+// or ctx ends, and returns the current measurement.
+func (e *Endpoint) WaitNAT(ctx context.Context) NATReport {
 	select {
 	case <-e.natSet:
-	case <-t.C:
 	case <-ctx.Done():
 	}
 	return e.NAT()
@@ -556,6 +563,14 @@ type transportPath struct {
 // punch runs ICE (and, when the NATs call for it, birthday punching beside
 // it) and returns the first path that works.
 func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool, local, peer *signal) (transportPath, error) {
+	switch birthdayRole(local, peer) {
+	case roleHard:
+		_ = agent.Close()
+		return e.punchHard(ctx, local, peer)
+	case roleEasy:
+		_ = agent.Close()
+		return e.punchEasy(ctx, local, peer)
+	}
 	addRemote(agent, peer.Cands, e.log)
 	failed := make(chan struct{})
 	var failOnce sync.Once
@@ -844,6 +859,10 @@ func (e *Endpoint) count(f func(*EndpointStats)) {
 // from an address a punched path owns go to it, everything else (ICE checks
 // and ICE-path session data) to the ICE mux.
 func (e *Endpoint) handlePacket(b []byte, from netip.AddrPort) {
+	if IsBirthday(b) {
+		e.handleBirthday(b, from)
+		return
+	}
 	e.mu.Lock()
 	rc := e.routes[from]
 	e.mu.Unlock()

@@ -6,8 +6,11 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"io"
+	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/pion/transport/v2"
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
@@ -36,25 +39,36 @@ func startNet(t *testing.T, persistent int) *testnet.Network {
 	return n
 }
 
-// addPeer starts an ephemeral node with an endpoint. tweak may adjust the
-// endpoint config.
+// addPeer starts an ephemeral node on the loopback test network with an
+// endpoint. tweak may adjust the endpoint config.
 func addPeer(t *testing.T, n *testnet.Network, tweak func(*holepunch.EndpointConfig)) *peer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	pub, priv, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	link := dhtlink.New()
 	node, err := n.AddNode(ctx, dht.Config{Mode: dht.ModeEphemeral, OnSignal: link.HandleSignal, OnPacket: link.HandlePacket})
 	if err != nil {
 		t.Fatal(err)
 	}
-	link.Attach(node, n.Bootstrap, nil)
+	return newPeer(t, node, link, n.Bootstrap, nil, func(c *holepunch.EndpointConfig) {
+		c.KeepLoopback = true
+		if tweak != nil {
+			tweak(c)
+		}
+	})
+}
+
+// newPeer puts an endpoint on a started node whose hooks go to link.
+func newPeer(t *testing.T, node *dht.Node, link *dhtlink.Link, boot []netip.AddrPort, tn transport.Net, tweak func(*holepunch.EndpointConfig)) *peer {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.Attach(node, boot, tn)
 	p := &peer{node: node, link: link, pub: pub, in: make(chan *holepunch.Conn, 8)}
 	cfg := holepunch.EndpointConfig{
-		Key: priv, Link: link, KeepLoopback: true,
+		Key: priv, Link: link, Net: tn,
 		MeasureNAT:   link.MeasureNAT,
 		OnConnection: func(c *holepunch.Conn) { p.in <- c },
 	}

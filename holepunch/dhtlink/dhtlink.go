@@ -177,6 +177,12 @@ func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 		Local:    n.LocalAddr(),
 		LocalIPs: ips,
 		Discover: func(ctx context.Context) ([]netip.AddrPort, error) {
+			// Check calls Discover after its filtering probes, which must
+			// reach a node that never heard from us; measuring before the
+			// first bootstrap gets the best filtering result, so join here.
+			if err := n.Bootstrap(ctx); err != nil {
+				return nil, err
+			}
 			var target dht.ID
 			_, _ = rand.Read(target[:])
 			return n.FindNode(ctx, target)

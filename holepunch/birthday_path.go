@@ -1,0 +1,146 @@
+package holepunch
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// punchRole is this side's part in a birthday punch.
+type punchRole int
+
+const (
+	roleNone punchRole = iota // ICE alone can connect
+	roleHard                  // we are behind the endpoint-dependent mapping
+	roleEasy                  // the peer is
+)
+
+// birthdayRole decides, from the two signaling payloads, whether this pair
+// needs birthday punching and which side we are. ICE cannot connect an
+// endpoint-dependent mapping to a port-restricted NAT: each side's checks
+// reach the other's filter from a port it never sent to (nat.md, B5).
+// Against address-dependent or no filtering ICE's peer-reflexive
+// candidates do the job. Unknown filtering on the easy side counts as
+// port-restricted, since a wrong guess there only costs probes. Both sides
+// compute the same answer from the same two payloads.
+func birthdayRole(local, peer *signal) punchRole {
+	needs := func(hard, easy *signal) bool {
+		return hard.Mapping == MappingEndpointDependent &&
+			easy.Mapping == MappingEndpointIndependent &&
+			(easy.Filtering == FilteringAddressAndPortDependent || easy.Filtering == FilteringUnknown) &&
+			reflexive(easy).IsValid() && reflexive(hard).IsValid()
+	}
+	switch {
+	case local.Mode != ModeAuto:
+		return roleNone
+	case needs(local, peer):
+		return roleHard
+	case needs(peer, local):
+		return roleEasy
+	}
+	return roleNone
+}
+
+// reflexive is the server-reflexive address a payload names.
+func reflexive(s *signal) netip.AddrPort {
+	for _, c := range s.Cands {
+		if c.Kind == candSrflx {
+			return c.Addr
+		}
+	}
+	return netip.AddrPort{}
+}
+
+// punchHard opens many sockets toward the easy side's reflexive address and
+// returns the one its probe reached.
+func (e *Endpoint) punchHard(ctx context.Context, local, peer *signal) (transportPath, error) {
+	bind := e.cfg.Link.LocalAddr().Addr()
+	start := time.Now()
+	pc, easy, err := PunchHard(ctx, HardConfig{
+		Net: e.cfg.Net, LocalIP: bind, Easy: reflexive(peer), Secret: peer.Secret, Logger: e.log,
+	})
+	if err != nil {
+		return transportPath{}, fmt.Errorf("%w: birthday (hard side): %w", ErrPunchFailed, err)
+	}
+	e.log.Debug("birthday punch done", "stage", "hard", "addr", easy, "took", time.Since(start))
+	c := &packetConn{PacketConn: pc, remote: net.UDPAddrFromAddrPort(easy)}
+	return transportPath{conn: c, path: PathDirect, release: func() { _ = pc.Close() }}, nil
+}
+
+// punchEasy probes random ports of the hard side's IP from the shared
+// socket and returns a conn to the port that answered.
+func (e *Endpoint) punchEasy(ctx context.Context, local, peer *signal) (transportPath, error) {
+	ch := make(chan Datagram, 64)
+	e.mu.Lock()
+	e.birthdays[peer.Secret] = ch
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.birthdays, peer.Secret)
+		e.mu.Unlock()
+	}()
+	start := time.Now()
+	hard, err := PunchEasy(ctx, EasyConfig{
+		Send: e.cfg.Link.WritePacket, Packets: ch, HardIP: reflexive(peer).Addr(), Secret: peer.Secret, Logger: e.log,
+	})
+	if err != nil {
+		return transportPath{}, fmt.Errorf("%w: birthday (easy side): %w", ErrPunchFailed, err)
+	}
+	e.log.Debug("birthday punch done", "stage", "easy", "addr", hard, "took", time.Since(start))
+	rc := newRoutedConn(e.cfg.Link, hard, func() {
+		e.mu.Lock()
+		delete(e.routes, hard)
+		e.mu.Unlock()
+	})
+	e.mu.Lock()
+	e.routes[hard] = rc
+	e.mu.Unlock()
+	return transportPath{conn: rc, path: PathDirect, release: func() { _ = rc.Close() }}, nil
+}
+
+// handleBirthday hands a birthday packet to the easy-side punch its secret
+// names; others are dropped.
+func (e *Endpoint) handleBirthday(b []byte, from netip.AddrPort) {
+	p, err := ParseBirthday(b)
+	if err != nil {
+		return
+	}
+	e.mu.Lock()
+	ch := e.birthdays[p.Secret]
+	e.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- Datagram{B: append([]byte(nil), b...), From: from}:
+	default:
+	}
+}
+
+// packetConn is a net.Conn over a socket of its own, talking to one remote
+// address: the hard side's winning birthday socket. Datagrams from other
+// addresses (late probes) are dropped.
+type packetConn struct {
+	net.PacketConn
+	remote *net.UDPAddr
+}
+
+var _ net.Conn = (*packetConn)(nil)
+
+func (c *packetConn) Read(p []byte) (int, error) {
+	for {
+		n, from, err := c.PacketConn.ReadFrom(p)
+		if err != nil {
+			return n, err
+		}
+		if ua, ok := from.(*net.UDPAddr); ok && ua.AddrPort() == c.remote.AddrPort() && !IsBirthday(p[:n]) {
+			return n, nil
+		}
+	}
+}
+
+func (c *packetConn) Write(p []byte) (int, error) { return c.PacketConn.WriteTo(p, c.remote) }
+
+func (c *packetConn) RemoteAddr() net.Addr { return c.remote }
