@@ -1,0 +1,68 @@
+package swarm
+
+import (
+	"crypto/ed25519"
+	"time"
+
+	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/secure"
+)
+
+// Role says who dialled a connection.
+type Role string
+
+const (
+	// RoleClient: this node dialled (it found the peer or was told its key).
+	RoleClient Role = "client"
+	// RoleServer: the peer dialled this node.
+	RoleServer Role = "server"
+)
+
+// PeerInfo describes the peer of a connection when it opened.
+type PeerInfo struct {
+	// PublicKey is the peer's authenticated identity.
+	PublicKey ed25519.PublicKey
+	// Topics are the joined topics the peer was found on (empty for a peer
+	// that dialled us and was never found by us).
+	Topics []Topic
+	// Role says who dialled.
+	Role Role
+	// Path says how the packets travel (LAN, direct, relay).
+	Path holepunch.Path
+	// Attempts counts our dials to this peer so far, this one included.
+	Attempts int
+	// Explicit: the peer was added with JoinPeer.
+	Explicit bool
+	// LAN: the peer was found by LAN discovery.
+	LAN bool
+	// ConnectTime is how long the dial or the incoming setup took.
+	ConnectTime time.Duration
+}
+
+// Conn is one connection of the swarm: an encrypted, authenticated session
+// with streams (see secure.Session, embedded through holepunch.Conn).
+// Closing it closes the session; if the peer still belongs to a joined
+// topic it is dialled again on the backoff schedule.
+type Conn struct {
+	*holepunch.Conn
+
+	info     PeerInfo
+	openedAt time.Time
+	// base are the datagram counters when the swarm took the connection:
+	// traffic after them in both directions makes it "established" for the
+	// duplicate rule.
+	base secure.DatagramStats
+}
+
+// Info returns the PeerInfo the connection was reported with.
+func (c *Conn) Info() PeerInfo { return c.info }
+
+// established says whether the connection carried data both ways since the
+// swarm took it.
+func (c *Conn) established() bool {
+	st := c.Session.Stats().Datagram
+	return st.SentPackets > c.base.SentPackets && st.RecvPackets > c.base.RecvPackets
+}
+
+// received returns the authenticated datagrams received so far.
+func (c *Conn) received() uint64 { return c.Session.Stats().Datagram.RecvPackets }

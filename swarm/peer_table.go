@@ -1,0 +1,363 @@
+package swarm
+
+import (
+	"cmp"
+	"crypto/ed25519"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// MinConnectionTime: a connection that lived at least this long resets its
+// peer's retry count when it closes, so a long-lived peer that drops is
+// retried after the short delay, while a peer that keeps dropping right
+// after connecting backs off (Hyperswarm MIN_CONNECTION_TIME).
+const MinConnectionTime = 15 * time.Second
+
+// peerKey is a public key as a map key.
+type peerKey string
+
+// peerState is what the table knows about one remote key.
+type peerState struct {
+	pub      ed25519.PublicKey
+	topics   map[Topic]struct{} // topics the peer was found on
+	relays   []netip.AddrPort   // relay hint from the last DHT record
+	lan      []netip.AddrPort   // addresses from LAN discovery
+	explicit bool               // JoinPeer
+	banned   bool
+	viaLAN   bool // last found by LAN discovery
+
+	queued  bool      // waiting in the dial queue
+	due     time.Time // queued: earliest dial
+	order   float64   // queued: random tie-break among equals
+	dialing bool
+	// connected: a connection is open (either direction); inbound says
+	// which, for the inbound limit.
+	connected   bool
+	inbound     bool
+	connectedAt time.Time
+
+	retries  int // failures and short-lived connections in a row
+	attempts int // dials ever made
+	proven   bool
+}
+
+// limits are the table's connection limits, all positive.
+type limits struct {
+	maxPeers    int // connections of both directions plus dials in flight
+	maxParallel int // dials in flight
+	maxInbound  int // incoming connections
+}
+
+// peerTable is the pure state machine behind dialling: which peers are
+// known, which wait in the queue and until when, which are being dialled or
+// connected, and what the limits allow next. Time and randomness are
+// inputs; it owns no goroutine or timer. Not safe for concurrent use: the
+// Swarm calls it under its lock.
+type peerTable struct {
+	self    peerKey
+	lim     limits
+	backoff Backoff
+	rnd     func() float64
+
+	peers   map[peerKey]*peerState
+	dialing int
+	conns   int
+	inbound int
+}
+
+func newPeerTable(self ed25519.PublicKey, lim limits, b Backoff, rnd func() float64) *peerTable {
+	return &peerTable{
+		self: peerKey(self), lim: lim, backoff: b.withDefaults(), rnd: rnd,
+		peers: make(map[peerKey]*peerState),
+	}
+}
+
+func (t *peerTable) get(pub ed25519.PublicKey) *peerState {
+	return t.peers[peerKey(pub)]
+}
+
+func (t *peerTable) getOrAdd(pub ed25519.PublicKey) *peerState {
+	p := t.peers[peerKey(pub)]
+	if p == nil {
+		p = &peerState{pub: append(ed25519.PublicKey(nil), pub...), topics: make(map[Topic]struct{})}
+		t.peers[peerKey(pub)] = p
+	}
+	return p
+}
+
+// queue puts p in the dial queue at due.
+func (t *peerTable) queue(p *peerState, due time.Time) {
+	p.queued, p.due, p.order = true, due, t.rnd()
+}
+
+// wanted: the peer still has a reason to be dialled.
+func (p *peerState) wanted() bool { return p.explicit || len(p.topics) > 0 }
+
+// forgetIfIdle deletes a peer nothing refers to any more.
+func (t *peerTable) forgetIfIdle(p *peerState) {
+	if !p.wanted() && !p.banned && !p.queued && !p.dialing && !p.connected {
+		delete(t.peers, peerKey(p.pub))
+	}
+}
+
+// found records a peer found by a lookup on topic (or by LAN discovery
+// when lan is set). A peer found again is dialled at once with a fresh
+// retry count, also if it was waiting out a backoff or had been dropped.
+func (t *peerTable) found(pub ed25519.PublicKey, topic Topic, relays, lan []netip.AddrPort, now time.Time) {
+	if peerKey(pub) == t.self {
+		return
+	}
+	p := t.getOrAdd(pub)
+	p.topics[topic] = struct{}{}
+	if relays != nil {
+		p.relays = append([]netip.AddrPort(nil), relays...)
+	}
+	if lan != nil {
+		p.lan = append([]netip.AddrPort(nil), lan...)
+		p.viaLAN = true
+	}
+	if p.banned || p.connected || p.dialing {
+		return
+	}
+	p.retries = 0
+	t.queue(p, now)
+}
+
+// addExplicit makes pub an explicit peer: dialled now and retried forever.
+func (t *peerTable) addExplicit(pub ed25519.PublicKey, now time.Time) {
+	if peerKey(pub) == t.self {
+		return
+	}
+	p := t.getOrAdd(pub)
+	p.explicit = true
+	if !p.banned && !p.connected && !p.dialing && !p.queued {
+		p.retries = 0
+		t.queue(p, now)
+	}
+}
+
+// removeExplicit stops retrying pub unless a topic still wants it. An open
+// connection stays.
+func (t *peerTable) removeExplicit(pub ed25519.PublicKey) {
+	p := t.get(pub)
+	if p == nil {
+		return
+	}
+	p.explicit = false
+	if !p.wanted() {
+		p.queued = false
+	}
+	t.forgetIfIdle(p)
+}
+
+// leaveTopic forgets topic: peers that no longer belong to any topic (and
+// are not explicit) leave the queue. Open connections stay.
+func (t *peerTable) leaveTopic(topic Topic) {
+	for _, p := range t.peers {
+		delete(p.topics, topic)
+		if !p.wanted() {
+			p.queued = false
+		}
+		t.forgetIfIdle(p)
+	}
+}
+
+// canDial says whether the limits allow one more dial to p.
+func (t *peerTable) canDial(p *peerState) bool {
+	if t.dialing >= t.lim.maxParallel {
+		return false
+	}
+	// Explicit peers are dialled even at maxPeers (Hyperswarm does the same):
+	// the application asked for them by name.
+	return p.explicit || t.conns+t.dialing < t.lim.maxPeers
+}
+
+// next takes the peers to dial now out of the queue, marks them as being
+// dialled, and returns them with the time the next queued peer falls due
+// (zero if none is waiting on a timer). Peers with fewer retries go first;
+// equals in random order.
+func (t *peerTable) next(now time.Time) (dial []*peerState, wake time.Time) {
+	var due []*peerState
+	for _, p := range t.peers {
+		if !p.queued {
+			continue
+		}
+		if p.due.After(now) {
+			if wake.IsZero() || p.due.Before(wake) {
+				wake = p.due
+			}
+			continue
+		}
+		due = append(due, p)
+	}
+	slices.SortFunc(due, func(a, b *peerState) int {
+		if c := cmp.Compare(a.retries, b.retries); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.order, b.order)
+	})
+	for _, p := range due {
+		if !t.canDial(p) {
+			continue
+		}
+		p.queued, p.dialing = false, true
+		p.attempts++
+		t.dialing++
+		dial = append(dial, p)
+	}
+	return dial, wake
+}
+
+// pending says whether a dial is in flight or a queued peer is due that
+// the limits would let through: what Flush waits for.
+func (t *peerTable) pending(now time.Time) bool {
+	if t.dialing > 0 {
+		return true
+	}
+	for _, p := range t.peers {
+		if p.queued && !p.due.After(now) && (p.explicit || t.conns < t.lim.maxPeers) {
+			return true
+		}
+	}
+	return false
+}
+
+// dialDone ends a dial. On failure the peer is retried on the backoff
+// schedule, unless drop says the failure is final (banned, firewalled, own
+// key) or the schedule is exhausted.
+func (t *peerTable) dialDone(pub ed25519.PublicKey, ok, drop bool, now time.Time) {
+	p := t.get(pub)
+	if p == nil || !p.dialing {
+		return
+	}
+	p.dialing = false
+	t.dialing--
+	if ok || p.connected {
+		return
+	}
+	if drop {
+		t.forgetIfIdle(p)
+		return
+	}
+	p.retries++
+	t.reschedule(p, now)
+}
+
+// reschedule queues p for its next retry, or drops it from the queue.
+func (t *peerTable) reschedule(p *peerState, now time.Time) {
+	if p.banned || !p.wanted() {
+		t.forgetIfIdle(p)
+		return
+	}
+	d, ok := t.backoff.Delay(p.retries, p.explicit, t.rnd())
+	if !ok {
+		return // dropped until found again
+	}
+	t.queue(p, now.Add(d))
+}
+
+// canAccept says whether an incoming connection from pub may be taken: not
+// banned, and within the inbound limit and MaxPeers unless it replaces a
+// connection to the same key.
+func (t *peerTable) canAccept(pub ed25519.PublicKey) error {
+	if peerKey(pub) == t.self {
+		return ErrSelf
+	}
+	p := t.get(pub)
+	if p != nil && p.banned {
+		return ErrBanned
+	}
+	if p != nil && p.connected {
+		return nil
+	}
+	if t.inbound >= t.lim.maxInbound || t.conns >= t.lim.maxPeers {
+		return ErrInboundLimit
+	}
+	return nil
+}
+
+// connected records a new connection to pub (not a replacement).
+func (t *peerTable) connected(pub ed25519.PublicKey, inbound bool, now time.Time) {
+	p := t.getOrAdd(pub)
+	if p.connected {
+		t.setInbound(p, inbound)
+		return
+	}
+	p.connected, p.connectedAt, p.proven, p.queued = true, now, true, false
+	p.inbound = inbound
+	t.conns++
+	if inbound {
+		t.inbound++
+	}
+}
+
+// setInbound updates the direction of p's connection after a replacement.
+func (t *peerTable) setInbound(p *peerState, inbound bool) {
+	if p.inbound == inbound {
+		return
+	}
+	p.inbound = inbound
+	if inbound {
+		t.inbound++
+	} else {
+		t.inbound--
+	}
+}
+
+// disconnected records that pub's connection closed and queues a retry if
+// the peer is still wanted. retry false (banned, swarm closing, a dead
+// check that will be followed by a lookup) only records the close.
+func (t *peerTable) disconnected(pub ed25519.PublicKey, now time.Time, retry bool) {
+	p := t.get(pub)
+	if p == nil || !p.connected {
+		return
+	}
+	p.connected = false
+	t.conns--
+	if p.inbound {
+		t.inbound--
+		p.inbound = false
+	}
+	if now.Sub(p.connectedAt) >= MinConnectionTime {
+		p.retries = 0
+	}
+	if !retry || p.dialing {
+		t.forgetIfIdle(p)
+		return
+	}
+	p.retries++
+	t.reschedule(p, now)
+}
+
+// ban marks pub banned: it leaves the queue and is never dialled or
+// accepted until unban.
+func (t *peerTable) ban(pub ed25519.PublicKey) {
+	p := t.getOrAdd(pub)
+	p.banned, p.queued = true, false
+}
+
+// unban lifts a ban; a wanted peer is queued again at once.
+func (t *peerTable) unban(pub ed25519.PublicKey, now time.Time) {
+	p := t.get(pub)
+	if p == nil {
+		return
+	}
+	p.banned = false
+	if p.wanted() && !p.connected && !p.dialing {
+		p.retries = 0
+		t.queue(p, now)
+	}
+	t.forgetIfIdle(p)
+}
+
+// requeueAll dials every wanted, unconnected peer at once (after a network
+// change: old failures say nothing about the new network).
+func (t *peerTable) requeueAll(now time.Time) {
+	for _, p := range t.peers {
+		if p.wanted() && !p.banned && !p.connected && !p.dialing {
+			p.retries = 0
+			t.queue(p, now)
+		}
+	}
+}

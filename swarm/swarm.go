@@ -1,0 +1,768 @@
+package swarm
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/holepunch"
+)
+
+// bootstrapTimeout bounds the first DHT bootstrap in Start; a swarm that
+// cannot reach its bootstrap nodes still starts (LAN discovery works) and
+// tries again before each discovery round.
+const bootstrapTimeout = 10 * time.Second
+
+// unannounceTimeout bounds the unannounce in Leave when the caller's
+// context has no deadline.
+const unannounceTimeout = 10 * time.Second
+
+// Swarm joins topics and keeps one connection per remote key. New builds
+// it, Start starts it, Close stops it.
+type Swarm struct {
+	// immutable after New
+	cfg Config
+	key ed25519.PrivateKey
+	pub ed25519.PublicKey
+	log *slog.Logger
+
+	// set by Start, immutable after it
+	disc   discovery
+	node   *dht.Node // nil without a DHT
+	tr     connector
+	lan    *lanDiscovery // nil when disabled
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine but the event dispatcher
+	evDone chan struct{}  // closed when the event dispatcher exits
+
+	kick chan struct{} // wakes the dial loop; buffered 1
+
+	life sync.Mutex // serialises Start and Close
+
+	mu      sync.Mutex // guards everything below
+	started bool
+	closed  bool
+	table   *peerTable
+	rng     *rand.Rand
+	conns   map[peerKey]*Conn
+	topics  map[Topic]*Discovery
+	changed chan struct{} // closed and replaced on every state change
+	events  []event       // waiting for the dispatcher
+	evWake  chan struct{} // buffered 1
+	stats   counters
+}
+
+// event is one OnConnection or OnDisconnect call.
+type event struct {
+	conn  *Conn
+	info  PeerInfo
+	close bool
+	err   error
+}
+
+// New checks cfg and builds a swarm. It starts nothing.
+func New(cfg Config) (*Swarm, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Swarm{
+		cfg:     cfg,
+		key:     cfg.Key,
+		pub:     cfg.Key.Public().(ed25519.PublicKey),
+		log:     cfg.Logger,
+		kick:    make(chan struct{}, 1),
+		conns:   make(map[peerKey]*Conn),
+		topics:  make(map[Topic]*Discovery),
+		changed: make(chan struct{}),
+		evWake:  make(chan struct{}, 1),
+		evDone:  make(chan struct{}),
+		rng:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		stats: counters{
+			failures: make(map[string]uint64), inboundRefused: make(map[string]uint64),
+			opened: make(map[Role]uint64), closed: make(map[Role]uint64),
+		},
+	}
+	lim := limits{maxPeers: cfg.MaxPeers, maxParallel: cfg.MaxParallel, maxInbound: cfg.MaxInbound}
+	s.table = newPeerTable(s.pub, lim, cfg.Backoff, s.rng.Float64)
+	return s, nil
+}
+
+// PublicKey returns the swarm's identity.
+func (s *Swarm) PublicKey() ed25519.PublicKey { return s.pub }
+
+// LocalAddr returns the UDP address the swarm listens on (zero before
+// Start).
+func (s *Swarm) LocalAddr() netip.AddrPort {
+	if s.disc == nil {
+		return netip.AddrPort{}
+	}
+	return s.disc.localAddr()
+}
+
+// Node returns the swarm's DHT node (nil before Start or without a DHT).
+func (s *Swarm) Node() *dht.Node { return s.node }
+
+// Start creates the DHT node and the transport, joins the DHT through the
+// bootstrap nodes (a failure is logged, not fatal: the swarm retries before
+// each discovery round) and starts LAN discovery.
+func (s *Swarm) Start(ctx context.Context) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if s.started {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	if err := s.start(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.dialLoop()
+	go s.dispatch()
+	return nil
+}
+
+func (s *Swarm) start(ctx context.Context) error {
+	tf := s.cfg.transport
+	if tf == nil {
+		tf = defaultTransport(s.cfg)
+	}
+	dcfg := s.cfg.DHT
+	dcfg.Net = s.cfg.Net
+	dcfg.ListenAddr = s.cfg.ListenAddr
+	dcfg.Bootstrap = s.cfg.Bootstrap
+	dcfg.Logger = s.log.With("component", "dht")
+	tf.configure(&dcfg)
+	df := s.cfg.discovery
+	if df == nil {
+		df = newDHTDiscovery
+	}
+	disc, node, err := df(dcfg)
+	if err != nil {
+		return fmt.Errorf("swarm: start dht: %w", err)
+	}
+	s.disc, s.node = disc, node
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	tr, err := tf.start(ctx, node, transportHooks{
+		key:      s.key,
+		firewall: s.acceptFirewall,
+		incoming: func(c *holepunch.Conn) { s.adopt(c, false) },
+		log:      s.log,
+	})
+	if err != nil {
+		s.cancel()
+		disc.close()
+		return fmt.Errorf("swarm: start transport: %w", err)
+	}
+	s.mu.Lock()
+	s.tr = tr // adopt may already run: incoming connections need no Start
+	s.mu.Unlock()
+	if len(s.cfg.Bootstrap) > 0 {
+		bctx, cancel := context.WithTimeout(ctx, bootstrapTimeout)
+		if err := disc.ready(bctx); err != nil {
+			s.log.Warn("swarm: bootstrap failed; will retry", "err", err)
+		}
+		cancel()
+	}
+	if !s.cfg.DisableLAN {
+		s.lan = newLANDiscovery(s)
+		if err := s.lan.start(); err != nil {
+			s.log.Warn("swarm: lan discovery off", "err", err)
+			s.lan = nil
+		}
+	}
+	return nil
+}
+
+// Close leaves nothing running: it stops discovery and dialling, closes
+// every connection (reporting each to OnDisconnect with ErrClosed), the
+// transport and the DHT node, and waits for every goroutine. Records of
+// joined topics are not removed from the DHT (Leave does that); they
+// expire. Idempotent.
+func (s *Swarm) Close() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	started := s.started
+	conns := make([]*Conn, 0, len(s.conns))
+	for k, c := range s.conns {
+		conns = append(conns, c)
+		delete(s.conns, k)
+		s.table.disconnected(c.RemotePublicKey(), time.Now(), false)
+		s.queueEventLocked(event{conn: c, info: c.info, close: true, err: ErrClosed})
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
+	if !started {
+		return nil
+	}
+	s.cancel()
+	if s.lan != nil {
+		s.lan.close()
+	}
+	err := s.tr.Close()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Conn.Close() }()
+	}
+	wg.Wait()
+	s.wg.Wait()
+	err = errors.Join(err, s.disc.close())
+	<-s.evDone
+	return err
+}
+
+// JoinOpts is Join with a raw topic key.
+func (s *Swarm) JoinKey(topic Topic, opts JoinOptions) (*Discovery, error) {
+	opts = opts.withDefaults()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if !s.started {
+		return nil, ErrNotStarted
+	}
+	if d := s.topics[topic]; d != nil {
+		// Joining again widens the mode and refreshes at once.
+		d.server = d.server || opts.Server
+		d.client = d.client || opts.Client
+		d.refresh()
+		s.lanChangedLocked()
+		return d, nil
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	d := &Discovery{
+		s: s, topic: topic, server: opts.Server, client: opts.Client,
+		cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
+	}
+	s.topics[topic] = d
+	s.lanChangedLocked()
+	s.wg.Add(1)
+	go d.run(ctx)
+	return d, nil
+}
+
+// Join joins the topic named by a string (its key is TopicOf(name)).
+func (s *Swarm) Join(name string, opts JoinOptions) (*Discovery, error) {
+	return s.JoinKey(TopicOf(name), opts)
+}
+
+// Leave stops announcing and looking up topic: it removes this node's
+// record from the DHT (if it was a server) and stops dialling peers that
+// only this topic wanted. Open connections stay.
+func (s *Swarm) Leave(ctx context.Context, topic Topic) error {
+	s.mu.Lock()
+	d := s.topics[topic]
+	if d == nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotJoined, topic.Short())
+	}
+	delete(s.topics, topic)
+	server := d.server
+	s.table.leaveTopic(topic)
+	s.lanChangedLocked()
+	s.notifyLocked()
+	s.mu.Unlock()
+	d.cancel()
+	<-d.done
+	if !server {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, unannounceTimeout)
+		defer cancel()
+	}
+	if err := s.disc.unannounce(ctx, topic, s.key); err != nil {
+		return fmt.Errorf("swarm: leave %s: %w", topic.Short(), err)
+	}
+	return nil
+}
+
+// JoinPeer dials remote by key now and keeps reconnecting it whenever the
+// connection drops, forever (backing off to about every 10 minutes).
+func (s *Swarm) JoinPeer(remote ed25519.PublicKey) error {
+	if len(remote) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: public key of %d bytes", ErrBadKey, len(remote))
+	}
+	if remote.Equal(s.pub) {
+		return ErrSelf
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.table.addExplicit(remote, time.Now())
+	s.kickLocked()
+	return nil
+}
+
+// LeavePeer stops reconnecting remote. An open connection stays.
+func (s *Swarm) LeavePeer(remote ed25519.PublicKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.table.removeExplicit(remote)
+	s.notifyLocked()
+}
+
+// Ban refuses remote from now on (dials and incoming connections) and
+// closes its connection.
+func (s *Swarm) Ban(remote ed25519.PublicKey) {
+	s.mu.Lock()
+	s.table.ban(remote)
+	c := s.conns[peerKey(remote)]
+	s.stats.banned++
+	s.notifyLocked()
+	s.mu.Unlock()
+	if c != nil {
+		c.Conn.Close()
+	}
+}
+
+// Unban lifts a ban; a peer still wanted by a topic or JoinPeer is dialled
+// again.
+func (s *Swarm) Unban(remote ed25519.PublicKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.table.unban(remote, time.Now())
+	s.kickLocked()
+}
+
+// Conns returns the open connections.
+func (s *Swarm) Conns() []*Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Conn returns the open connection to remote, or nil.
+func (s *Swarm) Conn(remote ed25519.PublicKey) *Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns[peerKey(remote)]
+}
+
+// Flush waits until every joined topic finished its first announce and
+// lookup and every peer found so far was tried (dials that failed wait out
+// their backoff without holding Flush up).
+func (s *Swarm) Flush(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return ErrClosed
+		}
+		done := !s.table.pending(time.Now())
+		for _, d := range s.topics {
+			done = done && d.flushed
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// NetworkChanged tells the swarm the local network changed (an address
+// came or went): every topic is announced and looked up again at once,
+// every known peer is dialled again, and every connection that stays silent
+// for LivenessCheck is closed as dead (a live peer sends keepalives), so
+// the peers reconnect over the new network. The node calls it from its
+// address watcher.
+func (s *Swarm) NetworkChanged() {
+	s.mu.Lock()
+	if s.closed || !s.started {
+		s.mu.Unlock()
+		return
+	}
+	for _, d := range s.topics {
+		d.refresh()
+	}
+	s.table.requeueAll(time.Now())
+	s.kickLocked()
+	type probe struct {
+		c    *Conn
+		recv uint64
+	}
+	var probes []probe
+	for _, c := range s.conns {
+		probes = append(probes, probe{c, c.received()})
+	}
+	s.stats.networkChanges++
+	s.wg.Add(1)
+	s.mu.Unlock()
+	if s.lan != nil {
+		s.lan.changed()
+	}
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(s.cfg.LivenessCheck)
+		defer t.Stop()
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, p := range probes {
+			if p.c.received() == p.recv {
+				s.log.Info("swarm: connection silent after network change", "peer", shortKey(p.c.RemotePublicKey()))
+				s.mu.Lock()
+				s.stats.deadAfterChange++
+				s.mu.Unlock()
+				s.drop(p.c, ErrDead)
+			}
+		}
+	}()
+}
+
+// drop closes c and reports it with err (instead of the session's own
+// error).
+func (s *Swarm) drop(c *Conn, err error) {
+	s.mu.Lock()
+	if s.conns[peerKey(c.RemotePublicKey())] == c {
+		delete(s.conns, peerKey(c.RemotePublicKey()))
+		s.table.disconnected(c.RemotePublicKey(), time.Now(), !s.closed)
+		s.queueEventLocked(event{conn: c, info: c.info, close: true, err: err})
+		s.kickLocked()
+	}
+	s.mu.Unlock()
+	c.Conn.Close()
+}
+
+// acceptFirewall is the transport's firewall: own key, ban, the user's
+// firewall and the inbound limits, all before any hole punching.
+func (s *Swarm) acceptFirewall(remote ed25519.PublicKey) error {
+	s.mu.Lock()
+	err := s.table.canAccept(remote)
+	if s.closed {
+		err = ErrClosed
+	}
+	if err != nil {
+		s.stats.inboundRefused[failureReason(err)]++
+		s.mu.Unlock()
+		return err
+	}
+	s.mu.Unlock()
+	if fw := s.cfg.Firewall; fw != nil {
+		if err := fw(remote, true); err != nil {
+			s.mu.Lock()
+			s.stats.inboundRefused["firewall"]++
+			s.mu.Unlock()
+			return fmt.Errorf("%w: %w", ErrFirewalled, err)
+		}
+	}
+	return nil
+}
+
+// dialLoop hands due peers to dial goroutines whenever the queue or the
+// limits change or a retry falls due.
+func (s *Swarm) dialLoop() {
+	defer s.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		now := time.Now()
+		dial, wake := s.table.next(now)
+		for _, p := range dial {
+			s.stats.attempts++
+			job := dialJob{pub: p.pub, relays: p.relays, lan: p.lan}
+			s.wg.Add(1)
+			go s.dial(job)
+		}
+		if len(dial) > 0 {
+			s.notifyLocked()
+		}
+		s.mu.Unlock()
+		timer.Stop()
+		if !wake.IsZero() {
+			timer.Reset(wake.Sub(now))
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.kick:
+		case <-timer.C:
+		}
+	}
+}
+
+type dialJob struct {
+	pub         ed25519.PublicKey
+	relays, lan []netip.AddrPort
+}
+
+// dial runs one dial and hands the result to the table and adopt.
+func (s *Swarm) dial(j dialJob) {
+	defer s.wg.Done()
+	var err error
+	if fw := s.cfg.Firewall; fw != nil {
+		if ferr := fw(j.pub, false); ferr != nil {
+			err = fmt.Errorf("%w: %w", ErrFirewalled, ferr)
+		}
+	}
+	var hc *holepunch.Conn
+	if err == nil {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
+		hc, err = s.tr.Connect(ctx, j.pub, j.relays, j.lan)
+		cancel()
+	}
+	if err == nil {
+		s.adoptDialed(hc, j.pub)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	drop := errors.Is(err, ErrFirewalled) || s.closed
+	s.table.dialDone(j.pub, false, drop, time.Now())
+	if !errors.Is(err, errSimultaneous) && !s.closed {
+		s.stats.failures[failureReason(err)]++
+		s.log.Debug("swarm: dial failed", "peer", shortKey(j.pub), "err", err)
+	}
+	s.notifyLocked()
+	s.kickLocked()
+}
+
+// adoptDialed takes a connection our dial produced.
+func (s *Swarm) adoptDialed(hc *holepunch.Conn, pub ed25519.PublicKey) {
+	if !hc.RemotePublicKey().Equal(pub) {
+		// Cannot happen with a correct transport: the handshake binds the
+		// key. Refuse rather than mislabel.
+		hc.Close()
+		s.mu.Lock()
+		s.table.dialDone(pub, false, true, time.Now())
+		s.stats.failures["other"]++
+		s.notifyLocked()
+		s.mu.Unlock()
+		return
+	}
+	s.adopt(hc, true)
+}
+
+// adopt takes a new connection (dialled when dialed is true), applies the
+// one-connection-per-key rule and reports it.
+func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
+	remote := hc.RemotePublicKey()
+	key := peerKey(remote)
+	now := time.Now()
+	s.mu.Lock()
+	if dialed {
+		s.table.dialDone(remote, true, false, now)
+	}
+	if s.closed {
+		s.mu.Unlock()
+		hc.Close()
+		return
+	}
+	if p := s.table.get(remote); p != nil && p.banned {
+		s.mu.Unlock()
+		hc.Close()
+		return
+	}
+	inbound := !hc.Initiator
+	var replaced *Conn
+	if old := s.conns[key]; old != nil {
+		keep := (s.tr != nil && s.tr.OneConnPerKey()) ||
+			keepNew(s.pub, remote, connSide{initiator: old.Initiator, established: old.established()}, hc.Initiator)
+		s.stats.duplicates++
+		if !keep {
+			s.notifyLocked()
+			s.mu.Unlock()
+			s.log.Debug("swarm: duplicate connection closed", "peer", shortKey(remote), "initiator", hc.Initiator)
+			hc.Close()
+			return
+		}
+		replaced = old
+		s.table.setInbound(s.table.get(remote), inbound)
+		s.queueEventLocked(event{conn: old, info: old.info, close: true, err: ErrDuplicate})
+	} else {
+		if inbound {
+			// The firewall checked the limits before the handshake; several
+			// handshakes may have passed it at once.
+			if err := s.table.canAccept(remote); err != nil {
+				s.stats.inboundRefused[failureReason(err)]++
+				s.mu.Unlock()
+				hc.Close()
+				return
+			}
+		}
+		s.table.connected(remote, inbound, now)
+	}
+	p := s.table.get(remote)
+	info := PeerInfo{
+		PublicKey:   remote,
+		Role:        RoleServer,
+		Path:        hc.Path,
+		Attempts:    p.attempts,
+		Explicit:    p.explicit,
+		LAN:         p.viaLAN,
+		ConnectTime: hc.ConnectTime,
+	}
+	if hc.Initiator {
+		info.Role = RoleClient
+	}
+	for t := range p.topics {
+		info.Topics = append(info.Topics, t)
+	}
+	slices.SortFunc(info.Topics, func(a, b Topic) int { return slices.Compare(a[:], b[:]) })
+	c := &Conn{Conn: hc, info: info, openedAt: now, base: hc.Session.Stats().Datagram}
+	s.conns[key] = c
+	s.stats.opened[info.Role]++
+	s.queueEventLocked(event{conn: c, info: info})
+	s.notifyLocked()
+	s.wg.Add(1)
+	s.mu.Unlock()
+	if replaced != nil {
+		s.log.Debug("swarm: connection replaced", "peer", shortKey(remote))
+		go replaced.Conn.Close()
+	}
+	s.log.Debug("swarm: connected", "peer", shortKey(remote), "role", info.Role, "path", info.Path)
+	go s.watch(c)
+}
+
+// watch waits for c to close and records it.
+func (s *Swarm) watch(c *Conn) {
+	defer s.wg.Done()
+	select {
+	case <-s.ctx.Done():
+		return // Close reports it
+	case <-c.Done():
+	}
+	err := c.Err()
+	if err == nil {
+		err = ErrClosed
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	remote := c.RemotePublicKey()
+	if s.conns[peerKey(remote)] != c {
+		return // replaced or dropped: already reported
+	}
+	delete(s.conns, peerKey(remote))
+	s.table.disconnected(remote, time.Now(), !s.closed)
+	s.stats.closed[c.info.Role]++
+	s.queueEventLocked(event{conn: c, info: c.info, close: true, err: err})
+	s.notifyLocked()
+	s.kickLocked()
+}
+
+// queueEventLocked hands an event to the dispatcher.
+func (s *Swarm) queueEventLocked(e event) {
+	s.events = append(s.events, e)
+	select {
+	case s.evWake <- struct{}{}:
+	default:
+	}
+}
+
+// dispatch calls OnConnection and OnDisconnect in order, without the lock.
+// It exits after Close once every event is delivered.
+func (s *Swarm) dispatch() {
+	defer close(s.evDone)
+	for {
+		s.mu.Lock()
+		evs := s.events
+		s.events = nil
+		closed := s.closed
+		s.mu.Unlock()
+		for _, e := range evs {
+			switch {
+			case e.close && s.cfg.OnDisconnect != nil:
+				s.cfg.OnDisconnect(e.conn, e.info, e.err)
+			case !e.close && s.cfg.OnConnection != nil:
+				s.cfg.OnConnection(e.conn, e.info)
+			}
+		}
+		if closed && len(evs) == 0 {
+			return
+		}
+		if closed {
+			continue
+		}
+		select {
+		case <-s.evWake:
+		case <-s.ctx.Done():
+		}
+	}
+}
+
+// notifyLocked wakes everyone waiting in Flush.
+func (s *Swarm) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// kickLocked wakes the dial loop.
+func (s *Swarm) kickLocked() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// lanChangedLocked tells LAN discovery the set of topics changed.
+func (s *Swarm) lanChangedLocked() {
+	if s.lan != nil {
+		go s.lan.changed()
+	}
+}
+
+// found records peers a lookup or LAN discovery returned and wakes the
+// dial loop.
+func (s *Swarm) found(topic Topic, recs []dht.PeerRecord, lan map[peerKey][]netip.AddrPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.topics[topic]
+	if s.closed || d == nil || !d.client {
+		return
+	}
+	now := time.Now()
+	for _, r := range recs {
+		s.table.found(r.PublicKey, topic, r.Relays, lan[peerKey(r.PublicKey)], now)
+	}
+	s.notifyLocked()
+	s.kickLocked()
+}
+
+func shortKey(k []byte) string {
+	if len(k) < 4 {
+		return fmt.Sprintf("%x", k)
+	}
+	return fmt.Sprintf("%x", k[:4])
+}
