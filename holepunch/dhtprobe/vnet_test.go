@@ -7,13 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/pion/transport/v2/vnet"
 	"go.uber.org/goleak"
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+	"github.com/swarmdb/swarmdb/internal/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -28,29 +28,14 @@ const vnetTimeout = 15 * time.Second
 // address-dependent and address-and-port-dependent mapping and filtering
 // (not hairpinning), so every classic type has a cell here.
 func TestVNetClassify(t *testing.T) {
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
-	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "203.0.113.0/24", LoggerFactory: lf})
+	// Four persistent public DHT servers on distinct IPs: the other-node
+	// probe needs a helper on an IP other than the server's and the client's.
+	v, err := testnet.NewVNet()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Four persistent public DHT nodes on distinct IPs: the other-node probe
-	// needs a helper on an IP other than the server's and the client's.
-	var servers []*dht.Node
-	var boot []netip.AddrPort
-	for i := 1; i <= 4; i++ {
-		ip := fmt.Sprintf("203.0.113.%d", i)
-		vn, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{ip}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := wan.AddNet(vn); err != nil {
-			t.Fatal(err)
-		}
-		servers = append(servers, dht.New(dht.Config{Net: vn, ListenAddr: ip + ":49737", Mode: dht.ModePersistent, Bootstrap: boot}))
-		if i == 1 {
-			boot = []netip.AddrPort{netip.MustParseAddrPort(ip + ":49737")}
-		}
+	if err := v.AddDHTServers(4); err != nil {
+		t.Fatal(err)
 	}
 
 	type cell struct {
@@ -74,60 +59,27 @@ func TestVNetClassify(t *testing.T) {
 	for i, c := range cells {
 		if c.nat == nil {
 			clientIPs[i] = "203.0.113.50"
-			vn, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{clientIPs[i]}})
-			if err != nil {
+			if clientNets[i], err = v.AddPublic(clientIPs[i]); err != nil {
 				t.Fatal(err)
 			}
-			if err := wan.AddNet(vn); err != nil {
-				t.Fatal(err)
-			}
-			clientNets[i] = vn
 			continue
 		}
-		lan, err := vnet.NewRouter(&vnet.RouterConfig{
-			CIDR:          fmt.Sprintf("10.%d.0.0/24", i),
-			StaticIPs:     []string{fmt.Sprintf("203.0.113.%d", 100+i)},
-			NATType:       c.nat,
-			LoggerFactory: lf,
-		})
+		lan, err := v.AddNAT(fmt.Sprintf("10.%d.0.0/24", i), fmt.Sprintf("203.0.113.%d", 100+i), c.nat)
 		if err != nil {
-			t.Fatal(err)
-		}
-		if err := wan.AddRouter(lan); err != nil {
 			t.Fatal(err)
 		}
 		clientIPs[i] = fmt.Sprintf("10.%d.0.2", i)
-		vn, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{clientIPs[i]}})
-		if err != nil {
+		if clientNets[i], err = v.AddLANHost(lan, clientIPs[i]); err != nil {
 			t.Fatal(err)
 		}
-		if err := lan.AddNet(vn); err != nil {
-			t.Fatal(err)
-		}
-		clientNets[i] = vn
 	}
-	if err := wan.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = wan.Stop() }()
-
 	ctx, cancel := context.WithTimeout(context.Background(), vnetTimeout)
 	defer cancel()
-	for _, n := range servers {
-		if err := n.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer n.Close()
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
 	}
-	for _, n := range servers {
-		if err := n.Bootstrap(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var allServers []netip.AddrPort
-	for _, n := range servers {
-		allServers = append(allServers, n.LocalAddr())
-	}
+	defer v.Close()
+	boot, allServers := v.Bootstrap, v.ServerAddrs()
 
 	for i, c := range cells {
 		t.Run(c.name, func(t *testing.T) {

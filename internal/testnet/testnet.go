@@ -1,9 +1,10 @@
 // Package testnet starts whole DHT networks in one process on loopback,
 // with real sockets: each node on its own 127.x.y.z address (Linux routes
 // all of 127.0.0.0/8 to the loopback interface), so per-IP rules such as
-// rate limits and tokens behave as between real hosts. Tests, benchmarks
-// and `swarmdb demo` use it. It must not be imported by production
-// packages other than the demo.
+// rate limits and tokens behave as between real hosts. VNet (vnet.go) is the
+// same idea on pion's in-process vnet, with NAT routers, for fast NAT tests
+// without root. Tests, benchmarks and `swarmdb demo` use it. It must not be
+// imported by production packages other than the demo.
 package testnet
 
 import (
