@@ -1,0 +1,45 @@
+package main
+
+import (
+	"math"
+	"testing"
+)
+
+func TestSampleMedianMinMax(t *testing.T) {
+	for _, tc := range []struct {
+		in            []float64
+		med, min, max float64
+	}{
+		{[]float64{3}, 3, 3, 3},
+		{[]float64{5, 1, 3}, 3, 1, 5},
+		{[]float64{4, 1, 3, 2}, 2.5, 1, 4},
+	} {
+		s := Sample{Values: tc.in}
+		if s.Median() != tc.med || s.Min() != tc.min || s.Max() != tc.max {
+			t.Errorf("%v: got median %v min %v max %v, want %v %v %v", tc.in, s.Median(), s.Min(), s.Max(), tc.med, tc.min, tc.max)
+		}
+	}
+	if !math.IsNaN(Sample{}.Median()) {
+		t.Error("median of an empty sample should be NaN")
+	}
+}
+
+func TestSampleString(t *testing.T) {
+	if got := (Sample{Values: []float64{12.34, 10, 15}}).String(); got != "12.3 (10.0–15.0)" {
+		t.Errorf("got %q", got)
+	}
+	if got := (Sample{NA: "not available"}).String(); got != "not available" {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestRatio(t *testing.T) {
+	a := Sample{Values: []float64{2, 4, 6}}
+	b := Sample{Values: []float64{2}}
+	if r := Ratio(a, b); r != 2 {
+		t.Errorf("ratio %v, want 2", r)
+	}
+	if r := Ratio(a, Sample{NA: "x"}); !math.IsNaN(r) {
+		t.Errorf("ratio against a missing side %v, want NaN", r)
+	}
+}
