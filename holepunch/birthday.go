@@ -206,6 +206,9 @@ const (
 	// maxAnswered bounds how many hard sockets' own probes the easy side
 	// answers directly (each answer is one extra probe).
 	maxAnswered = 4 * MaxHardSockets
+	// maxReadFailures is how many read errors in a row end a hard socket's
+	// reader (the socket itself stays open until the punch ends).
+	maxReadFailures = 8
 )
 
 // EasyConfig configures PunchEasy. Send, Packets, HardIP and Secret are
@@ -302,6 +305,64 @@ func (s *portSampler) next() uint16 {
 	return uint16(s.lo + vj)
 }
 
+// easyPunch is the easy side's protocol core: which probes to send and
+// what a received datagram means. It has no sockets, goroutines or clock;
+// PunchEasy owns those.
+type easyPunch struct {
+	hardIP   netip.Addr
+	secret   [BirthdaySecretSize]byte
+	budget   int
+	ports    *portSampler
+	sent     int                     // probes handed out, answers included
+	answered map[netip.AddrPort]bool // hard sockets whose own probe we answered
+}
+
+func newEasyPunch(cfg EasyConfig, rng *mrand.Rand) *easyPunch {
+	return &easyPunch{
+		hardIP:   cfg.HardIP,
+		secret:   cfg.Secret,
+		budget:   cfg.MaxProbes,
+		ports:    newPortSampler(cfg.PortRange, rng),
+		answered: make(map[netip.AddrPort]bool),
+	}
+}
+
+// next appends up to n search probes' destinations to dst, within the
+// budget, and counts them as sent.
+func (p *easyPunch) next(dst []netip.AddrPort, n int) []netip.AddrPort {
+	for ; n > 0 && p.sent < p.budget; n-- {
+		p.sent++
+		dst = append(dst, netip.AddrPortFrom(p.hardIP, p.ports.next()))
+	}
+	return dst
+}
+
+// spent reports whether the whole budget is out.
+func (p *easyPunch) spent() bool { return p.sent >= p.budget }
+
+// receive handles one datagram. An ack with our secret ends the punch: won
+// is its source. A probe with our secret means a hard socket's mapping
+// reached us: answer is where to send one probe back (counted as sent),
+// once per source. Anything else leaves both zero.
+func (p *easyPunch) receive(d Datagram) (won, answer netip.AddrPort) {
+	pkt, mine := parseMine(d.B, p.secret)
+	if !mine {
+		return netip.AddrPort{}, netip.AddrPort{}
+	}
+	from := netip.AddrPortFrom(d.From.Addr().Unmap(), d.From.Port())
+	switch pkt.Kind {
+	case BirthdayAck:
+		return from, netip.AddrPort{}
+	case BirthdayProbe:
+		if !p.answered[from] && len(p.answered) < maxAnswered {
+			p.answered[from] = true
+			p.sent++
+			return netip.AddrPort{}, from
+		}
+	}
+	return netip.AddrPort{}, netip.AddrPort{}
+}
+
 // PunchEasy runs the easy side of a birthday punch: it sends probes, at
 // cfg.Rate, to random ports of cfg.HardIP from the shared socket until one
 // of the hard side's sockets acks, and returns the address that acked.
@@ -324,33 +385,28 @@ func PunchEasy(ctx context.Context, cfg EasyConfig) (netip.AddrPort, error) {
 	log := cfg.Logger.With("stage", "birthday-easy", "addr", cfg.HardIP)
 
 	probe := BirthdayPacket{Kind: BirthdayProbe, Secret: cfg.Secret}.Append(nil)
-	ports := newPortSampler(cfg.PortRange, mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64())))
+	core := newEasyPunch(cfg, mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64())))
 	tick, burst := probeTick(cfg.Rate)
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	var grace <-chan time.Time // set once the budget is spent
-	sent := 0
-	answered := make(map[netip.AddrPort]bool)
 	start := time.Now()
-
 	send := func(to netip.AddrPort) {
-		sent++
 		if err := cfg.Send(probe, to); err != nil {
 			// A failed send (e.g. a full buffer) costs one probe; the
 			// search goes on.
 			log.Debug("birthday probe send failed", "peer", to, "err", err)
 		}
 	}
+	var batch []netip.AddrPort
 	for {
 		select {
 		case <-ticker.C:
-			for range burst {
-				if sent >= cfg.MaxProbes {
-					break
-				}
-				send(netip.AddrPortFrom(cfg.HardIP, ports.next()))
+			batch = core.next(batch[:0], burst)
+			for _, to := range batch {
+				send(to)
 			}
-			if sent >= cfg.MaxProbes && grace == nil {
+			if core.spent() && grace == nil {
 				ticker.Stop()
 				grace = time.After(birthdayAckGrace)
 			}
@@ -358,26 +414,19 @@ func PunchEasy(ctx context.Context, cfg EasyConfig) (netip.AddrPort, error) {
 			if !ok {
 				return netip.AddrPort{}, fmt.Errorf("holepunch: birthday: packet channel closed: %w", net.ErrClosed)
 			}
-			p, mine := parseMine(d.B, cfg.Secret)
-			if !mine {
-				continue
+			won, answer := core.receive(d)
+			if won.IsValid() {
+				log.Debug("birthday punch succeeded", "peer", won, "probes", core.sent, "took", time.Since(start))
+				return won, nil
 			}
-			from := netip.AddrPortFrom(d.From.Addr().Unmap(), d.From.Port())
-			switch p.Kind {
-			case BirthdayAck:
-				log.Debug("birthday punch succeeded", "peer", from, "probes", sent, "took", time.Since(start))
-				return from, nil
-			case BirthdayProbe:
-				if !answered[from] && len(answered) < maxAnswered {
-					answered[from] = true
-					send(from)
-				}
+			if answer.IsValid() {
+				send(answer)
 			}
 		case <-grace:
-			log.Debug("birthday probe budget spent", "probes", sent, "took", time.Since(start))
-			return netip.AddrPort{}, fmt.Errorf("%w: %d probes to %v", ErrPunchBudget, sent, cfg.HardIP)
+			log.Debug("birthday probe budget spent", "probes", core.sent, "took", time.Since(start))
+			return netip.AddrPort{}, fmt.Errorf("%w: %d probes to %v", ErrPunchBudget, core.sent, cfg.HardIP)
 		case <-ctx.Done():
-			return netip.AddrPort{}, ctxErr(ctx, sent)
+			return netip.AddrPort{}, ctxErr(ctx, core.sent)
 		}
 	}
 }
@@ -438,9 +487,6 @@ func (c HardConfig) withDefaults() (HardConfig, error) {
 	if c.Interval == 0 {
 		c.Interval = DefaultHardInterval
 	}
-	if !c.LocalIP.IsValid() {
-		c.LocalIP = netip.IPv4Unspecified()
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -462,6 +508,16 @@ func (c HardConfig) withDefaults() (HardConfig, error) {
 		c.Net = n
 	}
 	c.Easy = netip.AddrPortFrom(c.Easy.Addr().Unmap(), c.Easy.Port())
+	if !c.LocalIP.IsValid() {
+		c.LocalIP = netip.IPv4Unspecified()
+		if c.Easy.Addr().Is6() {
+			c.LocalIP = netip.IPv6Unspecified()
+		}
+	}
+	if c.LocalIP.Unmap().Is4() != c.Easy.Addr().Is4() {
+		return c, fmt.Errorf("%w: LocalIP %v and Easy %v are of different families", ErrBirthdayConfig, c.LocalIP, c.Easy)
+	}
+	c.LocalIP = c.LocalIP.Unmap()
 	return c, nil
 }
 
@@ -498,6 +554,10 @@ func PunchHard(ctx context.Context, cfg HardConfig) (net.PacketConn, netip.AddrP
 	ack := BirthdayPacket{Kind: BirthdayAck, Secret: cfg.Secret}.Append(nil)
 	easy := net.UDPAddrFromAddrPort(cfg.Easy)
 	bind := netip.AddrPortFrom(cfg.LocalIP, 0).String()
+	network := "udp4"
+	if cfg.LocalIP.Is6() {
+		network = "udp6"
+	}
 
 	conns := make([]net.PacketConn, 0, cfg.Sockets)
 	won := make(chan hardWin, cfg.Sockets) // never blocks a reader
@@ -514,7 +574,11 @@ func PunchHard(ctx context.Context, cfg HardConfig) (net.PacketConn, netip.AddrP
 	// exist as early as possible.
 	sent := 0
 	for i := range cfg.Sockets {
-		c, err := cfg.Net.ListenPacket("udp4", bind)
+		if ctx.Err() != nil {
+			closeAll(-1)
+			return nil, netip.AddrPort{}, ctxErr(ctx, sent)
+		}
+		c, err := cfg.Net.ListenPacket(network, bind)
 		if err != nil {
 			closeAll(-1)
 			return nil, netip.AddrPort{}, fmt.Errorf("holepunch: birthday: socket %d of %d: %w", i+1, cfg.Sockets, err)
@@ -560,14 +624,22 @@ func PunchHard(ctx context.Context, cfg HardConfig) (net.PacketConn, netip.AddrP
 // and reported on won, and the loop ends without closing the socket.
 func hardReadLoop(c net.PacketConn, i int, secret [BirthdaySecretSize]byte, ack []byte, won chan<- hardWin, log *slog.Logger) {
 	buf := make([]byte, 64) // a birthday packet is 18 bytes; larger reads are not ours
+	failures := 0
 	for {
 		n, addr, err := c.ReadFrom(buf)
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				log.Debug("birthday socket read failed", "socket", i, "err", err)
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			// Some systems report ICMP errors on unconnected UDP sockets
+			// (Windows' WSAECONNRESET): skip a few, but never spin.
+			log.Debug("birthday socket read failed", "socket", i, "err", err)
+			if failures++; failures >= maxReadFailures {
+				return
+			}
+			continue
 		}
+		failures = 0
 		p, mine := parseMine(buf[:n], secret)
 		if !mine || p.Kind != BirthdayProbe {
 			continue

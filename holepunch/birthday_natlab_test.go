@@ -28,6 +28,11 @@ const (
 	plainPunchEvery  = 50 * time.Millisecond
 )
 
+// reflexiveQuery asks the reflector for a socket's mapping with more
+// patience than natlab's default (3 x 200 ms): on a loaded 2-core machine
+// the first packet through a fresh lab has been seen to miss that.
+var reflexiveQuery = natlab.ProbeConfig{Timeout: 500 * time.Millisecond, Attempts: 6}
+
 // TestBirthdayNATLab punches between a host behind a real symmetric NAT
 // (nftables "fully-random": a new random port per destination) and a host
 // behind a port-restricted one. It first shows, with a port-restricted
@@ -85,7 +90,7 @@ func birthdayTrial(t *testing.T, hard, easy *natlab.Host, hardIP netip.Addr, ref
 		t.Fatal(err)
 	}
 	// The easy side's reflexive address, as signaling would carry it.
-	m, err := natlab.Query(ctx, conn, refl, 0, natlab.ProbeConfig{})
+	m, err := natlab.Query(ctx, conn, refl, 0, reflexiveQuery)
 	if err != nil {
 		conn.Close()
 		t.Fatal(err)
@@ -126,7 +131,7 @@ func plainPunch(t *testing.T, a, b *natlab.Host, refl netip.AddrPort) (aHeard, b
 			t.Fatal(err)
 		}
 		defer c.Close()
-		m, err := natlab.Query(ctx, c, refl, 0, natlab.ProbeConfig{})
+		m, err := natlab.Query(ctx, c, refl, 0, reflexiveQuery)
 		if err != nil {
 			t.Fatal(err)
 		}

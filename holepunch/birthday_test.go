@@ -177,6 +177,7 @@ func TestBirthdayConfigErrors(t *testing.T) {
 		"too many":     func(c *HardConfig) { c.Sockets = MaxHardSockets + 1 },
 		"neg sockets":  func(c *HardConfig) { c.Sockets = -1 },
 		"neg interval": func(c *HardConfig) { c.Interval = -time.Second },
+		"mixed family": func(c *HardConfig) { c.LocalIP = netip.MustParseAddr("::1") },
 	} {
 		t.Run("hard/"+name, func(t *testing.T) {
 			c := okHard
@@ -185,6 +186,54 @@ func TestBirthdayConfigErrors(t *testing.T) {
 				t.Fatalf("err = %v, want ErrBirthdayConfig", err)
 			}
 		})
+	}
+}
+
+// TestEasyPunchCore drives the easy side's pure core: the search stays in
+// the range and the budget, a probe from a hard socket is answered once
+// (and costs budget), foreign and malformed datagrams do nothing, and an
+// ack with the secret wins.
+func TestEasyPunchCore(t *testing.T) {
+	hardIP := netip.MustParseAddr("203.0.113.9")
+	p := newEasyPunch(EasyConfig{HardIP: hardIP, Secret: testSecret, MaxProbes: 10,
+		PortRange: PortRange{Lo: 2000, Hi: 2099}}, mrand.New(mrand.NewPCG(7, 8)))
+	got := p.next(nil, 4)
+	if len(got) != 4 || p.sent != 4 || p.spent() {
+		t.Fatalf("next(4) = %v, sent %d", got, p.sent)
+	}
+	for _, a := range got {
+		if a.Addr() != hardIP || a.Port() < 2000 || a.Port() > 2099 {
+			t.Fatalf("probe to %v", a)
+		}
+	}
+	hardSock := netip.MustParseAddrPort("203.0.113.9:555")
+	probe := BirthdayPacket{Kind: BirthdayProbe, Secret: testSecret}.Append(nil)
+	ack := BirthdayPacket{Kind: BirthdayAck, Secret: testSecret}.Append(nil)
+	foreign := BirthdayPacket{Kind: BirthdayAck, Secret: [BirthdaySecretSize]byte{1}}.Append(nil)
+	for _, c := range []struct {
+		name        string
+		d           Datagram
+		won, answer netip.AddrPort
+	}{
+		{"foreign ack", Datagram{B: foreign, From: hardSock}, netip.AddrPort{}, netip.AddrPort{}},
+		{"garbage", Datagram{B: []byte{BirthdayTag, 1}, From: hardSock}, netip.AddrPort{}, netip.AddrPort{}},
+		{"hard probe", Datagram{B: probe, From: hardSock}, netip.AddrPort{}, hardSock},
+		{"hard probe again", Datagram{B: probe, From: hardSock}, netip.AddrPort{}, netip.AddrPort{}},
+		{"ack", Datagram{B: ack, From: hardSock}, hardSock, netip.AddrPort{}},
+	} {
+		won, answer := p.receive(c.d)
+		if won != c.won || answer != c.answer {
+			t.Fatalf("%s: receive = %v, %v; want %v, %v", c.name, won, answer, c.won, c.answer)
+		}
+	}
+	if p.sent != 5 {
+		t.Fatalf("sent = %d after one answer, want 5", p.sent)
+	}
+	if rest := p.next(nil, 100); len(rest) != 5 || !p.spent() {
+		t.Fatalf("next(100) gave %d probes (budget left 5), spent %t", len(rest), p.spent())
+	}
+	if more := p.next(nil, 1); len(more) != 0 {
+		t.Fatalf("probes beyond the budget: %v", more)
 	}
 }
 
