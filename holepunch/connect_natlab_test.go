@@ -165,7 +165,18 @@ func formatGrid(types []natlab.NATType, results map[string]string) string {
 	return b.String()
 }
 
-// withTURN makes the first public DHT node serve TURN.
+// withTURN makes the first public DHT node serve a TURN relay and offer it
+// over the DHT.
 func withTURN(t *testing.T) func(int, *natlab.Host, *dht.Config) {
-	return func(i int, h *natlab.Host, c *dht.Config) {}
+	return func(i int, h *natlab.Host, c *dht.Config) {
+		if i != 0 {
+			return
+		}
+		srv := holepunch.NewTURNServer(holepunch.TURNConfig{Net: h.Net(), ListenAddr: h.IP().String() + ":3478"})
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		c.OnTURN = dhtlink.TURNHandler(srv)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/pion/transport/v2"
 
@@ -41,6 +42,7 @@ type Link struct {
 	bootstrap []netip.AddrPort
 	onSignal  func(from netip.AddrPort, payload []byte) []byte
 	onPacket  func(b []byte, from netip.AddrPort)
+	turn      dht.TURNOffer // last offer, reused until turnReuse before expiry
 }
 
 var _ holepunch.Link = (*Link)(nil)
@@ -153,9 +155,67 @@ func (l *Link) PublicAddr() netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// TURN implements holepunch.Link: it asks public nodes for a TURN offer.
+// TURN implements holepunch.Link: it asks public nodes for a TURN offer,
+// the bootstrap nodes first (public servers usually run the relay), then
+// the nodes closest to a random target. An offer is reused until half its
+// lifetime is gone.
 func (l *Link) TURN(ctx context.Context) (holepunch.TURNServerInfo, error) {
-	return holepunch.TURNServerInfo{}, fmt.Errorf("dhtlink: %w", holepunch.ErrNoTURN)
+	l.mu.RLock()
+	n, boot, cached := l.node, l.bootstrap, l.turn
+	l.mu.RUnlock()
+	if n == nil {
+		return holepunch.TURNServerInfo{}, ErrNotAttached
+	}
+	if cached.Server.IsValid() && time.Until(cached.Expires) > turnReuse {
+		return infoOf(cached), nil
+	}
+	try := func(addrs []netip.AddrPort) (dht.TURNOffer, error) {
+		var lastErr error = holepunch.ErrNoTURN
+		for _, a := range addrs {
+			o, err := n.TURNOffer(ctx, a)
+			if err == nil {
+				return o, nil
+			}
+			lastErr = err
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return dht.TURNOffer{}, lastErr
+	}
+	o, err := try(boot)
+	if err != nil && ctx.Err() == nil {
+		var target dht.ID
+		_, _ = rand.Read(target[:])
+		if more, ferr := n.FindNode(ctx, target); ferr == nil {
+			o, err = try(more)
+		}
+	}
+	if err != nil {
+		return holepunch.TURNServerInfo{}, fmt.Errorf("dhtlink: %w: %w", holepunch.ErrNoTURN, err)
+	}
+	l.mu.Lock()
+	l.turn = o
+	l.mu.Unlock()
+	return infoOf(o), nil
+}
+
+// turnReuse: a cached offer is used while it has at least this long left,
+// so an allocation made with it never outlives the credential by much.
+const turnReuse = 5 * time.Minute
+
+func infoOf(o dht.TURNOffer) holepunch.TURNServerInfo {
+	return holepunch.TURNServerInfo{Addr: o.Server, Username: o.Username, Password: o.Password}
+}
+
+// TURNHandler returns a dht.TURNHandler that offers srv to every requester
+// with a credential tagged with the requester's IP. Put it in the
+// dht.Config of a public node that runs a TURN relay.
+func TURNHandler(srv *holepunch.TURNServer) dht.TURNHandler {
+	return func(requester netip.AddrPort) (dht.TURNOffer, bool) {
+		user, pass, exp := srv.Credentials(requester.Addr().String())
+		return dht.TURNOffer{Server: srv.Addr(), Username: user, Password: pass, Expires: exp}, true
+	}
 }
 
 // MeasureNAT measures the NAT in front of the node's socket against the
