@@ -130,7 +130,8 @@ type Config struct {
 	Limits Limits
 	// GetTimeout bounds Get's wait for peers when the key is not stored. Zero means 2 s.
 	GetTimeout time.Duration
-	// DisableSync turns off the anti-entropy catch-up between swarmdb nodes.
+	// DisableSync turns off the anti-entropy catch-up between swarmdb nodes: we neither start
+	// it nor answer it.
 	DisableSync bool
 	// OnPeer, if set, is called (from the peer's goroutine, never under a lock) when a peer
 	// identifies itself and when it goes away.

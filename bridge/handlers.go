@@ -50,8 +50,11 @@ func (p *Peer) handle(m *Message) bool {
 	case TypeError:
 		b.log.Debug("peer reported an error", "peer", p.conn.RemoteID(), "code", m.Code, "error", m.Error, "ref", m.Ref)
 	case TypeSync:
-		if !p.swarmdb.Load() || b.cfg.DisableSync {
+		if !p.swarmdb.Load() {
 			return p.bad(m.ID, fmt.Errorf("%w: %s from a peer that is not swarmdb", ErrUnknownType, m.Type))
+		}
+		if b.cfg.DisableSync {
+			return true
 		}
 		return p.onSync(m)
 	}
