@@ -2,6 +2,7 @@ package holepunch
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/ice/v2"
+	"github.com/pion/stun"
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
 	"github.com/pion/turn/v2"
@@ -462,6 +465,117 @@ func TestTURNNATLabSymmetric(t *testing.T) {
 		exchange(t, rb, ra)
 	}
 	if st := s.Stats(); st.Allocations != 2 || st.RefusedPeer != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The lead's path: relay-only ICE agents inside the two hosts.
+	iceRelayConnect(t, s, a.Net(), b.Net())
+}
+
+// TestTURNICERelayOnly is the lead's use of the relay: two pion/ice agents
+// restricted to relay candidates, with the server given as a
+// "turn:IP:PORT?transport=udp" URL and a REST credential each, connect
+// through it and carry data. It proves the server speaks what ice/v2's
+// TURN client expects (allocation, permissions, channel binds).
+func TestTURNICERelayOnly(t *testing.T) {
+	s := startTURN(t, TURNConfig{AllowPrivatePeers: true})
+	iceRelayConnect(t, s, nil, nil)
+}
+
+// iceRelayConnect connects two relay-only ICE agents (sockets from netA and
+// netB; nil is the real network) through s and checks that data flows.
+func iceRelayConnect(t *testing.T, s *TURNServer, netA, netB transport.Net) {
+	t.Helper()
+	newAgent := func(tag string, nw transport.Net) *ice.Agent {
+		url, err := stun.ParseURI(s.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		url.Username, url.Password, _ = s.Credentials(tag)
+		a, err := ice.NewAgent(&ice.AgentConfig{
+			Urls:           []*stun.URI{url},
+			NetworkTypes:   []ice.NetworkType{ice.NetworkTypeUDP4},
+			CandidateTypes: []ice.CandidateType{ice.CandidateTypeRelay},
+			Net:            nw,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a, b := newAgent("a", netA), newAgent("b", netB)
+	defer a.Close()
+	defer b.Close()
+	// Trickle each agent's candidates to the other.
+	for _, pair := range [][2]*ice.Agent{{a, b}, {b, a}} {
+		from, to := pair[0], pair[1]
+		if err := from.OnCandidate(func(c ice.Candidate) {
+			if c == nil {
+				return
+			}
+			if c.Type() != ice.CandidateTypeRelay || c.Address() != s.Addr().Addr().String() {
+				t.Errorf("candidate %s", c)
+			}
+			if err := to.AddRemoteCandidate(c); err != nil {
+				t.Errorf("add remote: %v", err)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := from.GatherCandidates(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aUfrag, aPwd, _ := a.GetLocalUserCredentials()
+	bUfrag, bPwd, _ := b.GetLocalUserCredentials()
+	ctx, cancel := context.WithTimeout(context.Background(), turnTestWait)
+	defer cancel()
+	accepted := make(chan *ice.Conn, 1)
+	go func() {
+		c, err := b.Accept(ctx, aUfrag, aPwd)
+		if err != nil {
+			t.Errorf("accept: %v", err)
+		}
+		accepted <- c
+	}()
+	ca, err := a.Dial(ctx, bUfrag, bPwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := <-accepted
+	if cb == nil {
+		t.FailNow()
+	}
+	pair, err := a.GetSelectedCandidatePair()
+	if err != nil || pair.Local.Type() != ice.CandidateTypeRelay || pair.Remote.Type() != ice.CandidateTypeRelay {
+		t.Fatalf("selected pair %v %v", pair, err)
+	}
+	msg := []byte("sealed datagram")
+	// ice/v2's Read ignores deadlines: keep sending until one arrives, so a
+	// lost datagram cannot hang the test.
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := ca.Write(msg); err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { close(stop); <-sent }()
+	buf := make([]byte, 1500)
+	n, err := cb.Read(buf)
+	if err != nil || !bytes.Equal(buf[:n], msg) {
+		t.Fatalf("read %q %v", buf[:n], err)
+	}
+	if st := s.Stats(); st.Allocations < 2 {
 		t.Fatalf("stats %+v", st)
 	}
 }
