@@ -463,7 +463,8 @@ func ctxErr(ctx context.Context, probes int) error {
 type HardConfig struct {
 	// Net opens the sockets. Zero means the real network (pion stdnet).
 	Net transport.Net
-	// LocalIP is the address the sockets bind to. Zero means 0.0.0.0.
+	// LocalIP is the address the sockets bind to. Zero (or an unspecified
+	// address) means any address of Easy's family: 0.0.0.0 or ::.
 	LocalIP netip.Addr
 	// Easy is the easy side's reflexive address (from signaling): where
 	// every socket sends its probes. Required.
@@ -508,7 +509,9 @@ func (c HardConfig) withDefaults() (HardConfig, error) {
 		c.Net = n
 	}
 	c.Easy = netip.AddrPortFrom(c.Easy.Addr().Unmap(), c.Easy.Port())
-	if !c.LocalIP.IsValid() {
+	if !c.LocalIP.IsValid() || c.LocalIP.IsUnspecified() {
+		// Any address: of the family we send to (a shared socket bound
+		// to "::" still punches IPv4 with udp4 sockets here).
 		c.LocalIP = netip.IPv4Unspecified()
 		if c.Easy.Addr().Is6() {
 			c.LocalIP = netip.IPv6Unspecified()

@@ -178,6 +178,10 @@ func TestBirthdayConfigErrors(t *testing.T) {
 		"neg sockets":  func(c *HardConfig) { c.Sockets = -1 },
 		"neg interval": func(c *HardConfig) { c.Interval = -time.Second },
 		"mixed family": func(c *HardConfig) { c.LocalIP = netip.MustParseAddr("::1") },
+		"v4 local, v6": func(c *HardConfig) {
+			c.Easy = netip.MustParseAddrPort("[2001:db8::1]:4000")
+			c.LocalIP = netip.MustParseAddr("192.0.2.1")
+		},
 	} {
 		t.Run("hard/"+name, func(t *testing.T) {
 			c := okHard
@@ -234,6 +238,27 @@ func TestEasyPunchCore(t *testing.T) {
 	}
 	if more := p.next(nil, 1); len(more) != 0 {
 		t.Fatalf("probes beyond the budget: %v", more)
+	}
+}
+
+// TestHardConfigLocalIP: an unspecified bind address of either family
+// (a shared socket on "::") becomes "any" of Easy's family.
+func TestHardConfigLocalIP(t *testing.T) {
+	for _, c := range []struct{ local, easy, want string }{
+		{"", "203.0.113.5:4000", "0.0.0.0"},
+		{"::", "203.0.113.5:4000", "0.0.0.0"},
+		{"0.0.0.0", "[2001:db8::1]:4000", "::"},
+		{"::ffff:10.0.0.2", "203.0.113.5:4000", "10.0.0.2"},
+		{"2001:db8::2", "[2001:db8::1]:4000", "2001:db8::2"},
+	} {
+		var local netip.Addr
+		if c.local != "" {
+			local = netip.MustParseAddr(c.local)
+		}
+		got, err := HardConfig{LocalIP: local, Easy: netip.MustParseAddrPort(c.easy), Secret: testSecret}.withDefaults()
+		if err != nil || got.LocalIP.String() != c.want {
+			t.Errorf("LocalIP %q, Easy %s: got %v, %v; want %s", c.local, c.easy, got.LocalIP, err, c.want)
+		}
 	}
 }
 
