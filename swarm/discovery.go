@@ -121,6 +121,7 @@ func (d *Discovery) round(ctx context.Context, server, client bool) error {
 			s.log.Debug("swarm: announce failed", "topic", d.topic.Short(), "err", err)
 			firstErr = err
 		} else {
+			s.log.Debug("swarm: announced", "topic", d.topic.Short())
 			s.mu.Lock()
 			s.stats.announces++
 			s.mu.Unlock()
@@ -134,6 +135,7 @@ func (d *Discovery) round(ctx context.Context, server, client bool) error {
 				firstErr = err
 			}
 		} else {
+			s.log.Debug("swarm: lookup done", "topic", d.topic.Short(), "peers", len(recs))
 			s.mu.Lock()
 			s.stats.lookups++
 			s.mu.Unlock()

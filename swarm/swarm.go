@@ -538,6 +538,7 @@ func (s *Swarm) dial(j dialJob) {
 		}
 	}
 	var hc *holepunch.Conn
+	s.log.Debug("swarm: dialling", "peer", shortKey(j.pub), "relays", len(j.relays), "lan", len(j.lan))
 	if err == nil {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
 		hc, err = s.tr.Connect(ctx, j.pub, j.relays, j.lan)

@@ -1,0 +1,198 @@
+package swarm
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/internal/testnet"
+)
+
+// checkLeaks verifies, after every other cleanup of the test ran (it is
+// registered first, so it runs last), that no goroutine is left behind.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+}
+
+// startNet starts a loopback DHT of n persistent nodes.
+func startNet(t *testing.T, n int) *testnet.Network {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nw, err := testnet.Start(ctx, testnet.Config{Persistent: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Close)
+	return nw
+}
+
+// nextIP hands out loopback addresses 127.200.x.y, apart from testnet's
+// 127.1.x.y range, so every swarm has its own IP (DHT rate limits and
+// tokens are per IP).
+var nextIP atomic.Uint32
+
+func loopbackListen() string {
+	v := nextIP.Add(1)
+	return fmt.Sprintf("127.200.%d.%d:0", v/250%250, 1+v%250)
+}
+
+// recorder collects a swarm's connection events.
+type recorder struct {
+	mu       sync.Mutex
+	opened   []PeerInfo
+	closed   []closedEvent
+	changed  chan struct{}
+	fireOnce func()
+}
+
+type closedEvent struct {
+	info PeerInfo
+	err  error
+	at   time.Time
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
+
+func (r *recorder) notifyLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *recorder) onConn(c *Conn, info PeerInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opened = append(r.opened, info)
+	r.notifyLocked()
+}
+
+func (r *recorder) onClose(c *Conn, info PeerInfo, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = append(r.closed, closedEvent{info, err, time.Now()})
+	r.notifyLocked()
+}
+
+// wait blocks until cond (called under the lock) holds or the deadline.
+func (r *recorder) wait(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		ok, ch := cond(), r.changed
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+	}
+}
+
+// testSwarm is a swarm with its recorder.
+type testSwarm struct {
+	*Swarm
+	rec *recorder
+	key ed25519.PrivateKey
+}
+
+// swarmConfig is the config of a swarm on the loopback testnet with fast
+// timers for tests.
+func swarmConfig(nw *testnet.Network, key ed25519.PrivateKey, rec *recorder) Config {
+	return Config{
+		Key:          key,
+		ListenAddr:   loopbackListen(),
+		Bootstrap:    nw.Bootstrap,
+		DHT:          dht.Config{Mode: dht.ModeEphemeral},
+		KeepLoopback: true,
+		DisableLAN:   true,
+		OnConnection: rec.onConn,
+		OnDisconnect: rec.onClose,
+		MaxPeers:     64,
+		MaxParallel:  8,
+		Logger:       testLogger(),
+	}
+}
+
+// testLogger logs to stderr at debug level when SWARM_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("SWARM_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// startSwarm starts a swarm with cfg (tweaked by tweak) and closes it at
+// cleanup.
+func startSwarm(t *testing.T, nw *testnet.Network, key ed25519.PrivateKey, tweak func(*Config)) *testSwarm {
+	t.Helper()
+	if key == nil {
+		_, key, _ = ed25519.GenerateKey(nil)
+	}
+	rec := newRecorder()
+	cfg := swarmConfig(nw, key, rec)
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return &testSwarm{Swarm: s, rec: rec, key: key}
+}
+
+// waitConns waits until s has an open connection to every key in peers.
+func waitConns(t *testing.T, s *testSwarm, d time.Duration, peers ...ed25519.PublicKey) {
+	t.Helper()
+	s.rec.wait(t, d, fmt.Sprintf("%x connected to %d peers", s.PublicKey()[:4], len(peers)), func() bool {
+		for _, p := range peers {
+			if s.Conn(p) == nil {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// pingPair writes a message on a's connection to b and reads it on b's
+// connection to a: both ends belong to one session.
+func pingPair(t *testing.T, a, b *testSwarm) {
+	t.Helper()
+	ca, cb := a.Conn(b.PublicKey()), b.Conn(a.PublicKey())
+	if ca == nil || cb == nil {
+		t.Fatalf("pair %x-%x: missing connection (%v, %v)", a.PublicKey()[:4], b.PublicKey()[:4], ca != nil, cb != nil)
+	}
+	if ca.Initiator == cb.Initiator {
+		t.Fatalf("pair %x-%x: both ends have initiator=%v: two different connections", a.PublicKey()[:4], b.PublicKey()[:4], ca.Initiator)
+	}
+	msg := fmt.Appendf(nil, "ping %x", a.PublicKey()[:8])
+	if _, err := ca.Stream0().Write(msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	cb.Stream0().SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := cb.Stream0().ReadMessage(nil)
+	cb.Stream0().SetReadDeadline(time.Time{})
+	if err != nil || string(got) != string(msg) {
+		t.Fatalf("pair %x-%x: read %q, %v; want %q", a.PublicKey()[:4], b.PublicKey()[:4], got, err, msg)
+	}
+}

@@ -1,0 +1,56 @@
+package swarm
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestTwoSwarmsConnectByTopic(t *testing.T) {
+	checkLeaks(t)
+	nw := startNet(t, 8)
+	a := startSwarm(t, nw, nil, nil)
+	b := startSwarm(t, nw, nil, nil)
+	topic := TopicOf("two-swarms")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.Join("two-swarms", JoinOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A pure client looks up once per refresh: join it after the server's
+	// record is stored.
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Join("two-swarms", JoinOptions{Client: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitConns(t, a, 20*time.Second, b.PublicKey())
+	waitConns(t, b, 20*time.Second, a.PublicKey())
+	pingPair(t, a, b)
+	pingPair(t, b, a)
+
+	b.rec.mu.Lock()
+	info := b.rec.opened[0]
+	b.rec.mu.Unlock()
+	if info.Role != RoleClient || !info.PublicKey.Equal(a.PublicKey()) || !slices.Contains(info.Topics, topic) || info.Attempts != 1 {
+		t.Fatalf("client side PeerInfo = %+v", info)
+	}
+	a.rec.mu.Lock()
+	info = a.rec.opened[0]
+	a.rec.mu.Unlock()
+	if info.Role != RoleServer || !info.PublicKey.Equal(b.PublicKey()) {
+		t.Fatalf("server side PeerInfo = %+v", info)
+	}
+	st := b.Stats()
+	if st.Connections != 1 || st.ByRole[RoleClient] != 1 || st.Attempts != 1 || st.PeersByTopic[topic] != 1 || st.Lookups == 0 {
+		t.Fatalf("client stats = %+v", st)
+	}
+	if st := a.Stats(); st.ByRole[RoleServer] != 1 || st.Announces == 0 {
+		t.Fatalf("server stats = %+v", st)
+	}
+}
