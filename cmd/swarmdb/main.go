@@ -21,6 +21,7 @@ func commands() []command {
 		{"bootstrap", "run a persistent public DHT node (bootstrap, relay and STUN server)", runBootstrap},
 		{"demo", "run a whole swarmdb network on loopback and show it working", runDemo},
 		{"netcheck", "measure this host's NAT (RFC 4787 mapping and filtering) against DHT nodes", runNetcheck},
+		{"pipe", "pipe stdin/stdout to the peer serving a topic, over an encrypted connection through NATs", runPipe},
 	}
 }
 

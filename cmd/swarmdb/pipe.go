@@ -1,0 +1,560 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pion/transport/v2"
+	"github.com/pion/transport/v2/stdnet"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
+	"github.com/swarmdb/swarmdb/secure"
+)
+
+// Exit codes of `swarmdb pipe`. Scripts can tell "nobody serves the topic"
+// from "found the server but could not reach it" from "lost it midway".
+const (
+	pipeExitOK          = 0   // both directions ended
+	pipeExitError       = 1   // could not join the DHT or announce, key file, local I/O
+	pipeExitUsage       = 2   // bad flags
+	pipeExitNoPeers     = 3   // client: nobody announced the topic
+	pipeExitConnect     = 4   // client: peers found but no connection (see the reason)
+	pipeExitLost        = 5   // the connection ended before both directions did
+	pipeExitInterrupted = 130 // SIGINT or SIGTERM, after a clean shutdown (128+SIGINT)
+)
+
+// Timeouts of `swarmdb pipe`.
+const (
+	// pipeJoinTimeout bounds joining the DHT: the NAT measurement (about a
+	// second per filtering probe) and the bootstrap round trips.
+	pipeJoinTimeout = 20 * time.Second
+	// pipeDefaultTimeout bounds a client's lookup and connect: one direct
+	// attempt (holepunch.DefaultConnectTimeout) plus a relay attempt.
+	pipeDefaultTimeout = 30 * time.Second
+	// pipeAnnounceInterval re-announces the topic; dht records live 20 min.
+	pipeAnnounceInterval = 10 * time.Minute
+	// pipeUnannounceTimeout bounds the best-effort unannounce once the one
+	// connection is taken or the server exits.
+	pipeUnannounceTimeout = 3 * time.Second
+	// pipeCopyBuffer is one secure stream message (secure.Config's
+	// default MaxMessageSize): fewer, fuller SCTP messages.
+	pipeCopyBuffer = 64 << 10
+)
+
+// pipeConfig is one run of the pipe command.
+type pipeConfig struct {
+	Topic     string
+	Server    bool
+	KeyFile   string // "" means a random identity
+	Bootstrap []netip.AddrPort
+	Listen    string
+	Mode      dht.Mode
+	Timeout   time.Duration // client lookup + connect
+	Net       transport.Net // nil means the real network
+	In        io.Reader
+	Out       io.Writer
+	Events    eventWriter
+	Logger    *slog.Logger
+}
+
+func runPipe(args []string) error {
+	code := pipeMain(args, os.Stdin, os.Stdout, os.Stderr)
+	if code != pipeExitOK {
+		os.Exit(code)
+	}
+	return nil
+}
+
+// pipeMain parses the flags, runs the pipe until it ends or a signal
+// arrives, and returns the exit code.
+func pipeMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("pipe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: swarmdb pipe [--server] --bootstrap host:port,... [flags] TOPIC")
+		fmt.Fprintln(stderr, "\nPipes stdin/stdout over an encrypted connection to the peer serving TOPIC.")
+		fmt.Fprintln(stderr, "Exit codes: 0 done, 1 error, 2 usage, 3 no peers, 4 connect failed, 5 connection lost, 130 interrupted.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	server := fs.Bool("server", false, "announce TOPIC and accept one connection")
+	boot := fs.String("bootstrap", "", "comma-separated host:port of DHT nodes (required)")
+	listen := fs.String("listen", "0.0.0.0:0", "UDP address of this node's socket")
+	keyFile := fs.String("key", "", "identity file (hex Ed25519 seed), created if missing; default a random identity")
+	mode := fs.String("mode", "ephemeral", `DHT mode: "ephemeral" (never stores or routes for others) or "adaptive"`)
+	timeout := fs.Duration("timeout", pipeDefaultTimeout, "client: give up finding and connecting to the server after this long")
+	asJSON := fs.Bool("json", false, "write one JSON event per line on stderr")
+	verbose := fs.Bool("v", false, "debug logging on stderr")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return pipeExitOK
+		}
+		return pipeExitUsage
+	}
+	usageErr := func(msg string) int {
+		fmt.Fprintf(stderr, "swarmdb pipe: %s\n", msg)
+		return pipeExitUsage
+	}
+	if fs.NArg() != 1 || fs.Arg(0) == "" {
+		return usageErr("want exactly one TOPIC argument")
+	}
+	bootstrap, err := parseAddrList(*boot)
+	if err != nil {
+		return usageErr(err.Error())
+	}
+	if len(bootstrap) == 0 {
+		return usageErr(errNoBootstrap.Error())
+	}
+	var dm dht.Mode
+	switch *mode {
+	case "ephemeral":
+		dm = dht.ModeEphemeral
+	case "adaptive":
+		dm = dht.ModeAdaptive
+	default:
+		return usageErr(fmt.Sprintf("--mode %q: want ephemeral or adaptive", *mode))
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	logOpts := &slog.HandlerOptions{Level: level}
+	log := slog.New(slog.NewTextHandler(stderr, logOpts))
+	if *asJSON {
+		log = slog.New(slog.NewJSONHandler(stderr, logOpts))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return pipe(ctx, pipeConfig{
+		Topic: fs.Arg(0), Server: *server, KeyFile: *keyFile, Bootstrap: bootstrap, Listen: *listen,
+		Mode: dm, Timeout: *timeout, In: stdin, Out: stdout,
+		Events: eventWriter{json: *asJSON, w: stderr}, Logger: log,
+	})
+}
+
+// pipeFailure is a failed pipe: the exit code and the reason code of the
+// error event.
+type pipeFailure struct {
+	code   int
+	reason string
+	err    error
+}
+
+func (f *pipeFailure) Error() string { return f.reason + ": " + f.err.Error() }
+func (f *pipeFailure) Unwrap() error { return f.err }
+
+func fail(code int, reason string, err error) *pipeFailure {
+	return &pipeFailure{code: code, reason: reason, err: err}
+}
+
+// pipe runs the command with cfg and returns the exit code. Everything it
+// starts is closed before it returns, except a read of cfg.In that never
+// ends (the process exits anyway).
+func pipe(ctx context.Context, cfg pipeConfig) int {
+	ev := cfg.Events
+	err := runPipeSession(ctx, cfg)
+	var f *pipeFailure
+	switch {
+	case err == nil:
+		return pipeExitOK
+	case ctx.Err() != nil:
+		ev.emit("stopped", "interrupted; shut down cleanly", map[string]any{"reason": "signal"})
+		return pipeExitInterrupted
+	case errors.As(err, &f):
+		ev.emit("error", fmt.Sprintf("error (%s): %v", f.reason, f.err), map[string]any{"reason": f.reason, "error": f.err.Error()})
+		return f.code
+	default:
+		ev.emit("error", fmt.Sprintf("error: %v", err), map[string]any{"reason": "error", "error": err.Error()})
+		return pipeExitError
+	}
+}
+
+func runPipeSession(ctx context.Context, cfg pipeConfig) error {
+	ev := cfg.Events
+	key, err := loadOrCreateKey(cfg.KeyFile)
+	if err != nil {
+		return fail(pipeExitError, "key", err)
+	}
+	if cfg.Net == nil {
+		if cfg.Net, err = stdnet.NewNet(); err != nil {
+			return fail(pipeExitError, "network", err)
+		}
+	}
+	pub := key.Public().(ed25519.PublicKey)
+
+	// The node, then the endpoint, as in holepunch's lab tests: the
+	// endpoint measures the NAT before the node joins the DHT (its Discover
+	// step bootstraps), so the filtering probes come from nodes that never
+	// heard from us.
+	link := dhtlink.New()
+	node := dht.New(dht.Config{
+		Net: cfg.Net, ListenAddr: cfg.Listen, Bootstrap: cfg.Bootstrap, Mode: cfg.Mode,
+		OnSignal: link.HandleSignal, OnPacket: link.HandlePacket, Logger: cfg.Logger.With("component", "dht"),
+	})
+	if err := node.Start(); err != nil {
+		return fail(pipeExitError, "listen", err)
+	}
+	defer node.Close()
+	link.Attach(node, cfg.Bootstrap, cfg.Net)
+
+	var taken atomic.Bool // the server's one connection is spoken for
+	incoming := make(chan *holepunch.Conn, 1)
+	epCfg := holepunch.EndpointConfig{
+		Key: key, Link: link, Net: cfg.Net, MeasureNAT: link.MeasureNAT,
+		KeepLoopback: keepLoopback(cfg.Listen, cfg.Bootstrap),
+		Logger:       cfg.Logger.With("component", "holepunch"),
+	}
+	if cfg.Server {
+		epCfg.Firewall = func(ed25519.PublicKey) error {
+			if taken.Load() {
+				return errors.New("already piping to a peer")
+			}
+			return nil
+		}
+		epCfg.OnConnection = func(c *holepunch.Conn) {
+			if !taken.CompareAndSwap(false, true) {
+				_ = c.Close() // a second handshake that was already past the firewall
+				return
+			}
+			incoming <- c
+		}
+	}
+	ep, err := holepunch.NewEndpoint(epCfg)
+	if err != nil {
+		return fail(pipeExitError, "endpoint", err)
+	}
+	if err := ep.Start(); err != nil {
+		return fail(pipeExitError, "endpoint", err)
+	}
+	defer ep.Close()
+
+	jctx, cancel := context.WithTimeout(ctx, pipeJoinTimeout)
+	nat := ep.WaitNAT(jctx)
+	err = node.Bootstrap(jctx)
+	cancel()
+	if err != nil {
+		return fail(pipeExitError, "bootstrap-failed", err)
+	}
+	ready := map[string]any{
+		"role": "client", "topic": cfg.Topic, "public_key": hex.EncodeToString(pub),
+		"addr": node.LocalAddr().String(), "public_addr": node.PublicAddr().String(), "nat": string(nat.Class),
+	}
+	if !cfg.Server {
+		ev.emit("ready", fmt.Sprintf("joined the DHT as %x (NAT %s); looking for %q", []byte(pub[:8]), nat.Class, cfg.Topic), ready)
+		return pipeClient(ctx, cfg, node, ep, pub)
+	}
+
+	topic := dht.TopicKey(cfg.Topic)
+	jctx, cancel = context.WithTimeout(ctx, pipeJoinTimeout)
+	relays, err := ep.Listen(jctx)
+	var res *dht.AnnounceResult
+	if err == nil {
+		res, err = node.Announce(jctx, topic, key)
+	}
+	cancel()
+	if err != nil {
+		return fail(pipeExitError, "announce-failed", err)
+	}
+	ready["role"] = "server"
+	ready["relays"] = addrStrings(relays)
+	ready["stored"] = res.Stored
+	ev.emit("ready", fmt.Sprintf("serving %q as %x (NAT %s), announced on %d nodes; waiting for a peer", cfg.Topic, []byte(pub[:8]), nat.Class, res.Stored), ready)
+
+	// Keep the record alive until the one connection arrives, then take it
+	// down so later clients do not find a busy server.
+	actx, stopAnnounce := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reannounce(actx, node, topic, key, cfg.Logger)
+	}()
+	unannounce := sync.OnceFunc(func() {
+		stopAnnounce()
+		wg.Wait()
+		uctx, cancel := context.WithTimeout(context.Background(), pipeUnannounceTimeout)
+		defer cancel()
+		if err := node.Unannounce(uctx, topic, key); err != nil {
+			cfg.Logger.Debug("unannounce failed", "topic", cfg.Topic, "err", err)
+		}
+	})
+	defer unannounce()
+
+	var conn *holepunch.Conn
+	select {
+	case conn = <-incoming:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer conn.Close()
+	ev.emit("connection", fmt.Sprintf("connected to %x over %s (%d ms)", []byte(conn.RemotePublicKey()[:8]), conn.Path, conn.ConnectTime.Milliseconds()),
+		connFields(conn, conn.ConnectTime))
+	unannounce()
+	return pipeConn(ctx, cfg, conn)
+}
+
+// pipeClient looks the topic up and connects to the first peer that
+// answers, in the order the DHT returned them.
+func pipeClient(ctx context.Context, cfg pipeConfig, node *dht.Node, ep *holepunch.Endpoint, self ed25519.PublicKey) error {
+	cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	start := time.Now()
+	res, err := node.Lookup(cctx, dht.TopicKey(cfg.Topic))
+	if err != nil {
+		if cctx.Err() != nil && ctx.Err() == nil {
+			return fail(pipeExitConnect, "timeout", err)
+		}
+		return fail(pipeExitError, "lookup-failed", err)
+	}
+	var peers []dht.PeerRecord
+	for _, p := range res.Peers {
+		if !p.PublicKey.Equal(self) {
+			peers = append(peers, p)
+		}
+	}
+	if len(peers) == 0 {
+		return fail(pipeExitNoPeers, "no-peers", fmt.Errorf("nobody announced %q (%d DHT nodes asked)", cfg.Topic, res.Queried))
+	}
+	var lastErr error
+	for _, p := range peers {
+		conn, err := ep.Connect(cctx, p.PublicKey, p.Relays)
+		if err != nil {
+			cfg.Logger.Debug("connect failed", "peer", hex.EncodeToString(p.PublicKey[:4]), "err", err)
+			lastErr = err
+			if cctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		defer conn.Close()
+		took := time.Since(start)
+		cfg.Events.emit("connection", fmt.Sprintf("connected to %x over %s (%d ms)", []byte(conn.RemotePublicKey()[:8]), conn.Path, took.Milliseconds()),
+			connFields(conn, took))
+		return pipeConn(ctx, cfg, conn)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fail(pipeExitConnect, connectReason(lastErr, cctx.Err() != nil), lastErr)
+}
+
+// connectReason names why Connect failed, most specific cause first:
+// a both-symmetric dial that then found no relay is "both-sides-symmetric"
+// (the error says the relay part too).
+func connectReason(err error, timedOut bool) string {
+	switch {
+	case errors.Is(err, holepunch.ErrRefused):
+		return "refused"
+	case errors.Is(err, holepunch.ErrBusy):
+		return "busy"
+	case errors.Is(err, holepunch.ErrBothSymmetric):
+		return "both-sides-symmetric"
+	case errors.Is(err, holepunch.ErrPunchFailed):
+		return "punch-failed"
+	case errors.Is(err, holepunch.ErrNoTURN):
+		return "no-turn"
+	case timedOut, errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, holepunch.ErrNoRelays):
+		return "no-relays"
+	case errors.Is(err, holepunch.ErrHandshake):
+		return "handshake-failed"
+	case errors.Is(err, holepunch.ErrSignal):
+		return "signal-failed"
+	case errors.Is(err, holepunch.ErrSimultaneous), errors.Is(err, holepunch.ErrDialInProgress):
+		return "simultaneous"
+	}
+	return "connect-failed"
+}
+
+func connFields(c *holepunch.Conn, took time.Duration) map[string]any {
+	return map[string]any{
+		"peer": hex.EncodeToString(c.RemotePublicKey()), "path": string(c.Path),
+		"connect_ms": took.Milliseconds(), "remote_addr": c.RemoteAddr().String(),
+	}
+}
+
+// pipeConn copies cfg.In to stream 0 and stream 0 to cfg.Out until both
+// directions end: our direction at EOF of cfg.In (then CloseWrite, a
+// half-close), theirs at EOF of the stream.
+func pipeConn(ctx context.Context, cfg pipeConfig, conn *holepunch.Conn) error {
+	st := conn.Stream0()
+	start := time.Now()
+	var sent, received atomic.Int64
+	upDone, downDone := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := io.CopyBuffer(countingWriter{st, &sent}, onlyReader{cfg.In}, make([]byte, pipeCopyBuffer))
+		if err == nil {
+			err = st.CloseWrite()
+		}
+		upDone <- err
+	}()
+	go func() {
+		_, err := io.CopyBuffer(countingWriter{cfg.Out, &received}, onlyReader{st}, make([]byte, pipeCopyBuffer))
+		downDone <- err
+	}()
+	up, down := upDone, downDone
+	for up != nil || down != nil {
+		select {
+		case err := <-up:
+			if err != nil {
+				return pipeIOFailure("send", err, conn)
+			}
+			up = nil
+		case err := <-down:
+			if err != nil {
+				return pipeIOFailure("receive", err, conn)
+			}
+			down = nil
+		case <-conn.Done():
+			// Give directions that already finished the chance to say so.
+			select {
+			case err := <-up:
+				up = nil
+				if err != nil {
+					return pipeIOFailure("send", err, conn)
+				}
+				continue
+			case err := <-down:
+				down = nil
+				if err != nil {
+					return pipeIOFailure("receive", err, conn)
+				}
+				continue
+			default:
+			}
+			return fail(pipeExitLost, "connection-lost", fmt.Errorf("session ended with a direction open (sent %d, received %d bytes): %w", sent.Load(), received.Load(), conn.Err()))
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	cfg.Events.emit("done", fmt.Sprintf("done: sent %d bytes, received %d bytes", sent.Load(), received.Load()),
+		map[string]any{"sent": sent.Load(), "received": received.Load(), "duration_ms": time.Since(start).Milliseconds()})
+	return nil
+}
+
+// pipeIOFailure classifies a copy error: the session's end, or local I/O.
+func pipeIOFailure(dir string, err error, conn *holepunch.Conn) error {
+	select {
+	case <-conn.Done():
+		reason := "connection-lost"
+		if errors.Is(conn.Err(), secure.ErrPeerDead) {
+			reason = "peer-dead"
+		}
+		return fail(pipeExitLost, reason, fmt.Errorf("%s: %w", dir, err))
+	default:
+	}
+	if errors.Is(err, io.ErrClosedPipe) {
+		return fail(pipeExitLost, "connection-lost", fmt.Errorf("%s: %w", dir, err))
+	}
+	return fail(pipeExitError, "io", fmt.Errorf("%s: %w", dir, err))
+}
+
+// reannounce refreshes the topic record until ctx ends.
+func reannounce(ctx context.Context, node *dht.Node, topic dht.ID, key ed25519.PrivateKey, log *slog.Logger) {
+	t := time.NewTicker(pipeAnnounceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := node.Announce(ctx, topic, key); err != nil && ctx.Err() == nil {
+				log.Warn("re-announce failed", "err", err)
+			}
+		}
+	}
+}
+
+// keepLoopback says whether loopback ICE candidates matter: the node or
+// its DHT lives on 127.0.0.0/8 (tests, a demo on one machine).
+func keepLoopback(listen string, boot []netip.AddrPort) bool {
+	if ap, err := netip.ParseAddrPort(listen); err == nil && ap.Addr().IsLoopback() {
+		return true
+	}
+	for _, b := range boot {
+		if b.Addr().Unmap().IsLoopback() {
+			return true
+		}
+	}
+	return false
+}
+
+// loadOrCreateKey returns the identity in path (a hex Ed25519 seed), a new
+// one written there (mode 0600) if path does not exist, or a random one
+// when path is "".
+func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
+	if path == "" {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		return priv, err
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("--key: %w", err)
+		}
+		_, werr := fmt.Fprintln(f, hex.EncodeToString(priv.Seed()))
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return nil, fmt.Errorf("--key: %w", werr)
+		}
+		return priv, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--key: %w", err)
+	}
+	seed, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("--key %s: want %d hex-encoded bytes (an Ed25519 seed)", path, ed25519.SeedSize)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+func addrStrings(as []netip.AddrPort) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// countingWriter counts bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// onlyReader hides WriterTo/ReaderFrom so io.CopyBuffer uses our buffer
+// (one full stream message per write).
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
