@@ -56,6 +56,11 @@ const (
 	// pipeCopyBuffer is one secure stream message (secure.Config's
 	// default MaxMessageSize): fewer, fuller SCTP messages.
 	pipeCopyBuffer = 64 << 10
+	// pipeEndGrace: once the session has ended and the peer's direction is
+	// drained, our sending direction gets this long to report that it had
+	// finished (its CloseWrite returned) before we call the connection lost.
+	// It only races a channel send, so a second is ample.
+	pipeEndGrace = time.Second
 )
 
 // pipeConfig is one run of the pipe command.
@@ -410,7 +415,12 @@ func pipeConn(ctx context.Context, cfg pipeConfig, conn *holepunch.Conn) error {
 		downDone <- err
 	}()
 	up, down := upDone, downDone
+	ended := conn.Done()       // nil once the session has ended
+	var grace <-chan time.Time // runs once the session ended and only our direction is open
 	for up != nil || down != nil {
+		if ended == nil && down == nil && grace == nil {
+			grace = time.After(pipeEndGrace)
+		}
 		select {
 		case err := <-up:
 			if err != nil {
@@ -422,24 +432,13 @@ func pipeConn(ctx context.Context, cfg pipeConfig, conn *holepunch.Conn) error {
 				return pipeIOFailure("receive", err, conn)
 			}
 			down = nil
-		case <-conn.Done():
-			// Give directions that already finished the chance to say so.
-			select {
-			case err := <-up:
-				up = nil
-				if err != nil {
-					return pipeIOFailure("send", err, conn)
-				}
-				continue
-			case err := <-down:
-				down = nil
-				if err != nil {
-					return pipeIOFailure("receive", err, conn)
-				}
-				continue
-			default:
-			}
-			return fail(pipeExitLost, "connection-lost", fmt.Errorf("session ended with a direction open (sent %d, received %d bytes): %w", sent.Load(), received.Load(), conn.Err()))
+		case <-ended:
+			// Data the peer sent before closing is still queued in the
+			// stream: the receiving direction ends by itself, at EOF after
+			// the data or with the session's error.
+			ended = nil
+		case <-grace:
+			return fail(pipeExitLost, "connection-lost", fmt.Errorf("peer closed the connection before our input ended (sent %d, received %d bytes): %w", sent.Load(), received.Load(), conn.Err()))
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/internal/testnet"
+)
+
+// pipeTestTimeout bounds one pipe run (join, lookup, connect, 1 MiB).
+const pipeTestTimeout = 60 * time.Second
+
+// pipeProc is a running `swarmdb pipe` with its stderr events.
+type pipeProc struct {
+	cmd    *exec.Cmd
+	out    bytes.Buffer
+	events chan map[string]any
+	all    []map[string]any // every event, filled by wait
+	done   chan struct{}    // closed when stderr is drained
+	other  []string         // non-event stderr lines (logs)
+}
+
+// startPipe runs the binary with args and stdin; events are the JSON lines
+// on stderr that carry "event" (log lines are kept apart).
+func startPipe(t *testing.T, bin string, stdin io.Reader, args ...string) *pipeProc {
+	t.Helper()
+	p := &pipeProc{events: make(chan map[string]any, 16), done: make(chan struct{})}
+	p.cmd = exec.Command(bin, append([]string{"pipe", "--json"}, args...)...)
+	p.cmd.Stdin = stdin
+	p.cmd.Stdout = &p.out
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+	})
+	go func() {
+		defer close(p.done)
+		defer close(p.events)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) != nil || ev["event"] == nil {
+				p.other = append(p.other, sc.Text())
+				continue
+			}
+			p.events <- ev
+		}
+	}()
+	return p
+}
+
+// next returns the next event, failing the test after a bounded wait.
+func (p *pipeProc) next(t *testing.T) map[string]any {
+	t.Helper()
+	select {
+	case ev, ok := <-p.events:
+		if !ok {
+			t.Fatalf("stderr ended without another event; logs: %s", strings.Join(p.other, "\n"))
+		}
+		p.all = append(p.all, ev)
+		return ev
+	case <-time.After(pipeTestTimeout):
+		t.Fatal("timed out waiting for an event")
+		return nil
+	}
+}
+
+// wait collects the remaining events and returns the exit code.
+func (p *pipeProc) wait(t *testing.T) int {
+	t.Helper()
+	for {
+		select {
+		case ev, ok := <-p.events:
+			if !ok {
+				<-p.done
+				err := p.cmd.Wait()
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					return ee.ExitCode()
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return 0
+			}
+			p.all = append(p.all, ev)
+		case <-time.After(pipeTestTimeout):
+			t.Fatal("timed out waiting for the process to exit")
+		}
+	}
+}
+
+// event returns the collected event named name, failing if absent.
+func (p *pipeProc) event(t *testing.T, name string) map[string]any {
+	t.Helper()
+	for _, ev := range p.all {
+		if ev["event"] == name {
+			return ev
+		}
+	}
+	t.Fatalf("no %q event in %v; logs: %s", name, p.all, strings.Join(p.other, "\n"))
+	return nil
+}
+
+// startPipeDHT starts three persistent DHT nodes on loopback (the NAT
+// measurement needs nodes on several IPs) and returns the bootstrap flag.
+func startPipeDHT(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := testnet.Start(ctx, testnet.Config{Persistent: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n.Bootstrap[0].String()
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestPipeLoopback runs `pipe --server` and `pipe` as built binaries on a
+// loopback DHT and pipes 1 MiB each way: both must arrive byte-exact, the
+// events must name each other's keys and the lan path, and both exit 0.
+func TestPipeLoopback(t *testing.T) {
+	boot := startPipeDHT(t)
+	bin := buildBinary(t)
+	toClient, toServer := randomBytes(t, 1<<20), randomBytes(t, 1<<20)
+
+	srv := startPipe(t, bin, bytes.NewReader(toClient), "--server", "--bootstrap", boot, "--listen", "127.77.0.2:0", "pipe-loopback")
+	sr := srv.next(t)
+	if sr["event"] != "ready" || sr["role"] != "server" || sr["topic"] != "pipe-loopback" || sr["stored"].(float64) < 1 ||
+		len(sr["relays"].([]any)) == 0 || len(sr["public_key"].(string)) != 64 || sr["nat"] != string(holepunch.ClassOpen) {
+		t.Fatalf("server ready: %v", sr)
+	}
+	cli := startPipe(t, bin, bytes.NewReader(toServer), "--bootstrap", boot, "--listen", "127.77.0.3:0", "pipe-loopback")
+	cr := cli.next(t)
+	if cr["event"] != "ready" || cr["role"] != "client" {
+		t.Fatalf("client ready: %v", cr)
+	}
+	if code := cli.wait(t); code != 0 {
+		t.Fatalf("client exit %d: %v %s", code, cli.all, cli.other)
+	}
+	if code := srv.wait(t); code != 0 {
+		t.Fatalf("server exit %d: %v %s", code, srv.all, srv.other)
+	}
+	if !bytes.Equal(cli.out.Bytes(), toClient) {
+		t.Fatalf("client got %d bytes, not the server's 1 MiB", cli.out.Len())
+	}
+	if !bytes.Equal(srv.out.Bytes(), toServer) {
+		t.Fatalf("server got %d bytes, not the client's 1 MiB", srv.out.Len())
+	}
+
+	cc, sc := cli.event(t, "connection"), srv.event(t, "connection")
+	if cc["peer"] != sr["public_key"] || sc["peer"] != cr["public_key"] {
+		t.Fatalf("peers: client saw %v (server is %v), server saw %v (client is %v)", cc["peer"], sr["public_key"], sc["peer"], cr["public_key"])
+	}
+	if cc["path"] != string(holepunch.PathLAN) || sc["path"] != string(holepunch.PathLAN) {
+		t.Fatalf("paths %v / %v, want lan on loopback", cc["path"], sc["path"])
+	}
+	if ms, ok := cc["connect_ms"].(float64); !ok || ms < 0 {
+		t.Fatalf("client connect_ms: %v", cc)
+	}
+	for _, p := range []*pipeProc{cli, srv} {
+		d := p.event(t, "done")
+		if d["sent"] != float64(1<<20) || d["received"] != float64(1<<20) {
+			t.Fatalf("done event: %v", d)
+		}
+	}
+	t.Logf("client connect_ms %v (lookup to open stream), server %v", cc["connect_ms"], sc["connect_ms"])
+}
+
+// TestPipeNoPeers: a topic nobody serves fails fast with the no-peers
+// reason and exit code 3, writing nothing on stdout.
+func TestPipeNoPeers(t *testing.T) {
+	boot := startPipeDHT(t)
+	bin := buildBinary(t)
+	cli := startPipe(t, bin, strings.NewReader("unsent"), "--bootstrap", boot, "--listen", "127.77.0.4:0", "nobody-serves-this")
+	if ev := cli.next(t); ev["event"] != "ready" {
+		t.Fatalf("first event %v", ev)
+	}
+	if code := cli.wait(t); code != pipeExitNoPeers {
+		t.Fatalf("exit %d, want %d; events %v", code, pipeExitNoPeers, cli.all)
+	}
+	if ev := cli.event(t, "error"); ev["reason"] != "no-peers" {
+		t.Fatalf("error event %v", ev)
+	}
+	if cli.out.Len() != 0 {
+		t.Fatalf("stdout: %q", cli.out.String())
+	}
+}
+
+// TestPipeServerSIGTERM: a waiting server shuts down cleanly on SIGTERM
+// with a "stopped" event and exit code 130.
+func TestPipeServerSIGTERM(t *testing.T) {
+	boot := startPipeDHT(t)
+	bin := buildBinary(t)
+	srv := startPipe(t, bin, strings.NewReader(""), "--server", "--bootstrap", boot, "--listen", "127.77.0.5:0", "pipe-sigterm")
+	if ev := srv.next(t); ev["event"] != "ready" {
+		t.Fatalf("first event %v", ev)
+	}
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := srv.wait(t); code != pipeExitInterrupted {
+		t.Fatalf("exit %d, want %d; events %v", code, pipeExitInterrupted, srv.all)
+	}
+	if ev := srv.event(t, "stopped"); ev["reason"] != "signal" {
+		t.Fatalf("stopped event %v", ev)
+	}
+}
+
+// TestPipeUsage checks flag errors exit 2 before touching the network.
+func TestPipeUsage(t *testing.T) {
+	cases := [][]string{
+		{"topic"},                                              // no --bootstrap
+		{"--bootstrap", "127.0.0.1:1"},                         // no topic
+		{"--bootstrap", "127.0.0.1:1", "a", "b"},               // two topics
+		{"--bootstrap", "127.0.0.1:1", "--mode", "odd", "top"}, // bad mode
+		{"--nosuchflag", "top"},
+	}
+	for _, args := range cases {
+		var stderr bytes.Buffer
+		if code := pipeMain(args, strings.NewReader(""), io.Discard, &stderr); code != pipeExitUsage {
+			t.Errorf("%v: exit %d, want %d (%s)", args, code, pipeExitUsage, stderr.String())
+		}
+	}
+}
+
+// TestConnectReason maps holepunch's sentinel errors, wrapped the way
+// Endpoint.Connect wraps them, to the event reason codes.
+func TestConnectReason(t *testing.T) {
+	wrap := func(errs ...error) error {
+		var err error = errs[0]
+		for _, e := range errs[1:] {
+			err = fmt.Errorf("%w; relay: %w", err, e)
+		}
+		return fmt.Errorf("holepunch: connect 0a0b0c0d: %w", err)
+	}
+	cases := []struct {
+		err      error
+		timedOut bool
+		want     string
+	}{
+		{wrap(holepunch.ErrRefused), false, "refused"},
+		{wrap(holepunch.ErrBusy), false, "busy"},
+		{wrap(holepunch.ErrBothSymmetric, fmt.Errorf("%w: no offer", holepunch.ErrNoTURN)), false, "both-sides-symmetric"},
+		{wrap(holepunch.ErrPunchFailed, holepunch.ErrNoTURN), false, "punch-failed"},
+		{wrap(holepunch.ErrNoTURN), false, "no-turn"},
+		{wrap(fmt.Errorf("%w: %w", holepunch.ErrNoRelays, context.DeadlineExceeded)), true, "timeout"},
+		{wrap(holepunch.ErrNoRelays), false, "no-relays"},
+		{wrap(holepunch.ErrHandshake), false, "handshake-failed"},
+		{wrap(holepunch.ErrSignal), false, "signal-failed"},
+		{wrap(errors.New("other")), false, "connect-failed"},
+	}
+	for _, c := range cases {
+		if got := connectReason(c.err, c.timedOut); got != c.want {
+			t.Errorf("connectReason(%v, %v) = %q, want %q", c.err, c.timedOut, got, c.want)
+		}
+	}
+}
+
+// TestPipeKeyFile: --key creates the file once and loads the same
+// identity afterwards; a malformed file is an error.
+func TestPipeKeyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "id")
+	a, err := loadOrCreateKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	b, err := loadOrCreateKey(path)
+	if err != nil || !a.Equal(b) {
+		t.Fatalf("reload: %v, same %v", err, a.Equal(b))
+	}
+	if raw, _ := os.ReadFile(path); strings.TrimSpace(string(raw)) != hex.EncodeToString(a.Seed()) {
+		t.Fatalf("file holds %q", raw)
+	}
+	bad := filepath.Join(t.TempDir(), "bad")
+	if err := os.WriteFile(bad, []byte("not hex\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadOrCreateKey(bad); err == nil {
+		t.Fatal("malformed key file accepted")
+	}
+}
