@@ -216,6 +216,13 @@ func (p *Peer) readLoop() error {
 		p.bytesIn.Add(uint64(len(raw)))
 		b.stats.msgsIn.Add(1)
 		b.stats.bytesIn.Add(uint64(len(raw)))
+		if len(raw) > b.cfg.Limits.MaxMessageSize {
+			// The Conn should have refused it already; not every Conn can.
+			if !p.bad(peekID(raw), fmt.Errorf("%w: %d bytes", ErrMessageTooLarge, len(raw))) {
+				return p.Err()
+			}
+			continue
+		}
 		now := b.cfg.Now()
 		if !p.rate.take(now) {
 			b.stats.rejected.Add(1)

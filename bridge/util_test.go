@@ -111,10 +111,11 @@ type fakePeer struct {
 	id   string
 }
 
-func newFakePeer(t testing.TB, b *Bridge, server bool) (*fakePeer, *Peer) {
+// newFakePeer attaches a connection the test drives; with bridgeDials the bridge pings first.
+func newFakePeer(t testing.TB, b *Bridge, bridgeDials bool) (*fakePeer, *Peer) {
 	t.Helper()
 	ours, theirs := Pipe(256)
-	p, err := b.Attach(theirs, AttachOptions{})
+	p, err := b.Attach(theirs, AttachOptions{Initiator: bridgeDials})
 	if err != nil {
 		t.Fatal(err)
 	}
