@@ -18,7 +18,9 @@ func TestParseToolDbCaptures(t *testing.T) {
 		pred func(Message) bool
 	}{
 		{`{"type":"subscribe","key":"k1","to":["zJjoN_zBgTYGQIsWA2mw"],"id":"QVs1tVd0iM"}`, TypeSubscribe,
-			func(m Message) bool { return m.Key == "k1" && m.ID == "QVs1tVd0iM" && m.To[0] == "zJjoN_zBgTYGQIsWA2mw" }},
+			func(m Message) bool {
+				return m.Key == "k1" && m.ID == "QVs1tVd0iM" && m.To[0] == "zJjoN_zBgTYGQIsWA2mw"
+			}},
 		{`{"type":"queryAck","id":"q1","to":["78Yncm9WFc2IWnA1iCH4"],"keys":["k2"]}`, TypeQueryAck,
 			func(m Message) bool { return len(m.Keys) == 1 && m.Keys[0] == "k2" }},
 		{`{"return":"Function not found","type":"functionReturn","id":"f1","code":"NOT_FOUND","to":["78Yncm9WFc2IWnA1iCH4"]}`, TypeFunctionReturn,

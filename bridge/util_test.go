@@ -212,3 +212,18 @@ func putMsg(rec db.Record) *Message {
 }
 
 func keyN(i int) string { return fmt.Sprintf("key-%05d", i) }
+
+// eventually polls cond until it holds, failing after waitLimit. Only for counters that have no
+// event to wait on.
+func eventually(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in time")
+		}
+		<-tick.C
+	}
+}

@@ -1,0 +1,174 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/swarmdb/swarmdb/db"
+)
+
+func mustPut(t testing.TB, s *db.Store, recs ...db.Record) {
+	t.Helper()
+	for _, r := range recs {
+		if _, err := s.Put(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func storeBytes(t testing.TB, s *db.Store) int {
+	t.Helper()
+	n := 0
+	if err := s.Scan("", func(r db.Record) error {
+		n += len(db.AppendRecord(nil, &r))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Two stores that share most records but diverged (each wrote records the other missed, both
+// wrote one key, and a CRDT got different changes on each side) converge on connect, and the
+// bytes exchanged are a small fraction of the store.
+func TestAntiEntropyConverges(t *testing.T) {
+	const common, diverged = 1500, 20
+	sa, sb := openStore(t), openStore(t)
+	now := time.Now().Add(-time.Minute)
+	var all []db.Record
+	for i := range common {
+		r, err := testUser.NewRecord(keyN(i), []byte(fmt.Sprintf(`{"n":%d,"pad":"0123456789abcdef0123456789abcdef"}`, i)), "", now, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, r)
+	}
+	mustPut(t, sa, all...)
+	mustPut(t, sb, all...)
+	var onlyA, onlyB []db.Record
+	for i := range diverged {
+		onlyA = append(onlyA, record(t, testUser, fmt.Sprintf("a-only-%d", i), `"a"`))
+		onlyB = append(onlyB, record(t, testUser, fmt.Sprintf("b-only-%d", i), `"b"`))
+	}
+	mustPut(t, sa, onlyA...)
+	mustPut(t, sb, onlyB...)
+	// Both wrote keyN(0) again; the newer write must win on both sides.
+	older, _ := testUser.NewRecord(keyN(0), []byte(`"older"`), "", now.Add(time.Second), 0)
+	newer, _ := testUser.NewRecord(keyN(0), []byte(`"newer"`), "", now.Add(2*time.Second), 0)
+	mustPut(t, sa, newer)
+	mustPut(t, sb, older)
+	u2, _ := db.NewUser(nil)
+	m1 := mapRecord(t, testUser, "map", fmt.Sprintf(`[{"t":"SET","k":"x","a":%q,"i":1,"v":1}]`, testUser.Address()), now)
+	m2 := mapRecord(t, u2, "map", fmt.Sprintf(`[{"t":"SET","k":"y","a":%q,"i":1,"v":2}]`, u2.Address()), now)
+	mustPut(t, sa, m1)
+	mustPut(t, sb, m2)
+	full := storeBytes(t, sa) + storeBytes(t, sb)
+
+	a := newBridge(t, Config{Store: sa, Server: true})
+	b := newBridge(t, Config{Store: sb, Server: true})
+	da, _ := a.Digest()
+	db_, _ := b.Digest()
+	if da == db_ {
+		t.Fatal("diverged stores have equal digests")
+	}
+	link(t, a, b)
+	for _, r := range onlyB {
+		waitRecord(t, sa, r.Key, r.Hash)
+	}
+	for _, r := range onlyA {
+		waitRecord(t, sb, r.Key, r.Hash)
+	}
+	waitRecord(t, sb, keyN(0), newer.Hash)
+	waitRecord(t, sa, keyN(0), newer.Hash)
+	for _, s := range []*db.Store{sa, sb} {
+		w := s.Watch("map")
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		for {
+			st, err := s.CRDT("map")
+			if err == nil && len(st.Sources) == 2 {
+				break
+			}
+			if _, err := w.Next(ctx); err != nil {
+				t.Fatalf("CRDT sources did not sync: %v", err)
+			}
+		}
+		cancel()
+		w.Close()
+	}
+	da, _ = a.Digest()
+	db_, _ = b.Digest()
+	if da != db_ {
+		t.Fatal("stores still differ after anti-entropy")
+	}
+	// Own writes (2*common + 2*diverged + 2 + 2), then only the repairs: each side the
+	// other's diverged records and CRDT source, and sb the newer keyN(0).
+	if got := sa.Stats().Accepted + sb.Stats().Accepted; got != uint64(2*common+4*diverged+3+4) {
+		t.Fatalf("accepted %d records in total", got)
+	}
+	exchanged := a.Stats().BytesOut + b.Stats().BytesOut
+	t.Logf("store %d bytes on each side, %d records; anti-entropy exchanged %d bytes (%.1f%%), %d sync messages, %d records sent",
+		full/2, common, exchanged, 100*float64(exchanged)/float64(full), a.Stats().SyncMessages+b.Stats().SyncMessages,
+		a.Stats().CatchupSent+b.Stats().CatchupSent)
+	if exchanged*10 > uint64(full) {
+		t.Fatalf("exchanged %d bytes for %d bytes of stores: not much less than a full copy", exchanged, full)
+	}
+	if sent := a.Stats().CatchupSent + b.Stats().CatchupSent; sent > 2*diverged+4 {
+		t.Fatalf("sent %d records to repair %d differences", sent, 2*diverged+2)
+	}
+}
+
+// Equal stores exchange one summary each way and nothing else.
+func TestAntiEntropyEqualStoresCheap(t *testing.T) {
+	sa, sb := openStore(t), openStore(t)
+	for i := range 200 {
+		r := record(t, testUser, keyN(i), `1`)
+		mustPut(t, sa, r)
+		mustPut(t, sb, r)
+	}
+	a := newBridge(t, Config{Store: sa, Server: true})
+	b := newBridge(t, Config{Store: sb, Server: true})
+	_, pb := link(t, a, b)
+	// After the pong a sends its root summary (b's second message in); b handles it in order
+	// before the query that follows on the same connection, and finds nothing to say.
+	eventually(t, func() bool { return pb.Status().MessagesIn >= 2 })
+	f, _ := newFakePeer(t, b, false)
+	f.hello(DefaultTopic, false, false)
+	f.usable()
+	if n := a.Stats().SyncMessages + b.Stats().SyncMessages; n > 1 {
+		t.Fatalf("equal stores exchanged %d sync messages", n)
+	}
+}
+
+// ToolDb peers never receive the extension: not when they dial us, not when we dial them.
+func TestNoSyncWithToolDbPeers(t *testing.T) {
+	b := newBridge(t, Config{Server: true})
+	mustPut(t, b.Store(), record(t, testUser, "k", `1`))
+	// The bridge dials a ToolDb server.
+	f, p := newFakePeer(t, b, true)
+	ping := f.next()
+	if ping.Type != TypePing || ping.Peer == nil {
+		t.Fatalf("bridge did not ping first: %+v", ping)
+	}
+	d, _ := SignPeerDesc(f.user, DefaultTopic, time.Now().UnixMilli(), "127.0.0.1", 9000)
+	f.sendMsg(&Message{Type: TypePong, ID: ping.ID, To: []string{f.id}, IsServer: true, ClientID: f.id, Servers: []PeerDesc{d}})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := p.WaitIdentified(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Status(); st.Swarmdb || !st.IsServer {
+		t.Fatalf("ToolDb server seen as %+v", st)
+	}
+	f.usable() // the first message after the pong is the answer, not a swarmdbSync
+	g, _ := newFakePeer(t, b, false)
+	g.hello(DefaultTopic, false, false)
+	g.usable()
+	if n := b.Stats().SyncMessages; n != 0 {
+		t.Fatalf("sent %d sync messages to ToolDb peers", n)
+	}
+	// A ToolDb peer sending the extension is refused like any unknown type.
+	g.sendMsg(&Message{Type: TypeSync, ID: "s1", Sync: &SyncBody{Op: syncOpWant, Keys: []string{"k"}}})
+	g.expectError("UNKNOWN_TYPE", "s1")
+}
