@@ -101,6 +101,7 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 	// address steal each other's packets (go-deps.md pitfall P1).
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.ConnectTimeout)
 	finished := e.supersede(remote, cancel)
+	e.dropConn(remote)
 
 	agent, err := newAgent(e.agentConfig(nil))
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 
 // labDHT starts persistent DHT nodes on n public lab hosts and returns
 // their addresses; the first is everyone's bootstrap node.
-func labDHT(t *testing.T, lab *natlab.Lab, n int, tweak func(i int, h *natlab.Host, c *dht.Config)) []netip.AddrPort {
+func labDHT(t testing.TB, lab *natlab.Lab, n int, tweak func(i int, h *natlab.Host, c *dht.Config)) []netip.AddrPort {
 	t.Helper()
 	var addrs []netip.AddrPort
 	var nodes []*dht.Node
@@ -52,7 +52,7 @@ func labDHT(t *testing.T, lab *natlab.Lab, n int, tweak func(i int, h *natlab.Ho
 
 // labPeer starts a node with an endpoint on a lab host and waits for its
 // NAT measurement.
-func labPeer(t *testing.T, h *natlab.Host, boot []netip.AddrPort) *peer {
+func labPeer(t testing.TB, h *natlab.Host, boot []netip.AddrPort) *peer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -167,7 +167,7 @@ func formatGrid(types []natlab.NATType, results map[string]string) string {
 
 // withTURN makes the first public DHT node serve a TURN relay and offer it
 // over the DHT.
-func withTURN(t *testing.T) func(int, *natlab.Host, *dht.Config) {
+func withTURN(t testing.TB) func(int, *natlab.Host, *dht.Config) {
 	return func(i int, h *natlab.Host, c *dht.Config) {
 		if i != 0 {
 			return

@@ -339,6 +339,10 @@ func (e *Endpoint) Stats() EndpointStats {
 // remote. relays are where the peer's signaling goes (from a topic record);
 // nil means look them up by key. A direct attempt (LAN, reflexive, birthday)
 // that fails falls back to a TURN relay when a public node offers one.
+//
+// The endpoint keeps at most one connection per remote key (two ICE
+// sessions toward one address cannot coexist): dialling a key, or being
+// dialled by it, closes the connection to it that exists.
 func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort) (*Conn, error) {
 	start := time.Now()
 	if err := secure.CheckPublicKey(remote); err != nil {
@@ -363,6 +367,7 @@ func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays
 	e.dialing[key] = ds
 	e.stats.Dials++
 	e.mu.Unlock()
+	e.dropConn(remote)
 	defer func() {
 		e.mu.Lock()
 		if e.dialing[key] == ds {
@@ -648,7 +653,7 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 	e.stats.ByPath[c.Path]++
 	e.mu.Unlock()
 	if old != nil {
-		_ = old.Close()
+		e.retire(old)
 	}
 	e.wg.Add(1)
 	go func() {
@@ -666,6 +671,31 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 		e.mu.Unlock()
 	}()
 	return c, nil
+}
+
+// dropConn retires the live connection to remote, if any, before a new
+// handshake with it starts: the peer is dialling again, so it lost that
+// connection, and its ICE agent would steal the new one's packets
+// (pitfall P1).
+func (e *Endpoint) dropConn(remote ed25519.PublicKey) {
+	e.mu.Lock()
+	old := e.conns[string(remote)]
+	delete(e.conns, string(remote))
+	e.mu.Unlock()
+	if old != nil {
+		e.retire(old)
+	}
+}
+
+// retire releases a connection's path at once and closes its session in
+// the background: a graceful close waits for the peer, which may be gone.
+func (e *Endpoint) retire(c *Conn) {
+	c.releasePath()
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		_ = c.Session.Close()
+	}()
 }
 
 // handlePacket demultiplexes the datagrams the DHT did not take: those

@@ -27,7 +27,7 @@ type peer struct {
 	in   chan *holepunch.Conn
 }
 
-func startNet(t *testing.T, persistent int) *testnet.Network {
+func startNet(t testing.TB, persistent int) *testnet.Network {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -41,7 +41,7 @@ func startNet(t *testing.T, persistent int) *testnet.Network {
 
 // addPeer starts an ephemeral node on the loopback test network with an
 // endpoint. tweak may adjust the endpoint config.
-func addPeer(t *testing.T, n *testnet.Network, tweak func(*holepunch.EndpointConfig)) *peer {
+func addPeer(t testing.TB, n *testnet.Network, tweak func(*holepunch.EndpointConfig)) *peer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -59,7 +59,7 @@ func addPeer(t *testing.T, n *testnet.Network, tweak func(*holepunch.EndpointCon
 }
 
 // newPeer puts an endpoint on a started node whose hooks go to link.
-func newPeer(t *testing.T, node *dht.Node, link *dhtlink.Link, boot []netip.AddrPort, tn transport.Net, tweak func(*holepunch.EndpointConfig)) *peer {
+func newPeer(t testing.TB, node *dht.Node, link *dhtlink.Link, boot []netip.AddrPort, tn transport.Net, tweak func(*holepunch.EndpointConfig)) *peer {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
