@@ -30,23 +30,6 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 )
 
-// Errors of the birthday punch. (They belong in errors.go with the
-// package's other sentinels; they live here while this file is integrated.)
-var (
-	// ErrPunchTimeout means the context's deadline passed before the punch
-	// succeeded.
-	ErrPunchTimeout = errors.New("holepunch: birthday punch timed out")
-	// ErrPunchBudget means the easy side sent its whole probe budget and no
-	// ack came back within the grace period after the last probe.
-	ErrPunchBudget = errors.New("holepunch: birthday probe budget spent")
-	// ErrBirthdayConfig means a PunchEasy or PunchHard configuration is
-	// unusable (a required field is missing or a value is out of range).
-	ErrBirthdayConfig = errors.New("holepunch: bad birthday punch config")
-	// ErrBirthdayPacket means a datagram is not a well-formed birthday
-	// packet.
-	ErrBirthdayPacket = errors.New("holepunch: malformed birthday packet")
-)
-
 // BirthdayTag is the first byte of every birthday packet. It collides with
 // nothing else on the node's shared socket: DHT messages start with
 // 0x5A/0x5B, STUN with 0x00-0x03 (RFC 5389: the top two bits are zero),

@@ -1,11 +1,21 @@
-// Package holepunch owns NAT traversal for a swarmdb node: measuring the
-// node's own NAT (classify.go, netcheck.go) and, later, punching through it.
+// Package holepunch owns NAT traversal for a swarmdb node: measuring its
+// own NAT and connecting to a peer by public key through any NAT.
 //
-// The protocol cores are pure: Classify turns observations into a NATReport
-// with no sockets, goroutines or clocks. Check is the thin manager that
-// gathers those observations through the Prober interface defined here.
+//   - classify.go, netcheck.go: the NAT report (RFC 4787/5780 terms);
+//     monitor.go re-measures when local or reflexive addresses change.
+//   - endpoint.go (dialling), accept.go (answering), signal.go: connect by
+//     key. Noise IK message 1 and 2 travel through the peer's DHT relays and
+//     carry the ICE credentials, candidates and NAT class (signal.go), so
+//     relays can neither read nor alter them.
+//   - ice.go: pion/ice/v2 agents on the node's one shared UDP socket.
+//   - birthday.go, birthday_path.go: birthday-paradox punching when one side
+//     has endpoint-dependent mapping and the other filters by port.
+//   - turn_server.go: the TURN relay public nodes run for the rest.
+//
+// The protocol cores are pure (Classify, parseSignal, birthdayRole, the
+// birthday easy-side core); managers own sockets and timers.
 //
 // holepunch must not import package dht: it reaches the DHT only through
-// interfaces it defines (Prober). The adapter over *dht.Node lives in
-// holepunch/dhtprobe. Users: cmd/swarmdb (netcheck) and node.
+// interfaces it defines (Prober, Link). The adapters over *dht.Node live in
+// holepunch/dhtprobe and holepunch/dhtlink. Users: swarm, cmd/swarmdb, node.
 package holepunch

@@ -44,3 +44,22 @@ var (
 	// ErrNoTURN: a relay was needed but no TURN server could be used.
 	ErrNoTURN = errors.New("holepunch: no TURN relay available")
 )
+
+// Errors of the birthday punch.
+var (
+	// ErrPunchTimeout means the context's deadline passed before the punch
+	// succeeded.
+	ErrPunchTimeout = errors.New("holepunch: birthday punch timed out")
+	// ErrPunchBudget means the easy side sent its whole probe budget and no
+	// ack came back within the grace period after the last probe.
+	ErrPunchBudget = errors.New("holepunch: birthday probe budget spent")
+	// ErrBirthdayConfig means a PunchEasy or PunchHard configuration is
+	// unusable (a required field is missing or a value is out of range).
+	ErrBirthdayConfig = errors.New("holepunch: bad birthday punch config")
+	// ErrBirthdayPacket means a datagram is not a well-formed birthday
+	// packet.
+	ErrBirthdayPacket = errors.New("holepunch: malformed birthday packet")
+)
+
+// ErrMonitorClosed means the Monitor was closed (or Start called twice).
+var ErrMonitorClosed = errors.New("holepunch: monitor closed")

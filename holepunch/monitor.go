@@ -141,10 +141,6 @@ func (c MonitorConfig) withDefaults() MonitorConfig {
 	return c
 }
 
-// ErrMonitorClosed means the Monitor was closed (or Start called twice).
-// It lives here, not in errors.go, because this file is owned separately.
-var ErrMonitorClosed = errors.New("holepunch: monitor closed")
-
 // MonitorStats counts what a Monitor did, for tests and metrics.
 type MonitorStats struct {
 	Checks   int            // measurements run
