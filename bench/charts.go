@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"path/filepath"
 	"strings"
 
@@ -25,10 +26,12 @@ func writeCharts(dir string, r *Results) error {
 			byKey[c.Key] = c
 		}
 	}
-	pick := func(keys ...string) (labels []string, cs []Comparison) {
-		for _, k := range keys {
+	// pick takes "key=short label" pairs and returns those with data.
+	pick := func(pairs ...string) (labels []string, cs []Comparison) {
+		for _, kv := range pairs {
+			k, label, _ := strings.Cut(kv, "=")
 			if c, ok := byKey[k]; ok {
-				labels = append(labels, c.Name)
+				labels = append(labels, label)
 				cs = append(cs, c)
 			}
 		}
@@ -57,22 +60,22 @@ func writeCharts(dir string, r *Results) error {
 			}
 		}
 	}
-	if labels, cs := pick("db-writes-64", "db-writes-1024", "db-reads-64", "db-reads-1024"); len(cs) > 0 {
+	if labels, cs := pick("db-writes-64=writes, 64 B", "db-writes-1024=writes, 1 KiB", "db-reads-64=reads, 64 B", "db-reads-1024=reads, 1 KiB"); len(cs) > 0 {
 		if err := dotChart(filepath.Join(dir, "db_rates.png"), "Verified writes/s (durable for swarmdb) and reads/s — higher is better", "operations per second (log)", labels, cs, true); err != nil {
 			return err
 		}
 	}
-	if labels, cs := pick("loop-connect-ms", "loop-wall-ms"); len(cs) > 0 {
+	if labels, cs := pick("loop-connect-ms=join to connection", "loop-wall-ms=process start to connection"); len(cs) > 0 {
 		if err := dotChart(filepath.Join(dir, "loopback_connect.png"), "Loopback: time to first connection — lower is better", "ms", labels, cs, false); err != nil {
 			return err
 		}
 	}
-	if labels, cs := pick("loop-mibps"); len(cs) > 0 {
+	if labels, cs := pick("loop-mibps=one stream"); len(cs) > 0 {
 		if err := dotChart(filepath.Join(dir, "loopback_throughput.png"), "Loopback: one-stream throughput — higher is better", "MiB/s", labels, cs, false); err != nil {
 			return err
 		}
 	}
-	if labels, cs := pick("res-dht-rss", "res-idle-rss"); len(cs) > 0 {
+	if labels, cs := pick("res-dht-rss=idle DHT node", "res-idle-rss=idle pipe server"); len(cs) > 0 {
 		if err := dotChart(filepath.Join(dir, "resources_rss.png"), "Idle process memory (RSS) — lower is better", "MiB", labels, cs, false); err != nil {
 			return err
 		}
@@ -203,6 +206,17 @@ func dotChart(file, title, ylabel string, labels []string, cs []Comparison, logY
 	if logY {
 		p.Y.Scale = plot.LogScale{}
 		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for _, c := range cs {
+			for _, s := range []Sample{c.Swarm, c.Them} {
+				if s.OK() && s.Min() > 0 {
+					lo, hi = math.Min(lo, s.Min()), math.Max(hi, s.Max())
+				}
+			}
+		}
+		if lo < hi {
+			p.Y.Min, p.Y.Max = lo/2, hi*2
+		}
 	}
 	n := len(cs)
 	xl, xr := make([]float64, n), make([]float64, n)
@@ -224,6 +238,8 @@ func dotChart(file, title, ylabel string, labels []string, cs []Comparison, logY
 		p.Y.Min = 0
 	}
 	p.Legend.Top = true
+	p.Legend.Left = true
+	p.Legend.XOffs = vg.Points(8)
 	width := vg.Length(max(14, 3.2*float64(n))) * vg.Centimeter
 	if n > 6 {
 		p.X.Tick.Label.Rotation = 0.8

@@ -73,7 +73,7 @@ func run() error {
 	sizes := flag.String("sizes", "100,1000,3000", "DHT network sizes (dht)")
 	flag.IntVar(&o.records, "records", 5000, "records per write run (db)")
 	flag.IntVar(&o.mib, "mib", 64, "MiB piped through one stream (loopback)")
-	flag.IntVar(&o.conns, "conns", 8, "connections opened to one node (resources)")
+	flag.IntVar(&o.conns, "conns", 1, "connections opened to one pipe server (resources); `swarmdb pipe --server` accepts one")
 	render := flag.Bool("render", false, "only re-render REPORT.md and the charts from results.json")
 	verbose := flag.Bool("v", false, "debug logging")
 	flag.Parse()
@@ -232,6 +232,9 @@ type Comparison struct {
 	Swarm  Sample `json:"swarmdb"`
 	Them   Sample `json:"other_sample"`
 	Note   string `json:"note,omitempty"`
+	// Detail marks one cell of a larger grid: shown in its part's table,
+	// left out of the summary (which shows the grid's aggregate).
+	Detail bool `json:"detail,omitempty"`
 }
 
 // Verdict says who won: "swarmdb", the other side's name, "tie" (within

@@ -2,9 +2,62 @@ package main
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
 )
 
+// natConfig is what `go run ./bench -parts nat` hands to TestNATMatrix
+// (through the BENCH_NAT environment variable as JSON).
+type natConfig struct {
+	Out        string    `json:"out"` // where the test writes its PartResult
+	Reps       int       `json:"reps"`
+	Swarmdb    string    `json:"swarmdb"`     // built binary ("" if the build failed)
+	SwarmdbNA  string    `json:"swarmdb_na"`  // why swarmdb's pipe side is unavailable
+	JS         string    `json:"js"`          // bench/js
+	LossMiB    int       `json:"loss_mib"`    // MiB piped per loss run
+	LossRates  []float64 `json:"loss_rates"`  // e.g. 0, 0.005, 0.02
+	TimeoutSec float64   `json:"timeout_sec"` // per connection attempt
+}
+
+// natEnv names the variable that carries natConfig; without it
+// TestNATMatrix skips at once, so `go test ./bench` stays fast.
+const natEnv = "BENCH_NAT"
+
+// runNAT runs TestNATMatrix, which builds the NAT lab (internal/natlab
+// needs a testing.TB) and runs both sides' pipes in its namespaces.
 func runNAT(ctx context.Context, o options, sw swarmdbBin) (*PartResult, error) {
-	return nil, errors.New("not implemented yet")
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("the NAT lab needs root (network namespaces and nftables)")
+	}
+	cfg := natConfig{
+		Out: filepath.Join(o.tmp, "nat.json"), Reps: o.reps, Swarmdb: sw.path, SwarmdbNA: sw.why, JS: o.js,
+		LossMiB: 16, LossRates: []float64{0, 0.005, 0.02}, TimeoutSec: 30,
+	}
+	b, _ := json.Marshal(cfg)
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-timeout=120m", "-run=^TestNATMatrix$", "-v", "./bench")
+	cmd.Dir = o.root
+	cmd.Env = append(os.Environ(), natEnv+"="+string(b))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	start := time.Now()
+	err := cmd.Run()
+	o.log.Info("nat lab run finished", "took", time.Since(start).Round(time.Second), "err", err)
+	out, rerr := os.ReadFile(cfg.Out)
+	if rerr != nil {
+		if err == nil {
+			err = rerr
+		}
+		return nil, fmt.Errorf("TestNATMatrix: %w", err)
+	}
+	var pr PartResult
+	if err := json.Unmarshal(out, &pr); err != nil {
+		return nil, err
+	}
+	if err != nil && pr.Error == "" {
+		pr.Error = "TestNATMatrix failed part-way: " + err.Error()
+	}
+	return &pr, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -101,7 +102,7 @@ func (s pipeSide) start(ctx context.Context, argv []string) (*Proc, error) {
 	return startProc(ctx, procOpts{eventsOnStderr: true, dir: s.dir}, argv[0], argv[1:]...)
 }
 
-// pipeRun is one loopback repetition's outcome.
+// pipeRun is one repetition's outcome.
 type pipeRun struct {
 	connectMs float64 // as reported by the client: join to first connection
 	wallMs    float64 // client process start to its connection event
@@ -109,13 +110,35 @@ type pipeRun struct {
 	path      string
 }
 
+// errNoConnection marks a client that never reported a connection.
+var errNoConnection = errors.New("no connection")
+
+// pipeCase says where and how one pipe repetition runs.
+type pipeCase struct {
+	boot               string
+	mib                int           // MiB to pipe after connecting; 0: none
+	serverNS, clientNS string        // network namespaces ("": this one)
+	timeout            time.Duration // for the client's connection; zero: 30 s
+}
+
+// inNS prefixes argv with `ip netns exec ns` when ns is set.
+func inNS(ns string, argv []string) []string {
+	if ns == "" {
+		return argv
+	}
+	return append([]string{"ip", "netns", "exec", ns}, argv...)
+}
+
 // pipeOnce starts a server and a client on a fresh topic, waits for the
-// client's first connection and pipes mib MiB from the client's stdin to the
-// server's stdout.
-func pipeOnce(ctx context.Context, s pipeSide, boot string, mib int) (pipeRun, error) {
+// client's first connection and pipes c.mib MiB from the client's stdin to
+// the server's stdout.
+func pipeOnce(ctx context.Context, s pipeSide, c pipeCase) (pipeRun, error) {
 	var r pipeRun
+	if c.timeout == 0 {
+		c.timeout = 30 * time.Second
+	}
 	topic := randomTopic()
-	srv, err := s.start(ctx, s.command(true, topic, boot))
+	srv, err := s.start(ctx, inNS(c.serverNS, s.command(true, topic, c.boot)))
 	if err != nil {
 		return r, err
 	}
@@ -123,33 +146,33 @@ func pipeOnce(ctx context.Context, s pipeSide, boot string, mib int) (pipeRun, e
 	if _, err := srv.Wait("ready", 30*time.Second); err != nil {
 		return r, fmt.Errorf("server: %w", err)
 	}
-	cli, err := s.start(ctx, s.command(false, topic, boot))
+	cli, err := s.start(ctx, inNS(c.clientNS, s.command(false, topic, c.boot)))
 	if err != nil {
 		return r, err
 	}
 	defer cli.Stop()
-	ev, err := cli.Wait("connection", 30*time.Second)
+	ev, err := cli.Wait("connection", c.timeout)
 	if err != nil {
-		return r, fmt.Errorf("client: %w", err)
+		return r, fmt.Errorf("%w: %v", errNoConnection, err)
 	}
 	r.wallMs = float64(time.Since(cli.Started).Microseconds()) / 1000
 	r.connectMs = ev.Num("connect_ms")
 	r.path = ev.Str("path")
-	if mib == 0 {
+	if c.mib == 0 {
 		return r, nil
 	}
-	n := int64(mib) << 20
+	n := int64(c.mib) << 20
 	full := srv.WhenBytes(n)
 	start := time.Now()
 	go writeN(cli.Stdin(), n)
 	select {
 	case <-full:
 	case <-time.After(5 * time.Minute):
-		return r, fmt.Errorf("%d MiB not through within 5 min", mib)
+		return r, fmt.Errorf("%d MiB not through within 5 min", c.mib)
 	case <-ctx.Done():
 		return r, ctx.Err()
 	}
-	r.mibps = float64(mib) / time.Since(start).Seconds()
+	r.mibps = float64(c.mib) / time.Since(start).Seconds()
 	return r, nil
 }
 
@@ -213,7 +236,7 @@ func runLoopback(ctx context.Context, o options, sw swarmdbBin) (*PartResult, er
 			if s.NA != "" {
 				continue
 			}
-			r, err := pipeOnce(ctx, s, up[s.Name].boot, o.mib)
+			r, err := pipeOnce(ctx, s, pipeCase{boot: up[s.Name].boot, mib: o.mib})
 			if err != nil {
 				return pr, fmt.Errorf("%s rep %d: %w", s.Name, rep, err)
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -97,16 +98,29 @@ func writeReport(path string, r *Results) error {
 		if pr.Error != "" {
 			w("| %s | failed: %s | | | | | |\n", p, oneLine(pr.Error))
 		}
+		detailLost := map[string][]string{} // key prefix -> cells lost
 		for _, c := range pr.Comparisons {
+			lost := c.Verdict() != "" && c.Verdict() != "swarmdb" && c.Verdict() != "tie"
+			if c.Detail {
+				if lost {
+					pre := gridPrefix(c.Key)
+					detailLost[pre] = append(detailLost[pre], fmt.Sprintf("%s %s vs %s", strings.TrimPrefix(c.Key, pre), num(c.Swarm.Median()), num(c.Them.Median())))
+				}
+				continue
+			}
 			ratio := Ratio(c.Swarm, c.Them)
 			rs := "—"
 			if !math.IsNaN(ratio) {
 				rs = fmt.Sprintf("%.2f", ratio)
 			}
 			w("| %s | %s | %s | %s | %s: %s | %s | %s |\n", p, c.Name, c.Unit, c.Swarm, c.Other, c.Them, rs, c.Verdict())
-			if v := c.Verdict(); v != "" && v != "swarmdb" && v != "tie" {
+			if lost {
 				losses = append(losses, fmt.Sprintf("- **%s** (%s): swarmdb %s vs %s %s %s. Cause: %s", c.Name, p, num(c.Swarm.Median()), c.Other, num(c.Them.Median()), c.Unit, causeFor(c.Key)))
 			}
+		}
+		for _, pre := range slices.Sorted(maps.Keys(detailLost)) {
+			cells := detailLost[pre]
+			losses = append(losses, fmt.Sprintf("- **%s** (%s), %d cells: %s. Cause: %s", strings.TrimSuffix(pre, "-"), p, len(cells), strings.Join(cells, "; "), causeFor(pre)))
 		}
 	}
 	w("\n")
@@ -142,7 +156,11 @@ func writeReport(path string, r *Results) error {
 			w("\n")
 		}
 		for _, n := range pr.Notes {
-			w("- %s\n", n)
+			if strings.Contains(n, "\n") {
+				w("%s\n\n", n) // a block (a table) of its own
+			} else {
+				w("- %s\n", n)
+			}
 		}
 		if len(pr.Notes) > 0 {
 			w("\n")
@@ -183,6 +201,16 @@ func writeReport(path string, r *Results) error {
 		w("Not measured in this report:\n\n%s\n", strings.Join(dedupe(missing), "\n"))
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// gridPrefix returns the first two dash-separated words of a grid cell's
+// key with the dash: "nat-ms-open-to-open" gives "nat-ms-".
+func gridPrefix(key string) string {
+	parts := strings.SplitN(key, "-", 3)
+	if len(parts) < 3 {
+		return key
+	}
+	return parts[0] + "-" + parts[1] + "-"
 }
 
 func oneLine(s string) string {

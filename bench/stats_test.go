@@ -43,3 +43,28 @@ func TestRatio(t *testing.T) {
 		t.Errorf("ratio against a missing side %v, want NaN", r)
 	}
 }
+
+func TestVerdict(t *testing.T) {
+	fast := Comparison{Other: "X", Swarm: Sample{Values: []float64{10}}, Them: Sample{Values: []float64{20}}}
+	if v := fast.Verdict(); v != "swarmdb" {
+		t.Errorf("lower time: %q, want swarmdb", v)
+	}
+	rate := fast
+	rate.Higher = true
+	if v := rate.Verdict(); v != "X" {
+		t.Errorf("lower rate: %q, want X", v)
+	}
+	tie := Comparison{Other: "X", Swarm: Sample{Values: []float64{100}}, Them: Sample{Values: []float64{103}}}
+	if v := tie.Verdict(); v != "tie" {
+		t.Errorf("within 5%%: %q, want tie", v)
+	}
+	if v := (Comparison{Other: "X", Them: Sample{Values: []float64{1}}}).Verdict(); v != "" {
+		t.Errorf("missing side: %q, want empty", v)
+	}
+}
+
+func TestGridPrefix(t *testing.T) {
+	if got := gridPrefix("nat-ms-open-to-open"); got != "nat-ms-" {
+		t.Errorf("got %q", got)
+	}
+}
