@@ -68,7 +68,11 @@ func NewStreamConn(s MessageStream, remote string, maxSize int) *StreamConn {
 func (c *StreamConn) ReadMessage(ctx context.Context) ([]byte, error) {
 	if d, ok := c.s.(deadliner); ok && ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() { _ = d.SetReadDeadline(time.Now()) })
-		defer stop()
+		defer func() {
+			if !stop() {
+				_ = d.SetReadDeadline(time.Time{}) // the stream stays usable with another ctx
+			}
+		}()
 	}
 	msg, err := c.s.ReadMessage(c.rbuf)
 	if err != nil {
