@@ -71,6 +71,9 @@ type Limits struct {
 	MaxInflight int
 	// MaxQueryKeys bounds a queryAck. Zero means 10000.
 	MaxQueryKeys int
+	// IdentifyTimeout is how long a connection may stay without a verified ping or pong
+	// (a ToolDb server on another topic never answers our ping). Zero means 30 s.
+	IdentifyTimeout time.Duration
 }
 
 func (l *Limits) setDefaults() {
@@ -96,6 +99,9 @@ func (l *Limits) setDefaults() {
 	def(&l.MaxSubscriptions, 4096)
 	def(&l.MaxInflight, 64)
 	def(&l.MaxQueryKeys, 10000)
+	if l.IdentifyTimeout <= 0 {
+		l.IdentifyTimeout = 30 * time.Second
+	}
 }
 
 // Function is a server function (ToolDb's addServerFunction): args as the client sent them,
@@ -190,10 +196,10 @@ type Bridge struct {
 	started  bool
 	closed   bool
 	peers    map[*Peer]struct{}
-	byClient map[string]*Peer              // identified peers by client id
-	subs     map[string]map[*Peer]struct{} // subscribed connections by key
-	pending  map[string]*pendingGet        // relayed or local gets by message id
-	servers  map[string]PeerDesc           // verified server descriptors heard of, by address
+	byClient map[string]*Peer            // identified peers by client id
+	subs     map[string]map[*Peer]string // subscribed connections by key -> last plain record sent (h+s)
+	pending  map[string]*pendingGet      // relayed or local gets by message id
+	servers  map[string]PeerDesc         // verified server descriptors heard of, by address
 
 	stats struct {
 		msgsIn, msgsOut, bytesIn, bytesOut, dups, rejected, relayed, pushes,
@@ -202,6 +208,7 @@ type Bridge struct {
 }
 
 type pendingGet struct {
+	key     string         // only a record of this key answers
 	asker   *Peer          // nil for a local Get
 	waiter  chan db.Record // local Get: receives the stored record
 	typ     string         // TypeGet or TypeCRDTGet: the reply type the asker expects
@@ -248,7 +255,7 @@ func New(cfg Config) (*Bridge, error) {
 		seenHashes: newDedup(dedupSize),
 		peers:      map[*Peer]struct{}{},
 		byClient:   map[string]*Peer{},
-		subs:       map[string]map[*Peer]struct{}{},
+		subs:       map[string]map[*Peer]string{},
 		pending:    map[string]*pendingGet{},
 		servers:    map[string]PeerDesc{},
 	}
@@ -445,7 +452,7 @@ func (b *Bridge) Get(ctx context.Context, key string) (db.Record, error) {
 	m := &Message{Type: TypeGet, ID: newID(), Key: key}
 	waiter := make(chan db.Record, 1)
 	b.mu.Lock()
-	b.pending[m.ID] = &pendingGet{waiter: waiter, typ: TypeGet, expires: b.cfg.Now().Add(pendingGetTTL)}
+	b.pending[m.ID] = &pendingGet{key: key, waiter: waiter, typ: TypeGet, expires: b.cfg.Now().Add(pendingGetTTL)}
 	b.mu.Unlock()
 	defer func() {
 		b.mu.Lock()
@@ -547,10 +554,18 @@ func (b *Bridge) watchLoop(w *db.Watcher) {
 // (ToolDb reuses the subscribe id and its own clients drop every push after the first).
 func (b *Bridge) push(ev *db.Event) {
 	key := ev.Record.Key
+	plain := ev.Record.CRDT == ""
+	hk := ev.Record.Hash + "\x00" + ev.Record.Sig
 	b.mu.Lock()
 	subs := b.subs[key]
 	targets := make([]*Peer, 0, len(subs))
-	for p := range subs {
+	for p, last := range subs {
+		if plain && last == hk {
+			continue // already sent, as the answer to the subscribe
+		}
+		if plain {
+			subs[p] = hk
+		}
 		targets = append(targets, p)
 	}
 	b.mu.Unlock()

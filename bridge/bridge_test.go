@@ -276,3 +276,39 @@ func jsonEq(a []byte, b string) bool {
 	}
 	return fmt.Sprint(x) == fmt.Sprint(y)
 }
+
+// A relayed get is answered only by a record of the key asked for.
+func TestRelayedGetAnswerMustMatchKey(t *testing.T) {
+	b := newBridge(t, Config{Server: true})
+	s, _ := newFakePeer(t, b, false)
+	s.hello(DefaultTopic, true, false)
+	x, _ := newFakePeer(t, b, false)
+	x.hello(DefaultTopic, false, false)
+	get := &Message{Type: TypeGet, ID: newID(), Key: "wanted"}
+	x.sendMsg(get)
+	relayed := s.next()
+	if relayed.Type != TypeGet || relayed.ID != get.ID || !contains(relayed.To, x.id) {
+		t.Fatalf("relayed get: %+v", relayed)
+	}
+	wrong := record(t, s.user, "something-else", `"spoof"`)
+	m := putMsg(wrong)
+	m.ID = get.ID
+	s.sendMsg(m)
+	// The record itself is valid and stored, but it is no answer to the get.
+	waitRecord(t, b.Store(), "something-else", wrong.Hash)
+	q := &Message{Type: TypeQuery, ID: newID(), Key: "zz"}
+	x.sendMsg(q)
+	if got := x.next(); got.Type != TypeQueryAck {
+		t.Fatalf("asker got %+v before its query answer: a record of another key", got)
+	}
+}
+
+func TestIdentifyTimeout(t *testing.T) {
+	b := newBridge(t, Config{Limits: Limits{IdentifyTimeout: 50 * time.Millisecond}})
+	f, p := newFakePeer(t, b, false)
+	f.expectClosed()
+	waitDone(t, p)
+	if !errors.Is(p.Err(), ErrNotIdentified) {
+		t.Fatalf("ended with %v", p.Err())
+	}
+}

@@ -212,7 +212,7 @@ func (p *Peer) onPut(m *Message) {
 		}
 		b.stats.rejected.Add(1)
 		p.sendError(m.ID, err)
-		if benignRejection(err) {
+		if benignRejection(&rec, err) {
 			return
 		}
 		p.strike(err)
@@ -230,9 +230,12 @@ func (p *Peer) onPut(m *Message) {
 }
 
 // benignRejection: refusals an honest peer can run into (a name already taken, a key of
-// another CRDT kind, an application hook) are answered but not held against it.
-func benignRejection(err error) bool {
-	return errors.Is(err, db.ErrFrozenKey) || errors.Is(err, db.ErrCRDTKindConflict) || errors.Is(err, db.ErrRejectedByHook)
+// another CRDT kind, an application hook, and a ToolDb server's merged CRDT record, whose h and
+// s are the newest writer's over a v that is the merge — reference §1.8) are answered but not
+// held against it.
+func benignRejection(rec *db.Record, err error) bool {
+	return errors.Is(err, db.ErrFrozenKey) || errors.Is(err, db.ErrCRDTKindConflict) ||
+		errors.Is(err, db.ErrRejectedByHook) || rec.CRDT != "" && errors.Is(err, db.ErrHashMismatch)
 }
 
 // answerPending delivers a verified record to the get that message id answers, if we relayed
@@ -241,8 +244,10 @@ func benignRejection(err error) bool {
 func (b *Bridge) answerPending(id string, rec *db.Record) {
 	b.mu.Lock()
 	pg := b.pending[id]
-	if pg != nil {
+	if pg != nil && pg.key == rec.Key {
 		delete(b.pending, id)
+	} else {
+		pg = nil // not an answer to that get: a record of another key under its id
 	}
 	b.mu.Unlock()
 	if pg == nil {
@@ -298,7 +303,7 @@ func (p *Peer) onGet(m *Message) {
 		b.mu.Unlock()
 		return
 	}
-	b.pending[m.ID] = &pendingGet{asker: p, typ: m.Type, expires: b.cfg.Now().Add(pendingGetTTL)}
+	b.pending[m.ID] = &pendingGet{key: m.Key, asker: p, typ: m.Type, expires: b.cfg.Now().Add(pendingGetTTL)}
 	b.mu.Unlock()
 	relay := *m
 	relay.To = appendUnique(m.To, p.clientID)
@@ -318,18 +323,33 @@ func (p *Peer) onSubscribe(m *Message) bool {
 	if !had && !full {
 		p.subKeys[m.Key] = struct{}{}
 		if b.subs[m.Key] == nil {
-			b.subs[m.Key] = map[*Peer]struct{}{}
+			b.subs[m.Key] = map[*Peer]string{}
 		}
-		b.subs[m.Key][p] = struct{}{}
+		b.subs[m.Key][p] = ""
 	}
 	p.mu.Unlock()
 	b.mu.Unlock()
 	if full {
 		return p.bad(m.ID, fmt.Errorf("%w: %d", ErrTooManySubscriptions, b.cfg.Limits.MaxSubscriptions))
 	}
-	// ToolDb answers a subscribe at once with the stored value, under the subscribe id.
+	// ToolDb answers a subscribe at once with the stored value, under the subscribe id. The
+	// store watcher may still hold the event of that very record: remember it was sent.
 	if rec, err := b.store.Get(m.Key); err == nil {
-		b.reply(p, m.ID, TypeSubscribe, m.Key, &rec)
+		send := true
+		if rec.CRDT == "" {
+			hk := rec.Hash + "\x00" + rec.Sig
+			b.mu.Lock()
+			if subs := b.subs[m.Key]; subs != nil {
+				if _, ok := subs[p]; ok {
+					send = subs[p] != hk
+					subs[p] = hk
+				}
+			}
+			b.mu.Unlock()
+		}
+		if send {
+			b.reply(p, m.ID, TypeSubscribe, m.Key, &rec)
+		}
 	}
 	return true
 }

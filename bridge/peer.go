@@ -118,6 +118,12 @@ func (b *Bridge) Attach(c Conn, opts AttachOptions) (*Peer, error) {
 	go p.writeLoop()
 	go p.catchupLoop()
 	go p.run()
+	idle := time.AfterFunc(lim.IdentifyTimeout, func() {
+		if !p.identified.Load() {
+			p.close(fmt.Errorf("%w within %v", ErrNotIdentified, lim.IdentifyTimeout))
+		}
+	})
+	context.AfterFunc(p.ctx, func() { idle.Stop() })
 	if opts.Initiator {
 		p.sendPing()
 	}
