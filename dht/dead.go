@@ -9,8 +9,8 @@ import (
 // skipped by later queries. Other nodes keep naming a dead node in their
 // replies until their own ping rounds drop it (up to PingInterval); without
 // this memory every lookup in that time would wait out its timeouts again.
-// 30 s is short enough that a node back from a blip is used again soon.
-const deadTTL = 30 * time.Second
+// 15 s is short enough that a node back from a blip is used again soon.
+const deadTTL = 15 * time.Second
 
 // maxDead bounds the memory of dead nodes.
 const maxDead = 1024

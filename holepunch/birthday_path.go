@@ -135,7 +135,9 @@ func (c *packetConn) Read(p []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if ua, ok := from.(*net.UDPAddr); ok && ua.AddrPort() == c.remote.AddrPort() && !IsBirthday(p[:n]) {
+		// Compare unmapped: dual-stack sockets (and pion's vnet) report
+		// IPv4 senders as ::ffff:a.b.c.d.
+		if ua, ok := from.(*net.UDPAddr); ok && sameAddr(ua.AddrPort(), c.remote.AddrPort()) && !IsBirthday(p[:n]) {
 			return n, nil
 		}
 	}
@@ -144,3 +146,8 @@ func (c *packetConn) Read(p []byte) (int, error) {
 func (c *packetConn) Write(p []byte) (int, error) { return c.PacketConn.WriteTo(p, c.remote) }
 
 func (c *packetConn) RemoteAddr() net.Addr { return c.remote }
+
+// sameAddr compares two addresses with IPv4-mapped IPv6 unmapped.
+func sameAddr(a, b netip.AddrPort) bool {
+	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
+}

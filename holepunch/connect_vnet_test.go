@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
-	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/vnet"
 	"go.uber.org/goleak"
 
@@ -76,14 +73,9 @@ type vnetHost struct {
 //   - No packet loss or latency is configured; timings are not meaningful
 //     beyond "fast".
 //   - vnet sockets report senders as 16-byte (IPv4-mapped) net.IPs, where
-//     stdnet's udp4 sockets report 4-byte ones. The hard side's birthday
-//     socket (packetConn.Read in birthday_path.go) compares the sender with
-//     ==, without Unmap, so on raw vnet it drops every session datagram and
-//     the symmetric/port-restricted cells time out in the SCTP handshake
-//     ("secure session: sctp client: context deadline exceeded"). The same
-//     would happen on a real dual-stack socket. Until that is fixed the
-//     endpoints' sockets go through unmappedNet; SWARMDB_VNET_RAW=1 runs the
-//     grid on raw vnet sockets and reproduces the failure.
+//     stdnet's udp4 sockets report 4-byte ones, as a dual-stack socket
+//     would; the endpoint must compare addresses unmapped (it once did not,
+//     and the birthday cells timed out here).
 func TestConnectVNet(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()                   // goroutines of earlier tests
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // first registered: runs after every other cleanup
@@ -173,11 +165,7 @@ func TestConnectVNet(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { node.Close() })
-		var tn transport.Net = unmappedNet{h.net}
-		if os.Getenv("SWARMDB_VNET_RAW") == "1" {
-			tn = h.net
-		}
-		peers[name] = newPeer(t, node, link, linkBoot, tn, nil) // starts the NAT measurement
+		peers[name] = newPeer(t, node, link, linkBoot, h.net, nil) // starts the NAT measurement
 	}
 	for name, p := range peers {
 		r := p.ep.WaitNAT(ctx)
@@ -232,28 +220,4 @@ func TestConnectVNet(t *testing.T) {
 	}
 	results["double-nat-to-portrestricted"] = "(lab only)"
 	t.Log("\n" + formatGrid(types, results))
-}
-
-// unmappedNet is a transport.Net whose packet sockets report IPv4 senders
-// in their 4-byte form, as stdnet's udp4 sockets do (see TestConnectVNet).
-type unmappedNet struct{ transport.Net }
-
-func (n unmappedNet) ListenPacket(network, address string) (net.PacketConn, error) {
-	pc, err := n.Net.ListenPacket(network, address)
-	if err != nil {
-		return nil, err
-	}
-	return unmappedPacketConn{pc}, nil
-}
-
-type unmappedPacketConn struct{ net.PacketConn }
-
-func (c unmappedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, from, err := c.PacketConn.ReadFrom(p)
-	if ua, ok := from.(*net.UDPAddr); ok {
-		if ip4 := ua.IP.To4(); ip4 != nil {
-			from = &net.UDPAddr{IP: ip4, Port: ua.Port, Zone: ua.Zone}
-		}
-	}
-	return n, from, err
 }

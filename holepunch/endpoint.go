@@ -638,6 +638,12 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 		if tr.release != nil {
 			tr.release()
 		}
+		// The path was found but carried no session (a birthday port that
+		// closed again, a relay that stopped forwarding): a relay attempt
+		// may still work, so this counts as a failed punch.
+		if ctx.Err() == nil || errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("%w: secure session over %s path: %w", ErrPunchFailed, tr.path, err)
+		}
 		return nil, fmt.Errorf("secure session: %w", err)
 	}
 	c := &Conn{Session: sess, Path: tr.path, ConnectTime: time.Since(start), Initiator: initiator, release: tr.release}
