@@ -73,7 +73,7 @@ type Peer struct {
 	pingID      string
 	syncStarted bool
 	subKeys     map[string]struct{} // also guarded by b.mu when b.subs changes: see subscribe
-	catchup     []string            // keys whose records anti-entropy still has to send
+	catchup     []syncOut           // anti-entropy traffic still to send
 	catchupSig  chan struct{}       // capacity 1
 
 	// Owned by the read loop.

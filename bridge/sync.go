@@ -27,7 +27,10 @@ import (
 //	tree {path, sums[16]}   "here are my 16 children of path"; the receiver compares each with
 //	                        its own and, for each child that differs, answers with its own
 //	                        tree of that child, or with a leaf when both sides together hold at
-//	                        most syncLeafMax keys there.
+//	                        most syncLeafMax keys there. Where the sender has nothing, the
+//	                        receiver sends its records outright; where the receiver has
+//	                        nothing, it answers with an empty leaf (so a new node is filled
+//	                        without listing every key).
 //	leaf {path, items}      "every key I hold under path, with its item hash"; the receiver
 //	                        sends the records it holds that differ (put/crdtPut with
 //	                        "catchup":true, never relayed) and asks for the others with want.
@@ -35,6 +38,8 @@ import (
 //
 // The side that receives a swarmdb pong starts with tree {""}. Equal subtrees end the walk, so
 // the traffic is about log16(N) summaries plus one leaf per difference, whatever the store size.
+// All of it goes through the peer's catch-up sender, which waits for room in the outbound queue,
+// so the read loop never blocks and a large repair never trips the slow-consumer limit.
 const (
 	syncOpTree = "tree"
 	syncOpLeaf = "leaf"
@@ -240,6 +245,13 @@ func (b *Bridge) Digest() (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
+// syncOut is one piece of anti-entropy traffic waiting for the catch-up sender: an encoded
+// swarmdbSync message, or a key whose records are to be sent.
+type syncOut struct {
+	msg []byte
+	key string
+}
+
 // startSync begins anti-entropy with a swarmdb peer, once per connection.
 func (p *Peer) startSync() {
 	if p.b.cfg.DisableSync {
@@ -255,27 +267,26 @@ func (p *Peer) startSync() {
 	p.sendTree("")
 }
 
-func (p *Peer) sendSync(body *SyncBody) {
+// sendSync queues a swarmdbSync message behind the catch-up traffic: one incoming tree can
+// call for 16 answers, so the read loop never sends them itself (it must not block, and must
+// not fill the outbound queue and look like a slow consumer to itself).
+func (p *Peer) sendSync(body *SyncBody) bool {
 	p.b.stats.syncMsgs.Add(1)
-	p.send(&Message{Type: TypeSync, ID: newID(), To: []string{p.b.clientID}, Sync: body})
+	msg := AppendMessage(nil, &Message{Type: TypeSync, ID: newID(), To: []string{p.b.clientID}, Sync: body})
+	return p.queueOut(syncOut{msg: msg})
 }
 
-func (p *Peer) sendTree(path string) {
+func (p *Peer) sendTree(path string) bool {
 	sums, err := p.b.index.sums(path)
 	if err != nil {
 		p.b.log.Warn("sync index", "err", err)
-		return
+		return true
 	}
-	p.sendSync(&SyncBody{Op: syncOpTree, Path: path, Sums: sums})
+	return p.sendSync(&SyncBody{Op: syncOpTree, Path: path, Sums: sums})
 }
 
-func (p *Peer) sendLeaf(path string) {
-	items, err := p.b.index.items(path)
-	if err != nil {
-		p.b.log.Warn("sync index", "err", err)
-		return
-	}
-	p.sendSync(&SyncBody{Op: syncOpLeaf, Path: path, Items: items})
+func (p *Peer) sendLeaf(path string, items []SyncItem) bool {
+	return p.sendSync(&SyncBody{Op: syncOpLeaf, Path: path, Items: items})
 }
 
 func (p *Peer) onSync(m *Message) bool {
@@ -295,10 +306,34 @@ func (p *Peer) onSync(m *Message) bool {
 				continue
 			}
 			child := s.Path + string(hexDigits[i])
-			if mine[i].Count+s.Sums[i].Count <= syncLeafMax || len(child) >= syncMaxPath {
-				p.sendLeaf(child)
-			} else {
-				p.sendTree(child)
+			var ok bool
+			switch {
+			case s.Sums[i].Count == 0:
+				// The peer has nothing there: send everything, no listing needed.
+				items, err := p.b.index.items(child)
+				if err != nil {
+					return true
+				}
+				ok = true
+				for _, it := range items {
+					if ok = p.queueOut(syncOut{key: it.Key}); !ok {
+						break
+					}
+				}
+			case mine[i].Count == 0:
+				// We have nothing there: an empty listing makes the peer send it all.
+				ok = p.sendLeaf(child, nil)
+			case mine[i].Count+s.Sums[i].Count <= syncLeafMax || len(child) >= syncMaxPath:
+				items, err := p.b.index.items(child)
+				if err != nil {
+					return true
+				}
+				ok = p.sendLeaf(child, items)
+			default:
+				ok = p.sendTree(child)
+			}
+			if !ok {
+				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
 			}
 		}
 	case syncOpLeaf:
@@ -319,35 +354,39 @@ func (p *Peer) onSync(m *Message) bool {
 				want = append(want, it.Key)
 			}
 		}
-		var send []string
+		for len(want) > 0 {
+			n := min(len(want), maxSyncList)
+			if !p.sendSync(&SyncBody{Op: syncOpWant, Path: s.Path, Keys: want[:n]}) {
+				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+			}
+			want = want[n:]
+		}
 		for _, it := range mineList {
-			if theirs[it.Key] != it.Hash {
-				send = append(send, it.Key)
+			if theirs[it.Key] != it.Hash && !p.queueOut(syncOut{key: it.Key}) {
+				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
 			}
 		}
-		if len(want) > 0 {
-			p.sendSync(&SyncBody{Op: syncOpWant, Path: s.Path, Keys: want})
-		}
-		return p.queueCatchup(m.ID, send)
 	case syncOpWant:
-		return p.queueCatchup(m.ID, s.Keys)
+		for _, k := range s.Keys {
+			if !p.queueOut(syncOut{key: k}) {
+				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+			}
+		}
 	}
 	return true
 }
 
-// queueCatchup hands keys to the catch-up sender, which never blocks the read loop.
-func (p *Peer) queueCatchup(ref string, keys []string) bool {
-	if len(keys) == 0 {
-		return true
-	}
+// queueOut hands anti-entropy traffic to the catch-up sender. It reports false when the
+// peer's backlog is over maxCatchupQueue (a peer asking for more than we can hold).
+func (p *Peer) queueOut(o syncOut) bool {
 	p.mu.Lock()
-	over := len(p.catchup)+len(keys) > maxCatchupQueue
+	over := len(p.catchup) >= maxCatchupQueue
 	if !over {
-		p.catchup = append(p.catchup, keys...)
+		p.catchup = append(p.catchup, o)
 	}
 	p.mu.Unlock()
 	if over {
-		return p.bad(ref, fmt.Errorf("%w: too many keys wanted", ErrBadMessage))
+		return false
 	}
 	select {
 	case p.catchupSig <- struct{}{}:
@@ -356,8 +395,8 @@ func (p *Peer) queueCatchup(ref string, keys []string) bool {
 	return true
 }
 
-// catchupLoop sends the records anti-entropy decided the peer lacks, patiently: it waits for
-// room in the outbound queue instead of filling it.
+// catchupLoop sends anti-entropy traffic patiently: it waits for room in the outbound queue
+// instead of filling it.
 func (p *Peer) catchupLoop() {
 	defer p.b.wg.Done()
 	b := p.b
@@ -374,14 +413,21 @@ func (p *Peer) catchupLoop() {
 				p.mu.Unlock()
 				break
 			}
-			key := p.catchup[0]
+			o := p.catchup[0]
+			p.catchup[0] = syncOut{}
 			p.catchup = p.catchup[1:]
 			p.mu.Unlock()
-			rec, err := b.store.Get(key)
+			if o.msg != nil {
+				if !p.sendPatient(o.msg) {
+					return
+				}
+				continue
+			}
+			rec, err := b.store.Get(o.key)
 			if err != nil {
 				continue
 			}
-			for _, m := range b.recordMessages(p, key, &rec, rec.CRDT != "") {
+			for _, m := range b.recordMessages(p, o.key, &rec, rec.CRDT != "") {
 				m.ID = newID()
 				m.To = []string{b.clientID}
 				m.Catchup = true
