@@ -36,6 +36,8 @@ func TestRelayReachesOtherServersNeverOrigin(t *testing.T) {
 	link(t, b, c)
 	s, _ := newFakePeer(t, b, false)
 	s.hello(DefaultTopic, true, false)
+	client, _ := newFakePeer(t, b, false) // a ToolDb client: gets data only by asking
+	client.hello(DefaultTopic, false, false)
 	rec := record(t, s.user, "relayed", `"v"`)
 	put := putMsg(rec)
 	put.To = []string{s.id}
@@ -46,6 +48,10 @@ func TestRelayReachesOtherServersNeverOrigin(t *testing.T) {
 	s.sendMsg(&Message{Type: TypeQuery, ID: newID(), Key: "relay"})
 	if m := s.next(); m.Type != TypeQueryAck || len(m.Keys) != 1 {
 		t.Fatalf("origin got %+v, want only the queryAck", m)
+	}
+	client.sendMsg(&Message{Type: TypeQuery, ID: newID(), Key: "relay"})
+	if m := client.next(); m.Type != TypeQueryAck {
+		t.Fatalf("client got %+v, want only the queryAck (puts go to servers)", m)
 	}
 }
 
