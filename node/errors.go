@@ -1,0 +1,14 @@
+package node
+
+import "errors"
+
+var (
+	// ErrConfig: a required Config field is missing or invalid.
+	ErrConfig = errors.New("node: bad configuration")
+	// ErrNotStarted: the call needs a started node.
+	ErrNotStarted = errors.New("node: not started")
+	// ErrClosed: the node was closed.
+	ErrClosed = errors.New("node: closed")
+	// ErrIdentity: the identity file exists but cannot be read.
+	ErrIdentity = errors.New("node: bad identity file")
+)

@@ -1,0 +1,328 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/swarmdb/swarmdb/bridge"
+	"github.com/swarmdb/swarmdb/db"
+	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/swarm"
+)
+
+// Node is a running swarmdb node. See the package documentation.
+type Node struct {
+	// Immutable after New.
+	cfg Config
+	log *slog.Logger
+	id  identity
+
+	// Set by Start, immutable after it.
+	store   *db.Store
+	bridge  *bridge.Bridge
+	swarm   *swarm.Swarm
+	monitor *holepunch.Monitor
+	http    *http.Server
+	wsAddr  net.Addr
+	wg      sync.WaitGroup
+
+	// Guarded by mu.
+	mu      sync.Mutex
+	started bool
+	closed  bool
+}
+
+// New checks cfg and loads (or creates) the identity in DataDir. It starts
+// nothing.
+func New(cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	id, err := loadIdentity(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	return &Node{cfg: cfg, log: cfg.Logger, id: id}, nil
+}
+
+// PublicKey is the node's swarm identity (its peer id).
+func (n *Node) PublicKey() ed25519.PublicKey { return n.id.swarm.Public().(ed25519.PublicKey) }
+
+// Address is the node's ToolDb address (the author of records it writes).
+func (n *Node) Address() string { return n.id.user.Address() }
+
+// Start opens the store, starts the message layer, joins the swarm and,
+// when configured, serves WebSocket clients. On error everything started
+// so far is closed again.
+func (n *Node) Start(ctx context.Context) (err error) {
+	n.mu.Lock()
+	if n.started || n.closed {
+		n.mu.Unlock()
+		return fmt.Errorf("%w: Start called twice or after Close", ErrConfig)
+	}
+	n.started = true
+	n.mu.Unlock()
+	defer func() {
+		if err != nil {
+			n.shutdown()
+		}
+	}()
+
+	n.store, err = db.Open(db.Config{Dir: filepath.Join(n.cfg.DataDir, "db"), Logger: n.log.With("component", "db")})
+	if err != nil {
+		return fmt.Errorf("node: open store: %w", err)
+	}
+	n.bridge, err = bridge.New(bridge.Config{
+		Store: n.store, Identity: n.id.user, Topic: n.cfg.Topic, Server: true,
+		AllowedOrigins: n.cfg.AllowedOrigins, Limits: n.cfg.Limits,
+		Logger: n.log.With("component", "bridge"),
+	})
+	if err != nil {
+		return fmt.Errorf("node: message layer: %w", err)
+	}
+	if err := n.bridge.Start(ctx); err != nil {
+		return fmt.Errorf("node: message layer: %w", err)
+	}
+	n.swarm, err = swarm.New(swarm.Config{
+		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: n.cfg.Bootstrap,
+		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
+		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session,
+		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
+		Logger: n.log.With("component", "swarm"),
+	})
+	if err != nil {
+		return fmt.Errorf("node: swarm: %w", err)
+	}
+	if err := n.swarm.Start(ctx); err != nil {
+		return fmt.Errorf("node: swarm: %w", err)
+	}
+	if _, err := n.swarm.Join(n.cfg.Topic, swarm.JoinOptions{Server: n.cfg.Server, Client: n.cfg.Client}); err != nil {
+		return fmt.Errorf("node: join %q: %w", n.cfg.Topic, err)
+	}
+	if err := n.startMonitor(); err != nil {
+		return err
+	}
+	if n.cfg.WebSocketAddr != "" {
+		if err := n.serveWebSocket(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// onConnection attaches a new swarm connection's stream 0 to the message
+// layer. The dialling side pings first, as ToolDb's dialer does.
+func (n *Node) onConnection(c *swarm.Conn, info swarm.PeerInfo) {
+	remote := hex.EncodeToString(info.PublicKey)
+	sc := bridge.NewStreamConn(c.Stream0(), remote, n.cfg.Limits.MaxMessageSize)
+	if _, err := n.bridge.Attach(sc, bridge.AttachOptions{Initiator: info.Role == swarm.RoleClient, Kind: bridge.KindSwarm}); err != nil {
+		n.log.Warn("attach swarm connection", "peer", remote[:8], "err", err)
+		_ = c.Close()
+		return
+	}
+	if f := n.cfg.OnPeerConnect; f != nil {
+		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Role: string(info.Role), ConnectTime: info.ConnectTime})
+	}
+}
+
+func (n *Node) onDisconnect(c *swarm.Conn, info swarm.PeerInfo, err error) {
+	if f := n.cfg.OnPeerDisconnect; f != nil {
+		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Role: string(info.Role), ConnectTime: info.ConnectTime, Err: err})
+	}
+}
+
+// startMonitor re-measures the NAT when the local addresses or the
+// reflexive addresses peers report change, and then tells the swarm, which
+// re-announces and checks its connections.
+func (n *Node) startMonitor() error {
+	dn := n.swarm.Node()
+	if dn == nil || len(n.cfg.Bootstrap) == 0 {
+		return nil // LAN only: there is no NAT to measure against
+	}
+	n.monitor = holepunch.NewMonitor(holepunch.MonitorConfig{
+		Net:      n.cfg.Net,
+		Interval: n.cfg.MonitorInterval,
+		Reflexive: func() []holepunch.ReflexiveReport {
+			var out []holepunch.ReflexiveReport
+			for _, o := range dn.Observed() {
+				out = append(out, holepunch.ReflexiveReport{By: o.By, Addr: o.Addr})
+			}
+			return out
+		},
+		Check: func(ctx context.Context) (holepunch.NATReport, error) { return n.swarm.RemeasureNAT(ctx) },
+		OnChange: func(old, cur holepunch.NATReport) {
+			if old.Class == "" {
+				return // the first measurement
+			}
+			n.log.Info("network changed", "nat", cur.Class, "public", cur.PublicAddr, "was", old.PublicAddr)
+			n.swarm.NetworkChanged()
+		},
+		Logger: n.log.With("component", "monitor"),
+	})
+	return n.monitor.Start()
+}
+
+// serveWebSocket listens on WebSocketAddr and serves the message layer.
+func (n *Node) serveWebSocket() error {
+	ln, err := net.Listen("tcp", n.cfg.WebSocketAddr)
+	if err != nil {
+		return fmt.Errorf("node: websocket listen: %w", err)
+	}
+	n.wsAddr = ln.Addr()
+	n.http = &http.Server{Handler: n.bridge.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Warn("websocket server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// WebSocketAddr is the address the WebSocket server listens on (nil when
+// it does not run).
+func (n *Node) WebSocketAddr() net.Addr { return n.wsAddr }
+
+// Close stops everything Start started, in reverse order. It is safe to
+// call more than once.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+	return n.shutdown()
+}
+
+func (n *Node) shutdown() error {
+	var errs []error
+	if n.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = n.http.Shutdown(ctx)
+		cancel()
+		_ = n.http.Close()
+	}
+	if n.monitor != nil {
+		_ = n.monitor.Close()
+	}
+	if n.swarm != nil {
+		errs = append(errs, n.swarm.Close())
+	}
+	if n.bridge != nil {
+		errs = append(errs, n.bridge.Close())
+	}
+	n.wg.Wait()
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Node) ready() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.closed:
+		return ErrClosed
+	case !n.started || n.bridge == nil:
+		return ErrNotStarted
+	}
+	return nil
+}
+
+// Put writes value (any JSON) under key as a record signed by the node's
+// ToolDb account, stores it durably and replicates it to the peers. The
+// outcome says whether it was stored or lost to a newer record.
+func (n *Node) Put(ctx context.Context, key string, value []byte) (db.Outcome, error) {
+	if err := n.ready(); err != nil {
+		return 0, err
+	}
+	rec, err := n.id.user.NewRecord(key, value, "", time.Now(), 0)
+	if err != nil {
+		return 0, fmt.Errorf("node: put %q: %w", key, err)
+	}
+	return n.bridge.Put(ctx, rec)
+}
+
+// Get returns the record under key, asking the peers when it is not
+// stored here.
+func (n *Node) Get(ctx context.Context, key string) (db.Record, error) {
+	if err := n.ready(); err != nil {
+		return db.Record{}, err
+	}
+	return n.bridge.Get(ctx, key)
+}
+
+// Subscribe watches key (a ToolDb key; see db.Store.Watch for prefixes).
+// Close the watcher when done.
+func (n *Node) Subscribe(key string) (*db.Watcher, error) {
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
+	return n.bridge.Subscribe(key), nil
+}
+
+// Query returns the stored keys that start with prefix.
+func (n *Node) Query(prefix string) ([]string, error) {
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
+	return n.bridge.Query(prefix)
+}
+
+// ConnectTo connects to an existing ToolDb (or swarmdb) WebSocket server
+// and replicates with it.
+func (n *Node) ConnectTo(ctx context.Context, host string, port int) error {
+	if err := n.ready(); err != nil {
+		return err
+	}
+	_, err := n.bridge.ConnectTo(ctx, host, port)
+	return err
+}
+
+// Flush waits until the first announce and lookup of the topic are done and
+// every peer found was tried.
+func (n *Node) Flush(ctx context.Context) error {
+	if err := n.ready(); err != nil {
+		return err
+	}
+	return n.swarm.Flush(ctx)
+}
+
+// Stats is a snapshot of every component's counters.
+type Stats struct {
+	PublicKey string
+	Address   string
+	Swarm     swarm.Stats
+	Bridge    bridge.Stats
+	Store     db.Stats
+}
+
+// Stats returns a snapshot.
+func (n *Node) Stats() Stats {
+	s := Stats{PublicKey: hex.EncodeToString(n.PublicKey()), Address: n.Address()}
+	if n.ready() != nil {
+		return s
+	}
+	s.Swarm = n.swarm.Stats()
+	s.Bridge = n.bridge.Stats()
+	s.Store = n.store.Stats()
+	return s
+}
