@@ -55,6 +55,9 @@ type Config struct {
 	AllowedOrigins []string
 	// Limits bound every message-layer connection (size, rate, queue).
 	Limits bridge.Limits
+	// Functions are server functions ToolDb clients may call by name
+	// (ToolDb's "function" message). Nil means none.
+	Functions map[string]bridge.Function
 
 	// MonitorInterval is how often local addresses are polled for network
 	// changes. Zero means holepunch's default (5 s).
