@@ -15,39 +15,12 @@ import (
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/internal/testnet"
 )
 
-// labDHT starts persistent DHT nodes on n public lab hosts and returns
-// their addresses; the first is everyone's bootstrap node.
+// labDHT starts the lab's public DHT nodes.
 func labDHT(t testing.TB, lab *natlab.Lab, n int, tweak func(i int, h *natlab.Host, c *dht.Config)) []netip.AddrPort {
-	t.Helper()
-	var addrs []netip.AddrPort
-	var nodes []*dht.Node
-	for i := range n {
-		h := lab.AddPublicHost(fmt.Sprintf("dht%d", i))
-		cfg := dht.Config{Net: h.Net(), ListenAddr: h.IP().String() + ":49737", Mode: dht.ModePersistent}
-		if i > 0 {
-			cfg.Bootstrap = addrs[:1]
-		}
-		if tweak != nil {
-			tweak(i, h, &cfg)
-		}
-		node := dht.New(cfg)
-		if err := node.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { node.Close() })
-		nodes = append(nodes, node)
-		addrs = append(addrs, node.LocalAddr())
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for _, node := range nodes {
-		if err := node.Bootstrap(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return addrs
+	return testnet.LabDHT(t, lab, n, tweak)
 }
 
 // labPeer starts a node with an endpoint on a lab host and waits for its

@@ -1,0 +1,51 @@
+package testnet
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/internal/natlab"
+)
+
+// LabPort is the DHT port of the public nodes LabDHT starts.
+const LabPort = 49737
+
+// LabDHT starts persistent DHT nodes on n new public hosts of lab
+// ("dht0", "dht1", ...) and joins them; it returns their addresses, the
+// first being the bootstrap node. tweak, when set, adjusts each node's
+// config (for instance to serve TURN) before it starts. The nodes close
+// when the test ends.
+func LabDHT(t testing.TB, lab *natlab.Lab, n int, tweak func(i int, h *natlab.Host, c *dht.Config)) []netip.AddrPort {
+	t.Helper()
+	var addrs []netip.AddrPort
+	var nodes []*dht.Node
+	for i := range n {
+		h := lab.AddPublicHost(fmt.Sprintf("dht%d", i))
+		cfg := dht.Config{Net: h.Net(), ListenAddr: fmt.Sprintf("%s:%d", h.IP(), LabPort), Mode: dht.ModePersistent}
+		if i > 0 {
+			cfg.Bootstrap = addrs[:1]
+		}
+		if tweak != nil {
+			tweak(i, h, &cfg)
+		}
+		node := dht.New(cfg)
+		if err := node.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { node.Close() })
+		nodes = append(nodes, node)
+		addrs = append(addrs, node.LocalAddr())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, node := range nodes {
+		if err := node.Bootstrap(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return addrs
+}
