@@ -1,9 +1,25 @@
 // Command swarmdb runs swarmdb nodes and tools. It is a thin layer over the
 // packages: each subcommand parses flags, wires a component and reports.
 //
-//	swarmdb bootstrap --listen 0.0.0.0:49737 [--bootstrap host:port,...] [--public-ip IP] [--json]
+//	swarmdb node --topic T [--data DIR] [--bootstrap host:port,...] [--listen ip:port]
+//	             [--ws 127.0.0.1:9000|:9000|off] [--origin pattern,...]
+//	             [--server] [--client] [--mode server|client|both]
+//	             [--metrics 127.0.0.1:9100] [--loopback] [--no-lan] [--json] [-v]
+//	swarmdb put   [--ws ws://127.0.0.1:9000] --topic T [--key FILE] [--timeout 5s] [--json] KEY JSON
+//	swarmdb get   [--ws ws://127.0.0.1:9000] --topic T [--key FILE] [--timeout 5s] [--json] KEY
+//	swarmdb watch [--ws ws://127.0.0.1:9000] --topic T [--key FILE] [--json] KEY
+//	swarmdb bootstrap [--listen 0.0.0.0:49737] [--bootstrap host:port,...] [--public-ip IP]
+//	                  [--turn auto|off|[ip]:port] [--turn-private] [--json] [-v]
 //	swarmdb netcheck --bootstrap host:port,... [--json]
-//	swarmdb demo
+//	swarmdb pipe [--server] --bootstrap host:port,... [--listen ip:port] [--key FILE]
+//	             [--mode ephemeral|adaptive] [--timeout 30s] [--json] [-v] TOPIC
+//	swarmdb demo [--nodes N] [--topic T]
+//
+// node prints its events (ready, nat, peer_connected, peer_disconnected,
+// error, stopped) on stdout, as JSON lines with --json, and logs on stderr.
+// put, get and watch are ToolDb clients of a node's WebSocket endpoint; the
+// topic may also come from $SWARMDB_TOPIC. Exit codes: 0 success, 1 error,
+// 2 usage, 3 not found (get); pipe documents its own (swarmdb pipe -h).
 package main
 
 import (
@@ -18,6 +34,10 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"node", "run a node: join a topic, connect to its peers through NATs, replicate the database", runNode},
+		{"put", "write a JSON value under a key through a running node (ToolDb client over WebSocket)", runPut},
+		{"get", "print the value under a key from a running node", runGet},
+		{"watch", "print every update of a key from a running node until interrupted", runWatch},
 		{"bootstrap", "run a persistent public DHT node (bootstrap, relay and STUN server)", runBootstrap},
 		{"demo", "run a whole swarmdb network on loopback and show it working", runDemo},
 		{"netcheck", "measure this host's NAT (RFC 4787 mapping and filtering) against DHT nodes", runNetcheck},
