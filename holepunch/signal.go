@@ -172,7 +172,8 @@ func parseSignal(b []byte) (*signal, error) {
 		if r.err != nil {
 			break
 		}
-		if !ok || kind == 0 || kind >= candMax || port == 0 {
+		// An IPv4 address must use the 4-byte form (one encoding per value).
+		if !ok || ip.Is4In6() || kind == 0 || kind >= candMax || port == 0 {
 			return nil, fmt.Errorf("%w: bad candidate", ErrBadSignal)
 		}
 		s.Cands = append(s.Cands, candidate{Kind: kind, Addr: netip.AddrPortFrom(ip, port)})
