@@ -67,9 +67,3 @@ func TestBootstrapCommand(t *testing.T) {
 		t.Fatalf("exit: %v", err)
 	}
 }
-
-func TestDemoRuns(t *testing.T) {
-	if err := runDemo([]string{"--nodes", "8"}); err != nil {
-		t.Fatal(err)
-	}
-}
