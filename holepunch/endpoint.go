@@ -392,24 +392,26 @@ func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays
 }
 
 func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, start time.Time) (*Conn, error) {
-	nat := e.waitNAT(ctx)
-	if len(relays) == 0 {
+	e.waitNAT(ctx)
+	hinted := len(relays) > 0
+	if !hinted {
 		var err error
-		relays, err = e.cfg.Link.FindRelays(ctx, remote)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNoRelays, err)
-		}
-		if len(relays) == 0 {
-			return nil, ErrNoRelays
+		if relays, err = e.findRelays(ctx, remote); err != nil {
+			return nil, err
 		}
 	}
-	mode := ModeAuto
-	if nat.Mapping == MappingEndpointDependent {
-		// We cannot know the server's NAT yet; try direct first. If it is
-		// symmetric too it answers CodeUseRelay at once.
-		mode = ModeAuto
+	c, err := e.dial(ctx, remote, relays, ModeAuto, start)
+	if err != nil && hinted && errors.Is(err, ErrSignal) && ctx.Err() == nil {
+		// The relays named in a topic record can be gone (the record lives
+		// up to 20 minutes); the peer registers fresh ones under its key.
+		fresh, ferr := e.findRelays(ctx, remote)
+		if ferr != nil {
+			return nil, fmt.Errorf("%w; by key: %w", err, ferr)
+		}
+		e.log.Debug("hinted relays failed, using the key's relays", "peer", short(remote), "relays", fresh)
+		relays = fresh
+		c, err = e.dial(ctx, remote, relays, ModeAuto, start)
 	}
-	c, err := e.dial(ctx, remote, relays, mode, start)
 	if err == nil || !fallsBackToRelay(err) || ctx.Err() != nil {
 		return c, err
 	}
@@ -419,6 +421,18 @@ func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays
 		return nil, fmt.Errorf("%w; relay: %w", err, rerr)
 	}
 	return c, nil
+}
+
+// findRelays looks up the relays the peer registered under its key.
+func (e *Endpoint) findRelays(ctx context.Context, remote ed25519.PublicKey) ([]netip.AddrPort, error) {
+	relays, err := e.cfg.Link.FindRelays(ctx, remote)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoRelays, err)
+	}
+	if len(relays) == 0 {
+		return nil, ErrNoRelays
+	}
+	return relays, nil
 }
 
 // fallsBackToRelay says which failures of a direct attempt a relay can fix.

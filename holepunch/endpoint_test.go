@@ -43,10 +43,20 @@ func startNet(t testing.TB, persistent int) *testnet.Network {
 // endpoint. tweak may adjust the endpoint config.
 func addPeer(t testing.TB, n *testnet.Network, tweak func(*holepunch.EndpointConfig)) *peer {
 	t.Helper()
+	return addPeerDHT(t, n, nil, tweak)
+}
+
+// addPeerDHT is addPeer with the node's DHT config adjusted by dhtTweak.
+func addPeerDHT(t testing.TB, n *testnet.Network, dhtTweak func(*dht.Config), tweak func(*holepunch.EndpointConfig)) *peer {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	link := dhtlink.New()
-	node, err := n.AddNode(ctx, dht.Config{Mode: dht.ModeEphemeral, OnSignal: link.HandleSignal, OnPacket: link.HandlePacket})
+	cfg := dht.Config{Mode: dht.ModeEphemeral, OnSignal: link.HandleSignal, OnPacket: link.HandlePacket}
+	if dhtTweak != nil {
+		dhtTweak(&cfg)
+	}
+	node, err := n.AddNode(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
