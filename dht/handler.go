@@ -512,7 +512,7 @@ func (n *Node) handleProbeReply(m *Message, src netip.AddrPort) {
 	n.ctr.probeRepliesReceived.Add(1)
 	n.mu.Lock()
 	ch := n.probeWaits[nonce]
-	_, contacted := n.sentIPs[src.Addr()]
+	contacted := n.contactedLocked(src.Addr())
 	n.mu.Unlock()
 	if !contacted {
 		n.ctr.probeRepliesUnsolicited.Add(1)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,6 +45,8 @@ type Node struct {
 	pending      map[uint32]*pendingRequest
 	tokenCache   map[netip.AddrPort]cachedToken
 	sentIPs      map[netip.Addr]struct{}      // IPs we sent to, for unsolicited-probe checks
+	sentOverflow bool                         // sentIPs filled up: nothing is provably unsolicited
+	lastSent     atomic.Pointer[netip.Addr]   // last IP noteSent saw; not guarded by mu
 	dead         map[netip.AddrPort]time.Time // nodes that missed a query, skipped until then
 	samples      []addrSample                 // reflexive addresses seen by others
 	probeWaits   map[uint64]chan netip.AddrPort
@@ -272,14 +275,35 @@ func (n *Node) writeTo(b []byte, addr netip.AddrPort) {
 		return
 	}
 	n.ctr.packetsOut.Add(1)
-	n.mu.Lock()
-	if _, ok := n.sentIPs[addr.Addr()]; !ok {
-		if len(n.sentIPs) >= maxSentIPs {
-			clear(n.sentIPs)
-		}
-		n.sentIPs[addr.Addr()] = struct{}{}
+	n.noteSent(addr.Addr())
+}
+
+// noteSent records that we sent to ip, for the NAT probe's "unsolicited"
+// check. Consecutive sends to one IP (a data stream) skip the lock. When
+// the set is full it is not cleared, which would make contacted IPs look
+// like strangers and fake endpoint-independent filtering; it is marked
+// overflowed instead, and no probe packet counts as unsolicited after that.
+func (n *Node) noteSent(ip netip.Addr) {
+	if last := n.lastSent.Load(); last != nil && *last == ip {
+		return
 	}
-	n.mu.Unlock()
+	n.lastSent.Store(&ip)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.sentIPs[ip]; ok {
+		return
+	}
+	if len(n.sentIPs) >= maxSentIPs {
+		n.sentOverflow = true
+		return
+	}
+	n.sentIPs[ip] = struct{}{}
+}
+
+// contactedLocked reports whether we may have sent to ip.
+func (n *Node) contactedLocked(ip netip.Addr) bool {
+	_, ok := n.sentIPs[ip]
+	return ok || n.sentOverflow
 }
 
 // WritePacket sends a raw datagram on the node's socket. Other protocols
@@ -289,6 +313,9 @@ func (n *Node) WritePacket(b []byte, addr netip.AddrPort) error {
 		return ErrNotStarted
 	}
 	_, err := n.conn.WriteTo(b, net.UDPAddrFromAddrPort(addr))
+	if err == nil {
+		n.noteSent(addr.Addr())
+	}
 	return err
 }
 

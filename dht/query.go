@@ -536,7 +536,7 @@ func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode
 	select {
 	case from := <-ch:
 		n.mu.Lock()
-		_, contacted := n.sentIPs[from.Addr()]
+		contacted := n.contactedLocked(from.Addr())
 		n.mu.Unlock()
 		return ProbeResult{Arrived: true, From: from, Unsolicited: !contacted}, nil
 	case <-timer.C:
