@@ -87,7 +87,7 @@ func TestVNetClassify(t *testing.T) {
 			defer cancel()
 			p := dhtprobe.New()
 			node := dht.New(dht.Config{Net: clientNets[i], ListenAddr: clientIPs[i] + ":0", Mode: dht.ModeEphemeral,
-				Bootstrap: boot, OnPacket: p.HandlePacket, RequestTimeout: 300 * time.Millisecond})
+				Bootstrap: boot, OnPacket: p.HandlePacket, RequestTimeout: time.Second})
 			p.Attach(node)
 			if err := node.Start(); err != nil {
 				t.Fatal(err)
@@ -97,7 +97,7 @@ func TestVNetClassify(t *testing.T) {
 				Prober:    p,
 				Servers:   boot,
 				Local:     node.LocalAddr(),
-				ProbeWait: 300 * time.Millisecond,
+				ProbeWait: 600 * time.Millisecond,
 				Hairpin:   true,
 				Discover: func(ctx context.Context) ([]netip.AddrPort, error) {
 					if err := node.Bootstrap(ctx); err != nil {

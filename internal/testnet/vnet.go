@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/pion/logging"
 	"github.com/pion/transport/v2/vnet"
@@ -125,6 +126,24 @@ func (v *VNet) Start(ctx context.Context) error {
 		if err := n.Bootstrap(ctx); err != nil {
 			v.Close()
 			return fmt.Errorf("testnet: vnet server %d: %w", i, err)
+		}
+	}
+	// The servers learn of each other from the requests they answer, which
+	// can still be in flight: wait until the bootstrap server knows all the
+	// others (each joined through it) and every other server knows one, or
+	// a NAT probe right after Start finds no stranger to send from.
+	for i, n := range v.Servers {
+		want := 1
+		if i == 0 {
+			want = len(v.Servers) - 1
+		}
+		for n.Stats().RoutingTable < want {
+			select {
+			case <-ctx.Done():
+				v.Close()
+				return fmt.Errorf("testnet: vnet server %d knows %d servers, want %d: %w", i, n.Stats().RoutingTable, want, ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
 	return nil
