@@ -234,11 +234,20 @@ func (e *Endpoint) Close() error {
 		conns = append(conns, c)
 	}
 	e.mu.Unlock()
+	// Close the sessions first, in parallel, while their packets still
+	// reach us: a graceful SCTP shutdown waits for the peer's answer, and
+	// without the handlers it would wait out its timeout (3 s).
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.Close()
+		}()
+	}
+	wg.Wait()
 	e.cfg.Link.SetHandlers(nil, nil)
 	e.cancel()
-	for _, c := range conns {
-		_ = c.Close()
-	}
 	e.wg.Wait()
 	if e.mux != nil {
 		_ = e.mux.Close() // closes only our muxSocket, never the DHT socket
