@@ -1,0 +1,371 @@
+package node_test
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/swarmdb/swarmdb/db"
+	"github.com/swarmdb/swarmdb/node"
+)
+
+// loadFull selects issue 9's full load size (64 nodes, 10,000 records),
+// which takes minutes on two cores:
+//
+//	go test -race -run TestLoad64 -timeout 30m ./node/ -load
+//
+// Without it TestLoad64 runs a smaller mesh that fits the normal suite.
+var loadFull = flag.Bool("load", false, "TestLoad64: run the full size (64 nodes, 10,000 records)")
+
+// Load sizes. Writes are paced: the bridge allows a peer 2,000 messages a
+// second (Limits.MessagesPerSecond) and a forwarding node sends each record
+// once to each of its peers, so the writer stays below that per link.
+const (
+	loadNodesFull, loadRecordsFull   = 64, 10000
+	loadNodesSmall, loadRecordsSmall = 16, 2000
+	loadMaxPeers                     = 8   // a connected mesh, not a complete one
+	loadWriteRate                    = 800 // records per second
+	loadWriters                      = 16  // concurrent Puts, so the store can group commits
+	// loadHeapBound is the generous ceiling on the heap the load may add
+	// (all nodes share this process): 64 stores, sessions and watcher
+	// queues, not a multiple of what was written.
+	loadHeapBound = 1 << 30
+)
+
+// loadValue is the JSON value of a load record: its index and when it was
+// written.
+type loadValue struct {
+	I int   `json:"i"`
+	T int64 `json:"t"` // UnixNano
+}
+
+// TestLoad64 is issue 9's load case: many nodes on one topic (loopback, at
+// most loadMaxPeers connections each), one of them writes many records, and
+// every other node's prefix subscription gets every record exactly once.
+// It logs the mesh's degrees, heap before and after, and the distribution
+// of delivery times (write to subscriber event).
+func TestLoad64(t *testing.T) {
+	nodes, records := loadNodesSmall, loadRecordsSmall
+	if *loadFull {
+		nodes, records = loadNodesFull, loadRecordsFull
+	}
+	if testing.Short() {
+		t.Skip("load test in -short mode")
+	}
+	n := loopbackNet(t)
+
+	mesh := newMeshGraph(nodes)
+	var all []*node.Node
+	defer func() { closeAll(all) }()
+	keys := map[string]int{}
+	startUp := time.Now()
+	for i := range nodes {
+		nd, err := node.New(node.Config{
+			Topic: "load-test", DataDir: t.TempDir(), ListenAddr: "127.0.0.1:0", Bootstrap: n.Bootstrap,
+			KeepLoopback: true, DisableLAN: true, MaxPeers: loadMaxPeers,
+			OnPeerConnect:    func(ev node.PeerEvent) { mesh.set(i, hex.EncodeToString(ev.PublicKey), true) },
+			OnPeerDisconnect: func(ev node.PeerEvent) { mesh.set(i, hex.EncodeToString(ev.PublicKey), false) },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[hex.EncodeToString(nd.PublicKey())] = i
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = nd.Start(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		all = append(all, nd)
+	}
+	mesh.keys(keys)
+	deadline := time.Now().Add(2 * time.Minute)
+	for !mesh.connected() {
+		if time.Now().After(deadline) {
+			t.Fatalf("mesh of %d nodes not connected after 2 min: %s", nodes, mesh.degrees())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, nd := range all {
+		waitPeers(t, nd, 1) // the message layer identified at least one peer
+	}
+	t.Logf("%d nodes up and connected in %v; degrees %s", nodes, time.Since(startUp).Round(time.Millisecond), mesh.degrees())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	results := make([]subResult, nodes)
+	var wg sync.WaitGroup
+	for i, nd := range all[1:] {
+		w, err := nd.SubscribePrefix("load/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i+1] = collect(ctx, w, records)
+		}()
+	}
+
+	heapBefore := heapInUse()
+	var peakHeap atomic.Uint64
+	peakHeap.Store(heapBefore)
+	stopSampling := sampleHeap(&peakHeap)
+	writeStart := time.Now()
+	if err := writeLoad(ctx, all[0], records); err != nil {
+		t.Fatal(err)
+	}
+	writeTime := time.Since(writeStart)
+	wg.Wait()
+	deliverTime := time.Since(writeStart)
+	stopSampling()
+	heapAfter := heapInUse()
+
+	var lat []time.Duration
+	for i, r := range results[1:] {
+		if r.err != nil || r.distinct != records || r.dups != 0 || r.foreign != 0 {
+			t.Errorf("node %d: %d of %d records, %d duplicates, %d unexpected (%v)", i+1, r.distinct, records, r.dups, r.foreign, r.err)
+		}
+		lat = append(lat, r.latencies...)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))].Round(time.Millisecond)
+	}
+	t.Logf("%d records written in %v (%.0f/s); all %d subscribers complete after %v",
+		records, writeTime.Round(time.Millisecond), float64(records)/writeTime.Seconds(), nodes-1, deliverTime.Round(time.Millisecond))
+	t.Logf("delivery time over %d events: p50 %v, p95 %v, p99 %v, max %v", len(lat), pct(0.50), pct(0.95), pct(0.99), pct(1))
+	t.Logf("heap in use: %d MiB before, peak %d MiB, %d MiB after", heapBefore>>20, peakHeap.Load()>>20, heapAfter>>20)
+	if peakHeap.Load() > heapBefore+loadHeapBound {
+		t.Errorf("heap grew from %d MiB to a peak of %d MiB (bound +%d MiB)", heapBefore>>20, peakHeap.Load()>>20, loadHeapBound>>20)
+	}
+	var opened, dup uint64
+	for _, nd := range all {
+		s := nd.Stats().Swarm
+		for _, c := range s.Opened {
+			opened += c
+		}
+		dup += s.Duplicates
+	}
+	t.Logf("swarm connections opened %d (duplicates %d); final degrees %s", opened, dup, mesh.degrees())
+}
+
+// writeLoad puts records under "load/<i>" from loadWriters goroutines,
+// paced to loadWriteRate in total.
+func writeLoad(ctx context.Context, nd *node.Node, records int) error {
+	next := make(chan int)
+	errs := make(chan error, loadWriters)
+	var wg sync.WaitGroup
+	for range loadWriters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				v, _ := json.Marshal(loadValue{I: i, T: time.Now().UnixNano()})
+				if _, err := nd.Put(ctx, fmt.Sprintf("load/%05d", i), v); err != nil {
+					errs <- fmt.Errorf("put %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	// Release the records that are due every 10 ms rather than one per
+	// 1.25 ms tick: on a busy machine each timer wake-up costs milliseconds,
+	// and a tick per record would pace far below the rate asked for.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	var err error
+	i := 0
+feed:
+	for i < records {
+		select {
+		case <-tick.C:
+		case err = <-errs:
+			break feed
+		case <-ctx.Done():
+			err = ctx.Err()
+			break feed
+		}
+		due := min(records, int(time.Since(start).Seconds()*loadWriteRate)+1)
+		for ; i < due; i++ {
+			select {
+			case next <- i:
+			case err = <-errs:
+				break feed
+			}
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return err
+}
+
+// subResult is what one subscriber saw.
+type subResult struct {
+	distinct, dups, foreign int
+	latencies               []time.Duration
+	err                     error
+}
+
+// collect reads w until it has seen want distinct load records (or ctx
+// ends), counting duplicates and events that are not load records.
+func collect(ctx context.Context, w *db.Watcher, want int) subResult {
+	var r subResult
+	seen := make([]bool, want)
+	for r.distinct < want {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			r.err = err
+			return r
+		}
+		now := time.Now()
+		var v loadValue
+		if err := json.Unmarshal(ev.Record.Value, &v); err != nil || v.I < 0 || v.I >= want || ev.Record.Key != fmt.Sprintf("load/%05d", v.I) {
+			r.foreign++
+			continue
+		}
+		if seen[v.I] {
+			r.dups++
+			continue
+		}
+		seen[v.I] = true
+		r.distinct++
+		r.latencies = append(r.latencies, now.Sub(time.Unix(0, v.T)))
+	}
+	return r
+}
+
+// heapInUse returns the heap in use after a garbage collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// sampleHeap records the largest HeapInuse seen every 500 ms into peak
+// until the returned stop function is called.
+func sampleHeap(peak *atomic.Uint64) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				if m.HeapInuse > peak.Load() {
+					peak.Store(m.HeapInuse)
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// closeAll closes the nodes in parallel (each waits for its sessions'
+// graceful shutdown).
+func closeAll(nodes []*node.Node) {
+	var wg sync.WaitGroup
+	for _, nd := range nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); nd.Close() }()
+	}
+	wg.Wait()
+}
+
+// meshGraph tracks which node is connected to which, from the nodes'
+// peer events.
+type meshGraph struct {
+	mu    sync.Mutex
+	index map[string]int    // public key (hex) -> node index
+	adj   []map[string]bool // node index -> connected public keys
+}
+
+func newMeshGraph(n int) *meshGraph {
+	g := &meshGraph{adj: make([]map[string]bool, n)}
+	for i := range g.adj {
+		g.adj[i] = map[string]bool{}
+	}
+	return g
+}
+
+func (g *meshGraph) keys(index map[string]int) {
+	g.mu.Lock()
+	g.index = index
+	g.mu.Unlock()
+}
+
+func (g *meshGraph) set(i int, key string, up bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if up {
+		g.adj[i][key] = true
+	} else {
+		delete(g.adj[i], key)
+	}
+}
+
+// connected reports whether every node is reachable from node 0.
+func (g *meshGraph) connected() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.index == nil {
+		return false
+	}
+	seen := make([]bool, len(g.adj))
+	stack := []int{0}
+	seen[0] = true
+	count := 1
+	for len(stack) > 0 {
+		i := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for k := range g.adj[i] {
+			if j, ok := g.index[k]; ok && !seen[j] {
+				seen[j] = true
+				count++
+				stack = append(stack, j)
+			}
+		}
+	}
+	return count == len(g.adj)
+}
+
+// degrees summarises the number of connections per node.
+func (g *meshGraph) degrees() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	d := make([]int, len(g.adj))
+	sum := 0
+	for i, a := range g.adj {
+		d[i] = len(a)
+		sum += len(a)
+	}
+	slices.Sort(d)
+	return fmt.Sprintf("min %d, mean %.1f, max %d", d[0], float64(sum)/float64(len(d)), d[len(d)-1])
+}
