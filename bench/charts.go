@@ -80,11 +80,17 @@ func writeCharts(dir string, r *Results) error {
 			return err
 		}
 	}
+	if labels, cs := pick("nat-loss-0=no loss", "nat-loss-0.005=0.5 % loss", "nat-loss-0.02=2 % loss"); len(cs) > 0 {
+		if err := dotChart(filepath.Join(dir, "nat_loss.png"), "NAT lab: one-stream throughput through the port-restricted pair — higher is better", "MiB/s", labels, cs, false); err != nil {
+			return err
+		}
+	}
 	if pr := r.Parts["nat"]; pr != nil {
 		var conn, succ []Comparison
 		var cl, sl []string
 		for _, c := range pr.Comparisons {
 			switch {
+			case c.Key == "nat-ms-all":
 			case strings.HasPrefix(c.Key, "nat-ms-"):
 				conn = append(conn, c)
 				cl = append(cl, strings.TrimPrefix(c.Key, "nat-ms-"))
@@ -236,17 +242,27 @@ func dotChart(file, title, ylabel string, labels []string, cs []Comparison, logY
 	p.X.Min, p.X.Max = -0.6, float64(n)-0.4
 	if !logY {
 		p.Y.Min = 0
+		hi := 0.0
+		for _, c := range cs {
+			for _, s := range []Sample{c.Swarm, c.Them} {
+				if s.OK() {
+					hi = math.Max(hi, s.Max())
+				}
+			}
+		}
+		p.Y.Max = hi * 1.3 // room for the legend above the points
 	}
 	p.Legend.Top = true
 	p.Legend.Left = true
 	p.Legend.XOffs = vg.Points(8)
-	width := vg.Length(max(14, 3.2*float64(n))) * vg.Centimeter
+	width, height := vg.Length(max(14, 3.2*float64(n)))*vg.Centimeter, 10*vg.Centimeter
 	if n > 6 {
+		width, height = vg.Length(max(14, 1.2*float64(n)))*vg.Centimeter, 13*vg.Centimeter
 		p.X.Tick.Label.Rotation = 0.8
 		p.X.Tick.Label.XAlign = draw.XRight
 		p.X.Tick.Label.YAlign = draw.YCenter
 	}
-	return p.Save(width, 10*vg.Centimeter, file)
+	return p.Save(width, height, file)
 }
 
 // fixedTicks labels exactly the given x values.

@@ -134,7 +134,7 @@ func dhtSize(ctx context.Context, o options, js *jsServer, size int, pr *PartRes
 		}
 	}
 	found := Comparison{Name: fmt.Sprintf("lookups that found the announcer, %d nodes", size), Key: fmt.Sprintf("lookup-found-%d", size),
-		Unit: "%", Higher: true, Other: other,
+		Unit: "%", Higher: true, Other: other, Exact: true,
 		Swarm: Sample{Values: []float64{100 * float64(foundGo) / float64(o.lookups)}},
 		Them:  Sample{Values: []float64{100 * float64(foundJS) / float64(o.lookups)}}}
 	mem := Comparison{Name: fmt.Sprintf("memory per node, %d nodes", size), Key: fmt.Sprintf("node-kib-%d", size), Unit: "KiB", Other: other,

@@ -134,6 +134,7 @@ func run() error {
 			}
 			o.log.Info("part", "name", p)
 			start := time.Now()
+			loadBefore := loadAvg()
 			pr, err := runPart(ctx, o, sw, p)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -144,7 +145,9 @@ func run() error {
 			}
 			pr.When = time.Now().UTC().Format(time.RFC3339)
 			pr.Seconds = time.Since(start).Seconds()
-			pr.Command = "go run ./bench " + strings.Join(os.Args[1:], " ")
+			pr.Commit = res.Machine.Commit
+			pr.Load = fmt.Sprintf("1-minute load average %s before, %s after", loadBefore, loadAvg())
+			pr.Command = strings.TrimSpace("go run ./bench " + strings.Join(os.Args[1:], " "))
 			res.Parts[p] = pr
 			if err := res.save(filepath.Join(o.out, "results.json")); err != nil {
 				return err
@@ -214,6 +217,18 @@ func buildSwarmdb(ctx context.Context, o options) swarmdbBin {
 	return swarmdbBin{path: bin, pipe: true}
 }
 
+// loadAvg returns the 1-minute load average from /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
 func firstLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
@@ -235,16 +250,18 @@ type Comparison struct {
 	// Detail marks one cell of a larger grid: shown in its part's table,
 	// left out of the summary (which shows the grid's aggregate).
 	Detail bool `json:"detail,omitempty"`
+	// Exact: counts and success rates, where only equality is a tie.
+	Exact bool `json:"exact,omitempty"`
 }
 
 // Verdict says who won: "swarmdb", the other side's name, "tie" (within
-// 5 %), or "" when a side is missing.
+// 5 %, or equal for Exact comparisons), or "" when a side is missing.
 func (c Comparison) Verdict() string {
 	r := Ratio(c.Swarm, c.Them)
 	if math.IsNaN(r) {
 		return ""
 	}
-	if r > 0.95 && r < 1.05 {
+	if r == 1 || (!c.Exact && r > 0.95 && r < 1.05) {
 		return "tie"
 	}
 	if (r > 1) == c.Higher {
@@ -258,7 +275,9 @@ type PartResult struct {
 	When        string       `json:"when"`
 	Seconds     float64      `json:"seconds"`
 	Command     string       `json:"command"`
-	Setup       []string     `json:"setup,omitempty"` // how it was measured
+	Commit      string       `json:"commit,omitempty"` // HEAD when run (the binary is built from the working tree)
+	Load        string       `json:"load,omitempty"`   // load averages before and after: the machine may be shared
+	Setup       []string     `json:"setup,omitempty"`  // how it was measured
 	Comparisons []Comparison `json:"comparisons,omitempty"`
 	Notes       []string     `json:"notes,omitempty"`
 	Error       string       `json:"error,omitempty"`

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,7 +108,7 @@ func TestNATMatrix(t *testing.T) {
 
 	grid := map[string]map[string]string{} // side -> cell -> "3/3 direct 40ms"
 	for _, c := range cells {
-		ok := Comparison{Name: "success rate " + c.key, Key: "nat-ok-" + c.key, Unit: "%", Higher: true, Other: "Hyperswarm", Detail: true}
+		ok := Comparison{Name: "success rate " + c.key, Key: "nat-ok-" + c.key, Unit: "%", Higher: true, Other: "Hyperswarm", Detail: true, Exact: true}
 		ms := Comparison{Name: "connect time " + c.key, Key: "nat-ms-" + c.key, Unit: "ms", Other: "Hyperswarm", Detail: true}
 		paths := map[string]map[string]int{}
 		wins := map[string]int{}
@@ -162,7 +160,7 @@ func TestNATMatrix(t *testing.T) {
 	}
 	// Aggregates for the summary: cells where every run connected, and the
 	// median over cells of each cell's median connect time.
-	allOK := Comparison{Name: fmt.Sprintf("NAT cells where every run connected (of %d)", len(cells)), Key: "nat-cells", Unit: "cells", Higher: true, Other: "Hyperswarm"}
+	allOK := Comparison{Name: fmt.Sprintf("NAT cells where every run connected (of %d)", len(cells)), Key: "nat-cells", Unit: "cells", Higher: true, Other: "Hyperswarm", Exact: true}
 	medMs := Comparison{Name: "connect time, median over NAT cells", Key: "nat-ms-all", Unit: "ms", Other: "Hyperswarm"}
 	for _, s := range ss {
 		if s.NA != "" {
@@ -239,14 +237,6 @@ func sideOf(s pipeSide, c *Comparison) *Sample {
 		return &c.Swarm
 	}
 	return &c.Them
-}
-
-func pathSummary(m map[string]int) string {
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		parts = append(parts, fmt.Sprintf("%s×%d", k, m[k]))
-	}
-	return strings.Join(parts, " ")
 }
 
 func topPath(m map[string]int) string {

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -248,8 +250,10 @@ func runLoopback(ctx context.Context, o options, sw swarmdbBin) (*PartResult, er
 			o.log.Info("loopback run", "side", s.Name, "rep", rep, "connect_ms", num(r.connectMs), "wall_ms", num(r.wallMs), "MiB/s", num(r.mibps), "path", r.path)
 		}
 	}
-	for name, p := range paths {
-		pr.Notes = append(pr.Notes, fmt.Sprintf("%s paths taken: %v", name, p))
+	for _, s := range ss {
+		if p := paths[s.Name]; p != nil {
+			pr.Notes = append(pr.Notes, fmt.Sprintf("%s paths reported: %s", s.Name, pathSummary(p)))
+		}
 	}
 	pr.Comparisons = append(pr.Comparisons, connect, wall, tput)
 	return pr, nil
@@ -299,7 +303,7 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 	pr := &PartResult{Setup: []string{
 		fmt.Sprintf("Each side on its own %d-node loopback DHT. RSS from /proc/PID/status (VmRSS) after %v of settling; CPU = user+system time over a %v window, in %% of one core.", loopbackDHTSize, settle, measureWindow),
 		"Idle DHT node: `swarmdb bootstrap --listen 127.0.0.1:0` vs `bench.js dht-node` (one persistent HyperDHT node), each joined to its side's DHT.",
-		fmt.Sprintf("Idle pipe server: `pipe --server` announced, no connections. Per connection: %d client processes connect to that server; server RSS growth and extra CPU divided by %d.", o.conns, o.conns),
+		fmt.Sprintf("Idle pipe server: `pipe --server` announced, no connections. Per connection: %d client process(es) connect to that server; the server's RSS growth and extra CPU over idle, divided by %d (`swarmdb pipe --server` accepts one connection, so the default is 1 on both sides).", o.conns, o.conns),
 		fmt.Sprintf("%d repetitions per side, alternating.", reps),
 	}}
 	other := "Hyperswarm"
@@ -430,4 +434,13 @@ func serverUsage(ctx context.Context, s pipeSide, boot string, conns int) (serve
 	m.perConnRSS = (rss - m.idleRSS) / float64(conns)
 	m.perConnCPU = (cpu - m.idleCPU) / float64(conns)
 	return m, nil
+}
+
+// pathSummary renders path counts as "direct×2 lan×1".
+func pathSummary(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s×%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
 }
