@@ -507,7 +507,8 @@ func (s *Swarm) dialLoop() {
 			go s.dial(job)
 		}
 		if len(dial) > 0 {
-			s.notifyLocked()
+			close(s.changed) // Flush re-checks; no kick, we are the loop
+			s.changed = make(chan struct{})
 		}
 		s.mu.Unlock()
 		timer.Stop()
@@ -723,10 +724,13 @@ func (s *Swarm) dispatch() {
 	}
 }
 
-// notifyLocked wakes everyone waiting in Flush.
+// notifyLocked wakes everyone waiting in Flush, and the dial loop: any
+// change (a dial ending, a connection opening or closing) may let a queued
+// peer through the limits.
 func (s *Swarm) notifyLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
+	s.kickLocked()
 }
 
 // kickLocked wakes the dial loop.

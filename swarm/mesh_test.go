@@ -1,0 +1,160 @@
+package swarm
+
+import (
+	"context"
+	"crypto/ed25519"
+	"sync"
+	"testing"
+	"time"
+)
+
+// meshSize is the number of swarms in the full-mesh test (issue 5 asks
+// for 20).
+var meshSize = 20
+
+// TestMeshOneConnectionPerPair: 20 swarms join one topic at the same
+// instant on a loopback DHT; every pair ends with exactly one connection
+// (both ends are one session); a swarm that is killed is reported
+// disconnected by all others within a bound; restarted with the same key
+// it is reconnected to all of them.
+func TestMeshOneConnectionPerPair(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20 swarms")
+	}
+	checkLeaks(t)
+	nw := startNet(t, 10)
+	swarms := make([]*testSwarm, meshSize)
+	var wg sync.WaitGroup
+	for i := range swarms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			swarms[i] = startSwarm(t, nw, nil, nil)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Everyone joins at the same instant.
+	gate := make(chan struct{})
+	errs := make(chan error, meshSize)
+	for _, s := range swarms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			_, err := s.Join("mesh", JoinOptions{})
+			errs <- err
+		}()
+	}
+	start := time.Now()
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := func(except *testSwarm) []ed25519.PublicKey {
+		var out []ed25519.PublicKey
+		for _, s := range swarms {
+			if s != except {
+				out = append(out, s.PublicKey())
+			}
+		}
+		return out
+	}
+	defer func() {
+		if t.Failed() {
+			for i, n := range nw.Nodes() {
+				st := n.Stats()
+				t.Logf("dht node %d: rate-limited %d, in %d, stun %d, other %d, relayed %d", i, st.DroppedRateLimited, st.PacketsIn, st.STUNAnswered, st.OtherPackets, st.RelaysForwarded)
+			}
+		}
+	}()
+	for _, s := range swarms {
+		waitConnsOrDump(t, swarms, s, 120*time.Second, keys(s)...)
+	}
+	t.Logf("full mesh of %d swarms (%d pairs) after %v", meshSize, meshSize*(meshSize-1)/2, time.Since(start).Round(time.Millisecond))
+	checkMesh(t, swarms)
+
+	// Kill one; everyone else reports it gone.
+	victim := swarms[0]
+	killedAt := time.Now()
+	victim.Close()
+	var slowest time.Duration
+	for _, s := range swarms[1:] {
+		s.rec.wait(t, 30*time.Second, "disconnect of the killed swarm", func() bool {
+			for _, c := range s.rec.closed {
+				if c.info.PublicKey.Equal(victim.PublicKey()) {
+					slowest = max(slowest, c.at.Sub(killedAt))
+					return true
+				}
+			}
+			return false
+		})
+	}
+	t.Logf("all %d swarms reported the killed swarm within %v", meshSize-1, slowest.Round(time.Millisecond))
+
+	// Restart it with the same key; it reconnects to everyone.
+	restartAt := time.Now()
+	back := startSwarm(t, nw, victim.key, nil)
+	if _, err := back.Join("mesh", JoinOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	swarms[0] = back
+	waitConns(t, back, 120*time.Second, keys(back)...)
+	for _, s := range swarms[1:] {
+		waitConns(t, s, 60*time.Second, back.PublicKey())
+	}
+	t.Logf("restarted swarm reconnected to all %d after %v", meshSize-1, time.Since(restartAt).Round(time.Millisecond))
+	checkMesh(t, swarms)
+}
+
+// waitConnsOrDump is waitConns that logs every swarm's stats on failure.
+func waitConnsOrDump(t *testing.T, swarms []*testSwarm, s *testSwarm, d time.Duration, peers ...ed25519.PublicKey) {
+	t.Helper()
+	defer func() {
+		if t.Failed() {
+			for i, s := range swarms {
+				s.mu.Lock()
+				for _, p := range s.table.peers {
+					if !p.connected {
+						t.Logf("   peer %x queued=%v due=%v dialing=%v retries=%d attempts=%d topics=%d tableDialing=%d", p.pub[:4], p.queued, time.Until(p.due).Round(time.Millisecond), p.dialing, p.retries, p.attempts, len(p.topics), s.table.dialing)
+					}
+				}
+				s.mu.Unlock()
+				st := s.Node().Stats()
+				t.Logf("swarm %d %x: conns %d lookups %d attempts %d failures %v queued %d known %v dup %d; dht in %d out %d timeouts %d unexpected %d malformed %d ratelimited %d other %d rt %d", i, s.PublicKey()[:4], s.Stats().Connections, s.Stats().Lookups, s.Stats().Attempts, s.Stats().FailuresByReason, s.Stats().Queued, s.Stats().PeersByTopic[TopicOf("mesh")], s.Stats().Duplicates, st.PacketsIn, st.PacketsOut, st.Timeouts, st.DroppedUnexpectedReply, st.DroppedMalformed, st.DroppedRateLimited, st.OtherPackets, st.RoutingTable)
+			}
+		}
+	}()
+	waitConns(t, s, d, peers...)
+}
+
+// checkMesh asserts exactly one connection per pair: each swarm holds one
+// connection to each other swarm, the two ends of every pair are the same
+// session (a message crosses it), and the connection events add up.
+func checkMesh(t *testing.T, swarms []*testSwarm) {
+	t.Helper()
+	for i, a := range swarms {
+		if n := a.Stats().Connections; n != len(swarms)-1 {
+			t.Fatalf("swarm %d holds %d connections, want %d", i, n, len(swarms)-1)
+		}
+		a.rec.mu.Lock()
+		open := len(a.rec.opened) - len(a.rec.closed)
+		a.rec.mu.Unlock()
+		if open != len(swarms)-1 {
+			t.Fatalf("swarm %d: connection events minus disconnect events = %d, want %d", i, open, len(swarms)-1)
+		}
+		for _, b := range swarms[i+1:] {
+			pingPair(t, a, b)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = ctx
+}
