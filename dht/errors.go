@@ -81,3 +81,7 @@ func (c ErrorCode) asError() error {
 	}
 	return ErrRemote
 }
+
+// ErrNoTURN means the asked node serves no TURN relay, or declined to make
+// an offer (at capacity, public address unknown).
+var ErrNoTURN = errors.New("dht: node offers no turn relay")

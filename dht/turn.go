@@ -3,7 +3,6 @@ package dht
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -15,10 +14,6 @@ import (
 // DHT only carries the offer; the hook that makes it lives with the relay,
 // so dht imports nothing of pion/turn.
 
-// ErrNoTURN means the asked node serves no TURN relay, or declined to make
-// an offer (at capacity, public address unknown). (It belongs in errors.go;
-// it lives here while this file is the TURN helper's path.)
-var ErrNoTURN = errors.New("dht: node offers no turn relay")
 
 // maxTURNField bounds the username and password of an offer: a length byte.
 const maxTURNField = 255

@@ -39,24 +39,6 @@ import (
 // and the server recomputes the password from the username alone, so it
 // keeps no per-user state and a credential dies at its expiry.
 
-// Errors of the TURN server. (They belong in errors.go; they live here
-// until the lead moves them, since this file is the TURN helper's only path.)
-var (
-	// ErrTURNCredentials means a TURN username is malformed or its password
-	// does not match.
-	ErrTURNCredentials = errors.New("holepunch: bad turn credentials")
-	// ErrTURNExpired means a TURN username's expiry has passed.
-	ErrTURNExpired = errors.New("holepunch: turn credentials expired")
-	// ErrTURNNoPublicIP means the relay address to advertise is unknown:
-	// the server listens on an unspecified IP and TURNConfig.PublicIP is zero.
-	ErrTURNNoPublicIP = errors.New("holepunch: turn relay address unknown (set PublicIP)")
-	// ErrTURNLimit means an allocation was refused by MaxAllocations or
-	// MaxAllocationsPerIP.
-	ErrTURNLimit = errors.New("holepunch: turn allocation limit reached")
-	// ErrTURNState means Start was called twice or after Close.
-	ErrTURNState = errors.New("holepunch: turn server already started or closed")
-)
-
 // Defaults of TURNConfig.
 const (
 	// DefaultTURNRealm is the realm of the long-term credential mechanism.
