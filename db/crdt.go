@@ -390,7 +390,7 @@ func (cs ChangeSet) mapValue() json.RawMessage {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSString(b, k)
+		b = AppendJSString(b, k)
 		b = append(b, ':')
 		b = append(b, vals[k]...)
 	}

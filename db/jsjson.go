@@ -130,7 +130,7 @@ func appendJS(b []byte, v any) []byte {
 	case bool:
 		return strconv.AppendBool(b, t)
 	case string:
-		return appendJSString(b, t)
+		return AppendJSString(b, t)
 	case json.Number:
 		f, err := strconv.ParseFloat(string(t), 64)
 		if err != nil && !math.IsInf(f, 0) {
@@ -152,7 +152,7 @@ func appendJS(b []byte, v any) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSString(b, k)
+			b = AppendJSString(b, k)
 			b = append(b, ':')
 			b = appendJS(b, t.vals[k])
 		}
@@ -212,9 +212,9 @@ func appendJSNumber(b []byte, f float64) []byte {
 	return b
 }
 
-// appendJSString quotes s as JSON.stringify does: only '"', '\\' and control characters are
+// AppendJSString appends s quoted as JSON.stringify does: only '"', '\\' and control characters are
 // escaped; everything else, including '<', '&' and U+2028, is written as is.
-func appendJSString(b []byte, s string) []byte {
+func AppendJSString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	for i := 0; i < len(s); {

@@ -103,17 +103,17 @@ func jsonInt(raw json.RawMessage, field string) (int64, error) {
 // "c":null for plain values and v copied verbatim.
 func AppendRecord(b []byte, r *Record) []byte {
 	b = append(b, `{"k":`...)
-	b = appendJSString(b, r.Key)
+	b = AppendJSString(b, r.Key)
 	b = append(b, `,"a":`...)
-	b = appendJSString(b, r.Author)
+	b = AppendJSString(b, r.Author)
 	b = append(b, `,"n":`...)
 	b = strconv.AppendInt(b, r.Nonce, 10)
 	b = append(b, `,"t":`...)
 	b = strconv.AppendInt(b, r.Time, 10)
 	b = append(b, `,"h":`...)
-	b = appendJSString(b, r.Hash)
+	b = AppendJSString(b, r.Hash)
 	b = append(b, `,"s":`...)
-	b = appendJSString(b, r.Sig)
+	b = AppendJSString(b, r.Sig)
 	b = append(b, `,"v":`...)
 	if len(r.Value) == 0 {
 		b = append(b, "null"...)
@@ -124,7 +124,7 @@ func AppendRecord(b []byte, r *Record) []byte {
 	if r.CRDT == "" {
 		b = append(b, "null"...)
 	} else {
-		b = appendJSString(b, r.CRDT)
+		b = AppendJSString(b, r.CRDT)
 	}
 	return append(b, '}')
 }
