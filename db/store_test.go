@@ -438,7 +438,9 @@ func TestGroupCommitSharesFsync(t *testing.T) {
 		<-all
 		return nil
 	}}
-	s := openMem(t, Config{Verifier: Verifier{Hooks: []Hook{barrier}}})
+	// Each fsync takes a millisecond, as on a real disk: puts that arrive
+	// while one commits must share the next, however the scheduler runs.
+	s := openMem(t, Config{FS: slowSyncFS{vfs.NewMem()}, Verifier: Verifier{Hooks: []Hook{barrier}}})
 	u := mustUser(t)
 	recs := make([]Record, n)
 	for i := range recs {
@@ -569,4 +571,32 @@ func TestCorruptStoreIsReported(t *testing.T) {
 	if again, _ := filepath.Glob(filepath.Join(dir, "*.sst")); len(again) != len(ssts) {
 		t.Fatal("store was reset")
 	}
+}
+
+// slowSyncFS is an in-memory file system whose syncs take a millisecond.
+type slowSyncFS struct{ vfs.FS }
+
+func (fs slowSyncFS) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.Create(name, cat)
+	if err != nil {
+		return nil, err
+	}
+	return slowSyncFile{f}, nil
+}
+
+func (fs slowSyncFS) ReuseForWrite(oldname, newname string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.ReuseForWrite(oldname, newname, cat)
+	if err != nil {
+		return nil, err
+	}
+	return slowSyncFile{f}, nil
+}
+
+type slowSyncFile struct{ vfs.File }
+
+func (f slowSyncFile) Sync() error     { time.Sleep(time.Millisecond); return f.File.Sync() }
+func (f slowSyncFile) SyncData() error { time.Sleep(time.Millisecond); return f.File.SyncData() }
+func (f slowSyncFile) SyncTo(n int64) (bool, error) {
+	time.Sleep(time.Millisecond)
+	return f.File.SyncTo(n)
 }
