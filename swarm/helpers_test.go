@@ -5,12 +5,15 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pion/transport/v2"
+	"github.com/pion/transport/v2/stdnet"
 	"go.uber.org/goleak"
 
 	"github.com/swarmdb/swarmdb/dht"
@@ -201,5 +204,76 @@ func pingPair(t *testing.T, a, b *testSwarm) {
 	cb.Stream0().SetReadDeadline(time.Time{})
 	if err != nil || string(got) != string(msg) {
 		t.Fatalf("pair %x-%x: read %q, %v; want %q", a.PublicKey()[:4], b.PublicKey()[:4], got, err, msg)
+	}
+}
+
+// crashNet is the real network with a switch that silences every socket
+// it opened, as if the host lost power: nothing is sent, nothing is
+// received, no goodbye reaches the peers.
+type crashNet struct {
+	transport.Net
+	dead atomic.Bool
+}
+
+func newCrashNet(t *testing.T) *crashNet {
+	t.Helper()
+	n, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &crashNet{Net: n}
+}
+
+func (n *crashNet) ListenPacket(network, address string) (net.PacketConn, error) {
+	pc, err := n.Net.ListenPacket(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return &crashConn{PacketConn: pc, n: n}, nil
+}
+
+type crashConn struct {
+	net.PacketConn
+	n *crashNet
+}
+
+func (c *crashConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if c.n.dead.Load() {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+func (c *crashConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil || !c.n.dead.Load() {
+			return n, addr, err
+		}
+	}
+}
+
+// waitState blocks until cond holds, re-checking on every state change of
+// the swarm (dial ended, connection opened or closed) and of its recorder.
+func waitState(t *testing.T, s *testSwarm, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		ch := s.changed
+		s.mu.Unlock()
+		s.rec.mu.Lock()
+		rch := s.rec.changed
+		s.rec.mu.Unlock()
+		if cond() {
+			return
+		}
+		select {
+		case <-ch:
+		case <-rch:
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
 	}
 }

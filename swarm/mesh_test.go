@@ -12,6 +12,10 @@ import (
 // for 20).
 var meshSize = 20
 
+// meshDeadTimeout is the sessions' dead-peer timeout in the mesh test,
+// shorter than the 15 s default so the crash is noticed sooner.
+const meshDeadTimeout = 8 * time.Second
+
 // TestMeshOneConnectionPerPair: 20 swarms join one topic at the same
 // instant on a loopback DHT; every pair ends with exactly one connection
 // (both ends are one session); a swarm that is killed is reported
@@ -24,12 +28,18 @@ func TestMeshOneConnectionPerPair(t *testing.T) {
 	checkLeaks(t)
 	nw := startNet(t, 10)
 	swarms := make([]*testSwarm, meshSize)
+	victimNet := newCrashNet(t)
 	var wg sync.WaitGroup
 	for i := range swarms {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			swarms[i] = startSwarm(t, nw, nil, nil)
+			swarms[i] = startSwarm(t, nw, nil, func(c *Config) {
+				c.Session.DeadTimeout = meshDeadTimeout
+				if i == 0 {
+					c.Net = victimNet
+				}
+			})
 		}()
 	}
 	wg.Wait()
@@ -81,10 +91,11 @@ func TestMeshOneConnectionPerPair(t *testing.T) {
 	t.Logf("full mesh of %d swarms (%d pairs) after %v", meshSize, meshSize*(meshSize-1)/2, time.Since(start).Round(time.Millisecond))
 	checkMesh(t, swarms)
 
-	// Kill one; everyone else reports it gone.
+	// Crash one (its socket goes silent, no goodbye); everyone else
+	// reports it gone once the keepalives stop.
 	victim := swarms[0]
 	killedAt := time.Now()
-	victim.Close()
+	victimNet.dead.Store(true)
 	var slowest time.Duration
 	for _, s := range swarms[1:] {
 		s.rec.wait(t, 30*time.Second, "disconnect of the killed swarm", func() bool {
@@ -97,11 +108,12 @@ func TestMeshOneConnectionPerPair(t *testing.T) {
 			return false
 		})
 	}
-	t.Logf("all %d swarms reported the killed swarm within %v", meshSize-1, slowest.Round(time.Millisecond))
+	t.Logf("all %d swarms reported the crashed swarm within %v (dead timeout %v)", meshSize-1, slowest.Round(time.Millisecond), meshDeadTimeout)
+	victim.Close()
 
 	// Restart it with the same key; it reconnects to everyone.
 	restartAt := time.Now()
-	back := startSwarm(t, nw, victim.key, nil)
+	back := startSwarm(t, nw, victim.key, func(c *Config) { c.Session.DeadTimeout = meshDeadTimeout })
 	if _, err := back.Join("mesh", JoinOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -142,6 +154,11 @@ func checkMesh(t *testing.T, swarms []*testSwarm) {
 	t.Helper()
 	for i, a := range swarms {
 		if n := a.Stats().Connections; n != len(swarms)-1 {
+			a.rec.mu.Lock()
+			for _, c := range a.rec.closed {
+				t.Logf("swarm %d: closed %x role %s: %v", i, c.info.PublicKey[:4], c.info.Role, c.err)
+			}
+			a.rec.mu.Unlock()
 			t.Fatalf("swarm %d holds %d connections, want %d", i, n, len(swarms)-1)
 		}
 		a.rec.mu.Lock()

@@ -475,6 +475,7 @@ func (s *Swarm) acceptFirewall(remote ed25519.PublicKey) error {
 	}
 	if err != nil {
 		s.stats.inboundRefused[failureReason(err)]++
+		s.notifyLocked()
 		s.mu.Unlock()
 		return err
 	}
@@ -483,6 +484,7 @@ func (s *Swarm) acceptFirewall(remote ed25519.PublicKey) error {
 		if err := fw(remote, true); err != nil {
 			s.mu.Lock()
 			s.stats.inboundRefused["firewall"]++
+			s.notifyLocked()
 			s.mu.Unlock()
 			return fmt.Errorf("%w: %w", ErrFirewalled, err)
 		}

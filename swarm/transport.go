@@ -71,6 +71,10 @@ func failureReason(err error) string {
 		return "firewall"
 	case errors.Is(err, ErrBanned):
 		return "banned"
+	case errors.Is(err, ErrInboundLimit):
+		return "limit"
+	case errors.Is(err, ErrSelf):
+		return "self"
 	case errors.Is(err, errRefused):
 		return "refused"
 	case errors.Is(err, errSimultaneous):
