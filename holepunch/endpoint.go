@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/pion/ice/v2"
+	"github.com/pion/logging"
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
 
+	"github.com/swarmdb/swarmdb/internal/pionlog"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -127,7 +129,7 @@ type Endpoint struct {
 	log  *slog.Logger
 	sock *muxSocket
 	mux  *ice.UDPMuxDefault
-	pion pionLogger
+	pion logging.LoggerFactory
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -185,7 +187,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		cfg:       cfg,
 		pub:       cfg.Key.Public().(ed25519.PublicKey),
 		log:       cfg.Logger,
-		pion:      pionLogger{log: cfg.Logger},
+		pion:      pionlog.Factory(cfg.Logger),
 		ctx:       ctx,
 		cancel:    cancel,
 		natSet:    make(chan struct{}),

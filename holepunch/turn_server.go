@@ -1,7 +1,6 @@
 package holepunch
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha1" //nolint:gosec // HMAC-SHA1 is what the TURN REST API draft and every TURN client use
@@ -18,10 +17,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
 	"github.com/pion/turn/v2"
+
+	"github.com/swarmdb/swarmdb/internal/pionlog"
 )
 
 // TURN relay served by public nodes (RFC 8656, formerly RFC 5766), the last
@@ -293,7 +293,7 @@ func (s *TURNServer) Start() error {
 	s.pion, err = turn.NewServer(turn.ServerConfig{
 		Realm:         s.cfg.Realm,
 		AuthHandler:   s.authenticate,
-		LoggerFactory: turnLogFactory{s.log},
+		LoggerFactory: pionlog.Factory(s.log),
 		PacketConnConfigs: []turn.PacketConnConfig{{
 			PacketConn:            s.listen,
 			RelayAddressGenerator: &relayGenerator{srv: s, bindIP: relayIP, publicIP: net.IP(pub.AsSlice())},
@@ -612,40 +612,5 @@ func addrPortOfNet(a net.Addr) netip.AddrPort {
 func unmapAP(a netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
-
-// turnLogFactory adapts slog to pion's logging.LoggerFactory: a constant
-// message ("pion") with pion's line under "detail". pion's warnings and
-// errors about single datagrams (bad credentials from the network, closed
-// sockets at teardown) are debug for us.
-type turnLogFactory struct{ log *slog.Logger }
-
-func (f turnLogFactory) NewLogger(scope string) logging.LeveledLogger {
-	return turnLogger{f.log.With("scope", scope)}
-}
-
-type turnLogger struct{ log *slog.Logger }
-
-var _ logging.LeveledLogger = turnLogger{}
-
-func (l turnLogger) emit(level slog.Level, detail string) {
-	l.log.Log(context.Background(), level, "pion", "detail", detail)
-}
-
-func (l turnLogger) emitf(level slog.Level, format string, args ...any) {
-	if l.log.Enabled(context.Background(), level) {
-		l.emit(level, fmt.Sprintf(format, args...))
-	}
-}
-
-func (l turnLogger) Trace(msg string)                  { l.emit(slog.LevelDebug-4, msg) }
-func (l turnLogger) Tracef(format string, args ...any) { l.emitf(slog.LevelDebug-4, format, args...) }
-func (l turnLogger) Debug(msg string)                  { l.emit(slog.LevelDebug, msg) }
-func (l turnLogger) Debugf(format string, args ...any) { l.emitf(slog.LevelDebug, format, args...) }
-func (l turnLogger) Info(msg string)                   { l.emit(slog.LevelDebug, msg) }
-func (l turnLogger) Infof(format string, args ...any)  { l.emitf(slog.LevelDebug, format, args...) }
-func (l turnLogger) Warn(msg string)                   { l.emit(slog.LevelDebug, msg) }
-func (l turnLogger) Warnf(format string, args ...any)  { l.emitf(slog.LevelDebug, format, args...) }
-func (l turnLogger) Error(msg string)                  { l.emit(slog.LevelDebug, msg) }
-func (l turnLogger) Errorf(format string, args ...any) { l.emitf(slog.LevelDebug, format, args...) }
 
 var _ io.Closer = (*TURNServer)(nil)

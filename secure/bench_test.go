@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/pion/sctp"
+
+	"github.com/swarmdb/swarmdb/internal/pionlog"
 )
 
 // BenchmarkStreamThroughputUDP: one stream, one direction, over two loopback UDP sockets
@@ -99,7 +101,7 @@ func BenchmarkRawSCTPThroughputUDP(b *testing.B) {
 	cfg := (&Config{}).withDefaults()
 	srv := make(chan *sctp.Association, 1)
 	go func() {
-		s, err := sctp.ServerWithOptions(sctp.WithNetConn(p), sctp.WithLoggerFactory(pionLoggerFactory{cfg.Logger}),
+		s, err := sctp.ServerWithOptions(sctp.WithNetConn(p), sctp.WithLoggerFactory(pionlog.Factory(cfg.Logger)),
 			sctp.WithBlockWrite(true), sctp.WithMaxReceiveBufferSize(cfg.MaxReceiveBufferSize),
 			sctp.WithMTU(cfg.MTU), sctp.WithEnableZeroChecksum(true))
 		if err != nil {
@@ -107,7 +109,7 @@ func BenchmarkRawSCTPThroughputUDP(b *testing.B) {
 		}
 		srv <- s
 	}()
-	c, err := sctp.ClientWithOptions(sctp.WithNetConn(a), sctp.WithLoggerFactory(pionLoggerFactory{cfg.Logger}),
+	c, err := sctp.ClientWithOptions(sctp.WithNetConn(a), sctp.WithLoggerFactory(pionlog.Factory(cfg.Logger)),
 		sctp.WithBlockWrite(true), sctp.WithMaxReceiveBufferSize(cfg.MaxReceiveBufferSize),
 		sctp.WithMTU(cfg.MTU), sctp.WithEnableZeroChecksum(true))
 	if err != nil {

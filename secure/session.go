@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pion/sctp"
+
+	"github.com/swarmdb/swarmdb/internal/pionlog"
 )
 
 // Session defaults. Each is a Config field's zero value.
@@ -173,7 +175,7 @@ func Open(ctx context.Context, inner net.Conn, keys Keys, cfg Config) (*Session,
 
 func (c *Config) sctpOptions() []sctp.AssociationOption {
 	return []sctp.AssociationOption{
-		sctp.WithLoggerFactory(pionLoggerFactory{c.Logger}),
+		sctp.WithLoggerFactory(pionlog.Factory(c.Logger)),
 		sctp.WithBlockWrite(true), // back-pressure; pion otherwise buffers without bound
 		sctp.WithMaxReceiveBufferSize(c.MaxReceiveBufferSize),
 		sctp.WithMaxMessageSize(c.MaxMessageSize),
