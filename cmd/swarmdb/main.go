@@ -35,9 +35,9 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"node", "run a node: join a topic, connect to its peers through NATs, replicate the database", runNode},
-		{"put", "write a JSON value under a key through a running node (ToolDb client over WebSocket)", runPut},
-		{"get", "print the value under a key from a running node", runGet},
-		{"watch", "print every update of a key from a running node until interrupted", runWatch},
+		{"put", "write a JSON value under a key through a running node (ToolDb client over WebSocket)", clientMain(putMain)},
+		{"get", "print the value under a key from a running node", clientMain(getMain)},
+		{"watch", "print every update of a key from a running node until interrupted", clientMain(watchMain)},
 		{"bootstrap", "run a persistent public DHT node (bootstrap, relay and STUN server)", runBootstrap},
 		{"demo", "run a whole swarmdb network on loopback and show it working", runDemo},
 		{"netcheck", "measure this host's NAT (RFC 4787 mapping and filtering) against DHT nodes", runNetcheck},

@@ -2,28 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
 )
-
-func runPut(args []string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if code := putMain(ctx, args, os.Stdout, os.Stderr); code != clientExitOK {
-		os.Exit(code)
-	}
-	return nil
-}
 
 // putMain writes KEY=JSON through a node and returns the exit code: 0 once
 // the node holds the record, 1 when it refused it, lost it to a newer
@@ -33,32 +19,12 @@ func runPut(args []string) error {
 // message (its ref is the put's id), an accepted one nothing. So put
 // confirms by reading the key back until the node answers with our record.
 func putMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("put", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cf := addClientFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: swarmdb put [flags] KEY JSON")
-		fmt.Fprintln(stderr, "\nWrites JSON under KEY through a running node (swarmdb node --ws) as a ToolDb client,")
-		fmt.Fprintln(stderr, "signed by the --key account, and waits until the node holds it.")
-		fmt.Fprintln(stderr, "Exit codes: 0 stored, 1 error (refused, superseded, unreachable), 2 usage.\n\nflags:")
-		fs.PrintDefaults()
+	ca, code, ok := parseClientArgs("put", "KEY JSON", "Writes JSON under KEY through a running node (swarmdb node --ws) as a ToolDb client,\nsigned by the --key account, and waits until the node holds it.\nExit codes: 0 stored, 1 error (refused, superseded, unreachable), 2 usage.", 2, args, stderr)
+	if !ok {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return clientExitOK
-		}
-		return clientExitUsage
-	}
-	if fs.NArg() != 2 || fs.Arg(0) == "" {
-		fmt.Fprintln(stderr, "swarmdb put: want KEY and JSON arguments")
-		return clientExitUsage
-	}
-	key, value := fs.Arg(0), []byte(fs.Arg(1))
-	user, err := loadUser(*cf.keyFile)
-	if err != nil {
-		fmt.Fprintf(stderr, "swarmdb put: %v\n", err)
-		return clientExitError
-	}
+	key, value := ca.args[0], []byte(ca.args[1])
+	cf, user := ca.flags, ca.user
 	rec, err := user.NewRecord(key, value, "", time.Now(), 0)
 	if err != nil {
 		fmt.Fprintf(stderr, "swarmdb put: value is not JSON: %v\n", err)

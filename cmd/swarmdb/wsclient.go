@@ -7,11 +7,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/big"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/swarmdb/swarmdb/bridge"
@@ -306,4 +309,54 @@ func createUser(path string) (*db.User, error) {
 		return nil, fmt.Errorf("key file: %w", err)
 	}
 	return u, nil
+}
+
+// clientMain adapts a client command's main (which returns its exit code)
+// to the command table: it cancels on SIGINT/SIGTERM and exits with the code.
+func clientMain(main func(ctx context.Context, args []string, stdout, stderr io.Writer) int) func([]string) error {
+	return func(args []string) error {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		if code := main(ctx, args, os.Stdout, os.Stderr); code != clientExitOK {
+			os.Exit(code)
+		}
+		return nil
+	}
+}
+
+// clientArgs is a parsed client command line.
+type clientArgs struct {
+	flags clientFlags
+	args  []string
+	user  *db.User
+}
+
+// parseClientArgs parses the flags every client command shares, checks for
+// want positional arguments (named by argNames in messages) and loads the
+// ToolDb account. about is the usage text after the usage line. It returns
+// ok false with the exit code when the command must stop.
+func parseClientArgs(name, argNames, about string, want int, args []string, stderr io.Writer) (clientArgs, int, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: swarmdb %s [flags] %s\n\n%s\n\nflags:\n", name, argNames, about)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return clientArgs{}, clientExitOK, false
+		}
+		return clientArgs{}, clientExitUsage, false
+	}
+	if fs.NArg() != want || fs.Arg(0) == "" {
+		fmt.Fprintf(stderr, "swarmdb %s: want %s\n", name, argNames)
+		return clientArgs{}, clientExitUsage, false
+	}
+	user, err := loadUser(*cf.keyFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "swarmdb %s: %v\n", name, err)
+		return clientArgs{}, clientExitError, false
+	}
+	return clientArgs{flags: cf, args: fs.Args(), user: user}, clientExitOK, true
 }
