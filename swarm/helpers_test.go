@@ -184,6 +184,59 @@ func waitConns(t *testing.T, s *testSwarm, d time.Duration, peers ...ed25519.Pub
 	})
 }
 
+// pingPairEventually is pingPair for a pair that may still be settling: if
+// the two ends are not one live session yet, it waits for the swarms to
+// replace the connection (a half-open one dies after the dead timeout) and
+// tries again. It reports whether the first try failed.
+func pingPairEventually(t *testing.T, a, b *testSwarm, d time.Duration) (healed bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := tryPing(a, b, 3*time.Second)
+		if err == nil {
+			return healed
+		}
+		healed = true
+		if time.Now().After(deadline) {
+			t.Fatalf("pair %x-%x never became one live session: %v", a.PublicKey()[:4], b.PublicKey()[:4], err)
+		}
+		a.rec.mu.Lock()
+		ch := a.rec.changed
+		a.rec.mu.Unlock()
+		tm := time.NewTimer(time.Second)
+		select {
+		case <-ch:
+		case <-tm.C:
+		}
+		tm.Stop()
+	}
+}
+
+// tryPing writes a message on a's connection to b and reads it on b's.
+func tryPing(a, b *testSwarm, wait time.Duration) error {
+	ca, cb := a.Conn(b.PublicKey()), b.Conn(a.PublicKey())
+	if ca == nil || cb == nil {
+		return fmt.Errorf("missing connection (%v, %v)", ca != nil, cb != nil)
+	}
+	if ca.Initiator == cb.Initiator {
+		return fmt.Errorf("both ends have initiator=%v", ca.Initiator)
+	}
+	msg := fmt.Appendf(nil, "ping %x", a.PublicKey()[:8])
+	if _, err := ca.Stream0().Write(msg); err != nil {
+		return err
+	}
+	cb.Stream0().SetReadDeadline(time.Now().Add(wait))
+	got, err := cb.Stream0().ReadMessage(nil)
+	cb.Stream0().SetReadDeadline(time.Time{})
+	if err != nil {
+		return err
+	}
+	if string(got) != string(msg) {
+		return fmt.Errorf("read %q, want %q", got, msg)
+	}
+	return nil
+}
+
 // pingPair writes a message on a's connection to b and reads it on b's
 // connection to a: both ends belong to one session.
 func pingPair(t *testing.T, a, b *testSwarm) {

@@ -1,11 +1,12 @@
 package swarm
 
 import (
-	"context"
 	"crypto/ed25519"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/swarmdb/swarmdb/secure"
 )
 
 // meshSize is the number of swarms in the full-mesh test (issue 5 asks
@@ -13,8 +14,9 @@ import (
 var meshSize = 20
 
 // meshDeadTimeout is the sessions' dead-peer timeout in the mesh test,
-// shorter than the 15 s default so the crash is noticed sooner.
-const meshDeadTimeout = 8 * time.Second
+// the default: a shorter one drops live sessions when 20 swarms share
+// two cores under the race detector.
+const meshDeadTimeout = secure.DefaultDeadTimeout
 
 // TestMeshOneConnectionPerPair: 20 swarms join one topic at the same
 // instant on a loopback DHT; every pair ends with exactly one connection
@@ -98,7 +100,7 @@ func TestMeshOneConnectionPerPair(t *testing.T) {
 	victimNet.dead.Store(true)
 	var slowest time.Duration
 	for _, s := range swarms[1:] {
-		s.rec.wait(t, 30*time.Second, "disconnect of the killed swarm", func() bool {
+		s.rec.wait(t, 2*meshDeadTimeout, "disconnect of the crashed swarm", func() bool {
 			for _, c := range s.rec.closed {
 				if c.info.PublicKey.Equal(victim.PublicKey()) {
 					slowest = max(slowest, c.at.Sub(killedAt))
@@ -152,6 +154,21 @@ func waitConnsOrDump(t *testing.T, swarms []*testSwarm, s *testSwarm, d time.Dur
 // session (a message crosses it), and the connection events add up.
 func checkMesh(t *testing.T, swarms []*testSwarm) {
 	t.Helper()
+	// Every pair must end as one live session. Simultaneous dials can
+	// leave a pair with two half-open sessions for a while (holepunch keeps
+	// the newest session per key on each side, which is not always the
+	// same one); the swarms replace them once the dead timeout fires.
+	healed := 0
+	for i, a := range swarms {
+		for _, b := range swarms[i+1:] {
+			if pingPairEventually(t, a, b, 3*meshDeadTimeout) {
+				healed++
+			}
+		}
+	}
+	if healed > 0 {
+		t.Logf("%d pairs were not one live session at first and settled", healed)
+	}
 	for i, a := range swarms {
 		if n := a.Stats().Connections; n != len(swarms)-1 {
 			a.rec.mu.Lock()
@@ -171,7 +188,4 @@ func checkMesh(t *testing.T, swarms []*testSwarm) {
 			pingPair(t, a, b)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = ctx
 }

@@ -223,6 +223,31 @@ func (t *peerTable) pending(now time.Time) bool {
 	return false
 }
 
+// SimultaneousWait is how long a peer whose dial lost a simultaneous-dial
+// tie-break waits before it is dialled again: the peer's own dial is
+// under way and arrives as an incoming connection, which clears the
+// retry. Dialling again sooner would start a second connection that
+// replaces the first on both ends. It is above holepunch's 12 s
+// connect timeout.
+const SimultaneousWait = 15 * time.Second
+
+// dialLost ends a dial that lost a simultaneous-dial tie-break: no retry
+// is counted; the peer is dialled again only if the remote's connection
+// does not arrive within SimultaneousWait.
+func (t *peerTable) dialLost(pub ed25519.PublicKey, now time.Time) {
+	p := t.get(pub)
+	if p == nil || !p.dialing {
+		return
+	}
+	p.dialing = false
+	t.dialing--
+	if p.connected || p.banned || !p.wanted() {
+		t.forgetIfIdle(p)
+		return
+	}
+	t.queue(p, now.Add(SimultaneousWait))
+}
+
 // dialDone ends a dial. On failure the peer is retried on the backoff
 // schedule, unless drop says the failure is final (banned, firewalled, own
 // key) or the schedule is exhausted.

@@ -203,3 +203,21 @@ func TestPeerTableBan(t *testing.T) {
 		t.Fatal("unbanned peer of a joined topic not dialled")
 	}
 }
+
+func TestPeerTableSimultaneousWaitsForIncoming(t *testing.T) {
+	tb, _ := testTable(t, limits{maxPeers: 10, maxParallel: 3, maxInbound: 10})
+	p := newKey(t)
+	tb.found(p, TopicOf("x"), nil, nil, t0)
+	tb.next(t0)
+	tb.dialLost(p, t0)
+	if dial, wake := tb.next(t0.Add(time.Second)); len(dial) != 0 || wake != t0.Add(SimultaneousWait) {
+		t.Fatalf("redialled after a lost tie-break: %v, wake %v", dial, wake)
+	}
+	tb.connected(p, true, t0.Add(2*time.Second))
+	if dial, wake := tb.next(t0.Add(time.Hour)); len(dial) != 0 || !wake.IsZero() {
+		t.Fatal("incoming connection did not clear the retry")
+	}
+	if tb.get(p).retries != 0 {
+		t.Fatal("a lost tie-break counted as a failure")
+	}
+}

@@ -554,7 +554,11 @@ func (s *Swarm) dial(j dialJob) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	drop := errors.Is(err, ErrFirewalled) || s.closed
-	s.table.dialDone(j.pub, false, drop, time.Now())
+	if errors.Is(err, errSimultaneous) {
+		s.table.dialLost(j.pub, time.Now())
+	} else {
+		s.table.dialDone(j.pub, false, drop, time.Now())
+	}
 	if !errors.Is(err, errSimultaneous) && !s.closed {
 		s.stats.failures[failureReason(err)]++
 		s.log.Debug("swarm: dial failed", "peer", shortKey(j.pub), "err", err)
