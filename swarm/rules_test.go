@@ -251,3 +251,47 @@ func TestMaxPeersBoundsDialling(t *testing.T) {
 		t.Fatalf("MaxPeers 2: %+v", st)
 	}
 }
+
+// TestNetworkChangedDropsSilentConnections: after NetworkChanged, a
+// (LivenessCheck 3 s: above the 2 s keepalive interval, so a live peer is
+// always heard from)
+// connection whose peer went silent is closed within LivenessCheck instead
+// of the 15 s dead timeout, and live connections stay.
+func TestNetworkChangedDropsSilentConnections(t *testing.T) {
+	checkLeaks(t)
+	nw := startNet(t, 6)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := startSwarm(t, nw, nil, func(c *Config) { c.LivenessCheck = 3 * time.Second })
+	silentNet := newCrashNet(t)
+	silent := startSwarm(t, nw, nil, func(c *Config) { c.Net = silentNet })
+	live := startSwarm(t, nw, nil, nil)
+	a.Join("netchange", JoinOptions{Server: true})
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	silent.Join("netchange", JoinOptions{Client: true})
+	live.Join("netchange", JoinOptions{Client: true})
+	waitConns(t, a, 20*time.Second, silent.PublicKey(), live.PublicKey())
+	silentNet.dead.Store(true)
+	changedAt := time.Now()
+	a.NetworkChanged()
+	a.rec.wait(t, 10*time.Second, "silent peer dropped", func() bool {
+		for _, c := range a.rec.closed {
+			if c.info.PublicKey.Equal(silent.PublicKey()) {
+				if !errors.Is(c.err, ErrDead) {
+					t.Errorf("dropped with %v, want ErrDead", c.err)
+				}
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("silent peer dropped %v after NetworkChanged", time.Since(changedAt).Round(time.Millisecond))
+	if a.Conn(live.PublicKey()) == nil {
+		t.Fatal("live connection dropped by the liveness check")
+	}
+	if st := a.Stats(); st.NetworkChanges != 1 || st.DeadAfterChange != 1 {
+		t.Fatalf("stats: %+v", st)
+	}
+}
