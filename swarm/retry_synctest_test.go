@@ -39,7 +39,7 @@ func (m *memDiscovery) lookup(_ context.Context, topic Topic) ([]dht.PeerRecord,
 }
 
 func (m *memDiscovery) ready(context.Context) error { return nil }
-func (m *memDiscovery) localAddr() netip.AddrPort  { return netip.MustParseAddrPort("127.0.0.1:9") }
+func (m *memDiscovery) localAddr() netip.AddrPort   { return netip.MustParseAddrPort("127.0.0.1:9") }
 func (m *memDiscovery) close() error                { return nil }
 
 // failingTransport records the time of every dial and fails it.
