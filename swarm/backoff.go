@@ -49,8 +49,9 @@ func (b Backoff) withDefaults() Backoff {
 // Delay returns the wait before retry number retry (1 for the first retry
 // after a failure or a drop) and whether the peer is retried at all. rnd is
 // a uniform random number in [0, 1) that picks the jitter: up to half of
-// Short (1 s + 0..500 ms), and a fifth of the others (Hyperswarm: 5 s +
-// 0..1 s, 15 s + 0..2 s, 10 min + 0..2 min). It is pure: tests pass rnd.
+// Short (1 s + 0..500 ms) and a fifth of the others (5 s + 0..1 s,
+// 15 s + 0..3 s, 10 min + 0..2 min; Hyperswarm adds 0..2 s to its 15 s).
+// It is pure: tests pass rnd.
 func (b Backoff) Delay(retry int, explicit bool, rnd float64) (time.Duration, bool) {
 	b = b.withDefaults()
 	var base, jitter time.Duration

@@ -124,7 +124,7 @@ func TestRetryScheduleTopicPeer(t *testing.T) {
 			{0, 1},
 			{time.Second, 1500 * time.Millisecond},
 			{6 * time.Second, 7500 * time.Millisecond},
-			{21 * time.Second, 24 * time.Second},
+			{21 * time.Second, 25500 * time.Millisecond},
 		})
 		if st := s.Stats(); st.Queued != 0 || st.FailuresByReason["unreachable"] != 4 {
 			t.Fatalf("after the schedule: %+v", st)
@@ -167,7 +167,7 @@ func TestRetryScheduleExplicitPeer(t *testing.T) {
 			{0, 1},
 			{time.Second, 1500 * time.Millisecond},
 			{6 * time.Second, 7500 * time.Millisecond},
-			{21 * time.Second, 24 * time.Second},
+			{21 * time.Second, 25500 * time.Millisecond},
 		})
 		for i := 4; i < len(got); i++ {
 			if gap := got[i] - got[i-1]; gap < DefaultRetryExplicit || gap >= DefaultRetryExplicit*6/5 {
