@@ -28,7 +28,7 @@ func checkLeaks(t *testing.T) {
 }
 
 // startNet starts a loopback DHT of n persistent nodes.
-func startNet(t *testing.T, n int) *testnet.Network {
+func startNet(t testing.TB, n int) *testnet.Network {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -94,7 +94,7 @@ func (r *recorder) onClose(c *Conn, info PeerInfo, err error) {
 }
 
 // wait blocks until cond (called under the lock) holds or the deadline.
-func (r *recorder) wait(t *testing.T, d time.Duration, what string, cond func() bool) {
+func (r *recorder) wait(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
@@ -148,7 +148,7 @@ func testLogger() *slog.Logger {
 
 // startSwarm starts a swarm with cfg (tweaked by tweak) and closes it at
 // cleanup.
-func startSwarm(t *testing.T, nw *testnet.Network, key ed25519.PrivateKey, tweak func(*Config)) *testSwarm {
+func startSwarm(t testing.TB, nw *testnet.Network, key ed25519.PrivateKey, tweak func(*Config)) *testSwarm {
 	t.Helper()
 	if key == nil {
 		_, key, _ = ed25519.GenerateKey(nil)
@@ -172,7 +172,7 @@ func startSwarm(t *testing.T, nw *testnet.Network, key ed25519.PrivateKey, tweak
 }
 
 // waitConns waits until s has an open connection to every key in peers.
-func waitConns(t *testing.T, s *testSwarm, d time.Duration, peers ...ed25519.PublicKey) {
+func waitConns(t testing.TB, s *testSwarm, d time.Duration, peers ...ed25519.PublicKey) {
 	t.Helper()
 	s.rec.wait(t, d, fmt.Sprintf("%x connected to %d peers", s.PublicKey()[:4], len(peers)), func() bool {
 		for _, p := range peers {
@@ -329,4 +329,19 @@ func waitState(t *testing.T, s *testSwarm, d time.Duration, what string, cond fu
 			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
 	}
+}
+
+// Benchmark spellings of the helpers.
+func startNetB(b *testing.B, n int) *testnet.Network { return startNet(b, n) }
+func startSwarmB(b *testing.B, nw *testnet.Network, tweak func(*Config)) *testSwarm {
+	return startSwarm(b, nw, nil, tweak)
+}
+func waitConnsB(b *testing.B, s *testSwarm, d time.Duration, peers ...ed25519.PublicKey) {
+	waitConns(b, s, d, peers...)
+}
+
+// waitFirstConn waits for s's first connection event.
+func waitFirstConn(t testing.TB, s *testSwarm, d time.Duration) {
+	t.Helper()
+	s.rec.wait(t, d, "first connection", func() bool { return len(s.rec.opened) > 0 })
 }
