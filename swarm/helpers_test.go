@@ -59,11 +59,10 @@ func loopbackListen() string {
 
 // recorder collects a swarm's connection events.
 type recorder struct {
-	mu       sync.Mutex
-	opened   []PeerInfo
-	closed   []closedEvent
-	changed  chan struct{}
-	fireOnce func()
+	mu      sync.Mutex
+	opened  []PeerInfo
+	closed  []closedEvent
+	changed chan struct{}
 }
 
 type closedEvent struct {

@@ -236,7 +236,8 @@ func (s *Swarm) Close() error {
 	return err
 }
 
-// JoinOpts is Join with a raw topic key.
+// JoinKey joins a topic by its raw 32-byte key. Joining a topic again
+// widens its mode (server, client) and refreshes it at once.
 func (s *Swarm) JoinKey(topic Topic, opts JoinOptions) (*Discovery, error) {
 	opts = opts.withDefaults()
 	s.mu.Lock()
@@ -750,7 +751,7 @@ func (s *Swarm) kickLocked() {
 // lanChangedLocked tells LAN discovery the set of topics changed.
 func (s *Swarm) lanChangedLocked() {
 	if s.lan != nil {
-		go s.lan.changed()
+		s.lan.changed() // non-blocking
 	}
 }
 
