@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -195,7 +196,7 @@ func lineChart(file, title, xlabel, ylabel string, xs []float64, cs []Comparison
 	if err := addSide(p, "swarmdb", swarmColor, sideSeries(xs, sw, false), true, draw.CircleGlyph{}); err != nil {
 		return err
 	}
-	if err := addSide(p, cs[0].Other, otherColor, sideSeries(xs, ot, false), true, draw.SquareGlyph{}); err != nil {
+	if err := addSide(p, otherNames(cs), otherColor, sideSeries(xs, ot, false), true, draw.SquareGlyph{}); err != nil {
 		return err
 	}
 	p.Y.Min = 0
@@ -235,7 +236,7 @@ func dotChart(file, title, ylabel string, labels []string, cs []Comparison, logY
 	if err := addSide(p, "swarmdb", swarmColor, sideSeries(xl, sw, logY), false, draw.CircleGlyph{}); err != nil {
 		return err
 	}
-	if err := addSide(p, cs[0].Other, otherColor, sideSeries(xr, ot, logY), false, draw.SquareGlyph{}); err != nil {
+	if err := addSide(p, otherNames(cs), otherColor, sideSeries(xr, ot, logY), false, draw.SquareGlyph{}); err != nil {
 		return err
 	}
 	p.NominalX(labels...)
@@ -274,4 +275,16 @@ func (f fixedTicks) Ticks(min, max float64) []plot.Tick {
 		t = append(t, plot.Tick{Value: x, Label: fmt.Sprint(x)})
 	}
 	return t
+}
+
+// otherNames joins the distinct names of the other side ("HyperDHT /
+// Hyperswarm").
+func otherNames(cs []Comparison) string {
+	var names []string
+	for _, c := range cs {
+		if !slices.Contains(names, c.Other) {
+			names = append(names, c.Other)
+		}
+	}
+	return strings.Join(names, " / ")
 }

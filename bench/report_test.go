@@ -61,3 +61,15 @@ func TestUsageOfSelf(t *testing.T) {
 		t.Errorf("RSS %d, want > 0", u.RSS)
 	}
 }
+
+func TestCauseFor(t *testing.T) {
+	if got := causeFor("nat-loss-0.02"); got != loseCauses["nat-loss"] {
+		t.Errorf("2 %% loss row: %q", got)
+	}
+	if got := causeFor("nat-loss-0"); got != exactCauses["nat-loss-0"] {
+		t.Errorf("no-loss row: %q", got)
+	}
+	if got := causeFor("nat-ms-open-to-open"); got != loseCauses["nat-ms"] {
+		t.Errorf("grid cell: %q", got)
+	}
+}

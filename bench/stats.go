@@ -85,9 +85,11 @@ func num(v float64) string {
 	}
 }
 
-// Ratio returns median(a)/median(b), NaN when either is missing or b is 0.
+// Ratio returns median(a)/median(b), NaN when either is missing or b is
+// below 0.001 (zero within measurement resolution), where a ratio means
+// nothing.
 func Ratio(a, b Sample) float64 {
-	if !a.OK() || !b.OK() || b.Median() == 0 {
+	if !a.OK() || !b.OK() || math.Abs(b.Median()) < 1e-3 {
 		return math.NaN()
 	}
 	return a.Median() / b.Median()

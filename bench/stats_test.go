@@ -68,3 +68,9 @@ func TestGridPrefix(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+func TestRatioNearZero(t *testing.T) {
+	if r := Ratio(Sample{Values: []float64{0.1}}, Sample{Values: []float64{0.1 - 0.1 + 1e-9}}); !math.IsNaN(r) {
+		t.Errorf("ratio against ~0: %v, want NaN", r)
+	}
+}
