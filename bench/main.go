@@ -15,7 +15,9 @@
 // Parts: dht (lookup time and hops vs network size), db (verified durable
 // writes and reads), loopback (join-to-connection time, one-stream
 // throughput), resources (RSS and CPU, idle and per connection), nat (NAT
-// matrix and loss runs in the NAT lab; needs root). Results accumulate in
+// matrix and loss runs in the NAT lab; needs root), replication (put on one
+// swarmdb node, seen by a subscriber on another, through two NATs; needs
+// root). Results accumulate in
 // bench/results/results.json, from which the report and charts are
 // rendered, so a part can be rerun alone.
 package main
@@ -40,7 +42,7 @@ import (
 )
 
 // partOrder is the order parts run and appear in the report.
-var partOrder = []string{"dht", "db", "loopback", "resources", "nat"}
+var partOrder = []string{"dht", "db", "loopback", "resources", "nat", "replication"}
 
 // options are the command's flags.
 type options struct {
@@ -171,7 +173,9 @@ func runPart(ctx context.Context, o options, sw swarmdbBin, part string) (*PartR
 	case "resources":
 		return runResources(ctx, o, sw)
 	case "nat":
-		return runNAT(ctx, o, sw)
+		return runNAT(ctx, o, sw, "TestNATMatrix")
+	case "replication":
+		return runNAT(ctx, o, sw, "TestReplication")
 	}
 	return nil, fmt.Errorf("unknown part %q", part)
 }

@@ -27,18 +27,19 @@ type natConfig struct {
 // TestNATMatrix skips at once, so `go test ./bench` stays fast.
 const natEnv = "BENCH_NAT"
 
-// runNAT runs TestNATMatrix, which builds the NAT lab (internal/natlab
-// needs a testing.TB) and runs both sides' pipes in its namespaces.
-func runNAT(ctx context.Context, o options, sw swarmdbBin) (*PartResult, error) {
+// runNAT runs test (TestNATMatrix or TestReplication), which builds the NAT
+// lab (internal/natlab needs a testing.TB) and runs processes in its
+// namespaces.
+func runNAT(ctx context.Context, o options, sw swarmdbBin, test string) (*PartResult, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("the NAT lab needs root (network namespaces and nftables)")
 	}
 	cfg := natConfig{
-		Out: filepath.Join(o.tmp, "nat.json"), Reps: o.reps, Swarmdb: sw.path, SwarmdbNA: sw.why, JS: o.js,
+		Out: filepath.Join(o.tmp, test+".json"), Reps: o.reps, Swarmdb: sw.path, SwarmdbNA: sw.why, JS: o.js,
 		LossMiB: 16, LossRates: []float64{0, 0.005, 0.02}, TimeoutSec: 30,
 	}
 	b, _ := json.Marshal(cfg)
-	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-timeout=120m", "-run=^TestNATMatrix$", "-v", "./bench")
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-timeout=120m", "-run=^"+test+"$", "-v", "./bench")
 	cmd.Dir = o.root
 	cmd.Env = append(os.Environ(), natEnv+"="+string(b))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -50,14 +51,14 @@ func runNAT(ctx context.Context, o options, sw swarmdbBin) (*PartResult, error) 
 		if err == nil {
 			err = rerr
 		}
-		return nil, fmt.Errorf("TestNATMatrix: %w", err)
+		return nil, fmt.Errorf("%s: %w", test, err)
 	}
 	var pr PartResult
 	if err := json.Unmarshal(out, &pr); err != nil {
 		return nil, err
 	}
 	if err != nil && pr.Error == "" {
-		pr.Error = "TestNATMatrix failed part-way: " + err.Error()
+		pr.Error = test + " failed part-way: " + err.Error()
 	}
 	return &pr, nil
 }

@@ -70,21 +70,7 @@ func TestNATMatrix(t *testing.T) {
 	}
 	boots["Hyperswarm"] = ev.Str("bootstrap")
 	if sw.pipe {
-		var addrs []string
-		for i := range 3 {
-			h := lab.AddPublicHost(fmt.Sprintf("sdht%d", i))
-			addr := h.IP().String() + ":49737"
-			args := []string{"bootstrap", "--listen", addr, "--public-ip", h.IP().String(), "--json"}
-			if i > 0 {
-				args = append(args, "--bootstrap", addrs[0])
-			}
-			p := startIn(t, ctx, h, "", sw.path, args...)
-			if _, err := p.Wait("ready", 30*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			addrs = append(addrs, addr)
-		}
-		boots["swarmdb"] = strings.Join(addrs, ",")
+		boots["swarmdb"] = swarmdbLabDHT(t, ctx, lab, sw.path)
 	}
 
 	// Topology.
@@ -218,6 +204,27 @@ func TestNATMatrix(t *testing.T) {
 	if err := cr.SetLoss(0); err != nil {
 		t.Error(err)
 	}
+}
+
+// swarmdbLabDHT runs three `swarmdb bootstrap` nodes on three public lab
+// hosts and returns their addresses, comma-separated.
+func swarmdbLabDHT(t *testing.T, ctx context.Context, lab *natlab.Lab, bin string) string {
+	t.Helper()
+	var addrs []string
+	for i := range 3 {
+		h := lab.AddPublicHost(fmt.Sprintf("sdht%d", i))
+		addr := h.IP().String() + ":49737"
+		args := []string{"bootstrap", "--listen", addr, "--public-ip", h.IP().String(), "--json"}
+		if i > 0 {
+			args = append(args, "--bootstrap", addrs[0])
+		}
+		p := startIn(t, ctx, h, "", bin, args...)
+		if _, err := p.Wait("ready", 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, addr)
+	}
+	return strings.Join(addrs, ",")
 }
 
 // startIn starts argv in host's namespace; the test stops it at the end.

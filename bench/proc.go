@@ -50,7 +50,11 @@ type Proc struct {
 // procOpts says how to wire a child.
 type procOpts struct {
 	eventsOnStderr bool // pipe: events on stderr, data on stdout
-	dir            string
+	// lines: every stdout line arrives on Events as {"event":"line",
+	// "text":LINE, "at":time.Time of arrival} (for commands that print
+	// plain records).
+	lines bool
+	dir   string
 }
 
 // startProc starts name with args. The caller must Stop it.
@@ -83,7 +87,14 @@ func startProc(ctx context.Context, o procOpts, name string, args ...string) (*P
 	if o.eventsOnStderr {
 		evr, other = stderr, stdout
 	}
-	go func() { defer wg.Done(); p.readEvents(evr) }()
+	go func() {
+		defer wg.Done()
+		if o.lines {
+			p.readLines(evr)
+		} else {
+			p.readEvents(evr)
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if o.eventsOnStderr {
@@ -123,6 +134,17 @@ func (p *Proc) readEvents(r io.Reader) {
 			p.tail.Write(b)
 		}
 		p.mu.Unlock()
+	}
+}
+
+func (p *Proc) readLines(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		select {
+		case p.Events <- Event{"event": "line", "text": sc.Text(), "at": time.Now()}:
+		default:
+		}
 	}
 }
 

@@ -11,11 +11,12 @@ import (
 
 // partTitles heads each part's section.
 var partTitles = map[string]string{
-	"dht":       "DHT: lookup time and hops vs network size (swarmdb vs HyperDHT)",
-	"db":        "Database: verified durable writes and reads (swarmdb vs ToolDb 2.6.6)",
-	"loopback":  "Loopback: join-to-connection time and one-stream throughput (swarmdb vs Hyperswarm)",
-	"resources": "Resources: memory and CPU, idle and per connection (swarmdb vs Hyperswarm)",
-	"nat":       "NAT matrix and loss (swarmdb vs Hyperswarm, in the NAT lab)",
+	"dht":         "DHT: lookup time and hops vs network size (swarmdb vs HyperDHT)",
+	"db":          "Database: verified durable writes and reads (swarmdb vs ToolDb 2.6.6)",
+	"loopback":    "Loopback: join-to-connection time and one-stream throughput (swarmdb vs Hyperswarm)",
+	"resources":   "Resources: memory and CPU, idle and per connection (swarmdb vs Hyperswarm)",
+	"nat":         "NAT matrix and loss (swarmdb vs Hyperswarm, in the NAT lab)",
+	"replication": "Replication delay through two NATs (swarmdb node; ToolDb has no npm transport)",
 }
 
 // partCharts names each part's charts (written by writeCharts when there is
@@ -220,6 +221,9 @@ func writeReport(path string, r *Results) error {
 			for _, c := range pr.Comparisons {
 				if !c.Swarm.OK() && c.Swarm.NA != "" {
 					missing = append(missing, fmt.Sprintf("- %s / %s: swarmdb %s.", p, c.Name, c.Swarm.NA))
+				}
+				if !c.Them.OK() && c.Them.NA != "" && c.Them.NA != "never connected" {
+					missing = append(missing, fmt.Sprintf("- %s: the %s side is %s.", p, c.Other, c.Them.NA))
 				}
 			}
 		}
