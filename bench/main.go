@@ -134,6 +134,10 @@ func run() error {
 			if !slices.Contains(o.parts, p) {
 				continue
 			}
+			if (p == "nat" || p == "replication") && os.Geteuid() != 0 {
+				o.log.Warn("skipping a part that needs root (NAT lab); its last results stay in the report", "name", p)
+				continue
+			}
 			o.log.Info("part", "name", p)
 			start := time.Now()
 			loadBefore := loadAvg()
