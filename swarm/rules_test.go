@@ -253,8 +253,8 @@ func TestMaxPeersBoundsDialling(t *testing.T) {
 }
 
 // TestNetworkChangedDropsSilentConnections: after NetworkChanged, a
-// (LivenessCheck 3 s: above the 2 s keepalive interval, so a live peer is
-// always heard from)
+// (the default LivenessCheck, 2.5 keepalive intervals, so a live peer is
+// heard from even on a loaded machine)
 // connection whose peer went silent is closed within LivenessCheck instead
 // of the 15 s dead timeout, and live connections stay.
 func TestNetworkChangedDropsSilentConnections(t *testing.T) {
@@ -262,7 +262,7 @@ func TestNetworkChangedDropsSilentConnections(t *testing.T) {
 	nw := startNet(t, 6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a := startSwarm(t, nw, nil, func(c *Config) { c.LivenessCheck = 3 * time.Second })
+	a := startSwarm(t, nw, nil, nil) // DefaultLivenessCheck: 5 s, 2.5 keepalive intervals
 	silentNet := newCrashNet(t)
 	silent := startSwarm(t, nw, nil, func(c *Config) { c.Net = silentNet })
 	live := startSwarm(t, nw, nil, nil)
