@@ -64,12 +64,22 @@ type peerTable struct {
 	dialing int
 	conns   int
 	inbound int
+	// reserved holds an inbound slot for each peer whose handshake passed
+	// canAccept and is still running (ICE, session setup), until it
+	// connects or the reservation expires: several handshakes in flight
+	// at once cannot overrun the inbound limit.
+	reserved map[peerKey]time.Time
 }
+
+// reservationTTL bounds an inbound slot held for a handshake in flight;
+// the transport gives no word when one fails, and holepunch gives up on a
+// handshake after 12 s.
+const reservationTTL = 20 * time.Second
 
 func newPeerTable(self ed25519.PublicKey, lim limits, b Backoff, rnd func() float64) *peerTable {
 	return &peerTable{
 		self: peerKey(self), lim: lim, backoff: b.withDefaults(), rnd: rnd,
-		peers: make(map[peerKey]*peerState),
+		peers: make(map[peerKey]*peerState), reserved: make(map[peerKey]time.Time),
 	}
 }
 
@@ -282,9 +292,30 @@ func (t *peerTable) reschedule(p *peerState, now time.Time) {
 	t.queue(p, now.Add(d))
 }
 
+// reserve is canAccept for a handshake that is about to start: on success
+// it holds an inbound slot for pub until connected or reservationTTL.
+func (t *peerTable) reserve(pub ed25519.PublicKey, now time.Time) error {
+	for k, until := range t.reserved {
+		if !now.Before(until) {
+			delete(t.reserved, k)
+		}
+	}
+	if err := t.canAccept(pub); err != nil {
+		return err
+	}
+	if p := t.get(pub); p == nil || !p.connected {
+		t.reserved[peerKey(pub)] = now.Add(reservationTTL)
+	}
+	return nil
+}
+
+// release drops pub's reservation (its handshake was refused after all).
+func (t *peerTable) release(pub ed25519.PublicKey) { delete(t.reserved, peerKey(pub)) }
+
 // canAccept says whether an incoming connection from pub may be taken: not
-// banned, and within the inbound limit and MaxPeers unless it replaces a
-// connection to the same key.
+// banned, and within the inbound limit and MaxPeers (counting handshakes
+// in flight) unless it replaces a connection to the same key or holds a
+// reservation.
 func (t *peerTable) canAccept(pub ed25519.PublicKey) error {
 	if peerKey(pub) == t.self {
 		return ErrSelf
@@ -296,7 +327,11 @@ func (t *peerTable) canAccept(pub ed25519.PublicKey) error {
 	if p != nil && p.connected {
 		return nil
 	}
-	if t.inbound >= t.lim.maxInbound || t.conns >= t.lim.maxPeers {
+	others := len(t.reserved)
+	if _, ok := t.reserved[peerKey(pub)]; ok {
+		others--
+	}
+	if t.inbound+others >= t.lim.maxInbound || t.conns+others >= t.lim.maxPeers {
 		return ErrInboundLimit
 	}
 	return nil
@@ -304,6 +339,7 @@ func (t *peerTable) canAccept(pub ed25519.PublicKey) error {
 
 // connected records a new connection to pub (not a replacement).
 func (t *peerTable) connected(pub ed25519.PublicKey, inbound bool, now time.Time) {
+	delete(t.reserved, peerKey(pub))
 	p := t.getOrAdd(pub)
 	if p.connected {
 		t.setInbound(p, inbound)

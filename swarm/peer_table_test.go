@@ -221,3 +221,34 @@ func TestPeerTableSimultaneousWaitsForIncoming(t *testing.T) {
 		t.Fatal("a lost tie-break counted as a failure")
 	}
 }
+
+func TestPeerTableReservationsHoldInboundSlots(t *testing.T) {
+	tb, _ := testTable(t, limits{maxPeers: 10, maxParallel: 3, maxInbound: 2})
+	a, b, c := newKey(t), newKey(t), newKey(t)
+	if err := tb.reserve(a, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.reserve(b, t0); err != nil {
+		t.Fatal(err)
+	}
+	// Two handshakes in flight fill the limit before either connected.
+	if err := tb.reserve(c, t0); !errors.Is(err, ErrInboundLimit) {
+		t.Fatalf("third handshake: %v", err)
+	}
+	// A reserved peer still passes the check when its connection opens.
+	if err := tb.canAccept(a); err != nil {
+		t.Fatalf("reserved peer refused at connect: %v", err)
+	}
+	tb.connected(a, true, t0)
+	if err := tb.reserve(c, t0); !errors.Is(err, ErrInboundLimit) {
+		t.Fatalf("after one connected, one reserved: %v", err)
+	}
+	// A handshake that never completes gives its slot back after the TTL.
+	if err := tb.reserve(c, t0.Add(reservationTTL)); err != nil {
+		t.Fatalf("expired reservation still held: %v", err)
+	}
+	tb.release(c)
+	if len(tb.reserved) != 0 {
+		t.Fatalf("reservations left: %d", len(tb.reserved))
+	}
+}

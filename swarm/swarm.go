@@ -470,7 +470,7 @@ func (s *Swarm) drop(c *Conn, err error) {
 // firewall and the inbound limits, all before any hole punching.
 func (s *Swarm) acceptFirewall(remote ed25519.PublicKey) error {
 	s.mu.Lock()
-	err := s.table.canAccept(remote)
+	err := s.table.reserve(remote, time.Now())
 	if s.closed {
 		err = ErrClosed
 	}
@@ -484,6 +484,7 @@ func (s *Swarm) acceptFirewall(remote ed25519.PublicKey) error {
 	if fw := s.cfg.Firewall; fw != nil {
 		if err := fw(remote, true); err != nil {
 			s.mu.Lock()
+			s.table.release(remote)
 			s.stats.inboundRefused["firewall"]++
 			s.notifyLocked()
 			s.mu.Unlock()
