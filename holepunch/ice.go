@@ -18,13 +18,16 @@ import (
 
 // ICE tuning, measured in go-deps.md §2.5–2.6.
 const (
-	// iceCheckInterval: a connectivity check round every 50 ms. The default
-	// 200 ms adds up to 200 ms to every connect.
-	iceCheckInterval = 50 * time.Millisecond
-	// iceMaxBindingRequests: keep checking a pair for 100 rounds (5 s)
+	// iceCheckInterval: a connectivity check round every 20 ms. A check
+	// that goes out before the peer has installed our candidates is only
+	// answered in the next round, so the interval is added to many
+	// connects: pion's default 200 ms, and 50 ms made our median connect
+	// twice Hyperswarm's (bench/results/REPORT.md).
+	iceCheckInterval = 20 * time.Millisecond
+	// iceMaxBindingRequests: keep checking a pair for 250 rounds (5 s)
 	// before calling it failed. pion's default of 7 fails when the peer
 	// starts its checks late (pitfall P2).
-	iceMaxBindingRequests = 100
+	iceMaxBindingRequests = 250
 	// iceKeepalive, iceDisconnected, iceFailed: ICE's own liveness. The
 	// secure session above has its own dead-peer detection (15 s); these
 	// only need to keep the selected pair's NAT mappings warm and let a
