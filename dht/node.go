@@ -44,11 +44,10 @@ type Node struct {
 	limiter      *rateLimiter
 	pending      map[uint32]*pendingRequest
 	tokenCache   map[netip.AddrPort]cachedToken
-	sentIPs      map[netip.Addr]struct{}      // IPs we sent to, for unsolicited-probe checks
-	sentOverflow bool                         // sentIPs filled up: nothing is provably unsolicited
-	lastSent     atomic.Pointer[netip.Addr]   // last IP noteSent saw; not guarded by mu
-	dead         map[netip.AddrPort]time.Time // nodes that missed a query, skipped until then
-	samples      []addrSample                 // reflexive addresses seen by others
+	sentIPs      map[netip.Addr]struct{}    // IPs we sent to, for unsolicited-probe checks
+	sentOverflow bool                       // sentIPs filled up: nothing is provably unsolicited
+	lastSent     atomic.Pointer[netip.Addr] // last IP noteSent saw; not guarded by mu
+	samples      []addrSample               // reflexive addresses seen by others
 	probeWaits   map[uint64]chan netip.AddrPort
 	announced    map[[ed25519.PublicKeySize]byte]*relaySet
 	verifying    map[netip.AddrPort]bool // addresses being pinged before entering the table
@@ -116,7 +115,6 @@ func New(cfg Config) *Node {
 		pending:    make(map[uint32]*pendingRequest),
 		tokenCache: make(map[netip.AddrPort]cachedToken),
 		sentIPs:    make(map[netip.Addr]struct{}),
-		dead:       make(map[netip.AddrPort]time.Time),
 		probeWaits: make(map[uint64]chan netip.AddrPort),
 		announced:  make(map[[ed25519.PublicKeySize]byte]*relaySet),
 		verifying:  make(map[netip.AddrPort]bool),

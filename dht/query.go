@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -52,10 +51,6 @@ func (n *Node) query(ctx context.Context, target ID, cmd Command) (*queryResult,
 			queried++
 			addr := c.addr
 			go func() {
-				if n.recentlyDead(addr, time.Now()) {
-					results <- result{addr, nil, ErrTimeout}
-					return
-				}
 				reply, err := n.requestTries(ctx, addr, n.queryMessage(cmd, target, addr), 2)
 				results <- result{addr, reply, err}
 			}()
@@ -68,9 +63,6 @@ func (n *Node) query(ctx context.Context, target ID, cmd Command) (*queryResult,
 			inflight--
 			if r.err != nil {
 				l.fail(r.addr)
-				if errors.Is(r.err, ErrTimeout) && ctx.Err() == nil {
-					n.markDead(r.addr, time.Now())
-				}
 				continue
 			}
 			r.reply.Closer = n.withoutSelf(r.reply.Closer)
