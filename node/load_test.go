@@ -25,6 +25,14 @@ import (
 // Without it TestLoad64 runs a smaller mesh that fits the normal suite.
 var loadFull = flag.Bool("load", false, "TestLoad64: run the full size (64 nodes, 10,000 records)")
 
+// Overrides of TestLoad64's size, for measuring (zero: the size chosen
+// above).
+var (
+	loadNodesFlag    = flag.Int("load.nodes", 0, "TestLoad64: number of nodes")
+	loadRecordsFlag  = flag.Int("load.records", 0, "TestLoad64: number of records")
+	loadMaxPeersFlag = flag.Int("load.maxpeers", 0, "TestLoad64: MaxPeers of every node")
+)
+
 // Load sizes. Writes are paced: the bridge allows a peer 2,000 messages a
 // second (Limits.MessagesPerSecond) and a forwarding node sends each record
 // once to each of its peers, so the writer stays below that per link.
@@ -57,6 +65,16 @@ func TestLoad64(t *testing.T) {
 	if *loadFull {
 		nodes, records = loadNodesFull, loadRecordsFull
 	}
+	maxPeers := loadMaxPeers
+	if *loadNodesFlag > 0 {
+		nodes = *loadNodesFlag
+	}
+	if *loadRecordsFlag > 0 {
+		records = *loadRecordsFlag
+	}
+	if *loadMaxPeersFlag > 0 {
+		maxPeers = *loadMaxPeersFlag
+	}
 	if testing.Short() {
 		t.Skip("load test in -short mode")
 	}
@@ -68,9 +86,12 @@ func TestLoad64(t *testing.T) {
 	keys := map[string]int{}
 	startUp := time.Now()
 	for i := range nodes {
+		// Each node gets its own loopback address (127.0.1.x), as peers on
+		// different hosts would have: the DHT's per-source-IP rate limit
+		// (200 requests/s) must not lump the whole swarm together.
 		nd, err := node.New(node.Config{
-			Topic: "load-test", DataDir: t.TempDir(), ListenAddr: "127.0.0.1:0", Bootstrap: n.Bootstrap,
-			KeepLoopback: true, DisableLAN: true, MaxPeers: loadMaxPeers,
+			Topic: "load-test", DataDir: t.TempDir(), ListenAddr: fmt.Sprintf("127.0.1.%d:0", i+1), Bootstrap: n.Bootstrap,
+			KeepLoopback: true, DisableLAN: true, MaxPeers: maxPeers,
 			OnPeerConnect:    func(ev node.PeerEvent) { mesh.set(i, hex.EncodeToString(ev.PublicKey), true) },
 			OnPeerDisconnect: func(ev node.PeerEvent) { mesh.set(i, hex.EncodeToString(ev.PublicKey), false) },
 		})
@@ -90,6 +111,11 @@ func TestLoad64(t *testing.T) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for !mesh.connected() {
 		if time.Now().After(deadline) {
+			for i, nd := range all {
+				if s := nd.Stats().Swarm; s.Connections == 0 {
+					t.Logf("isolated node %d: announces %d, lookups %d, known peers %v, attempts %d, failures %v, refused %v", i, s.Announces, s.Lookups, s.PeersByTopic, s.Attempts, s.FailuresByReason, s.InboundRefused)
+				}
+			}
 			t.Fatalf("mesh of %d nodes not connected after 2 min: %s", nodes, mesh.degrees())
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -97,7 +123,7 @@ func TestLoad64(t *testing.T) {
 	for _, nd := range all {
 		waitPeers(t, nd, 1) // the message layer identified at least one peer
 	}
-	t.Logf("%d nodes up and connected in %v; degrees %s", nodes, time.Since(startUp).Round(time.Millisecond), mesh.degrees())
+	t.Logf("%d nodes (MaxPeers %d) up and connected in %v; degrees %s", nodes, maxPeers, time.Since(startUp).Round(time.Millisecond), mesh.degrees())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
