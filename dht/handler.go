@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -197,13 +198,25 @@ func (n *Node) handleRequest(m *Message, src netip.AddrPort, reqLen int) {
 // nodes, then our token and id — so the DHT cannot amplify a spoofed
 // flood. Requesters pad requests that expect large answers.
 func (n *Node) sendReply(reply *Message, records []PeerRecord, dst netip.AddrPort, reqLen int, verified bool) {
+	// An unverified source gets no more bytes than it sent (no
+	// amplification); anyone gets at most one datagram. Records beyond what
+	// fits are left out, in a random order each time, so that the k nodes
+	// storing a large topic each return a different share of it.
+	limit := reqLen
+	if verified {
+		limit = MaxPacketSize
+	}
+	if len(records) > 1 {
+		records = slices.Clone(records)
+		rand.Shuffle(len(records), func(i, j int) { records[i], records[j] = records[j], records[i] })
+	}
 	var b []byte
 	for {
 		if reply.Command == CmdLookup && reply.Error == CodeOK {
 			reply.Value = AppendRecords(nil, records)
 		}
 		b = AppendMessage(b[:0], reply)
-		if verified || len(b) <= reqLen {
+		if len(b) <= limit {
 			break
 		}
 		reply.Truncated = true

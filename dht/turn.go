@@ -14,7 +14,6 @@ import (
 // DHT only carries the offer; the hook that makes it lives with the relay,
 // so dht imports nothing of pion/turn.
 
-
 // maxTURNField bounds the username and password of an offer: a length byte.
 const maxTURNField = 255
 
