@@ -373,11 +373,27 @@ func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays
 	case e.dialing[key] != nil:
 		e.mu.Unlock()
 		return nil, ErrDialInProgress
+	case e.incoming[key] != nil && bytes.Compare(remote, e.pub) > 0:
+		// The peer is dialling us already and its outgoing dial wins the
+		// tie-break (the larger key's, as in glare): take that one.
+		e.mu.Unlock()
+		return nil, fmt.Errorf("holepunch: connect %x: %w", remote[:4], ErrSimultaneous)
 	}
 	ds := &dialState{cancel: cancel}
 	e.dialing[key] = ds
 	e.stats.Dials++
+	in := e.incoming[key]
 	e.mu.Unlock()
+	if in != nil {
+		// Our dial wins: the peer gives up its own when our message 1
+		// arrives (glare), so end its handshake here and free the ICE
+		// agent toward its address (pitfall P1).
+		in.cancel()
+		select {
+		case <-in.done:
+		case <-time.After(supersedeWait):
+		}
+	}
 	e.dropConn(remote)
 	defer func() {
 		e.mu.Lock()
