@@ -199,7 +199,8 @@ func (n *Node) handleRequest(m *Message, src netip.AddrPort, reqLen int) {
 // flood. Requesters pad requests that expect large answers.
 func (n *Node) sendReply(reply *Message, records []PeerRecord, dst netip.AddrPort, reqLen int, verified bool) {
 	// An unverified source gets no more bytes than it sent (no
-	// amplification); anyone gets at most one datagram. Records beyond what
+	// amplification); anyone gets at most one datagram, and no more value
+	// bytes than ParseMessage accepts. Records beyond what
 	// fits are left out, in a random order each time, so that the k nodes
 	// storing a large topic each return a different share of it.
 	limit := reqLen
@@ -216,7 +217,7 @@ func (n *Node) sendReply(reply *Message, records []PeerRecord, dst netip.AddrPor
 			reply.Value = AppendRecords(nil, records)
 		}
 		b = AppendMessage(b[:0], reply)
-		if len(b) <= limit {
+		if len(b) <= limit && len(reply.Value) <= maxValueSize {
 			break
 		}
 		reply.Truncated = true
