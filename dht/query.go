@@ -3,6 +3,7 @@ package dht
 import (
 	"context"
 	"crypto/ed25519"
+	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -144,6 +145,7 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	if _, err := n.query(ctx, n.ID(), CmdFindNode); err != nil {
 		return fmt.Errorf("dht: bootstrap: %w", err)
 	}
+	n.refreshFarBuckets(ctx)
 	if n.cfg.Mode == ModeAdaptive {
 		n.checkPersistence(ctx)
 	}
@@ -151,6 +153,34 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	n.bootstrapped = true
 	n.mu.Unlock()
 	return nil
+}
+
+// joinRefreshBuckets is how many of the farthest buckets a joining node
+// fills with a lookup each. The lookup of its own id only finds nodes near
+// it; without this, nodes whose contacts all share their first bits answer
+// every query for the far half of the id space with nodes of their own
+// half, and lookups converge in the wrong place (found by the 1,000-node
+// benchmark: 5-10% of topics unreachable). Kademlia refreshes the buckets
+// beyond its closest neighbour after joining for the same reason; 2^8
+// regions cover networks far larger than ours per bucket.
+const joinRefreshBuckets = 8
+
+// refreshFarBuckets looks up a random id in each of the farthest buckets,
+// in parallel, so the routing table knows every region of the id space.
+func (n *Node) refreshFarBuckets(ctx context.Context) {
+	self := n.ID()
+	var wg sync.WaitGroup
+	for prefix := range joinRefreshBuckets {
+		var random ID
+		_, _ = crand.Read(random[:])
+		target := idInBucket(self, prefix, random)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = n.query(ctx, target, CmdFindNode)
+		}()
+	}
+	wg.Wait()
 }
 
 // checkPersistence makes an adaptive node persistent when several nodes
