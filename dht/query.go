@@ -145,10 +145,12 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	if _, err := n.query(ctx, n.ID(), CmdFindNode); err != nil {
 		return fmt.Errorf("dht: bootstrap: %w", err)
 	}
-	n.refreshFarBuckets(ctx)
 	if n.cfg.Mode == ModeAdaptive {
+		// Before the far-bucket refresh: the unsolicited probe must come
+		// from a node we never sent to, and the refresh contacts many.
 		n.checkPersistence(ctx)
 	}
+	n.refreshFarBuckets(ctx)
 	n.mu.Lock()
 	n.bootstrapped = true
 	n.mu.Unlock()
