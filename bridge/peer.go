@@ -78,8 +78,12 @@ type Peer struct {
 
 	// Owned by the read loop.
 	rate       bucket
-	strikes    bucket
 	lastErrMsg time.Time
+
+	// Guarded by strikeMu: puts are verified on goroutines of their own
+	// (goAsync), and a bad one strikes from there.
+	strikeMu sync.Mutex
+	strikes  bucket
 }
 
 // Attach makes c a peer of the message layer and returns at once; the peer runs until the
@@ -265,7 +269,10 @@ func (p *Peer) bad(ref string, err error) bool {
 
 // strike uses one of the peer's strikes; with none left the peer is closed for abuse.
 func (p *Peer) strike(err error) bool {
-	if p.strikes.take(p.b.cfg.Now()) {
+	p.strikeMu.Lock()
+	ok := p.strikes.take(p.b.cfg.Now())
+	p.strikeMu.Unlock()
+	if ok {
 		return true
 	}
 	p.b.stats.abuse.Add(1)
