@@ -366,6 +366,22 @@ func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	e.mu.Lock()
+	if in := e.incoming[key]; in != nil && bytes.Compare(remote, e.pub) > 0 {
+		// The peer is dialling us already and its outgoing dial wins the
+		// tie-break (the larger key's, as in glare): let it finish. If it
+		// made a connection, that is the one; if it failed, dial after all.
+		e.mu.Unlock()
+		select {
+		case <-in.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("holepunch: connect %x: %w", remote[:4], context.Cause(ctx))
+		}
+		e.mu.Lock()
+		if e.conns[key] != nil {
+			e.mu.Unlock()
+			return nil, fmt.Errorf("holepunch: connect %x: %w", remote[:4], ErrSimultaneous)
+		}
+	}
 	switch {
 	case e.closed:
 		e.mu.Unlock()
@@ -373,11 +389,6 @@ func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays
 	case e.dialing[key] != nil:
 		e.mu.Unlock()
 		return nil, ErrDialInProgress
-	case e.incoming[key] != nil && bytes.Compare(remote, e.pub) > 0:
-		// The peer is dialling us already and its outgoing dial wins the
-		// tie-break (the larger key's, as in glare): take that one.
-		e.mu.Unlock()
-		return nil, fmt.Errorf("holepunch: connect %x: %w", remote[:4], ErrSimultaneous)
 	}
 	ds := &dialState{cancel: cancel}
 	e.dialing[key] = ds
