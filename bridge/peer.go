@@ -185,7 +185,11 @@ func (p *Peer) close(err error) {
 	p.err = err
 	p.mu.Unlock()
 	p.cancel()
-	_ = p.conn.Close()
+	// Closing can block (a secure stream's close waits behind a write stuck
+	// on a full send buffer, which is exactly the slow consumer's state),
+	// and close runs on whoever noticed: the writer of a put broadcasting
+	// to every peer. Close in the background so no caller ever waits on it.
+	go func() { _ = p.conn.Close() }()
 }
 
 // run is the read loop; when it ends it waits for the peer's other goroutines, removes the peer
