@@ -129,11 +129,27 @@ func (n *Node) Start(ctx context.Context) (err error) {
 func (n *Node) onConnection(c *swarm.Conn, info swarm.PeerInfo) {
 	remote := hex.EncodeToString(info.PublicKey)
 	sc := bridge.NewStreamConn(c.Stream0(), remote, n.cfg.Limits.MaxMessageSize)
-	if _, err := n.bridge.Attach(sc, bridge.AttachOptions{Initiator: info.Role == swarm.RoleClient, Kind: bridge.KindSwarm}); err != nil {
+	peer, err := n.bridge.Attach(sc, bridge.AttachOptions{Initiator: info.Role == swarm.RoleClient, Kind: bridge.KindSwarm})
+	if err != nil {
 		n.log.Warn("attach swarm connection", "peer", remote[:8], "err", err)
 		_ = c.Close()
 		return
 	}
+	// When the message layer drops the peer (slow consumer, abuse, a
+	// broken stream), close the whole connection: the swarm then
+	// reconnects and the new connection starts with an anti-entropy
+	// catch-up. Left open, the session would live on with no message
+	// layer on it and nothing would flow over it again.
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-peer.Done():
+			n.log.Debug("message layer dropped a swarm peer; closing the connection", "peer", remote[:8], "err", peer.Err())
+			_ = c.Close()
+		case <-c.Done():
+		}
+	}()
 	if f := n.cfg.OnPeerConnect; f != nil {
 		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Role: string(info.Role), ConnectTime: info.ConnectTime})
 	}
