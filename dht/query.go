@@ -200,7 +200,10 @@ func (n *Node) checkPersistence(ctx context.Context) {
 		return
 	}
 	for i, c := range res.closest {
-		if i == 3 {
+		// Each probe's packet comes from a node the probed one picks; the
+		// join lookups may have contacted it already, which proves
+		// nothing. Five tries make a false "not reachable" rare.
+		if i == 5 {
 			break
 		}
 		p, err := n.NATProbe(ctx, c.addr, ProbeOtherNode, 2*n.cfg.RequestTimeout)

@@ -215,6 +215,11 @@ func TestInboundLimitEnforced(t *testing.T) {
 	waitState(t, server, 30*time.Second, "two refusals at the limit", func() bool {
 		return server.Stats().InboundRefused["limit"] >= 2
 	})
+	// The two accepted handshakes may still be finishing when the second
+	// refusal is counted.
+	waitState(t, server, 30*time.Second, "two connections at the limit", func() bool {
+		return server.Stats().Connections == 2
+	})
 	if n := server.Stats().Connections; n != 2 {
 		t.Fatalf("server holds %d connections with MaxInbound 2", n)
 	}
