@@ -91,6 +91,26 @@ type wsClient struct {
 // dialNode connects to the node at url, pings as a ToolDb client of topic
 // and waits for the pong.
 func dialNode(ctx context.Context, url, topic string, user *db.User) (*wsClient, error) {
+	// The node refuses a client id that another live connection holds. Our
+	// own previous connection (the last put with the same --key) can still
+	// be closing on the node's side, so retry that refusal briefly.
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		c, err := dialNodeOnce(ctx, url, topic, user)
+		if !errors.Is(err, errIDClaimed) || wait > time.Second {
+			return c, err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, err
+		}
+	}
+}
+
+// errIDClaimed marks the node's ID_CLAIMED refusal.
+var errIDClaimed = errors.New("client id held by another connection")
+
+func dialNodeOnce(ctx context.Context, url, topic string, user *db.User) (*wsClient, error) {
 	if topic == "" {
 		return nil, errors.New("no topic: pass --topic (the node's --topic) or set SWARMDB_TOPIC")
 	}
@@ -129,6 +149,9 @@ func dialNode(ctx context.Context, url, topic string, user *db.User) (*wsClient,
 			return c, nil
 		case m.Type == bridge.TypeError && m.Ref == ping.ID:
 			c.Close()
+			if m.Code == "ID_CLAIMED" {
+				return nil, fmt.Errorf("node refused us (%s): %s: %w", m.Code, m.Error, errIDClaimed)
+			}
 			return nil, fmt.Errorf("node refused us (%s): %s", m.Code, m.Error)
 		}
 	}
