@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"slices"
 	"time"
 )
 
@@ -201,15 +200,12 @@ func (n *Node) sendReply(reply *Message, records []PeerRecord, dst netip.AddrPor
 	// An unverified source gets no more bytes than it sent (no
 	// amplification); anyone gets at most one datagram, and no more value
 	// bytes than ParseMessage accepts. Records beyond what
-	// fits are left out, in a random order each time, so that the k nodes
-	// storing a large topic each return a different share of it.
+	// fits are left out; recordStore.get returns them in a random order each
+	// time, so the k nodes storing a large topic each return a different
+	// share of it.
 	limit := reqLen
 	if verified {
 		limit = MaxPacketSize
-	}
-	if len(records) > 1 {
-		records = slices.Clone(records)
-		rand.Shuffle(len(records), func(i, j int) { records[i], records[j] = records[j], records[i] })
 	}
 	var b []byte
 	for {
