@@ -173,11 +173,7 @@ func (e *Endpoint) supersede(remote ed25519.PublicKey, cancel context.CancelFunc
 	e.incoming[key] = h
 	e.mu.Unlock()
 	if prev != nil {
-		prev.cancel()
-		select {
-		case <-prev.done:
-		case <-time.After(supersedeWait):
-		}
+		prev.end()
 	}
 	go func() {
 		<-h.done
@@ -194,6 +190,17 @@ func (e *Endpoint) supersede(remote ed25519.PublicKey, cancel context.CancelFunc
 type inbound struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed once its ICE agent is closed
+}
+
+// end cancels the handshake and waits, at most supersedeWait, until its
+// ICE agent is closed, so a new agent toward the same address can start
+// (pitfall P1).
+func (h *inbound) end() {
+	h.cancel()
+	select {
+	case <-h.done:
+	case <-time.After(supersedeWait):
+	}
 }
 
 // glare settles a dial from remote that meets our own dial to it: the

@@ -397,13 +397,8 @@ func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays
 	e.mu.Unlock()
 	if in != nil {
 		// Our dial wins: the peer gives up its own when our message 1
-		// arrives (glare), so end its handshake here and free the ICE
-		// agent toward its address (pitfall P1).
-		in.cancel()
-		select {
-		case <-in.done:
-		case <-time.After(supersedeWait):
-		}
+		// arrives (glare), so end its handshake here.
+		in.end()
 	}
 	e.dropConn(remote)
 	defer func() {
