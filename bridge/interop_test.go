@@ -3,37 +3,20 @@ package bridge
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-)
 
-// interopDir returns testdata/tooldb when node and its node_modules are installed. Without them
-// the test skips, except in CI (CI=true), which installs both.
-func interopDir(t *testing.T) string {
-	t.Helper()
-	dir, _ := filepath.Abs("testdata/tooldb")
-	_, errNode := exec.LookPath("node")
-	_, errMods := os.Stat(filepath.Join(dir, "node_modules", "tool-db", "package.json"))
-	if errNode != nil || errMods != nil {
-		msg := "needs node and the pinned tool-db: run `(cd bridge/testdata/tooldb && npm ci)`"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return dir
-}
+	"github.com/swarmdb/swarmdb/internal/tooldbtest"
+)
 
 // The real tool-db 2.6.6: client X on node A writes, client Y on node B (A and B linked) reads
 // it with a get, is notified of both writes through its subscription, lists keys with a query,
 // calls a server function and reads a CRDT.
 func TestToolDbInterop(t *testing.T) {
-	dir := interopDir(t)
+	dir := tooldbtest.Require(t, "testdata/tooldb", "bridge/testdata/tooldb")
 	const topic = "swarmdb-interop"
 	echo := map[string]Function{"echo": func(_ context.Context, args []byte) (any, error) {
 		return json.RawMessage(args), nil

@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/tooldbtest"
 )
 
 // vectors.json is produced by `node testdata/tooldb/tooldb.js gen` with the real tool-db 2.6.6
@@ -274,26 +276,13 @@ func TestToolDbVerifiesGoRecords(t *testing.T) {
 
 // nodeScriptPath returns the ToolDb script when node and its node_modules are installed.
 func nodeScriptPath() string {
-	dir, _ := filepath.Abs("testdata/tooldb")
-	_, errNode := exec.LookPath("node")
-	_, errMods := os.Stat(filepath.Join(dir, "node_modules", "tool-db", "package.json"))
-	if errNode != nil || errMods != nil {
-		return ""
+	if dir := tooldbtest.Find("testdata/tooldb"); dir != "" {
+		return filepath.Join(dir, "tooldb.js")
 	}
-	return filepath.Join(dir, "tooldb.js")
+	return ""
 }
 
 func nodeScript(t *testing.T) string {
 	t.Helper()
-	if p := nodeScriptPath(); p != "" {
-		return p
-	}
-	{
-		msg := "needs node and the pinned tool-db: run `(cd db/testdata/tooldb && npm ci)`"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return ""
+	return filepath.Join(tooldbtest.Require(t, "testdata/tooldb", "db/testdata/tooldb"), "tooldb.js")
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,32 +12,19 @@ import (
 
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/node"
+
+	"github.com/swarmdb/swarmdb/internal/tooldbtest"
 )
 
-// toolDbDir is the Node.js project with the pinned tool-db@2.6.6 and a
-// small WebSocket adapter for it (shared with bridge's interop test). The
-// test skips without node and its modules, except in CI, which installs both.
-func toolDbDir(t *testing.T) string {
-	t.Helper()
-	dir, _ := filepath.Abs("../bridge/testdata/tooldb")
-	_, errNode := exec.LookPath("node")
-	_, errMods := os.Stat(filepath.Join(dir, "node_modules", "tool-db", "package.json"))
-	if errNode != nil || errMods != nil {
-		msg := "needs node and the pinned tool-db: run `(cd bridge/testdata/tooldb && npm ci)`"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return dir
-}
+// The Node.js project with the pinned tool-db@2.6.6 and a small WebSocket
+// adapter for it is bridge's (bridge/testdata/tooldb).
 
 // TestToolDbAcrossSwarm: a real ToolDb client on node A writes; a ToolDb
 // client on node C, which reaches A only through the swarm, reads it, is
 // notified through its subscription, lists the keys with a query and calls
 // a server function.
 func TestToolDbAcrossSwarm(t *testing.T) {
-	dir := toolDbDir(t)
+	dir := tooldbtest.Require(t, "../bridge/testdata/tooldb", "bridge/testdata/tooldb")
 	const topic = "swarmdb-interop"
 	n := loopbackNet(t)
 	echo := map[string]bridge.Function{"echo": func(_ context.Context, args []byte) (any, error) {
