@@ -76,6 +76,13 @@ func BenchmarkThroughputLoopback(b *testing.B) {
 	n := startNet(b, 6)
 	server := addPeer(b, n, nil)
 	client := addPeer(b, n, nil)
+	c, s := dialPair(b, client, server)
+	benchThroughput(b, c, s)
+}
+
+// dialPair makes server listen, dials it from client and returns both ends;
+// they close when the benchmark ends.
+func dialPair(b *testing.B, client, server *peer) (c, s *holepunch.Conn) {
 	ctx := context.Background()
 	if _, err := server.ep.Listen(ctx); err != nil {
 		b.Fatal(err)
@@ -84,10 +91,10 @@ func BenchmarkThroughputLoopback(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
-	s := <-server.in
-	defer s.Close()
-	benchThroughput(b, c, s)
+	b.Cleanup(func() { c.Close() })
+	s = <-server.in
+	b.Cleanup(func() { s.Close() })
+	return c, s
 }
 
 // benchThroughput sends b.N MiB from c to s on stream 0.
@@ -121,17 +128,7 @@ func BenchmarkThroughputNATLab(b *testing.B) {
 	boot := labDHT(b, lab, 3, nil)
 	server := labPeer(b, lab.AddRouter(natlab.RouterConfig{Type: natlab.PortRestricted}).AddHost("s"), boot)
 	client := labPeer(b, lab.AddRouter(natlab.RouterConfig{Type: natlab.PortRestricted}).AddHost("c"), boot)
-	ctx := context.Background()
-	if _, err := server.ep.Listen(ctx); err != nil {
-		b.Fatal(err)
-	}
-	c, err := client.ep.Connect(ctx, server.pub, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	s := <-server.in
-	defer s.Close()
+	c, s := dialPair(b, client, server)
 	if c.Path != holepunch.PathDirect {
 		b.Fatalf("path %s, want direct", c.Path)
 	}
