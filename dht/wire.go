@@ -327,6 +327,13 @@ func (r *reader) addr() netip.AddrPort {
 		return netip.AddrPort{}
 	}
 	ip, _ := netip.AddrFromSlice(v[:n])
+	if ip.Is4In6() {
+		// AppendAddr sends IPv4 in its 4-byte form; a mapped form is a
+		// second spelling of the same address, which would let one
+		// address pass checks (and dedup) as two.
+		r.fail(ErrBadAddress)
+		return netip.AddrPort{}
+	}
 	return netip.AddrPortFrom(ip, binary.BigEndian.Uint16(v[n:]))
 }
 

@@ -3,6 +3,7 @@ package dht
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"net/netip"
 	"testing"
 )
@@ -90,4 +91,27 @@ func FuzzVerifyAnnounce(f *testing.F) {
 		}
 		_, _ = verifyUnannounce(b, ID{}, ID{}, ID{})
 	})
+}
+
+// An IPv4 address has one encoding, its 4-byte form. The 16-byte
+// IPv4-mapped spelling is refused (found by FuzzParseTURNOffer: it decoded
+// but re-encoded to different bytes).
+func TestAddrOneEncoding(t *testing.T) {
+	v4 := netip.MustParseAddrPort("203.0.113.7:4000")
+	if got := AppendAddr(nil, netip.AddrPortFrom(netip.AddrFrom16(v4.Addr().As16()), 4000)); !bytes.Equal(got, AppendAddr(nil, v4)) {
+		t.Fatalf("mapped address encoded as %x", got)
+	}
+	mapped := append([]byte{16}, netip.AddrFrom16(v4.Addr().As16()).AsSlice()...)
+	mapped = append(mapped, 0x0f, 0xa0)
+	r := reader{b: mapped}
+	if a := r.addr(); !errors.Is(r.err, ErrBadAddress) {
+		t.Fatalf("mapped form decoded as %v, err %v", a, r.err)
+	}
+	for _, a := range []string{"203.0.113.7:4000", "[2001:db8::1]:3478"} {
+		want := netip.MustParseAddrPort(a)
+		r := reader{b: AppendAddr(nil, want)}
+		if got := r.addr(); r.err != nil || got != want || len(r.b) != 0 {
+			t.Fatalf("%s round trip: %v %v", a, got, r.err)
+		}
+	}
 }
