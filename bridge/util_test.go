@@ -227,3 +227,17 @@ func eventually(t testing.TB, cond func() bool) {
 		<-tick.C
 	}
 }
+
+// waitAccepted waits until s has counted want accepted records and fails if
+// it counts another number. A record is readable a moment before the store
+// counts it, so a test reads the count through here, not right after Get.
+func waitAccepted(t testing.TB, s *db.Store, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for s.Stats().Accepted < want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := s.Stats().Accepted; got != want {
+		t.Fatalf("store accepted %d records, want %d", got, want)
+	}
+}

@@ -284,9 +284,10 @@ func (s *Store) commitGroup(group []*writeReq) {
 		}
 		s.commits.Add(1)
 	}
-	s.publish(events)
-	for i, r := range group {
-		res := results[i]
+	// Count before anyone hears of the records, so a watcher or caller that
+	// reads Stats after an event sees them counted. (A reader polling Get
+	// can still see a record a moment before it is counted.)
+	for _, res := range results {
 		switch {
 		case res.err != nil:
 		case res.outcome.Changed():
@@ -294,7 +295,10 @@ func (s *Store) commitGroup(group []*writeReq) {
 		default:
 			s.ignored.Add(1)
 		}
-		r.done <- res
+	}
+	s.publish(events)
+	for i, r := range group {
+		r.done <- results[i]
 	}
 }
 
