@@ -116,8 +116,12 @@ func TestAntiEntropyConverges(t *testing.T) {
 	if exchanged*10 > uint64(full) {
 		t.Fatalf("exchanged %d bytes for %d bytes of stores: not much less than a full copy", exchanged, full)
 	}
-	if sent := a.Stats().CatchupSent + b.Stats().CatchupSent; sent > 2*diverged+4 {
-		t.Fatalf("sent %d records to repair %d differences", sent, 2*diverged+2)
+	// 2*diverged+4 records differ (each side's own records, both versions of
+	// keyN(0), both CRDT sources). Both sides compare at once and a leaf can
+	// be compared while the other side's repair of it is in flight, so a
+	// record or two may go twice (seen in CI: 45); a full copy would be 1,500.
+	if sent, differ := a.Stats().CatchupSent+b.Stats().CatchupSent, uint64(2*diverged+4); sent > differ+4 {
+		t.Fatalf("sent %d records to repair %d differences", sent, differ)
 	}
 }
 
