@@ -50,7 +50,9 @@ type Limits struct {
 	// MaxDepth of JSON nesting. Zero means DefaultMaxDepth.
 	MaxDepth int
 	// MessagesPerSecond is the sustained rate of messages a peer may send; Burst is how many
-	// it may send at once. Zero means 2000 and 4000.
+	// it may send at once. Zero means 2000 and 4000. A ToolDb peer's messages beyond it are
+	// dropped with a RATE_LIMITED error (and a strike); a swarmdb node's are read later, so
+	// its transport's flow control slows it down and nothing it relays is lost.
 	MessagesPerSecond float64
 	Burst             int
 	// OutboundQueue is how many messages may wait to be written to a peer. When a message
@@ -139,6 +141,11 @@ type Config struct {
 	// DisableSync turns off the anti-entropy catch-up between swarmdb nodes: we neither start
 	// it nor answer it.
 	DisableSync bool
+	// SyncInterval is how often the stores of two connected swarmdb nodes are compared again
+	// after the comparison on connect, so a record lost on the way (a message dropped by the
+	// rate limit, a peer cut off as a slow consumer) is repaired within about this long.
+	// Zero means 1 minute; each wait is shortened at random by up to a quarter.
+	SyncInterval time.Duration
 	// OnPeer, if set, is called (from the peer's goroutine, never under a lock) when a peer
 	// identifies itself and when it goes away.
 	OnPeer func(PeerEvent)
@@ -164,9 +171,13 @@ type Stats struct {
 	BytesOut         uint64
 	Duplicates       uint64 // messages dropped by (type,id) or hash dedup
 	Rejected         uint64 // bad messages and refused records
+	RateLimited      uint64 // messages of ToolDb peers dropped by Limits.MessagesPerSecond (also in Rejected)
+	Throttled        uint64 // messages of swarmdb peers read late to keep to Limits.MessagesPerSecond
 	Relayed          uint64 // put/crdtPut copies sent on to other peers
 	Pushes           uint64 // subscription pushes
 	SyncMessages     uint64 // swarmdbSync messages sent
+	SyncRounds       uint64 // comparisons from the root we started (on connect, periodic)
+	Announced        uint64 // keys of accepted repairs listed to other peers (op "have")
 	CatchupSent      uint64 // records sent by anti-entropy
 	SlowDisconnects  uint64
 	AbuseDisconnects uint64
@@ -200,10 +211,11 @@ type Bridge struct {
 	subs     map[string]map[*Peer]string // subscribed connections by key -> last plain record sent (h+s)
 	pending  map[string]*pendingGet      // relayed or local gets by message id
 	servers  map[string]PeerDesc         // verified server descriptors heard of, by address
+	haves    []haveNote                  // repairs to announce to the other peers (see announce)
 
 	stats struct {
 		msgsIn, msgsOut, bytesIn, bytesOut, dups, rejected, relayed, pushes,
-		syncMsgs, catchupSent, slow, abuse atomic.Uint64
+		syncMsgs, syncRounds, announced, catchupSent, slow, abuse, rateLimited, throttled atomic.Uint64
 	}
 }
 
@@ -229,6 +241,9 @@ func New(cfg Config) (*Bridge, error) {
 	}
 	if cfg.Port == 0 {
 		cfg.Port = 8080
+	}
+	if cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = defaultSyncInterval
 	}
 	if cfg.GetTimeout <= 0 {
 		cfg.GetTimeout = defaultGetTimeout
@@ -378,8 +393,8 @@ func (b *Bridge) Stats() Stats {
 		Peers: n, MessagesIn: s.msgsIn.Load(), MessagesOut: s.msgsOut.Load(),
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Duplicates: s.dups.Load(),
 		Rejected: s.rejected.Load(), Relayed: s.relayed.Load(), Pushes: s.pushes.Load(),
-		SyncMessages: s.syncMsgs.Load(), CatchupSent: s.catchupSent.Load(),
-		SlowDisconnects: s.slow.Load(), AbuseDisconnects: s.abuse.Load(),
+		SyncMessages: s.syncMsgs.Load(), SyncRounds: s.syncRounds.Load(), Announced: s.announced.Load(), CatchupSent: s.catchupSent.Load(),
+		SlowDisconnects: s.slow.Load(), AbuseDisconnects: s.abuse.Load(), RateLimited: s.rateLimited.Load(), Throttled: s.throttled.Load(),
 	}
 }
 

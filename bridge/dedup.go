@@ -59,13 +59,28 @@ func newBucket(rate float64, burst int, now time.Time) bucket {
 
 // take removes one token, reporting false if there was none.
 func (b *bucket) take(now time.Time) bool {
-	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens = min(b.burst, b.tokens+dt*b.rate)
-		b.last = now
-	}
+	b.refill(now)
 	if b.tokens < 1 {
 		return false
 	}
 	b.tokens--
 	return true
+}
+
+// borrow removes one token even if there is none, and returns how long until the bucket is
+// out of debt: the caller waits that long to keep to the rate.
+func (b *bucket) borrow(now time.Time) time.Duration {
+	b.refill(now)
+	b.tokens--
+	if b.tokens >= 0 {
+		return 0
+	}
+	return time.Duration(-b.tokens / b.rate * float64(time.Second))
+}
+
+func (b *bucket) refill(now time.Time) {
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens = min(b.burst, b.tokens+dt*b.rate)
+		b.last = now
+	}
 }

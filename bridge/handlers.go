@@ -220,6 +220,11 @@ func (p *Peer) onPut(m *Message) {
 	}
 	b.seenHashes.add(hk)
 	b.answerPending(m.ID, &rec)
+	if out.Changed() && m.Catchup {
+		// A repair is news to our other peers too; rather than relay every
+		// record of a large catch-up, tell them which keys we now hold.
+		b.announce(rec.Key, p)
+	}
 	if out.Changed() && !m.Catchup {
 		relay := *m
 		relay.To = appendUnique(m.To, p.clientID)

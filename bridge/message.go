@@ -412,7 +412,7 @@ func (p *fieldParser) sync() *SyncBody {
 			}
 			s.Sums = append(s.Sums, SyncSum{Count: n, Hash: h})
 		}
-	case syncOpLeaf:
+	case syncOpLeaf, syncOpHave:
 		var items [][2]string
 		if raw := p.raw("items"); raw != nil {
 			if err := json.Unmarshal(raw, &items); err != nil || len(items) > maxSyncList {
@@ -535,7 +535,7 @@ func appendSyncBody(b []byte, s *SyncBody) []byte {
 			b = append(b, ']')
 		}
 		b = append(b, ']')
-	case syncOpLeaf:
+	case syncOpLeaf, syncOpHave:
 		b = append(b, `,"items":[`...)
 		for i, it := range s.Items {
 			if i > 0 {

@@ -75,6 +75,8 @@ type Peer struct {
 	subKeys     map[string]struct{} // also guarded by b.mu when b.subs changes: see subscribe
 	catchup     []syncOut           // anti-entropy traffic still to send
 	catchupSig  chan struct{}       // capacity 1
+	syncTimer   *time.Timer         // next comparison from the root (see scheduleSync)
+	syncDue     time.Time           // when syncTimer fires; zero while it is not armed
 
 	// Owned by the read loop.
 	rate       bucket
@@ -238,8 +240,20 @@ func (p *Peer) readLoop() error {
 			continue
 		}
 		now := b.cfg.Now()
-		if !p.rate.take(now) {
+		if p.swarmdb.Load() {
+			// A swarmdb node is slowed down, never dropped: it relays what
+			// its own clients wrote, and a dropped put would only come back
+			// by anti-entropy. While we do not read, its transport holds
+			// back (SCTP flow control), so what it costs us stays bounded.
+			if d := p.rate.borrow(now); d > 0 {
+				b.stats.throttled.Add(1)
+				if !sleepCtx(p.ctx, d) {
+					return p.Err()
+				}
+			}
+		} else if !p.rate.take(now) {
 			b.stats.rejected.Add(1)
+			b.stats.rateLimited.Add(1)
 			if now.Sub(p.lastErrMsg) >= errorInterval {
 				p.lastErrMsg = now
 				p.sendError("", ErrRateLimited)
@@ -259,6 +273,18 @@ func (p *Peer) readLoop() error {
 		if !p.handle(&m) {
 			return p.Err()
 		}
+	}
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether the wait was complete.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

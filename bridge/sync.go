@@ -3,11 +3,14 @@ package bridge
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/swarmdb/swarmdb/db"
 )
@@ -35,8 +38,15 @@ import (
 //	                        sends the records it holds that differ (put/crdtPut with
 //	                        "catchup":true, never relayed) and asks for the others with want.
 //	want {keys}             the receiver sends its records for those keys.
+//	have {items}            "I now hold these keys, with these item hashes" (a repair we
+//	                        accepted); the receiver wants those it lacks or holds otherwise,
+//	                        and sends its own version of the latter.
 //
-// The side that receives a swarmdb pong starts with tree {""}. Equal subtrees end the walk, so
+// The side that receives a swarmdb pong starts with tree {""}, and again every SyncInterval
+// (a repair for anything lost on the way). Records that arrive by anti-entropy are not relayed
+// (a new node's catch-up would flood every peer with records they hold); instead the node lists
+// the keys to its other swarmdb peers with "have", and only a peer that lacks one asks for it,
+// so a repair spreads through the mesh hop by hop at the cost of one short list per link. Equal subtrees end the walk, so
 // the traffic is about log16(N) summaries plus one leaf per difference, whatever the store size.
 // All of it goes through the peer's catch-up sender, which waits for room in the outbound queue,
 // so the read loop never blocks and a large repair never trips the slow-consumer limit.
@@ -44,6 +54,7 @@ const (
 	syncOpTree = "tree"
 	syncOpLeaf = "leaf"
 	syncOpWant = "want"
+	syncOpHave = "have"
 	syncFanout = 16
 	// syncLeafMax: below this many keys on both sides together, listing them costs less than
 	// another level of summaries.
@@ -52,6 +63,13 @@ const (
 	syncMaxPath = 2 * sha256.Size
 	// maxCatchupQueue bounds the keys one peer may have us send.
 	maxCatchupQueue = 1 << 20
+	// defaultSyncInterval: Config.SyncInterval's default.
+	defaultSyncInterval = time.Minute
+	// syncBusyRetry: a comparison due while the last one is still sending repairs waits this
+	// long and looks again.
+	syncBusyRetry = time.Second
+	// announceDelay: repairs accepted within this long go out in one "have" list per peer.
+	announceDelay = 200 * time.Millisecond
 )
 
 type syncEntry struct {
@@ -264,7 +282,60 @@ func (p *Peer) startSync() {
 	if started {
 		return
 	}
+	p.b.stats.syncRounds.Add(1)
 	p.sendTree("")
+	p.scheduleSync(p.b.syncWait())
+}
+
+// syncWait is the wait before the next periodic comparison: SyncInterval shortened at random
+// by up to a quarter, so the peers of a node do not all compare at once.
+func (b *Bridge) syncWait() time.Duration {
+	d := b.cfg.SyncInterval
+	return d - time.Duration(rand.Int64N(int64(d/4)+1))
+}
+
+// scheduleSync arranges a comparison from the root with p within d (sooner if one is already
+// due sooner). Only swarmdb peers take part.
+func (p *Peer) scheduleSync(d time.Duration) {
+	if p.b.cfg.DisableSync || !p.swarmdb.Load() || p.ctx.Err() != nil {
+		return
+	}
+	due := time.Now().Add(d)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.syncTimer == nil:
+		p.syncTimer = time.AfterFunc(d, p.syncTick)
+		context.AfterFunc(p.ctx, func() {
+			p.mu.Lock()
+			p.syncTimer.Stop()
+			p.mu.Unlock()
+		})
+	case !p.syncDue.IsZero() && !p.syncDue.After(due):
+		return // already due sooner
+	default:
+		p.syncTimer.Reset(d)
+	}
+	p.syncDue = due
+}
+
+// syncTick starts a comparison from the root, unless the last one is still sending its
+// repairs, and arms the next periodic one.
+func (p *Peer) syncTick() {
+	p.mu.Lock()
+	p.syncDue = time.Time{}
+	busy := len(p.catchup) > 0
+	p.mu.Unlock()
+	if p.ctx.Err() != nil {
+		return
+	}
+	if busy {
+		p.scheduleSync(syncBusyRetry)
+		return
+	}
+	p.b.stats.syncRounds.Add(1)
+	p.sendTree("")
+	p.scheduleSync(p.b.syncWait())
 }
 
 // sendSync queues a swarmdbSync message behind the catch-up traffic: one incoming tree can
@@ -366,6 +437,21 @@ func (p *Peer) onSync(m *Message) bool {
 				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
 			}
 		}
+	case syncOpHave:
+		var want []string
+		for _, it := range s.Items {
+			mine, ok := p.b.itemOf(it.Key)
+			if ok && mine == it.Hash {
+				continue
+			}
+			want = append(want, it.Key)
+			if ok && !p.queueOut(syncOut{key: it.Key}) {
+				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+			}
+		}
+		if len(want) > 0 && !p.sendSync(&SyncBody{Op: syncOpWant, Keys: want}) {
+			return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+		}
 	case syncOpWant:
 		for _, k := range s.Keys {
 			if !p.queueOut(syncOut{key: k}) {
@@ -438,4 +524,77 @@ func (p *Peer) catchupLoop() {
 			}
 		}
 	}
+}
+
+// haveNote is a repair to announce: the key, and the peer it came from (which holds it).
+type haveNote struct {
+	key  string
+	from *Peer
+}
+
+// announce notes that a record for key came by anti-entropy from peer from and changed our
+// store. Notes gathered over announceDelay go out together (see flushHaves).
+func (b *Bridge) announce(key string, from *Peer) {
+	b.mu.Lock()
+	first := len(b.haves) == 0
+	b.haves = append(b.haves, haveNote{key: key, from: from})
+	b.mu.Unlock()
+	if first {
+		time.AfterFunc(announceDelay, b.flushHaves)
+	}
+}
+
+// flushHaves sends every swarmdb peer a "have" list of the noted keys, but for the keys that
+// came from that peer, with the item hashes we hold now.
+func (b *Bridge) flushHaves() {
+	b.mu.Lock()
+	notes := b.haves
+	b.haves = nil
+	peers := make([]*Peer, 0, len(b.peers))
+	for p := range b.peers {
+		if p.swarmdb.Load() {
+			peers = append(peers, p)
+		}
+	}
+	b.mu.Unlock()
+	if b.ctx.Err() != nil || b.cfg.DisableSync {
+		return
+	}
+	items := make(map[string]SyncItem, len(notes))
+	for _, n := range notes {
+		if _, done := items[n.key]; !done {
+			if h, ok := b.itemOf(n.key); ok {
+				items[n.key] = SyncItem{Key: n.key, Hash: h}
+			}
+		}
+	}
+	for _, p := range peers {
+		var list []SyncItem
+		listed := make(map[string]bool, len(items))
+		for _, n := range notes {
+			it, ok := items[n.key]
+			if !ok || n.from == p || listed[n.key] {
+				continue
+			}
+			listed[n.key] = true
+			list = append(list, it)
+		}
+		for len(list) > 0 {
+			k := min(len(list), maxSyncList)
+			b.stats.announced.Add(uint64(k))
+			p.sendSync(&SyncBody{Op: syncOpHave, Items: list[:k]})
+			list = list[k:]
+		}
+	}
+}
+
+// itemOf returns the item hash (hex) of what the store holds for key, read from the store
+// itself (the index follows it a moment later).
+func (b *Bridge) itemOf(key string) (string, bool) {
+	recs := holding(b.store, key)
+	if recs == nil {
+		return "", false
+	}
+	ih := itemHash(key, recs)
+	return hex.EncodeToString(ih[:]), true
 }

@@ -209,3 +209,76 @@ func TestAntiEntropyFillsEmptyNode(t *testing.T) {
 		t.Fatal("a repair tripped the slow-consumer limit")
 	}
 }
+
+// Records that reach a node by anti-entropy are not relayed, yet they reach the node's other
+// peers: a joins b, which is already linked to c, and c gets what a had within the wait limit
+// (the periodic comparison, a minute away, cannot be what delivers them).
+func TestCatchupSpreadsThroughMesh(t *testing.T) {
+	sa := openStore(t)
+	var recs []db.Record
+	for i := range 50 {
+		recs = append(recs, record(t, testUser, keyN(i), `1`))
+	}
+	mustPut(t, sa, recs...)
+	a := newBridge(t, Config{Store: sa, Server: true})
+	b := newBridge(t, Config{Server: true})
+	c := newBridge(t, Config{Server: true})
+	link(t, b, c)
+	link(t, a, b)
+	for _, r := range recs {
+		waitRecord(t, c.Store(), r.Key, r.Hash)
+	}
+	if b.Stats().Relayed != 0 {
+		t.Errorf("b relayed %d catch-up records", b.Stats().Relayed)
+	}
+	if st := b.Stats(); st.Announced < uint64(len(recs)) {
+		t.Errorf("b announced %d repaired keys to c, want %d", st.Announced, len(recs))
+	}
+}
+
+// A record that never went out as a put (written straight into a's store) reaches b by the
+// periodic comparison.
+func TestPeriodicSyncRepairs(t *testing.T) {
+	const interval = 200 * time.Millisecond
+	a := newBridge(t, Config{Server: true, SyncInterval: interval})
+	b := newBridge(t, Config{Server: true, SyncInterval: interval})
+	link(t, a, b)
+	r := record(t, testUser, "quiet", `1`)
+	mustPut(t, a.Store(), r)
+	start := time.Now()
+	waitRecord(t, b.Store(), "quiet", r.Hash)
+	if rounds := a.Stats().SyncRounds + b.Stats().SyncRounds; rounds < 2 {
+		t.Fatalf("%d comparisons: the record came some other way", rounds)
+	}
+	t.Logf("repaired after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// A swarmdb node over the rate limit is slowed down, not dropped: every put arrives, later.
+func TestSwarmdbPeerThrottledNotDropped(t *testing.T) {
+	const rate, burst, n = 50, 10, 60
+	a := newBridge(t, Config{Server: true})
+	b := newBridge(t, Config{Server: true, Limits: Limits{MessagesPerSecond: rate, Burst: burst}})
+	link(t, a, b)
+	start := time.Now()
+	var recs []db.Record
+	for i := range n {
+		r := record(t, testUser, keyN(i), `2`)
+		if _, err := a.Put(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	for _, r := range recs {
+		waitRecord(t, b.Store(), r.Key, r.Hash)
+	}
+	took := time.Since(start)
+	st := b.Stats()
+	if st.RateLimited != 0 || st.Throttled == 0 {
+		t.Fatalf("rate-limited %d, throttled %d: want 0 and some", st.RateLimited, st.Throttled)
+	}
+	// The burst went at once, the rest at the rate.
+	if min := time.Duration(float64(n-burst) / rate * float64(time.Second) * 0.8); took < min {
+		t.Fatalf("%d puts over a %d/s limit arrived in %v (< %v)", n, rate, took, min)
+	}
+	t.Logf("%d puts, %d read late, all in %v", n, st.Throttled, took.Round(time.Millisecond))
+}
