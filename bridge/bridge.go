@@ -36,6 +36,9 @@ const (
 	defaultGetTimeout = 2 * time.Second
 	// pendingGetTTL: how long a relayed get's asker is remembered for a late answer.
 	pendingGetTTL = 10 * time.Second
+	// maxRelayTo: a relayed message's "to" list grows by the peers it is sent to only up to
+	// this many ids (about 1.5 KB).
+	maxRelayTo = 64
 	// dedupSize: remembered (type,id) pairs and record hashes; ToolDb's grow forever.
 	dedupSize = 1 << 16
 	// errorInterval: at most one error message per interval for rate-limit drops, so a flood
@@ -506,17 +509,26 @@ func (b *Bridge) broadcast(m *Message, except *Peer, all bool) int {
 	m.To = appendUnique(m.To, b.clientID)
 	b.mu.Lock()
 	targets := make([]*Peer, 0, len(b.byClient))
+	var ids []string
 	for id, p := range b.byClient {
 		if p == except || contains(m.To, id) {
 			continue
 		}
 		if all || p.isServer.Load() {
 			targets = append(targets, p)
+			ids = append(ids, id)
 		}
 	}
 	b.mu.Unlock()
 	if len(targets) == 0 {
 		return 0
+	}
+	// "to" lists who already has the message; the peers we send it to
+	// will, so their neighbours need not send it to them again. In a
+	// dense mesh this saves a good share of the copies. The list stops
+	// growing at maxRelayTo ids so a message stays small in a large mesh.
+	if len(m.To)+len(ids) <= maxRelayTo {
+		m.To = appendUnique(m.To, ids...)
 	}
 	msg := AppendMessage(nil, m)
 	for _, p := range targets {

@@ -314,3 +314,42 @@ func TestIdentifyTimeout(t *testing.T) {
 		t.Fatalf("ended with %v", p.Err())
 	}
 }
+
+// A put sent to b and c lists both in "to", so neither relays it to the other: in a triangle
+// every node gets the record once, and nobody relays.
+func TestRelaySkipsRecipients(t *testing.T) {
+	a := newBridge(t, Config{Server: true})
+	b := newBridge(t, Config{Server: true})
+	c := newBridge(t, Config{Server: true})
+	link(t, a, b)
+	link(t, b, c)
+	link(t, c, a)
+	rec := record(t, testUser, "tri-to", `1`)
+	if _, err := a.Put(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	waitRecord(t, b.Store(), "tri-to", rec.Hash)
+	waitRecord(t, c.Store(), "tri-to", rec.Hash)
+	if r := b.Stats().Relayed + c.Stats().Relayed; r != 0 {
+		t.Fatalf("%d copies relayed to peers that were already sent the put", r)
+	}
+}
+
+func TestPeekTypeID(t *testing.T) {
+	m := &Message{Type: TypePut, ID: "abc123XYZ0", To: []string{"x"}}
+	typ, id, ok := peekTypeID(AppendMessage(nil, m))
+	if !ok || typ != TypePut || id != m.ID {
+		t.Fatalf("own encoding: %q %q %v", typ, id, ok)
+	}
+	for _, raw := range []string{
+		`{"id":"abc","type":"put"}`,          // ToolDb's order: full parse
+		`{"type":"put","id":"a\"b","to":[]}`, // escaped quote
+		`{"type":"p\u0075t","id":"abc"}`,     // escape in the type
+		`{"type":"put","id":"abc`,            // cut short
+		` {"type":"put","id":"abc"}`,         // leading space
+	} {
+		if typ, id, ok := peekTypeID([]byte(raw)); ok {
+			t.Errorf("%s peeked as %q %q", raw, typ, id)
+		}
+	}
+}

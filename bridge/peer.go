@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -263,6 +264,13 @@ func (p *Peer) readLoop() error {
 			}
 			continue
 		}
+		// Most messages in a mesh are copies of one we have seen (every
+		// neighbour relays each put). Our own encoding starts with type and
+		// id, so a copy is recognised before the costly full parse.
+		if typ, id, ok := peekTypeID(raw); ok && b.seenIDs.has(typ+"\x00"+id) {
+			b.stats.dups.Add(1)
+			continue
+		}
 		m, err := ParseMessage(raw, b.cfg.Limits.MaxDepth)
 		if err != nil {
 			if !p.bad(peekID(raw), err) {
@@ -334,6 +342,37 @@ func errorCode(err error) string {
 func (p *Peer) sendError(ref string, err error) {
 	p.send(&Message{Type: TypeError, ID: newID(), To: []string{p.b.clientID}, Code: errorCode(err),
 		Error: truncate(err.Error(), 512), Ref: ref})
+}
+
+// peekTypeID reads type and id from a message that begins as AppendMessage writes it,
+// {"type":"…","id":"…", with no escapes in either. Other messages report false.
+func peekTypeID(raw []byte) (typ, id string, ok bool) {
+	rest, ok := bytes.CutPrefix(raw, []byte(`{"type":"`))
+	if !ok {
+		return "", "", false
+	}
+	t, rest, ok := cutPlain(rest)
+	if !ok {
+		return "", "", false
+	}
+	rest, ok = bytes.CutPrefix(rest, []byte(`,"id":"`))
+	if !ok {
+		return "", "", false
+	}
+	i, _, ok := cutPlain(rest)
+	if !ok || len(i) > maxIDLen {
+		return "", "", false
+	}
+	return string(t), string(i), true
+}
+
+// cutPlain splits b at its first quote, if no backslash comes before it.
+func cutPlain(b []byte) (before, after []byte, ok bool) {
+	q := bytes.IndexByte(b, '"')
+	if q < 0 || bytes.IndexByte(b[:q], '\\') >= 0 {
+		return nil, nil, false
+	}
+	return b[:q], b[q+1:], true
 }
 
 // peekID digs the id out of a message that failed to parse, best effort, for the error's ref.
