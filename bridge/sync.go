@@ -43,13 +43,15 @@ import (
 //	                        and sends its own version of the latter.
 //
 // The side that receives a swarmdb pong starts with tree {""}, and again every SyncInterval
-// (a repair for anything lost on the way). Records that arrive by anti-entropy are not relayed
-// (a new node's catch-up would flood every peer with records they hold); instead the node lists
-// the keys to its other swarmdb peers with "have", and only a peer that lacks one asks for it,
-// so a repair spreads through the mesh hop by hop at the cost of one short list per link. Equal subtrees end the walk, so
-// the traffic is about log16(N) summaries plus one leaf per difference, whatever the store size.
-// All of it goes through the peer's catch-up sender, which waits for room in the outbound queue,
-// so the read loop never blocks and a large repair never trips the slow-consumer limit.
+// (a repair for anything lost on the way). Equal subtrees end the walk, so the traffic is about
+// log16(N) summaries plus one leaf per difference, whatever the store size. All of it goes
+// through the peer's catch-up sender, which waits for room in the outbound queue, so the read
+// loop never blocks and a large repair never trips the slow-consumer limit.
+//
+// Records that arrive by anti-entropy are not relayed (a new node's catch-up would flood every
+// peer with records they hold); instead the node lists the keys to its other swarmdb peers with
+// "have", and only a peer that lacks one asks for it, so a repair spreads through the mesh hop
+// by hop at the cost of one short list per link.
 const (
 	syncOpTree = "tree"
 	syncOpLeaf = "leaf"
@@ -282,6 +284,11 @@ func (p *Peer) startSync() {
 	if started {
 		return
 	}
+	p.syncRound()
+}
+
+// syncRound starts a comparison from the root and arms the next periodic one.
+func (p *Peer) syncRound() {
 	p.b.stats.syncRounds.Add(1)
 	p.sendTree("")
 	p.scheduleSync(p.b.syncWait())
@@ -319,8 +326,7 @@ func (p *Peer) scheduleSync(d time.Duration) {
 	p.syncDue = due
 }
 
-// syncTick starts a comparison from the root, unless the last one is still sending its
-// repairs, and arms the next periodic one.
+// syncTick starts a sync round, unless the last one is still sending its repairs.
 func (p *Peer) syncTick() {
 	p.mu.Lock()
 	p.syncDue = time.Time{}
@@ -333,9 +339,7 @@ func (p *Peer) syncTick() {
 		p.scheduleSync(syncBusyRetry)
 		return
 	}
-	p.b.stats.syncRounds.Add(1)
-	p.sendTree("")
-	p.scheduleSync(p.b.syncWait())
+	p.syncRound()
 }
 
 // sendSync queues a swarmdbSync message behind the catch-up traffic: one incoming tree can
@@ -404,7 +408,7 @@ func (p *Peer) onSync(m *Message) bool {
 				ok = p.sendTree(child)
 			}
 			if !ok {
-				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+				return p.syncBacklogFull(m.ID)
 			}
 		}
 	case syncOpLeaf:
@@ -428,13 +432,13 @@ func (p *Peer) onSync(m *Message) bool {
 		for len(want) > 0 {
 			n := min(len(want), maxSyncList)
 			if !p.sendSync(&SyncBody{Op: syncOpWant, Path: s.Path, Keys: want[:n]}) {
-				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+				return p.syncBacklogFull(m.ID)
 			}
 			want = want[n:]
 		}
 		for _, it := range mineList {
 			if theirs[it.Key] != it.Hash && !p.queueOut(syncOut{key: it.Key}) {
-				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+				return p.syncBacklogFull(m.ID)
 			}
 		}
 	case syncOpHave:
@@ -446,20 +450,26 @@ func (p *Peer) onSync(m *Message) bool {
 			}
 			want = append(want, it.Key)
 			if ok && !p.queueOut(syncOut{key: it.Key}) {
-				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+				return p.syncBacklogFull(m.ID)
 			}
 		}
 		if len(want) > 0 && !p.sendSync(&SyncBody{Op: syncOpWant, Keys: want}) {
-			return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+			return p.syncBacklogFull(m.ID)
 		}
 	case syncOpWant:
 		for _, k := range s.Keys {
 			if !p.queueOut(syncOut{key: k}) {
-				return p.bad(m.ID, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+				return p.syncBacklogFull(m.ID)
 			}
 		}
 	}
 	return true
+}
+
+// syncBacklogFull answers a sync message that would push the peer's catch-up backlog over
+// maxCatchupQueue, and strikes; it reports whether the connection goes on.
+func (p *Peer) syncBacklogFull(ref string) bool {
+	return p.bad(ref, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
 }
 
 // queueOut hands anti-entropy traffic to the catch-up sender. It reports false when the
