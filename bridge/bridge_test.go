@@ -56,19 +56,8 @@ func TestRelayReachesOtherServersNeverOrigin(t *testing.T) {
 }
 
 func TestDedupByIDAndHash(t *testing.T) {
-	a := newBridge(t, Config{Server: true})
-	b := newBridge(t, Config{Server: true})
-	c := newBridge(t, Config{Server: true})
 	// A triangle: a relayed put could circle forever without dedup.
-	link(t, a, b)
-	link(t, b, c)
-	link(t, c, a)
-	rec := record(t, testUser, "tri", `1`)
-	if _, err := a.Put(context.Background(), rec); err != nil {
-		t.Fatal(err)
-	}
-	waitRecord(t, b.Store(), "tri", rec.Hash)
-	waitRecord(t, c.Store(), "tri", rec.Hash)
+	a, b, c := putInTriangle(t, "tri")
 	for _, x := range []*Bridge{a, b, c} {
 		waitAccepted(t, x.Store(), 1)
 	}
@@ -318,21 +307,29 @@ func TestIdentifyTimeout(t *testing.T) {
 // A put sent to b and c lists both in "to", so neither relays it to the other: in a triangle
 // every node gets the record once, and nobody relays.
 func TestRelaySkipsRecipients(t *testing.T) {
-	a := newBridge(t, Config{Server: true})
-	b := newBridge(t, Config{Server: true})
-	c := newBridge(t, Config{Server: true})
-	link(t, a, b)
-	link(t, b, c)
-	link(t, c, a)
-	rec := record(t, testUser, "tri-to", `1`)
-	if _, err := a.Put(context.Background(), rec); err != nil {
-		t.Fatal(err)
-	}
-	waitRecord(t, b.Store(), "tri-to", rec.Hash)
-	waitRecord(t, c.Store(), "tri-to", rec.Hash)
+	_, b, c := putInTriangle(t, "tri-to")
 	if r := b.Stats().Relayed + c.Stats().Relayed; r != 0 {
 		t.Fatalf("%d copies relayed to peers that were already sent the put", r)
 	}
+}
+
+// putInTriangle links three server bridges in a triangle, puts a record under key on the
+// first and waits until the other two hold it.
+func putInTriangle(t *testing.T, key string) (a, b, c *Bridge) {
+	t.Helper()
+	a = newBridge(t, Config{Server: true})
+	b = newBridge(t, Config{Server: true})
+	c = newBridge(t, Config{Server: true})
+	link(t, a, b)
+	link(t, b, c)
+	link(t, c, a)
+	rec := record(t, testUser, key, `1`)
+	if _, err := a.Put(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	waitRecord(t, b.Store(), key, rec.Hash)
+	waitRecord(t, c.Store(), key, rec.Hash)
+	return a, b, c
 }
 
 func TestPeekTypeID(t *testing.T) {
