@@ -76,17 +76,12 @@ func TestLoad64(t *testing.T) {
 		nodes, records, rate = loadNodesFull, loadRecordsFull, loadRateFull
 	}
 	maxPeers := loadMaxPeers
-	if *loadNodesFlag > 0 {
-		nodes = *loadNodesFlag
-	}
-	if *loadRecordsFlag > 0 {
-		records = *loadRecordsFlag
-	}
-	if *loadMaxPeersFlag > 0 {
-		maxPeers = *loadMaxPeersFlag
-	}
-	if *loadRateFlag > 0 {
-		rate = *loadRateFlag
+	for _, o := range []struct{ v, flag *int }{
+		{&nodes, loadNodesFlag}, {&records, loadRecordsFlag}, {&maxPeers, loadMaxPeersFlag}, {&rate, loadRateFlag},
+	} {
+		if *o.flag > 0 {
+			*o.v = *o.flag
+		}
 	}
 	if testing.Short() {
 		t.Skip("load test in -short mode")
@@ -341,15 +336,19 @@ func watchStall(t *testing.T, cancel context.CancelFunc, all []*node.Node, progr
 				continue
 			}
 			for i, nd := range all {
-				got := progress[i].Load()
-				if i > 0 && got >= int64(want) {
-					continue
+				what := "the writer"
+				if i > 0 {
+					lack := int64(want) - progress[i].Load()
+					if lack == 0 {
+						continue
+					}
+					what = fmt.Sprintf("lacks %d records", lack)
 				}
 				st := nd.Stats()
 				b := st.Bridge
-				t.Logf("node %d (0 writes) lacks %d records: bridge peers %d, in %d, out %d, relayed %d, dups %d, rejected %d (rate-limited %d), slow disconnects %d, abuse %d, sync msgs %d, catch-up sent %d; swarm connections %d, opened %v, failures %v",
-					i, int64(want)-got, b.Peers, b.MessagesIn, b.MessagesOut, b.Relayed, b.Duplicates, b.Rejected, b.RateLimited,
-					b.SlowDisconnects, b.AbuseDisconnects, b.SyncMessages, b.CatchupSent, st.Swarm.Connections, st.Swarm.Opened, st.Swarm.FailuresByReason)
+				t.Logf("node %d (%s): bridge peers %d, in %d, out %d, relayed %d, dups %d, rejected %d (rate-limited %d), throttled %d, slow disconnects %d, abuse %d, sync msgs %d, announced %d, catch-up sent %d; swarm connections %d, opened %v, failures %v",
+					i, what, b.Peers, b.MessagesIn, b.MessagesOut, b.Relayed, b.Duplicates, b.Rejected, b.RateLimited, b.Throttled,
+					b.SlowDisconnects, b.AbuseDisconnects, b.SyncMessages, b.Announced, b.CatchupSent, st.Swarm.Connections, st.Swarm.Opened, st.Swarm.FailuresByReason)
 			}
 			if path := os.Getenv("SWARMDB_LOAD_STALL_DUMP"); path != "" {
 				if f, err := os.Create(path); err == nil {
