@@ -3,6 +3,7 @@ package natlab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -44,6 +45,44 @@ func (n *node) Run(ctx context.Context, name string, args ...string) (string, er
 		return string(out), fmt.Errorf("natlab: %s: %s %s: %w: %s", n.name, name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return string(out), nil
+}
+
+// LossCounts are the packets that met a loss rule (SetLoss) and the ones it
+// dropped. Dropped/Seen is the loss actually injected; packets lost
+// elsewhere, say to a full socket buffer, are in neither.
+type LossCounts struct {
+	Seen, Dropped uint64
+}
+
+// lossCounts reads the loss table's counters in the node's namespace; with
+// no loss set both are zero.
+func (n *node) lossCounts(ctx context.Context) (LossCounts, error) {
+	out, err := n.Run(ctx, "nft", "-j", "list", "counters")
+	if err != nil {
+		return LossCounts{}, err
+	}
+	var list struct {
+		Nftables []struct {
+			Counter *struct {
+				Table, Name string
+				Packets     uint64
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return LossCounts{}, fmt.Errorf("natlab: %s: nft counters: %w", n.name, err)
+	}
+	var c LossCounts
+	for _, e := range list.Nftables {
+		switch {
+		case e.Counter == nil || e.Counter.Table != lossTable:
+		case e.Counter.Name == lossSeen:
+			c.Seen = e.Counter.Packets
+		case e.Counter.Name == lossDropped:
+			c.Dropped = e.Counter.Packets
+		}
+	}
+	return c, nil
 }
 
 // Start starts a long-running command inside the node's namespace. The lab
@@ -255,6 +294,10 @@ func (h *Host) SetLoss(rate float64) error {
 	}
 	return h.lab.nft(h.ns, lossRuleset(false, rate))
 }
+
+// LossCounts reports what the host's loss rule has seen and dropped since
+// SetLoss last set a rate.
+func (h *Host) LossCounts(ctx context.Context) (LossCounts, error) { return h.lossCounts(ctx) }
 
 // addHost builds a host namespace on the internet (r nil or Open) or on r's
 // LAN.

@@ -123,6 +123,13 @@ func (c natRules) ruleset() string {
 	return b.String()
 }
 
+// Names of the loss table's counters: packets that met the drop rule, and
+// those it dropped.
+const (
+	lossSeen    = "seen"
+	lossDropped = "dropped"
+)
+
 // lossScale is the resolution of the numgen-based drop rule: rates are
 // applied in steps of 1/lossScale (0.01 %).
 const lossScale = 10000
@@ -148,8 +155,11 @@ func lossRuleset(forRouter bool, rate float64) string {
 	if threshold <= 0 {
 		return b.String()
 	}
-	drop := fmt.Sprintf("numgen random mod %d < %d drop", lossScale, threshold)
-	fmt.Fprintf(&b, "table %s %s {\n", family, table)
+	// The named counters let a test tell injected drops from packets lost
+	// elsewhere (a full socket buffer on a loaded machine): see LossCounts.
+	drop := fmt.Sprintf("counter name %q numgen random mod %d < %d counter name %q drop",
+		lossSeen, lossScale, threshold, lossDropped)
+	fmt.Fprintf(&b, "table %s %s {\n  counter %s {}\n  counter %s {}\n", family, table, lossSeen, lossDropped)
 	if forRouter {
 		fmt.Fprintf(&b, "  chain loss {\n    type filter hook forward priority -10; policy accept;\n")
 		fmt.Fprintf(&b, "    iifname %q %s\n    oifname %q %s\n  }\n}\n", wanIf, drop, wanIf, drop)

@@ -1,6 +1,7 @@
 package natlab
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -206,6 +207,24 @@ func (r *Router) SetLoss(rate float64) error {
 		return nil
 	}
 	return r.lab.nft(r.ns, lossRuleset(true, rate))
+}
+
+// LossCounts reports what the router's loss rule has seen and dropped since
+// SetLoss last set a rate; for an Open router, the sum over its hosts.
+func (r *Router) LossCounts(ctx context.Context) (LossCounts, error) {
+	if r.typ != Open {
+		return r.lossCounts(ctx)
+	}
+	var sum LossCounts
+	for _, h := range r.Hosts() {
+		c, err := h.LossCounts(ctx)
+		if err != nil {
+			return LossCounts{}, err
+		}
+		sum.Seen += c.Seen
+		sum.Dropped += c.Dropped
+	}
+	return sum, nil
 }
 
 // applyLocked (re)loads the router's NAT table from its current settings.
