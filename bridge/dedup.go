@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"hash/maphash"
 	"sync"
 	"time"
 )
@@ -9,39 +10,46 @@ import (
 // each; when the current one fills, the older is dropped. A string is remembered for at least
 // size/2 later insertions, enough to catch the echoes of a flood through a mesh, while the
 // memory stays bounded (ToolDb's processedIds grows forever).
+//
+// It keeps a 64-bit hash of each string, not the string: about a sixth of the memory. The hash
+// is seeded at random per set, so no one can make two strings collide on purpose; by chance a
+// new string is taken for a seen one with probability size/2^64 (below 10^-14 at 65,536).
 type dedup struct {
+	seed     maphash.Seed
 	mu       sync.Mutex
-	cur, old map[string]struct{}
+	cur, old map[uint64]struct{}
 	half     int
 }
 
 func newDedup(size int) *dedup {
-	return &dedup{cur: map[string]struct{}{}, old: map[string]struct{}{}, half: max(size/2, 1)}
+	return &dedup{seed: maphash.MakeSeed(), cur: map[uint64]struct{}{}, old: map[uint64]struct{}{}, half: max(size/2, 1)}
 }
 
 // add inserts s and reports whether it was new.
 func (d *dedup) add(s string) bool {
+	h := maphash.String(d.seed, s)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.hasLocked(s) {
+	if d.hasLocked(h) {
 		return false
 	}
 	if len(d.cur) >= d.half {
-		d.old, d.cur = d.cur, make(map[string]struct{}, d.half)
+		d.old, d.cur = d.cur, make(map[uint64]struct{}, d.half)
 	}
-	d.cur[s] = struct{}{}
+	d.cur[h] = struct{}{}
 	return true
 }
 
 func (d *dedup) has(s string) bool {
+	h := maphash.String(d.seed, s)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.hasLocked(s)
+	return d.hasLocked(h)
 }
 
-func (d *dedup) hasLocked(s string) bool {
-	_, a := d.cur[s]
-	_, b := d.old[s]
+func (d *dedup) hasLocked(h uint64) bool {
+	_, a := d.cur[h]
+	_, b := d.old[h]
 	return a || b
 }
 
