@@ -39,6 +39,16 @@ const (
 	// maxRelayTo: a relayed message's "to" list grows by the peers it is sent to only up to
 	// this many ids (about 1.5 KB).
 	maxRelayTo = 64
+	// behindBytes: a peer with more than this waiting in its outbound queue (or half of
+	// OutboundQueue's messages) is behind. Bulk senders (anti-entropy) wait for it to drain,
+	// and puts relayed to a swarmdb peer that is behind become a short "have" list of their
+	// keys, sent when its queue has room: it asks only for those no other neighbour brought it
+	// first. Its queue, and our memory, stay small however far behind it is, and it is never
+	// cut off as a slow consumer.
+	behindBytes = 256 << 10
+	// maxLagged bounds the keys noted for one peer that fell behind; past it the keys are
+	// dropped and a store comparison is scheduled instead.
+	maxLagged = 1 << 16
 	// dedupSize: remembered (type,id) pairs and record hashes; ToolDb's grow forever.
 	dedupSize = 1 << 16
 	// errorInterval: at most one error message per interval for rate-limit drops, so a flood
@@ -58,9 +68,12 @@ type Limits struct {
 	// its transport's flow control slows it down and nothing it relays is lost.
 	MessagesPerSecond float64
 	Burst             int
-	// OutboundQueue is how many messages may wait to be written to a peer. When a message
-	// does not fit, the peer is a slow consumer and is disconnected. Zero means 4096.
+	// OutboundQueue and OutboundBytes bound the messages waiting to be written to a peer, in
+	// number and in bytes. A ToolDb peer whose next message does not fit is a slow consumer
+	// and is disconnected; a swarmdb node that falls behind is sent short "have" lists instead
+	// of relayed puts (see behindBytes). Zero means 4096 and 4 MiB.
 	OutboundQueue int
+	OutboundBytes int
 	// WriteTimeout bounds one write; a peer that stops reading is disconnected. Zero means 10 s.
 	WriteTimeout time.Duration
 	// MaxStrikes is how many bad messages (malformed, unknown type, refused records, rate
@@ -94,6 +107,9 @@ func (l *Limits) setDefaults() {
 	}
 	def(&l.Burst, 4000)
 	def(&l.OutboundQueue, 4096)
+	def(&l.OutboundBytes, 4<<20)
+	// Patient senders fill the queue to half, so it must hold two messages of the largest size.
+	l.OutboundBytes = max(l.OutboundBytes, 2*l.MaxMessageSize)
 	if l.WriteTimeout <= 0 {
 		l.WriteTimeout = 10 * time.Second
 	}
@@ -141,8 +157,9 @@ type Config struct {
 	Limits Limits
 	// GetTimeout bounds Get's wait for peers when the key is not stored. Zero means 2 s.
 	GetTimeout time.Duration
-	// DisableSync turns off the anti-entropy catch-up between swarmdb nodes: we neither start
-	// it nor answer it.
+	// DisableSync turns off the anti-entropy comparisons between swarmdb nodes: we neither
+	// start them nor answer them. Have and want lists, which stand in for puts relayed to a
+	// peer that fell behind, are still answered.
 	DisableSync bool
 	// SyncInterval is how often the stores of two connected swarmdb nodes are compared again
 	// after the comparison on connect, so a record lost on the way (a message dropped by the
@@ -180,7 +197,8 @@ type Stats struct {
 	Pushes           uint64 // subscription pushes
 	SyncMessages     uint64 // swarmdbSync messages sent
 	SyncRounds       uint64 // comparisons from the root we started (on connect, periodic)
-	Announced        uint64 // keys of accepted repairs listed to other peers (op "have")
+	Announced        uint64 // keys listed to peers in "have": repairs we accepted, puts not relayed (Lagged)
+	Lagged           uint64 // relayed puts a peer that fell behind got as a "have" entry instead (see behindBytes)
 	CatchupSent      uint64 // records sent by anti-entropy
 	SlowDisconnects  uint64
 	AbuseDisconnects uint64
@@ -218,7 +236,7 @@ type Bridge struct {
 
 	stats struct {
 		msgsIn, msgsOut, bytesIn, bytesOut, dups, rejected, relayed, pushes,
-		syncMsgs, syncRounds, announced, catchupSent, slow, abuse, rateLimited, throttled atomic.Uint64
+		syncMsgs, syncRounds, announced, lagged, catchupSent, slow, abuse, rateLimited, throttled atomic.Uint64
 	}
 }
 
@@ -396,7 +414,7 @@ func (b *Bridge) Stats() Stats {
 		Peers: n, MessagesIn: s.msgsIn.Load(), MessagesOut: s.msgsOut.Load(),
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Duplicates: s.dups.Load(),
 		Rejected: s.rejected.Load(), Relayed: s.relayed.Load(), Pushes: s.pushes.Load(),
-		SyncMessages: s.syncMsgs.Load(), SyncRounds: s.syncRounds.Load(), Announced: s.announced.Load(), CatchupSent: s.catchupSent.Load(),
+		SyncMessages: s.syncMsgs.Load(), SyncRounds: s.syncRounds.Load(), Announced: s.announced.Load(), Lagged: s.lagged.Load(), CatchupSent: s.catchupSent.Load(),
 		SlowDisconnects: s.slow.Load(), AbuseDisconnects: s.abuse.Load(), RateLimited: s.rateLimited.Load(), Throttled: s.throttled.Load(),
 	}
 }
@@ -446,7 +464,7 @@ func (b *Bridge) Put(ctx context.Context, rec db.Record) (db.Outcome, error) {
 	if err != nil {
 		return out, err
 	}
-	b.seenHashes.add(rec.Hash + rec.Sig)
+	b.seenHashes.add(recordID(&rec))
 	if out.Changed() {
 		typ := TypePut
 		if rec.CRDT != "" {
@@ -504,7 +522,8 @@ func (b *Bridge) Subscribe(key string) *db.Watcher { return b.store.Watch(key) }
 
 // broadcast sends m to identified peers other than except and those already in m.To: to
 // server peers only, or to every peer when all is set. It appends our id to m.To first, as
-// ToolDb's sendToAll does, and returns how many peers it was sent to.
+// ToolDb's sendToAll does, and returns how many peers it was sent to (not counting those
+// left a "have" instead, see behindBytes).
 func (b *Bridge) broadcast(m *Message, except *Peer, all bool) int {
 	m.To = appendUnique(m.To, b.clientID)
 	b.mu.Lock()
@@ -523,10 +542,25 @@ func (b *Bridge) broadcast(m *Message, except *Peer, all bool) int {
 	if len(targets) == 0 {
 		return 0
 	}
+	// A swarmdb peer that has fallen behind gets the key in a "have" list later instead.
+	if m.Data != nil && (m.Type == TypePut || m.Type == TypeCRDTPut) {
+		n := 0
+		for i, p := range targets {
+			if p.swarmdb.Load() && p.out.behind() {
+				p.lag(m.Data.Key)
+				continue
+			}
+			targets[n], ids[n] = p, ids[i]
+			n++
+		}
+		targets, ids = targets[:n], ids[:n]
+	}
 	// "to" lists who already has the message; the peers we send it to
 	// will, so their neighbours need not send it to them again. In a
 	// dense mesh this saves a good share of the copies. The list stops
 	// growing at maxRelayTo ids so a message stays small in a large mesh.
+	// A peer that was left a "have" is not listed: a neighbour with room
+	// for it may bring it the put sooner.
 	if len(m.To)+len(ids) <= maxRelayTo {
 		m.To = appendUnique(m.To, ids...)
 	}

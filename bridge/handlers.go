@@ -53,7 +53,7 @@ func (p *Peer) handle(m *Message) bool {
 		if !p.swarmdb.Load() {
 			return p.bad(m.ID, fmt.Errorf("%w: %s from a peer that is not swarmdb", ErrUnknownType, m.Type))
 		}
-		if b.cfg.DisableSync {
+		if b.cfg.DisableSync && m.Sync.Op != syncOpHave && m.Sync.Op != syncOpWant {
 			return true
 		}
 		return p.onSync(m)
@@ -199,7 +199,7 @@ func (b *Bridge) serverList() []PeerDesc {
 func (p *Peer) onPut(m *Message) {
 	b := p.b
 	rec := *m.Data
-	hk := rec.Hash + "\x00" + rec.Sig
+	hk := recordID(&rec)
 	if b.seenHashes.has(hk) {
 		b.stats.dups.Add(1)
 		b.answerPending(m.ID, &rec)
@@ -233,6 +233,9 @@ func (p *Peer) onPut(m *Message) {
 		}
 	}
 }
+
+// recordID names one signed version of a record, for seenHashes.
+func recordID(rec *db.Record) string { return rec.Hash + "\x00" + rec.Sig }
 
 // benignRejection: refusals an honest peer can run into (a name already taken, a key of
 // another CRDT kind, an application hook, and a ToolDb server's merged CRDT record, whose h and
@@ -342,7 +345,7 @@ func (p *Peer) onSubscribe(m *Message) bool {
 	if rec, err := b.store.Get(m.Key); err == nil {
 		send := true
 		if rec.CRDT == "" {
-			hk := rec.Hash + "\x00" + rec.Sig
+			hk := recordID(&rec)
 			b.mu.Lock()
 			if subs := b.subs[m.Key]; subs != nil {
 				if _, ok := subs[p]; ok {

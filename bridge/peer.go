@@ -54,8 +54,7 @@ type Peer struct {
 	initiator bool
 	ctx       context.Context
 	cancel    context.CancelFunc
-	out       chan []byte   // bounded outbound queue
-	drained   chan struct{} // capacity 1: the writer made progress
+	out       *outQueue
 	done      chan struct{} // closed when every goroutine of the peer has ended
 	writerEnd chan struct{}
 	identCh   chan struct{} // closed on identification
@@ -76,6 +75,8 @@ type Peer struct {
 	subKeys     map[string]struct{} // also guarded by b.mu when b.subs changes: see subscribe
 	catchup     []syncOut           // anti-entropy traffic still to send
 	catchupSig  chan struct{}       // capacity 1
+	lagged      map[string]struct{} // keys of puts not relayed while the peer was behind (see lag)
+	lagLost     bool                // lagged overflowed: only a comparison can tell what it lacks
 	syncTimer   *time.Timer         // next comparison from the root (see scheduleSync)
 	syncDue     time.Time           // when syncTimer fires; zero while it is not armed
 
@@ -99,8 +100,7 @@ func (b *Bridge) Attach(c Conn, opts AttachOptions) (*Peer, error) {
 	lim := &b.cfg.Limits
 	p := &Peer{
 		b: b, conn: c, kind: opts.Kind, initiator: opts.Initiator,
-		out:        make(chan []byte, lim.OutboundQueue),
-		drained:    make(chan struct{}, 1),
+		out:        newOutQueue(lim.OutboundQueue, lim.OutboundBytes, behindBytes),
 		done:       make(chan struct{}),
 		writerEnd:  make(chan struct{}),
 		identCh:    make(chan struct{}),
@@ -399,63 +399,45 @@ func (p *Peer) sendRaw(msg []byte) {
 	if p.ctx.Err() != nil {
 		return
 	}
-	select {
-	case p.out <- msg:
-	default:
+	if !p.out.push(msg) {
 		p.b.stats.slow.Add(1)
-		p.b.log.Info("slow consumer disconnected", "peer", p.conn.RemoteID(), "queued", len(p.out))
+		n, size := p.out.size()
+		p.b.log.Info("slow consumer disconnected", "peer", p.conn.RemoteID(), "queued", n, "bytes", size)
 		p.close(ErrSlowConsumer)
 	}
 }
 
-// sendPatient queues msg, waiting while the queue is at least half full, so bulk traffic
+// sendPatient queues msg, waiting while the queue is behind (see behindBytes), so bulk traffic
 // (anti-entropy) leaves room for everything else and never makes us look slow to ourselves.
 func (p *Peer) sendPatient(msg []byte) bool {
 	if len(msg) > p.b.cfg.Limits.MaxMessageSize {
 		return true
 	}
-	for len(p.out) >= cap(p.out)/2 {
-		select {
-		case <-p.drained:
-		case <-p.ctx.Done():
-			return false
-		}
-	}
-	select {
-	case p.out <- msg:
-		return true
-	case <-p.ctx.Done():
-		return false
-	}
+	return p.out.pushPatient(p.ctx, msg)
 }
 
 func (p *Peer) writeLoop() {
 	defer p.b.wg.Done()
 	defer close(p.writerEnd)
 	for {
-		select {
-		case <-p.ctx.Done():
+		msg, ok := p.out.pop(p.ctx)
+		if !ok {
 			return
-		case msg := <-p.out:
-			ctx, cancel := context.WithTimeout(p.ctx, p.b.cfg.Limits.WriteTimeout)
-			err := p.conn.WriteMessage(ctx, msg)
-			cancel()
-			if err != nil {
-				if p.ctx.Err() == nil {
-					p.b.log.Debug("write failed", "peer", p.conn.RemoteID(), "err", err)
-				}
-				p.close(fmt.Errorf("bridge: write: %w", err))
-				return
-			}
-			p.msgsOut.Add(1)
-			p.bytesOut.Add(uint64(len(msg)))
-			p.b.stats.msgsOut.Add(1)
-			p.b.stats.bytesOut.Add(uint64(len(msg)))
-			select {
-			case p.drained <- struct{}{}:
-			default:
-			}
 		}
+		ctx, cancel := context.WithTimeout(p.ctx, p.b.cfg.Limits.WriteTimeout)
+		err := p.conn.WriteMessage(ctx, msg)
+		cancel()
+		if err != nil {
+			if p.ctx.Err() == nil {
+				p.b.log.Debug("write failed", "peer", p.conn.RemoteID(), "err", err)
+			}
+			p.close(fmt.Errorf("bridge: write: %w", err))
+			return
+		}
+		p.msgsOut.Add(1)
+		p.bytesOut.Add(uint64(len(msg)))
+		p.b.stats.msgsOut.Add(1)
+		p.b.stats.bytesOut.Add(uint64(len(msg)))
 	}
 }
 

@@ -346,9 +346,25 @@ func (p *Peer) syncTick() {
 // call for 16 answers, so the read loop never sends them itself (it must not block, and must
 // not fill the outbound queue and look like a slow consumer to itself).
 func (p *Peer) sendSync(body *SyncBody) bool {
-	p.b.stats.syncMsgs.Add(1)
-	msg := AppendMessage(nil, &Message{Type: TypeSync, ID: newID(), To: []string{p.b.clientID}, Sync: body})
-	return p.queueOut(syncOut{msg: msg})
+	return p.queueOut(syncOut{msg: p.b.syncMessage(body)})
+}
+
+// syncMessage encodes a swarmdbSync message.
+func (b *Bridge) syncMessage(body *SyncBody) []byte {
+	b.stats.syncMsgs.Add(1)
+	return AppendMessage(nil, &Message{Type: TypeSync, ID: newID(), To: []string{b.clientID}, Sync: body})
+}
+
+// haveMessages encodes list as "have" messages of at most maxSyncList items each.
+func (b *Bridge) haveMessages(list []SyncItem) [][]byte {
+	var out [][]byte
+	for len(list) > 0 {
+		n := min(len(list), maxSyncList)
+		b.stats.announced.Add(uint64(n))
+		out = append(out, b.syncMessage(&SyncBody{Op: syncOpHave, Items: list[:n]}))
+		list = list[n:]
+	}
+	return out
 }
 
 func (p *Peer) sendTree(path string) bool {
@@ -484,10 +500,7 @@ func (p *Peer) queueOut(o syncOut) bool {
 	if over {
 		return false
 	}
-	select {
-	case p.catchupSig <- struct{}{}:
-	default:
-	}
+	signal(p.catchupSig)
 	return true
 }
 
@@ -503,6 +516,9 @@ func (p *Peer) catchupLoop() {
 		case <-p.catchupSig:
 		}
 		for {
+			if !p.sendLagged() {
+				return
+			}
 			p.mu.Lock()
 			if len(p.catchup) == 0 {
 				p.catchup = nil
@@ -534,6 +550,48 @@ func (p *Peer) catchupLoop() {
 			}
 		}
 	}
+}
+
+// lag notes the key of a put not relayed to p because p has fallen behind (see
+// behindBytes); the catch-up sender lists it in a "have" when p's queue has room.
+func (p *Peer) lag(key string) {
+	p.b.stats.lagged.Add(1)
+	p.mu.Lock()
+	if p.lagged == nil {
+		p.lagged = map[string]struct{}{}
+	}
+	if len(p.lagged) < maxLagged {
+		p.lagged[key] = struct{}{}
+	} else {
+		p.lagLost = true
+	}
+	p.mu.Unlock()
+	signal(p.catchupSig)
+}
+
+// sendLagged sends p a "have" list of the keys noted by lag, with the item hashes we hold
+// now, waiting for room in its queue. Had too many keys been noted to keep, it schedules a
+// comparison of the stores instead. It reports false when the peer has ended.
+func (p *Peer) sendLagged() bool {
+	p.mu.Lock()
+	keys, lost := p.lagged, p.lagLost
+	p.lagged, p.lagLost = nil, false
+	p.mu.Unlock()
+	if lost {
+		p.scheduleSync(syncBusyRetry)
+	}
+	list := make([]SyncItem, 0, len(keys))
+	for k := range keys {
+		if h, ok := p.b.itemOf(k); ok {
+			list = append(list, SyncItem{Key: k, Hash: h})
+		}
+	}
+	for _, msg := range p.b.haveMessages(list) {
+		if !p.sendPatient(msg) {
+			return false
+		}
+	}
+	return true
 }
 
 // haveNote is a repair to announce: the key, and the peer it came from (which holds it).
@@ -589,11 +647,8 @@ func (b *Bridge) flushHaves() {
 			listed[n.key] = true
 			list = append(list, it)
 		}
-		for len(list) > 0 {
-			k := min(len(list), maxSyncList)
-			b.stats.announced.Add(uint64(k))
-			p.sendSync(&SyncBody{Op: syncOpHave, Items: list[:k]})
-			list = list[k:]
+		for _, msg := range b.haveMessages(list) {
+			p.queueOut(syncOut{msg: msg})
 		}
 	}
 }

@@ -282,3 +282,55 @@ func TestSwarmdbPeerThrottledNotDropped(t *testing.T) {
 	}
 	t.Logf("%d puts, %d read late, all in %v", n, st.Throttled, took.Round(time.Millisecond))
 }
+
+// A swarmdb peer that falls behind is not cut off as a slow consumer: the puts it cannot take
+// now reach it as a "have" list of their keys, and it gets what it asks for.
+func TestBehindPeerGetsHave(t *testing.T) {
+	const n = 400
+	a := newBridge(t, Config{Server: true, Limits: Limits{OutboundQueue: 16}})
+	f, p := newFakePeer(t, a, false)
+	f.hello(DefaultTopic, true, true)
+	// f does not read: the pipe holds 256 messages, then a's queue passes half of 16.
+	hashes := map[string]string{}
+	for i := range n {
+		r := record(t, testUser, keyN(i), `3`)
+		if _, err := a.Put(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+		h, ok := a.itemOf(r.Key)
+		if !ok {
+			t.Fatalf("%s not stored", r.Key)
+		}
+		hashes[r.Key] = h
+	}
+	puts, haves := map[string]bool{}, map[string]bool{}
+	for len(puts)+len(haves) < n {
+		m := f.next()
+		switch {
+		case m.Type == TypePut && !m.Catchup:
+			puts[m.Data.Key] = true
+		case m.Type == TypeSync && m.Sync.Op == syncOpHave:
+			for _, it := range m.Sync.Items {
+				if it.Hash != hashes[it.Key] || puts[it.Key] || haves[it.Key] {
+					t.Fatalf("have lists %s with hash %s (want %s, once, not also put)", it.Key, it.Hash, hashes[it.Key])
+				}
+				haves[it.Key] = true
+			}
+		default:
+			t.Fatalf("unexpected %s message", m.Type)
+		}
+	}
+	st := a.Stats()
+	t.Logf("%d puts relayed, %d keys in have lists", len(puts), len(haves))
+	if len(haves) == 0 || st.Lagged != uint64(len(haves)) || st.SlowDisconnects != 0 || p.Err() != nil {
+		t.Fatalf("%d keys in have lists, stats %+v, peer error %v", len(haves), st, p.Err())
+	}
+	var k string
+	for k = range haves {
+		break
+	}
+	f.sendMsg(&Message{Type: TypeSync, ID: newID(), To: []string{f.id}, Sync: &SyncBody{Op: syncOpWant, Keys: []string{k}}})
+	if m := f.next(); m.Type != TypePut || !m.Catchup || m.Data.Key != k {
+		t.Fatalf("asked for %s, got %s %+v", k, m.Type, m.Data)
+	}
+}
