@@ -72,6 +72,9 @@ const (
 	syncBusyRetry = time.Second
 	// announceDelay: repairs accepted within this long go out in one "have" list per peer.
 	announceDelay = 200 * time.Millisecond
+	// haveWait: a peer that receives a have list asks for what it lacks only after this long,
+	// so what another neighbour is already bringing it is not sent twice.
+	haveWait = time.Second
 )
 
 type syncEntry struct {
@@ -458,20 +461,16 @@ func (p *Peer) onSync(m *Message) bool {
 			}
 		}
 	case syncOpHave:
-		var want []string
-		for _, it := range s.Items {
-			mine, ok := p.b.itemOf(it.Key)
-			if ok && mine == it.Hash {
-				continue
+		// What a have lists is usually on its way from another neighbour already (a peer
+		// that fell behind is sent have lists while its other links still carry the puts),
+		// so we look again after haveWait and ask only for what is still missing.
+		items, id := s.Items, m.ID
+		timer := time.AfterFunc(haveWait, func() {
+			if p.ctx.Err() == nil && !p.wantMissing(items) {
+				p.syncBacklogFull(id)
 			}
-			want = append(want, it.Key)
-			if ok && !p.queueOut(syncOut{key: it.Key}) {
-				return p.syncBacklogFull(m.ID)
-			}
-		}
-		if len(want) > 0 && !p.sendSync(&SyncBody{Op: syncOpWant, Keys: want}) {
-			return p.syncBacklogFull(m.ID)
-		}
+		})
+		context.AfterFunc(p.ctx, func() { timer.Stop() })
 	case syncOpWant:
 		for _, k := range s.Keys {
 			if !p.queueOut(syncOut{key: k}) {
@@ -480,6 +479,23 @@ func (p *Peer) onSync(m *Message) bool {
 		}
 	}
 	return true
+}
+
+// wantMissing asks p for the listed items we lack or hold in another version, and sends it
+// ours of the latter. It reports false when p's catch-up backlog is full.
+func (p *Peer) wantMissing(items []SyncItem) bool {
+	var want []string
+	for _, it := range items {
+		mine, ok := p.b.itemOf(it.Key)
+		if ok && mine == it.Hash {
+			continue
+		}
+		want = append(want, it.Key)
+		if ok && !p.queueOut(syncOut{key: it.Key}) {
+			return false
+		}
+	}
+	return len(want) == 0 || p.sendSync(&SyncBody{Op: syncOpWant, Keys: want})
 }
 
 // syncBacklogFull answers a sync message that would push the peer's catch-up backlog over
