@@ -72,9 +72,6 @@ const (
 	syncBusyRetry = time.Second
 	// announceDelay: repairs accepted within this long go out in one "have" list per peer.
 	announceDelay = 200 * time.Millisecond
-	// haveWait: a peer that receives a have list asks for what it lacks only after this long,
-	// so what another neighbour is already bringing it is not sent twice.
-	haveWait = time.Second
 )
 
 type syncEntry struct {
@@ -461,16 +458,9 @@ func (p *Peer) onSync(m *Message) bool {
 			}
 		}
 	case syncOpHave:
-		// What a have lists is usually on its way from another neighbour already (a peer
-		// that fell behind is sent have lists while its other links still carry the puts),
-		// so we look again after haveWait and ask only for what is still missing.
-		items, id := s.Items, m.ID
-		timer := time.AfterFunc(haveWait, func() {
-			if p.ctx.Err() == nil && !p.wantMissing(items) {
-				p.syncBacklogFull(id)
-			}
-		})
-		context.AfterFunc(p.ctx, func() { timer.Stop() })
+		if !p.wantMissing(s.Items) {
+			return p.syncBacklogFull(m.ID)
+		}
 	case syncOpWant:
 		for _, k := range s.Keys {
 			if !p.queueOut(syncOut{key: k}) {
