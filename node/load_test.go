@@ -10,11 +10,13 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/node"
 )
@@ -51,10 +53,12 @@ const (
 	loadWriters  = 16 // concurrent Puts, so the store can group commits
 	// loadHeapPerNode is the ceiling on the heap the load may add per node
 	// (all nodes share this process). A node's memory is bounded by fixed
-	// caps, not by what is written: Pebble's memtables (2 × 4 MiB), the
-	// dedup of 65,536 ids and record hashes (~20 MiB when full), and per
-	// link an outbound queue of 4,096 messages; the sync index (~200 bytes
-	// a key) is the one part that grows with the store.
+	// caps, not by what is written: Pebble's memtables (2 × 4 MiB, off the
+	// Go heap with cgo), the dedup of 65,536 ids and record hashes (~2 MiB
+	// when full), per link an outbound queue that holds about 1 MiB before
+	// the peer counts as behind and is sent "have" lists instead, and
+	// pion's per-link receive buffers; the sync index (~200 bytes a key) is
+	// the one part that grows with the store.
 	loadHeapPerNode = 32 << 20
 )
 
@@ -89,6 +93,7 @@ func TestLoad64(t *testing.T) {
 	n := loopbackNet(t)
 
 	mesh := newMeshGraph(nodes)
+	var reasons tally // why connections closed
 	var all []*node.Node
 	defer func() { closeAll(all) }()
 	keys := map[string]int{}
@@ -100,8 +105,11 @@ func TestLoad64(t *testing.T) {
 		nd, err := node.New(node.Config{
 			Topic: "load-test", DataDir: t.TempDir(), ListenAddr: fmt.Sprintf("127.0.1.%d:0", i+1), Bootstrap: n.Bootstrap,
 			KeepLoopback: true, DisableLAN: true, MaxPeers: maxPeers,
-			OnPeerConnect:    func(ev node.PeerEvent) { mesh.set(i, hex.EncodeToString(ev.PublicKey), true) },
-			OnPeerDisconnect: func(ev node.PeerEvent) { mesh.set(i, hex.EncodeToString(ev.PublicKey), false) },
+			OnPeerConnect: func(ev node.PeerEvent) { mesh.set(i, hex.EncodeToString(ev.PublicKey), true) },
+			OnPeerDisconnect: func(ev node.PeerEvent) {
+				mesh.set(i, hex.EncodeToString(ev.PublicKey), false)
+				reasons.add(ev.Err)
+			},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -170,6 +178,9 @@ func TestLoad64(t *testing.T) {
 	deliverTime := time.Since(writeStart)
 	stopSampling()
 	heapAfter := heapInUse()
+	if path := os.Getenv("SWARMDB_LOAD_HEAP_PROFILE"); path != "" {
+		writeHeapProfile(path + ".after")
+	}
 
 	var lat []time.Duration
 	for i, r := range results[1:] {
@@ -193,14 +204,57 @@ func TestLoad64(t *testing.T) {
 		t.Errorf("heap grew from %d MiB to a peak of %d MiB (bound +%d MiB, %d MiB a node)", heapBefore>>20, peakHeap.Load()>>20, bound>>20, loadHeapPerNode>>20)
 	}
 	var opened, dup uint64
+	var sum bridge.Stats
 	for _, nd := range all {
-		s := nd.Stats().Swarm
-		for _, c := range s.Opened {
+		st := nd.Stats()
+		for _, c := range st.Swarm.Opened {
 			opened += c
 		}
-		dup += s.Duplicates
+		dup += st.Swarm.Duplicates
+		b := st.Bridge
+		sum.Relayed += b.Relayed
+		sum.Lagged += b.Lagged
+		sum.CatchupSent += b.CatchupSent
+		sum.Throttled += b.Throttled
+		sum.SlowDisconnects += b.SlowDisconnects
+		sum.AbuseDisconnects += b.AbuseDisconnects
 	}
-	t.Logf("swarm connections opened %d (duplicates %d); final degrees %s", opened, dup, mesh.degrees())
+	t.Logf("swarm connections opened %d (duplicates %d), closed during the test: %s; final degrees %s", opened, dup, reasons.String(), mesh.degrees())
+	t.Logf("bridges: relayed %d, left as have %d, catch-up sent %d, throttled %d, slow disconnects %d, abuse %d",
+		sum.Relayed, sum.Lagged, sum.CatchupSent, sum.Throttled, sum.SlowDisconnects, sum.AbuseDisconnects)
+}
+
+// tally counts errors by their text.
+type tally struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *tally) add(err error) {
+	msg := "no error"
+	if err != nil {
+		msg = err.Error()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[msg]++
+}
+
+func (c *tally) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.n) == 0 {
+		return "none"
+	}
+	var parts []string
+	for msg, k := range c.n {
+		parts = append(parts, fmt.Sprintf("%d × %q", k, msg))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
 
 // writeLoad puts records under "load/<i>" from loadWriters goroutines,
@@ -365,6 +419,17 @@ func watchStall(t *testing.T, cancel context.CancelFunc, all []*node.Node, progr
 	return func() { close(done); wg.Wait() }
 }
 
+// writeHeapProfile writes the live heap (as of the last garbage collection)
+// to path, replacing what was there: set SWARMDB_LOAD_HEAP_PROFILE to see
+// what the peak was made of (and, in path.after, what stayed once every
+// record had arrived).
+func writeHeapProfile(path string) {
+	if f, err := os.Create(path); err == nil {
+		_ = pprof.Lookup("heap").WriteTo(f, 0)
+		f.Close()
+	}
+}
+
 // heapInUse returns the heap in use after a garbage collection.
 func heapInUse() uint64 {
 	runtime.GC()
@@ -383,6 +448,7 @@ func sampleHeap(peak *atomic.Uint64) (stop func()) {
 		defer wg.Done()
 		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
+		var profiled uint64 // heap in use when the last profile was written
 		for {
 			select {
 			case <-done:
@@ -392,6 +458,10 @@ func sampleHeap(peak *atomic.Uint64) (stop func()) {
 				runtime.ReadMemStats(&m)
 				if m.HeapInuse > peak.Load() {
 					peak.Store(m.HeapInuse)
+				}
+				if path := os.Getenv("SWARMDB_LOAD_HEAP_PROFILE"); path != "" && m.HeapInuse > profiled+profiled/10 {
+					writeHeapProfile(path)
+					profiled = m.HeapInuse
 				}
 			}
 		}
