@@ -39,8 +39,9 @@ import (
 //	                        "catchup":true, never relayed) and asks for the others with want.
 //	want {keys}             the receiver sends its records for those keys.
 //	have {items}            "I now hold these keys, with these item hashes" (a repair we
-//	                        accepted); the receiver wants those it lacks or holds otherwise,
-//	                        and sends its own version of the latter.
+//	                        accepted, or puts we did not relay to a peer that was behind);
+//	                        the receiver wants those it lacks or holds otherwise, and sends
+//	                        its own version of the latter.
 //
 // The side that receives a swarmdb pong starts with tree {""}, and again every SyncInterval
 // (a repair for anything lost on the way). Equal subtrees end the walk, so the traffic is about
