@@ -64,13 +64,14 @@ func TestLossRuleset(t *testing.T) {
 		t.Errorf("rate 0 must only delete the table:\n%s", got)
 	}
 	got := lossRuleset(true, 0.02)
-	for _, w := range []string{`iifname "wan0" numgen random mod 10000 < 200 drop`, `oifname "wan0" numgen random mod 10000 < 200 drop`, "hook forward"} {
+	drop := `counter name "seen" numgen random mod 10000 < 200 counter name "dropped" drop`
+	for _, w := range []string{`iifname "wan0" ` + drop, `oifname "wan0" ` + drop, "hook forward", "counter seen {}", "counter dropped {}"} {
 		if !strings.Contains(got, w) {
 			t.Errorf("router loss: missing %q in\n%s", w, got)
 		}
 	}
 	got = lossRuleset(false, 0.5)
-	for _, w := range []string{"table netdev natlab_loss", `hook ingress device "eth0"`, `hook egress device "eth0"`, "numgen random mod 10000 < 5000 drop"} {
+	for _, w := range []string{"table netdev natlab_loss", `hook ingress device "eth0"`, `hook egress device "eth0"`, "numgen random mod 10000 < 5000 counter", "counter dropped {}"} {
 		if !strings.Contains(got, w) {
 			t.Errorf("host loss: missing %q in\n%s", w, got)
 		}
