@@ -55,7 +55,7 @@ const (
 	// (all nodes share this process). A node's memory is bounded by fixed
 	// caps, not by what is written: Pebble's memtables (2 × 4 MiB, off the
 	// Go heap with cgo), the dedup of 65,536 ids and record hashes (~2 MiB
-	// when full), per link an outbound queue that holds about 1 MiB before
+	// when full), per link an outbound queue that holds about 256 KiB before
 	// the peer counts as behind and is sent "have" lists instead, and
 	// pion's per-link receive buffers; the sync index (~200 bytes a key) is
 	// the one part that grows with the store.
@@ -179,7 +179,7 @@ func TestLoad64(t *testing.T) {
 	stopSampling()
 	heapAfter := heapInUse()
 	if path := os.Getenv("SWARMDB_LOAD_HEAP_PROFILE"); path != "" {
-		writeHeapProfile(path + ".after")
+		writeProfile("heap", path+".after", 0)
 	}
 
 	var lat []time.Duration
@@ -404,12 +404,8 @@ func watchStall(t *testing.T, cancel context.CancelFunc, all []*node.Node, progr
 					i, what, b.Peers, b.MessagesIn, b.MessagesOut, b.Relayed, b.Duplicates, b.Rejected, b.RateLimited, b.Throttled,
 					b.SlowDisconnects, b.AbuseDisconnects, b.SyncMessages, b.Announced, b.CatchupSent, st.Swarm.Connections, st.Swarm.Opened, st.Swarm.FailuresByReason)
 			}
-			if path := os.Getenv("SWARMDB_LOAD_STALL_DUMP"); path != "" {
-				if f, err := os.Create(path); err == nil {
-					_ = pprof.Lookup("goroutine").WriteTo(f, 1)
-					f.Close()
-					t.Logf("goroutines written to %s", path)
-				}
+			if path := os.Getenv("SWARMDB_LOAD_STALL_DUMP"); path != "" && writeProfile("goroutine", path, 1) {
+				t.Logf("goroutines written to %s", path)
 			}
 			t.Errorf("no delivery progress for %v after the writes ended", loadStall)
 			cancel()
@@ -419,15 +415,18 @@ func watchStall(t *testing.T, cancel context.CancelFunc, all []*node.Node, progr
 	return func() { close(done); wg.Wait() }
 }
 
-// writeHeapProfile writes the live heap (as of the last garbage collection)
-// to path, replacing what was there: set SWARMDB_LOAD_HEAP_PROFILE to see
-// what the peak was made of (and, in path.after, what stayed once every
-// record had arrived).
-func writeHeapProfile(path string) {
-	if f, err := os.Create(path); err == nil {
-		_ = pprof.Lookup("heap").WriteTo(f, 0)
-		f.Close()
+// writeProfile writes the runtime profile name to path, replacing what was
+// there, and reports whether it could. The heap profile is the live heap as
+// of the last garbage collection: set SWARMDB_LOAD_HEAP_PROFILE to see what
+// the peak was made of (and, in path.after, what stayed once every record
+// had arrived).
+func writeProfile(name, path string, debug int) bool {
+	f, err := os.Create(path)
+	if err != nil {
+		return false
 	}
+	err = pprof.Lookup(name).WriteTo(f, debug)
+	return f.Close() == nil && err == nil
 }
 
 // heapInUse returns the heap in use after a garbage collection.
@@ -448,6 +447,7 @@ func sampleHeap(peak *atomic.Uint64) (stop func()) {
 		defer wg.Done()
 		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
+		profile := os.Getenv("SWARMDB_LOAD_HEAP_PROFILE")
 		var profiled uint64 // heap in use when the last profile was written
 		for {
 			select {
@@ -459,8 +459,8 @@ func sampleHeap(peak *atomic.Uint64) (stop func()) {
 				if m.HeapInuse > peak.Load() {
 					peak.Store(m.HeapInuse)
 				}
-				if path := os.Getenv("SWARMDB_LOAD_HEAP_PROFILE"); path != "" && m.HeapInuse > profiled+profiled/10 {
-					writeHeapProfile(path)
+				if profile != "" && m.HeapInuse > profiled+profiled/10 {
+					writeProfile("heap", profile, 0)
 					profiled = m.HeapInuse
 				}
 			}
