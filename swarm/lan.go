@@ -45,6 +45,10 @@ const lanService = "_swarmdb._udp"
 // 120 ms to avoid collisions).
 const lanQueryTimeout = time.Second
 
+// lanMaxInstances is the most instances one browse finds (the query
+// library drops answers beyond its channel's buffer).
+const lanMaxInstances = 256
+
 // lanMaxTopics bounds the tags one instance publishes (a TXT record set
 // should stay within one 1500-byte packet).
 const lanMaxTopics = 24
@@ -242,35 +246,36 @@ func (l *lanDiscovery) run(ctx context.Context) {
 }
 
 // browse runs one DNS-SD query and hands matching peers to the swarm.
+//
+// The answers are read only after the query has returned: hashicorp/mdns
+// sends an entry on the channel and goes on filling it in when later
+// answers name the same instance (a data race if read meanwhile). It never
+// blocks on a full channel, dropping the entry instead, so the buffer is
+// the most instances one browse can find.
 func (l *lanDiscovery) browse(ctx context.Context) {
 	_, wanted := l.s.lanTopics()
 	if len(wanted) == 0 {
 		return
 	}
-	entries := make(chan *mdns.ServiceEntry, 64)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for e := range entries {
-			p, ok := parseLANEntry(e)
-			if !ok || p.pub.Equal(l.s.PublicKey()) {
-				continue
-			}
-			for _, t := range wanted {
-				if p.tags[lanTag(t)] {
-					l.s.foundLAN(t, p.pub, p.addr)
-				}
-			}
-		}
-	}()
+	entries := make(chan *mdns.ServiceEntry, lanMaxInstances)
 	err := mdns.QueryContext(ctx, &mdns.QueryParam{
 		Service: lanService, Domain: "local", Timeout: lanQueryTimeout,
 		Entries: entries, DisableIPv6: true, Logger: discardLog,
 	})
 	close(entries)
-	<-done
 	if err != nil && ctx.Err() == nil {
 		l.s.log.Debug("swarm: lan query failed", "err", err)
+	}
+	for e := range entries {
+		p, ok := parseLANEntry(e)
+		if !ok || p.pub.Equal(l.s.PublicKey()) {
+			continue
+		}
+		for _, t := range wanted {
+			if p.tags[lanTag(t)] {
+				l.s.foundLAN(t, p.pub, p.addr)
+			}
+		}
 	}
 }
 
