@@ -400,9 +400,9 @@ func watchStall(t *testing.T, cancel context.CancelFunc, all []*node.Node, progr
 				}
 				st := nd.Stats()
 				b := st.Bridge
-				t.Logf("node %d (%s): bridge peers %d, in %d, out %d, relayed %d, dups %d, rejected %d (rate-limited %d), throttled %d, slow disconnects %d, abuse %d, sync msgs %d, announced %d, catch-up sent %d; swarm connections %d, opened %v, failures %v",
+				t.Logf("node %d (%s): bridge peers %d, in %d, out %d, relayed %d, dups %d, rejected %d (rate-limited %d), throttled %d, slow disconnects %d, abuse %d, sync msgs %d, announced %d (lagged %d), catch-up sent %d; swarm connections %d, opened %v, failures %v",
 					i, what, b.Peers, b.MessagesIn, b.MessagesOut, b.Relayed, b.Duplicates, b.Rejected, b.RateLimited, b.Throttled,
-					b.SlowDisconnects, b.AbuseDisconnects, b.SyncMessages, b.Announced, b.CatchupSent, st.Swarm.Connections, st.Swarm.Opened, st.Swarm.FailuresByReason)
+					b.SlowDisconnects, b.AbuseDisconnects, b.SyncMessages, b.Announced, b.Lagged, b.CatchupSent, st.Swarm.Connections, st.Swarm.Opened, st.Swarm.FailuresByReason)
 			}
 			if path := os.Getenv("SWARMDB_LOAD_STALL_DUMP"); path != "" && writeProfile("goroutine", path, 1) {
 				t.Logf("goroutines written to %s", path)
