@@ -51,6 +51,10 @@ const (
 	maxLagged = 1 << 16
 	// dedupSize: remembered (type,id) pairs and record hashes; ToolDb's grow forever.
 	dedupSize = 1 << 16
+	// askedFor: how long a record version we asked one peer for is not asked of another that
+	// lists it in a "have" (see wantMissing); askedSize bounds how many are remembered.
+	askedFor  = time.Minute
+	askedSize = 1 << 15
 	// errorInterval: at most one error message per interval for rate-limit drops, so a flood
 	// is not answered by a flood.
 	errorInterval = time.Second
@@ -199,6 +203,8 @@ type Stats struct {
 	SyncRounds       uint64 // comparisons from the root we started (on connect, periodic)
 	Announced        uint64 // keys listed to peers in "have": repairs we accepted, puts not relayed (Lagged)
 	Lagged           uint64 // relayed puts a peer that fell behind got as a "have" entry instead (see behindBytes)
+	Asked            uint64 // keys asked for in "want" messages
+	NotAsked         uint64 // keys listed in a "have" that we lacked but had asked another peer for already
 	CatchupSent      uint64 // records sent by anti-entropy
 	SlowDisconnects  uint64
 	AbuseDisconnects uint64
@@ -221,6 +227,7 @@ type Bridge struct {
 
 	seenIDs    *dedup // (type, id) pairs seen or sent
 	seenHashes *dedup // h+s of records verified
+	asked      *dedup // key and item hash of records asked for by "want", recently
 
 	index syncIndex
 
@@ -236,7 +243,7 @@ type Bridge struct {
 
 	stats struct {
 		msgsIn, msgsOut, bytesIn, bytesOut, dups, rejected, relayed, pushes,
-		syncMsgs, syncRounds, announced, lagged, catchupSent, slow, abuse, rateLimited, throttled atomic.Uint64
+		syncMsgs, syncRounds, announced, lagged, asked, notAsked, catchupSent, slow, abuse, rateLimited, throttled atomic.Uint64
 	}
 }
 
@@ -289,6 +296,7 @@ func New(cfg Config) (*Bridge, error) {
 		clientID:   ClientID(cfg.Identity.Address()),
 		seenIDs:    newDedup(dedupSize),
 		seenHashes: newDedup(dedupSize),
+		asked:      newDedupFor(askedSize, askedFor),
 		peers:      map[*Peer]struct{}{},
 		byClient:   map[string]*Peer{},
 		subs:       map[string]map[*Peer]string{},
@@ -414,7 +422,7 @@ func (b *Bridge) Stats() Stats {
 		Peers: n, MessagesIn: s.msgsIn.Load(), MessagesOut: s.msgsOut.Load(),
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Duplicates: s.dups.Load(),
 		Rejected: s.rejected.Load(), Relayed: s.relayed.Load(), Pushes: s.pushes.Load(),
-		SyncMessages: s.syncMsgs.Load(), SyncRounds: s.syncRounds.Load(), Announced: s.announced.Load(), Lagged: s.lagged.Load(), CatchupSent: s.catchupSent.Load(),
+		SyncMessages: s.syncMsgs.Load(), SyncRounds: s.syncRounds.Load(), Announced: s.announced.Load(), Lagged: s.lagged.Load(), Asked: s.asked.Load(), NotAsked: s.notAsked.Load(), CatchupSent: s.catchupSent.Load(),
 		SlowDisconnects: s.slow.Load(), AbuseDisconnects: s.abuse.Load(), RateLimited: s.rateLimited.Load(), Throttled: s.throttled.Load(),
 	}
 }

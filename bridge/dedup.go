@@ -14,15 +14,27 @@ import (
 // It keeps a 64-bit hash of each string, not the string: about a sixth of the memory. The hash
 // is seeded at random per set, so no one can make two strings collide on purpose; by chance a
 // new string is taken for a seen one with probability size/2^64 (below 10^-14 at 65,536).
+//
+// A set made by newDedupFor also forgets by age: a generation is retired once it is maxAge
+// old, so a string is remembered for at least maxAge (unless size/2 insertions come first)
+// and forgotten within three times that.
 type dedup struct {
 	seed     maphash.Seed
 	mu       sync.Mutex
 	cur, old map[uint64]struct{}
 	half     int
+	maxAge   time.Duration // zero: no age limit
+	born     time.Time     // when cur was started
 }
 
 func newDedup(size int) *dedup {
 	return &dedup{seed: maphash.MakeSeed(), cur: map[uint64]struct{}{}, old: map[uint64]struct{}{}, half: max(size/2, 1)}
+}
+
+func newDedupFor(size int, maxAge time.Duration) *dedup {
+	d := newDedup(size)
+	d.maxAge, d.born = maxAge, time.Now()
+	return d
 }
 
 // add inserts s and reports whether it was new.
@@ -34,7 +46,7 @@ func (d *dedup) add(s string) bool {
 		return false
 	}
 	if len(d.cur) >= d.half {
-		d.old, d.cur = d.cur, make(map[uint64]struct{}, d.half)
+		d.old, d.cur, d.born = d.cur, make(map[uint64]struct{}, d.half), time.Now()
 	}
 	d.cur[h] = struct{}{}
 	return true
@@ -47,7 +59,16 @@ func (d *dedup) has(s string) bool {
 	return d.hasLocked(h)
 }
 
+// hasLocked reports whether h is in the set, first retiring what is too old.
 func (d *dedup) hasLocked(h uint64) bool {
+	if d.maxAge > 0 {
+		switch age := time.Since(d.born); {
+		case age >= 2*d.maxAge:
+			d.old, d.cur, d.born = map[uint64]struct{}{}, map[uint64]struct{}{}, time.Now()
+		case age >= d.maxAge:
+			d.old, d.cur, d.born = d.cur, map[uint64]struct{}{}, time.Now()
+		}
+	}
 	_, a := d.cur[h]
 	_, b := d.old[h]
 	return a || b

@@ -443,15 +443,14 @@ func (p *Peer) onSync(m *Message) bool {
 		for _, it := range s.Items {
 			theirs[it.Key] = it.Hash
 			if mine[it.Key] != it.Hash {
+				// A comparison asks even if another peer was asked (it is the repair of
+				// last resort), but notes the ask so a "have" does not repeat it.
+				p.b.asked.add(askedKey(it))
 				want = append(want, it.Key)
 			}
 		}
-		for len(want) > 0 {
-			n := min(len(want), maxSyncList)
-			if !p.sendSync(&SyncBody{Op: syncOpWant, Path: s.Path, Keys: want[:n]}) {
-				return p.syncBacklogFull(m.ID)
-			}
-			want = want[n:]
+		if !p.sendWants(s.Path, want) {
+			return p.syncBacklogFull(m.ID)
 		}
 		for _, it := range mineList {
 			if theirs[it.Key] != it.Hash && !p.queueOut(syncOut{key: it.Key}) {
@@ -472,8 +471,14 @@ func (p *Peer) onSync(m *Message) bool {
 	return true
 }
 
-// wantMissing asks p for the listed items we lack or hold in another version, and sends it
-// ours of the latter. It reports false when p's catch-up backlog is full.
+// wantMissing answers a "have": it asks p for the listed items we lack or hold in another
+// version, and sends it ours of the latter. It reports false when p's catch-up backlog is full.
+//
+// An item asked of another peer within askedFor is not asked again: a record that reached a
+// node by anti-entropy is listed in a "have" to all its peers (see announce), so under a
+// backlog one record was otherwise asked for, and sent, by up to every neighbour (measured:
+// 2.3 M records sent for 630,000 deliveries). If the peer asked never answers, the next
+// comparison of the stores asks again.
 func (p *Peer) wantMissing(items []SyncItem) bool {
 	var want []string
 	for _, it := range items {
@@ -481,12 +486,33 @@ func (p *Peer) wantMissing(items []SyncItem) bool {
 		if ok && mine == it.Hash {
 			continue
 		}
-		want = append(want, it.Key)
 		if ok && !p.queueOut(syncOut{key: it.Key}) {
 			return false
 		}
+		if !p.b.asked.add(askedKey(it)) {
+			p.b.stats.notAsked.Add(1)
+			continue
+		}
+		want = append(want, it.Key)
 	}
-	return len(want) == 0 || p.sendSync(&SyncBody{Op: syncOpWant, Keys: want})
+	return p.sendWants("", want)
+}
+
+// askedKey is an item's entry in Bridge.asked.
+func askedKey(it SyncItem) string { return it.Key + "\x00" + it.Hash }
+
+// sendWants asks p for keys, maxSyncList at a time. It reports false when p's catch-up
+// backlog is full.
+func (p *Peer) sendWants(path string, keys []string) bool {
+	p.b.stats.asked.Add(uint64(len(keys)))
+	for len(keys) > 0 {
+		n := min(len(keys), maxSyncList)
+		if !p.sendSync(&SyncBody{Op: syncOpWant, Path: path, Keys: keys[:n]}) {
+			return false
+		}
+		keys = keys[n:]
+	}
+	return true
 }
 
 // syncBacklogFull answers a sync message that would push the peer's catch-up backlog over
