@@ -197,6 +197,31 @@ func TestDedupBounded(t *testing.T) {
 	}
 }
 
+// An aged set forgets by time too; the test moves the current generation's birth back
+// instead of waiting.
+func TestDedupForgetsByAge(t *testing.T) {
+	const age = time.Hour
+	d := newDedupFor(10, age)
+	d.add("a")
+	d.born = d.born.Add(-age) // a is maxAge old: retired to the old generation, still known
+	if !d.has("a") {
+		t.Fatal("forgot an entry after one maxAge")
+	}
+	d.add("b")
+	d.born = d.born.Add(-age) // a has been in the old generation for maxAge: dropped
+	if d.has("a") || !d.has("b") {
+		t.Fatalf("after two maxAge: has a %v (want false), has b %v (want true)", d.has("a"), d.has("b"))
+	}
+	d.add("c")
+	d.born = d.born.Add(-2 * age) // idle for 2 maxAge: everything goes at once
+	if d.has("b") || d.has("c") {
+		t.Fatal("kept entries after an idle 2 maxAge")
+	}
+	if !d.add("c") {
+		t.Fatal("a forgotten entry is not new again")
+	}
+}
+
 func FuzzParseMessage(f *testing.F) {
 	rec := record(f, testUser, "k", `{"a":1}`)
 	d, _ := SignPeerDesc(testUser, "t", 1, "h", 1)

@@ -3,6 +3,8 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -333,5 +335,46 @@ func TestBehindPeerGetsHave(t *testing.T) {
 	f.sendMsg(&Message{Type: TypeSync, ID: newID(), To: []string{f.id}, Sync: &SyncBody{Op: syncOpWant, Keys: []string{k}}})
 	if m := f.next(); m.Type != TypePut || !m.Catchup || m.Data.Key != k {
 		t.Fatalf("asked for %s, got %s %+v", k, m.Type, m.Data)
+	}
+}
+
+// A record listed in "have" lists by two peers is asked of the first only; a comparison asks
+// again (it is the repair of last resort).
+func TestHaveAskedOnce(t *testing.T) {
+	a := newBridge(t, Config{Server: true})
+	f1, _ := newFakePeer(t, a, false)
+	f1.hello(DefaultTopic, true, true)
+	f2, _ := newFakePeer(t, a, false)
+	f2.hello(DefaultTopic, true, true)
+	hash := strings.Repeat("ab", 16)
+	k1, k2 := SyncItem{Key: keyN(1), Hash: hash}, SyncItem{Key: keyN(2), Hash: hash}
+	sync := func(f *fakePeer, body *SyncBody) {
+		f.sendMsg(&Message{Type: TypeSync, ID: newID(), To: []string{f.id}, Sync: body})
+	}
+	sync(f1, &SyncBody{Op: syncOpHave, Items: []SyncItem{k1}})
+	if got := nextWant(f1); !slices.Equal(got, []string{k1.Key}) {
+		t.Fatalf("first have: asked for %v, want [%s]", got, k1.Key)
+	}
+	sync(f2, &SyncBody{Op: syncOpHave, Items: []SyncItem{k1, k2}})
+	if got := nextWant(f2); !slices.Equal(got, []string{k2.Key}) {
+		t.Fatalf("second have: asked for %v, want only [%s]", got, k2.Key)
+	}
+	if st := a.Stats(); st.Asked != 2 || st.NotAsked != 1 {
+		t.Fatalf("asked %d, not asked %d: want 2 and 1", st.Asked, st.NotAsked)
+	}
+	sync(f2, &SyncBody{Op: syncOpLeaf, Path: "", Items: []SyncItem{k1}})
+	if got := nextWant(f2); !slices.Equal(got, []string{k1.Key}) {
+		t.Fatalf("comparison: asked for %v, want [%s]", got, k1.Key)
+	}
+}
+
+// nextWant returns the keys of the next "want" the bridge sent f, skipping everything else.
+func nextWant(f *fakePeer) []string {
+	f.t.Helper()
+	for {
+		m := f.next()
+		if m.Type == TypeSync && m.Sync.Op == syncOpWant {
+			return m.Sync.Keys
+		}
 	}
 }

@@ -218,13 +218,14 @@ func TestLoad64(t *testing.T) {
 		sum.Duplicates += b.Duplicates
 		sum.SyncRounds += b.SyncRounds
 		sum.Asked += b.Asked
+		sum.NotAsked += b.NotAsked
 		sum.Throttled += b.Throttled
 		sum.SlowDisconnects += b.SlowDisconnects
 		sum.AbuseDisconnects += b.AbuseDisconnects
 	}
 	t.Logf("swarm connections opened %d (duplicates %d), closed during the test: %s; final degrees %s", opened, dup, reasons.String(), mesh.degrees())
-	t.Logf("bridges: relayed %d, left as have %d, asked for %d, catch-up sent %d, duplicates dropped %d, sync rounds %d, throttled %d, slow disconnects %d, abuse %d",
-		sum.Relayed, sum.Lagged, sum.Asked, sum.CatchupSent, sum.Duplicates, sum.SyncRounds, sum.Throttled, sum.SlowDisconnects, sum.AbuseDisconnects)
+	t.Logf("bridges: relayed %d, left as have %d, asked for %d (not again %d), catch-up sent %d, duplicates dropped %d, sync rounds %d, throttled %d, slow disconnects %d, abuse %d",
+		sum.Relayed, sum.Lagged, sum.Asked, sum.NotAsked, sum.CatchupSent, sum.Duplicates, sum.SyncRounds, sum.Throttled, sum.SlowDisconnects, sum.AbuseDisconnects)
 }
 
 // tally counts errors by their text.
