@@ -300,3 +300,50 @@ func TestNetworkChangedDropsSilentConnections(t *testing.T) {
 		t.Fatalf("stats: %+v", st)
 	}
 }
+
+// TestFullSwarmRotates: a node at MaxPeers lets a newcomer in by closing
+// one of its connections (ErrRotated), once per rotateEvery; a second
+// newcomer within it is refused.
+func TestFullSwarmRotates(t *testing.T) {
+	checkLeaks(t)
+	nw := startNet(t, 6)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	hub := startSwarm(t, nw, nil, func(c *Config) { c.MaxPeers = 2 })
+	hub.mu.Lock()
+	hub.table.rotateMinAge = 0 // rotateEvery stays a minute, longer than the test
+	hub.mu.Unlock()
+	hub.Join("rotate", JoinOptions{Server: true})
+	if err := hub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	join := func() *testSwarm {
+		c := startSwarm(t, nw, nil, nil)
+		c.Join("rotate", JoinOptions{Client: true})
+		if err := c.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	first := []*testSwarm{join(), join()}
+	for _, c := range first {
+		waitConns(t, c, 30*time.Second, hub.PublicKey())
+	}
+	newcomer := join()
+	waitConns(t, newcomer, 30*time.Second, hub.PublicKey())
+	waitState(t, hub, 30*time.Second, "the newcomer in, one of the first two out", func() bool {
+		return hub.Conn(newcomer.PublicKey()) != nil &&
+			(hub.Conn(first[0].PublicKey()) == nil || hub.Conn(first[1].PublicKey()) == nil)
+	})
+	if st := hub.Stats(); st.Rotated != 1 || st.Connections != 2 {
+		t.Fatalf("after one newcomer: rotated %d, connections %d; want 1 and 2", st.Rotated, st.Connections)
+	}
+	late := join()
+	waitState(t, late, 30*time.Second, "the second newcomer's first dial ended", func() bool {
+		st := late.Stats()
+		return st.Attempts >= 1 && st.Dialing == 0
+	})
+	if st := hub.Stats(); st.Rotated != 1 || late.Conn(hub.PublicKey()) != nil {
+		t.Fatalf("second newcomer within rotateEvery: rotated %d, connected %v", st.Rotated, late.Conn(hub.PublicKey()) != nil)
+	}
+}
