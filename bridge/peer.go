@@ -204,6 +204,9 @@ func (p *Peer) run() {
 	<-p.writerEnd
 	p.wg.Wait()
 	p.b.removePeer(p)
+	if p.swarmdb.Load() {
+		p.b.compareSoon()
+	}
 	st := p.Status()
 	p.b.log.Debug("peer ended", "peer", st.ClientID, "remote", st.RemoteID, "err", p.Err())
 	if st.Identified && p.b.cfg.OnPeer != nil {

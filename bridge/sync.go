@@ -71,6 +71,9 @@ const (
 	// syncBusyRetry: a comparison due while the last one is still sending repairs waits this
 	// long and looks again.
 	syncBusyRetry = time.Second
+	// lostLinkWait: after a link to a swarmdb peer ends, the other peers are compared within
+	// this long (see compareSoon).
+	lostLinkWait = 2 * time.Second
 	// announceDelay: repairs accepted within this long go out in one "have" list per peer.
 	announceDelay = 200 * time.Millisecond
 )
@@ -325,6 +328,25 @@ func (p *Peer) scheduleSync(d time.Duration) {
 		p.syncTimer.Reset(d)
 	}
 	p.syncDue = due
+}
+
+// compareSoon arranges a comparison with every swarmdb peer within lostLinkWait; it runs when
+// a link to a swarmdb peer ends. The link may have been carrying puts (its queue, the "have"
+// entries noted for it), and the other neighbours did not relay those to that peer, which was
+// listed in their "to"; the next periodic round could be SyncInterval away. Both ends of the
+// link compare with their other peers, so both get what was lost on it.
+func (b *Bridge) compareSoon() {
+	b.mu.Lock()
+	peers := make([]*Peer, 0, len(b.peers))
+	for q := range b.peers {
+		if q.swarmdb.Load() {
+			peers = append(peers, q)
+		}
+	}
+	b.mu.Unlock()
+	for _, q := range peers {
+		q.scheduleSync(lostLinkWait)
+	}
 }
 
 // syncTick starts a sync round, unless the last one is still sending its repairs.

@@ -378,3 +378,19 @@ func nextWant(f *fakePeer) []string {
 		}
 	}
 }
+
+// When a link to a swarmdb peer ends, the bridge compares with its other swarmdb peers within
+// lostLinkWait instead of at the next periodic round: what the link was carrying reaches the
+// peer another way.
+func TestLostLinkComparesSoon(t *testing.T) {
+	a := newBridge(t, Config{Server: true, SyncInterval: time.Hour})
+	b := newBridge(t, Config{Server: true, SyncInterval: time.Hour})
+	c := newBridge(t, Config{Server: true, SyncInterval: time.Hour})
+	link(t, c, a)
+	toB, _ := link(t, c, b)
+	eventually(t, func() bool { return c.Stats().SyncRounds == 2 }) // one per link c opened
+	start := time.Now()
+	toB.Close()
+	eventually(t, func() bool { return c.Stats().SyncRounds == 3 }) // not an hour later
+	t.Logf("compared with the remaining peer %v after the link ended", time.Since(start).Round(time.Millisecond))
+}
