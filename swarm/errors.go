@@ -25,9 +25,6 @@ var (
 	// ErrDead: a connection was closed by the check after NetworkChanged
 	// because nothing arrived on it in time.
 	ErrDead = errors.New("swarm: connection dead after network change")
-	// ErrRotated: a connection was closed to let a new peer in while the
-	// swarm was at its limits (at most once a minute).
-	ErrRotated = errors.New("swarm: connection closed to make room for a new peer")
 	// ErrNotJoined: Leave named a topic that was not joined.
 	ErrNotJoined = errors.New("swarm: topic not joined")
 )

@@ -3,7 +3,6 @@ package swarm
 import (
 	"cmp"
 	"crypto/ed25519"
-	"errors"
 	"net/netip"
 	"slices"
 	"time"
@@ -70,21 +69,7 @@ type peerTable struct {
 	// connects or the reservation expires: several handshakes in flight
 	// at once cannot overrun the inbound limit.
 	reserved map[peerKey]time.Time
-
-	// rotateEvery and rotateMinAge: see rotation (tests shorten them).
-	rotateEvery, rotateMinAge time.Duration
-	lastRotation              time.Time
 }
-
-// A full node makes room for a newcomer by closing one of its connections,
-// at most once per rotateEvery, choosing among the non-explicit ones at
-// least rotateMinAge old. Without it, nodes started one after another can
-// fill up as cliques that refuse each other forever (16 nodes with
-// MaxPeers 8 split in 7 runs of 9); one rotation joins two cliques.
-const (
-	rotateEvery  = time.Minute
-	rotateMinAge = 5 * time.Second
-)
 
 // reservationTTL bounds an inbound slot held for a handshake in flight;
 // the transport gives no word when one fails, and holepunch gives up on a
@@ -95,7 +80,6 @@ func newPeerTable(self ed25519.PublicKey, lim limits, b Backoff, rnd func() floa
 	return &peerTable{
 		self: peerKey(self), lim: lim, backoff: b.withDefaults(), rnd: rnd,
 		peers: make(map[peerKey]*peerState), reserved: make(map[peerKey]time.Time),
-		rotateEvery: rotateEvery, rotateMinAge: rotateMinAge,
 	}
 }
 
@@ -309,54 +293,20 @@ func (t *peerTable) reschedule(p *peerState, now time.Time) {
 }
 
 // reserve is canAccept for a handshake that is about to start: on success
-// it holds an inbound slot for pub until connected or reservationTTL. At
-// the limits it may make room by rotation: victim is then the peer whose
-// connection the caller must close (without a retry) to free the slot.
-func (t *peerTable) reserve(pub ed25519.PublicKey, now time.Time) (victim ed25519.PublicKey, err error) {
+// it holds an inbound slot for pub until connected or reservationTTL.
+func (t *peerTable) reserve(pub ed25519.PublicKey, now time.Time) error {
 	for k, until := range t.reserved {
 		if !now.Before(until) {
 			delete(t.reserved, k)
 		}
 	}
 	if err := t.canAccept(pub); err != nil {
-		if !errors.Is(err, ErrInboundLimit) {
-			return nil, err
-		}
-		if victim = t.rotation(now); victim == nil {
-			return nil, err
-		}
+		return err
 	}
 	if p := t.get(pub); p == nil || !p.connected {
 		t.reserved[peerKey(pub)] = now.Add(reservationTTL)
 	}
-	return victim, nil
-}
-
-// rotation picks at random a connection to close so that a newcomer
-// refused at the limits gets in, or returns nil: not twice within
-// rotateEvery, never an explicit peer or a connection younger than
-// rotateMinAge, and an inbound one if the inbound limit is what is full.
-func (t *peerTable) rotation(now time.Time) ed25519.PublicKey {
-	if !t.lastRotation.IsZero() && now.Sub(t.lastRotation) < t.rotateEvery {
-		return nil
-	}
-	inboundFull := t.inbound+len(t.reserved) >= t.lim.maxInbound
-	var pick *peerState
-	n := 0
-	for _, p := range t.peers {
-		if !p.connected || p.explicit || now.Sub(p.connectedAt) < t.rotateMinAge || (inboundFull && !p.inbound) {
-			continue
-		}
-		n++
-		if t.rnd()*float64(n) < 1 { // each candidate kept with probability 1/n
-			pick = p
-		}
-	}
-	if pick == nil {
-		return nil
-	}
-	t.lastRotation = now
-	return pick.pub
+	return nil
 }
 
 // release drops pub's reservation (its handshake was refused after all).

@@ -15,7 +15,6 @@ type counters struct {
 	networkChanges  uint64
 	deadAfterChange uint64
 	lanFound        uint64
-	rotated         uint64
 }
 
 // Stats is a snapshot of the swarm.
@@ -38,8 +37,6 @@ type Stats struct {
 	// Duplicates counts connections that met another one to the same key
 	// (one of the two was closed).
 	Duplicates uint64
-	// Rotated counts connections closed to let a new peer in at the limits.
-	Rotated uint64
 	// PeersByTopic is the number of known peers per joined topic.
 	PeersByTopic map[Topic]int
 	// Banned is the number of Ban calls.
@@ -67,7 +64,6 @@ func (s *Swarm) Stats() Stats {
 		Opened:           copyMap(s.stats.opened),
 		Closed:           copyMap(s.stats.closed),
 		Duplicates:       s.stats.duplicates,
-		Rotated:          s.stats.rotated,
 		PeersByTopic:     make(map[Topic]int),
 		Banned:           s.stats.banned,
 		Announces:        s.stats.announces,

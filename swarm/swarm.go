@@ -446,19 +446,19 @@ func (s *Swarm) NetworkChanged() {
 				s.mu.Lock()
 				s.stats.deadAfterChange++
 				s.mu.Unlock()
-				s.drop(p.c, ErrDead, true)
+				s.drop(p.c, ErrDead)
 			}
 		}
 	}()
 }
 
 // drop closes c and reports it with err (instead of the session's own
-// error); retry says whether the peer is dialled again later.
-func (s *Swarm) drop(c *Conn, err error, retry bool) {
+// error).
+func (s *Swarm) drop(c *Conn, err error) {
 	s.mu.Lock()
 	if s.conns[peerKey(c.RemotePublicKey())] == c {
 		delete(s.conns, peerKey(c.RemotePublicKey()))
-		s.table.disconnected(c.RemotePublicKey(), time.Now(), retry && !s.closed)
+		s.table.disconnected(c.RemotePublicKey(), time.Now(), !s.closed)
 		s.queueEventLocked(event{conn: c, info: c.info, close: true, err: err})
 		s.kickLocked()
 	}
@@ -467,11 +467,10 @@ func (s *Swarm) drop(c *Conn, err error, retry bool) {
 }
 
 // acceptFirewall is the transport's firewall: own key, ban, the user's
-// firewall and the inbound limits, all before any hole punching. A node at
-// its limits may close one connection to let remote in (see rotation).
+// firewall and the inbound limits, all before any hole punching.
 func (s *Swarm) acceptFirewall(remote ed25519.PublicKey) error {
 	s.mu.Lock()
-	victim, err := s.table.reserve(remote, time.Now())
+	err := s.table.reserve(remote, time.Now())
 	if s.closed {
 		err = ErrClosed
 	}
@@ -492,27 +491,7 @@ func (s *Swarm) acceptFirewall(remote ed25519.PublicKey) error {
 			return fmt.Errorf("%w: %w", ErrFirewalled, err)
 		}
 	}
-	if victim != nil {
-		s.rotate(victim, remote)
-	}
 	return nil
-}
-
-// rotate closes the connection to victim to make room for newcomer. The
-// victim is not dialled again until a lookup finds it (it would take the
-// newcomer's slot while its handshake runs).
-func (s *Swarm) rotate(victim, newcomer ed25519.PublicKey) {
-	s.mu.Lock()
-	c := s.conns[peerKey(victim)]
-	if c != nil {
-		s.stats.rotated++
-	}
-	s.mu.Unlock()
-	if c == nil {
-		return
-	}
-	s.log.Info("swarm: full, closing a connection to let a new peer in", "closed", shortKey(victim), "new", shortKey(newcomer))
-	s.drop(c, ErrRotated, false)
 }
 
 // dialLoop hands due peers to dial goroutines whenever the queue or the
