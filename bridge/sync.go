@@ -337,16 +337,22 @@ func (p *Peer) scheduleSync(d time.Duration) {
 // link compare with their other peers, so both get what was lost on it.
 func (b *Bridge) compareSoon() {
 	b.mu.Lock()
-	peers := make([]*Peer, 0, len(b.peers))
-	for q := range b.peers {
-		if q.swarmdb.Load() {
-			peers = append(peers, q)
-		}
-	}
+	peers := b.swarmdbPeersLocked()
 	b.mu.Unlock()
 	for _, q := range peers {
 		q.scheduleSync(lostLinkWait)
 	}
+}
+
+// swarmdbPeersLocked returns the peers that speak the swarmdb extensions. b.mu must be held.
+func (b *Bridge) swarmdbPeersLocked() []*Peer {
+	peers := make([]*Peer, 0, len(b.peers))
+	for p := range b.peers {
+		if p.swarmdb.Load() {
+			peers = append(peers, p)
+		}
+	}
+	return peers
 }
 
 // syncTick starts a sync round, unless the last one is still sending its repairs.
@@ -673,12 +679,7 @@ func (b *Bridge) flushHaves() {
 	b.mu.Lock()
 	notes := b.haves
 	b.haves = nil
-	peers := make([]*Peer, 0, len(b.peers))
-	for p := range b.peers {
-		if p.swarmdb.Load() {
-			peers = append(peers, p)
-		}
-	}
+	peers := b.swarmdbPeersLocked()
 	b.mu.Unlock()
 	if b.ctx.Err() != nil || b.cfg.DisableSync {
 		return

@@ -332,7 +332,7 @@ func TestBehindPeerGetsHave(t *testing.T) {
 	for k = range haves {
 		break
 	}
-	f.sendMsg(&Message{Type: TypeSync, ID: newID(), To: []string{f.id}, Sync: &SyncBody{Op: syncOpWant, Keys: []string{k}}})
+	f.sendSync(&SyncBody{Op: syncOpWant, Keys: []string{k}})
 	if m := f.next(); m.Type != TypePut || !m.Catchup || m.Data.Key != k {
 		t.Fatalf("asked for %s, got %s %+v", k, m.Type, m.Data)
 	}
@@ -348,21 +348,18 @@ func TestHaveAskedOnce(t *testing.T) {
 	f2.hello(DefaultTopic, true, true)
 	hash := strings.Repeat("ab", 16)
 	k1, k2 := SyncItem{Key: keyN(1), Hash: hash}, SyncItem{Key: keyN(2), Hash: hash}
-	sync := func(f *fakePeer, body *SyncBody) {
-		f.sendMsg(&Message{Type: TypeSync, ID: newID(), To: []string{f.id}, Sync: body})
-	}
-	sync(f1, &SyncBody{Op: syncOpHave, Items: []SyncItem{k1}})
+	f1.sendSync(&SyncBody{Op: syncOpHave, Items: []SyncItem{k1}})
 	if got := nextWant(f1); !slices.Equal(got, []string{k1.Key}) {
 		t.Fatalf("first have: asked for %v, want [%s]", got, k1.Key)
 	}
-	sync(f2, &SyncBody{Op: syncOpHave, Items: []SyncItem{k1, k2}})
+	f2.sendSync(&SyncBody{Op: syncOpHave, Items: []SyncItem{k1, k2}})
 	if got := nextWant(f2); !slices.Equal(got, []string{k2.Key}) {
 		t.Fatalf("second have: asked for %v, want only [%s]", got, k2.Key)
 	}
 	if st := a.Stats(); st.Asked != 2 || st.NotAsked != 1 {
 		t.Fatalf("asked %d, not asked %d: want 2 and 1", st.Asked, st.NotAsked)
 	}
-	sync(f2, &SyncBody{Op: syncOpLeaf, Path: "", Items: []SyncItem{k1}})
+	f2.sendSync(&SyncBody{Op: syncOpLeaf, Path: "", Items: []SyncItem{k1}})
 	if got := nextWant(f2); !slices.Equal(got, []string{k1.Key}) {
 		t.Fatalf("comparison: asked for %v, want [%s]", got, k1.Key)
 	}

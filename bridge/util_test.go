@@ -139,6 +139,11 @@ func (f *fakePeer) send(s string) {
 
 func (f *fakePeer) sendMsg(m *Message) { f.send(string(AppendMessage(nil, m))) }
 
+// sendSync sends a swarmdbSync message with body.
+func (f *fakePeer) sendSync(body *SyncBody) {
+	f.sendMsg(&Message{Type: TypeSync, ID: newID(), To: []string{f.id}, Sync: body})
+}
+
 // next reads the next message the bridge sent, skipping types in skip.
 func (f *fakePeer) next(skip ...string) Message {
 	f.t.Helper()
