@@ -487,9 +487,11 @@ func (n *Node) handleNATProbe(m *Message, src netip.AddrPort) ErrorCode {
 }
 
 // strangerFor picks the node that sends the unsolicited packet of a probe
-// from src: a contact on another IP than ours and src's, among the five
+// from src: a contact on another IP than ours and src's, among the K
 // farthest from src's id. The requester's lookups went near its own id, so
-// far nodes are the ones it most likely never sent to.
+// far nodes are the ones it most likely never sent to; but its own id is
+// random until it is persistent, and when its lookups had gone that way
+// the five farthest were often all contacted.
 func (n *Node) strangerFor(src netip.AddrPort) (netip.AddrPort, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -503,7 +505,7 @@ func (n *Node) strangerFor(src netip.AddrPort) (netip.AddrPort, bool) {
 	for _, c := range n.table.closest(far, 3*n.cfg.K) {
 		if a := c.addr.Addr(); a != src.Addr() && a != pub && a != n.local.Addr() {
 			picks = append(picks, c.addr)
-			if len(picks) == 5 {
+			if len(picks) == n.cfg.K {
 				break
 			}
 		}
