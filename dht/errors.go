@@ -24,6 +24,9 @@ var (
 	ErrBadToken     = errors.New("dht: missing, stale or foreign token")
 	ErrNoRelay      = errors.New("dht: relay does not know the target peer")
 	ErrRateLimited  = errors.New("dht: rate limited")
+	// ErrNotPersistent: the node answered without the id its address
+	// implies, so it is no persistent swarmdb DHT node (VerifyNode).
+	ErrNotPersistent = errors.New("dht: not a persistent dht node")
 )
 
 // ErrorCode is the one-byte error a response carries. Zero means success.

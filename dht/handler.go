@@ -8,11 +8,15 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/demux"
 )
 
-// readLoop owns the socket's read side. It demultiplexes by content: DHT
-// packets by their tag byte, plain STUN binding requests answered here,
-// everything else (ICE checks, transport datagrams) to OnPacket.
+// readLoop owns the socket's read side. It demultiplexes by the first byte
+// (internal/demux): DHT packets handled here, plain STUN binding requests
+// answered here, mainline KRPC to OnKRPC, the other known classes (ICE
+// checks, punching probes, transport datagrams) to OnPacket. Unknown first
+// bytes are dropped.
 func (n *Node) readLoop() {
 	defer n.wg.Done()
 	buf := make([]byte, 64<<10)
@@ -34,11 +38,14 @@ func (n *Node) readLoop() {
 		n.ctr.packetsIn.Add(1)
 		src := addrPortOf(from)
 		b := buf[:nr]
-		switch {
-		case nr > 0 && (b[0] == TagRequest || b[0] == TagResponse):
+		switch class := demux.Classify(b); {
+		case class == demux.DHT:
 			n.handlePacket(b, src)
-		case n.answerSTUN(b, src):
-		case n.cfg.OnPacket != nil:
+		case class == demux.STUN && n.answerSTUN(b, src):
+		case class == demux.KRPC && n.cfg.OnKRPC != nil:
+			n.ctr.krpcPackets.Add(1)
+			n.cfg.OnKRPC(b, src)
+		case class != demux.Unknown && class != demux.KRPC && n.cfg.OnPacket != nil:
 			n.ctr.otherPackets.Add(1)
 			n.cfg.OnPacket(b, src)
 		default:

@@ -51,6 +51,7 @@ type Node struct {
 	probeWaits   map[uint64]chan netip.AddrPort
 	announced    map[[ed25519.PublicKeySize]byte]*relaySet
 	verifying    map[netip.AddrPort]bool // addresses being pinged before entering the table
+	bootstrap    []netip.AddrPort        // cfg.Bootstrap, then AddBootstrap's, deduplicated
 	bootstrapped bool
 
 	wg sync.WaitGroup
@@ -119,6 +120,7 @@ func New(cfg Config) *Node {
 		announced:  make(map[[ed25519.PublicKeySize]byte]*relaySet),
 		verifying:  make(map[netip.AddrPort]bool),
 	}
+	n.addBootstrapLocked(cfg.Bootstrap)
 	return n
 }
 

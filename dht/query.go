@@ -26,15 +26,15 @@ type queryResult struct {
 // to ask, this loop does the I/O.
 func (n *Node) query(ctx context.Context, target ID, cmd Command) (*queryResult, error) {
 	n.mu.Lock()
-	seeds := make([]netip.AddrPort, 0, n.cfg.K+len(n.cfg.Bootstrap))
+	seeds := make([]netip.AddrPort, 0, n.cfg.K+len(n.bootstrap))
 	for _, c := range n.table.closest(target, n.cfg.K) {
 		seeds = append(seeds, c.addr)
 	}
 	n.table.touch(target, time.Now())
-	n.mu.Unlock()
 	if len(seeds) < n.cfg.K {
-		seeds = append(seeds, n.cfg.Bootstrap...)
+		seeds = append(seeds, n.bootstrap...)
 	}
+	n.mu.Unlock()
 	seeds = n.withoutSelf(seeds)
 	if len(seeds) == 0 {
 		return nil, ErrNoNodes
@@ -107,21 +107,22 @@ func (n *Node) withoutSelf(addrs []netip.AddrPort) []netip.AddrPort {
 	return out
 }
 
-// Bootstrap joins the network through the configured bootstrap nodes: it
-// pings them, looks up its own neighbourhood, and in adaptive mode checks
-// whether it can be persistent. With no bootstrap nodes it returns at once
-// (the first node of a network).
+// Bootstrap joins the network through the bootstrap nodes (the configured
+// ones and those AddBootstrap added): it pings them, looks up its own
+// neighbourhood, and in adaptive mode checks whether it can be persistent.
+// With no bootstrap nodes it returns at once (the first node of a network).
 func (n *Node) Bootstrap(ctx context.Context) error {
 	if n.conn == nil {
 		return ErrNotStarted
 	}
-	if len(n.cfg.Bootstrap) == 0 {
+	boot := n.BootstrapNodes()
+	if len(boot) == 0 {
 		return nil
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	answered := 0
-	for _, b := range n.cfg.Bootstrap {
+	for _, b := range boot {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -134,7 +135,7 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	}
 	wg.Wait()
 	if answered == 0 {
-		return fmt.Errorf("dht: bootstrap via %v: %w", n.cfg.Bootstrap, ErrNoNodes)
+		return fmt.Errorf("dht: bootstrap via %v: %w", boot, ErrNoNodes)
 	}
 	if n.cfg.Mode == ModePersistent && !n.Persistent() {
 		n.mu.Lock()

@@ -23,6 +23,7 @@ type Stats struct {
 	SignalsAnswered         uint64
 	AnnouncesStored         uint64
 	OtherPackets            uint64 // handed to OnPacket (ICE, transport)
+	KRPCPackets             uint64 // handed to OnKRPC (mainline DHT)
 	DroppedMalformed        uint64 // truncated, oversized, garbage
 	DroppedBadVersion       uint64
 	DroppedRateLimited      uint64
@@ -46,6 +47,7 @@ type counters struct {
 	signalsAnswered         atomic.Uint64
 	announcesStored         atomic.Uint64
 	otherPackets            atomic.Uint64
+	krpcPackets             atomic.Uint64
 	droppedMalformed        atomic.Uint64
 	droppedBadVersion       atomic.Uint64
 	droppedRateLimited      atomic.Uint64
@@ -70,6 +72,7 @@ func (c *counters) fill(s *Stats) {
 	s.SignalsAnswered = c.signalsAnswered.Load()
 	s.AnnouncesStored = c.announcesStored.Load()
 	s.OtherPackets = c.otherPackets.Load()
+	s.KRPCPackets = c.krpcPackets.Load()
 	s.DroppedMalformed = c.droppedMalformed.Load()
 	s.DroppedBadVersion = c.droppedBadVersion.Load()
 	s.DroppedRateLimited = c.droppedRateLimited.Load()

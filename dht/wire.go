@@ -4,15 +4,16 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+
+	"github.com/swarmdb/swarmdb/internal/demux"
 )
 
-// Packet tags: the first byte of every DHT datagram. Both have the first two
-// bits 01, so they never look like STUN (00, RFC 5389 §6) nor like a sealed
-// transport datagram of package secure (first byte 0xC0 and above). The
-// shared UDP socket demultiplexes on this byte alone.
+// Packet tags: the first byte of every DHT datagram. The shared UDP socket
+// demultiplexes on this byte alone; internal/demux holds the one table of
+// first bytes.
 const (
-	TagRequest  byte = 0x5A
-	TagResponse byte = 0x5B
+	TagRequest  = demux.TagDHTRequest
+	TagResponse = demux.TagDHTResponse
 )
 
 // Version is the wire protocol version. A packet with another version is

@@ -75,7 +75,8 @@ func newPeer(t testing.TB, node *dht.Node, link *dhtlink.Link, boot []netip.Addr
 	if err != nil {
 		t.Fatal(err)
 	}
-	link.Attach(node, boot, tn)
+	node.AddBootstrap(boot...) // the NAT check and TURN requests ask these first
+	link.Attach(node, tn)
 	p := &peer{node: node, link: link, pub: pub, in: make(chan *holepunch.Conn, 8)}
 	cfg := holepunch.EndpointConfig{
 		Key: priv, Link: link, Net: tn,

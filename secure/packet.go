@@ -4,17 +4,14 @@ import (
 	"crypto/cipher"
 	"encoding/binary"
 	"fmt"
+
+	"github.com/swarmdb/swarmdb/internal/demux"
 )
 
 // PacketTag is the first byte of every sealed datagram. The node's one UDP socket is
-// shared by STUN, the DHT and this transport and is demultiplexed by this byte:
-//
-//	0x00..0x3F  STUN (RFC 5389: the first two bits of a STUN message are 00)
-//	0x40..0xBF  DHT messages
-//	0xE5        sealed datagrams (this package)
-//
-// 0xE5 = 0b11100101 is outside both ranges. Everything else is reserved.
-const PacketTag byte = 0xE5
+// shared by STUN, both DHTs, punching probes and this transport and is demultiplexed
+// by the first byte; internal/demux holds the one table of those bytes.
+const PacketTag = demux.TagSealed
 
 // Sealed datagram layout:
 //

@@ -51,7 +51,7 @@ func (f *endpointFactory) start(ctx context.Context, node *dht.Node, h transport
 	if node == nil {
 		return nil, errors.New("swarm: the hole-punching endpoint needs a dht node")
 	}
-	f.link.Attach(node, f.bootstrap, f.net)
+	f.link.Attach(node, f.net)
 	ep, err := holepunch.NewEndpoint(holepunch.EndpointConfig{
 		Key:          h.key,
 		Link:         f.link,

@@ -216,7 +216,7 @@ func runPipeSession(ctx context.Context, cfg pipeConfig) error {
 		return fail(pipeExitError, "listen", err)
 	}
 	defer node.Close()
-	link.Attach(node, cfg.Bootstrap, cfg.Net)
+	link.Attach(node, cfg.Net)
 
 	var taken atomic.Bool // the server's one connection is spoken for
 	incoming := make(chan *holepunch.Conn, 1)

@@ -7,7 +7,7 @@
 //	link := dhtlink.New()
 //	cfg.OnSignal, cfg.OnPacket = link.HandleSignal, link.HandlePacket
 //	node := dht.New(cfg)
-//	link.Attach(node, bootstrap)
+//	link.Attach(node, tn)
 //	ep, _ := holepunch.NewEndpoint(holepunch.EndpointConfig{Key: priv, Link: link, MeasureNAT: link.MeasureNAT})
 //
 // Users: swarm, cmd/swarmdb (pipe) and tests.
@@ -37,12 +37,11 @@ type Link struct {
 
 	// Guarded by mu.
 	mu        sync.RWMutex
-	node      *dht.Node
-	net       transport.Net
-	bootstrap []netip.AddrPort
-	onSignal  func(from netip.AddrPort, payload []byte) []byte
-	onPacket  func(b []byte, from netip.AddrPort)
-	turn      dht.TURNOffer // last offer, reused until turnReuse before expiry
+	node     *dht.Node
+	net      transport.Net
+	onSignal func(from netip.AddrPort, payload []byte) []byte
+	onPacket func(b []byte, from netip.AddrPort)
+	turn     dht.TURNOffer // last offer, reused until turnReuse before expiry
 }
 
 var _ holepunch.Link = (*Link)(nil)
@@ -52,12 +51,14 @@ func New() *Link {
 	return &Link{prober: dhtprobe.New()}
 }
 
-// Attach sets the node the link works through. bootstrap are the first
-// servers the NAT measurement asks; tn lists the host's interfaces for it
-// (nil: the NAT check cannot recognise an unspecified bind address).
-func (l *Link) Attach(node *dht.Node, bootstrap []netip.AddrPort, tn transport.Net) {
+// Attach sets the node the link works through. Its bootstrap nodes
+// (dht.Node.BootstrapNodes, which may grow after the start) are the first
+// servers the NAT measurement and the TURN request ask; tn lists the host's
+// interfaces for the NAT check (nil: it cannot recognise an unspecified
+// bind address).
+func (l *Link) Attach(node *dht.Node, tn transport.Net) {
 	l.mu.Lock()
-	l.node, l.bootstrap, l.net = node, bootstrap, tn
+	l.node, l.net = node, tn
 	l.mu.Unlock()
 	l.prober.Attach(node)
 }
@@ -161,11 +162,12 @@ func (l *Link) PublicAddr() netip.AddrPort {
 // lifetime is gone.
 func (l *Link) TURN(ctx context.Context) (holepunch.TURNServerInfo, error) {
 	l.mu.RLock()
-	n, boot, cached := l.node, l.bootstrap, l.turn
+	n, cached := l.node, l.turn
 	l.mu.RUnlock()
 	if n == nil {
 		return holepunch.TURNServerInfo{}, ErrNotAttached
 	}
+	boot := n.BootstrapNodes()
 	if cached.Server.IsValid() && time.Until(cached.Expires) > turnReuse {
 		return infoOf(cached), nil
 	}
@@ -222,11 +224,12 @@ func TURNHandler(srv *holepunch.TURNServer) dht.TURNHandler {
 // bootstrap nodes and nodes a random lookup finds (holepunch.Check).
 func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 	l.mu.RLock()
-	n, boot, tn := l.node, l.bootstrap, l.net
+	n, tn := l.node, l.net
 	l.mu.RUnlock()
 	if n == nil {
 		return holepunch.NATReport{}, ErrNotAttached
 	}
+	boot := n.BootstrapNodes()
 	var ips []netip.Addr
 	if tn != nil {
 		ips = dhtprobe.LocalIPs(tn)
