@@ -36,7 +36,7 @@ type Link struct {
 	prober *dhtprobe.Prober
 
 	// Guarded by mu.
-	mu        sync.RWMutex
+	mu       sync.RWMutex
 	node     *dht.Node
 	net      transport.Net
 	onSignal func(from netip.AddrPort, payload []byte) []byte
