@@ -20,3 +20,10 @@ const BootstrapName = "swarmdb/bootstrap/v1"
 
 // BootstrapInfohash is SHA-1 of BootstrapName.
 var BootstrapInfohash = TopicInfohash(BootstrapName)
+
+// PublicRouters are the well-known public routers of the mainline DHT, the
+// entry points every BitTorrent client ships (host:port, comma-separated).
+// Nothing in swarmdb uses them unless the user asks (swarmdb's --public):
+// joining the public DHT publishes the node's IP address. No test, default
+// or example contacts them.
+const PublicRouters = "router.bittorrent.com:6881,router.utorrent.com:6881,dht.transmissionbt.com:6881,dht.libtorrent.org:25401"

@@ -347,6 +347,14 @@ func (n *Node) traverse(ctx context.Context, ih Infohash, announce *dht.Announce
 	defer a.Close()
 	var res Result
 	seen := make(map[netip.AddrPort]bool)
+	// A traversal asks others, never this node, although this node may be
+	// one of the closest to ih and hold announces for it (on a small
+	// network it often is the only one).
+	for _, ap := range n.store.get(ih, n.cfg.now()) {
+		seen[ap] = true
+		res.Peers = append(res.Peers, ap)
+		n.peersFound.Add(1)
+	}
 	for {
 		select {
 		case pv, ok := <-a.Peers:

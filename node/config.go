@@ -63,6 +63,21 @@ type Config struct {
 	// changes. Zero means holepunch's default (5 s).
 	MonitorInterval time.Duration
 
+	// Mainline lists BitTorrent mainline DHT routers (host:port) to join
+	// the mainline DHT through. Empty means the mainline part is off. On,
+	// the node looks its topic up there as discovery-channel does (SHA-1 of
+	// the topic) and connects to the ToolDb servers it finds; announces its
+	// WebSocket there in server mode when that is reachable; finds a
+	// swarmdb DHT to join under mainline.BootstrapName when it has none,
+	// and announces itself there once publicly reachable. Joining a public
+	// DHT publishes this node's IP address: only the user can choose it.
+	// mainline.PublicRouters lists the well-known public routers.
+	Mainline []string
+	// OnMainlinePeer reports each peer found on the mainline DHT or by
+	// discovery-channel's multicast DNS, once. It runs on the finder's
+	// goroutine: do not block.
+	OnMainlinePeer func(MainlinePeer)
+
 	// OnPeerConnect and OnPeerDisconnect report swarm connections. They run
 	// on the swarm's event goroutine: do not block.
 	OnPeerConnect    func(PeerEvent)

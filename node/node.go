@@ -11,11 +11,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
+	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/swarm"
 )
@@ -28,13 +30,19 @@ type Node struct {
 	id  identity
 
 	// Set by Start, immutable after it.
-	store   *db.Store
-	bridge  *bridge.Bridge
-	swarm   *swarm.Swarm
-	monitor *holepunch.Monitor
-	http    *http.Server
-	wsAddr  net.Addr
-	wg      sync.WaitGroup
+	store    *db.Store
+	bridge   *bridge.Bridge
+	swarm    *swarm.Swarm
+	disc     *swarm.Discovery
+	monitor  *holepunch.Monitor
+	http     *http.Server
+	wsAddr   net.Addr
+	krpc     krpcHook
+	mainline *mainlinePart // nil when Config.Mainline is empty
+	dialer   *serverDialer // nil when nothing finds ToolDb servers
+	cache    *nodeCache    // nil for a LAN-only node, which keeps none
+	stop     chan struct{} // closed by shutdown, for Start's loops
+	wg       sync.WaitGroup
 
 	// Guarded by mu.
 	mu      sync.Mutex
@@ -97,8 +105,49 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.bridge.Start(ctx); err != nil {
 		return fmt.Errorf("node: message layer: %w", err)
 	}
+	if n.cfg.WebSocketAddr != "" {
+		if err := n.serveWebSocket(); err != nil {
+			return err
+		}
+	}
+	if err := n.startSwarm(ctx); err != nil {
+		return err
+	}
+	if err := n.startMonitor(); err != nil {
+		return err
+	}
+	if err := n.startMainline(ctx); err != nil {
+		return err
+	}
+	n.stop = make(chan struct{})
+	if n.cache != nil {
+		n.wg.Add(1)
+		go n.saveCacheLoop()
+	}
+	return nil
+}
+
+// internetNode says whether the node takes part in a DHT beyond its LAN:
+// it was given bootstrap nodes or the mainline DHT. Only such a node keeps
+// a node cache; a LAN-only node stays LAN-only across restarts.
+func (n *Node) internetNode() bool { return len(n.cfg.Bootstrap) > 0 || len(n.cfg.Mainline) > 0 }
+
+// startSwarm joins the topic through the configured bootstrap nodes and
+// those cached by the last run.
+func (n *Node) startSwarm(ctx context.Context) error {
+	boot := n.cfg.Bootstrap
+	if n.internetNode() {
+		c, err := loadNodeCache(n.cfg.DataDir)
+		if err != nil {
+			n.log.Warn("node cache ignored", "err", err)
+		}
+		n.cache = &c
+		boot = validAddrs(append(slices.Clone(boot), c.DHT...))
+	}
+	var err error
 	n.swarm, err = swarm.New(swarm.Config{
-		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: n.cfg.Bootstrap,
+		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: boot,
+		DHT:      dht.Config{OnKRPC: n.krpc.handle},
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
 		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
@@ -110,16 +159,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.swarm.Start(ctx); err != nil {
 		return fmt.Errorf("node: swarm: %w", err)
 	}
-	if _, err := n.swarm.Join(n.cfg.Topic, swarm.JoinOptions{Server: n.cfg.Server, Client: n.cfg.Client}); err != nil {
+	n.disc, err = n.swarm.Join(n.cfg.Topic, swarm.JoinOptions{Server: n.cfg.Server, Client: n.cfg.Client})
+	if err != nil {
 		return fmt.Errorf("node: join %q: %w", n.cfg.Topic, err)
-	}
-	if err := n.startMonitor(); err != nil {
-		return err
-	}
-	if n.cfg.WebSocketAddr != "" {
-		if err := n.serveWebSocket(); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -166,7 +208,7 @@ func (n *Node) onDisconnect(c *swarm.Conn, info swarm.PeerInfo, err error) {
 // re-announces and checks its connections.
 func (n *Node) startMonitor() error {
 	dn := n.swarm.Node()
-	if dn == nil || len(n.cfg.Bootstrap) == 0 {
+	if dn == nil || !n.internetNode() {
 		return nil // LAN only: there is no NAT to measure against
 	}
 	n.monitor = holepunch.NewMonitor(holepunch.MonitorConfig{
@@ -229,6 +271,19 @@ func (n *Node) Close() error {
 
 func (n *Node) shutdown() error {
 	var errs []error
+	if n.stop != nil {
+		close(n.stop)
+	}
+	if n.dialer != nil {
+		n.dialer.close()
+	}
+	if n.cache != nil && n.swarm != nil {
+		n.saveCache()
+	}
+	if n.mainline != nil {
+		n.mainline.close()
+		n.krpc.part.Store(nil)
+	}
 	if n.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = n.http.Shutdown(ctx)

@@ -1,0 +1,247 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/transport/v2"
+	"github.com/pion/transport/v2/stdnet"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+)
+
+// BootstrapConfig configures a bootstrap node: a persistent DHT node on a
+// public address that others join through, with a STUN server on its DHT
+// port, optionally a TURN relay, and optionally a mainline DHT node that
+// announces it under mainline.BootstrapName so that nodes find it with no
+// address given. `swarmdb bootstrap` runs one.
+type BootstrapConfig struct {
+	// ListenAddr is the DHT's UDP address. Zero means "0.0.0.0:0".
+	ListenAddr string
+	// Bootstrap lists other bootstrap nodes to join.
+	Bootstrap []netip.AddrPort
+	// PublicAddr is the node's public address when it cannot be learned
+	// (bound to 0.0.0.0 with no other bootstrap node). Zero means learn it.
+	PublicAddr netip.AddrPort
+	// Net opens the sockets. Zero means the real network.
+	Net transport.Net
+
+	// TURNAddr is the TURN relay's listen address. Zero means no relay.
+	TURNAddr string
+	// TURNPrivate lets the relay reach private and loopback peers (LAN-only
+	// and test networks).
+	TURNPrivate bool
+
+	// Mainline lists mainline DHT routers (host:port); empty means off. See
+	// Config.Mainline.
+	Mainline []string
+	// DataDir, when set, keeps the node cache (nodes.json) across restarts.
+	DataDir string
+	// OnMainlinePeer reports the bootstrap nodes found under the name.
+	OnMainlinePeer func(MainlinePeer)
+
+	// Logger receives every component's logs. Zero means discard.
+	Logger *slog.Logger
+}
+
+// ErrTURNNoPublicIP: the relay is off because its public IP is unknown.
+var ErrTURNNoPublicIP = holepunch.ErrTURNNoPublicIP
+
+// Bootstrap is a running bootstrap node.
+type Bootstrap struct {
+	// Immutable after NewBootstrap.
+	cfg BootstrapConfig
+	log *slog.Logger
+
+	// Set by Start, immutable after it.
+	dn       *dht.Node
+	relay    atomic.Pointer[holepunch.TURNServer]
+	turnErr  error // why the relay is off when TURNAddr was set
+	krpc     krpcHook
+	mainline *mainlinePart
+	cache    *nodeCache
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+}
+
+// bootstrapJoinTimeout bounds the first join of other bootstrap nodes; a
+// bootstrap node serves even when they are down.
+const bootstrapJoinTimeout = 15 * time.Second
+
+// NewBootstrap returns a bootstrap node. It starts nothing.
+func NewBootstrap(cfg BootstrapConfig) *Bootstrap {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Bootstrap{cfg: cfg, log: cfg.Logger}
+}
+
+// Start opens the DHT socket, joins the other bootstrap nodes (logging
+// when none answers), starts the relay and the mainline part.
+func (b *Bootstrap) Start(ctx context.Context) (err error) {
+	b.mu.Lock()
+	if b.started || b.closed {
+		b.mu.Unlock()
+		return fmt.Errorf("%w: Start called twice or after Close", ErrConfig)
+	}
+	b.started = true
+	b.mu.Unlock()
+	defer func() {
+		if err != nil {
+			b.shutdown()
+		}
+	}()
+	boot := b.cfg.Bootstrap
+	if b.cfg.DataDir != "" {
+		c, err := loadNodeCache(b.cfg.DataDir)
+		if err != nil {
+			b.log.Warn("node cache ignored", "err", err)
+		}
+		b.cache = &c
+		boot = validAddrs(append(append([]netip.AddrPort(nil), boot...), c.DHT...))
+	}
+	b.dn = dht.New(dht.Config{Net: b.cfg.Net, ListenAddr: b.cfg.ListenAddr, Bootstrap: boot, Mode: dht.ModePersistent,
+		PublicAddr: b.cfg.PublicAddr, OnTURN: b.turnOffer, OnKRPC: b.krpc.handle, Logger: b.log.With("component", "dht")})
+	if err := b.dn.Start(); err != nil {
+		return err
+	}
+	if len(boot) > 0 {
+		bctx, cancel := context.WithTimeout(ctx, bootstrapJoinTimeout)
+		err := b.dn.Bootstrap(bctx)
+		cancel()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			b.log.Warn("bootstrap peers did not answer; serving anyway", "err", err)
+		}
+	}
+	if b.cfg.TURNAddr != "" {
+		if err := b.startRelay(); err != nil {
+			return err
+		}
+	}
+	return b.startMainline(ctx)
+}
+
+// startRelay starts the TURN relay, advertised at the DHT's public address
+// (or the listen IP). A relay whose public IP is unknown stays off, which
+// TURNError reports: peers could not reach it.
+func (b *Bootstrap) startRelay() error {
+	cfg := holepunch.TURNConfig{Net: b.cfg.Net, ListenAddr: b.cfg.TURNAddr, AllowPrivatePeers: b.cfg.TURNPrivate,
+		Logger: b.log.With("component", "turn")}
+	if pub := b.dn.PublicAddr().Addr(); pub.IsValid() && !pub.IsUnspecified() {
+		cfg.PublicIP = pub // behind a 1:1 NAT (cloud VMs) the listen IP is not it
+	}
+	srv := holepunch.NewTURNServer(cfg)
+	if err := srv.Start(); err != nil {
+		if errors.Is(err, holepunch.ErrTURNNoPublicIP) {
+			b.turnErr = err
+			b.log.Warn("TURN relay off: public IP unknown (pass the public IP)")
+			return nil
+		}
+		return fmt.Errorf("node: turn relay: %w", err)
+	}
+	b.relay.Store(srv)
+	return nil
+}
+
+// turnOffer is the DHT's OnTURN: a credential on the relay for the
+// requester (tagged with its IP), once the relay runs.
+func (b *Bootstrap) turnOffer(requester netip.AddrPort) (dht.TURNOffer, bool) {
+	srv := b.relay.Load()
+	if srv == nil {
+		return dht.TURNOffer{}, false
+	}
+	user, pass, exp := srv.Credentials(requester.Addr().String())
+	return dht.TURNOffer{Server: srv.Addr(), Username: user, Password: pass, Expires: exp}, true
+}
+
+// startMainline starts the mainline part with no topic: it only announces
+// the node under the bootstrap name (and joins other bootstrap nodes found
+// there).
+func (b *Bootstrap) startMainline(ctx context.Context) error {
+	if len(b.cfg.Mainline) == 0 {
+		return nil
+	}
+	routers := resolveRouters(ctx, b.cfg.Mainline, b.log)
+	if b.cache != nil {
+		routers = validAddrs(append(routers, b.cache.Mainline...))
+	}
+	tn := b.cfg.Net
+	if tn == nil {
+		tn, _ = stdnet.NewNet()
+	}
+	part, err := newMainlinePart(b.dn, mainlineConfig{
+		Routers:  routers,
+		LocalIPs: func() []netip.Addr { return dhtprobe.LocalIPs(tn) },
+		OnPeer:   b.cfg.OnMainlinePeer,
+		Logger:   b.log.With("component", "mainline"),
+	})
+	if err != nil {
+		return fmt.Errorf("node: mainline: %w", err)
+	}
+	b.krpc.part.Store(part)
+	if err := part.start(); err != nil {
+		b.krpc.part.Store(nil)
+		return fmt.Errorf("node: mainline: %w", err)
+	}
+	b.mainline = part
+	return nil
+}
+
+// DHT returns the bootstrap node's DHT node (nil before Start).
+func (b *Bootstrap) DHT() *dht.Node { return b.dn }
+
+// TURN returns the relay, or nil when it does not run.
+func (b *Bootstrap) TURN() *holepunch.TURNServer { return b.relay.Load() }
+
+// TURNError says why the relay is off although TURNAddr was set.
+func (b *Bootstrap) TURNError() error { return b.turnErr }
+
+// MainlineStats is the state of the mainline part; ok is false when off.
+func (b *Bootstrap) MainlineStats() (MainlineStats, bool) {
+	if b.mainline == nil {
+		return MainlineStats{}, false
+	}
+	return b.mainline.stats(), true
+}
+
+// Close stops everything Start started. Idempotent.
+func (b *Bootstrap) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	return b.shutdown()
+}
+
+func (b *Bootstrap) shutdown() error {
+	if b.cache != nil {
+		if err := saveNodeCache(b.cfg.DataDir, b.dn, b.mainline, b.cache); err != nil {
+			b.log.Warn("node cache not saved", "err", err)
+		}
+	}
+	if b.mainline != nil {
+		b.mainline.close()
+		b.krpc.part.Store(nil)
+	}
+	var errs []error
+	if srv := b.relay.Load(); srv != nil {
+		errs = append(errs, srv.Close())
+	}
+	if b.dn != nil {
+		errs = append(errs, b.dn.Close())
+	}
+	return errors.Join(errs...)
+}
