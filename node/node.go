@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
+	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/swarm"
 )
@@ -28,18 +30,24 @@ type Node struct {
 	id  identity
 
 	// Set by Start, immutable after it.
-	store   *db.Store
-	bridge  *bridge.Bridge
-	swarm   *swarm.Swarm
-	monitor *holepunch.Monitor
-	http    *http.Server
-	wsAddr  net.Addr
-	wg      sync.WaitGroup
+	store     *db.Store
+	bridge    *bridge.Bridge
+	swarm     *swarm.Swarm
+	monitor   *holepunch.Monitor
+	http      *http.Server
+	wsLn      net.Listener
+	wsAddr    net.Addr
+	tlsConfig *tls.Config
+	peers     *peerDirectory
+	startedAt time.Time
+	wg        sync.WaitGroup
 
 	// Guarded by mu.
 	mu      sync.Mutex
 	started bool
 	closed  bool
+	// connectedAt is when each open swarm connection opened, for Status.
+	connectedAt map[*swarm.Conn]time.Time
 }
 
 // New checks cfg and loads (or creates) the identity in DataDir. It starts
@@ -82,12 +90,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 
+	n.startedAt = time.Now()
+	if n.cfg.WebSocketAddr != "" {
+		if err := n.listenWebSocket(); err != nil {
+			return err
+		}
+	}
+	host, port := advertisedHostPort(n.cfg.PublicWebSocketURL, n.wsAddr, n.cfg.TLSCertFile != "")
 	n.store, err = db.Open(db.Config{Dir: filepath.Join(n.cfg.DataDir, "db"), Logger: n.log.With("component", "db")})
 	if err != nil {
 		return fmt.Errorf("node: open store: %w", err)
 	}
 	n.bridge, err = bridge.New(bridge.Config{
-		Store: n.store, Identity: n.id.user, Topic: n.cfg.Topic, Server: true,
+		Store: n.store, Identity: n.id.user, Topic: n.cfg.Topic, Server: true, Host: host, Port: port,
 		AllowedOrigins: n.cfg.AllowedOrigins, Limits: n.cfg.Limits, Functions: n.cfg.Functions,
 		Logger: n.log.With("component", "bridge"),
 	})
@@ -101,6 +116,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: n.cfg.Bootstrap,
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
 		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session,
+		DHT:          dht.Config{WebSocketURL: n.cfg.PublicWebSocketURL},
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
 		Logger: n.log.With("component", "swarm"),
 	})
@@ -116,10 +132,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startMonitor(); err != nil {
 		return err
 	}
-	if n.cfg.WebSocketAddr != "" {
-		if err := n.serveWebSocket(); err != nil {
-			return err
-		}
+	n.startPeerDirectory()
+	if n.wsLn != nil {
+		n.serveWebSocket()
 	}
 	return nil
 }
@@ -150,12 +165,21 @@ func (n *Node) onConnection(c *swarm.Conn, info swarm.PeerInfo) {
 		case <-c.Done():
 		}
 	}()
+	n.mu.Lock()
+	if n.connectedAt == nil {
+		n.connectedAt = make(map[*swarm.Conn]time.Time)
+	}
+	n.connectedAt[c] = time.Now()
+	n.mu.Unlock()
 	if f := n.cfg.OnPeerConnect; f != nil {
 		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Role: string(info.Role), ConnectTime: info.ConnectTime})
 	}
 }
 
 func (n *Node) onDisconnect(c *swarm.Conn, info swarm.PeerInfo, err error) {
+	n.mu.Lock()
+	delete(n.connectedAt, c)
+	n.mu.Unlock()
 	if f := n.cfg.OnPeerDisconnect; f != nil {
 		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Role: string(info.Role), ConnectTime: info.ConnectTime, Err: err})
 	}
@@ -192,24 +216,6 @@ func (n *Node) startMonitor() error {
 	return n.monitor.Start()
 }
 
-// serveWebSocket listens on WebSocketAddr and serves the message layer.
-func (n *Node) serveWebSocket() error {
-	ln, err := net.Listen("tcp", n.cfg.WebSocketAddr)
-	if err != nil {
-		return fmt.Errorf("node: websocket listen: %w", err)
-	}
-	n.wsAddr = ln.Addr()
-	n.http = &http.Server{Handler: n.bridge.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Warn("websocket server stopped", "err", err)
-		}
-	}()
-	return nil
-}
-
 // WebSocketAddr is the address the WebSocket server listens on (nil when
 // it does not run).
 func (n *Node) WebSocketAddr() net.Addr { return n.wsAddr }
@@ -229,11 +235,9 @@ func (n *Node) Close() error {
 
 func (n *Node) shutdown() error {
 	var errs []error
-	if n.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = n.http.Shutdown(ctx)
-		cancel()
-		_ = n.http.Close()
+	n.closeHTTP()
+	if n.peers != nil {
+		n.peers.close()
 	}
 	if n.monitor != nil {
 		_ = n.monitor.Close()
