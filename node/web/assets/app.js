@@ -150,8 +150,17 @@ async function put(ev) {
   }
   const rec = await client.put(key, value);
   text("put-result", "sent, signed by " + rec.a.slice(0, 12) + "…");
-  const back = await client.get(key);
-  if (back && back.h === rec.h) text("put-result", "stored on the node at " + new Date(rec.t).toLocaleTimeString());
+  // The node stores a put asynchronously and sends no acknowledgement:
+  // read the key back until it holds this record.
+  for (let i = 0; i < 10; i++) {
+    const back = await client.get(key, 1000);
+    if (back && back.h === rec.h) {
+      text("put-result", "stored on the node at " + new Date(rec.t).toLocaleTimeString());
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  text("put-result", "sent, but the node does not hold it (refused, or a newer record won)");
 }
 
 async function startExplorer(topic) {

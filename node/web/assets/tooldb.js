@@ -133,9 +133,9 @@ export class ToolDbClient {
     return m && Array.isArray(m.keys) ? m.keys.slice().sort() : [];
   }
 
-  async get(key) {
+  async get(key, timeoutMs = 3000) {
     await this.ready;
-    const m = await this.request({ type: "get", key, id: randomId(), to: [this.clientId] });
+    const m = await this.request({ type: "get", key, id: randomId(), to: [this.clientId] }, timeoutMs);
     return m && m.data ? m.data : null;
   }
 
