@@ -173,8 +173,10 @@ func TestBrowserClientWritesReadsAndReloads(t *testing.T) {
 	}
 
 	// Write in the browser, read on the other node and from a Go client.
+	start := time.Now()
 	browsertest.Eval[string](t, br, browserWait, `harness.put("from-browser", {"hello": "from chromium", "n": 1})`)
 	waitValue(t, b, "from-browser", []byte(`{"hello":"from chromium","n":1}`))
+	t.Logf("browser put -> stored on the other node: %v", time.Since(start).Round(time.Millisecond))
 	if v := wsGet(t, b.WebSocketURL(), topic, "from-browser"); string(v) != `{"hello":"from chromium","n":1}` {
 		t.Fatalf("Go client read %s", v)
 	}
@@ -186,9 +188,11 @@ func TestBrowserClientWritesReadsAndReloads(t *testing.T) {
 	// Live: records written on B reach the browser's subscription on A.
 	browsertest.Eval[chromedp.Void](t, br, browserWait, `harness.watch("from-node")`)
 	for i := 1; i <= 2; i++ {
+		start := time.Now()
 		put(t, b, "from-node", fmt.Sprintf(`{"n":%d}`, i))
 		browsertest.WaitJS(t, br, browserWait, fmt.Sprintf(`harness.values("from-node").some(v => v && v.n === %d)`, i),
 			"the browser is notified of a write on the other node")
+		t.Logf("put on the other node -> browser notified: %v (ToolDb debounces key listeners by 100 ms)", time.Since(start).Round(time.Millisecond))
 	}
 
 	// Reload: a new page, the same IndexedDB, no network.
@@ -320,7 +324,9 @@ func TestBrowserReconnectCatchesUp(t *testing.T) {
 		"the client retries while cut off")
 
 	proxy.down.Store(false)
+	start := time.Now()
 	browsertest.WaitJS(t, br, browserWait, `harness.values("doc").some(v => v && v.rev === 3)`, "catch-up after the reconnect")
+	t.Logf("network back -> caught up: %v (the client redials every 300 ms here)", time.Since(start).Round(time.Millisecond))
 	if got := browsertest.Eval[json.RawMessage](t, br, browserWait, `harness.local("doc")`); !jsonEq(got, `{"rev":3}`) {
 		t.Errorf("after the reconnect the browser holds %s", got)
 	}
@@ -343,10 +349,12 @@ func TestBrowserLearnsServerFromPeersJSON(t *testing.T) {
 	br, _ := harness(t)
 	startClient(t, br, topic, "peers")
 	base := httpURL(a)
+	start := time.Now()
 	browsertest.WaitJS(t, br, browserWait,
 		fmt.Sprintf(`harness.peersJSON(%s).then(d => d.peers.some(p => !p.self))`, js(base)), "a's peers.json lists another node")
 	learned := browsertest.Eval[string](t, br, browserWait,
 		fmt.Sprintf(`harness.peersJSON(%s).then(d => d.peers.find(p => !p.self).url)`, js(base)))
+	t.Logf("b listed in a's peers.json %v after the browser started looking (lookup every 300 ms here)", time.Since(start).Round(time.Millisecond))
 	if learned != b.WebSocketURL() {
 		t.Fatalf("learned %q, want b at %q", learned, b.WebSocketURL())
 	}
