@@ -7,7 +7,8 @@
 # The entrypoint is `swarmdb node`; arguments are appended (a repeated flag
 # overrides the default given here). UDP 49737 carries the DHT, STUN, hole
 # punching and the encrypted sessions; TCP 9000 is the WebSocket for ToolDb
-# clients and browsers (put a TLS proxy in front for wss://).
+# clients and browsers, with the node's page at / (wss:// with --tls-cert/--tls-key,
+# or a TLS proxy in front).
 
 FROM golang:1.26 AS build
 WORKDIR /src

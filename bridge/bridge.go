@@ -145,8 +145,10 @@ type Config struct {
 	// Server says we are a server peer (isServer in ping/pong): other servers relay puts to
 	// us, and we are listed in pong.servers.
 	Server bool
-	// Host and Port are advertised in our descriptor (where ToolDb peers could dial us).
-	// Zero means "127.0.0.1" and 8080, ToolDb's defaults.
+	// Host and Port are advertised in our descriptor (ping, pong and pong.servers): where
+	// ToolDb peers can dial us. Zero means none (empty host, port 0), which ToolDb's client
+	// skips when it collects servers; ToolDb's own default, 127.0.0.1:8080, would send other
+	// peers to their own machine.
 	Host string
 	Port int
 	// Functions are the server functions clients may call by name. Nil means none.
@@ -263,12 +265,6 @@ func New(cfg Config) (*Bridge, error) {
 	cfg.Limits.setDefaults()
 	if cfg.Topic == "" {
 		cfg.Topic = DefaultTopic
-	}
-	if cfg.Host == "" {
-		cfg.Host = "127.0.0.1"
-	}
-	if cfg.Port == 0 {
-		cfg.Port = 8080
 	}
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = defaultSyncInterval

@@ -350,3 +350,19 @@ func TestPeekTypeID(t *testing.T) {
 		}
 	}
 }
+
+// With no Host and Port the descriptor advertises none, which ToolDb's
+// client skips; ToolDb's own default (127.0.0.1:8080) would send peers to
+// their own machine. A configured address is signed into it.
+func TestDescriptorAdvertisesConfiguredAddressOrNone(t *testing.T) {
+	if d := newBridge(t, Config{}).Descriptor(); d.Host != "" || d.Port != 0 {
+		t.Fatalf("zero config advertises %s:%d", d.Host, d.Port)
+	}
+	d := newBridge(t, Config{Host: "203.0.113.9", Port: 9000}).Descriptor()
+	if d.Host != "203.0.113.9" || d.Port != 9000 {
+		t.Fatalf("descriptor %s:%d", d.Host, d.Port)
+	}
+	if err := VerifyPeerDesc(&d, DefaultTopic, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -89,6 +89,16 @@ type Config struct {
 	MaxRecords int
 	// LookupLimit is the most records one LOOKUP reply carries. Zero means 20.
 	LookupLimit int
+	// WebSocketURL is carried in every topic record this node announces
+	// (PeerRecord.WebSocketURL): where browsers reach it. Empty means none;
+	// a URL that ValidWebSocketURL refuses is left out.
+	WebSocketURL string
+
+	// legacyRecords makes the node behave as one from before record
+	// extensions (tests only, through export_test.go): it refuses records
+	// with extensions, answers every LOOKUP with version-1 records and does
+	// not ask for extensions itself.
+	legacyRecords bool
 
 	// RateLimit is the requests per second accepted from one source IP.
 	// Zero means 200; negative disables the limit.
@@ -166,6 +176,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRecords == 0 {
 		c.MaxRecords = 65536
+	}
+	if !ValidWebSocketURL(c.WebSocketURL) {
+		c.WebSocketURL = ""
 	}
 	if c.LookupLimit == 0 {
 		c.LookupLimit = 20

@@ -174,6 +174,9 @@ func (n *Node) handleRequest(m *Message, src netip.AddrPort, reqLen int) {
 			n.mu.Lock()
 			records = n.store.get(*m.Target, n.cfg.LookupLimit, now)
 			n.mu.Unlock()
+			if !wantsExt(m) || n.cfg.legacyRecords {
+				records = withoutExt(records) // a requester from before record extensions
+			}
 		}
 	case CmdAnnounce, CmdUnannounce:
 		reply.Error = n.handleStore(m, src, verified, persistent, self, now)
@@ -294,6 +297,9 @@ func (n *Node) handleStore(m *Message, src netip.AddrPort, verified, persistent 
 	}
 	if m.Command == CmdAnnounce {
 		rec, err := verifyAnnounce(m.Value, *m.Target, self, *m.Token)
+		if err == nil && n.cfg.legacyRecords && rec.hasExt() {
+			err = ErrBadRecord // what the parser before extensions says
+		}
 		if code := n.refusal(err); code != CodeOK {
 			return code
 		}

@@ -1,6 +1,7 @@
 package dht
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	crand "crypto/rand"
@@ -87,12 +88,22 @@ func (n *Node) query(ctx context.Context, target ID, cmd Command) (*queryResult,
 // itself so the answer may be as large as it needs (see sendReply).
 func (n *Node) queryMessage(cmd Command, target ID, addr netip.AddrPort) *Message {
 	m := &Message{Command: cmd, Target: &target}
+	m.Value = n.lookupValue(cmd)
 	if tok := n.cachedTokenFor(addr); tok != nil {
 		m.Token = tok
 		return m
 	}
 	m.Pad = requestPadTo - len(AppendMessage(nil, m)) - 2
 	return m
+}
+
+// lookupValue is the value of a cmd request: a LOOKUP asks for records
+// with their extensions.
+func (n *Node) lookupValue(cmd Command) []byte {
+	if cmd != CmdLookup || n.cfg.legacyRecords {
+		return nil
+	}
+	return []byte{LookupExtVersion}
 }
 
 // withoutSelf drops the node's own addresses from addrs.
@@ -257,16 +268,23 @@ func (n *Node) Lookup(ctx context.Context, topic ID) (*LookupResult, error) {
 		return nil, fmt.Errorf("dht: lookup %s: %w", topic.Short(), err)
 	}
 	out := &LookupResult{Hops: res.hops, Queried: res.queried}
-	seen := make(map[[ed25519.PublicKeySize]byte]bool)
+	seen := make(map[[ed25519.PublicKeySize]byte]int) // index in out.Peers
 	add := func(m *Message) {
 		recs, err := ParseRecords(m.Value)
 		if err != nil {
 			return
 		}
 		for _, r := range recs {
-			if k := keyOf(r.PublicKey); !seen[k] {
-				seen[k] = true
+			k := keyOf(r.PublicKey)
+			i, ok := seen[k]
+			switch {
+			case !ok:
+				seen[k] = len(out.Peers)
 				out.Peers = append(out.Peers, r)
+			case !out.Peers[i].hasExt() && r.hasExt():
+				// A node from before record extensions answered first
+				// with the version-1 form of the same record.
+				out.Peers[i] = r
 			}
 		}
 	}
@@ -282,7 +300,7 @@ func (n *Node) Lookup(ctx context.Context, topic ID) (*LookupResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m, err := n.request(ctx, c.addr, &Message{Command: CmdLookup, Target: &topic, Token: c.reply.Token})
+			m, err := n.request(ctx, c.addr, &Message{Command: CmdLookup, Target: &topic, Token: c.reply.Token, Value: n.lookupValue(CmdLookup)})
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
@@ -311,9 +329,13 @@ func (n *Node) Announce(ctx context.Context, topic ID, priv ed25519.PrivateKey) 
 	if err != nil {
 		return nil, err
 	}
-	rec := PeerRecord{PublicKey: priv.Public().(ed25519.PublicKey), Relays: relays}
-	stored, err := n.storeAtClosest(ctx, topic, func(storing, token ID) *Message {
-		return &Message{Command: CmdAnnounce, Target: &topic, Token: &token, Value: signAnnounce(priv, topic, storing, token, rec)}
+	rec := PeerRecord{PublicKey: priv.Public().(ed25519.PublicKey), Relays: relays, WebSocketURL: n.cfg.WebSocketURL}
+	stored, err := n.storeAtClosest(ctx, topic, func(storing, token ID, v1 bool) *Message {
+		r := rec
+		if v1 {
+			r = rec.WithoutExt()
+		}
+		return &Message{Command: CmdAnnounce, Target: &topic, Token: &token, Value: signAnnounce(priv, topic, storing, token, r)}
 	}, n.cfg.K)
 	if err != nil {
 		return nil, fmt.Errorf("dht: announce %s: %w", topic.Short(), err)
@@ -324,7 +346,7 @@ func (n *Node) Announce(ctx context.Context, topic ID, priv ed25519.PrivateKey) 
 // Unannounce removes the record of priv's key on topic from the nodes
 // closest to topic.
 func (n *Node) Unannounce(ctx context.Context, topic ID, priv ed25519.PrivateKey) error {
-	_, err := n.storeAtClosest(ctx, topic, func(storing, token ID) *Message {
+	_, err := n.storeAtClosest(ctx, topic, func(storing, token ID, _ bool) *Message {
 		return &Message{Command: CmdUnannounce, Target: &topic, Token: &token, Value: signUnannounce(priv, topic, storing, token)}
 	}, n.cfg.K)
 	if err != nil {
@@ -336,7 +358,11 @@ func (n *Node) Unannounce(ctx context.Context, topic ID, priv ed25519.PrivateKey
 // storeAtClosest looks up target and sends the message build makes to each
 // of the closest limit persistent nodes, with the token each handed out.
 // It returns how many accepted.
-func (n *Node) storeAtClosest(ctx context.Context, target ID, build func(storing, token ID) *Message, limit int) (int, error) {
+//
+// build makes the request for one storing node; v1 asks for a record
+// without extensions, sent when the node refused the first one as a bad
+// request (a node from before record extensions: see recordExtFlag).
+func (n *Node) storeAtClosest(ctx context.Context, target ID, build func(storing, token ID, v1 bool) *Message, limit int) (int, error) {
 	res, err := n.query(ctx, target, CmdLookup)
 	if err != nil {
 		return 0, err
@@ -350,11 +376,16 @@ func (n *Node) storeAtClosest(ctx context.Context, target ID, build func(storing
 			continue // ephemeral nodes store nothing
 		}
 		tried++
-		m := build(*c.reply.ID, *c.reply.Token)
+		m := build(*c.reply.ID, *c.reply.Token, false)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			reply, err := n.request(ctx, c.addr, m)
+			if err == nil && reply.Error == CodeBadRequest {
+				if m1 := build(*c.reply.ID, *c.reply.Token, true); !bytes.Equal(m1.Value, m.Value) {
+					reply, err = n.request(ctx, c.addr, m1)
+				}
+			}
 			if err == nil && reply.Error != CodeOK {
 				err = fmt.Errorf("%w: %s from %s", reply.Error.asError(), reply.Error, c.addr)
 			}

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"filippo.io/edwards25519"
 )
@@ -11,23 +12,81 @@ import (
 // MaxRelays is how many relay addresses a peer record may name.
 const MaxRelays = 3
 
+// Record extensions (version 2 of the record). A record with extensions sets
+// recordExtFlag in its relay-count byte and carries an extension block after
+// the relays. Nodes before the extension refuse such a record (the count is
+// over MaxRelays), so a record with extensions only ever goes to a node that
+// said it reads them: a LOOKUP request whose value is LookupExtVersion (older
+// storing nodes ignore a LOOKUP value and answer with version-1 records), and
+// an ANNOUNCE to a node that did not refuse it as a bad request (Announce
+// retries a refused record without its extensions). Version-1 records are
+// byte-for-byte what they were, so older nodes read them as before.
+const (
+	recordExtFlag  = 0x80
+	recordCountMax = 0x03 // the bits of the count byte that count relays
+	// LookupExtVersion is the LOOKUP request value that asks for records
+	// with their extensions.
+	LookupExtVersion byte = 1
+	// MaxWebSocketURL bounds the length of PeerRecord.WebSocketURL.
+	MaxWebSocketURL = 200
+	// extWebSocketURL is the extension type of PeerRecord.WebSocketURL.
+	extWebSocketURL = 1
+)
+
 // PeerRecord is what an announcer stores on a topic: its Ed25519 public key
-// (its peer id) and the DHT nodes that relay signaling to it.
+// (its peer id), the DHT nodes that relay signaling to it and, optionally,
+// the WebSocket URL where browsers reach it.
 //
-// Byte layout: public key (32) | relay count (1, at most 3) | relays, each
-// as in AppendAddr.
+// Byte layout: public key (32) | count (1): relay count (bits 0-1, at most
+// 3), bit 7 set when an extension block follows | relays, each as in
+// AppendAddr | extension block (only with bit 7): length (1, 1..255), then
+// entries of type (1), length (1), value, in increasing type order. Type 1
+// is the WebSocket URL (ws:// or wss://, printable ASCII). Entries of types
+// this node does not know are kept verbatim and passed on, so an extension
+// added later survives a storing node that predates it.
 type PeerRecord struct {
 	PublicKey ed25519.PublicKey
 	Relays    []netip.AddrPort
+	// WebSocketURL is the announcer's public WebSocket URL (its --public-ws),
+	// empty when it has none.
+	WebSocketURL string
+
+	// unknown holds extension entries of types after extWebSocketURL that
+	// this node does not understand, verbatim.
+	unknown []byte
+}
+
+// hasExt reports whether r needs the extension block.
+func (r PeerRecord) hasExt() bool { return r.WebSocketURL != "" || len(r.unknown) > 0 }
+
+// WithoutExt returns r as a version-1 record, for nodes that do not read
+// extensions.
+func (r PeerRecord) WithoutExt() PeerRecord {
+	return PeerRecord{PublicKey: r.PublicKey, Relays: r.Relays}
 }
 
 // AppendPeerRecord appends the encoding of r to b.
 func AppendPeerRecord(b []byte, r PeerRecord) []byte {
 	b = append(b, r.PublicKey...)
-	b = append(b, byte(len(r.Relays)))
+	count := byte(len(r.Relays))
+	if r.hasExt() {
+		count |= recordExtFlag
+	}
+	b = append(b, count)
 	for _, a := range r.Relays {
 		b = AppendAddr(b, a)
 	}
+	if !r.hasExt() {
+		return b
+	}
+	lenAt := len(b)
+	b = append(b, 0)
+	if r.WebSocketURL != "" {
+		b = append(b, extWebSocketURL, byte(len(r.WebSocketURL)))
+		b = append(b, r.WebSocketURL...)
+	}
+	b = append(b, r.unknown...)
+	b[lenAt] = byte(len(b) - lenAt - 1)
 	return b
 }
 
@@ -36,7 +95,8 @@ func AppendPeerRecord(b []byte, r PeerRecord) []byte {
 func ParsePeerRecord(b []byte) (PeerRecord, []byte, error) {
 	r := reader{b: b}
 	key := r.take(ed25519.PublicKeySize)
-	n := int(r.byte())
+	count := r.byte()
+	n := int(count &^ recordExtFlag)
 	if r.err == nil && n > MaxRelays {
 		return PeerRecord{}, nil, fmt.Errorf("%w: %d relays", ErrBadRecord, n)
 	}
@@ -48,10 +108,72 @@ func ParsePeerRecord(b []byte) (PeerRecord, []byte, error) {
 		}
 		rec.Relays = append(rec.Relays, a)
 	}
+	if r.err == nil && count&recordExtFlag != 0 {
+		l := int(r.byte())
+		ext := r.take(l)
+		if r.err == nil {
+			if err := rec.parseExt(ext); err != nil {
+				r.fail(err)
+			}
+		}
+	}
 	if r.err != nil {
 		return PeerRecord{}, nil, fmt.Errorf("%w: %w", ErrBadRecord, r.err)
 	}
 	return rec, r.b, nil
+}
+
+// parseExt decodes an extension block into rec. The block must be
+// canonical (non-empty, types strictly increasing) so that a parsed record
+// re-encodes to the same bytes.
+func (rec *PeerRecord) parseExt(ext []byte) error {
+	if len(ext) == 0 {
+		return fmt.Errorf("empty extension block")
+	}
+	last := -1
+	for len(ext) > 0 {
+		if len(ext) < 2 || len(ext)-2 < int(ext[1]) {
+			return ErrShortPacket
+		}
+		typ, val := int(ext[0]), ext[2:2+int(ext[1])]
+		if typ <= last {
+			return fmt.Errorf("extension %d out of order", typ)
+		}
+		last = typ
+		switch typ {
+		case extWebSocketURL:
+			if !ValidWebSocketURL(string(val)) {
+				return fmt.Errorf("extension %d: bad websocket url", typ)
+			}
+			rec.WebSocketURL = string(val)
+		default:
+			rec.unknown = append(rec.unknown, ext[:2+len(val)]...)
+		}
+		ext = ext[2+len(val):]
+	}
+	return nil
+}
+
+// ValidWebSocketURL reports whether u can be carried in a record: a ws:// or
+// wss:// URL of printable ASCII with a host, at most MaxWebSocketURL bytes.
+func ValidWebSocketURL(u string) bool {
+	if len(u) > MaxWebSocketURL {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		if u[i] <= ' ' || u[i] > '~' {
+			return false
+		}
+	}
+	rest, ok := strings.CutPrefix(u, "wss://")
+	if !ok {
+		rest, ok = strings.CutPrefix(u, "ws://")
+	}
+	if !ok {
+		return false
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	return host != "" && host[0] != ':'
 }
 
 // Signature domains keep an announce signature from ever verifying as an
@@ -150,6 +272,19 @@ func AppendRecords(b []byte, recs []PeerRecord) []byte {
 		b = AppendPeerRecord(b, r)
 	}
 	return b
+}
+
+// wantsExt reports whether a LOOKUP request asks for record extensions.
+func wantsExt(m *Message) bool { return len(m.Value) > 0 && m.Value[0] >= LookupExtVersion }
+
+// withoutExt returns recs as version-1 records (for a requester that did not
+// ask for extensions), sharing nothing but the keys and relays.
+func withoutExt(recs []PeerRecord) []PeerRecord {
+	out := make([]PeerRecord, len(recs))
+	for i, r := range recs {
+		out[i] = r.WithoutExt()
+	}
+	return out
 }
 
 // ParseRecords decodes a LOOKUP reply value.

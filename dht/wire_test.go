@@ -71,6 +71,8 @@ func FuzzParseMessage(f *testing.F) {
 
 func FuzzParseRecords(f *testing.F) {
 	f.Add(AppendRecords(nil, []PeerRecord{{PublicKey: make([]byte, 32), Relays: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:5")}}}))
+	f.Add(AppendRecords(nil, []PeerRecord{{PublicKey: make([]byte, 32), WebSocketURL: "wss://h:1", unknown: []byte{9, 1, 0}},
+		{PublicKey: make([]byte, 32), Relays: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:5")}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		recs, err := ParseRecords(b)
 		if err != nil {

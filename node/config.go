@@ -4,12 +4,14 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"time"
 
 	"github.com/pion/transport/v2"
 
 	"github.com/swarmdb/swarmdb/bridge"
+	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/secure"
 )
@@ -53,6 +55,24 @@ type Config struct {
 	// AllowedOrigins are the browser origins the WebSocket server accepts
 	// (see bridge.Config). Nil means any, as ToolDb's server does.
 	AllowedOrigins []string
+	// PublicWebSocketURL is where browsers reach this node's WebSocket from
+	// the outside (ws:// or wss://host:port, e.g. behind a port forward or
+	// a TLS proxy). It is carried in the node's DHT announcement, listed
+	// first in its /peers.json, and advertised in its ToolDb descriptor
+	// when ToolDb's URL rule can express it (see advertisedHostPort).
+	// Empty means the node is not announced as a server for browsers.
+	PublicWebSocketURL string
+	// TLSCertFile and TLSKeyFile (PEM) make the WebSocket server speak
+	// HTTPS and WSS. Both or neither; the files are read again when they
+	// change (certificate renewal needs no restart).
+	TLSCertFile, TLSKeyFile string
+	// PeersInterval is how often the node looks its topic up for the
+	// public WebSocket URLs of other nodes and checks them for /peers.json.
+	// Zero means DefaultPeersInterval.
+	PeersInterval time.Duration
+	// ProbeClient fetches the pages of other nodes when /peers.json checks
+	// them. Zero means a client with ProbeTimeout and the system roots.
+	ProbeClient *http.Client
 	// Limits bound every message-layer connection (size, rate, queue).
 	Limits bridge.Limits
 	// Functions are server functions ToolDb clients may call by name
@@ -108,6 +128,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if !c.Server && !c.Client {
 		c.Server, c.Client = true, true
+	}
+	if c.PublicWebSocketURL != "" && !dht.ValidWebSocketURL(c.PublicWebSocketURL) {
+		return c, fmt.Errorf("%w: PublicWebSocketURL %q: want ws:// or wss://host[:port], at most %d bytes", ErrConfig, c.PublicWebSocketURL, dht.MaxWebSocketURL)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return c, fmt.Errorf("%w: TLSCertFile and TLSKeyFile go together", ErrConfig)
+	}
+	if c.PeersInterval <= 0 {
+		c.PeersInterval = DefaultPeersInterval
+	}
+	if c.ProbeClient == nil {
+		c.ProbeClient = &http.Client{Timeout: ProbeTimeout}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

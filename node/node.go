@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -30,24 +31,30 @@ type Node struct {
 	id  identity
 
 	// Set by Start, immutable after it.
-	store    *db.Store
-	bridge   *bridge.Bridge
-	swarm    *swarm.Swarm
-	disc     *swarm.Discovery
-	monitor  *holepunch.Monitor
-	http     *http.Server
-	wsAddr   net.Addr
-	krpc     krpcHook
-	mainline *mainlinePart // nil when Config.Mainline is empty
-	dialer   *serverDialer // nil when nothing finds ToolDb servers
-	cache    *nodeCache    // nil for a LAN-only node, which keeps none
-	stop     chan struct{} // closed by shutdown, for Start's loops
-	wg       sync.WaitGroup
+	store     *db.Store
+	bridge    *bridge.Bridge
+	swarm     *swarm.Swarm
+	disc      *swarm.Discovery
+	monitor   *holepunch.Monitor
+	http      *http.Server
+	wsLn      net.Listener
+	wsAddr    net.Addr
+	tlsConfig *tls.Config
+	peers     *peerDirectory
+	startedAt time.Time
+	krpc      krpcHook
+	mainline  *mainlinePart // nil when Config.Mainline is empty
+	dialer    *serverDialer // nil when nothing finds ToolDb servers
+	cache     *nodeCache    // nil for a LAN-only node, which keeps none
+	stop      chan struct{} // closed by shutdown, for Start's loops
+	wg        sync.WaitGroup
 
 	// Guarded by mu.
 	mu      sync.Mutex
 	started bool
 	closed  bool
+	// connectedAt is when each open swarm connection opened, for Status.
+	connectedAt map[*swarm.Conn]time.Time
 }
 
 // New checks cfg and loads (or creates) the identity in DataDir. It starts
@@ -90,12 +97,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 
+	n.startedAt = time.Now()
+	if n.cfg.WebSocketAddr != "" {
+		if err := n.listenWebSocket(); err != nil {
+			return err
+		}
+	}
+	host, port := advertisedHostPort(n.cfg.PublicWebSocketURL, n.wsAddr, n.cfg.TLSCertFile != "")
 	n.store, err = db.Open(db.Config{Dir: filepath.Join(n.cfg.DataDir, "db"), Logger: n.log.With("component", "db")})
 	if err != nil {
 		return fmt.Errorf("node: open store: %w", err)
 	}
 	n.bridge, err = bridge.New(bridge.Config{
-		Store: n.store, Identity: n.id.user, Topic: n.cfg.Topic, Server: true,
+		Store: n.store, Identity: n.id.user, Topic: n.cfg.Topic, Server: true, Host: host, Port: port,
 		AllowedOrigins: n.cfg.AllowedOrigins, Limits: n.cfg.Limits, Functions: n.cfg.Functions,
 		Logger: n.log.With("component", "bridge"),
 	})
@@ -105,11 +119,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.bridge.Start(ctx); err != nil {
 		return fmt.Errorf("node: message layer: %w", err)
 	}
-	if n.cfg.WebSocketAddr != "" {
-		if err := n.serveWebSocket(); err != nil {
-			return err
-		}
-	}
 	if err := n.startSwarm(ctx); err != nil {
 		return err
 	}
@@ -118,6 +127,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if err := n.startMainline(ctx); err != nil {
 		return err
+	}
+	n.startPeerDirectory()
+	if n.wsLn != nil {
+		n.serveWebSocket()
 	}
 	n.stop = make(chan struct{})
 	if n.cache != nil {
@@ -147,7 +160,7 @@ func (n *Node) startSwarm(ctx context.Context) error {
 	var err error
 	n.swarm, err = swarm.New(swarm.Config{
 		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: boot,
-		DHT:      dht.Config{OnKRPC: n.krpc.handle},
+		DHT:      dht.Config{OnKRPC: n.krpc.handle, WebSocketURL: n.cfg.PublicWebSocketURL},
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
 		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
@@ -192,12 +205,21 @@ func (n *Node) onConnection(c *swarm.Conn, info swarm.PeerInfo) {
 		case <-c.Done():
 		}
 	}()
+	n.mu.Lock()
+	if n.connectedAt == nil {
+		n.connectedAt = make(map[*swarm.Conn]time.Time)
+	}
+	n.connectedAt[c] = time.Now()
+	n.mu.Unlock()
 	if f := n.cfg.OnPeerConnect; f != nil {
 		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Role: string(info.Role), ConnectTime: info.ConnectTime})
 	}
 }
 
 func (n *Node) onDisconnect(c *swarm.Conn, info swarm.PeerInfo, err error) {
+	n.mu.Lock()
+	delete(n.connectedAt, c)
+	n.mu.Unlock()
 	if f := n.cfg.OnPeerDisconnect; f != nil {
 		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Role: string(info.Role), ConnectTime: info.ConnectTime, Err: err})
 	}
@@ -234,24 +256,6 @@ func (n *Node) startMonitor() error {
 	return n.monitor.Start()
 }
 
-// serveWebSocket listens on WebSocketAddr and serves the message layer.
-func (n *Node) serveWebSocket() error {
-	ln, err := net.Listen("tcp", n.cfg.WebSocketAddr)
-	if err != nil {
-		return fmt.Errorf("node: websocket listen: %w", err)
-	}
-	n.wsAddr = ln.Addr()
-	n.http = &http.Server{Handler: n.bridge.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Warn("websocket server stopped", "err", err)
-		}
-	}()
-	return nil
-}
-
 // WebSocketAddr is the address the WebSocket server listens on (nil when
 // it does not run).
 func (n *Node) WebSocketAddr() net.Addr { return n.wsAddr }
@@ -284,11 +288,9 @@ func (n *Node) shutdown() error {
 		n.mainline.close()
 		n.krpc.part.Store(nil)
 	}
-	if n.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = n.http.Shutdown(ctx)
-		cancel()
-		_ = n.http.Close()
+	n.closeHTTP()
+	if n.peers != nil {
+		n.peers.close()
 	}
 	if n.monitor != nil {
 		_ = n.monitor.Close()

@@ -76,6 +76,9 @@ func nodeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	listen := fs.String("listen", "0.0.0.0:0", "UDP address of the node's socket (DHT, STUN, hole punching, sessions)")
 	ws := fs.String("ws", "127.0.0.1:9000", `WebSocket address for ToolDb clients and browsers ("off" for none; ":9000" for every interface)`)
 	origins := fs.String("origin", "", "comma-separated browser origins the WebSocket accepts (host patterns, or scheme://host); none means any")
+	publicWS := fs.String("public-ws", "", "the URL browsers reach this node's WebSocket at from outside (ws://host:port or wss://host:port); announced on the DHT and listed in /peers.json")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate: serve HTTPS and WSS on --ws (read again when the file changes)")
+	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
 	server := fs.Bool("server", false, "announce the topic (accept connections); with neither --server nor --client, both")
 	client := fs.Bool("client", false, "look the topic up and dial its peers; with neither --server nor --client, both")
 	mode := fs.String("mode", "", `"server", "client" or "both" (instead of --server/--client)`)
@@ -137,6 +140,7 @@ func nodeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cfg := node.Config{
 		Topic: *topic, DataDir: *dataDir, ListenAddr: *listen, Bootstrap: bootstrap,
 		WebSocketAddr: *ws, AllowedOrigins: splitList(*origins),
+		PublicWebSocketURL: *publicWS, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		Server: *server, Client: *client, KeepLoopback: *keepLoopback, DisableLAN: *noLAN,
 		Logger: log,
 		OnPeerConnect: func(e node.PeerEvent) {
@@ -252,9 +256,8 @@ func readyFields(nd *node.Node, topic, dataDir string, bootstrap []netip.AddrPor
 		"lan_only":   len(bootstrap) == 0,
 		"nat":        natClass(nd, bootstrap),
 	}
-	if a := nd.WebSocketAddr(); a != nil {
-		f["ws"] = "ws://" + a.String()
-	}
+	f["ws"] = nd.WebSocketURL()
+	f["public_ws"] = nd.Status().PublicWebSocket
 	if metricsLn != nil {
 		f["metrics"] = "http://" + metricsLn.Addr().String() + "/metrics"
 	}
@@ -267,8 +270,8 @@ func readyHuman(nd *node.Node, topic string, bootstrap []netip.AddrPort, metrics
 	fmt.Fprintf(&b, "  public key  %s\n", hex.EncodeToString(nd.PublicKey()))
 	fmt.Fprintf(&b, "  ToolDb addr %s\n", nd.Address())
 	fmt.Fprintf(&b, "  udp         %s\n", nd.LocalAddr())
-	if a := nd.WebSocketAddr(); a != nil {
-		fmt.Fprintf(&b, "  websocket   ws://%s\n", a)
+	if u := nd.WebSocketURL(); u != "" {
+		fmt.Fprintf(&b, "  websocket   %s (page: %s/)\n", u, strings.Replace(strings.Replace(u, "wss://", "https://", 1), "ws://", "http://", 1))
 	} else {
 		fmt.Fprintf(&b, "  websocket   off\n")
 	}

@@ -220,6 +220,8 @@ func TestNodeUsage(t *testing.T) {
 		{"--topic", "t", "--mode", "x"},  // bad mode
 		{"--topic", "t", "extra"},        // stray argument
 		{"--topic", "t", "--bogus-flag"}, // unknown flag
+		{"--topic", "t", "--data", t.TempDir(), "--public-ws", "http://node.example"}, // not ws:// or wss://
+		{"--topic", "t", "--data", t.TempDir(), "--tls-cert", "cert.pem"},             // no --tls-key
 	} {
 		var out, errOut strings.Builder
 		if code := nodeMain(t.Context(), args, &out, &errOut); code != nodeExitUsage {
