@@ -359,9 +359,12 @@ func (n *Node) traverse(ctx context.Context, ih Infohash, announce *dht.Announce
 		select {
 		case pv, ok := <-a.Peers:
 			if !ok {
-				res.Responded = int(a.TraversalStats().NumResponses)
 				return res, nil
 			}
+			// One PeersValues per node that answered. (Counting them here:
+			// the library's TraversalStats reads its counters unsynchronised
+			// with the atomic adds of its own query goroutines.)
+			res.Responded++
 			for _, p := range pv.Peers {
 				ap, ok := peerAddr(p.IP, p.Port)
 				if !ok || seen[ap] {
@@ -372,7 +375,6 @@ func (n *Node) traverse(ctx context.Context, ih Infohash, announce *dht.Announce
 				n.peersFound.Add(1)
 			}
 		case <-ctx.Done():
-			res.Responded = int(a.TraversalStats().NumResponses)
 			return res, ctx.Err()
 		}
 	}

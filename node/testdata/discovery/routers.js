@@ -1,0 +1,27 @@
+// A closed mainline DHT of bittorrent-dht 7.10.0 nodes (the version discovery-channel 5.5.1
+// installs) on loopback, standing in for the public routers:
+//
+//   node routers.js N
+//
+// The first node bootstraps from nobody, the others from the first. Prints
+// {"event":"ready","routers":["127.0.0.1:P",...]} and runs until stdin closes.
+"use strict";
+const DHT = require("bittorrent-dht");
+const { emit } = require("./common");
+
+async function main() {
+  const n = Number(process.argv[2] || 3);
+  const nodes = [];
+  for (let i = 0; i < n; i++) {
+    const bootstrap = i === 0 ? false : ["127.0.0.1:" + nodes[0].address().port];
+    const dht = new DHT({ bootstrap });
+    await new Promise((resolve) => dht.listen(0, "127.0.0.1", resolve));
+    if (i > 0) await new Promise((resolve) => dht.once("ready", resolve));
+    nodes.push(dht);
+  }
+  emit("ready", { routers: nodes.map((d) => "127.0.0.1:" + d.address().port) });
+  process.stdin.resume();
+  process.stdin.on("end", () => { nodes.forEach((d) => d.destroy()); process.exit(0); });
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
