@@ -7,7 +7,7 @@ import (
 
 	"io"
 	"net"
-	"net/netip"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/tooldbtest"
 	"github.com/swarmdb/swarmdb/node"
 )
@@ -134,14 +135,12 @@ func startJSRouters(t *testing.T, dir string, n int) []string {
 	return out
 }
 
-// startDiscoveryNode starts a swarmdb node whose only discovery is the
-// mainline DHT at routers, with a WebSocket on loopback.
-func startDiscoveryNode(t *testing.T, topic string, routers []string, events func(node.MainlinePeer)) *node.Node {
+// startDiscoveryNode starts a swarmdb node on loopback with no bootstrap
+// nodes; cfg adds its discovery (Mainline, DisableLAN) and WebSocketAddr.
+func startDiscoveryNode(t *testing.T, topic string, cfg node.Config, events func(node.MainlinePeer)) *node.Node {
 	t.Helper()
-	nd, err := node.New(node.Config{
-		Topic: topic, DataDir: t.TempDir(), ListenAddr: "127.0.0.1:0", Mainline: routers,
-		WebSocketAddr: "127.0.0.1:0", KeepLoopback: true, DisableLAN: true, OnMainlinePeer: events,
-	})
+	cfg.Topic, cfg.DataDir, cfg.ListenAddr, cfg.KeepLoopback, cfg.OnMainlinePeer = topic, t.TempDir(), "127.0.0.1:0", true, events
+	nd, err := node.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,19 +161,79 @@ func TestDiscoveryChannelClientFindsNode(t *testing.T) {
 	dir := tooldbtest.Require(t, "testdata/discovery", "node/testdata/discovery")
 	routers := startJSRouters(t, dir, 3)
 	const topic = "swarmdb-dc-client"
-	nd := startDiscoveryNode(t, topic, routers, nil)
+	nd := startDiscoveryNode(t, topic, node.Config{Mainline: routers, WebSocketAddr: "127.0.0.1:0", DisableLAN: true}, nil)
+	clientScenario(t, dir, nd, topic, "dht", strings.Join(routers, ","))
+	if st, _ := nd.MainlineStats(); !st.WebSocketAnnounced {
+		t.Fatalf("mainline stats %+v: the websocket is not announced", st)
+	}
+}
+
+// TestDiscoveryChannelServerFound: a swarmdb node finds the reference
+// ToolDb server (a tool-db server that announces with DC().join(topic,
+// port)) on the mainline DHT, connects to it, and records written on
+// either side are read on the other.
+func TestDiscoveryChannelServerFound(t *testing.T) {
+	dir := tooldbtest.Require(t, "testdata/discovery", "node/testdata/discovery")
+	routers := startJSRouters(t, dir, 3)
+	nd := serverScenario(t, dir, "swarmdb-dc-server", "dht", strings.Join(routers, ","),
+		node.Config{Mainline: routers, WebSocketAddr: "127.0.0.1:0", DisableLAN: true})
+	if st, _ := nd.MainlineStats(); st.ServersLinked < 1 {
+		t.Fatalf("mainline stats %+v: no tooldb server linked", st)
+	}
+}
+
+// TestDiscoveryChannelOverMDNS: the same two scenarios over
+// discovery-channel's multicast DNS alone (no DHT anywhere), inside a
+// network namespace the test makes, so multicast never leaves it.
+func TestDiscoveryChannelOverMDNS(t *testing.T) {
+	tooldbtest.Require(t, "testdata/discovery", "node/testdata/discovery")
+	lab := natlab.New(t)
+	h := lab.AddPublicHost("mdns")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := h.EnableLoopbackMulticast(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := h.RunTest(ctx, "TestDiscoveryChannelOverMDNSChild")
+	t.Logf("child:\n%s", out)
+	if err != nil || !strings.Contains(out, "--- PASS: TestDiscoveryChannelOverMDNSChild") {
+		t.Fatalf("child: %v", err)
+	}
+}
+
+// TestDiscoveryChannelOverMDNSChild is TestDiscoveryChannelOverMDNS's body,
+// run inside the namespace.
+func TestDiscoveryChannelOverMDNSChild(t *testing.T) {
+	if os.Getenv(natlab.ChildEnv) == "" {
+		t.Skip("helper for TestDiscoveryChannelOverMDNS; runs only inside a lab namespace")
+	}
+	dir := tooldbtest.Require(t, "testdata/discovery", "node/testdata/discovery")
+	t.Run("client finds node", func(t *testing.T) {
+		const topic = "swarmdb-mdns-client"
+		nd := startDiscoveryNode(t, topic, node.Config{WebSocketAddr: "0.0.0.0:0"}, nil)
+		clientScenario(t, dir, nd, topic, "mdns", "-")
+	})
+	t.Run("node finds server", func(t *testing.T) {
+		serverScenario(t, dir, "swarmdb-mdns-server", "mdns", "-", node.Config{WebSocketAddr: "0.0.0.0:0"})
+	})
+}
+
+// clientScenario runs the reference client against nd: it finds nd, reads
+// "greeting" (written here first) and is notified when it changes.
+func clientScenario(t *testing.T, dir string, nd *node.Node, topic, mode, bootstrap string) {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := nd.Put(ctx, "greeting", []byte(`{"n":1}`)); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	client := startJS(t, dir, "client.js", topic, "dht", strings.Join(routers, ","), "greeting")
+	client := startJS(t, dir, "client.js", topic, mode, bootstrap, "greeting")
 	ws := nd.WebSocketAddr().(*net.TCPAddr)
 	found := client.wait("found", 60*time.Second)
-	if found["port"] != float64(ws.Port) || found.str("host") != "127.0.0.1" {
-		t.Fatalf("client found %v, want the node's websocket 127.0.0.1:%d", found, ws.Port)
+	if found["port"] != float64(ws.Port) {
+		t.Fatalf("client found %v, want the node's websocket port %d", found, ws.Port)
 	}
-	t.Logf("discovery-channel found the node %v after its start", time.Since(start).Round(time.Millisecond))
+	t.Logf("discovery-channel (%s) found the node %v after the client started", mode, time.Since(start).Round(time.Millisecond))
 	read := client.wait("read", 30*time.Second)
 	if v, _ := read["value"].(map[string]any); v["n"] != 1.0 {
 		t.Fatalf("client read %v, want {n:1}", read)
@@ -192,33 +251,32 @@ func TestDiscoveryChannelClientFindsNode(t *testing.T) {
 			t.Fatal("the client was not notified of the update")
 		}
 		if v, _ := e["value"].(map[string]any); e.str("event") == "notified" && v["n"] == 2.0 {
-			break
+			return
 		}
-	}
-	if st, _ := nd.MainlineStats(); !st.WebSocketAnnounced {
-		t.Fatalf("mainline stats %+v: the websocket is not announced", st)
 	}
 }
 
-// TestDiscoveryChannelServerFound: a swarmdb node finds the reference
-// ToolDb server (a tool-db server that announces with DC().join(topic,
-// port)) on the mainline DHT, connects to it, and records written on
-// either side are read on the other.
-func TestDiscoveryChannelServerFound(t *testing.T) {
-	dir := tooldbtest.Require(t, "testdata/discovery", "node/testdata/discovery")
-	routers := startJSRouters(t, dir, 3)
-	const topic = "swarmdb-dc-server"
+// serverScenario starts the reference server, then a node configured by
+// cfg, which must find the server by mode, read its record, and get its
+// own record to it.
+func serverScenario(t *testing.T, dir, topic, mode, bootstrap string, cfg node.Config) *node.Node {
+	t.Helper()
 	port := freePort(t)
-	server := startJS(t, dir, "server.js", topic, "dht", strings.Join(routers, ","), strconv.Itoa(port))
+	server := startJS(t, dir, "server.js", topic, mode, bootstrap, strconv.Itoa(port))
 	server.wait("wrote", 30*time.Second)
 	var ml mainlineLog
 	start := time.Now()
-	nd := startDiscoveryNode(t, topic, routers, ml.add)
+	nd := startDiscoveryNode(t, topic, cfg, ml.add)
 	waitValue(t, nd, "from-js", []byte(`{"by":"tool-db server"}`))
-	t.Logf("the node read the tool-db server's record %v after its start", time.Since(start).Round(time.Millisecond))
-	want := node.MainlinePeer{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), Source: "dht", Kind: "tooldb"}
-	if !ml.has(want) {
-		t.Fatalf("mainline events %v lack %v", ml.events, want)
+	t.Logf("the node (%s) read the tool-db server's record %v after its start", mode, time.Since(start).Round(time.Millisecond))
+	found := false
+	ml.mu.Lock()
+	for _, e := range ml.events {
+		found = found || (e.Addr.Port() == uint16(port) && e.Source == mode && e.Kind == "tooldb")
+	}
+	ml.mu.Unlock()
+	if !found {
+		t.Fatalf("events %v lack the server's port %d from %s", ml.events, port, mode)
 	}
 	if _, err := nd.Put(context.Background(), "from-go", []byte(`{"by":"swarmdb"}`)); err != nil {
 		t.Fatal(err)
@@ -227,7 +285,5 @@ func TestDiscoveryChannelServerFound(t *testing.T) {
 	if v, _ := got["value"].(map[string]any); v["by"] != "swarmdb" {
 		t.Fatalf("the tool-db server got %v, want {by: swarmdb}", got)
 	}
-	if st, _ := nd.MainlineStats(); st.ServersLinked < 1 {
-		t.Fatalf("mainline stats %+v: no tooldb server linked", st)
-	}
+	return nd
 }

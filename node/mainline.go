@@ -125,9 +125,10 @@ type mainlineConfig struct {
 	WebSocket netip.AddrPort
 	// LocalIPs lists this host's addresses, for the reachability check.
 	LocalIPs func() []netip.Addr
-	// FoundServer receives every ToolDb server address found.
+	// FoundServer receives every ToolDb server address found under the
+	// topic (source "dht").
 	FoundServer func(addr netip.AddrPort, source string)
-	// OnPeer reports each newly found peer (every source, every kind).
+	// OnPeer reports each newly verified bootstrap node (kind "swarmdb").
 	OnPeer func(MainlinePeer)
 	// Joined is called after the DHT was joined through nodes found under
 	// the bootstrap name.
@@ -253,7 +254,6 @@ func (m *mainlinePart) topicLoop() {
 			if m.isSelf(p) {
 				continue
 			}
-			m.report(MainlinePeer{Addr: p, Source: "dht", Kind: "tooldb"})
 			if m.cfg.FoundServer != nil {
 				m.cfg.FoundServer(p, "dht")
 			}
@@ -516,11 +516,8 @@ func (n *Node) startMainline(ctx context.Context) error {
 	if len(routers) == 0 {
 		n.log.Warn("mainline dht: no router resolves and none is cached; the node only answers others")
 	}
-	n.dialer = newServerDialer(n.bridge.ConnectTo, n.bridge.Peers, n.Address(), n.log.With("component", "dialer"))
-	var ws netip.AddrPort
-	if n.wsAddr != nil {
-		ws, _ = netip.ParseAddrPort(n.wsAddr.String())
-	}
+	n.startDialer()
+	ws := n.wsAddrPort()
 	tn := n.cfg.Net
 	if tn == nil {
 		tn, _ = stdnet.NewNet()
@@ -529,9 +526,9 @@ func (n *Node) startMainline(ctx context.Context) error {
 		Routers:     routers,
 		Topic:       n.cfg.Topic,
 		Server:      n.cfg.Server,
-		WebSocket:   netip.AddrPortFrom(ws.Addr().Unmap(), ws.Port()),
+		WebSocket:   ws,
 		LocalIPs:    func() []netip.Addr { return dhtprobe.LocalIPs(tn) },
-		FoundServer: n.dialer.found,
+		FoundServer: n.serverFound,
 		OnPeer:      n.cfg.OnMainlinePeer,
 		Joined:      n.joinedByName,
 		Logger:      n.log.With("component", "mainline"),

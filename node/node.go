@@ -19,6 +19,7 @@ import (
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/dnsdisc"
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/swarm"
 )
@@ -44,10 +45,15 @@ type Node struct {
 	startedAt time.Time
 	krpc      krpcHook
 	mainline  *mainlinePart // nil when Config.Mainline is empty
+	dnsdisc   *dnsdisc.Node // nil with DisableLAN or when mDNS failed
 	dialer    *serverDialer // nil when nothing finds ToolDb servers
 	cache     *nodeCache    // nil for a LAN-only node, which keeps none
 	stop      chan struct{} // closed by shutdown, for Start's loops
 	wg        sync.WaitGroup
+
+	// Guarded by foundMu: ToolDb servers already reported.
+	foundMu  sync.Mutex
+	reported map[MainlinePeer]bool
 
 	// Guarded by mu.
 	mu      sync.Mutex
@@ -128,6 +134,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startMainline(ctx); err != nil {
 		return err
 	}
+	n.startDNSDiscovery()
 	n.startPeerDirectory()
 	if n.wsLn != nil {
 		n.serveWebSocket()
@@ -277,6 +284,9 @@ func (n *Node) shutdown() error {
 	var errs []error
 	if n.stop != nil {
 		close(n.stop)
+	}
+	if n.dnsdisc != nil {
+		_ = n.dnsdisc.Close()
 	}
 	if n.dialer != nil {
 		n.dialer.close()
