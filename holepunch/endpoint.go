@@ -38,7 +38,7 @@ const (
 
 // Timing constants of the handshake.
 const (
-	// natWait bounds how long a dial or Listen waits for the first NAT
+	// natWait bounds how long a dial or Listen waits for a NAT
 	// measurement. Without it the dial still works but cannot plan
 	// birthday punching or go straight to a relay.
 	natWait = 3 * time.Second
@@ -134,12 +134,13 @@ type Endpoint struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	natSet chan struct{} // closed when the first measurement finished
 
 	// Guarded by mu.
 	mu        sync.Mutex
 	closed    bool
 	nat       NATReport
+	measuring int           // NAT measurements in flight (the first counts from New)
+	natIdle   chan struct{} // closed while measuring is zero
 	dialing   map[string]*dialState // by remote key
 	incoming  map[string]*inbound   // incoming handshakes in progress by remote key
 	conns     map[string]*Conn      // live connections by remote key
@@ -190,7 +191,8 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		pion:      pionlog.Factory(cfg.Logger),
 		ctx:       ctx,
 		cancel:    cancel,
-		natSet:    make(chan struct{}),
+		measuring: 1, // the first measurement, which Start runs
+		natIdle:   make(chan struct{}),
 		dialing:   map[string]*dialState{},
 		incoming:  map[string]*inbound{},
 		conns:     map[string]*Conn{},
@@ -268,8 +270,16 @@ func (e *Endpoint) NAT() NATReport {
 }
 
 // Remeasure measures the NAT again, for instance after the local address
-// changed. It blocks until done.
+// changed or the DHT was first joined. It blocks until done; dials and
+// Listen started meanwhile wait for it (at most natWait), so that they use
+// the new measurement.
 func (e *Endpoint) Remeasure(ctx context.Context) (NATReport, error) {
+	e.beginMeasure()
+	defer e.endMeasure()
+	return e.remeasure(ctx)
+}
+
+func (e *Endpoint) remeasure(ctx context.Context) (NATReport, error) {
 	if e.cfg.MeasureNAT == nil {
 		return NATReport{}, nil
 	}
@@ -283,14 +293,35 @@ func (e *Endpoint) Remeasure(ctx context.Context) (NATReport, error) {
 	return r, nil
 }
 
+// beginMeasure and endMeasure count measurements in flight; natIdle is
+// closed while there are none.
+func (e *Endpoint) beginMeasure() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.measuring == 0 {
+		e.natIdle = make(chan struct{})
+	}
+	e.measuring++
+}
+
+func (e *Endpoint) endMeasure() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.measuring--
+	if e.measuring == 0 {
+		close(e.natIdle)
+	}
+}
+
+// measureNAT is the first measurement, counted as in flight since New.
 func (e *Endpoint) measureNAT() {
-	defer close(e.natSet)
+	defer e.endMeasure()
 	if e.cfg.MeasureNAT == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
 	defer cancel()
-	r, err := e.Remeasure(ctx)
+	r, err := e.remeasure(ctx)
 	if err != nil {
 		e.log.Info("nat measurement failed", "err", err)
 		return
@@ -298,18 +329,22 @@ func (e *Endpoint) measureNAT() {
 	e.log.Debug("nat measured", "nat", r.Class, "public", r.PublicAddr)
 }
 
-// waitNAT waits, at most natWait, for the first NAT measurement.
+// waitNAT waits, at most natWait, until no NAT measurement is in flight.
 func (e *Endpoint) waitNAT(ctx context.Context) NATReport {
 	ctx, cancel := context.WithTimeout(ctx, natWait)
 	defer cancel()
 	return e.WaitNAT(ctx)
 }
 
-// WaitNAT waits until the first NAT measurement (started by Start) is done
-// or ctx ends, and returns the current measurement.
+// WaitNAT waits until no NAT measurement is in flight (the first one, which
+// Start runs, or a Remeasure) or ctx ends, and returns the current
+// measurement.
 func (e *Endpoint) WaitNAT(ctx context.Context) NATReport {
+	e.mu.Lock()
+	idle := e.natIdle
+	e.mu.Unlock()
 	select {
-	case <-e.natSet:
+	case <-idle:
 	case <-ctx.Done():
 	}
 	return e.NAT()

@@ -130,10 +130,12 @@ type mainlineConfig struct {
 	FoundServer func(addr netip.AddrPort, source string)
 	// OnPeer reports each newly verified bootstrap node (kind "swarmdb").
 	OnPeer func(MainlinePeer)
-	// Joined is called after the DHT was joined through nodes found under
-	// the bootstrap name.
-	Joined func()
-	Logger *slog.Logger
+	// Joining is called when nodes found under the bootstrap name were
+	// added to the DHT's bootstrap nodes, before the join; Joined after
+	// the DHT was joined through them.
+	Joining func(ctx context.Context)
+	Joined  func()
+	Logger  *slog.Logger
 }
 
 // mainlinePart is a node's mainline DHT node and its loops.
@@ -370,6 +372,9 @@ func (m *mainlinePart) joinByName() bool {
 	if len(good) == 0 {
 		return false
 	}
+	if m.cfg.Joining != nil {
+		m.cfg.Joining(ctx)
+	}
 	if err := m.dn.Bootstrap(ctx); err != nil {
 		m.log.Warn("joining the dht through nodes found on mainline failed", "nodes", len(good), "err", err)
 		return false
@@ -530,6 +535,7 @@ func (n *Node) startMainline(ctx context.Context) error {
 		LocalIPs:    func() []netip.Addr { return dhtprobe.LocalIPs(tn) },
 		FoundServer: n.serverFound,
 		OnPeer:      n.cfg.OnMainlinePeer,
+		Joining:     n.joiningByName,
 		Joined:      n.joinedByName,
 		Logger:      n.log.With("component", "mainline"),
 	})
@@ -545,9 +551,23 @@ func (n *Node) startMainline(ctx context.Context) error {
 	return nil
 }
 
+// joiningByName measures the NAT against the nodes just found under the
+// bootstrap name (the measurement joins the DHT through them). The one at
+// the start had no DHT nodes to ask, and without a NAT type the punching
+// that needs one (birthday punching) stays off and a symmetric NAT falls
+// back to the relay; dials that start meanwhile wait for this one.
+func (n *Node) joiningByName(ctx context.Context) {
+	r, err := n.swarm.RemeasureNAT(ctx)
+	if err != nil {
+		n.log.Debug("nat measurement after joining by name failed", "err", err)
+		return
+	}
+	n.log.Info("nat measured after joining the dht", "nat", r.Class, "public", r.PublicAddr)
+}
+
 // joinedByName follows a DHT join through nodes found under the bootstrap
-// name: the NAT is measured again (the first measurement had no DHT nodes
-// to ask) and the topic is announced and looked up at once.
+// name: the monitor learns the new measurement and the topic is announced
+// and looked up at once.
 func (n *Node) joinedByName() {
 	if n.monitor != nil {
 		n.monitor.Remeasure()
