@@ -139,8 +139,8 @@ type Endpoint struct {
 	mu        sync.Mutex
 	closed    bool
 	nat       NATReport
-	measuring int           // NAT measurements in flight (the first counts from New)
-	natIdle   chan struct{} // closed while measuring is zero
+	measuring int                   // NAT measurements in flight (the first counts from New)
+	natIdle   chan struct{}         // closed while measuring is zero
 	dialing   map[string]*dialState // by remote key
 	incoming  map[string]*inbound   // incoming handshakes in progress by remote key
 	conns     map[string]*Conn      // live connections by remote key

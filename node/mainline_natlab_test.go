@@ -2,10 +2,10 @@ package node_test
 
 import (
 	"context"
-	"log/slog"
-	"os"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
