@@ -139,18 +139,8 @@ func startJSRouters(t *testing.T, dir string, n int) []string {
 // nodes; cfg adds its discovery (Mainline, DisableLAN) and WebSocketAddr.
 func startDiscoveryNode(t *testing.T, topic string, cfg node.Config, events func(node.MainlinePeer)) *node.Node {
 	t.Helper()
-	cfg.Topic, cfg.DataDir, cfg.ListenAddr, cfg.KeepLoopback, cfg.OnMainlinePeer = topic, t.TempDir(), "127.0.0.1:0", true, events
-	nd, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := nd.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nd.Close() })
-	return nd
+	cfg.Topic, cfg.OnMainlinePeer = topic, events
+	return startConfigured(t, cfg)
 }
 
 // TestDiscoveryChannelClientFindsNode: the reference ToolDb client

@@ -82,19 +82,7 @@ func startBootstrap(t *testing.T, routers []string) *node.Bootstrap {
 // mainline routers given (no bootstrap address, no LAN discovery).
 func startMainlineNode(t *testing.T, topic, dir string, routers []string, events func(node.MainlinePeer)) *node.Node {
 	t.Helper()
-	nd, err := node.New(node.Config{
-		Topic: topic, DataDir: dir, ListenAddr: "127.0.0.1:0", Mainline: routers,
-		KeepLoopback: true, DisableLAN: true, OnMainlinePeer: events,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := nd.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return nd
+	return startConfigured(t, node.Config{Topic: topic, DataDir: dir, Mainline: routers, DisableLAN: true, OnMainlinePeer: events})
 }
 
 // mainlineLog collects MainlinePeer events.

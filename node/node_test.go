@@ -47,6 +47,28 @@ func startNode(t *testing.T, n *testnet.Network, topic, dir string) *node.Node {
 	return nd
 }
 
+// startConfigured starts a node configured by cfg on loopback: DataDir a
+// fresh temporary directory unless set, the socket on 127.0.0.1, loopback
+// candidates kept. It is closed when the test ends.
+func startConfigured(t *testing.T, cfg node.Config) *node.Node {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	cfg.ListenAddr, cfg.KeepLoopback = "127.0.0.1:0", true
+	nd, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := nd.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nd.Close() })
+	return nd
+}
+
 // waitPeers waits until nd's message layer has want identified peers.
 func waitPeers(t *testing.T, nd *node.Node, want int) {
 	t.Helper()

@@ -54,17 +54,7 @@ func startWebNode(t *testing.T, nw *testnet.Network, topic string, tweak func(*n
 	if os.Getenv("B18DEBUG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	nd, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := nd.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nd.Close() })
-	return nd
+	return startConfigured(t, cfg)
 }
 
 func getJSON(t *testing.T, client *http.Client, url string, v any) http.Header {
