@@ -1,0 +1,120 @@
+package node
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWSReachable: the WebSocket is announced under the topic only where a
+// client that connects to the announce's source address reaches it.
+func TestWSReachable(t *testing.T) {
+	local := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("203.0.113.7")}
+	ap := netip.MustParseAddrPort
+	ip := netip.MustParseAddr
+	for _, c := range []struct {
+		name   string
+		ws     netip.AddrPort
+		seen   netip.Addr
+		ok     bool
+		reason string
+	}{
+		{"no websocket", netip.AddrPort{}, ip("203.0.113.7"), false, "no websocket"},
+		{"seen unknown", ap("0.0.0.0:9000"), netip.Addr{}, false, "not known yet"},
+		{"behind NAT", ap("0.0.0.0:9000"), ip("198.51.100.9"), false, "behind NAT"},
+		{"bound elsewhere", ap("127.0.0.1:9000"), ip("203.0.113.7"), false, "listens on 127.0.0.1"},
+		{"all interfaces", ap("0.0.0.0:9000"), ip("203.0.113.7"), true, ""},
+		{"all interfaces v6", ap("[::]:9000"), ip("203.0.113.7"), true, ""},
+		{"bound to the seen address", ap("127.0.0.1:9000"), ip("127.0.0.1"), true, ""},
+	} {
+		ok, reason := wsReachable(c.ws, c.seen, local)
+		if ok != c.ok || !strings.Contains(reason, c.reason) {
+			t.Errorf("%s: wsReachable = %v %q, want %v %q", c.name, ok, reason, c.ok, c.reason)
+		}
+	}
+}
+
+// TestTopicDelay: fast at first, so that a ToolDb server that starts a
+// minute after us is found within about a minute, then
+// discovery-channel's 10-15 min.
+func TestTopicDelay(t *testing.T) {
+	var at time.Duration // when each round runs
+	for round := 0; ; round++ {
+		if at >= time.Minute {
+			if at > 2*time.Minute {
+				t.Fatalf("the first round after 1 min runs at %v", at)
+			}
+			break
+		}
+		d := topicDelay(round, 0.5)
+		if round > 0 && d < topicDelay(round-1, 0.5) {
+			t.Fatalf("round %d waits %v, less than the round before", round, d)
+		}
+		at += d
+	}
+	for _, rnd := range []float64{0, 0.999} {
+		if d := topicDelay(100, rnd); d < 10*time.Minute || d > 15*time.Minute {
+			t.Fatalf("settled delay %v outside discovery-channel's 10-15 min", d)
+		}
+	}
+}
+
+// TestServerBackoff: the wait grows and is bounded.
+func TestServerBackoff(t *testing.T) {
+	prev := time.Duration(0)
+	for n := 1; n < 20; n++ {
+		d := serverBackoff(n)
+		if d < prev || d > 15*time.Minute {
+			t.Fatalf("serverBackoff(%d) = %v after %v", n, d, prev)
+		}
+		prev = d
+	}
+}
+
+// TestNodeCache: what is saved is loaded; junk entries are dropped, the
+// lists are bounded; a damaged file is an error and no cache, never a
+// crash.
+func TestNodeCache(t *testing.T) {
+	dir := t.TempDir()
+	c, err := loadNodeCache(dir)
+	if err != nil || c.DHT != nil || c.Mainline != nil {
+		t.Fatalf("missing file: %+v %v", c, err)
+	}
+	var many []netip.AddrPort
+	for i := range 100 {
+		many = append(many, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 49737))
+	}
+	in := nodeCache{
+		DHT:      append([]netip.AddrPort{{}, netip.MustParseAddrPort("0.0.0.0:1"), netip.MustParseAddrPort("10.9.9.9:0")}, many...),
+		Mainline: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.1:6881"), netip.MustParseAddrPort("198.51.100.1:6881")},
+		Saved:    time.Unix(1e9, 0).UTC(),
+	}
+	if err := in.save(dir); err != nil {
+		t.Fatal(err)
+	}
+	out, err := loadNodeCache(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.DHT) != maxCachedNodes || !slices.Equal(out.DHT, many[:maxCachedNodes]) {
+		t.Fatalf("DHT list: %d entries, want the first %d valid", len(out.DHT), maxCachedNodes)
+	}
+	if len(out.Mainline) != 1 || !out.Saved.Equal(in.Saved) {
+		t.Fatalf("loaded %+v", out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, nodeCacheFile), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := loadNodeCache(dir); err == nil || c.DHT != nil {
+		t.Fatalf("damaged file: %+v %v", c, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("the data dir holds %d entries after saving, want only %s", len(entries), nodeCacheFile)
+	}
+
+}
