@@ -1,6 +1,8 @@
 package node
 
 import (
+	"context"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -117,4 +119,64 @@ func TestNodeCache(t *testing.T) {
 		t.Fatalf("the data dir holds %d entries after saving, want only %s", len(entries), nodeCacheFile)
 	}
 
+}
+
+// startLoopbackNode starts a LAN-off node with a WebSocket on ws.
+func startLoopbackNode(t *testing.T, ws string) *Node {
+	t.Helper()
+	nd, err := New(Config{Topic: "dialer-test", DataDir: t.TempDir(), ListenAddr: "127.0.0.1:0",
+		KeepLoopback: true, DisableLAN: true, WebSocketAddr: ws})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := nd.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nd.Close() })
+	return nd
+}
+
+func waitLinked(t *testing.T, d *serverDialer, want int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for d.linked() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d links after %v, want %d", d.linked(), within, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestServerDialerRelinks: a found ToolDb server is linked once however
+// often it is found, relinked after it restarts, and the node's own
+// WebSocket, found like any other, is not kept.
+func TestServerDialerRelinks(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	server := startLoopbackNode(t, addr)
+	b := startLoopbackNode(t, "127.0.0.1:0")
+	b.startDialer()
+	found := netip.MustParseAddrPort(addr)
+	for range 3 {
+		b.serverFound(found, "dht")
+	}
+	waitLinked(t, b.dialer, 1, 10*time.Second)
+	b.serverFound(b.wsAddrPort(), "mdns") // itself
+	time.Sleep(500 * time.Millisecond)
+	if n := b.dialer.linked(); n != 1 {
+		t.Fatalf("%d links after finding itself, want 1", n)
+	}
+	server.Close()
+	waitLinked(t, b.dialer, 0, 10*time.Second)
+	startLoopbackNode(t, addr) // the server restarts on the same address
+	waitLinked(t, b.dialer, 1, 30*time.Second)
+	if got := len(b.reported); got != 2 {
+		t.Fatalf("%d servers reported, want 2 (the server once, itself once)", got)
+	}
 }
