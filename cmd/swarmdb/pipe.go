@@ -53,9 +53,6 @@ const (
 	// pipeUnannounceTimeout bounds the best-effort unannounce once the one
 	// connection is taken or the server exits.
 	pipeUnannounceTimeout = 3 * time.Second
-	// pipeCopyBuffer is one secure stream message (secure.Config's
-	// default MaxMessageSize): fewer, fuller SCTP messages.
-	pipeCopyBuffer = 64 << 10
 	// pipeEndGrace: once the session has ended and the peer's direction is
 	// drained, our sending direction gets this long to report that it had
 	// finished (its CloseWrite returned) before we call the connection lost.
@@ -395,25 +392,19 @@ func connFields(c *holepunch.Conn, took time.Duration) map[string]any {
 	}
 }
 
-// pipeConn copies cfg.In to stream 0 and stream 0 to cfg.Out until both
-// directions end: our direction at EOF of cfg.In (then CloseWrite, a
-// half-close), theirs at EOF of the stream.
+// pipeConn sends cfg.In to the peer and writes what the peer sends to
+// cfg.Out, in pipe frames (pipe_frame.go), until both directions are
+// complete: ours when cfg.In reached EOF and the end frame went out (then
+// CloseWrite, a half-close), theirs when their end frame arrived. A peer
+// direction that ends without its end frame is a lost connection, never a
+// finished transfer.
 func pipeConn(ctx context.Context, cfg pipeConfig, conn *holepunch.Conn) error {
 	st := conn.Stream0()
 	start := time.Now()
 	var sent, received atomic.Int64
 	upDone, downDone := make(chan error, 1), make(chan error, 1)
-	go func() {
-		_, err := io.CopyBuffer(countingWriter{st, &sent}, onlyReader{cfg.In}, make([]byte, pipeCopyBuffer))
-		if err == nil {
-			err = st.CloseWrite()
-		}
-		upDone <- err
-	}()
-	go func() {
-		_, err := io.CopyBuffer(countingWriter{cfg.Out, &received}, onlyReader{st}, make([]byte, pipeCopyBuffer))
-		downDone <- err
-	}()
+	go func() { upDone <- sendPipe(st, cfg.In, &sent) }()
+	go func() { downDone <- receivePipe(st, cfg.Out, &received) }()
 	up, down := upDone, downDone
 	ended := conn.Done()       // nil once the session has ended
 	var grace <-chan time.Time // runs once the session ended and only our direction is open
@@ -428,14 +419,21 @@ func pipeConn(ctx context.Context, cfg pipeConfig, conn *holepunch.Conn) error {
 			}
 			up = nil
 		case err := <-down:
+			if errors.Is(err, errPipeTruncated) {
+				return fail(pipeExitLost, "connection-lost", fmt.Errorf("%w after %d bytes (sent %d): the sender was stopped or lost before the end of its input",
+					err, received.Load(), sent.Load()))
+			}
+			if errors.Is(err, errPipeFrame) {
+				return fail(pipeExitError, "protocol", fmt.Errorf("receive: %w (is the peer a swarmdb pipe of this version?)", err))
+			}
 			if err != nil {
 				return pipeIOFailure("receive", err, conn)
 			}
 			down = nil
 		case <-ended:
 			// Data the peer sent before closing is still queued in the
-			// stream: the receiving direction ends by itself, at EOF after
-			// the data or with the session's error.
+			// stream: the receiving direction ends by itself, at its end
+			// frame or with the session's error.
 			ended = nil
 		case <-grace:
 			return fail(pipeExitLost, "connection-lost", fmt.Errorf("peer closed the connection before our input ended (sent %d, received %d bytes): %w", sent.Load(), received.Load(), conn.Err()))
@@ -448,15 +446,78 @@ func pipeConn(ctx context.Context, cfg pipeConfig, conn *holepunch.Conn) error {
 	return nil
 }
 
+// errPipeTruncated: the peer's direction ended without its end frame.
+var errPipeTruncated = errors.New("the peer's stream ended without an end of input")
+
+// sendPipe copies in to st as data frames; at EOF of in it sends the end
+// frame and half-closes. An error reading in is returned as is, so the
+// caller can tell local I/O from the connection.
+func sendPipe(st *secure.Stream, in io.Reader, sent *atomic.Int64) error {
+	buf := make([]byte, pipeFrameMax)
+	buf[0] = pipeFrameData
+	for {
+		n, rerr := in.Read(buf[1:])
+		if n > 0 {
+			if _, err := st.Write(buf[:1+n]); err != nil {
+				return err
+			}
+			sent.Add(int64(n))
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if _, err := st.Write(appendPipeEnd(nil, uint64(sent.Load()))); err != nil {
+		return err
+	}
+	return st.CloseWrite()
+}
+
+// receivePipe writes the data frames arriving on st to out. It returns nil
+// at the end frame (when its total matches what arrived), errPipeTruncated
+// when the stream ends before it, and errPipeFrame for anything else the
+// peer should not have sent.
+func receivePipe(st *secure.Stream, out io.Writer, received *atomic.Int64) error {
+	buf := make([]byte, pipeFrameMax)
+	for {
+		msg, err := st.ReadMessage(buf)
+		if errors.Is(err, io.EOF) {
+			return errPipeTruncated
+		}
+		if err != nil {
+			return err
+		}
+		buf = msg
+		f, err := parsePipeFrame(msg)
+		if err != nil {
+			return err
+		}
+		if f.end {
+			if got := uint64(received.Load()); f.total != got {
+				return fmt.Errorf("%w: the peer sent %d bytes, %d arrived", errPipeFrame, f.total, got)
+			}
+			return nil
+		}
+		if _, err := out.Write(f.data); err != nil {
+			return err
+		}
+		received.Add(int64(len(f.data)))
+	}
+}
+
 // pipeIOFailure classifies a copy error: the session's end, or local I/O.
+// A peer that stopped answering (secure.ErrPeerDead) is a lost connection
+// too; the error says so.
 func pipeIOFailure(dir string, err error, conn *holepunch.Conn) error {
 	select {
 	case <-conn.Done():
-		reason := "connection-lost"
 		if errors.Is(conn.Err(), secure.ErrPeerDead) {
-			reason = "peer-dead"
+			err = fmt.Errorf("%w (the peer stopped answering)", err)
 		}
-		return fail(pipeExitLost, reason, fmt.Errorf("%s: %w", dir, err))
+		return fail(pipeExitLost, "connection-lost", fmt.Errorf("%s: %w", dir, err))
 	default:
 	}
 	if errors.Is(err, io.ErrClosedPipe) {
@@ -539,21 +600,3 @@ func addrStrings(as []netip.AddrPort) []string {
 	}
 	return out
 }
-
-// countingWriter counts bytes written through it.
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (c countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
-// onlyReader hides WriterTo/ReaderFrom so io.CopyBuffer uses our buffer
-// (one full stream message per write).
-type onlyReader struct{ r io.Reader }
-
-func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,12 +29,39 @@ const pipeTestTimeout = 60 * time.Second
 // pipeProc is a running `swarmdb pipe` with its stderr events.
 type pipeProc struct {
 	cmd    *exec.Cmd
-	out    bytes.Buffer
+	out    lockedBuffer
 	events chan map[string]any
 	all    []map[string]any // every event, filled by wait
 	done   chan struct{}    // closed when stderr is drained
 	other  []string         // non-event stderr lines (logs)
 }
+
+// lockedBuffer is a bytes.Buffer the test may read while the process
+// writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
+}
+
+func (l *lockedBuffer) String() string { return string(l.Bytes()) }
 
 // startPipe runs the binary with args and stdin; events are the JSON lines
 // on stderr that carry "event" (log lines are kept apart).
@@ -313,5 +341,68 @@ func TestPipeKeyFile(t *testing.T) {
 	}
 	if _, err := loadOrCreateKey(bad); err == nil {
 		t.Fatal("malformed key file accepted")
+	}
+}
+
+// TestPipeSenderStopped: a sender stopped before the end of its input
+// (Ctrl-C, SIGTERM, SIGKILL) must never look like a finished transfer.
+// The receiver exits 5 with the connection-lost reason and no done event,
+// even when the sender's connection closed gracefully; the sender itself
+// exits 130 on a signal it handles. A real process pair.
+func TestPipeSenderStopped(t *testing.T) {
+	boot := startPipeDHT(t)
+	bin := buildBinary(t)
+	for i, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			topic := fmt.Sprintf("pipe-stopped-%d", i)
+			in, feed, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			defer feed.Close()
+			srv := startPipe(t, bin, in, "--server", "--bootstrap", boot, "--listen", fmt.Sprintf("127.77.1.%d:0", 2*i+2), topic)
+			if ev := srv.next(t); ev["event"] != "ready" {
+				t.Fatalf("server: %v", ev)
+			}
+			cli := startPipe(t, bin, strings.NewReader(""), "--bootstrap", boot, "--listen", fmt.Sprintf("127.77.1.%d:0", 2*i+3), topic)
+			// Part of the input, and no end: the sender is mid-transfer.
+			part := randomBytes(t, 256<<10)
+			if _, err := feed.Write(part); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(pipeTestTimeout)
+			for cli.out.Len() < len(part) {
+				if time.Now().After(deadline) {
+					t.Fatalf("receiver got %d of %d bytes; events %v %s", cli.out.Len(), len(part), cli.all, cli.other)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err := srv.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			code := cli.wait(t)
+			if code != pipeExitLost {
+				t.Fatalf("receiver exit %d, want %d (connection lost); events %v %s", code, pipeExitLost, cli.all, cli.other)
+			}
+			if ev := cli.event(t, "error"); ev["reason"] != "connection-lost" {
+				t.Fatalf("receiver error event %v", ev)
+			}
+			for _, ev := range cli.all {
+				if ev["event"] == "done" {
+					t.Fatalf("receiver reported done for a truncated transfer: %v", ev)
+				}
+			}
+			if !bytes.Equal(cli.out.Bytes(), part) {
+				t.Fatalf("receiver wrote %d bytes, want the %d sent", cli.out.Len(), len(part))
+			}
+			want := pipeExitInterrupted
+			if sig == syscall.SIGKILL {
+				want = -1 // killed: no exit code of its own
+			}
+			if code := srv.wait(t); code != want {
+				t.Fatalf("sender exit %d, want %d; events %v", code, want, srv.all)
+			}
+		})
 	}
 }
