@@ -141,8 +141,14 @@ func TestKeyFile(t *testing.T) {
 		t.Fatal("the key file did not keep the account")
 	}
 	dir := t.TempDir()
-	nd, err := node.New(node.Config{Topic: "x", DataDir: dir})
+	nd, err := node.New(node.Config{Topic: "x", DataDir: dir, ListenAddr: "127.0.0.1:0", DisableLAN: true})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nd.Start(context.Background()); err != nil { // Start writes identity.json
+		t.Fatal(err)
+	}
+	if err := nd.Close(); err != nil {
 		t.Fatal(err)
 	}
 	u, err := loadUser(filepath.Join(dir, "identity.json"))
