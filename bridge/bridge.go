@@ -55,9 +55,11 @@ const (
 	// lists it in a "have" (see wantMissing); askedSize bounds how many are remembered.
 	askedFor  = time.Minute
 	askedSize = 1 << 15
-	// errorInterval: at most one error message per interval for rate-limit drops, so a flood
-	// is not answered by a flood.
-	errorInterval = time.Second
+	// rateStrikeInterval: going over the rate costs at most one strike per interval (see
+	// Peer.rateLimited), so a burst is answered, not punished.
+	rateStrikeInterval = time.Second
+	// maxPeekRef: a rate-limited message larger than this is not parsed for its id.
+	maxPeekRef = 4096
 )
 
 // Limits bound what one connection may cost us. Zero values mean the defaults noted.
