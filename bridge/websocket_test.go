@@ -116,19 +116,12 @@ func TestWebSocketConnectToReplicates(t *testing.T) {
 func TestWebSocketBurstRateLimited(t *testing.T) {
 	const gets = 5000
 	b := newBridge(t, Config{Server: true, Limits: Limits{MessagesPerSecond: 500, Burst: 1000}})
-	host, port := serveWS(t, b)
 	if _, err := b.Put(context.Background(), record(t, testUser, "burst", `{"n":1}`)); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
 	defer cancel()
-	c, err := Dial(ctx, ToolDbURL(host, port), DialOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	f := &fakePeer{t: t, c: c, user: testUser, id: ClientID(testUser.Address())}
-	f.hello(DefaultTopic, false, false)
+	c, f := wsClient(ctx, t, b)
 
 	ids := make([]string, gets)
 	msgs := make([][]byte, gets)
@@ -204,16 +197,9 @@ func TestWebSocketBurstRateLimited(t *testing.T) {
 // strike a second, so with one strike that is the second second of flooding.
 func TestWebSocketFloodClosedWithReason(t *testing.T) {
 	b := newBridge(t, Config{Server: true, Limits: Limits{MessagesPerSecond: 10, Burst: 10, MaxStrikes: 1}})
-	host, port := serveWS(t, b)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	c, err := Dial(ctx, ToolDbURL(host, port), DialOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	f := &fakePeer{t: t, c: c, user: testUser, id: ClientID(testUser.Address())}
-	f.hello(DefaultTopic, false, false)
+	c, _ := wsClient(ctx, t, b)
 	go func() {
 		for ctx.Err() == nil {
 			q := AppendMessage(nil, &Message{Type: TypeQuery, ID: newID(), Key: "k"})
@@ -233,4 +219,18 @@ func TestWebSocketFloodClosedWithReason(t *testing.T) {
 		}
 		return
 	}
+}
+
+// wsClient serves b on a WebSocket and connects an identified ToolDb client to it.
+func wsClient(ctx context.Context, t *testing.T, b *Bridge) (*WSConn, *fakePeer) {
+	t.Helper()
+	host, port := serveWS(t, b)
+	c, err := Dial(ctx, ToolDbURL(host, port), DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	f := &fakePeer{t: t, c: c, user: testUser, id: ClientID(testUser.Address())}
+	f.hello(DefaultTopic, false, false)
+	return c, f
 }

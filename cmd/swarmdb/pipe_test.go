@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -236,8 +237,8 @@ func TestPipeNoPeers(t *testing.T) {
 	if ev := cli.next(t); ev["event"] != "ready" {
 		t.Fatalf("first event %v", ev)
 	}
-	if code := cli.wait(t); code != pipeExitNoPeers {
-		t.Fatalf("exit %d, want %d; events %v", code, pipeExitNoPeers, cli.all)
+	if code := cli.wait(t); code != exitNotFound {
+		t.Fatalf("exit %d, want %d; events %v", code, exitNotFound, cli.all)
 	}
 	if ev := cli.event(t, "error"); ev["reason"] != "no-peers" {
 		t.Fatalf("error event %v", ev)
@@ -259,8 +260,8 @@ func TestPipeServerSIGTERM(t *testing.T) {
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := srv.wait(t); code != pipeExitInterrupted {
-		t.Fatalf("exit %d, want %d; events %v", code, pipeExitInterrupted, srv.all)
+	if code := srv.wait(t); code != exitInterrupted {
+		t.Fatalf("exit %d, want %d; events %v", code, exitInterrupted, srv.all)
 	}
 	if ev := srv.event(t, "stopped"); ev["reason"] != "signal" {
 		t.Fatalf("stopped event %v", ev)
@@ -278,8 +279,8 @@ func TestPipeUsage(t *testing.T) {
 	}
 	for _, args := range cases {
 		var stderr bytes.Buffer
-		if code := pipeMain(args, strings.NewReader(""), io.Discard, &stderr); code != pipeExitUsage {
-			t.Errorf("%v: exit %d, want %d (%s)", args, code, pipeExitUsage, stderr.String())
+		if code := pipeMain(t.Context(), args, stdio{in: strings.NewReader(""), out: io.Discard, err: &stderr}); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (%s)", args, code, exitUsage, stderr.String())
 		}
 	}
 }
@@ -382,8 +383,8 @@ func TestPipeSenderStopped(t *testing.T) {
 				t.Fatal(err)
 			}
 			code := cli.wait(t)
-			if code != pipeExitLost {
-				t.Fatalf("receiver exit %d, want %d (connection lost); events %v %s", code, pipeExitLost, cli.all, cli.other)
+			if code != exitLost {
+				t.Fatalf("receiver exit %d, want %d (connection lost); events %v %s", code, exitLost, cli.all, cli.other)
 			}
 			if ev := cli.event(t, "error"); ev["reason"] != "connection-lost" {
 				t.Fatalf("receiver error event %v", ev)
@@ -396,7 +397,7 @@ func TestPipeSenderStopped(t *testing.T) {
 			if !bytes.Equal(cli.out.Bytes(), part) {
 				t.Fatalf("receiver wrote %d bytes, want the %d sent", cli.out.Len(), len(part))
 			}
-			want := pipeExitInterrupted
+			want := exitInterrupted
 			if sig == syscall.SIGKILL {
 				want = -1 // killed: no exit code of its own
 			}
@@ -404,5 +405,29 @@ func TestPipeSenderStopped(t *testing.T) {
 				t.Fatalf("sender exit %d, want %d; events %v", code, want, srv.all)
 			}
 		})
+	}
+}
+
+// TestPipeTimeoutCoversJoin: --timeout bounds joining the DHT too (it was
+// only the client's lookup and connect, so a silent bootstrap node held
+// pipe for the fixed 20 s join timeout whatever --timeout said).
+func TestPipeTimeoutCoversJoin(t *testing.T) {
+	silent, err := net.ListenPacket("udp4", "127.0.0.1:0") // reads nothing, answers nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	for _, server := range []bool{false, true} {
+		args := []string{"--bootstrap", silent.LocalAddr().String(), "--listen", "127.77.2.1:0", "--timeout", "1s", "--json", "pipe-timeout"}
+		if server {
+			args = append(args, "--server")
+		}
+		var stderr bytes.Buffer
+		start := time.Now()
+		code := pipeMain(t.Context(), args, stdio{in: strings.NewReader(""), out: io.Discard, err: &stderr})
+		took := time.Since(start)
+		if code != exitError || !strings.Contains(stderr.String(), "--timeout 1s passed") || took > 10*time.Second {
+			t.Fatalf("server %v: exit %d after %v: %s", server, code, took, stderr.String())
+		}
 	}
 }
