@@ -274,4 +274,15 @@ func TestMetrics(t *testing.T) {
 	if t.Failed() {
 		t.Log(text)
 	}
+
+	// The health check the Docker image runs, against the same server.
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	code, out, errOut := runClient(t, healthMain, "--metrics", addr)
+	if code != exitOK || !strings.Contains(out, `"status":"ok"`) || !strings.Contains(out, pub) {
+		t.Errorf("health: exit %d, %q %q", code, out, errOut)
+	}
+	srv.Close()
+	if code, _, errOut := runClient(t, healthMain, "--metrics", addr, "--timeout", "1s"); code != exitError || errOut == "" {
+		t.Errorf("health of a stopped node: exit %d, %q", code, errOut)
+	}
 }

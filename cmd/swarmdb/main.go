@@ -14,6 +14,7 @@
 //	swarmdb pipe [--server] --bootstrap host:port,... [--listen ip:port] [--key FILE]
 //	             [--mode ephemeral|adaptive] [--timeout 30s] [--json] [-v] TOPIC
 //	swarmdb demo [--nodes N] [--topic T]
+//	swarmdb health [--metrics 127.0.0.1:9100] [--timeout 3s]
 //	swarmdb version
 //
 // Flags may come before or after the arguments. node prints its events
@@ -53,6 +54,7 @@ func commands() []cliCommand {
 		{"demo", "run a whole swarmdb network on loopback and show it working", demoMain},
 		{"netcheck", "measure this host's NAT (RFC 4787 mapping and filtering) against DHT nodes", netcheckMain},
 		{"pipe", "pipe stdin/stdout to the peer serving a topic, over an encrypted connection through NATs", pipeMain},
+		{"health", "ask a running node (its --metrics address) whether it is up; for container health checks", healthMain},
 		{"version", "print the version", versionMain},
 	}
 }
