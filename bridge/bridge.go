@@ -55,9 +55,11 @@ const (
 	// lists it in a "have" (see wantMissing); askedSize bounds how many are remembered.
 	askedFor  = time.Minute
 	askedSize = 1 << 15
-	// errorInterval: at most one error message per interval for rate-limit drops, so a flood
-	// is not answered by a flood.
-	errorInterval = time.Second
+	// rateStrikeInterval: going over the rate costs at most one strike per interval (see
+	// Peer.rateLimited), so a burst is answered, not punished.
+	rateStrikeInterval = time.Second
+	// maxPeekRef: a rate-limited message larger than this is not parsed for its id.
+	maxPeekRef = 4096
 )
 
 // Limits bound what one connection may cost us. Zero values mean the defaults noted.
@@ -68,8 +70,10 @@ type Limits struct {
 	MaxDepth int
 	// MessagesPerSecond is the sustained rate of messages a peer may send; Burst is how many
 	// it may send at once. Zero means 2000 and 4000. A ToolDb peer's messages beyond it are
-	// dropped with a RATE_LIMITED error (and a strike); a swarmdb node's are read later, so
-	// its transport's flow control slows it down and nothing it relays is lost.
+	// dropped, each answered RATE_LIMITED with its id in ref, and the connection stays (going
+	// over the rate costs at most one strike a second, so only a flood that goes on for
+	// about MaxStrikes seconds is closed); a swarmdb node's are read later, so its
+	// transport's flow control slows it down and nothing it relays is lost.
 	MessagesPerSecond float64
 	Burst             int
 	// OutboundQueue and OutboundBytes bound the messages waiting to be written to a peer, in
@@ -80,9 +84,9 @@ type Limits struct {
 	OutboundBytes int
 	// WriteTimeout bounds one write; a peer that stops reading is disconnected. Zero means 10 s.
 	WriteTimeout time.Duration
-	// MaxStrikes is how many bad messages (malformed, unknown type, refused records, rate
-	// limit drops...) a peer may send before it is disconnected; one strike is forgiven every
-	// StrikeDecay. Zero means 32 and 10 s.
+	// MaxStrikes is how many bad messages (malformed, unknown type, refused records; going
+	// over the rate, once a second) a peer may send before it is disconnected; one strike is
+	// forgiven every StrikeDecay. Zero means 32 and 10 s.
 	MaxStrikes  int
 	StrikeDecay time.Duration
 	// MaxSubscriptions per connection. Zero means 4096.

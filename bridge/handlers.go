@@ -319,7 +319,37 @@ func (p *Peer) onGet(m *Message) {
 		b.mu.Lock()
 		delete(b.pending, m.ID)
 		b.mu.Unlock()
+		p.notFound(m)
+		return
 	}
+	if p.swarmdb.Load() {
+		return // a relayed get: the node that asked answers its own client
+	}
+	// A client hears back either way: the record if a peer has it, else NOT_FOUND once
+	// GetTimeout passed without an answer.
+	t := time.AfterFunc(b.cfg.GetTimeout, func() {
+		b.mu.Lock()
+		pg := b.pending[m.ID]
+		mine := pg != nil && pg.asker == p
+		if mine {
+			delete(b.pending, m.ID)
+		}
+		b.mu.Unlock()
+		if mine {
+			p.notFound(m)
+		}
+	})
+	context.AfterFunc(p.ctx, func() { t.Stop() })
+}
+
+// notFound tells a client that asked for a key nobody holds. ToolDb has no such answer (its
+// getData waits out a timeout); this is our error message, which ToolDb clients ignore
+// (they dispatch by type and it has a fresh id), with the get's id in ref.
+func (p *Peer) notFound(get *Message) {
+	if p.swarmdb.Load() {
+		return
+	}
+	p.sendError(get.ID, fmt.Errorf("%w: %q", db.ErrNotFound, get.Key))
 }
 
 func (p *Peer) onSubscribe(m *Message) bool {

@@ -155,7 +155,44 @@ func TestRateLimit(t *testing.T) {
 			t.Fatalf("query %d: %+v", i, m)
 		}
 	}
-	f.expectError("RATE_LIMITED", "")
+	// Each query over the rate is answered, naming it, so the client knows what to resend.
+	for _, id := range ids[2:] {
+		f.expectError("RATE_LIMITED", id)
+	}
+}
+
+// TestNotFoundAnswered: a client's get of a key nobody holds is answered NOT_FOUND (ref:
+// the get's id): at once when there is no peer to ask, after GetTimeout when the peers
+// asked stay silent. A swarmdb node relaying a get is not answered (its own client is).
+func TestNotFoundAnswered(t *testing.T) {
+	const getTimeout = 100 * time.Millisecond
+	b := newBridge(t, Config{Server: true, GetTimeout: getTimeout})
+	c, _ := newFakePeer(t, b, false)
+	c.hello(DefaultTopic, false, false)
+	g := &Message{Type: TypeGet, ID: newID(), Key: "nobody-has-this"}
+	c.sendMsg(g)
+	c.expectError("NOT_FOUND", g.ID)
+
+	// A silent server peer: the get is relayed to it, and the client waits GetTimeout.
+	s, _ := newFakePeer(t, b, false)
+	s.hello(DefaultTopic, true, true)
+	g = &Message{Type: TypeGet, ID: newID(), Key: "nobody-has-this-either"}
+	start := time.Now()
+	c.sendMsg(g)
+	if m := s.next(TypeSync); m.Type != TypeGet || m.ID != g.ID {
+		t.Fatalf("relayed get: %+v", m)
+	}
+	c.expectError("NOT_FOUND", g.ID)
+	if took := time.Since(start); took < getTimeout {
+		t.Fatalf("NOT_FOUND after %v, before the peers had GetTimeout (%v) to answer", took, getTimeout)
+	}
+	// The swarmdb peer relaying a get of its own hears nothing back for a miss.
+	r := &Message{Type: TypeGet, ID: newID(), Key: "still-nobody"}
+	s.sendMsg(r)
+	s.sendMsg(&Message{Type: TypeQuery, ID: newID(), Key: "zzz"})
+	if m := s.next(TypeSync); m.Type != TypeQueryAck {
+		t.Fatalf("swarmdb peer got %+v for its relayed get, want nothing before the query's ack", m)
+	}
 }
 
 func TestSlowConsumerDisconnected(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/swarmdb/swarmdb/db"
 )
 
 // Connection kinds, for stats and logs.
@@ -81,8 +83,8 @@ type Peer struct {
 	syncDue     time.Time           // when syncTimer fires; zero while it is not armed
 
 	// Owned by the read loop.
-	rate       bucket
-	lastErrMsg time.Time
+	rate           bucket
+	lastRateStrike time.Time // when going over the rate last cost a strike
 
 	// Guarded by strikeMu: puts are verified on goroutines of their own
 	// (goAsync), and a bad one strikes from there.
@@ -192,7 +194,14 @@ func (p *Peer) close(err error) {
 	// on a full send buffer, which is exactly the slow consumer's state),
 	// and close runs on whoever noticed: the writer of a put broadcasting
 	// to every peer. Close in the background so no caller ever waits on it.
-	go func() { _ = p.conn.Close() }()
+	go func() {
+		// A client closed for abuse hears why when its connection can say it.
+		if c, ok := p.conn.(interface{ CloseFor(error) error }); ok && errors.Is(err, ErrAbuse) {
+			_ = c.CloseFor(err)
+			return
+		}
+		_ = p.conn.Close()
+	}()
 }
 
 // run is the read loop; when it ends it waits for the peer's other goroutines, removes the peer
@@ -258,11 +267,7 @@ func (p *Peer) readLoop() error {
 		} else if !p.rate.take(now) {
 			b.stats.rejected.Add(1)
 			b.stats.rateLimited.Add(1)
-			if now.Sub(p.lastErrMsg) >= errorInterval {
-				p.lastErrMsg = now
-				p.sendError("", ErrRateLimited)
-			}
-			if !p.strike(ErrRateLimited) {
+			if !p.rateLimited(raw, now) {
 				return p.Err()
 			}
 			continue
@@ -285,6 +290,35 @@ func (p *Peer) readLoop() error {
 			return p.Err()
 		}
 	}
+}
+
+// rateLimited answers a message over the rate with RATE_LIMITED, its id in ref, so the
+// client knows which requests to send again; the connection stays. A burst is not abuse:
+// going over the rate costs at most one strike per rateStrikeInterval, so only a peer that
+// keeps exceeding its rate for about MaxStrikes of those is closed. While the peer's queue is
+// behind, the answers are left out: a peer that does not read them would otherwise end as a
+// slow consumer. It reports whether the connection goes on.
+func (p *Peer) rateLimited(raw []byte, now time.Time) bool {
+	if !p.out.behind() {
+		p.sendError(peekRef(raw), ErrRateLimited)
+	}
+	if now.Sub(p.lastRateStrike) < rateStrikeInterval {
+		return true
+	}
+	p.lastRateStrike = now
+	return p.strike(ErrRateLimited)
+}
+
+// peekRef is the id of a message we did not parse, for an error's ref: cheaply from our
+// own encoding, by a parse for other small messages, else none.
+func peekRef(raw []byte) string {
+	if _, id, ok := peekTypeID(raw); ok {
+		return id
+	}
+	if len(raw) <= maxPeekRef {
+		return peekID(raw)
+	}
+	return ""
 }
 
 // sleepCtx waits d or until ctx ends; it reports whether the wait was complete.
@@ -331,7 +365,7 @@ func errorCode(err error) string {
 		{ErrMessageTooLarge, "TOO_LARGE"}, {ErrTooDeep, "TOO_DEEP"}, {ErrUnknownType, "UNKNOWN_TYPE"},
 		{ErrNotIdentified, "NOT_IDENTIFIED"}, {ErrBadPeer, "BAD_PEER"}, {ErrIDClaimed, "ID_CLAIMED"},
 		{ErrRateLimited, "RATE_LIMITED"}, {ErrTooManySubscriptions, "TOO_MANY_SUBSCRIPTIONS"},
-		{ErrBadMessage, "BAD_MESSAGE"},
+		{ErrBadMessage, "BAD_MESSAGE"}, {db.ErrNotFound, "NOT_FOUND"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.code

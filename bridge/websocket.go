@@ -93,6 +93,20 @@ func (w *WSConn) Close() error {
 	return err
 }
 
+// CloseFor closes the WebSocket with a close frame saying why (policy violation, the
+// reason truncated to what a close frame holds), so the client is not left with a bare
+// reset. It waits for the client's close frame, at most a few seconds.
+func (w *WSConn) CloseFor(why error) error {
+	err := w.c.Close(websocket.StatusPolicyViolation, truncate(why.Error(), maxCloseReason))
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// maxCloseReason: a close frame's reason is at most 123 bytes.
+const maxCloseReason = 120
+
 // RemoteID returns the remote address.
 func (w *WSConn) RemoteID() string { return w.remote }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -104,4 +105,132 @@ func TestWebSocketConnectToReplicates(t *testing.T) {
 	}
 	f.expectError("BAD_MESSAGE", "")
 	f.usable()
+}
+
+// TestWebSocketBurstRateLimited is the issue's case: a ToolDb client over a real WebSocket
+// sends 5,000 gets at once, more than its rate allows (the issue used the default limits;
+// here they are a quarter of those, so the burst exceeds them however slowly a loaded
+// machine sends it). Every get is answered,
+// with the record or with RATE_LIMITED naming it, and the connection stays usable (it was
+// reset after about 4,100 answers, with neither RATE_LIMITED nor a close reason).
+func TestWebSocketBurstRateLimited(t *testing.T) {
+	const gets = 5000
+	b := newBridge(t, Config{Server: true, Limits: Limits{MessagesPerSecond: 500, Burst: 1000}})
+	if _, err := b.Put(context.Background(), record(t, testUser, "burst", `{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
+	defer cancel()
+	c, f := wsClient(ctx, t, b)
+
+	ids := make([]string, gets)
+	msgs := make([][]byte, gets)
+	for i := range ids {
+		ids[i] = newID()
+		msgs[i] = AppendMessage(nil, &Message{Type: TypeGet, ID: ids[i], To: []string{f.id}, Key: "burst"})
+	}
+	sent := make(chan error, 1)
+	go func() {
+		for _, m := range msgs {
+			if err := c.WriteMessage(ctx, m); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	answered := map[string]string{}
+	limited := 0
+	for len(answered) < gets {
+		raw, err := c.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("after %d answers (%d rate-limited): %v", len(answered), limited, err)
+		}
+		m, err := ParseMessage(raw, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := m.ID
+		switch {
+		case m.Type == TypePut && m.Data != nil && m.Data.Key == "burst":
+		case m.Type == TypeError && m.Code == "RATE_LIMITED":
+			id = m.Ref
+			limited++
+		default:
+			t.Fatalf("unexpected %+v", m)
+		}
+		if prev, dup := answered[id]; dup {
+			t.Fatalf("get %q answered twice (%s, then %s)", id, prev, m.Type)
+		}
+		answered[id] = m.Type
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if _, ok := answered[id]; !ok {
+			t.Fatalf("get %s unanswered", id)
+		}
+	}
+	if limited == 0 {
+		t.Fatal("no get was rate-limited: the burst did not exceed the limit")
+	}
+	t.Logf("%d gets: %d answered with the record, %d with RATE_LIMITED", gets, gets-limited, limited)
+	// Still connected, and served again once the bucket has refilled a little.
+	deadline := time.Now().Add(waitLimit)
+	for {
+		g := &Message{Type: TypeGet, ID: newID(), Key: "burst"}
+		f.sendMsg(g)
+		m := f.next()
+		if m.Type == TypePut && m.ID == g.ID {
+			break
+		}
+		if m.Type != TypeError || m.Code != "RATE_LIMITED" || time.Now().After(deadline) {
+			t.Fatalf("after the burst: %+v", m)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWebSocketFloodClosedWithReason: a client that keeps exceeding its rate is closed in
+// the end, with a close frame saying why, not a bare reset. Going over the rate costs one
+// strike a second, so with one strike that is the second second of flooding.
+func TestWebSocketFloodClosedWithReason(t *testing.T) {
+	b := newBridge(t, Config{Server: true, Limits: Limits{MessagesPerSecond: 10, Burst: 10, MaxStrikes: 1}})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	c, _ := wsClient(ctx, t, b)
+	go func() {
+		for ctx.Err() == nil {
+			q := AppendMessage(nil, &Message{Type: TypeQuery, ID: newID(), Key: "k"})
+			if c.WriteMessage(ctx, q) != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	for {
+		_, err := c.ReadMessage(ctx)
+		if err == nil {
+			continue
+		}
+		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), "rate limit") {
+			t.Fatalf("connection ended with %v, want a policy-violation close naming the rate limit", err)
+		}
+		return
+	}
+}
+
+// wsClient serves b on a WebSocket and connects an identified ToolDb client to it.
+func wsClient(ctx context.Context, t *testing.T, b *Bridge) (*WSConn, *fakePeer) {
+	t.Helper()
+	host, port := serveWS(t, b)
+	c, err := Dial(ctx, ToolDbURL(host, port), DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	f := &fakePeer{t: t, c: c, user: testUser, id: ClientID(testUser.Address())}
+	f.hello(DefaultTopic, false, false)
+	return c, f
 }

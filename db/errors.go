@@ -33,9 +33,12 @@ var (
 
 // Store and key errors.
 var (
-	ErrNotFound      = errors.New("db: not found")
-	ErrClosed        = errors.New("db: store closed")
-	ErrCorrupt       = errors.New("db: store corrupt")
+	ErrNotFound = errors.New("db: not found")
+	ErrClosed   = errors.New("db: store closed")
+	ErrCorrupt  = errors.New("db: store corrupt")
+	// ErrWALCorrupt: the write-ahead log is damaged where writes that were synced follow
+	// (see WALCorruptError); Config.Repair opens such a store.
+	ErrWALCorrupt    = errors.New("db: write-ahead log corrupt")
 	ErrFormatTooNew  = errors.New("db: store written by a newer format version")
 	ErrFormatTooOld  = errors.New("db: store written by an unsupported older format version")
 	ErrWatchOverflow = errors.New("db: watcher fell too far behind")

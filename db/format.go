@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -113,13 +114,34 @@ func checkFormat(pdb *pebble.DB) error {
 	return nil
 }
 
-// corruptErr wraps a Pebble error, marking it ErrCorrupt when Pebble found corruption.
+// corruptErr wraps a Pebble error, marking it ErrCorrupt when Pebble found corruption. The
+// message is one line: Pebble joins a "<corruption detail carrier>" line to corruption errors.
 func corruptErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if pebble.IsCorruptionError(err) {
-		return fmt.Errorf("db: %s: %w: %w", op, ErrCorrupt, err)
+		msg := firstLine(err.Error())
+		if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
+			msg = info.Path + ": " + firstLine(info.Details.Error())
+		}
+		return &corruptError{msg: fmt.Sprintf("db: %s: store corrupt: %s", op, msg), cause: err}
 	}
 	return fmt.Errorf("db: %s: %w", op, err)
+}
+
+// corruptError is a corruption Pebble reported, with a readable message. errors.Is matches
+// ErrCorrupt and Pebble's own corruption mark.
+type corruptError struct {
+	msg   string
+	cause error
+}
+
+func (e *corruptError) Error() string   { return e.msg }
+func (e *corruptError) Unwrap() []error { return []error{ErrCorrupt, e.cause} }
+
+// firstLine is s up to its first newline.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }

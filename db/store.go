@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +36,11 @@ type Config struct {
 	WatchQueue int
 	// CacheSize is Pebble's block cache in bytes. Zero means Pebble's default (8 MiB).
 	CacheSize int64
+	// Repair opens a store whose write-ahead log is damaged (WALCorruptError): the store's
+	// files are first copied to a sibling directory ("<Dir>.corrupt-<time>"), then the log is
+	// replayed up to the damage and the writes after it are dropped. Zero means such a store
+	// is refused and left untouched.
+	Repair bool
 }
 
 func (c *Config) setDefaults() {
@@ -104,30 +111,27 @@ type writeResult struct {
 }
 
 // Open opens (or creates) the store in cfg.Dir. A store of a newer or unsupported format, or a
-// corrupt one, is reported and left untouched.
+// corrupt one, is reported and left untouched. A damaged write-ahead log (WALCorruptError) is
+// reported before anything is replayed; with cfg.Repair the store is copied aside first and
+// then opened with what the log holds before the damage.
 func Open(cfg Config) (*Store, error) {
 	cfg.setDefaults()
 	if cfg.Dir == "" {
 		return nil, errors.New("db: open: Config.Dir is required")
 	}
-	opts := &pebble.Options{
-		FS:                 cfg.FS,
-		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             pebbleLogger{cfg.Logger},
-		// Pebble's default reaction to corruption is Fatalf; we report it as ErrCorrupt from
-		// the failing call instead and leave the files alone.
-		EventListener: &pebble.EventListener{DataCorruption: func(info pebble.DataCorruptionInfo) {
-			cfg.Logger.Error("store corruption", "path", info.Path, "err", info.Details)
-		}},
+	pdb, err := openPebble(cfg, true)
+	var damaged *WALCorruptError
+	if errors.As(err, &damaged) && cfg.Repair {
+		backup, cerr := keepCopy(cfg.FS, cfg.Dir, cfg.Now())
+		if cerr != nil {
+			return nil, fmt.Errorf("db: repair %s: keep a copy: %w", cfg.Dir, cerr)
+		}
+		cfg.Logger.Warn("store repaired: the write-ahead log was damaged; writes after the damage are dropped here (peers send back what they hold)",
+			"log", damaged.Path, "offset", damaged.Offset, "dropped_bytes", damaged.After, "copy", backup)
+		pdb, err = openPebble(cfg, false)
 	}
-	if cfg.CacheSize > 0 {
-		cache := pebble.NewCache(cfg.CacheSize)
-		defer cache.Unref()
-		opts.Cache = cache
-	}
-	pdb, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
-		return nil, corruptErr("open "+cfg.Dir, err)
+		return nil, err
 	}
 	if err := checkFormat(pdb); err != nil {
 		_ = pdb.Close()
@@ -144,6 +148,83 @@ func Open(cfg Config) (*Store, error) {
 	}
 	go s.writeLoop()
 	return s, nil
+}
+
+// openPebble opens Pebble on cfg.Dir; checkWAL checks every log before it is replayed.
+func openPebble(cfg Config, checkWAL bool) (*pebble.DB, error) {
+	fs := cfg.FS
+	var walFS *walCheckFS
+	if checkWAL {
+		walFS = newWALCheckFS(fs)
+		fs = walFS
+	}
+	opts := &pebble.Options{
+		FS:                 fs,
+		FormatMajorVersion: pebble.FormatNewest,
+		Logger:             pebbleLogger{cfg.Logger},
+		// Pebble's default reaction to corruption is Fatalf; we report it as ErrCorrupt from
+		// the failing call instead and leave the files alone. Details is logged as text: as
+		// a value it would print the stack traces cockroachdb/errors attaches.
+		EventListener: &pebble.EventListener{DataCorruption: func(info pebble.DataCorruptionInfo) {
+			cfg.Logger.Error("store corruption", "path", info.Path, "err", firstLine(info.Details.Error()))
+		}},
+	}
+	if cfg.CacheSize > 0 {
+		cache := pebble.NewCache(cfg.CacheSize)
+		defer cache.Unref()
+		opts.Cache = cache
+	}
+	pdb, err := pebble.Open(cfg.Dir, opts)
+	if walFS != nil {
+		walFS.checking.Store(false)
+		if d := walFS.found(); d != nil {
+			if err == nil {
+				_ = pdb.Close()
+			}
+			return nil, d
+		}
+	}
+	if err != nil {
+		return nil, corruptErr("open "+cfg.Dir, err)
+	}
+	return pdb, nil
+}
+
+// keepCopy copies every file of the store in dir (sstables are immutable: hard links where
+// the file system allows) to a new sibling directory and returns its name.
+func keepCopy(fs vfs.FS, dir string, now time.Time) (string, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return "", err
+	}
+	dest := dir + ".corrupt-" + now.UTC().Format("20060102T150405")
+	for i := 2; ; i++ {
+		if _, err := fs.Stat(dest); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		dest = fmt.Sprintf("%s.corrupt-%s-%d", dir, now.UTC().Format("20060102T150405"), i)
+	}
+	if err := fs.MkdirAll(dest, 0o755); err != nil {
+		return "", err
+	}
+	for _, name := range names {
+		if name == "LOCK" {
+			continue
+		}
+		from, to := fs.PathJoin(dir, name), fs.PathJoin(dest, name)
+		if st, err := fs.Stat(from); err != nil || st.IsDir() {
+			continue
+		}
+		if strings.HasSuffix(name, ".sst") {
+			err = vfs.LinkOrCopy(fs, from, to)
+		} else {
+			err = vfs.Copy(fs, from, to)
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return dest, nil
 }
 
 // Close stops the writer, ends every watcher and closes Pebble. It is idempotent; writes that

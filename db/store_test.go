@@ -1,9 +1,11 @@
 package db
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -549,13 +551,22 @@ func TestCorruptStoreIsReported(t *testing.T) {
 	if err := os.WriteFile(ssts[0], b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := Open(Config{Dir: dir})
+	var logs bytes.Buffer
+	s2, err := Open(Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err == nil {
 		_, err = s2.Query("")
 		_ = s2.Close()
 	}
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("corruption not reported as ErrCorrupt: %v", err)
+	}
+	// One readable line, naming the file: no "<corruption detail carrier>" line from
+	// Pebble's joined error, no stack traces from cockroachdb/errors in the log.
+	if msg := err.Error(); strings.Contains(msg, "\n") || strings.Contains(msg, "carrier") || !strings.Contains(msg, ".sst") {
+		t.Fatalf("error message %q", msg)
+	}
+	if strings.Contains(logs.String(), "stack trace") || strings.Contains(logs.String(), "\\n") {
+		t.Fatalf("corruption log:\n%s", logs.String())
 	}
 	if after, _ := os.ReadFile(ssts[0]); len(after) != len(b) {
 		t.Fatal("corrupt store was modified")

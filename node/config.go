@@ -21,9 +21,13 @@ type Config struct {
 	// Topic is the swarm to join; its key is SHA-256 of the string, and it
 	// is also the ToolDb topic in peer descriptors. Required.
 	Topic string
-	// DataDir holds the identity (identity.json) and the store (db/).
-	// Required; created if missing.
+	// DataDir holds the identity (identity.json), the store (db/) and the
+	// lock a running node holds. Required; Start creates it if missing.
 	DataDir string
+	// RepairStore opens a store whose write-ahead log is damaged, after
+	// copying it aside (db.Config.Repair). Zero means such a store is
+	// refused with db.ErrWALCorrupt and left untouched.
+	RepairStore bool
 
 	// ListenAddr is the UDP address of the node's one socket (DHT, STUN,
 	// hole punching, sessions). Zero means "0.0.0.0:0".

@@ -9,6 +9,9 @@ var (
 	ErrNotStarted = errors.New("node: not started")
 	// ErrClosed: the node was closed.
 	ErrClosed = errors.New("node: closed")
-	// ErrIdentity: the identity file exists but cannot be read.
+	// ErrIdentity: the identity file exists but cannot be read, or it is
+	// missing next to an existing store.
 	ErrIdentity = errors.New("node: bad identity file")
+	// ErrDataDirInUse: another running node holds the data directory.
+	ErrDataDirInUse = errors.New("node: data directory in use")
 )

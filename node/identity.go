@@ -14,8 +14,11 @@ import (
 	"github.com/swarmdb/swarmdb/db"
 )
 
-// identityFile is where a node keeps its keys, inside the data directory.
-const identityFile = "identity.json"
+// Inside the data directory: the node's keys and its store.
+const (
+	identityFile = "identity.json"
+	storeDir     = "db"
+)
 
 // identity is a node's two keys: the Ed25519 key that is its peer id on the
 // swarm, and the ToolDb (ECDSA P-256) account that signs its peer
@@ -31,34 +34,41 @@ type identityJSON struct {
 	ToolDb    db.Keys `json:"tooldb"`
 }
 
-// loadIdentity reads the identity in dir, or creates one (mode 0600) when
-// there is none. A file that exists but does not parse is an error, never
-// silently replaced: that would change the node's identity.
-func loadIdentity(dir string) (identity, error) {
+// loadIdentity reads the identity in dir. When there is none it makes a new
+// one in memory (onDisk false; Start writes it), unless dir already holds a
+// store: that store's records and peers belong to the lost identity, so a
+// missing identity.json next to it is an error, never a silent new identity.
+// A file that exists but does not parse is an error too.
+func loadIdentity(dir string) (id identity, onDisk bool, err error) {
 	path := filepath.Join(dir, identityFile)
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return createIdentity(path)
+		if _, serr := os.Stat(filepath.Join(dir, storeDir)); serr == nil {
+			return identity{}, false, fmt.Errorf("%w: %s is missing but %s holds a store: restore the file, or move %s away to start as a new node",
+				ErrIdentity, path, dir, filepath.Join(dir, storeDir))
+		}
+		id, err := newIdentity()
+		return id, false, err
 	case err != nil:
-		return identity{}, fmt.Errorf("%w: %w", ErrIdentity, err)
+		return identity{}, false, fmt.Errorf("%w: %w", ErrIdentity, err)
 	}
 	var f identityJSON
 	if err := json.Unmarshal(b, &f); err != nil {
-		return identity{}, fmt.Errorf("%w: %s: %w", ErrIdentity, path, err)
+		return identity{}, false, fmt.Errorf("%w: %s: %w", ErrIdentity, path, err)
 	}
 	seed, err := hex.DecodeString(f.SwarmSeed)
 	if err != nil || len(seed) != ed25519.SeedSize {
-		return identity{}, fmt.Errorf("%w: %s: bad swarm_seed", ErrIdentity, path)
+		return identity{}, false, fmt.Errorf("%w: %s: bad swarm_seed", ErrIdentity, path)
 	}
 	user, err := db.ImportKeys(f.ToolDb)
 	if err != nil {
-		return identity{}, fmt.Errorf("%w: %s: %w", ErrIdentity, path, err)
+		return identity{}, false, fmt.Errorf("%w: %s: %w", ErrIdentity, path, err)
 	}
-	return identity{swarm: ed25519.NewKeyFromSeed(seed), user: user}, nil
+	return identity{swarm: ed25519.NewKeyFromSeed(seed), user: user}, true, nil
 }
 
-func createIdentity(path string) (identity, error) {
+func newIdentity() (identity, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return identity{}, err
@@ -67,22 +77,28 @@ func createIdentity(path string) (identity, error) {
 	if err != nil {
 		return identity{}, err
 	}
-	keys, err := user.ExportKeys()
+	return identity{swarm: priv, user: user}, nil
+}
+
+// save writes the identity into dir (mode 0600).
+func (id identity) save(dir string) error {
+	keys, err := id.user.ExportKeys()
 	if err != nil {
-		return identity{}, err
+		return err
 	}
-	b, err := json.MarshalIndent(identityJSON{SwarmSeed: hex.EncodeToString(priv.Seed()), ToolDb: keys}, "", "  ")
+	b, err := json.MarshalIndent(identityJSON{SwarmSeed: hex.EncodeToString(id.swarm.Seed()), ToolDb: keys}, "", "  ")
 	if err != nil {
-		return identity{}, err
+		return err
 	}
 	// Write to a temporary file and rename, so a crash never leaves a
 	// half-written identity behind.
+	path := filepath.Join(dir, identityFile)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return identity{}, fmt.Errorf("node: write identity: %w", err)
+		return fmt.Errorf("node: write identity: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return identity{}, fmt.Errorf("node: write identity: %w", err)
+		return fmt.Errorf("node: write identity: %w", err)
 	}
-	return identity{swarm: priv, user: user}, nil
+	return nil
 }

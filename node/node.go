@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -27,11 +26,13 @@ import (
 // Node is a running swarmdb node. See the package documentation.
 type Node struct {
 	// Immutable after New.
-	cfg Config
-	log *slog.Logger
-	id  identity
+	cfg    Config
+	log    *slog.Logger
+	id     identity
+	idSave bool // the identity is new: Start writes it
 
 	// Set by Start, immutable after it.
+	dir       *dataDir
 	store     *db.Store
 	bridge    *bridge.Bridge
 	swarm     *swarm.Swarm
@@ -63,21 +64,18 @@ type Node struct {
 	connectedAt map[*swarm.Conn]time.Time
 }
 
-// New checks cfg and loads (or creates) the identity in DataDir. It starts
-// nothing.
+// New checks cfg and loads the identity in DataDir, or makes a new one that
+// Start writes there. It starts nothing and creates no file.
 func New(cfg Config) (*Node, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("node: data dir: %w", err)
-	}
-	id, err := loadIdentity(cfg.DataDir)
+	id, onDisk, err := loadIdentity(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	return &Node{cfg: cfg, log: cfg.Logger, id: id}, nil
+	return &Node{cfg: cfg, log: cfg.Logger, id: id, idSave: !onDisk}, nil
 }
 
 // PublicKey is the node's swarm identity (its peer id).
@@ -86,9 +84,11 @@ func (n *Node) PublicKey() ed25519.PublicKey { return n.id.swarm.Public().(ed255
 // Address is the node's ToolDb address (the author of records it writes).
 func (n *Node) Address() string { return n.id.user.Address() }
 
-// Start opens the store, starts the message layer, joins the swarm and,
-// when configured, serves WebSocket clients. On error everything started
-// so far is closed again.
+// Start locks the data directory (ErrDataDirInUse when another node holds
+// it), writes a new identity, opens the store, starts the message layer,
+// joins the swarm and, when configured, serves WebSocket clients. On error
+// everything started so far is closed again, and the files and directories
+// this Start created are removed.
 func (n *Node) Start(ctx context.Context) (err error) {
 	n.mu.Lock()
 	if n.started || n.closed {
@@ -97,20 +97,39 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.started = true
 	n.mu.Unlock()
+	n.dir, err = claimDataDir(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		if err != nil {
 			n.shutdown()
+			n.dir.undo()
+			n.dir.release()
 		}
 	}()
-
 	n.startedAt = time.Now()
+	if n.idSave {
+		path := filepath.Join(n.cfg.DataDir, identityFile)
+		if exists(path) {
+			return fmt.Errorf("%w: %s appeared after New; start again to use it", ErrIdentity, path)
+		}
+		if err := n.id.save(n.cfg.DataDir); err != nil {
+			return err
+		}
+		n.dir.track(path)
+	}
+	storePath := filepath.Join(n.cfg.DataDir, storeDir)
+	if !exists(storePath) {
+		n.dir.track(storePath)
+	}
 	if n.cfg.WebSocketAddr != "" {
 		if err := n.listenWebSocket(); err != nil {
 			return err
 		}
 	}
 	host, port := advertisedHostPort(n.cfg.PublicWebSocketURL, n.wsAddr, n.cfg.TLSCertFile != "")
-	n.store, err = db.Open(db.Config{Dir: filepath.Join(n.cfg.DataDir, "db"), Logger: n.log.With("component", "db")})
+	n.store, err = db.Open(db.Config{Dir: storePath, Repair: n.cfg.RepairStore, Logger: n.log.With("component", "db")})
 	if err != nil {
 		return fmt.Errorf("node: open store: %w", err)
 	}
@@ -165,19 +184,21 @@ func (n *Node) startSwarm(ctx context.Context) error {
 		boot = validAddrs(append(slices.Clone(boot), c.DHT...))
 	}
 	var err error
+	// The swarm names its own log lines ("swarm: …") and gives its DHT and
+	// hole punching their component: a component here would repeat the key.
 	n.swarm, err = swarm.New(swarm.Config{
 		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: boot,
 		DHT:      dht.Config{OnKRPC: n.krpc.handle, WebSocketURL: n.cfg.PublicWebSocketURL},
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
 		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
-		Logger: n.log.With("component", "swarm"),
+		Logger: n.log,
 	})
 	if err != nil {
-		return fmt.Errorf("node: swarm: %w", err)
+		return fmt.Errorf("node: %w", err)
 	}
 	if err := n.swarm.Start(ctx); err != nil {
-		return fmt.Errorf("node: swarm: %w", err)
+		return fmt.Errorf("node: %w", err)
 	}
 	n.disc, err = n.swarm.Join(n.cfg.Topic, swarm.JoinOptions{Server: n.cfg.Server, Client: n.cfg.Client})
 	if err != nil {
@@ -291,7 +312,7 @@ func (n *Node) shutdown() error {
 	if n.dialer != nil {
 		n.dialer.close()
 	}
-	if n.cache != nil && n.swarm != nil {
+	if n.cache != nil && n.stop != nil { // a failed start leaves no file behind
 		n.saveCache()
 	}
 	if n.mainline != nil {
@@ -314,6 +335,9 @@ func (n *Node) shutdown() error {
 	n.wg.Wait()
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
+	}
+	if n.dir != nil {
+		n.dir.release()
 	}
 	return errors.Join(errs...)
 }

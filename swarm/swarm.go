@@ -157,7 +157,7 @@ func (s *Swarm) start(ctx context.Context) error {
 	}
 	disc, node, err := df(dcfg)
 	if err != nil {
-		return fmt.Errorf("swarm: start dht: %w", err)
+		return fmt.Errorf("swarm: %w", err)
 	}
 	s.disc, s.node = disc, node
 	s.ctx, s.cancel = context.WithCancel(context.Background())

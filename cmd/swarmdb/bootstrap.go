@@ -3,16 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"os/signal"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/swarmdb/swarmdb/dht"
@@ -23,55 +19,83 @@ import (
 // same number HyperDHT uses, so firewall rules read alike).
 const DefaultPort = 49737
 
-func runBootstrap(args []string) error {
-	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
-	listen := fs.String("listen", fmt.Sprintf("0.0.0.0:%d", DefaultPort), "UDP address to listen on")
-	boot := fs.String("bootstrap", "", "comma-separated host:port of other bootstrap nodes")
-	publicIP := fs.String("public-ip", "", "this node's public IP, when it cannot be learned (listening on 0.0.0.0 with no other bootstrap node)")
-	turnSpec := fs.String("turn", "auto", `TURN relay address: "auto" (the DHT IP, DHT port+1), "off", or [ip]:port`)
-	turnPrivate := fs.Bool("turn-private", false, "let the TURN relay reach private and loopback peers (LAN-only and test networks)")
-	asJSON := fs.Bool("json", false, "print one JSON event per line on stdout")
-	verbose := fs.Bool("v", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
-		return err
+// bootstrapStartTimeout bounds the first contact with the other bootstrap
+// nodes; a bootstrap node serves even when they do not answer.
+const bootstrapStartTimeout = 15 * time.Second
+
+const bootstrapAbout = `Runs a persistent public DHT node: other nodes bootstrap through it, it relays their
+hole-punching signaling, answers STUN on its port and serves a TURN relay (DHT port + 1).
+Its node id is derived from its public address: give --public-ip when it cannot learn it
+(listening on 0.0.0.0 with no other --bootstrap node to tell it).
+Events on stdout (JSON lines with --json): ready, stopped. Logs on stderr.
+Exit codes: 0 stopped by SIGINT/SIGTERM, 1 error, 2 usage.`
+
+func bootstrapMain(ctx context.Context, args []string, std stdio) int {
+	f := newFlags("bootstrap", "", bootstrapAbout)
+	listen := f.String("listen", fmt.Sprintf("0.0.0.0:%d", DefaultPort), "UDP address to listen on")
+	var bootstrap []netip.AddrPort
+	f.list(&bootstrap, "bootstrap", "comma-separated host:port of other bootstrap nodes")
+	publicIP := f.String("public-ip", "", "this node's public IP, when it cannot be learned (listening on 0.0.0.0 with no other bootstrap node)")
+	turnSpec := f.String("turn", "auto", `TURN relay address: "auto" (the DHT IP, DHT port+1), "off", or [ip]:port`)
+	turnPrivate := f.Bool("turn-private", false, "let the TURN relay reach private and loopback peers (LAN-only and test networks)")
+	asJSON := f.Bool("json", false, "print one JSON event per line on stdout")
+	verbose := f.Bool("v", false, "debug logging")
+	if _, code, ok := f.parse(args, 0, std); !ok {
+		return code
 	}
-	bootstrap, err := parseAddrList(*boot)
-	if err != nil {
-		return err
+	if err := checkHostPort("listen", *listen); err != nil {
+		return f.usageError(std, "%v", err)
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := newLogger(*asJSON, level)
 	turnListen, err := turnListenAddr(*turnSpec, *listen)
 	if err != nil {
-		return err
+		return f.usageError(std, "%v", err)
 	}
-	var relay atomic.Pointer[holepunch.TURNServer]
-	cfg := dht.Config{ListenAddr: *listen, Bootstrap: bootstrap, Mode: dht.ModePersistent, Logger: log,
-		OnTURN: turnOffers(&relay)}
+	var public netip.AddrPort
 	if *publicIP != "" {
 		ip, err := netip.ParseAddr(*publicIP)
 		if err != nil {
-			return fmt.Errorf("--public-ip: %w", err)
+			return f.usageError(std, "--public-ip %q: want an IP address", *publicIP)
 		}
 		la, err := netip.ParseAddrPort(*listen)
 		if err != nil {
-			return fmt.Errorf("--listen must be ip:port with --public-ip: %w", err)
+			return f.usageError(std, "--listen must be ip:port with --public-ip")
 		}
-		cfg.PublicAddr = netip.AddrPortFrom(ip, la.Port())
+		public = netip.AddrPortFrom(ip, la.Port())
 	}
+	if err := f.hosts.resolve(ctx); err != nil {
+		return failed(std, "bootstrap", fmt.Errorf("--bootstrap: %w", err))
+	}
+	log := newLogger(std.err, *asJSON, logLevel(*verbose, slog.LevelInfo))
+	if err := runBootstrap(ctx, bootstrapConfig{Listen: *listen, Bootstrap: bootstrap, PublicAddr: public,
+		TURNListen: turnListen, TURNPrivate: *turnPrivate, Events: eventWriter{json: *asJSON, w: std.out}, Logger: log}); err != nil {
+		return failed(std, "bootstrap", err)
+	}
+	return exitOK
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	node := dht.New(cfg)
+// bootstrapConfig is one run of the bootstrap command.
+type bootstrapConfig struct {
+	Listen      string
+	Bootstrap   []netip.AddrPort
+	PublicAddr  netip.AddrPort // zero: learned from other nodes
+	TURNListen  string         // "" means no relay
+	TURNPrivate bool
+	Events      eventWriter
+	Logger      *slog.Logger
+}
+
+// runBootstrap serves until ctx ends.
+func runBootstrap(ctx context.Context, cfg bootstrapConfig) error {
+	log := cfg.Logger
+	var relay atomic.Pointer[holepunch.TURNServer]
+	node := dht.New(dht.Config{ListenAddr: cfg.Listen, Bootstrap: cfg.Bootstrap, Mode: dht.ModePersistent, Logger: log,
+		OnTURN: turnOffers(&relay), PublicAddr: cfg.PublicAddr})
 	if err := node.Start(); err != nil {
 		return err
 	}
 	defer node.Close()
-	if len(bootstrap) > 0 {
-		bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	if len(cfg.Bootstrap) > 0 {
+		bctx, cancel := context.WithTimeout(ctx, bootstrapStartTimeout)
 		err := node.Bootstrap(bctx)
 		cancel()
 		if err != nil && !errors.Is(err, context.Canceled) {
@@ -80,32 +104,39 @@ func runBootstrap(args []string) error {
 			log.Warn("bootstrap peers did not answer; serving anyway", "err", err)
 		}
 	}
-	out := eventWriter{json: *asJSON, w: os.Stdout}
 	st := node.Stats()
-	id := ""
+	id, idHuman, public, publicHuman := "", "", "", ""
 	if st.Persistent {
-		id = st.ID.String()
+		id, idHuman = st.ID.String(), st.ID.String()
 	} else {
+		idHuman = "not yet: it is derived from the public address"
+	}
+	if st.PublicAddr.IsValid() {
+		public, publicHuman = st.PublicAddr.String(), st.PublicAddr.String()
+	} else {
+		publicHuman = "unknown until another node reports it (pass --public-ip to set it now)"
 		log.Warn("public address unknown: the node id is learned from the first request (pass --public-ip to fix it now)")
 	}
-	turnAddr, turnHuman := "", "TURN relay off"
-	if turnListen != "" {
-		srv, err := startTURNRelay(turnListen, st.PublicAddr.Addr(), *turnPrivate, log)
+	turnAddr, turnHuman := "", "off"
+	if cfg.TURNListen != "" {
+		srv, err := startTURNRelay(cfg.TURNListen, st.PublicAddr.Addr(), cfg.TURNPrivate, log)
 		switch {
 		case errors.Is(err, holepunch.ErrTURNNoPublicIP):
 			// A relay must advertise an address peers can reach; serve the
 			// DHT anyway, as without bootstrap peers.
 			log.Warn("TURN relay off: public IP unknown (pass --public-ip)")
+			turnHuman = "off: public IP unknown (pass --public-ip)"
 		case err != nil:
 			return err
 		default:
 			defer srv.Close()
 			relay.Store(srv)
-			turnAddr, turnHuman = srv.Addr().String(), "TURN relay on "+srv.Addr().String()
+			turnAddr, turnHuman = srv.Addr().String(), srv.Addr().String()
 		}
 	}
-	out.emit("ready", fmt.Sprintf("swarmdb bootstrap node listening on %s (public %s)\nnode id %s\n%s", st.LocalAddr, st.PublicAddr, id, turnHuman),
-		map[string]any{"addr": st.LocalAddr.String(), "public_addr": st.PublicAddr.String(), "id": id, "turn": turnAddr})
+	cfg.Events.emit("ready", fmt.Sprintf("swarmdb bootstrap node ready\n  listening   %s (udp: DHT, STUN, hole-punching signaling)\n  public      %s\n  node id     %s\n  TURN relay  %s",
+		st.LocalAddr, publicHuman, idHuman, turnHuman),
+		map[string]any{"addr": st.LocalAddr.String(), "public_addr": public, "id": id, "turn": turnAddr})
 
 	<-ctx.Done()
 	st = node.Stats()
@@ -114,7 +145,7 @@ func runBootstrap(args []string) error {
 	if srv := relay.Load(); srv != nil {
 		stopped["turn_allocations"] = srv.Stats().Allocated
 	}
-	out.emit("stopped", "stopped", stopped)
+	cfg.Events.emit("stopped", "stopped", stopped)
 	return nil
 }
 

@@ -59,13 +59,13 @@ func twoNodes(t *testing.T, topic string, conns *connMetrics) (a, b *node.Node) 
 
 func wsURL(nd *node.Node) string { return "ws://" + nd.WebSocketAddr().String() }
 
-// run calls one of the client mains and returns its exit code and output.
-func run(t *testing.T, main func(context.Context, []string, io.Writer, io.Writer) int, args ...string) (int, string, string) {
+// runClient calls one of the client mains and returns its exit code and output.
+func runClient(t *testing.T, main func(context.Context, []string, stdio) int, args ...string) (int, string, string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	code := main(ctx, args, &stdout, &stderr)
+	code := main(ctx, args, stdio{in: strings.NewReader(""), out: &stdout, err: &stderr})
 	return code, stdout.String(), stderr.String()
 }
 
@@ -74,15 +74,15 @@ func run(t *testing.T, main func(context.Context, []string, io.Writer, io.Writer
 // key exits 3; a wrong topic, a bad value and bad usage fail with 1, 2, 2.
 func TestPutGetAcrossNodes(t *testing.T) {
 	a, b := twoNodes(t, "cli-test", nil)
-	code, out, errOut := run(t, putMain, "--ws", wsURL(a), "--topic", "cli-test", "color", `{"name": "blue"}`)
+	code, out, errOut := runClient(t, putMain, "--ws", wsURL(a), "--topic", "cli-test", "color", `{"name": "blue"}`)
 	if code != 0 || !strings.Contains(out, `stored "color"`) {
 		t.Fatalf("put: exit %d, %q %q", code, out, errOut)
 	}
-	code, out, errOut = run(t, getMain, "--ws", wsURL(b), "--topic", "cli-test", "color")
+	code, out, errOut = runClient(t, getMain, "--ws", wsURL(b), "--topic", "cli-test", "color")
 	if code != 0 || out != `{"name":"blue"}`+"\n" {
 		t.Fatalf("get on B: exit %d, %q %q", code, out, errOut)
 	}
-	code, out, _ = run(t, getMain, "--ws", wsURL(b), "--topic", "cli-test", "--json", "color")
+	code, out, _ = runClient(t, getMain, "--ws", wsURL(b), "--topic", "cli-test", "--json", "color")
 	rec, err := db.ParseRecord([]byte(strings.TrimSpace(out)))
 	if code != 0 || err != nil || rec.Key != "color" {
 		t.Fatalf("get --json: exit %d, %q: %v", code, out, err)
@@ -92,25 +92,32 @@ func TestPutGetAcrossNodes(t *testing.T) {
 		t.Fatalf("record from get --json does not verify: %v", err)
 	}
 
-	if code, _, errOut := run(t, getMain, "--ws", wsURL(b), "--topic", "cli-test", "--timeout", "1s", "nothing-here"); code != clientExitNotFound {
-		t.Fatalf("get of a missing key: exit %d (%s), want 3", code, errOut)
+	// A missing key is answered by the node (after asking A), not by the
+	// client's own --timeout running out: it used to always take 5 s.
+	if code, _, errOut := runClient(t, getMain, "--ws", wsURL(b), "--topic", "cli-test", "--timeout", "1m", "nothing-here"); code != exitNotFound ||
+		!strings.Contains(errOut, "hold no record") {
+		t.Fatalf("get of a missing key: exit %d (%s), want 3 with the node's answer", code, errOut)
 	}
-	if code, _, errOut := run(t, getMain, "--ws", wsURL(a), "--topic", "other", "color"); code != clientExitError || !strings.Contains(errOut, "BAD_PEER") {
+	// host:port works for --ws as ws:// does, flags after the key too.
+	if code, out, errOut := runClient(t, getMain, "color", "--ws", b.WebSocketAddr().String(), "--topic", "cli-test"); code != 0 || out != `{"name":"blue"}`+"\n" {
+		t.Fatalf("get with --ws host:port after the key: exit %d, %q %q", code, out, errOut)
+	}
+	if code, _, errOut := runClient(t, getMain, "--ws", wsURL(a), "--topic", "other", "color"); code != exitError || !strings.Contains(errOut, "BAD_PEER") {
 		t.Fatalf("wrong topic: exit %d, %q", code, errOut)
 	}
-	if code, _, _ := run(t, putMain, "--ws", wsURL(a), "--topic", "cli-test", "k", "not json"); code != clientExitUsage {
+	if code, _, _ := runClient(t, putMain, "--ws", wsURL(a), "--topic", "cli-test", "k", "not json"); code != exitUsage {
 		t.Fatalf("bad JSON: exit %d, want 2", code)
 	}
-	if code, _, _ := run(t, getMain, "--ws", wsURL(a), "--topic", "cli-test"); code != clientExitUsage {
+	if code, _, _ := runClient(t, getMain, "--ws", wsURL(a), "--topic", "cli-test"); code != exitUsage {
 		t.Fatalf("no key: exit %d, want 2", code)
 	}
-	if code, _, _ := run(t, putMain, "--ws", "ws://127.0.0.1:1", "--topic", "cli-test", "k", "1"); code != clientExitError {
+	if code, _, _ := runClient(t, putMain, "--ws", "ws://127.0.0.1:1", "--topic", "cli-test", "k", "1"); code != exitError {
 		t.Fatalf("no node: exit %d, want 1", code)
 	}
 	// Another author's user key (":" namespace) is refused by the node.
 	other, _ := db.NewUser(nil)
-	code, _, errOut = run(t, putMain, "--ws", wsURL(a), "--topic", "cli-test", db.UserKey(other.Address(), "x"), "1")
-	if code != clientExitError || !strings.Contains(errOut, "refused") {
+	code, _, errOut = runClient(t, putMain, "--ws", wsURL(a), "--topic", "cli-test", db.UserKey(other.Address(), "x"), "1")
+	if code != exitError || !strings.Contains(errOut, "refused") {
 		t.Fatalf("put to another user's key: exit %d, %q", code, errOut)
 	}
 }
@@ -122,7 +129,7 @@ func TestKeyFile(t *testing.T) {
 	kf := filepath.Join(t.TempDir(), "me.json")
 	author := func(key string) string {
 		t.Helper()
-		code, out, errOut := run(t, putMain, "--ws", wsURL(a), "--topic", "key-test", "--key", kf, "--json", key, "1")
+		code, out, errOut := runClient(t, putMain, "--ws", wsURL(a), "--topic", "key-test", "--key", kf, "--json", key, "1")
 		if code != 0 {
 			t.Fatalf("put: exit %d %q", code, errOut)
 		}
@@ -141,8 +148,14 @@ func TestKeyFile(t *testing.T) {
 		t.Fatal("the key file did not keep the account")
 	}
 	dir := t.TempDir()
-	nd, err := node.New(node.Config{Topic: "x", DataDir: dir})
+	nd, err := node.New(node.Config{Topic: "x", DataDir: dir, ListenAddr: "127.0.0.1:0", DisableLAN: true})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nd.Start(context.Background()); err != nil { // Start writes identity.json
+		t.Fatal(err)
+	}
+	if err := nd.Close(); err != nil {
 		t.Fatal(err)
 	}
 	u, err := loadUser(filepath.Join(dir, "identity.json"))
@@ -155,7 +168,7 @@ func TestKeyFile(t *testing.T) {
 // other node, and exits 0 when interrupted.
 func TestWatch(t *testing.T) {
 	a, b := twoNodes(t, "watch-test", nil)
-	if code, _, errOut := run(t, putMain, "--ws", wsURL(a), "--topic", "watch-test", "temp", "20"); code != 0 {
+	if code, _, errOut := runClient(t, putMain, "--ws", wsURL(a), "--topic", "watch-test", "temp", "20"); code != 0 {
 		t.Fatalf("put: %s", errOut)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -167,7 +180,7 @@ func TestWatch(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		codec <- watchMain(ctx, []string{"--ws", wsURL(b), "--topic", "watch-test", "temp"}, pw, &stderr)
+		codec <- watchMain(ctx, []string{"--ws", wsURL(b), "--topic", "watch-test", "temp"}, stdio{out: pw, err: &stderr})
 		pw.Close()
 	}()
 	lines := make(chan string)
@@ -196,7 +209,7 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("first line %q", l)
 	}
 	for _, v := range []string{"21", `{"c":22}`} {
-		if code, _, errOut := run(t, putMain, "--ws", wsURL(a), "--topic", "watch-test", "temp", v); code != 0 {
+		if code, _, errOut := runClient(t, putMain, "--ws", wsURL(a), "--topic", "watch-test", "temp", v); code != 0 {
 			t.Fatalf("put: %s", errOut)
 		}
 		if l := next(); l != v {
@@ -215,7 +228,7 @@ func TestWatch(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	conns := newConnMetrics()
 	a, _ := twoNodes(t, "metrics-test", conns)
-	if code, _, errOut := run(t, putMain, "--ws", wsURL(a), "--topic", "metrics-test", "m", "1"); code != 0 {
+	if code, _, errOut := runClient(t, putMain, "--ws", wsURL(a), "--topic", "metrics-test", "m", "1"); code != 0 {
 		t.Fatalf("put: %s", errOut)
 	}
 	srv := httptest.NewServer(metricsHandler(a, conns))
@@ -260,5 +273,16 @@ func TestMetrics(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(text)
+	}
+
+	// The health check the Docker image runs, against the same server.
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	code, out, errOut := runClient(t, healthMain, "--metrics", addr)
+	if code != exitOK || !strings.Contains(out, `"status":"ok"`) || !strings.Contains(out, pub) {
+		t.Errorf("health: exit %d, %q %q", code, out, errOut)
+	}
+	srv.Close()
+	if code, _, errOut := runClient(t, healthMain, "--metrics", addr, "--timeout", "1s"); code != exitError || errOut == "" {
+		t.Errorf("health of a stopped node: exit %d, %q", code, errOut)
 	}
 }

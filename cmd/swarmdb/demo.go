@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -32,18 +31,29 @@ const (
 	demoValue = `{"text":"hello from alice","n":1}`
 )
 
-// runDemo starts a whole network on loopback and narrates what happens: a
+// demoMain starts a whole network on loopback and narrates what happens: a
 // small DHT comes up, three nodes with their own stores join one topic,
 // find and connect to each other, and a value written on one arrives on
 // the other two through their subscriptions.
-func runDemo(args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	size := fs.Int("nodes", 6, "DHT nodes to start")
-	topic := fs.String("topic", "swarmdb-demo", "topic the three nodes join")
-	if err := fs.Parse(args); err != nil {
-		return err
+func demoMain(ctx context.Context, args []string, std stdio) int {
+	f := newFlags("demo", "", `Runs a whole swarmdb network on loopback (a small DHT and three nodes with their own
+stores, in temporary directories) and shows a write on one node reaching the other two.
+Nothing leaves this host. Exit codes: 0 ok, 1 error, 2 usage, 130 interrupted.`)
+	size := f.Int("nodes", 6, "DHT nodes to start")
+	topic := f.String("topic", "swarmdb-demo", "topic the three nodes join")
+	if _, code, ok := f.parse(args, 0, std); !ok {
+		return code
 	}
-	return demo(os.Stdout, *size, *topic)
+	if *size < 1 {
+		return f.usageError(std, "--nodes %d: want at least 1", *size)
+	}
+	if err := demo(ctx, std.out, *size, *topic); err != nil {
+		if ctx.Err() != nil {
+			return exitInterrupted
+		}
+		return failed(std, "demo", err)
+	}
+	return exitOK
 }
 
 // demoPeer is one of the three nodes.
@@ -53,7 +63,7 @@ type demoPeer struct {
 	node *node.Node
 }
 
-func demo(w io.Writer, dhtNodes int, topic string) error {
+func demo(ctx context.Context, w io.Writer, dhtNodes int, topic string) error {
 	start := time.Now()
 	var outMu sync.Mutex // peer events come from the nodes' goroutines
 	say := func(format string, a ...any) {
@@ -61,7 +71,7 @@ func demo(w io.Writer, dhtNodes int, topic string) error {
 		defer outMu.Unlock()
 		fmt.Fprintf(w, "[%6.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, a...))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), demoTimeout)
+	ctx, cancel := context.WithTimeout(ctx, demoTimeout)
 	defer cancel()
 
 	fmt.Fprintln(w, "swarmdb demo: a whole network on loopback (127.x addresses, real UDP sockets, real Pebble stores)")

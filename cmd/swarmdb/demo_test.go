@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ import (
 func TestDemo(t *testing.T) {
 	var out bytes.Buffer
 	done := make(chan error, 1)
-	go func() { done <- demo(&out, 6, "demo-test") }()
+	go func() { done <- demo(context.Background(), &out, 6, "demo-test") }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -43,7 +44,7 @@ func TestDemo(t *testing.T) {
 func BenchmarkDemo(b *testing.B) {
 	for range b.N {
 		var out bytes.Buffer
-		if err := demo(&out, 6, "demo-bench"); err != nil {
+		if err := demo(context.Background(), &out, 6, "demo-bench"); err != nil {
 			b.Fatalf("%v\n%s", err, out.String())
 		}
 	}

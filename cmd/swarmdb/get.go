@@ -10,33 +10,36 @@ import (
 )
 
 // getMain prints the value under KEY (the whole record with --json) as the
-// node answers it, asking its peers when it does not hold the key. Exit
-// codes: 0 found, 1 error, 2 usage, 3 not found within --timeout.
-func getMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	ca, code, ok := parseClientArgs("get", "KEY", "Prints the JSON value under KEY from a running node (swarmdb node --ws), or the whole\nsigned record with --json. A node that does not hold KEY asks its peers.\nExit codes: 0 found, 1 error, 2 usage, 3 not found.", 1, args, stderr)
+// node answers it; a node that does not hold the key asks its peers and
+// answers NOT_FOUND when none has it.
+func getMain(ctx context.Context, args []string, std stdio) int {
+	f := newFlags("get", "KEY", `Prints the JSON value under KEY from a running node (swarmdb node --ws), or the whole
+signed record with --json. A node that does not hold KEY asks its peers, and says so when
+none of them has it.
+Exit codes: 0 found, 1 error, 2 usage, 3 not found.`)
+	ca, code, ok := parseClientArgs(f, true, args, std)
 	if !ok {
 		return code
 	}
-	cf, user := ca.flags, ca.user
-	c, err := dialNode(ctx, *cf.ws, *cf.topic, user)
+	c, err := dialNode(ctx, ca.url, ca.flags.topic, ca.user)
 	if err != nil {
-		fmt.Fprintf(stderr, "swarmdb get: %v\n", err)
-		return clientExitError
+		return failed(std, "get", err)
 	}
 	defer c.Close()
-	tctx, cancel := context.WithTimeout(ctx, *cf.timeout)
+	tctx, cancel := context.WithTimeout(ctx, ca.flags.timeout)
 	defer cancel()
 	rec, err := c.get(tctx, ca.args[0])
 	switch {
 	case errors.Is(err, errNotFound):
-		fmt.Fprintf(stderr, "swarmdb get: %v\n", err)
-		return clientExitNotFound
+		failed(std, "get", err)
+		return exitNotFound
+	case err != nil && ctx.Err() != nil:
+		return exitInterrupted
 	case err != nil:
-		fmt.Fprintf(stderr, "swarmdb get: %v\n", err)
-		return clientExitError
+		return failed(std, "get", err)
 	}
-	printRecord(stdout, &rec, *cf.asJSON)
-	return clientExitOK
+	printRecord(std.out, &rec, ca.flags.asJSON)
+	return exitOK
 }
 
 // printRecord prints the value (or, asJSON, the whole record) on one line.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"sort"
 	"sync"
@@ -53,7 +54,21 @@ func metricsHandler(nd *node.Node, conns *connMetrics) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newNodeCollector(nd), conns.opened, conns.connect,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { healthz(w, nd) })
+	mux.Handle("/", metrics) // /metrics, and every other path as before
+	return mux
+}
+
+// healthz answers `swarmdb health` (a container's health check): 200 with
+// a small JSON summary while the node runs. The metrics server starts only
+// after the node did, and stops before it closes.
+func healthz(w http.ResponseWriter, nd *node.Node) {
+	st := nd.Stats()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"status": "ok", "public_key": st.PublicKey,
+		"swarm_peers": st.Swarm.Connections, "message_peers": st.Bridge.Peers})
 }
 
 // nodeCollector turns one node.Stats() (plus DHT stats) snapshot into

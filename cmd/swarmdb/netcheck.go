@@ -5,14 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"os/signal"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -31,37 +27,47 @@ const netcheckTimeout = 30 * time.Second
 // errNoBootstrap is returned when netcheck was given nothing to ask.
 var errNoBootstrap = errors.New("--bootstrap is required (host:port,...)")
 
-func runNetcheck(args []string) error {
-	fs := flag.NewFlagSet("netcheck", flag.ContinueOnError)
-	boot := fs.String("bootstrap", "", "comma-separated host:port of DHT nodes to measure against (required)")
-	listen := fs.String("listen", "0.0.0.0:0", "UDP address of the ephemeral node's socket")
-	asJSON := fs.Bool("json", false, "print the report as one JSON object on stdout")
-	timeout := fs.Duration("timeout", netcheckTimeout, "give up after this long")
-	verbose := fs.Bool("v", false, "debug logging on stderr")
-	if err := fs.Parse(args); err != nil {
-		return err
+const netcheckAbout = `Starts a throwaway DHT node and measures the NAT in front of its UDP socket against the
+--bootstrap nodes (every DHT node answers STUN): the public address, the mapping and
+filtering behaviour (RFC 4787), the classic NAT name and hairpinning.
+Exit codes: 0 measured, 1 error (no node answered), 2 usage, 130 interrupted.`
+
+func netcheckMain(ctx context.Context, args []string, std stdio) int {
+	f := newFlags("netcheck", "", netcheckAbout)
+	var bootstrap []netip.AddrPort
+	f.list(&bootstrap, "bootstrap", "comma-separated host:port of DHT nodes to measure against (required)")
+	listen := f.String("listen", "0.0.0.0:0", "UDP address of the ephemeral node's socket")
+	asJSON := f.Bool("json", false, "print the report as one JSON object on stdout")
+	timeout := f.Duration("timeout", netcheckTimeout, "give up after this long")
+	verbose := f.Bool("v", false, "debug logging on stderr")
+	if _, code, ok := f.parse(args, 0, std); !ok {
+		return code
 	}
-	bootstrap, err := parseAddrList(*boot)
-	if err != nil {
-		return err
+	if err := checkHostPort("listen", *listen); err != nil {
+		return f.usageError(std, "%v", err)
 	}
-	level := slog.LevelWarn
-	if *verbose {
-		level = slog.LevelDebug
+	if err := f.hosts.resolve(ctx); err != nil {
+		return failed(std, "netcheck", fmt.Errorf("--bootstrap: %w", err))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	if len(bootstrap) == 0 {
+		return f.usageError(std, "%v", errNoBootstrap)
+	}
+	tctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	rep, err := netcheck(ctx, netcheckConfig{Listen: *listen, Bootstrap: bootstrap, Logger: newLogger(*asJSON, level)})
+	rep, err := netcheck(tctx, netcheckConfig{Listen: *listen, Bootstrap: bootstrap,
+		Logger: newLogger(std.err, *asJSON, logLevel(*verbose, slog.LevelWarn))})
 	if err != nil {
-		return err
+		if ctx.Err() != nil {
+			return exitInterrupted
+		}
+		return failed(std, "netcheck", err)
 	}
 	if *asJSON {
-		return json.NewEncoder(os.Stdout).Encode(rep)
+		_ = json.NewEncoder(std.out).Encode(rep)
+		return exitOK
 	}
-	printReport(os.Stdout, rep)
-	return nil
+	printReport(std.out, rep)
+	return exitOK
 }
 
 // netcheckConfig configures netcheck. Bootstrap is required.

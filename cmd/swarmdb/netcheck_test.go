@@ -29,9 +29,12 @@ func startDHTServers(t *testing.T, ips []string, nets []transport.Net) []netip.A
 	var boot, addrs []netip.AddrPort
 	var nodes []*dht.Node
 	for i, ip := range ips {
-		cfg := dht.Config{ListenAddr: ip + ":49737", Mode: dht.ModePersistent, Bootstrap: boot}
+		// On the host's own loopback any free port: a fixed one collides
+		// with another test run on the same machine. Lab hosts have their
+		// own namespaces, and there the conventional port is used.
+		cfg := dht.Config{ListenAddr: ip + ":0", Mode: dht.ModePersistent, Bootstrap: boot}
 		if nets != nil {
-			cfg.Net = nets[i]
+			cfg.ListenAddr, cfg.Net = ip+":49737", nets[i]
 		}
 		n := dht.New(cfg)
 		if err := n.Start(); err != nil {

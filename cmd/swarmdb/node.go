@@ -4,30 +4,20 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/swarmdb/swarmdb/node"
 	"github.com/swarmdb/swarmdb/secure"
 	"github.com/swarmdb/swarmdb/swarm"
-)
 
-// Exit codes of `swarmdb node`.
-const (
-	nodeExitOK    = 0 // stopped by SIGINT or SIGTERM, cleanly
-	nodeExitError = 1 // could not start (data dir, identity, sockets), or an unclean stop
-	nodeExitUsage = 2
+	"github.com/swarmdb/swarmdb/db"
 )
 
 // Timeouts of `swarmdb node`.
@@ -46,126 +36,114 @@ const (
 	metricsShutdownTimeout = 2 * time.Second
 )
 
-func runNode(args []string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if code := nodeMain(ctx, args, os.Stdout, os.Stderr); code != nodeExitOK {
-		os.Exit(code)
-	}
-	return nil
-}
+// nodeAbout is node's usage text.
+const nodeAbout = `Runs a swarmdb node: joins TOPIC on the DHT (--bootstrap) or on the LAN only (none given),
+connects to its peers through NATs and replicates the database with them; ToolDb clients,
+browsers and swarmdb put/get/watch connect over WebSocket (--ws).
+Events on stdout (JSON lines with --json): ready, nat, peer_connected, peer_disconnected,
+error, stopped. Logs and errors on stderr.
+Exit codes: 0 stopped by SIGINT/SIGTERM, 1 error (could not start, unclean stop), 2 usage.`
 
-// nodeMain runs a node until ctx ends and returns the exit code. Events go
-// to stdout (one JSON object per line with --json, a line of text without);
-// logs go to stderr.
-func nodeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("node", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: swarmdb node --topic TOPIC [flags]")
-		fmt.Fprintln(stderr, "\nRuns a swarmdb node: joins TOPIC on the DHT (--bootstrap) or on the LAN only (none given),")
-		fmt.Fprintln(stderr, "connects to its peers through NATs and replicates the database with them; ToolDb clients,")
-		fmt.Fprintln(stderr, "browsers and `swarmdb put/get/watch` connect over WebSocket (--ws).")
-		fmt.Fprintln(stderr, "Events on stdout (JSON lines with --json): ready, nat, peer_connected, peer_disconnected,")
-		fmt.Fprintln(stderr, "error, stopped. Logs on stderr. Exit codes: 0 stopped by a signal, 1 error, 2 usage.\n\nflags:")
-		fs.PrintDefaults()
+// nodeMain runs a node until ctx ends and returns the exit code.
+func nodeMain(ctx context.Context, args []string, std stdio) int {
+	f := newFlags("node", "", nodeAbout)
+	var cfg node.Config
+	f.StringVar(&cfg.Topic, "topic", "", "topic to join (required); ToolDb clients must use the same topic")
+	f.StringVar(&cfg.DataDir, "data", "./swarmdb-data", "data directory: identity.json (the node's keys), the store (db/) and the lock")
+	f.list(&cfg.Bootstrap, "bootstrap", "comma-separated host:port of DHT bootstrap nodes; none means LAN discovery only")
+	f.StringVar(&cfg.ListenAddr, "listen", "0.0.0.0:0", "UDP address of the node's socket (DHT, STUN, hole punching, sessions)")
+	ws := f.String("ws", "127.0.0.1:9000", `WebSocket address for ToolDb clients and browsers: host:port, ":9000" (every interface), ws://host:port, or "off"`)
+	origins := f.String("origin", "", "comma-separated browser origins the WebSocket accepts (host patterns, or scheme://host); none means any")
+	f.StringVar(&cfg.PublicWebSocketURL, "public-ws", "", "the URL browsers reach this node's WebSocket at from outside (ws://host:port or wss://host:port); announced on the DHT and listed in /peers.json")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate: serve HTTPS and WSS on --ws (read again when the file changes)")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	f.BoolVar(&cfg.Server, "server", false, "announce the topic (accept connections); with neither --server nor --client, both")
+	f.BoolVar(&cfg.Client, "client", false, "look the topic up and dial its peers; with neither --server nor --client, both")
+	mode := f.String("mode", "", `"server", "client" or "both" (instead of --server/--client)`)
+	f.BoolVar(&cfg.RepairStore, "repair", false, "open a store whose write-ahead log is damaged: keep a copy of it, drop the writes after the damage (peers send back what they hold)")
+	metricsAddr := f.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)")
+	f.BoolVar(&cfg.KeepLoopback, "loopback", false, "keep loopback ICE candidates (several nodes on one host, tests)")
+	f.BoolVar(&cfg.DisableLAN, "no-lan", false, "turn LAN discovery (mDNS) off")
+	asJSON := f.Bool("json", false, "print events as one JSON object per line on stdout; logs as JSON on stderr")
+	verbose := f.Bool("v", false, "debug logging")
+	if _, code, ok := f.parse(args, 0, std); !ok {
+		return code
 	}
-	topic := fs.String("topic", "", "topic to join (required); ToolDb clients must use the same topic")
-	dataDir := fs.String("data", "./swarmdb-data", "data directory: identity.json (the node's keys) and the store")
-	boot := fs.String("bootstrap", "", "comma-separated host:port of DHT bootstrap nodes; none means LAN discovery only")
-	listen := fs.String("listen", "0.0.0.0:0", "UDP address of the node's socket (DHT, STUN, hole punching, sessions)")
-	ws := fs.String("ws", "127.0.0.1:9000", `WebSocket address for ToolDb clients and browsers ("off" for none; ":9000" for every interface)`)
-	origins := fs.String("origin", "", "comma-separated browser origins the WebSocket accepts (host patterns, or scheme://host); none means any")
-	publicWS := fs.String("public-ws", "", "the URL browsers reach this node's WebSocket at from outside (ws://host:port or wss://host:port); announced on the DHT and listed in /peers.json")
-	tlsCert := fs.String("tls-cert", "", "PEM certificate: serve HTTPS and WSS on --ws (read again when the file changes)")
-	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
-	server := fs.Bool("server", false, "announce the topic (accept connections); with neither --server nor --client, both")
-	client := fs.Bool("client", false, "look the topic up and dial its peers; with neither --server nor --client, both")
-	mode := fs.String("mode", "", `"server", "client" or "both" (instead of --server/--client)`)
-	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)")
-	keepLoopback := fs.Bool("loopback", false, "keep loopback ICE candidates (several nodes on one host, tests)")
-	noLAN := fs.Bool("no-lan", false, "turn LAN discovery (mDNS) off")
-	asJSON := fs.Bool("json", false, "print events as one JSON object per line on stdout; logs as JSON on stderr")
-	verbose := fs.Bool("v", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nodeExitOK
-		}
-		return nodeExitUsage
-	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "swarmdb node: "+format+"\n", a...)
-		return nodeExitUsage
-	}
-	if fs.NArg() != 0 {
-		return usageErr("unexpected arguments %q", fs.Args())
-	}
-	if *topic == "" {
-		return usageErr("--topic is required")
-	}
-	bootstrap, err := parseAddrList(*boot)
-	if err != nil {
-		return usageErr("%v", err)
+	if cfg.Topic == "" {
+		return f.usageError(std, "--topic is required")
 	}
 	switch *mode {
 	case "":
 	case "server":
-		*server, *client = true, false
+		cfg.Server, cfg.Client = true, false
 	case "client":
-		*server, *client = false, true
+		cfg.Server, cfg.Client = false, true
 	case "both":
-		*server, *client = true, true
+		cfg.Server, cfg.Client = true, true
 	default:
-		return usageErr("--mode %q: want server, client or both", *mode)
+		return f.usageError(std, "--mode %q: want server, client or both", *mode)
 	}
-	if *ws == "off" {
-		*ws = ""
+	var err error
+	if cfg.WebSocketAddr, err = nodeWSListen(*ws); err != nil {
+		return f.usageError(std, "%v", err)
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
+	if err := checkHostPort("listen", cfg.ListenAddr); err != nil {
+		return f.usageError(std, "%v", err)
 	}
-	logOpts := &slog.HandlerOptions{Level: level}
-	log := slog.New(slog.NewTextHandler(stderr, logOpts))
-	if *asJSON {
-		log = slog.New(slog.NewJSONHandler(stderr, logOpts))
+	if *metricsAddr != "" {
+		if err := checkHostPort("metrics", *metricsAddr); err != nil {
+			return f.usageError(std, "%v", err)
+		}
 	}
-	out := &syncEvents{ev: eventWriter{json: *asJSON, w: stdout}}
+	cfg.AllowedOrigins = splitList(*origins)
+	if err := f.hosts.resolve(ctx); err != nil {
+		return failed(std, "node", fmt.Errorf("--bootstrap: %w", err))
+	}
+	topic, dataDir, bootstrap := cfg.Topic, cfg.DataDir, cfg.Bootstrap
+	log := newLogger(std.err, *asJSON, logLevel(*verbose, slog.LevelInfo))
+	cfg.Logger = log
+	out := &syncEvents{ev: eventWriter{json: *asJSON, w: std.out}}
+	// An error is an event for --json readers (on stdout, with the other
+	// events) and a line on stderr for people.
+	report := func(reason string, err error) {
+		if *asJSON {
+			out.emit("error", "", map[string]any{"reason": reason, "error": err.Error()})
+			return
+		}
+		failed(std, "node", err)
+	}
 	fail := func(reason string, err error) int {
-		out.emit("error", fmt.Sprintf("error (%s): %v", reason, err), map[string]any{"reason": reason, "error": err.Error()})
-		return nodeExitError
+		if *asJSON {
+			report(reason, err)
+		} else {
+			report(reason, nodeStartError(reason, err))
+		}
+		return exitError
 	}
 
 	conns := newConnMetrics()
-	cfg := node.Config{
-		Topic: *topic, DataDir: *dataDir, ListenAddr: *listen, Bootstrap: bootstrap,
-		WebSocketAddr: *ws, AllowedOrigins: splitList(*origins),
-		PublicWebSocketURL: *publicWS, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
-		Server: *server, Client: *client, KeepLoopback: *keepLoopback, DisableLAN: *noLAN,
-		Logger: log,
-		OnPeerConnect: func(e node.PeerEvent) {
-			conns.observe(e)
-			peer := hex.EncodeToString(e.PublicKey)
-			ms := e.ConnectTime.Seconds() * 1000
-			out.emit("peer_connected", fmt.Sprintf("peer %s connected (%s, %s) in %.1f ms", peer[:16], e.Path, e.Role, ms),
-				map[string]any{"peer": peer, "path": string(e.Path), "role": e.Role, "connect_ms": ms})
-		},
-		OnPeerDisconnect: func(e node.PeerEvent) {
-			peer := hex.EncodeToString(e.PublicKey)
-			reason := disconnectReason(e.Err)
-			fields := map[string]any{"peer": peer, "path": string(e.Path), "role": e.Role, "reason": reason}
-			human := fmt.Sprintf("peer %s disconnected (%s)", peer[:16], reason)
-			if e.Err != nil {
-				fields["error"] = e.Err.Error()
-				human += ": " + e.Err.Error()
-			}
-			out.emit("peer_disconnected", human, fields)
-		},
+	cfg.OnPeerConnect = func(e node.PeerEvent) {
+		conns.observe(e)
+		peer := hex.EncodeToString(e.PublicKey)
+		ms := e.ConnectTime.Seconds() * 1000
+		out.emit("peer_connected", fmt.Sprintf("peer %s connected (%s, %s) in %.1f ms", peer[:16], e.Path, e.Role, ms),
+			map[string]any{"peer": peer, "path": string(e.Path), "role": e.Role, "connect_ms": ms})
+	}
+	cfg.OnPeerDisconnect = func(e node.PeerEvent) {
+		peer := hex.EncodeToString(e.PublicKey)
+		reason := disconnectReason(e.Err)
+		fields := map[string]any{"peer": peer, "path": string(e.Path), "role": e.Role, "reason": reason}
+		human := fmt.Sprintf("peer %s disconnected (%s)", peer[:16], reason)
+		if e.Err != nil {
+			fields["error"] = e.Err.Error()
+			human += ": " + e.Err.Error()
+		}
+		out.emit("peer_disconnected", human, fields)
 	}
 	nd, err := node.New(cfg)
 	if err != nil {
 		if errors.Is(err, node.ErrConfig) {
-			return usageErr("%v", err)
+			return f.usageError(std, "%v", err)
 		}
 		return fail("identity", err)
 	}
@@ -185,7 +163,7 @@ func nodeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		if ctx.Err() != nil {
 			out.emit("stopped", "interrupted while starting", map[string]any{"reason": "signal"})
-			return nodeExitOK
+			return exitOK
 		}
 		return fail("start", err)
 	}
@@ -198,12 +176,12 @@ func nodeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		go func() {
 			defer wg.Done()
 			if err := metricsSrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				out.emit("error", "metrics server stopped: "+err.Error(), map[string]any{"reason": "metrics", "error": err.Error()})
+				report("metrics", fmt.Errorf("metrics server stopped: %w", err))
 			}
 		}()
 	}
 
-	out.emit("ready", readyHuman(nd, *topic, bootstrap, metricsLn), readyFields(nd, *topic, *dataDir, bootstrap, metricsLn))
+	out.emit("ready", readyHuman(nd, topic, bootstrap, metricsLn), readyFields(nd, topic, dataDir, bootstrap, metricsLn))
 	if len(bootstrap) > 0 && nd.NAT().Class == "" {
 		wg.Add(1)
 		go func() {
@@ -226,10 +204,29 @@ func nodeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if cerr != nil {
 		fields["error"] = cerr.Error()
 		out.emit("stopped", "stopped with an error: "+cerr.Error(), fields)
-		return nodeExitError
+		return exitError
 	}
 	out.emit("stopped", "stopped cleanly", fields)
-	return nodeExitOK
+	return exitOK
+}
+
+// nodeStartError says what went wrong for a person (after "swarmdb node: ",
+// so without the node package's own "node: " prefix), and what to do where
+// there is something to do.
+func nodeStartError(reason string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "node: ")
+	switch {
+	case errors.Is(err, db.ErrWALCorrupt):
+		msg += "\nNothing was changed. Start with --repair to keep a copy of the store and open what precedes the damage" +
+			"\n(the node's peers send back the records they hold), or restore the data directory from a backup."
+	case errors.Is(err, db.ErrCorrupt):
+		msg += "\nNothing was changed. Restore the data directory from a backup, or move its db/ away" +
+			"\n(keep identity.json) and start: the node's peers send back the records they hold."
+	case errors.Is(err, node.ErrDataDirInUse), errors.Is(err, node.ErrIdentity):
+	default:
+		msg = fmt.Sprintf("could not start (%s): %s", reason, msg)
+	}
+	return errors.New(msg)
 }
 
 // syncEvents serialises event lines: peer events come from the swarm's
@@ -342,15 +339,4 @@ func disconnectReason(err error) string {
 		return "firewall"
 	}
 	return "error"
-}
-
-// splitList splits a comma-separated flag value, dropping empty entries.
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

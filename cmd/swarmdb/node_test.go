@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"os"
+	"sync"
+
 	"bufio"
 	"encoding/json"
 	"fmt"
@@ -13,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/swarmdb/swarmdb/node"
 )
 
 // proc is one swarmdb process this test started, with its JSON events.
@@ -216,16 +222,105 @@ func scrapeValue(t *testing.T, url, series string) float64 {
 // TestNodeUsage: flag errors exit 2 without starting anything.
 func TestNodeUsage(t *testing.T) {
 	for _, args := range [][]string{
-		{},                               // no topic
-		{"--topic", "t", "--mode", "x"},  // bad mode
-		{"--topic", "t", "extra"},        // stray argument
-		{"--topic", "t", "--bogus-flag"}, // unknown flag
+		{},                                               // no topic
+		{"--topic", "t", "--mode", "x"},                  // bad mode
+		{"--topic", "t", "extra"},                        // stray argument
+		{"--topic", "t", "--bogus-flag"},                 // unknown flag
+		{"--topic", "t", "--ws", "9000"},                 // not host:port
+		{"--topic", "t", "--ws", "127.0.0.1:9000x"},      // bad port (was a start error)
+		{"--topic", "t", "--ws", "wss://127.0.0.1:9000"}, // the node serves plain ws
+		{"--topic", "t", "--listen", "127.0.0.1:70000"},  // bad port (was a start error)
+		{"--topic", "t", "--bootstrap", "127.0.0.1"},     // no port
+		{"--topic", "t", "--metrics", "localhost"},       // no port
 		{"--topic", "t", "--data", t.TempDir(), "--public-ws", "http://node.example"}, // not ws:// or wss://
 		{"--topic", "t", "--data", t.TempDir(), "--tls-cert", "cert.pem"},             // no --tls-key
 	} {
 		var out, errOut strings.Builder
-		if code := nodeMain(t.Context(), args, &out, &errOut); code != nodeExitUsage {
+		if code := nodeMain(t.Context(), args, stdio{out: &out, err: &errOut}); code != exitUsage {
 			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errOut.String())
 		}
 	}
+}
+
+// TestNodeStartErrors: a node that cannot start says why on stderr, once
+// ("swarmdb node: …", no "node: node:"), with nothing on stdout and exit 1:
+// a data directory another node holds names its pid; a damaged write-ahead
+// log says what --repair does, and --repair then starts it.
+func TestNodeStartErrors(t *testing.T) {
+	dir := t.TempDir()
+	holder, err := node.New(node.Config{Topic: "t", DataDir: dir, ListenAddr: "127.0.0.1:0", DisableLAN: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--topic", "t", "--data", dir, "--listen", "127.0.0.1:0", "--ws", "off", "--no-lan"}
+	var out, errOut strings.Builder
+	code := nodeMain(t.Context(), args, stdio{out: &out, err: &errOut})
+	want := fmt.Sprintf("swarmdb node: data directory %s is in use by another node (pid %d)\n", dir, os.Getpid())
+	if code != exitError || out.Len() != 0 || errOut.String() != want {
+		t.Fatalf("second node: exit %d, stdout %q, stderr %q; want %q", code, out.String(), errOut.String(), want)
+	}
+	if _, err := holder.Put(t.Context(), "k", []byte(`"v"`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Put(t.Context(), "k2", []byte(`"v2"`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "db", "*.log"))
+	if len(logs) != 1 {
+		t.Fatalf("logs %v", logs)
+	}
+	b, err := os.ReadFile(logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/3] ^= 0x08
+	if err := os.WriteFile(logs[0], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errOut.Reset()
+	code = nodeMain(t.Context(), args, stdio{out: &out, err: &errOut})
+	if code != exitError || out.Len() != 0 || !strings.Contains(errOut.String(), "write-ahead log") ||
+		!strings.Contains(errOut.String(), "--repair") || strings.Contains(errOut.String(), "node: node:") {
+		t.Fatalf("damaged log: exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+	}
+	// With --repair it starts; it is stopped as soon as it is ready.
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := &readyWriter{cancel: cancel}
+	code = nodeMain(ctx, append(args, "--repair"), stdio{out: ready, err: &errOut})
+	if code != exitOK || !strings.Contains(ready.String(), "ready") {
+		t.Fatalf("--repair: exit %d, stdout %q, stderr %q", code, ready.String(), errOut.String())
+	}
+	if copies, _ := filepath.Glob(filepath.Join(dir, "db.corrupt-*")); len(copies) != 1 {
+		t.Fatalf("--repair kept %v", copies)
+	}
+}
+
+// readyWriter collects a node's stdout and cancels once "ready" is written.
+type readyWriter struct {
+	mu     sync.Mutex
+	b      strings.Builder
+	cancel func()
+}
+
+func (w *readyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b.Write(p)
+	if strings.Contains(w.b.String(), "ready") {
+		w.cancel()
+	}
+	return len(p), nil
+}
+
+func (w *readyWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

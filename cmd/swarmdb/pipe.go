@@ -6,17 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/pion/transport/v2"
@@ -28,34 +25,21 @@ import (
 	"github.com/swarmdb/swarmdb/secure"
 )
 
-// Exit codes of `swarmdb pipe`. Scripts can tell "nobody serves the topic"
-// from "found the server but could not reach it" from "lost it midway".
-const (
-	pipeExitOK          = 0   // both directions ended
-	pipeExitError       = 1   // could not join the DHT or announce, key file, local I/O
-	pipeExitUsage       = 2   // bad flags
-	pipeExitNoPeers     = 3   // client: nobody announced the topic
-	pipeExitConnect     = 4   // client: peers found but no connection (see the reason)
-	pipeExitLost        = 5   // the connection ended before both directions did
-	pipeExitInterrupted = 130 // SIGINT or SIGTERM, after a clean shutdown (128+SIGINT)
-)
-
 // Timeouts of `swarmdb pipe`.
 const (
 	// pipeJoinTimeout bounds joining the DHT: the NAT measurement (about a
 	// second per filtering probe) and the bootstrap round trips.
 	pipeJoinTimeout = 20 * time.Second
-	// pipeDefaultTimeout bounds a client's lookup and connect: one direct
-	// attempt (holepunch.DefaultConnectTimeout) plus a relay attempt.
+	// pipeDefaultTimeout bounds everything before the connection: joining
+	// the DHT, then the server's announce or the client's lookup and
+	// connect (one direct attempt, holepunch.DefaultConnectTimeout, plus a
+	// relay attempt).
 	pipeDefaultTimeout = 30 * time.Second
 	// pipeAnnounceInterval re-announces the topic; dht records live 20 min.
 	pipeAnnounceInterval = 10 * time.Minute
 	// pipeUnannounceTimeout bounds the best-effort unannounce once the one
 	// connection is taken or the server exits.
 	pipeUnannounceTimeout = 3 * time.Second
-	// pipeCopyBuffer is one secure stream message (secure.Config's
-	// default MaxMessageSize): fewer, fuller SCTP messages.
-	pipeCopyBuffer = 64 << 10
 	// pipeEndGrace: once the session has ended and the peer's direction is
 	// drained, our sending direction gets this long to report that it had
 	// finished (its CloseWrite returned) before we call the connection lost.
@@ -71,7 +55,7 @@ type pipeConfig struct {
 	Bootstrap []netip.AddrPort
 	Listen    string
 	Mode      dht.Mode
-	Timeout   time.Duration // client lookup + connect
+	Timeout   time.Duration // join, then announce (server) or lookup + connect (client)
 	Net       transport.Net // nil means the real network
 	In        io.Reader
 	Out       io.Writer
@@ -79,52 +63,36 @@ type pipeConfig struct {
 	Logger    *slog.Logger
 }
 
-func runPipe(args []string) error {
-	code := pipeMain(args, os.Stdin, os.Stdout, os.Stderr)
-	if code != pipeExitOK {
-		os.Exit(code)
-	}
-	return nil
-}
+const pipeAbout = `Pipes stdin/stdout over an encrypted connection to the peer serving TOPIC: with --server,
+announces TOPIC and accepts one connection; without, looks TOPIC up and dials it. Each
+direction ends when its sender reaches the end of its input and says so; a transfer the
+sender did not finish (stopped, killed, lost) is never reported done.
+Events on stderr (JSON lines with --json); stdout carries only the data.
+Exit codes: 0 done (both directions complete), 1 error, 2 usage, 3 nobody serves TOPIC,
+4 connect failed, 5 connection lost (incomplete transfer), 130 interrupted.`
 
-// pipeMain parses the flags, runs the pipe until it ends or a signal
-// arrives, and returns the exit code.
-func pipeMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("pipe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: swarmdb pipe [--server] --bootstrap host:port,... [flags] TOPIC")
-		fmt.Fprintln(stderr, "\nPipes stdin/stdout over an encrypted connection to the peer serving TOPIC.")
-		fmt.Fprintln(stderr, "Exit codes: 0 done, 1 error, 2 usage, 3 no peers, 4 connect failed, 5 connection lost, 130 interrupted.\n\nflags:")
-		fs.PrintDefaults()
+// pipeMain parses the flags, runs the pipe until it ends or ctx ends
+// (SIGINT, SIGTERM), and returns the exit code.
+func pipeMain(ctx context.Context, args []string, std stdio) int {
+	f := newFlags("pipe", "TOPIC", pipeAbout)
+	server := f.Bool("server", false, "announce TOPIC and accept one connection")
+	var bootstrap []netip.AddrPort
+	f.list(&bootstrap, "bootstrap", "comma-separated host:port of DHT nodes (required)")
+	listen := f.String("listen", "0.0.0.0:0", "UDP address of this node's socket")
+	keyFile := f.String("key", "", "identity file (hex Ed25519 seed), created if missing; default a random identity")
+	mode := f.String("mode", "ephemeral", `DHT mode: "ephemeral" (never stores or routes for others) or "adaptive"`)
+	timeout := f.Duration("timeout", pipeDefaultTimeout, "give up joining the DHT and announcing (server), or finding and connecting to the server (client), after this long")
+	asJSON := f.Bool("json", false, "write one JSON event per line on stderr")
+	verbose := f.Bool("v", false, "debug logging on stderr")
+	pos, code, ok := f.parse(args, 1, std)
+	if !ok {
+		return code
 	}
-	server := fs.Bool("server", false, "announce TOPIC and accept one connection")
-	boot := fs.String("bootstrap", "", "comma-separated host:port of DHT nodes (required)")
-	listen := fs.String("listen", "0.0.0.0:0", "UDP address of this node's socket")
-	keyFile := fs.String("key", "", "identity file (hex Ed25519 seed), created if missing; default a random identity")
-	mode := fs.String("mode", "ephemeral", `DHT mode: "ephemeral" (never stores or routes for others) or "adaptive"`)
-	timeout := fs.Duration("timeout", pipeDefaultTimeout, "client: give up finding and connecting to the server after this long")
-	asJSON := fs.Bool("json", false, "write one JSON event per line on stderr")
-	verbose := fs.Bool("v", false, "debug logging on stderr")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return pipeExitOK
-		}
-		return pipeExitUsage
+	if pos[0] == "" {
+		return f.usageError(std, "empty TOPIC")
 	}
-	usageErr := func(msg string) int {
-		fmt.Fprintf(stderr, "swarmdb pipe: %s\n", msg)
-		return pipeExitUsage
-	}
-	if fs.NArg() != 1 || fs.Arg(0) == "" {
-		return usageErr("want exactly one TOPIC argument")
-	}
-	bootstrap, err := parseAddrList(*boot)
-	if err != nil {
-		return usageErr(err.Error())
-	}
-	if len(bootstrap) == 0 {
-		return usageErr(errNoBootstrap.Error())
+	if err := checkHostPort("listen", *listen); err != nil {
+		return f.usageError(std, "%v", err)
 	}
 	var dm dht.Mode
 	switch *mode {
@@ -133,23 +101,21 @@ func pipeMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "adaptive":
 		dm = dht.ModeAdaptive
 	default:
-		return usageErr(fmt.Sprintf("--mode %q: want ephemeral or adaptive", *mode))
+		return f.usageError(std, "--mode %q: want ephemeral or adaptive", *mode)
 	}
-	level := slog.LevelWarn
-	if *verbose {
-		level = slog.LevelDebug
+	if *timeout <= 0 {
+		return f.usageError(std, "--timeout %v: want a positive duration", *timeout)
 	}
-	logOpts := &slog.HandlerOptions{Level: level}
-	log := slog.New(slog.NewTextHandler(stderr, logOpts))
-	if *asJSON {
-		log = slog.New(slog.NewJSONHandler(stderr, logOpts))
+	if err := f.hosts.resolve(ctx); err != nil {
+		return failed(std, "pipe", fmt.Errorf("--bootstrap: %w", err))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	if len(bootstrap) == 0 {
+		return f.usageError(std, "%v", errNoBootstrap)
+	}
 	return pipe(ctx, pipeConfig{
-		Topic: fs.Arg(0), Server: *server, KeyFile: *keyFile, Bootstrap: bootstrap, Listen: *listen,
-		Mode: dm, Timeout: *timeout, In: stdin, Out: stdout,
-		Events: eventWriter{json: *asJSON, w: stderr}, Logger: log,
+		Topic: pos[0], Server: *server, KeyFile: *keyFile, Bootstrap: bootstrap, Listen: *listen,
+		Mode: dm, Timeout: *timeout, In: std.in, Out: std.out,
+		Events: eventWriter{json: *asJSON, w: std.err}, Logger: newLogger(std.err, *asJSON, logLevel(*verbose, slog.LevelWarn)),
 	})
 }
 
@@ -177,16 +143,16 @@ func pipe(ctx context.Context, cfg pipeConfig) int {
 	var f *pipeFailure
 	switch {
 	case err == nil:
-		return pipeExitOK
+		return exitOK
 	case ctx.Err() != nil:
 		ev.emit("stopped", "interrupted; shut down cleanly", map[string]any{"reason": "signal"})
-		return pipeExitInterrupted
+		return exitInterrupted
 	case errors.As(err, &f):
 		ev.emit("error", fmt.Sprintf("error (%s): %v", f.reason, f.err), map[string]any{"reason": f.reason, "error": f.err.Error()})
 		return f.code
 	default:
 		ev.emit("error", fmt.Sprintf("error: %v", err), map[string]any{"reason": "error", "error": err.Error()})
-		return pipeExitError
+		return exitError
 	}
 }
 
@@ -194,11 +160,11 @@ func runPipeSession(ctx context.Context, cfg pipeConfig) error {
 	ev := cfg.Events
 	key, err := loadOrCreateKey(cfg.KeyFile)
 	if err != nil {
-		return fail(pipeExitError, "key", err)
+		return fail(exitError, "key", err)
 	}
 	if cfg.Net == nil {
 		if cfg.Net, err = stdnet.NewNet(); err != nil {
-			return fail(pipeExitError, "network", err)
+			return fail(exitError, "network", err)
 		}
 	}
 	pub := key.Public().(ed25519.PublicKey)
@@ -213,7 +179,7 @@ func runPipeSession(ctx context.Context, cfg pipeConfig) error {
 		OnSignal: link.HandleSignal, OnPacket: link.HandlePacket, Logger: cfg.Logger.With("component", "dht"),
 	})
 	if err := node.Start(); err != nil {
-		return fail(pipeExitError, "listen", err)
+		return fail(exitError, "listen", err)
 	}
 	defer node.Close()
 	link.Attach(node, cfg.Net)
@@ -242,19 +208,25 @@ func runPipeSession(ctx context.Context, cfg pipeConfig) error {
 	}
 	ep, err := holepunch.NewEndpoint(epCfg)
 	if err != nil {
-		return fail(pipeExitError, "endpoint", err)
+		return fail(exitError, "endpoint", err)
 	}
 	if err := ep.Start(); err != nil {
-		return fail(pipeExitError, "endpoint", err)
+		return fail(exitError, "endpoint", err)
 	}
 	defer ep.Close()
 
-	jctx, cancel := context.WithTimeout(ctx, pipeJoinTimeout)
+	// --timeout bounds everything up to the connection, the join included.
+	tctx, cancelT := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancelT()
+	jctx, cancel := context.WithTimeout(tctx, pipeJoinTimeout)
 	nat := ep.WaitNAT(jctx)
 	err = node.Bootstrap(jctx)
 	cancel()
 	if err != nil {
-		return fail(pipeExitError, "bootstrap-failed", err)
+		if tctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("--timeout %v passed while joining the DHT: %w", cfg.Timeout, err)
+		}
+		return fail(exitError, "bootstrap-failed", err)
 	}
 	ready := map[string]any{
 		"role": "client", "topic": cfg.Topic, "public_key": hex.EncodeToString(pub),
@@ -262,11 +234,11 @@ func runPipeSession(ctx context.Context, cfg pipeConfig) error {
 	}
 	if !cfg.Server {
 		ev.emit("ready", fmt.Sprintf("joined the DHT as %x (NAT %s); looking for %q", []byte(pub[:8]), nat.Class, cfg.Topic), ready)
-		return pipeClient(ctx, cfg, node, ep, pub)
+		return pipeClient(ctx, tctx, cfg, node, ep, pub)
 	}
 
 	topic := dht.TopicKey(cfg.Topic)
-	jctx, cancel = context.WithTimeout(ctx, pipeJoinTimeout)
+	jctx, cancel = context.WithTimeout(tctx, pipeJoinTimeout)
 	relays, err := ep.Listen(jctx)
 	var res *dht.AnnounceResult
 	if err == nil {
@@ -274,7 +246,7 @@ func runPipeSession(ctx context.Context, cfg pipeConfig) error {
 	}
 	cancel()
 	if err != nil {
-		return fail(pipeExitError, "announce-failed", err)
+		return fail(exitError, "announce-failed", err)
 	}
 	ready["role"] = "server"
 	ready["relays"] = addrStrings(relays)
@@ -315,17 +287,16 @@ func runPipeSession(ctx context.Context, cfg pipeConfig) error {
 }
 
 // pipeClient looks the topic up and connects to the first peer that
-// answers, in the order the DHT returned them.
-func pipeClient(ctx context.Context, cfg pipeConfig, node *dht.Node, ep *holepunch.Endpoint, self ed25519.PublicKey) error {
-	cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
+// answers, in the order the DHT returned them; cctx (--timeout) bounds
+// both, ctx the connection.
+func pipeClient(ctx, cctx context.Context, cfg pipeConfig, node *dht.Node, ep *holepunch.Endpoint, self ed25519.PublicKey) error {
 	start := time.Now()
 	res, err := node.Lookup(cctx, dht.TopicKey(cfg.Topic))
 	if err != nil {
 		if cctx.Err() != nil && ctx.Err() == nil {
-			return fail(pipeExitConnect, "timeout", err)
+			return fail(exitConnect, "timeout", err)
 		}
-		return fail(pipeExitError, "lookup-failed", err)
+		return fail(exitError, "lookup-failed", err)
 	}
 	var peers []dht.PeerRecord
 	for _, p := range res.Peers {
@@ -334,7 +305,7 @@ func pipeClient(ctx context.Context, cfg pipeConfig, node *dht.Node, ep *holepun
 		}
 	}
 	if len(peers) == 0 {
-		return fail(pipeExitNoPeers, "no-peers", fmt.Errorf("nobody announced %q (%d DHT nodes asked)", cfg.Topic, res.Queried))
+		return fail(exitNotFound, "no-peers", fmt.Errorf("nobody announced %q (%d DHT nodes asked)", cfg.Topic, res.Queried))
 	}
 	var lastErr error
 	for _, p := range peers {
@@ -356,7 +327,7 @@ func pipeClient(ctx context.Context, cfg pipeConfig, node *dht.Node, ep *holepun
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return fail(pipeExitConnect, connectReason(lastErr, cctx.Err() != nil), lastErr)
+	return fail(exitConnect, connectReason(lastErr, cctx.Err() != nil), lastErr)
 }
 
 // connectReason names why Connect failed, most specific cause first:
@@ -395,25 +366,19 @@ func connFields(c *holepunch.Conn, took time.Duration) map[string]any {
 	}
 }
 
-// pipeConn copies cfg.In to stream 0 and stream 0 to cfg.Out until both
-// directions end: our direction at EOF of cfg.In (then CloseWrite, a
-// half-close), theirs at EOF of the stream.
+// pipeConn sends cfg.In to the peer and writes what the peer sends to
+// cfg.Out, in pipe frames (pipe_frame.go), until both directions are
+// complete: ours when cfg.In reached EOF and the end frame went out (then
+// CloseWrite, a half-close), theirs when their end frame arrived. A peer
+// direction that ends without its end frame is a lost connection, never a
+// finished transfer.
 func pipeConn(ctx context.Context, cfg pipeConfig, conn *holepunch.Conn) error {
 	st := conn.Stream0()
 	start := time.Now()
 	var sent, received atomic.Int64
 	upDone, downDone := make(chan error, 1), make(chan error, 1)
-	go func() {
-		_, err := io.CopyBuffer(countingWriter{st, &sent}, onlyReader{cfg.In}, make([]byte, pipeCopyBuffer))
-		if err == nil {
-			err = st.CloseWrite()
-		}
-		upDone <- err
-	}()
-	go func() {
-		_, err := io.CopyBuffer(countingWriter{cfg.Out, &received}, onlyReader{st}, make([]byte, pipeCopyBuffer))
-		downDone <- err
-	}()
+	go func() { upDone <- sendPipe(st, cfg.In, &sent) }()
+	go func() { downDone <- receivePipe(st, cfg.Out, &received) }()
 	up, down := upDone, downDone
 	ended := conn.Done()       // nil once the session has ended
 	var grace <-chan time.Time // runs once the session ended and only our direction is open
@@ -428,17 +393,24 @@ func pipeConn(ctx context.Context, cfg pipeConfig, conn *holepunch.Conn) error {
 			}
 			up = nil
 		case err := <-down:
+			if errors.Is(err, errPipeTruncated) {
+				return fail(exitLost, "connection-lost", fmt.Errorf("%w after %d bytes (sent %d): the sender was stopped or lost before the end of its input",
+					err, received.Load(), sent.Load()))
+			}
+			if errors.Is(err, errPipeFrame) {
+				return fail(exitError, "protocol", fmt.Errorf("receive: %w (is the peer a swarmdb pipe of this version?)", err))
+			}
 			if err != nil {
 				return pipeIOFailure("receive", err, conn)
 			}
 			down = nil
 		case <-ended:
 			// Data the peer sent before closing is still queued in the
-			// stream: the receiving direction ends by itself, at EOF after
-			// the data or with the session's error.
+			// stream: the receiving direction ends by itself, at its end
+			// frame or with the session's error.
 			ended = nil
 		case <-grace:
-			return fail(pipeExitLost, "connection-lost", fmt.Errorf("peer closed the connection before our input ended (sent %d, received %d bytes): %w", sent.Load(), received.Load(), conn.Err()))
+			return fail(exitLost, "connection-lost", fmt.Errorf("peer closed the connection before our input ended (sent %d, received %d bytes): %w", sent.Load(), received.Load(), conn.Err()))
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -448,21 +420,84 @@ func pipeConn(ctx context.Context, cfg pipeConfig, conn *holepunch.Conn) error {
 	return nil
 }
 
+// errPipeTruncated: the peer's direction ended without its end frame.
+var errPipeTruncated = errors.New("the peer's stream ended without an end of input")
+
+// sendPipe copies in to st as data frames; at EOF of in it sends the end
+// frame and half-closes. An error reading in is returned as is, so the
+// caller can tell local I/O from the connection.
+func sendPipe(st *secure.Stream, in io.Reader, sent *atomic.Int64) error {
+	buf := make([]byte, pipeFrameMax)
+	buf[0] = pipeFrameData
+	for {
+		n, rerr := in.Read(buf[1:])
+		if n > 0 {
+			if _, err := st.Write(buf[:1+n]); err != nil {
+				return err
+			}
+			sent.Add(int64(n))
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if _, err := st.Write(appendPipeEnd(nil, uint64(sent.Load()))); err != nil {
+		return err
+	}
+	return st.CloseWrite()
+}
+
+// receivePipe writes the data frames arriving on st to out. It returns nil
+// at the end frame (when its total matches what arrived), errPipeTruncated
+// when the stream ends before it, and errPipeFrame for anything else the
+// peer should not have sent.
+func receivePipe(st *secure.Stream, out io.Writer, received *atomic.Int64) error {
+	buf := make([]byte, pipeFrameMax)
+	for {
+		msg, err := st.ReadMessage(buf)
+		if errors.Is(err, io.EOF) {
+			return errPipeTruncated
+		}
+		if err != nil {
+			return err
+		}
+		buf = msg
+		f, err := parsePipeFrame(msg)
+		if err != nil {
+			return err
+		}
+		if f.end {
+			if got := uint64(received.Load()); f.total != got {
+				return fmt.Errorf("%w: the peer sent %d bytes, %d arrived", errPipeFrame, f.total, got)
+			}
+			return nil
+		}
+		if _, err := out.Write(f.data); err != nil {
+			return err
+		}
+		received.Add(int64(len(f.data)))
+	}
+}
+
 // pipeIOFailure classifies a copy error: the session's end, or local I/O.
+// A peer that stopped answering (secure.ErrPeerDead) is a lost connection
+// too; the error says so.
 func pipeIOFailure(dir string, err error, conn *holepunch.Conn) error {
 	select {
 	case <-conn.Done():
-		reason := "connection-lost"
 		if errors.Is(conn.Err(), secure.ErrPeerDead) {
-			reason = "peer-dead"
+			err = fmt.Errorf("%w (the peer stopped answering)", err)
 		}
-		return fail(pipeExitLost, reason, fmt.Errorf("%s: %w", dir, err))
+		return fail(exitLost, "connection-lost", fmt.Errorf("%s: %w", dir, err))
 	default:
 	}
 	if errors.Is(err, io.ErrClosedPipe) {
-		return fail(pipeExitLost, "connection-lost", fmt.Errorf("%s: %w", dir, err))
+		return fail(exitLost, "connection-lost", fmt.Errorf("%s: %w", dir, err))
 	}
-	return fail(pipeExitError, "io", fmt.Errorf("%s: %w", dir, err))
+	return fail(exitError, "io", fmt.Errorf("%s: %w", dir, err))
 }
 
 // reannounce refreshes the topic record until ctx ends.
@@ -539,21 +574,3 @@ func addrStrings(as []netip.AddrPort) []string {
 	}
 	return out
 }
-
-// countingWriter counts bytes written through it.
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (c countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
-// onlyReader hides WriterTo/ReaderFrom so io.CopyBuffer uses our buffer
-// (one full stream message per write).
-type onlyReader struct{ r io.Reader }
-
-func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }

@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,12 +30,39 @@ const pipeTestTimeout = 60 * time.Second
 // pipeProc is a running `swarmdb pipe` with its stderr events.
 type pipeProc struct {
 	cmd    *exec.Cmd
-	out    bytes.Buffer
+	out    lockedBuffer
 	events chan map[string]any
 	all    []map[string]any // every event, filled by wait
 	done   chan struct{}    // closed when stderr is drained
 	other  []string         // non-event stderr lines (logs)
 }
+
+// lockedBuffer is a bytes.Buffer the test may read while the process
+// writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
+}
+
+func (l *lockedBuffer) String() string { return string(l.Bytes()) }
 
 // startPipe runs the binary with args and stdin; events are the JSON lines
 // on stderr that carry "event" (log lines are kept apart).
@@ -208,8 +237,8 @@ func TestPipeNoPeers(t *testing.T) {
 	if ev := cli.next(t); ev["event"] != "ready" {
 		t.Fatalf("first event %v", ev)
 	}
-	if code := cli.wait(t); code != pipeExitNoPeers {
-		t.Fatalf("exit %d, want %d; events %v", code, pipeExitNoPeers, cli.all)
+	if code := cli.wait(t); code != exitNotFound {
+		t.Fatalf("exit %d, want %d; events %v", code, exitNotFound, cli.all)
 	}
 	if ev := cli.event(t, "error"); ev["reason"] != "no-peers" {
 		t.Fatalf("error event %v", ev)
@@ -231,8 +260,8 @@ func TestPipeServerSIGTERM(t *testing.T) {
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := srv.wait(t); code != pipeExitInterrupted {
-		t.Fatalf("exit %d, want %d; events %v", code, pipeExitInterrupted, srv.all)
+	if code := srv.wait(t); code != exitInterrupted {
+		t.Fatalf("exit %d, want %d; events %v", code, exitInterrupted, srv.all)
 	}
 	if ev := srv.event(t, "stopped"); ev["reason"] != "signal" {
 		t.Fatalf("stopped event %v", ev)
@@ -250,8 +279,8 @@ func TestPipeUsage(t *testing.T) {
 	}
 	for _, args := range cases {
 		var stderr bytes.Buffer
-		if code := pipeMain(args, strings.NewReader(""), io.Discard, &stderr); code != pipeExitUsage {
-			t.Errorf("%v: exit %d, want %d (%s)", args, code, pipeExitUsage, stderr.String())
+		if code := pipeMain(t.Context(), args, stdio{in: strings.NewReader(""), out: io.Discard, err: &stderr}); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (%s)", args, code, exitUsage, stderr.String())
 		}
 	}
 }
@@ -313,5 +342,92 @@ func TestPipeKeyFile(t *testing.T) {
 	}
 	if _, err := loadOrCreateKey(bad); err == nil {
 		t.Fatal("malformed key file accepted")
+	}
+}
+
+// TestPipeSenderStopped: a sender stopped before the end of its input
+// (Ctrl-C, SIGTERM, SIGKILL) must never look like a finished transfer.
+// The receiver exits 5 with the connection-lost reason and no done event,
+// even when the sender's connection closed gracefully; the sender itself
+// exits 130 on a signal it handles. A real process pair.
+func TestPipeSenderStopped(t *testing.T) {
+	boot := startPipeDHT(t)
+	bin := buildBinary(t)
+	for i, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			topic := fmt.Sprintf("pipe-stopped-%d", i)
+			in, feed, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			defer feed.Close()
+			srv := startPipe(t, bin, in, "--server", "--bootstrap", boot, "--listen", fmt.Sprintf("127.77.1.%d:0", 2*i+2), topic)
+			if ev := srv.next(t); ev["event"] != "ready" {
+				t.Fatalf("server: %v", ev)
+			}
+			cli := startPipe(t, bin, strings.NewReader(""), "--bootstrap", boot, "--listen", fmt.Sprintf("127.77.1.%d:0", 2*i+3), topic)
+			// Part of the input, and no end: the sender is mid-transfer.
+			part := randomBytes(t, 256<<10)
+			if _, err := feed.Write(part); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(pipeTestTimeout)
+			for cli.out.Len() < len(part) {
+				if time.Now().After(deadline) {
+					t.Fatalf("receiver got %d of %d bytes; events %v %s", cli.out.Len(), len(part), cli.all, cli.other)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err := srv.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			code := cli.wait(t)
+			if code != exitLost {
+				t.Fatalf("receiver exit %d, want %d (connection lost); events %v %s", code, exitLost, cli.all, cli.other)
+			}
+			if ev := cli.event(t, "error"); ev["reason"] != "connection-lost" {
+				t.Fatalf("receiver error event %v", ev)
+			}
+			for _, ev := range cli.all {
+				if ev["event"] == "done" {
+					t.Fatalf("receiver reported done for a truncated transfer: %v", ev)
+				}
+			}
+			if !bytes.Equal(cli.out.Bytes(), part) {
+				t.Fatalf("receiver wrote %d bytes, want the %d sent", cli.out.Len(), len(part))
+			}
+			want := exitInterrupted
+			if sig == syscall.SIGKILL {
+				want = -1 // killed: no exit code of its own
+			}
+			if code := srv.wait(t); code != want {
+				t.Fatalf("sender exit %d, want %d; events %v", code, want, srv.all)
+			}
+		})
+	}
+}
+
+// TestPipeTimeoutCoversJoin: --timeout bounds joining the DHT too (it was
+// only the client's lookup and connect, so a silent bootstrap node held
+// pipe for the fixed 20 s join timeout whatever --timeout said).
+func TestPipeTimeoutCoversJoin(t *testing.T) {
+	silent, err := net.ListenPacket("udp4", "127.0.0.1:0") // reads nothing, answers nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	for _, server := range []bool{false, true} {
+		args := []string{"--bootstrap", silent.LocalAddr().String(), "--listen", "127.77.2.1:0", "--timeout", "1s", "--json", "pipe-timeout"}
+		if server {
+			args = append(args, "--server")
+		}
+		var stderr bytes.Buffer
+		start := time.Now()
+		code := pipeMain(t.Context(), args, stdio{in: strings.NewReader(""), out: io.Discard, err: &stderr})
+		took := time.Since(start)
+		if code != exitError || !strings.Contains(stderr.String(), "--timeout 1s passed") || took > 10*time.Second {
+			t.Fatalf("server %v: exit %d after %v: %s", server, code, took, stderr.String())
+		}
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"sync"
 	"time"
 
@@ -18,37 +17,39 @@ import (
 // ToolDb's put has no acknowledgement: a refused record gets our "error"
 // message (its ref is the put's id), an accepted one nothing. So put
 // confirms by reading the key back until the node answers with our record.
-func putMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	ca, code, ok := parseClientArgs("put", "KEY JSON", "Writes JSON under KEY through a running node (swarmdb node --ws) as a ToolDb client,\nsigned by the --key account, and waits until the node holds it.\nExit codes: 0 stored, 1 error (refused, superseded, unreachable), 2 usage.", 2, args, stderr)
+func putMain(ctx context.Context, args []string, std stdio) int {
+	f := newFlags("put", "KEY JSON", `Writes JSON under KEY through a running node (swarmdb node --ws) as a ToolDb client,
+signed by the --key account, and waits until the node holds it.
+Exit codes: 0 stored, 1 error (refused, superseded, unreachable), 2 usage, 130 interrupted.`)
+	ca, code, ok := parseClientArgs(f, true, args, std)
 	if !ok {
 		return code
 	}
 	key, value := ca.args[0], []byte(ca.args[1])
-	cf, user := ca.flags, ca.user
-	rec, err := user.NewRecord(key, value, "", time.Now(), 0)
+	rec, err := ca.user.NewRecord(key, value, "", time.Now(), 0)
 	if err != nil {
-		fmt.Fprintf(stderr, "swarmdb put: value is not JSON: %v\n", err)
-		return clientExitUsage
+		return f.usageError(std, "value is not JSON: %v", err)
 	}
 	start := time.Now()
-	c, err := dialNode(ctx, *cf.ws, *cf.topic, user)
+	c, err := dialNode(ctx, ca.url, ca.flags.topic, ca.user)
 	if err != nil {
-		fmt.Fprintf(stderr, "swarmdb put: %v\n", err)
-		return clientExitError
+		return failed(std, "put", err)
 	}
 	defer c.Close()
-	tctx, cancel := context.WithTimeout(ctx, *cf.timeout)
+	tctx, cancel := context.WithTimeout(ctx, ca.flags.timeout)
 	defer cancel()
 	if err := c.putConfirmed(tctx, &rec); err != nil {
-		fmt.Fprintf(stderr, "swarmdb put: %q: %v\n", key, err)
-		return clientExitError
+		if ctx.Err() != nil {
+			return exitInterrupted
+		}
+		return failed(std, "put", fmt.Errorf("%q: %w", key, err))
 	}
-	if *cf.asJSON {
-		fmt.Fprintln(stdout, string(db.AppendRecord(nil, &rec)))
+	if ca.flags.asJSON {
+		fmt.Fprintln(std.out, string(db.AppendRecord(nil, &rec)))
 	} else {
-		fmt.Fprintf(stdout, "stored %q (h %s…) in %v\n", key, rec.Hash[:12], time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(std.out, "stored %q (h %s…) in %v\n", key, rec.Hash[:12], time.Since(start).Round(time.Millisecond))
 	}
-	return clientExitOK
+	return exitOK
 }
 
 // putConfirmed sends rec and reads the key back until the node answers with

@@ -5,16 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/big"
 	"os"
-	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/swarmdb/swarmdb/bridge"
@@ -26,14 +23,6 @@ import (
 // peer descriptor signed by a ToolDb (ECDSA P-256) account, and then speak
 // ToolDb 2.6.6's messages. The node verifies the descriptor against its
 // topic, so the client must name the same topic (--topic, or SWARMDB_TOPIC).
-
-// Exit codes of put, get and watch.
-const (
-	clientExitOK       = 0
-	clientExitError    = 1 // cannot connect, refused, not confirmed
-	clientExitUsage    = 2
-	clientExitNotFound = 3 // get: no record under the key
-)
 
 // Client timeouts.
 const (
@@ -55,21 +44,21 @@ var errNotFound = errors.New("not found")
 
 // clientFlags are the flags put, get and watch share.
 type clientFlags struct {
-	ws      *string
-	topic   *string
-	keyFile *string
-	timeout *time.Duration
-	asJSON  *bool
+	ws      string // as given; clientArgs.url is the URL
+	topic   string
+	keyFile string
+	timeout time.Duration
+	asJSON  bool
 }
 
-func addClientFlags(fs *flag.FlagSet) clientFlags {
-	return clientFlags{
-		ws:      fs.String("ws", "ws://127.0.0.1:9000", "the node's WebSocket endpoint"),
-		topic:   fs.String("topic", os.Getenv("SWARMDB_TOPIC"), "the node's topic (default $SWARMDB_TOPIC); the node refuses clients of another topic"),
-		keyFile: fs.String("key", "", `ToolDb account file ({"pub","priv"} hex, or a node's identity.json), created (0600) if missing; default a fresh account per run`),
-		timeout: fs.Duration("timeout", clientDefaultTimeout, "how long to wait for the node's answer"),
-		asJSON:  fs.Bool("json", false, "print whole records as JSON"),
+func (c *clientFlags) register(f *flags, withTimeout bool) {
+	f.StringVar(&c.ws, "ws", "127.0.0.1:9000", "the node's WebSocket endpoint: host:port, ws://host:port or wss://host[:port]")
+	f.StringVar(&c.topic, "topic", os.Getenv("SWARMDB_TOPIC"), "the node's topic (default $SWARMDB_TOPIC); the node refuses clients of another topic")
+	f.StringVar(&c.keyFile, "key", "", `ToolDb account file ({"pub","priv"} hex, or a node's identity.json), created (0600) if missing; default a fresh account per run`)
+	if withTimeout {
+		f.DurationVar(&c.timeout, "timeout", clientDefaultTimeout, "how long to wait for the node's answer")
 	}
+	f.BoolVar(&c.asJSON, "json", false, "print whole records as JSON")
 }
 
 // wsClient is one ToolDb client connection to a node. A reader goroutine
@@ -209,9 +198,9 @@ func (c *wsClient) Close() {
 }
 
 // get asks for key once and returns the first record the node answers
-// with (verified when it is a plain record), errNotFound when nothing comes
-// before ctx ends. ToolDb has no "not found" answer: a node that misses asks
-// its peers, and only a record ever comes back.
+// with (verified when it is a plain record), errNotFound when the node
+// answers NOT_FOUND (after asking its peers) or nothing comes before ctx
+// ends (a ToolDb server has no "not found" answer).
 func (c *wsClient) get(ctx context.Context, key string) (db.Record, error) {
 	req := &bridge.Message{Type: bridge.TypeGet, ID: newMsgID(), Key: key}
 	if err := c.send(ctx, req); err != nil {
@@ -231,6 +220,8 @@ func (c *wsClient) get(ctx context.Context, key string) (db.Record, error) {
 				return db.Record{}, err
 			}
 			return *m.Data, nil
+		case m.Type == bridge.TypeError && m.Ref == req.ID && m.Code == "NOT_FOUND":
+			return db.Record{}, fmt.Errorf("%q: %w (the node and the peers it asked hold no record)", key, errNotFound)
 		case m.Type == bridge.TypeError && m.Ref == req.ID:
 			return db.Record{}, fmt.Errorf("node: %s: %s", m.Code, m.Error)
 		}
@@ -334,52 +325,37 @@ func createUser(path string) (*db.User, error) {
 	return u, nil
 }
 
-// clientMain adapts a client command's main (which returns its exit code)
-// to the command table: it cancels on SIGINT/SIGTERM and exits with the code.
-func clientMain(main func(ctx context.Context, args []string, stdout, stderr io.Writer) int) func([]string) error {
-	return func(args []string) error {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-		defer stop()
-		if code := main(ctx, args, os.Stdout, os.Stderr); code != clientExitOK {
-			os.Exit(code)
-		}
-		return nil
-	}
-}
-
 // clientArgs is a parsed client command line.
 type clientArgs struct {
 	flags clientFlags
+	url   string // the node's WebSocket URL
 	args  []string
 	user  *db.User
 }
 
-// parseClientArgs parses the flags every client command shares, checks for
-// want positional arguments (named by argNames in messages) and loads the
-// ToolDb account. about is the usage text after the usage line. It returns
-// ok false with the exit code when the command must stop.
-func parseClientArgs(name, argNames, about string, want int, args []string, stderr io.Writer) (clientArgs, int, bool) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cf := addClientFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: swarmdb %s [flags] %s\n\n%s\n\nflags:\n", name, argNames, about)
-		fs.PrintDefaults()
+// parseClientArgs parses a client command's flags and its positional
+// arguments (usage names them in f.args) and loads the ToolDb account. It
+// returns ok false with the exit code when the command must stop.
+func parseClientArgs(f *flags, withTimeout bool, args []string, std stdio) (clientArgs, int, bool) {
+	var cf clientFlags
+	cf.register(f, withTimeout)
+	pos, code, ok := f.parse(args, len(strings.Fields(f.args)), std)
+	if !ok {
+		return clientArgs{}, code, false
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return clientArgs{}, clientExitOK, false
-		}
-		return clientArgs{}, clientExitUsage, false
+	if pos[0] == "" {
+		return clientArgs{}, f.usageError(std, "empty KEY"), false
 	}
-	if fs.NArg() != want || fs.Arg(0) == "" {
-		fmt.Fprintf(stderr, "swarmdb %s: want %s\n", name, argNames)
-		return clientArgs{}, clientExitUsage, false
-	}
-	user, err := loadUser(*cf.keyFile)
+	url, err := clientWSURL(cf.ws)
 	if err != nil {
-		fmt.Fprintf(stderr, "swarmdb %s: %v\n", name, err)
-		return clientArgs{}, clientExitError, false
+		return clientArgs{}, f.usageError(std, "%v", err), false
 	}
-	return clientArgs{flags: cf, args: fs.Args(), user: user}, clientExitOK, true
+	if cf.topic == "" {
+		return clientArgs{}, f.usageError(std, "no topic: pass --topic (the node's --topic) or set SWARMDB_TOPIC"), false
+	}
+	user, err := loadUser(cf.keyFile)
+	if err != nil {
+		return clientArgs{}, failed(std, f.name, err), false
+	}
+	return clientArgs{flags: cf, url: url, args: pos, user: user}, exitOK, true
 }

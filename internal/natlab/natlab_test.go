@@ -275,7 +275,11 @@ func addrPort(a net.Addr) netip.AddrPort {
 
 func mapped(ctx context.Context, t *testing.T, c net.PacketConn, server netip.AddrPort) netip.AddrPort {
 	t.Helper()
-	m, err := natlab.Query(ctx, c, server, 0, natlab.ProbeConfig{})
+	// A generous budget: the answer comes in well under a millisecond, but
+	// a machine loaded past its cores (with -race) starved the exchange of
+	// the default 3 × 200 ms: TestFlushConntrack failed 6 runs of 20 at a
+	// load average of 14. The tests check what the NAT maps, not how fast.
+	m, err := natlab.Query(ctx, c, server, 0, natlab.ProbeConfig{Timeout: 500 * time.Millisecond, Attempts: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +422,7 @@ type lossTarget interface {
 // checkLoss injects 20 % loss per direction on target, reads the loss
 // rule's counters and expects it to have dropped about 20 % of the packets
 // it saw, at least one request and one reply for each round trip; then it
-// removes the loss. The round trips answered end to end must not exceed
+// removes the loss and expects the share answered before it. The round trips answered end to end must not exceed
 // (1-0.2)^2 = 64 %; they may fall below it, as a loaded machine loses
 // packets of its own (socket buffers), which the counters leave out.
 func checkLoss(t *testing.T, target lossTarget, h *natlab.Host, server netip.AddrPort) {
@@ -427,6 +431,9 @@ func checkLoss(t *testing.T, target lossTarget, h *natlab.Host, server netip.Add
 		count = 1500
 		want  = (1 - rate) * (1 - rate)
 	)
+	// What this machine answers without injected loss: a loaded one drops
+	// some packets itself (socket buffers, a starved reader).
+	base := replyShare(t, h.Net(), server, 300)
 	if err := target.SetLoss(rate); err != nil {
 		t.Fatal(err)
 	}
@@ -459,8 +466,10 @@ func checkLoss(t *testing.T, target lossTarget, h *natlab.Host, server netip.Add
 	if c, err := target.LossCounts(ctx); err != nil || c != (natlab.LossCounts{}) {
 		t.Errorf("after SetLoss(0) counters %+v (%v), want none", c, err)
 	}
-	if got := replyShare(t, h.Net(), server, 300); got < 0.99 {
-		t.Errorf("after SetLoss(0) only %.3f answered", got)
+	// With the loss removed, as many answered as before it (99 %, or the
+	// baseline less two points when the machine alone does worse).
+	if got, want := replyShare(t, h.Net(), server, 300), min(0.99, base-0.02); got < want {
+		t.Errorf("after SetLoss(0) only %.3f answered, want at least %.3f (%.3f before the loss)", got, want, base)
 	}
 }
 
