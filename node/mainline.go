@@ -438,6 +438,9 @@ func (m *mainlinePart) verifyAndKeep(ctx context.Context, candidates []netip.Add
 // MainlineStats is the state of a node's mainline part.
 type MainlineStats struct {
 	mainline.Stats
+	// Routers counts the nodes it starts from: the routers that resolved
+	// and the mainline nodes cached by the last run.
+	Routers int
 	// TopicRounds counts lookups and announces of the topic's infohash.
 	TopicRounds uint64
 	// WebSocketAnnounced says whether the WebSocket is announced under the
@@ -455,7 +458,7 @@ type MainlineStats struct {
 
 func (m *mainlinePart) stats() MainlineStats {
 	m.mu.Lock()
-	s := MainlineStats{WebSocketAnnounced: m.announcedWS, WebSocketReason: m.wsReason}
+	s := MainlineStats{Routers: len(m.cfg.Routers), WebSocketAnnounced: m.announcedWS, WebSocketReason: m.wsReason}
 	m.mu.Unlock()
 	s.Stats = m.ml.Stats()
 	s.TopicRounds = m.topicRounds.Load()

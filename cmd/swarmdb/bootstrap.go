@@ -8,26 +8,22 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync/atomic"
-	"time"
 
-	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/node"
 )
 
 // DefaultPort is the DHT port public nodes listen on by convention (the
 // same number HyperDHT uses, so firewall rules read alike).
 const DefaultPort = 49737
 
-// bootstrapStartTimeout bounds the first contact with the other bootstrap
-// nodes; a bootstrap node serves even when they do not answer.
-const bootstrapStartTimeout = 15 * time.Second
-
 const bootstrapAbout = `Runs a persistent public DHT node: other nodes bootstrap through it, it relays their
 hole-punching signaling, answers STUN on its port and serves a TURN relay (DHT port + 1).
 Its node id is derived from its public address: give --public-ip when it cannot learn it
-(listening on 0.0.0.0 with no other --bootstrap node to tell it).
-Events on stdout (JSON lines with --json): ready, stopped. Logs on stderr.
+(listening on 0.0.0.0 with no other --bootstrap node to tell it). With --mainline or --public
+it announces itself on the BitTorrent mainline DHT under a fixed name, so that nodes find it
+with no address given (and it finds other bootstrap nodes there); --data keeps the DHT nodes
+it knew for the next start.
+Events on stdout (JSON lines with --json): ready, mainline_peer, stopped. Logs on stderr.
 Exit codes: 0 stopped by SIGINT/SIGTERM, 1 error, 2 usage.`
 
 func bootstrapMain(ctx context.Context, args []string, std stdio) int {
@@ -38,6 +34,8 @@ func bootstrapMain(ctx context.Context, args []string, std stdio) int {
 	publicIP := f.String("public-ip", "", "this node's public IP, when it cannot be learned (listening on 0.0.0.0 with no other bootstrap node)")
 	turnSpec := f.String("turn", "auto", `TURN relay address: "auto" (the DHT IP, DHT port+1), "off", or [ip]:port`)
 	turnPrivate := f.Bool("turn-private", false, "let the TURN relay reach private and loopback peers (LAN-only and test networks)")
+	dataDir := f.String("data", "", "directory to keep the DHT nodes it knew (nodes.json) across restarts; none means none kept")
+	ml := addMainlineFlags(f)
 	asJSON := f.Bool("json", false, "print one JSON event per line on stdout")
 	verbose := f.Bool("v", false, "debug logging")
 	if _, code, ok := f.parse(args, 0, std); !ok {
@@ -62,12 +60,21 @@ func bootstrapMain(ctx context.Context, args []string, std stdio) int {
 		}
 		public = netip.AddrPortFrom(ip, la.Port())
 	}
+	routers, err := ml.routers()
+	if err != nil {
+		return f.usageError(std, "%v", err)
+	}
 	if err := f.hosts.resolve(ctx); err != nil {
 		return failed(std, "bootstrap", fmt.Errorf("--bootstrap: %w", err))
 	}
 	log := newLogger(std.err, *asJSON, logLevel(*verbose, slog.LevelInfo))
-	if err := runBootstrap(ctx, bootstrapConfig{Listen: *listen, Bootstrap: bootstrap, PublicAddr: public,
-		TURNListen: turnListen, TURNPrivate: *turnPrivate, Events: eventWriter{json: *asJSON, w: std.out}, Logger: log}); err != nil {
+	if *ml.public {
+		log.Warn("joining the public BitTorrent mainline DHT: this node's IP address is published there")
+	}
+	if err := runBootstrap(ctx, bootstrapConfig{BootstrapConfig: node.BootstrapConfig{
+		ListenAddr: *listen, Bootstrap: bootstrap, PublicAddr: public, TURNAddr: turnListen, TURNPrivate: *turnPrivate,
+		Mainline: routers, DataDir: *dataDir, Logger: log,
+	}, Events: &syncEvents{ev: eventWriter{json: *asJSON, w: std.out}}}); err != nil {
 		return failed(std, "bootstrap", err)
 	}
 	return exitOK
@@ -75,36 +82,20 @@ func bootstrapMain(ctx context.Context, args []string, std stdio) int {
 
 // bootstrapConfig is one run of the bootstrap command.
 type bootstrapConfig struct {
-	Listen      string
-	Bootstrap   []netip.AddrPort
-	PublicAddr  netip.AddrPort // zero: learned from other nodes
-	TURNListen  string         // "" means no relay
-	TURNPrivate bool
-	Events      eventWriter
-	Logger      *slog.Logger
+	node.BootstrapConfig
+	Events *syncEvents
 }
 
 // runBootstrap serves until ctx ends.
 func runBootstrap(ctx context.Context, cfg bootstrapConfig) error {
 	log := cfg.Logger
-	var relay atomic.Pointer[holepunch.TURNServer]
-	node := dht.New(dht.Config{ListenAddr: cfg.Listen, Bootstrap: cfg.Bootstrap, Mode: dht.ModePersistent, Logger: log,
-		OnTURN: turnOffers(&relay), PublicAddr: cfg.PublicAddr})
-	if err := node.Start(); err != nil {
+	cfg.OnMainlinePeer = mainlinePeerEvent(cfg.Events)
+	b := node.NewBootstrap(cfg.BootstrapConfig)
+	if err := b.Start(ctx); err != nil {
 		return err
 	}
-	defer node.Close()
-	if len(cfg.Bootstrap) > 0 {
-		bctx, cancel := context.WithTimeout(ctx, bootstrapStartTimeout)
-		err := node.Bootstrap(bctx)
-		cancel()
-		if err != nil && !errors.Is(err, context.Canceled) {
-			// A bootstrap node must come up even when its peers are down:
-			// they will find it when they return.
-			log.Warn("bootstrap peers did not answer; serving anyway", "err", err)
-		}
-	}
-	st := node.Stats()
+	defer b.Close()
+	st := b.DHT().Stats()
 	id, idHuman, public, publicHuman := "", "", "", ""
 	if st.Persistent {
 		id, idHuman = st.ID.String(), st.ID.String()
@@ -118,31 +109,26 @@ func runBootstrap(ctx context.Context, cfg bootstrapConfig) error {
 		log.Warn("public address unknown: the node id is learned from the first request (pass --public-ip to fix it now)")
 	}
 	turnAddr, turnHuman := "", "off"
-	if cfg.TURNListen != "" {
-		srv, err := startTURNRelay(cfg.TURNListen, st.PublicAddr.Addr(), cfg.TURNPrivate, log)
-		switch {
-		case errors.Is(err, holepunch.ErrTURNNoPublicIP):
-			// A relay must advertise an address peers can reach; serve the
-			// DHT anyway, as without bootstrap peers.
-			log.Warn("TURN relay off: public IP unknown (pass --public-ip)")
-			turnHuman = "off: public IP unknown (pass --public-ip)"
-		case err != nil:
-			return err
-		default:
-			defer srv.Close()
-			relay.Store(srv)
-			turnAddr, turnHuman = srv.Addr().String(), srv.Addr().String()
-		}
+	switch srv := b.TURN(); {
+	case srv != nil:
+		turnAddr, turnHuman = srv.Addr().String(), srv.Addr().String()
+	case errors.Is(b.TURNError(), node.ErrTURNNoPublicIP):
+		turnHuman = "off: public IP unknown (pass --public-ip)"
 	}
-	cfg.Events.emit("ready", fmt.Sprintf("swarmdb bootstrap node ready\n  listening   %s (udp: DHT, STUN, hole-punching signaling)\n  public      %s\n  node id     %s\n  TURN relay  %s",
-		st.LocalAddr, publicHuman, idHuman, turnHuman),
-		map[string]any{"addr": st.LocalAddr.String(), "public_addr": public, "id": id, "turn": turnAddr})
+	ms, mlOn := b.MainlineStats()
+	mainlineHuman := "off"
+	if mlOn {
+		mainlineHuman = fmt.Sprintf("on (%d routers and cached nodes to start from)", ms.Routers)
+	}
+	cfg.Events.emit("ready", fmt.Sprintf("swarmdb bootstrap node ready\n  listening   %s (udp: DHT, STUN, hole-punching signaling)\n  public      %s\n  node id     %s\n  TURN relay  %s\n  mainline    %s",
+		st.LocalAddr, publicHuman, idHuman, turnHuman, mainlineHuman),
+		map[string]any{"addr": st.LocalAddr.String(), "public_addr": public, "id": id, "turn": turnAddr, "mainline": mainlineReady(ms, mlOn)})
 
 	<-ctx.Done()
-	st = node.Stats()
+	st = b.DHT().Stats()
 	log.Info("shutting down", "requests", st.RequestsIn, "records", st.Records, "routing_table", st.RoutingTable)
 	stopped := map[string]any{"requests": st.RequestsIn}
-	if srv := relay.Load(); srv != nil {
+	if srv := b.TURN(); srv != nil {
 		stopped["turn_allocations"] = srv.Stats().Allocated
 	}
 	cfg.Events.emit("stopped", "stopped", stopped)
@@ -187,36 +173,4 @@ func turnListenAddr(spec, dhtListen string) (string, error) {
 		host = "0.0.0.0"
 	}
 	return net.JoinHostPort(host, port), nil
-}
-
-// startTURNRelay starts the TURN relay on listen, advertised at public (the
-// DHT node's public address) or else at the listen IP (ErrTURNNoPublicIP
-// when that is unspecified). Credentials are issued only through the DHT (turnOffers),
-// with a random per-process secret.
-func startTURNRelay(listen string, public netip.Addr, allowPrivate bool, log *slog.Logger) (*holepunch.TURNServer, error) {
-	cfg := holepunch.TURNConfig{ListenAddr: listen, AllowPrivatePeers: allowPrivate, Logger: log}
-	if public.IsValid() && !public.IsUnspecified() {
-		cfg.PublicIP = public // behind a 1:1 NAT (cloud VMs) the listen IP is not it
-	}
-	srv := holepunch.NewTURNServer(cfg)
-	if err := srv.Start(); err != nil {
-		if errors.Is(err, holepunch.ErrTURNNoPublicIP) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("--turn: %w", err)
-	}
-	return srv, nil
-}
-
-// turnOffers is the DHT's OnTURN hook: a credential for the requester
-// (tagged with its IP) on the relay, once the relay runs.
-func turnOffers(relay *atomic.Pointer[holepunch.TURNServer]) dht.TURNHandler {
-	return func(requester netip.AddrPort) (dht.TURNOffer, bool) {
-		srv := relay.Load()
-		if srv == nil {
-			return dht.TURNOffer{}, false
-		}
-		user, pass, exp := srv.Credentials(requester.Addr().String())
-		return dht.TURNOffer{Server: srv.Addr(), Username: user, Password: pass, Expires: exp}, true
-	}
 }

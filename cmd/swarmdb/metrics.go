@@ -112,6 +112,20 @@ var metricDefs = []metricDef{
 	{"swarmdb_dht_relays_forwarded_total", "Signaling messages relayed for other peers.", nil},
 	{"swarmdb_dht_routing_table", "Nodes in the DHT routing table.", nil},
 	{"swarmdb_dht_records", "Topic records this node stores for others.", nil},
+	{"swarmdb_mainline_read_only", "1 while the mainline DHT node is read-only (BEP 43: not known to be reachable), else 0.", nil},
+	{"swarmdb_mainline_nodes", "Nodes in the mainline routing table, by state (good, all).", []string{"state"}},
+	{"swarmdb_mainline_packets_total", "KRPC datagrams received, by outcome (handled, malformed, busy: the library's inbox was full).", []string{"outcome"}},
+	{"swarmdb_mainline_traversals_total", "Mainline lookups and announces started.", nil},
+	{"swarmdb_mainline_announces_stored_total", "announce_peer queries other mainline nodes accepted from this one.", nil},
+	{"swarmdb_mainline_peers_found_total", "Peers found by mainline traversals.", nil},
+	{"swarmdb_mainline_store", "Announces this node stores for others, by kind (infohashes, peers).", []string{"kind"}},
+	{"swarmdb_mainline_announces_received_total", "announce_peer queries this node stored.", nil},
+	{"swarmdb_mainline_topic_rounds_total", "Lookups and announces of the topic's infohash (discovery-channel's).", nil},
+	{"swarmdb_mainline_websocket_announced", "1 while the WebSocket is announced under the topic's infohash, else 0.", nil},
+	{"swarmdb_mainline_bootstrap_candidates_total", "Candidates found under the bootstrap name, by result (accepted, rejected).", []string{"result"}},
+	{"swarmdb_mainline_joins_by_name_total", "DHT joins through bootstrap nodes found under the bootstrap name.", nil},
+	{"swarmdb_mainline_name_announces_total", "Announces of this node under the bootstrap name.", nil},
+	{"swarmdb_tooldb_servers_linked", "Links to ToolDb servers found by discovery (mainline DHT, dns-discovery).", nil},
 	{"swarmdb_records_total", "Records offered to the store, by result (accepted, ignored: stale or duplicate, rejected).", []string{"result"}},
 	{"swarmdb_store_commits_total", "Store group commits (one fsync each).", nil},
 	{"swarmdb_peers", "Message-layer peers (swarm connections and WebSocket clients).", nil},
@@ -208,6 +222,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		emit("swarmdb_dht_records", float64(d.Records))
 	}
 
+	if ml, ok := c.nd.MainlineStats(); ok {
+		c.collectMainline(emit, ml)
+	}
+
 	emit("swarmdb_records_total", float64(st.Store.Accepted), "accepted")
 	emit("swarmdb_records_total", float64(st.Store.Ignored), "ignored")
 	emit("swarmdb_records_total", float64(st.Store.Rejected), "rejected")
@@ -227,6 +245,36 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	emit("swarmdb_bridge_catchup_records_total", float64(br.CatchupSent))
 	emit("swarmdb_bridge_disconnects_total", float64(br.SlowDisconnects), "slow")
 	emit("swarmdb_bridge_disconnects_total", float64(br.AbuseDisconnects), "abuse")
+}
+
+// collectMainline emits the mainline part's metrics.
+func (c *nodeCollector) collectMainline(emit func(string, float64, ...string), ml node.MainlineStats) {
+	emit("swarmdb_mainline_read_only", boolValue(ml.ReadOnly))
+	emit("swarmdb_mainline_nodes", float64(ml.GoodNodes), "good")
+	emit("swarmdb_mainline_nodes", float64(ml.Nodes), "all")
+	emit("swarmdb_mainline_packets_total", float64(ml.PacketsIn-ml.DroppedBadKRPC), "handled")
+	emit("swarmdb_mainline_packets_total", float64(ml.DroppedBadKRPC), "malformed")
+	emit("swarmdb_mainline_packets_total", float64(ml.DroppedBusy), "busy")
+	emit("swarmdb_mainline_traversals_total", float64(ml.Traversals))
+	emit("swarmdb_mainline_announces_stored_total", float64(ml.AnnouncesStored))
+	emit("swarmdb_mainline_peers_found_total", float64(ml.PeersFound))
+	emit("swarmdb_mainline_store", float64(ml.StoredInfohashes), "infohashes")
+	emit("swarmdb_mainline_store", float64(ml.StoredPeers), "peers")
+	emit("swarmdb_mainline_announces_received_total", float64(ml.AnnouncesReceived))
+	emit("swarmdb_mainline_topic_rounds_total", float64(ml.TopicRounds))
+	emit("swarmdb_mainline_websocket_announced", boolValue(ml.WebSocketAnnounced))
+	emit("swarmdb_mainline_bootstrap_candidates_total", float64(ml.Candidates-ml.Rejected), "accepted")
+	emit("swarmdb_mainline_bootstrap_candidates_total", float64(ml.Rejected), "rejected")
+	emit("swarmdb_mainline_joins_by_name_total", float64(ml.JoinsByName))
+	emit("swarmdb_mainline_name_announces_total", float64(ml.NameAnnounces))
+	emit("swarmdb_tooldb_servers_linked", float64(ml.ServersLinked))
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // sortedKeys returns m's keys in order, so scrapes list series stably.

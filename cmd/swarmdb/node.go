@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -37,11 +36,13 @@ const (
 )
 
 // nodeAbout is node's usage text.
-const nodeAbout = `Runs a swarmdb node: joins TOPIC on the DHT (--bootstrap) or on the LAN only (none given),
-connects to its peers through NATs and replicates the database with them; ToolDb clients,
-browsers and swarmdb put/get/watch connect over WebSocket (--ws).
+const nodeAbout = `Runs a swarmdb node: joins TOPIC on the DHT (--bootstrap, or found on the BitTorrent mainline
+DHT with --mainline or --public) or on the LAN only (none given), connects to its peers through
+NATs and replicates the database with them; ToolDb clients, browsers and swarmdb put/get/watch
+connect over WebSocket (--ws). With --mainline or --public it also finds (and is found by) ToolDb
+servers and clients that use discovery-channel on the same topic.
 Events on stdout (JSON lines with --json): ready, nat, peer_connected, peer_disconnected,
-error, stopped. Logs and errors on stderr.
+mainline_peer, error, stopped. Logs and errors on stderr.
 Exit codes: 0 stopped by SIGINT/SIGTERM, 1 error (could not start, unclean stop), 2 usage.`
 
 // nodeMain runs a node until ctx ends and returns the exit code.
@@ -50,7 +51,8 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 	var cfg node.Config
 	f.StringVar(&cfg.Topic, "topic", "", "topic to join (required); ToolDb clients must use the same topic")
 	f.StringVar(&cfg.DataDir, "data", "./swarmdb-data", "data directory: identity.json (the node's keys), the store (db/) and the lock")
-	f.list(&cfg.Bootstrap, "bootstrap", "comma-separated host:port of DHT bootstrap nodes; none means LAN discovery only")
+	f.list(&cfg.Bootstrap, "bootstrap", "comma-separated host:port of DHT bootstrap nodes; none (and no --mainline or --public) means LAN discovery only")
+	ml := addMainlineFlags(f)
 	f.StringVar(&cfg.ListenAddr, "listen", "0.0.0.0:0", "UDP address of the node's socket (DHT, STUN, hole punching, sessions)")
 	ws := f.String("ws", "127.0.0.1:9000", `WebSocket address for ToolDb clients and browsers: host:port, ":9000" (every interface), ws://host:port, or "off"`)
 	origins := f.String("origin", "", "comma-separated browser origins the WebSocket accepts (host patterns, or scheme://host); none means any")
@@ -96,10 +98,14 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 		}
 	}
 	cfg.AllowedOrigins = splitList(*origins)
+	if cfg.Mainline, err = ml.routers(); err != nil {
+		return f.usageError(std, "%v", err)
+	}
 	if err := f.hosts.resolve(ctx); err != nil {
 		return failed(std, "node", fmt.Errorf("--bootstrap: %w", err))
 	}
-	topic, dataDir, bootstrap := cfg.Topic, cfg.DataDir, cfg.Bootstrap
+	topic, dataDir := cfg.Topic, cfg.DataDir
+	lanOnly := len(cfg.Bootstrap) == 0 && len(cfg.Mainline) == 0
 	log := newLogger(std.err, *asJSON, logLevel(*verbose, slog.LevelInfo))
 	cfg.Logger = log
 	out := &syncEvents{ev: eventWriter{json: *asJSON, w: std.out}}
@@ -121,6 +127,10 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 		return exitError
 	}
 
+	if *ml.public {
+		log.Warn("joining the public BitTorrent mainline DHT: this node's IP address is published there")
+	}
+	cfg.OnMainlinePeer = mainlinePeerEvent(out)
 	conns := newConnMetrics()
 	cfg.OnPeerConnect = func(e node.PeerEvent) {
 		conns.observe(e)
@@ -181,8 +191,8 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 		}()
 	}
 
-	out.emit("ready", readyHuman(nd, topic, bootstrap, metricsLn), readyFields(nd, topic, dataDir, bootstrap, metricsLn))
-	if len(bootstrap) > 0 && nd.NAT().Class == "" {
+	out.emit("ready", readyHuman(nd, topic, lanOnly, metricsLn), readyFields(nd, topic, dataDir, lanOnly, metricsLn))
+	if !lanOnly && nd.NAT().Class == "" {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -242,7 +252,7 @@ func (s *syncEvents) emit(event, human string, fields map[string]any) {
 	s.ev.emit(event, human, fields)
 }
 
-func readyFields(nd *node.Node, topic, dataDir string, bootstrap []netip.AddrPort, metricsLn net.Listener) map[string]any {
+func readyFields(nd *node.Node, topic, dataDir string, lanOnly bool, metricsLn net.Listener) map[string]any {
 	f := map[string]any{
 		"public_key": hex.EncodeToString(nd.PublicKey()),
 		"address":    nd.Address(),
@@ -250,18 +260,20 @@ func readyFields(nd *node.Node, topic, dataDir string, bootstrap []netip.AddrPor
 		"data":       dataDir,
 		"udp":        nd.LocalAddr().String(),
 		"ws":         "",
-		"lan_only":   len(bootstrap) == 0,
-		"nat":        natClass(nd, bootstrap),
+		"lan_only":   lanOnly,
+		"nat":        natClass(nd, lanOnly),
 	}
 	f["ws"] = nd.WebSocketURL()
 	f["public_ws"] = nd.Status().PublicWebSocket
+	ms, ok := nd.MainlineStats()
+	f["mainline"] = mainlineReady(ms, ok)
 	if metricsLn != nil {
 		f["metrics"] = "http://" + metricsLn.Addr().String() + "/metrics"
 	}
 	return f
 }
 
-func readyHuman(nd *node.Node, topic string, bootstrap []netip.AddrPort, metricsLn net.Listener) string {
+func readyHuman(nd *node.Node, topic string, lanOnly bool, metricsLn net.Listener) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "swarmdb node ready on topic %q\n", topic)
 	fmt.Fprintf(&b, "  public key  %s\n", hex.EncodeToString(nd.PublicKey()))
@@ -275,18 +287,21 @@ func readyHuman(nd *node.Node, topic string, bootstrap []netip.AddrPort, metrics
 	if metricsLn != nil {
 		fmt.Fprintf(&b, "  metrics     http://%s/metrics\n", metricsLn.Addr())
 	}
-	if len(bootstrap) == 0 {
-		fmt.Fprintf(&b, "  LAN only: no --bootstrap nodes, peers are found on the local network")
+	if ms, ok := nd.MainlineStats(); ok {
+		fmt.Fprintf(&b, "  mainline    on (%d routers and cached nodes to start from)\n", ms.Routers)
+	}
+	if lanOnly {
+		fmt.Fprintf(&b, "  LAN only: no --bootstrap nodes and no --mainline, peers are found on the local network")
 	} else {
-		fmt.Fprintf(&b, "  nat         %s", natClass(nd, bootstrap))
+		fmt.Fprintf(&b, "  nat         %s", natClass(nd, lanOnly))
 	}
 	return b.String()
 }
 
 // natClass is the node's NAT class for the ready event: "lan-only" without
 // a DHT to measure against, "measuring" until the first report.
-func natClass(nd *node.Node, bootstrap []netip.AddrPort) string {
-	if len(bootstrap) == 0 {
+func natClass(nd *node.Node, lanOnly bool) string {
+	if lanOnly {
 		return "lan-only"
 	}
 	if c := nd.NAT().Class; c != "" {
