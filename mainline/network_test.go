@@ -104,15 +104,19 @@ func TestAnnounceLookup(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ih := TopicInfohash("swarmdb-test-topic")
-	if _, err := nodes[1].Announce(ctx, ih, 7777, false); err != nil {
+	if _, err := nodes[1].Announce(ctx, ih, 7777, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nodes[2].Announce(ctx, ih, 0, true); err != nil {
+	if _, err := nodes[2].Announce(ctx, ih, 0, true, nil); err != nil {
 		t.Fatal(err)
 	}
-	res, err := nodes[5].Lookup(ctx, ih)
+	var streamed []netip.AddrPort
+	res, err := nodes[5].Lookup(ctx, ih, func(p netip.AddrPort) { streamed = append(streamed, p) })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !slices.Equal(streamed, res.Peers) {
+		t.Fatalf("streamed %v, returned %v", streamed, res.Peers)
 	}
 	explicit := netip.AddrPortFrom(nodes[1].LocalAddr().Addr(), 7777)
 	if !contains(res.Peers, explicit) || !contains(res.Peers, nodes[2].LocalAddr()) {
@@ -173,7 +177,7 @@ func TestReadOnlyUntilReachable(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := ro.Lookup(ctx, TopicInfohash("x")); err != nil {
+	if _, err := ro.Lookup(ctx, TopicInfohash("x"), nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return ro.Stats().Nodes >= 1 })

@@ -201,7 +201,7 @@ func (n *Node) startingNodes() ([]dht.Addr, error) {
 // readLoop reads a socket the node owns (Config.Conn).
 func (n *Node) readLoop() {
 	defer n.wg.Done()
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, maxKRPCSize+1) // longer datagrams are dropped anyway
 	for {
 		nr, from, err := n.cfg.Conn.ReadFrom(buf)
 		if err != nil {
@@ -316,21 +316,24 @@ type Result struct {
 
 // Lookup finds the peers announced under ih (a get_peers traversal). It
 // returns when the traversal runs out of closer nodes or ctx ends; on ctx's
-// end it returns what it found with ctx's error.
-func (n *Node) Lookup(ctx context.Context, ih Infohash) (Result, error) {
-	return n.traverse(ctx, ih, nil)
+// end it returns what it found with ctx's error. found, when not nil, gets
+// each new peer as soon as a node names it (on the caller's goroutine): a
+// traversal ends only when its last query answered or timed out, seconds
+// after the first peer where a node on the way is gone.
+func (n *Node) Lookup(ctx context.Context, ih Infohash, found func(netip.AddrPort)) (Result, error) {
+	return n.traverse(ctx, ih, nil, found)
 }
 
 // Announce finds the peers under ih like Lookup and then announces this
 // node to the closest nodes that handed it a token: at port, or with
 // implied true at the source port of its datagrams (the socket's port as
 // the storing node sees it, which for a node behind NAT is its mapping).
-func (n *Node) Announce(ctx context.Context, ih Infohash, port int, implied bool) (Result, error) {
+func (n *Node) Announce(ctx context.Context, ih Infohash, port int, implied bool, found func(netip.AddrPort)) (Result, error) {
 	n.announces.Add(1)
-	return n.traverse(ctx, ih, &dht.AnnouncePeerOpts{Port: port, ImpliedPort: implied})
+	return n.traverse(ctx, ih, &dht.AnnouncePeerOpts{Port: port, ImpliedPort: implied}, found)
 }
 
-func (n *Node) traverse(ctx context.Context, ih Infohash, announce *dht.AnnouncePeerOpts) (Result, error) {
+func (n *Node) traverse(ctx context.Context, ih Infohash, announce *dht.AnnouncePeerOpts, found func(netip.AddrPort)) (Result, error) {
 	srv, err := n.server()
 	if err != nil {
 		return Result{}, err
@@ -347,13 +350,22 @@ func (n *Node) traverse(ctx context.Context, ih Infohash, announce *dht.Announce
 	defer a.Close()
 	var res Result
 	seen := make(map[netip.AddrPort]bool)
+	add := func(ap netip.AddrPort) {
+		if seen[ap] {
+			return
+		}
+		seen[ap] = true
+		res.Peers = append(res.Peers, ap)
+		n.peersFound.Add(1)
+		if found != nil {
+			found(ap)
+		}
+	}
 	// A traversal asks others, never this node, although this node may be
 	// one of the closest to ih and hold announces for it (on a small
 	// network it often is the only one).
 	for _, ap := range n.store.get(ih, n.cfg.now()) {
-		seen[ap] = true
-		res.Peers = append(res.Peers, ap)
-		n.peersFound.Add(1)
+		add(ap)
 	}
 	for {
 		select {
@@ -366,13 +378,9 @@ func (n *Node) traverse(ctx context.Context, ih Infohash, announce *dht.Announce
 			// with the atomic adds of its own query goroutines.)
 			res.Responded++
 			for _, p := range pv.Peers {
-				ap, ok := peerAddr(p.IP, p.Port)
-				if !ok || seen[ap] {
-					continue
+				if ap, ok := peerAddr(p.IP, p.Port); ok {
+					add(ap)
 				}
-				seen[ap] = true
-				res.Peers = append(res.Peers, ap)
-				n.peersFound.Add(1)
 			}
 		case <-ctx.Done():
 			return res, ctx.Err()

@@ -240,29 +240,29 @@ func (m *mainlinePart) topicLoop() {
 		var res mainline.Result
 		var err error
 		if announce {
-			res, err = m.ml.Announce(ctx, ih, int(m.cfg.WebSocket.Port()), false)
+			res, err = m.ml.Announce(ctx, ih, int(m.cfg.WebSocket.Port()), false, m.foundServer)
 			if err == nil && res.Responded > 0 {
 				lastAnnounce = time.Now()
 			}
 		} else {
-			res, err = m.ml.Lookup(ctx, ih)
+			_, err = m.ml.Lookup(ctx, ih, m.foundServer)
 		}
 		cancel()
 		m.topicRounds.Add(1)
 		if err != nil && m.ctx.Err() == nil {
 			m.log.Debug("mainline topic round failed", "round", round, "err", err)
 		}
-		for _, p := range res.Peers {
-			if m.isSelf(p) {
-				continue
-			}
-			if m.cfg.FoundServer != nil {
-				m.cfg.FoundServer(p, "dht")
-			}
-		}
 		if !m.sleep(topicDelay(round, rand.Float64())) {
 			return
 		}
+	}
+}
+
+// foundServer hands a peer found under the topic to FoundServer at once,
+// unless it is our own announce.
+func (m *mainlinePart) foundServer(p netip.AddrPort) {
+	if !m.isSelf(p) && m.cfg.FoundServer != nil {
+		m.cfg.FoundServer(p, "dht")
 	}
 }
 
@@ -347,7 +347,7 @@ func (m *mainlinePart) joinLoop() {
 func (m *mainlinePart) announceName() bool {
 	ctx, cancel := context.WithTimeout(m.ctx, roundTimeout)
 	defer cancel()
-	res, err := m.ml.Announce(ctx, mainline.BootstrapInfohash, 0, true)
+	res, err := m.ml.Announce(ctx, mainline.BootstrapInfohash, 0, true, nil)
 	m.nameAnnounces.Add(1)
 	if err != nil || res.Responded == 0 {
 		m.log.Debug("announce under the bootstrap name failed", "err", err)
@@ -363,7 +363,7 @@ func (m *mainlinePart) announceName() bool {
 func (m *mainlinePart) joinByName() bool {
 	ctx, cancel := context.WithTimeout(m.ctx, roundTimeout)
 	defer cancel()
-	res, err := m.ml.Lookup(ctx, mainline.BootstrapInfohash)
+	res, err := m.ml.Lookup(ctx, mainline.BootstrapInfohash, nil)
 	if err != nil && len(res.Peers) == 0 {
 		m.log.Debug("lookup of the bootstrap name failed", "err", err)
 		return false

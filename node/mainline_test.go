@@ -192,7 +192,7 @@ func TestBootstrapCandidatesVerified(t *testing.T) {
 	}
 	defer forger.Close()
 	for _, port := range []uint16{udpPort(silent.LocalAddr()), wrong.LocalAddr().Port()} {
-		if _, err := forger.Announce(ctx, mainline.BootstrapInfohash, int(port), false); err != nil {
+		if _, err := forger.Announce(ctx, mainline.BootstrapInfohash, int(port), false, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

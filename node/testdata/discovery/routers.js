@@ -4,7 +4,8 @@
 //   node routers.js N
 //
 // The first node bootstraps from nobody, the others from the first. Prints
-// {"event":"ready","routers":["127.0.0.1:P",...]} and runs until stdin closes.
+// {"event":"ready","routers":["127.0.0.1:P",...],"bytesPerNode":B} (B: RSS growth per node; run
+// with --expose-gc for a steadier figure) and runs until stdin closes.
 "use strict";
 const DHT = require("bittorrent-dht");
 const { emit } = require("./common");
@@ -12,6 +13,8 @@ const { emit } = require("./common");
 async function main() {
   const n = Number(process.argv[2] || 3);
   const nodes = [];
+  if (global.gc) global.gc();
+  const rssBefore = process.memoryUsage().rss;
   for (let i = 0; i < n; i++) {
     const bootstrap = i === 0 ? false : ["127.0.0.1:" + nodes[0].address().port];
     const dht = new DHT({ bootstrap });
@@ -19,7 +22,9 @@ async function main() {
     if (i > 0) await new Promise((resolve) => dht.once("ready", resolve));
     nodes.push(dht);
   }
-  emit("ready", { routers: nodes.map((d) => "127.0.0.1:" + d.address().port) });
+  if (global.gc) global.gc();
+  const bytesPerNode = (process.memoryUsage().rss - rssBefore) / n;
+  emit("ready", { routers: nodes.map((d) => "127.0.0.1:" + d.address().port), bytesPerNode });
   process.stdin.resume();
   process.stdin.on("end", () => { nodes.forEach((d) => d.destroy()); process.exit(0); });
 }
