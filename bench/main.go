@@ -17,7 +17,8 @@
 // throughput), resources (RSS and CPU, idle and per connection), nat (NAT
 // matrix and loss runs in the NAT lab; needs root), replication (put on one
 // swarmdb node, seen by a subscriber on another, through two NATs; needs
-// root). Results accumulate in
+// root), mainline (time to the first peer found over the BitTorrent
+// mainline DHT, against discovery-channel; memory per mainline node). Results accumulate in
 // bench/results/results.json, from which the report and charts are
 // rendered, so a part can be rerun alone.
 package main
@@ -42,7 +43,7 @@ import (
 )
 
 // partOrder is the order parts run and appear in the report.
-var partOrder = []string{"dht", "db", "loopback", "resources", "nat", "replication"}
+var partOrder = []string{"dht", "db", "loopback", "resources", "nat", "replication", "mainline"}
 
 // options are the command's flags.
 type options struct {
@@ -180,6 +181,8 @@ func runPart(ctx context.Context, o options, sw swarmdbBin, part string) (*PartR
 		return runNAT(ctx, o, sw, "TestNATMatrix")
 	case "replication":
 		return runNAT(ctx, o, sw, "TestReplication")
+	case "mainline":
+		return runMainline(ctx, o)
 	}
 	return nil, fmt.Errorf("unknown part %q", part)
 }

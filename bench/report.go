@@ -14,6 +14,7 @@ var partTitles = map[string]string{
 	"dht":         "DHT: lookup time and hops vs network size (swarmdb vs HyperDHT)",
 	"db":          "Database: verified durable writes and reads (swarmdb vs ToolDb 2.6.6)",
 	"loopback":    "Loopback: join-to-connection time and one-stream throughput (swarmdb vs Hyperswarm)",
+	"mainline":    "Mainline DHT: start to first peer, and memory per node (swarmdb vs discovery-channel / bittorrent-dht)",
 	"resources":   "Resources: memory and CPU, idle and per connection (swarmdb vs Hyperswarm)",
 	"nat":         "NAT matrix and loss (swarmdb vs Hyperswarm, in the NAT lab)",
 	"replication": "Replication delay through two NATs (swarmdb node; ToolDb has no npm transport)",
