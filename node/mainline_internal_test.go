@@ -180,3 +180,32 @@ func TestServerDialerRelinks(t *testing.T) {
 		t.Fatalf("%d servers reported, want 2 (the server once, itself once)", got)
 	}
 }
+
+// TestServerDialerBothWays: two nodes that found each other's WebSocket
+// and each dialled the other replicate over what the bridge lets through
+// (one identified connection per remote), in both directions.
+func TestServerDialerBothWays(t *testing.T) {
+	a := startLoopbackNode(t, "127.0.0.1:0")
+	b := startLoopbackNode(t, "127.0.0.1:0")
+	a.startDialer()
+	b.startDialer()
+	a.serverFound(b.wsAddrPort(), "dht")
+	b.serverFound(a.wsAddrPort(), "dht")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, w := range []struct{ from, to *Node }{{a, b}, {b, a}} {
+		key := "from-" + w.from.Address()[:8]
+		if _, err := w.from.Put(ctx, key, []byte(`1`)); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := w.to.store.Get(key); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s never reached the other node", key)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}

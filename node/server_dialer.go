@@ -39,6 +39,9 @@ type serverEntry struct {
 	fails   int       // consecutive failed dials or dropped links
 	next    time.Time // no dial before this
 	source  string
+	// dropped: the link was closed as redundant; its end is no failure
+	// and gets no redial.
+	dropped bool
 }
 
 const (
@@ -87,7 +90,18 @@ func (d *serverDialer) found(addr netip.AddrPort, source string) {
 		e = &serverEntry{source: source}
 		d.entries[addr] = e
 	}
-	if e.peer != nil || e.dialing || time.Now().Before(e.next) {
+	if e.peer != nil {
+		// A node linked here first and over the swarm since (a swarmdb
+		// node announces its WebSocket under the topic too) needs only
+		// the swarm link: checked again at every find.
+		if avoid, why := d.redundant(e.peer); avoid > 0 {
+			d.log.Debug("tooldb server link dropped", "addr", addr, "why", why)
+			e.dropped, e.next = true, time.Now().Add(avoid)
+			e.peer.Close()
+		}
+		return
+	}
+	if e.dialing || time.Now().Before(e.next) {
 		return
 	}
 	d.dialLocked(addr, e)
@@ -136,26 +150,32 @@ func (d *serverDialer) dial(addr netip.AddrPort, e *serverEntry) {
 	d.mu.Unlock()
 	select {
 	case <-p.Done():
-		d.log.Info("tooldb server link closed", "addr", addr, "err", p.Err())
 		d.mu.Lock()
 		e.peer = nil
+		dropped := e.dropped
+		e.dropped = false
 		d.mu.Unlock()
-		d.failed(addr, e)
+		if !dropped {
+			d.log.Info("tooldb server link closed", "addr", addr, "err", p.Err())
+			d.failed(addr, e)
+		}
 	case <-d.ctx.Done():
 	}
 }
 
 // redundant says whether the server that answered is this node, or a node
-// this one already has a link to (a swarmdb node found both over the swarm
-// and under the topic), and for how long to leave the address alone.
+// this one also has a swarm link to (a swarmdb node is found both over the
+// swarm and under the topic), and for how long to leave the address alone.
+// (The bridge itself lets one connection per remote identify; a second one
+// never carries anything.)
 func (d *serverDialer) redundant(p *bridge.Peer) (time.Duration, string) {
 	st := p.Status()
 	if st.Address == d.self {
 		return avoidSelf, "this node"
 	}
 	for _, o := range d.peers() {
-		if o.RemoteID != st.RemoteID && o.Address == st.Address {
-			return avoidDuplicate, "already linked as " + o.Kind
+		if o.RemoteID != st.RemoteID && o.Address == st.Address && o.Kind == bridge.KindSwarm {
+			return avoidDuplicate, "already linked over the swarm"
 		}
 	}
 	return 0, ""
