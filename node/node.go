@@ -104,8 +104,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			n.shutdown()
-			n.dir.undo()
+			n.dir.undo() // still holding the lock, so no other node's files go
 			n.dir.release()
+			n.dir = nil
 		}
 	}()
 	n.startedAt = time.Now()
@@ -298,7 +299,11 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
-	return n.shutdown()
+	err := n.shutdown()
+	if n.dir != nil {
+		n.dir.release() // last: the store is closed
+	}
+	return err
 }
 
 func (n *Node) shutdown() error {
@@ -335,9 +340,6 @@ func (n *Node) shutdown() error {
 	n.wg.Wait()
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
-	}
-	if n.dir != nil {
-		n.dir.release()
 	}
 	return errors.Join(errs...)
 }

@@ -324,3 +324,35 @@ func (w *readyWriter) String() string {
 	defer w.mu.Unlock()
 	return w.b.String()
 }
+
+// TestNodeJSONLogs: with --json every log line on stderr is one JSON object
+// with at most one "component" key (the swarm's DHT lines had two:
+// component=swarm from node, then component=dht from the swarm).
+func TestNodeJSONLogs(t *testing.T) {
+	boot := startPipeDHT(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	out := &readyWriter{cancel: cancel}
+	var errOut lockedBuffer
+	args := []string{"--topic", "t", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--ws", "off", "--no-lan",
+		"--bootstrap", boot, "--json", "-v"}
+	if code := nodeMain(ctx, args, stdio{out: out, err: &errOut}); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+	components := map[string]bool{}
+	for _, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("not a JSON log line: %q", l)
+		}
+		if n := strings.Count(l, `"component":`); n > 1 {
+			t.Fatalf("component %d times: %s", n, l)
+		}
+		if c, ok := m["component"].(string); ok {
+			components[c] = true
+		}
+	}
+	if !components["dht"] {
+		t.Fatalf("no DHT log line among %d: %v", len(lines), components)
+	}
+}
