@@ -352,7 +352,14 @@ func (s *Store) commitGroup(group []*writeReq) {
 			events = append(events, ev)
 		}
 	}
+	// Count before the commit makes the records visible, so that whoever
+	// reads a record (a watcher, a caller, a reader polling Get) and then
+	// Stats finds it counted; a failed commit takes the counts back.
+	accepted, ignored := countOutcomes(results)
+	s.accepted.Add(uint64(accepted))
+	s.ignored.Add(uint64(ignored))
 	if !b.Empty() {
+		s.commits.Add(1)
 		if err := b.Commit(pebble.Sync); err != nil {
 			err = corruptErr("commit", err)
 			s.log.Error("group commit failed", "err", err, "records", len(group))
@@ -362,25 +369,29 @@ func (s *Store) commitGroup(group []*writeReq) {
 				}
 			}
 			events = nil
-		}
-		s.commits.Add(1)
-	}
-	// Count before anyone hears of the records, so a watcher or caller that
-	// reads Stats after an event sees them counted. (A reader polling Get
-	// can still see a record a moment before it is counted.)
-	for _, res := range results {
-		switch {
-		case res.err != nil:
-		case res.outcome.Changed():
-			s.accepted.Add(1)
-		default:
-			s.ignored.Add(1)
+			s.accepted.Add(uint64(-accepted)) // two's complement: subtracts
+			s.ignored.Add(uint64(-ignored))
 		}
 	}
 	s.publish(events)
 	for i, r := range group {
 		r.done <- results[i]
 	}
+}
+
+// countOutcomes counts the results that changed the store and those that
+// did not (errors count as neither).
+func countOutcomes(results []writeResult) (accepted, ignored int64) {
+	for _, res := range results {
+		switch {
+		case res.err != nil:
+		case res.outcome.Changed():
+			accepted++
+		default:
+			ignored++
+		}
+	}
+	return accepted, ignored
 }
 
 // apply runs the write rules for one verified record against the batch's view of the store.
