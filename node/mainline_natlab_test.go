@@ -3,14 +3,12 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net/netip"
-	"os"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/swarmdb/swarmdb/internal/natlab"
-	"github.com/swarmdb/swarmdb/mainline"
+	"github.com/swarmdb/swarmdb/internal/testnet"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -44,7 +42,7 @@ func TestMainlineOnlyNATLab(t *testing.T) {
 		h := lab.AddRouter(natlab.RouterConfig{Type: typ}).AddHost("n")
 		nd, err := node.New(node.Config{
 			Topic: "natlab-mainline", DataDir: t.TempDir(), Net: h.Net(), ListenAddr: h.IP().String() + ":0",
-			Mainline: routers, DisableLAN: true, Logger: testLogger(string(typ)),
+			Mainline: routers, DisableLAN: true,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -76,35 +74,13 @@ func TestMainlineOnlyNATLab(t *testing.T) {
 	waitValue(t, nodes[0], "lab-mainline", []byte(`"from behind a symmetric NAT"`))
 }
 
-// labMainlineRouters starts n mainline nodes on public hosts of the lab,
-// each starting from the ones before it, and returns their addresses.
+// labMainlineRouters starts n mainline routers on public hosts of the lab
+// and returns their addresses.
 func labMainlineRouters(t *testing.T, lab *natlab.Lab, n int) []string {
 	t.Helper()
-	var addrs []string
-	var prev []netip.AddrPort
-	for i := range n {
+	_, addrs := testnet.MainlineRouters(t, n, func(i int) (net.PacketConn, error) {
 		h := lab.AddPublicHost(fmt.Sprintf("ml%d", i))
-		c, err := h.Net().ListenPacket("udp4", h.IP().String()+":6881")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := mainline.New(mainline.Config{Conn: c, Routers: prev, SendRate: 10000, SendBurst: 1000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
-		prev = append(prev, r.LocalAddr())
-		addrs = append(addrs, r.LocalAddr().String())
-	}
+		return h.Net().ListenPacket("udp4", h.IP().String()+":6881")
+	})
 	return addrs
-}
-
-func testLogger(name string) *slog.Logger {
-	if os.Getenv("SWARMDB_TEST_LOG") == "" {
-		return nil
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("n", name)
 }

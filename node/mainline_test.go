@@ -10,58 +10,15 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/internal/testnet"
 	"github.com/swarmdb/swarmdb/mainline"
 	"github.com/swarmdb/swarmdb/node"
 )
 
-// startRouters starts size standalone mainline nodes on loopback: the
-// lab's stand-in for the public mainline routers. Each starts from every
-// one before it, and the tests give every node all of them, as users give
-// several routers: anacrolix/dht v2.24.0 answers find_node and get_peers
-// only from the buckets at or below the target's (table.closestNodes), so
-// on a network of three a router often returns no nodes at all, and a
-// traversal that starts from one router misses announces stored at the
-// others.
+// startRouters starts size mainline routers on loopback.
 func startRouters(t *testing.T, size int) ([]*mainline.Node, []string) {
 	t.Helper()
-	var nodes []*mainline.Node
-	var addrs []string
-	for range size {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var routers []netip.AddrPort // every router before it: a small network, fully meshed
-		for _, prev := range nodes {
-			routers = append(routers, prev.LocalAddr())
-		}
-		n, err := mainline.New(mainline.Config{Conn: c, Routers: routers, QueryTimeout: time.Second,
-			// A router of a three-node network answers every query of
-			// the test in bursts well above the default burst of 25:
-			// replies over the limit are dropped, not delayed.
-			SendRate: 10000, SendBurst: 1000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := n.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		nodes = append(nodes, n)
-		addrs = append(addrs, n.LocalAddr().String())
-	}
-	// Each router has heard from another before the test goes on: a router
-	// whose first bootstrap failed waits a minute for the next.
-	deadline := time.Now().Add(20 * time.Second)
-	for _, n := range nodes {
-		for n.Stats().GoodNodes == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("router %v knows no other router after 20 s", n.LocalAddr())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return nodes, addrs
+	return testnet.MainlineRouters(t, size, nil)
 }
 
 // startBootstrap starts a swarmdb bootstrap node that announces itself

@@ -2,7 +2,6 @@ package main
 
 import (
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,35 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmdb/swarmdb/internal/testnet"
 	"github.com/swarmdb/swarmdb/mainline"
 )
 
-// startRouters starts n mainline DHT nodes on loopback in this process,
-// each starting from the ones before it: the test's stand-in for the
-// public routers. It returns them and their addresses as a --mainline
-// value.
+// startRouters starts n mainline routers on loopback and returns them and
+// their addresses as a --mainline value.
 func startRouters(t *testing.T, n int) ([]*mainline.Node, string) {
 	t.Helper()
-	var nodes []*mainline.Node
-	var prev []netip.AddrPort
-	var addrs []string
-	for range n {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := mainline.New(mainline.Config{Conn: c, Routers: prev, SendRate: 10000, SendBurst: 1000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
-		nodes = append(nodes, r)
-		prev = append(prev, r.LocalAddr())
-		addrs = append(addrs, r.LocalAddr().String())
-	}
+	nodes, addrs := testnet.MainlineRouters(t, n, nil)
 	return nodes, strings.Join(addrs, ",")
 }
 
