@@ -83,7 +83,7 @@ type delayLine struct {
 
 // heldFrame is a frame waiting for its time.
 type heldFrame struct {
-	buf *[]byte // pooled, or nil when data is a one-off GSO frame
+	buf  *[]byte // pooled, or nil when data is a one-off GSO frame
 	data []byte
 	due  time.Time
 }
