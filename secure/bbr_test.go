@@ -199,6 +199,7 @@ func TestBBRHoldsRateUnderRandomLoss(t *testing.T) {
 // acknowledged.
 func TestBBRLossConservesThenRestores(t *testing.T) {
 	b := newTestBBR()
+	b.mode = bbrProbeBW // STARTUP does not conserve (see updateRecovery)
 	const mss = 1200
 	now := int64(time.Second)
 	for pn := range int64(20) {

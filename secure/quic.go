@@ -74,9 +74,13 @@ func (c *Config) quicConfig() *quic.Config {
 		MaxIdleTimeout:                 quicIdleTimeout,
 		InitialPacketSize:              uint16(c.MTU),
 		DisablePathMTUDiscovery:        true,
-		InitialStreamReceiveWindow:     uint64(min(c.MaxReceiveBufferSize, 1<<20)),
+		// The whole window from the start: quic-go's auto-tuning grows a small
+		// initial window too slowly on a lossy WAN path (1 MiB per 40 ms RTT
+		// capped one stream at 20 MiB/s in TestWANThroughputNATLab). Windows
+		// are limits, not allocations: only unread data takes memory.
+		InitialStreamReceiveWindow:     uint64(c.MaxReceiveBufferSize),
 		MaxStreamReceiveWindow:         uint64(c.MaxReceiveBufferSize),
-		InitialConnectionReceiveWindow: uint64(min(c.MaxReceiveBufferSize, 3<<19)),
+		InitialConnectionReceiveWindow: uint64(c.MaxReceiveBufferSize) * 2,
 		MaxConnectionReceiveWindow:     uint64(c.MaxReceiveBufferSize) * 2,
 		MaxIncomingStreams:             1024,
 		MaxIncomingUniStreams:          4,

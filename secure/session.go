@@ -158,6 +158,17 @@ type Session struct {
 
 	opened, acceptedN, refused atomic.Uint64
 	writers                    atomic.Int64 // Stream.Writes in progress: BBR's app-limited signal
+	lastWrite                  atomic.Int64 // unix nanos when a Stream.Write last started or ended
+}
+
+// appIdleAfter: the application counts as idle (BBR's app-limited signal) when no
+// Stream.Write is in progress and none has been for this long. A bulk writer's gaps
+// between writes are microseconds; without the grace they would mark whole rounds
+// app-limited and keep BBR in STARTUP.
+const appIdleAfter = time.Millisecond
+
+func (s *Session) appIdle() bool {
+	return s.writers.Load() == 0 && time.Now().UnixNano()-s.lastWrite.Load() > int64(appIdleAfter)
 }
 
 // Open wraps inner (a connected datagram conn, e.g. an ice.Conn) in a DatagramConn with
@@ -250,7 +261,7 @@ func newSession(cfg Config, dc *DatagramConn, tr *quic.Transport, qc *quic.Conn,
 		streamDone: make(chan struct{}, 1),
 		streams:    map[*Stream]struct{}{},
 	}
-	s.cc.appIdle = func() bool { return s.writers.Load() == 0 }
+	s.cc.appIdle = s.appIdle
 	qc.SetCongestionControl(s.cc)
 	return s
 }

@@ -189,7 +189,11 @@ func (s *Stream) Write(p []byte) (int, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.sess.writers.Add(1)
-	defer s.sess.writers.Add(-1)
+	s.sess.lastWrite.Store(time.Now().UnixNano())
+	defer func() {
+		s.sess.lastWrite.Store(time.Now().UnixNano())
+		s.sess.writers.Add(-1)
+	}()
 	maxMsg := int(s.sess.cfg.MaxMessageSize)
 	total := 0
 	for len(p) > 0 {
