@@ -33,10 +33,19 @@ type Prober interface {
 	Probe(ctx context.Context, server netip.AddrPort, kind ProbeKind, wait time.Duration) (arrived, unsolicited bool, err error)
 }
 
-// DefaultProbeWait is how long Check waits for a probe's unsolicited packet.
-// One second is several worst-case round trips (under 400 ms across the
-// world), so a packet that has not come by then was filtered.
+// DefaultProbeWait is the longest Check waits for a probe's unsolicited
+// packet. One second is several worst-case round trips (under 400 ms across
+// the world), so a packet that has not come by then was filtered.
 const DefaultProbeWait = time.Second
+
+// The adaptive probe wait (CheckConfig.ProbeWait zero): probeWaitRTTs round
+// trips to the server plus probeWaitMargin for the helper node's leg, at least
+// minProbeWait, at most DefaultProbeWait.
+const (
+	probeWaitRTTs   = 3
+	probeWaitMargin = 100 * time.Millisecond
+	minProbeWait    = 150 * time.Millisecond
+)
 
 // CheckConfig configures Check. Prober and Servers are required.
 type CheckConfig struct {
@@ -57,7 +66,9 @@ type CheckConfig struct {
 	// IPs (to recognise an unspecified Local). Optional.
 	Local    netip.AddrPort
 	LocalIPs []netip.Addr
-	// ProbeWait is the wait for a probe's packet. Zero means DefaultProbeWait.
+	// ProbeWait is the wait for a probe's packet. Zero means adaptive: a few
+	// RTTs to the server (measured by a Binding first), at most
+	// DefaultProbeWait.
 	ProbeWait time.Duration
 	// Hairpin asks for the hairpin check (a Binding to our own public
 	// address). False means not measured.
@@ -70,9 +81,6 @@ func (c CheckConfig) withDefaults() CheckConfig {
 	if c.MaxServers == 0 {
 		c.MaxServers = 5
 	}
-	if c.ProbeWait == 0 {
-		c.ProbeWait = DefaultProbeWait
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -80,8 +88,8 @@ func (c CheckConfig) withDefaults() CheckConfig {
 }
 
 // Check measures the NAT in front of the prober's socket and classifies it.
-// The order matters (see Discover): the other-node probe goes first, while
-// we have sent to only one server; then the other-port probe; then
+// The order matters (see Discover): the filtering probes (other-node and
+// other-port, at once) go first, while we have sent to only one server; then
 // Bindings to all servers in parallel; then the hairpin check.
 func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
 	cfg = cfg.withDefaults()
@@ -95,20 +103,46 @@ func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
 	obs := Observations{Local: cfg.Local, LocalIPs: cfg.LocalIPs}
 
 	for _, s := range cfg.Servers {
-		arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, ProbeOtherNode, cfg.ProbeWait)
-		if err != nil {
-			log.Debug("nat probe failed", "addr", s, "stage", "other-node", "err", err)
+		wait := cfg.ProbeWait
+		if wait == 0 {
+			// Adaptive: a Binding to the same server (which we are about to
+			// send to anyway) measures the RTT, and the unsolicited packets
+			// get a few of those. A filtered probe costs its whole wait, and
+			// behind a port-restricted NAT both are filtered: at a fixed
+			// second each they were two seconds of every start-up.
+			_, rtt, err := cfg.Prober.Binding(ctx, s)
+			if err != nil {
+				log.Debug("nat probe failed", "addr", s, "stage", "rtt", "err", err)
+				if ctx.Err() != nil {
+					return NATReport{}, ctx.Err()
+				}
+				continue
+			}
+			wait = min(max(probeWaitRTTs*rtt+probeWaitMargin, minProbeWait), DefaultProbeWait)
+		}
+		// Both probes at once: each involves only this server and its
+		// helpers, so neither can open the filter for the other.
+		var node, port ProbeObservation
+		var nodeErr error
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, ProbeOtherNode, wait)
+			node, nodeErr = ProbeObservation{Measured: err == nil, Arrived: arrived, Unsolicited: unsolicited}, err
+		})
+		wg.Go(func() {
+			arrived, _, err := cfg.Prober.Probe(ctx, s, ProbeOtherPort, wait)
+			port = ProbeObservation{Measured: err == nil, Arrived: arrived}
+		})
+		wg.Wait()
+		if nodeErr != nil {
+			log.Debug("nat probe failed", "addr", s, "stage", "other-node", "err", nodeErr)
 			if ctx.Err() != nil {
 				return NATReport{}, ctx.Err()
 			}
 			continue
 		}
-		obs.OtherNode = ProbeObservation{Measured: true, Arrived: arrived, Unsolicited: unsolicited}
-		arrived, _, err = cfg.Prober.Probe(ctx, s, ProbeOtherPort, cfg.ProbeWait)
-		if err == nil {
-			obs.OtherPort = ProbeObservation{Measured: true, Arrived: arrived}
-		}
-		log.Debug("nat probes done", "addr", s, "other_node", obs.OtherNode, "other_port", obs.OtherPort)
+		obs.OtherNode, obs.OtherPort = node, port
+		log.Debug("nat probes done", "addr", s, "wait", wait, "other_node", obs.OtherNode, "other_port", obs.OtherPort)
 		break
 	}
 
