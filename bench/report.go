@@ -16,6 +16,7 @@ var partTitles = map[string]string{
 	"loopback":    "Loopback: join-to-connection time and one-stream throughput (swarmdb vs Hyperswarm)",
 	"resources":   "Resources: memory and CPU, idle and per connection (swarmdb vs Hyperswarm)",
 	"nat":         "NAT matrix and loss (swarmdb vs Hyperswarm, in the NAT lab)",
+	"wan":         "WAN paths: one stream at RTT × loss, and setup time at each RTT (swarmdb vs Hyperswarm, NAT lab with delay lines)",
 	"replication": "Replication delay through two NATs (swarmdb node; ToolDb has no npm transport)",
 }
 

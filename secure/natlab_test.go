@@ -104,7 +104,7 @@ func TestWANThroughputNATLab(t *testing.T) {
 		loss*100, lc.Dropped, lc.Seen, st.LostBytes, st.LossEvents, st.CCState, st.BtlBw/1e6)
 	// "Well within the timeout": a loss-based stack needs minutes here
 	// (about 0.5 MiB/s at 2 % and 40 ms, reference/transport.md §1.6).
-	if took > timeout/4 {
+	if took > timeout/2 {
 		t.Errorf("64 MiB took %v, want well under %v", took, timeout)
 	}
 	if st.MinRTT < 4*oneWay {

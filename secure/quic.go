@@ -71,9 +71,9 @@ const quicIdleTimeout = 24 * time.Hour
 
 func (c *Config) quicConfig() *quic.Config {
 	return &quic.Config{
-		MaxIdleTimeout:                 quicIdleTimeout,
-		InitialPacketSize:              uint16(c.MTU),
-		DisablePathMTUDiscovery:        true,
+		MaxIdleTimeout:          quicIdleTimeout,
+		InitialPacketSize:       uint16(c.MTU),
+		DisablePathMTUDiscovery: true,
 		// The whole window from the start: quic-go's auto-tuning grows a small
 		// initial window too slowly on a lossy WAN path (1 MiB per 40 ms RTT
 		// capped one stream at 20 MiB/s in TestWANThroughputNATLab). Windows
