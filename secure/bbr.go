@@ -131,7 +131,7 @@ const (
 	bbrPacingMargin  = 0.99 // pace 1 % under the estimate so the bottleneck queue drains (Linux)
 	bbrGainCycleLen  = 8
 	bbrDefaultRTTNs  = int64(time.Millisecond) // the initial pacing rate's RTT when none is known
-	bbrMaxBurstDelay = 2 * time.Millisecond    // pacing bucket: this much time at the rate
+	bbrMaxBurstDelay = time.Millisecond        // pacing bucket: this much time at the rate
 	bbrMinBurstPkts  = 10                      // ...but at least this many packets
 )
 
