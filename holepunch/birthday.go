@@ -33,7 +33,7 @@ import (
 // BirthdayTag is the first byte of every birthday packet. It collides with
 // nothing else on the node's shared socket: DHT messages start with
 // 0x5A/0x5B, STUN with 0x00-0x03 (RFC 5389: the top two bits are zero),
-// sealed transport packets with 0xE5, and SCTP is never sent raw.
+// sealed transport packets with 0xE5, and QUIC is never sent raw.
 const BirthdayTag byte = 0xB1
 
 // BirthdaySecretSize is the size of the per-attempt secret both sides learn
