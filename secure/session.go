@@ -356,7 +356,13 @@ loop:
 		select {
 		case <-s.closeReq:
 			reason = ErrSessionClosed
-			silent = s.sayGoodbye()
+			// A peer silent for longer than a keepalive interval cannot hear
+			// or acknowledge a goodbye (the path back is broken: a NAT lost
+			// its mapping, ICE failed). Close at once, so the CONNECTION_CLOSE
+			// still goes out while the path out may work.
+			if time.Since(s.dc.LastReceive()) <= s.cfg.KeepaliveInterval {
+				silent = s.sayGoodbye()
+			}
 			break loop
 		case <-byeFromPeer:
 			// The peer is closing. Its streams are finished on its side;
