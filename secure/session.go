@@ -355,7 +355,7 @@ loop:
 	for {
 		select {
 		case <-s.closeReq:
-			reason = ErrSessionClosed
+			reason, code = ErrSessionClosed, codeClosed
 			// A peer silent for longer than a keepalive interval cannot hear
 			// or acknowledge a goodbye (the path back is broken: a NAT lost
 			// its mapping, ICE failed). Close at once, so the CONNECTION_CLOSE
@@ -446,6 +446,10 @@ func (s *Session) sayGoodbye() bool {
 	for quiet < 2 {
 		select {
 		case <-s.conn.Context().Done():
+			return false
+		case <-s.goodbye:
+			// Both ends are closing: neither application reads any more,
+			// and the peer may leave before it acknowledges us.
 			return false
 		case <-deadline.C:
 			s.log.Debug("secure: peer did not acknowledge everything in time")
