@@ -15,7 +15,9 @@
 // Parts: dht (lookup time and hops vs network size), db (verified durable
 // writes and reads), loopback (join-to-connection time, one-stream
 // throughput), resources (RSS and CPU, idle and per connection), nat (NAT
-// matrix and loss runs in the NAT lab; needs root), replication (put on one
+// matrix and loss runs in the NAT lab; needs root), wan (one stream between
+// two port-restricted NATs whose uplinks add delay, RTT × loss, plus setup
+// times at each RTT; needs root), replication (put on one
 // swarmdb node, seen by a subscriber on another, through two NATs; needs
 // root), mainline (time to the first peer found over the BitTorrent
 // mainline DHT, against discovery-channel; memory per mainline node). Results accumulate in
@@ -43,7 +45,7 @@ import (
 )
 
 // partOrder is the order parts run and appear in the report.
-var partOrder = []string{"dht", "db", "loopback", "resources", "nat", "replication", "mainline"}
+var partOrder = []string{"dht", "db", "loopback", "resources", "nat", "wan", "replication", "mainline"}
 
 // options are the command's flags.
 type options struct {
@@ -53,6 +55,7 @@ type options struct {
 	sizes   []int
 	records int
 	mib     int
+	wanMiB  int
 	conns   int
 	out     string
 	js      string
@@ -76,6 +79,7 @@ func run() error {
 	sizes := flag.String("sizes", "100,1000,3000", "DHT network sizes (dht)")
 	flag.IntVar(&o.records, "records", 5000, "records per write run (db)")
 	flag.IntVar(&o.mib, "mib", 64, "MiB piped through one stream (loopback)")
+	flag.IntVar(&o.wanMiB, "wan-mib", 64, "MiB piped through one stream per WAN cell (wan)")
 	flag.IntVar(&o.conns, "conns", 1, "connections opened to one pipe server (resources); `swarmdb pipe --server` accepts one")
 	render := flag.Bool("render", false, "only re-render REPORT.md and the charts from results.json")
 	verbose := flag.Bool("v", false, "debug logging")
@@ -135,7 +139,7 @@ func run() error {
 			if !slices.Contains(o.parts, p) {
 				continue
 			}
-			if (p == "nat" || p == "replication") && os.Geteuid() != 0 {
+			if (p == "nat" || p == "wan" || p == "replication") && os.Geteuid() != 0 {
 				o.log.Warn("skipping a part that needs root (NAT lab); its last results stay in the report", "name", p)
 				continue
 			}
@@ -179,6 +183,8 @@ func runPart(ctx context.Context, o options, sw swarmdbBin, part string) (*PartR
 		return runResources(ctx, o, sw)
 	case "nat":
 		return runNAT(ctx, o, sw, "TestNATMatrix")
+	case "wan":
+		return runNAT(ctx, o, sw, "TestWANMatrix")
 	case "replication":
 		return runNAT(ctx, o, sw, "TestReplication")
 	case "mainline":

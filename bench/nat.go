@@ -21,13 +21,18 @@ type natConfig struct {
 	LossMiB    int       `json:"loss_mib"`    // MiB piped per loss run
 	LossRates  []float64 `json:"loss_rates"`  // e.g. 0, 0.005, 0.02
 	TimeoutSec float64   `json:"timeout_sec"` // per connection attempt
+	// The WAN matrix (TestWANMatrix): one stream between two port-restricted
+	// hosts for every RTT × loss.
+	WANMiB    int       `json:"wan_mib"`
+	WANRTTsMs []int     `json:"wan_rtts_ms"`
+	WANLoss   []float64 `json:"wan_loss"`
 }
 
 // natEnv names the variable that carries natConfig; without it
 // TestNATMatrix skips at once, so `go test ./bench` stays fast.
 const natEnv = "BENCH_NAT"
 
-// runNAT runs test (TestNATMatrix or TestReplication), which builds the NAT
+// runNAT runs test (TestNATMatrix, TestWANMatrix or TestReplication), which builds the NAT
 // lab (internal/natlab needs a testing.TB) and runs processes in its
 // namespaces.
 func runNAT(ctx context.Context, o options, sw swarmdbBin, test string) (*PartResult, error) {
@@ -37,6 +42,7 @@ func runNAT(ctx context.Context, o options, sw swarmdbBin, test string) (*PartRe
 	cfg := natConfig{
 		Out: filepath.Join(o.tmp, test+".json"), Reps: o.reps, Swarmdb: sw.path, SwarmdbNA: sw.why, JS: o.js,
 		LossMiB: 16, LossRates: []float64{0, 0.005, 0.02}, TimeoutSec: 30,
+		WANMiB: o.wanMiB, WANRTTsMs: []int{0, 20, 80}, WANLoss: []float64{0, 0.005, 0.02, 0.05},
 	}
 	b, _ := json.Marshal(cfg)
 	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-timeout=120m", "-run=^"+test+"$", "-v", "./bench")

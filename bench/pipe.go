@@ -106,6 +106,7 @@ func (s pipeSide) start(ctx context.Context, argv []string) (*Proc, error) {
 
 // pipeRun is one repetition's outcome.
 type pipeRun struct {
+	readyMs   float64 // server process start to its "ready" event (joined and announced)
 	connectMs float64 // as reported by the client: join to first connection
 	wallMs    float64 // client process start to its connection event
 	mibps     float64
@@ -148,6 +149,7 @@ func pipeOnce(ctx context.Context, s pipeSide, c pipeCase) (pipeRun, error) {
 	if _, err := srv.Wait("ready", 30*time.Second); err != nil {
 		return r, fmt.Errorf("server: %w", err)
 	}
+	r.readyMs = float64(time.Since(srv.Started).Microseconds()) / 1000
 	cli, err := s.start(ctx, inNS(c.clientNS, s.command(false, topic, c.boot)))
 	if err != nil {
 		return r, err

@@ -17,6 +17,7 @@ var partTitles = map[string]string{
 	"mainline":    "Mainline DHT: start to first peer, and memory per node (swarmdb vs discovery-channel / bittorrent-dht)",
 	"resources":   "Resources: memory and CPU, idle and per connection (swarmdb vs Hyperswarm)",
 	"nat":         "NAT matrix and loss (swarmdb vs Hyperswarm, in the NAT lab)",
+	"wan":         "WAN paths: one stream at RTT × loss, and setup time at each RTT (swarmdb vs Hyperswarm, NAT lab with delay lines)",
 	"replication": "Replication delay through two NATs (swarmdb node; ToolDb has no npm transport)",
 }
 
@@ -42,15 +43,19 @@ var loseCauses = map[string]string{
 	"db-reads":     "Store.Get re-parses the stored JSON on every read (db/record.go ParseRecord): encoding/json unmarshals the whole record into a map of RawMessage (a validating scan of every byte), then json.Compact copies v in a second pass; ToolDb's read is one JSON.parse in V8. The per-byte cost dominates for larger values, which is why swarmdb wins at 64 B and loses at 1 KiB. Serving the stored bytes as they are (they were verified and compacted on the way in) would remove both passes.",
 	"loop-connect": "swarmdb connects through pion/ice with a 20 ms connectivity-check interval (holepunch/ice.go, iceCheckInterval): when the first check round does not complete the pair, the connection waits for the next round, so its connect times are bimodal (about 3 ms or about 23 ms); HyperDHT sends its handshake and punch probes at once.",
 	"loop-wall":    "see the join-to-connection row; the process start-up itself favours the Go binary.",
-	"loop-mibps":   "one swarmdb stream is pion/sctp (Go) over the Noise datagram layer: every ~1.2 KB chunk goes through SCTP's send queue and SACK handling and a ChaCha20-Poly1305 seal in Go, on two cores shared with the receiving process; Hyperswarm's stream is libudx (C) plus secret-stream with a single stream cipher call per write.",
+	"loop-mibps":   "one swarmdb stream is QUIC (quic-go) over the Noise datagram layer over pion/ice's muxed socket: every ~1.2 KB packet is sealed twice (AES-GCM inside QUIC, ChaCha20-Poly1305 outside) and crosses several goroutine hand-offs (DHT socket demux, ICE, the sealed conn's reader, quic-go's transport and connection loops), on two cores shared with the receiving process; when the receiver falls behind, quic-go drops packets from its full queue. Hyperswarm's stream is libudx (C) plus secret-stream with one stream-cipher call per write.",
 	"nat-ms":       "as on loopback, swarmdb's ICE connectivity checks run every 20 ms (holepunch/ice.go, iceCheckInterval), so connect times land near multiples of 20 ms (23, 44 ms); Hyperswarm's punch needs one round trip through the DHT and then sends probes immediately.",
-	"nat-loss":     "pion/sctp's congestion control is loss-based (RFC 4960 style: the window halves on each fast-retransmit loss event and drops to one packet on a retransmission timeout), so 2 % random loss keeps its window tiny; libudx uses BBRv1 (holepunchto/libudx#256), which models bandwidth and RTT and does not back off on random loss.",
-	"res-":         "a Go process carries its runtime, and each swarmdb connection holds a pion/ice agent and a pion/sctp association with their goroutines and buffers; RSS of a fresh process is dominated by the runtime and the heap target (GOGC).",
+	"nat-loss":     "both stacks run BBR v1 now (swarmdb: secure/bbr.go over quic-go; libudx since holepunchto/libudx#256) and hold their rate under random loss; what is left is per-packet CPU on two shared cores (see the loopback row).",
+	"res-":         "a Go process carries its runtime, and each swarmdb connection holds a pion/ice agent and a quic-go connection (about 55 KB of heap and 8 goroutines per idle session, secure's BenchmarkIdleSessionMemory) with their buffers; RSS of a fresh process is dominated by the runtime and the heap target (GOGC).",
+	"wan-ready":    "start→ready runs the NAT check first (a Binding, then both filtering probes waiting 3 RTT + 100 ms for packets that a port-restricted NAT filters), then bootstrap, relay registration and the announce, each a few DHT round trips through the node's own delayed uplink; HyperDHT announces without a NAT check.",
+	"wan-connect":  "join→connected adds up a lookup to convergence, signaling through a relay, ICE checks every 20 ms and the QUIC handshake (one round trip); Hyperswarm's client needs one round trip through the DHT and punches at once.",
+	"wan-wall":     "see start→ready: the client runs the same NAT check and bootstrap before it joins.",
+	"wan-":         "both stacks share two cores with the lab's delay lines (four directions of AF_PACKET forwarding in the bench process) and other engineers' test runs; cells within the min–max of the other side are noise.",
 }
 
 // exactCauses override loseCauses for one key.
 var exactCauses = map[string]string{
-	"nat-loss-0": "without loss this is the one-stream throughput gap seen on loopback: pion/sctp (Go) plus the Noise datagram layer per ~1.2 KB chunk, against libudx (C) plus secret-stream.",
+	"nat-loss-0": "without loss this is the one-stream throughput gap seen on loopback: QUIC (Go, two AEADs per packet) over the Noise datagram layer and pion/ice's muxed socket, against libudx (C) plus secret-stream.",
 }
 
 func causeFor(key string) string {

@@ -257,7 +257,7 @@ func (p *Peer) readLoop() error {
 			// A swarmdb node is slowed down, never dropped: it relays what
 			// its own clients wrote, and a dropped put would only come back
 			// by anti-entropy. While we do not read, its transport holds
-			// back (SCTP flow control), so what it costs us stays bounded.
+			// back (QUIC flow control), so what it costs us stays bounded.
 			if d := p.rate.borrow(now); d > 0 {
 				b.stats.throttled.Add(1)
 				if !sleepCtx(p.ctx, d) {

@@ -31,6 +31,7 @@ type Node struct {
 	local netip.AddrPort
 
 	ctr counters
+	rto rttEstimator // its own lock
 
 	// Guarded by mu.
 	mu           sync.Mutex
@@ -353,8 +354,13 @@ func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message
 		n.pending[m.TID] = p
 		n.mu.Unlock()
 
+		sent := time.Now()
 		n.send(addr, m)
-		timer := time.NewTimer(n.cfg.RequestTimeout)
+		wait := n.cfg.RequestTimeout
+		if answeredAtOnce(m.Command) {
+			wait = n.rto.wait(try, wait)
+		}
+		timer := time.NewTimer(wait)
 		var reply *Message
 		var err error
 		select {
@@ -372,6 +378,9 @@ func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message
 		delete(n.pending, m.TID)
 		n.mu.Unlock()
 		if reply != nil {
+			if answeredAtOnce(m.Command) {
+				n.rto.sample(time.Since(sent))
+			}
 			return reply, nil
 		}
 		if !errors.Is(err, ErrTimeout) {

@@ -239,7 +239,7 @@ func (e *Endpoint) Close() error {
 	}
 	e.mu.Unlock()
 	// Close the sessions first, in parallel, while their packets still
-	// reach us: a graceful SCTP shutdown waits for the peer's answer, and
+	// reach us: a graceful close waits for the peer to acknowledge, and
 	// without the handlers it would wait out its timeout (3 s).
 	var wg sync.WaitGroup
 	for _, c := range conns {

@@ -80,8 +80,8 @@ func (c CheckConfig) withDefaults() CheckConfig {
 }
 
 // Check measures the NAT in front of the prober's socket and classifies it.
-// The order matters (see Discover): the other-node probe goes first, while
-// we have sent to only one server; then the other-port probe; then
+// The order matters (see Discover): the filtering probes (other-node and
+// other-port, at once) go first, while we have sent to only one server; then
 // Bindings to all servers in parallel; then the hairpin check.
 func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
 	cfg = cfg.withDefaults()
@@ -95,19 +95,28 @@ func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
 	obs := Observations{Local: cfg.Local, LocalIPs: cfg.LocalIPs}
 
 	for _, s := range cfg.Servers {
-		arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, ProbeOtherNode, cfg.ProbeWait)
-		if err != nil {
-			log.Debug("nat probe failed", "addr", s, "stage", "other-node", "err", err)
+		// Both probes at once: each involves only this server and its
+		// helpers, so neither can open the filter for the other.
+		var node, port ProbeObservation
+		var nodeErr error
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, ProbeOtherNode, cfg.ProbeWait)
+			node, nodeErr = ProbeObservation{Measured: err == nil, Arrived: arrived, Unsolicited: unsolicited}, err
+		})
+		wg.Go(func() {
+			arrived, _, err := cfg.Prober.Probe(ctx, s, ProbeOtherPort, cfg.ProbeWait)
+			port = ProbeObservation{Measured: err == nil, Arrived: arrived}
+		})
+		wg.Wait()
+		if nodeErr != nil {
+			log.Debug("nat probe failed", "addr", s, "stage", "other-node", "err", nodeErr)
 			if ctx.Err() != nil {
 				return NATReport{}, ctx.Err()
 			}
 			continue
 		}
-		obs.OtherNode = ProbeObservation{Measured: true, Arrived: arrived, Unsolicited: unsolicited}
-		arrived, _, err = cfg.Prober.Probe(ctx, s, ProbeOtherPort, cfg.ProbeWait)
-		if err == nil {
-			obs.OtherPort = ProbeObservation{Measured: true, Arrived: arrived}
-		}
+		obs.OtherNode, obs.OtherPort = node, port
 		log.Debug("nat probes done", "addr", s, "other_node", obs.OtherNode, "other_port", obs.OtherPort)
 		break
 	}

@@ -5,10 +5,6 @@ import (
 	"runtime"
 	"testing"
 	"time"
-
-	"github.com/pion/sctp"
-
-	"github.com/swarmdb/swarmdb/internal/pionlog"
 )
 
 // BenchmarkStreamThroughputUDP: one stream, one direction, over two loopback UDP sockets
@@ -22,7 +18,6 @@ func BenchmarkStreamThroughputUDP(b *testing.B) {
 	}{
 		{"mtu1200", Config{}},
 		{"mtu1200-rwnd16M", Config{MaxReceiveBufferSize: 16 << 20}},
-		{"mtu8000-loopback-only", Config{MTU: 8000, Datagram: DatagramConfig{MaxPayload: 9000}}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			a, p := newUDPPair(b)
@@ -36,7 +31,7 @@ func BenchmarkStreamThroughputUDP(b *testing.B) {
 }
 
 // BenchmarkStreamThroughputPipe is the same over the in-memory pipe: no syscalls, so it
-// shows the cost of SCTP plus sealing alone.
+// shows the cost of QUIC plus sealing alone.
 func BenchmarkStreamThroughputPipe(b *testing.B) {
 	pa, pb := newPipe(pipeOptions{})
 	c, s := newSessions(b, pa, pb, Config{})
@@ -91,69 +86,5 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		for _, s := range sessions {
 			s.Close()
 		}
-	}
-}
-
-// BenchmarkRawSCTPThroughputUDP is the baseline: pion/sctp with the same options over
-// the same UDP pair, without sealing, without our Stream wrapper.
-func BenchmarkRawSCTPThroughputUDP(b *testing.B) {
-	a, p := newUDPPair(b)
-	cfg := (&Config{}).withDefaults()
-	srv := make(chan *sctp.Association, 1)
-	go func() {
-		s, err := sctp.ServerWithOptions(sctp.WithNetConn(p), sctp.WithLoggerFactory(pionlog.Factory(cfg.Logger)),
-			sctp.WithBlockWrite(true), sctp.WithMaxReceiveBufferSize(cfg.MaxReceiveBufferSize),
-			sctp.WithMTU(cfg.MTU), sctp.WithEnableZeroChecksum(true))
-		if err != nil {
-			p.Close()
-		}
-		srv <- s
-	}()
-	c, err := sctp.ClientWithOptions(sctp.WithNetConn(a), sctp.WithLoggerFactory(pionlog.Factory(cfg.Logger)),
-		sctp.WithBlockWrite(true), sctp.WithMaxReceiveBufferSize(cfg.MaxReceiveBufferSize),
-		sctp.WithMTU(cfg.MTU), sctp.WithEnableZeroChecksum(true))
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := <-srv
-	if s == nil {
-		b.Fatal("server failed")
-	}
-	defer func() { c.Close(); s.Close() }()
-	w, err := c.OpenStream(1, sctp.PayloadTypeWebRTCBinary)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w.Write([]byte{1})
-	r, err := s.AcceptStream()
-	if err != nil {
-		b.Fatal(err)
-	}
-	r.Read(make([]byte, 10))
-
-	const chunk = 64 << 10
-	buf := make([]byte, chunk)
-	done := make(chan error, 1)
-	go func() {
-		rb := make([]byte, chunk)
-		for got := int64(0); got < int64(b.N)*chunk; {
-			n, err := r.Read(rb)
-			if err != nil {
-				done <- err
-				return
-			}
-			got += int64(n)
-		}
-		done <- nil
-	}()
-	b.SetBytes(chunk)
-	b.ResetTimer()
-	for range b.N {
-		if _, err := w.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := <-done; err != nil {
-		b.Fatal(err)
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// DefaultMaxPayload is the default largest datagram payload: SCTP's MTU of 1200 (the
+// DefaultMaxPayload is the default largest datagram payload: QUIC packet size of 1200 (the
 // session default) plus headroom. A sealed 1200-byte payload is 1225 bytes, which fits
 // the 1232-byte UDP payload of the IPv6 minimum MTU and survives TURN ChannelData
 // framing.
@@ -182,7 +182,7 @@ func (c *DatagramConn) Stats() DatagramStats {
 // peer authenticates and counts but does not return from Read. Write is safe for
 // concurrent use. Failures of the inner conn other than closure are treated as datagram
 // loss (counted in SendErrors): UDP sockets report transient ICMP errors on write, and
-// pion/sctp tears the association down on any write error, while it copes with loss.
+// the transport above copes with loss but not with a failing conn.
 func (c *DatagramConn) Write(p []byte) (int, error) {
 	select {
 	case <-c.closing:

@@ -173,7 +173,7 @@ func TestDatagramCloseUnblocksRead(t *testing.T) {
 	}
 }
 
-// A deadline set while a Read is blocked applies to that Read (pion/sctp relies on this
+// A deadline set while a Read is blocked applies to that Read (a transport above may rely on this
 // to abort).
 func TestDatagramDeadlineWhileBlocked(t *testing.T) {
 	a, _, _, _ := newDatagramPair(t, pipeOptions{})

@@ -10,9 +10,12 @@
 //     datagram conn (an ice.Conn, a UDP socket) that seals every datagram with
 //     ChaCha20-Poly1305 under an explicit 64-bit counter nonce and drops forged, corrupted
 //     and replayed datagrams behind a sliding replay window.
-//   - Sessions (session.go, stream.go): a pion/sctp association over the sealed datagram
-//     conn, giving reliable, ordered, congestion-controlled, message-preserving streams,
+//   - Sessions (session.go, stream.go, quic.go): a QUIC connection (quic-go, the apernet
+//     fork for its congestion-control hook) over the sealed datagram conn, giving reliable,
+//     ordered, message-preserving streams without head-of-line blocking between them,
 //     with stream 0 reserved for the database layer and keepalives that detect a dead peer.
+//   - Congestion control (bbr.go, bbr_sender.go): our BBR v1 as a pure state machine
+//     (time as input) with its pacer, plugged into quic-go.
 //
 // Identity: a peer is an Ed25519 public key. Its Noise static key is the X25519 form of the
 // same key (identity.go), so the key that signs DHT records and the key that completes the

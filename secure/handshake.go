@@ -46,7 +46,7 @@ type Keys struct {
 	Recv      [KeySize]byte
 	Hash      [HashSize]byte
 	Remote    ed25519.PublicKey // the authenticated peer identity
-	Initiator bool              // true on the side that wrote msg1; it becomes the SCTP client
+	Initiator bool              // true on the side that wrote msg1; it becomes the QUIC client
 }
 
 type handshakeStage uint8

@@ -17,6 +17,7 @@ type pipeOptions struct {
 	loss    float64 // probability a datagram is dropped
 	reorder float64 // probability a datagram is held back and sent after the next one
 	seed    uint64
+	delay   time.Duration // one-way delay of every datagram (both directions)
 	// tamper, if set, sees every datagram (a copy) going from end dir (0 = a→b, 1 = b→a)
 	// and returns what is delivered instead: nothing, the datagram, changed bytes, or
 	// several datagrams (replays).
@@ -40,6 +41,14 @@ type pipeEnd struct {
 	blackhole atomic.Bool // drop everything this end sends
 	sent      atomic.Uint64
 	full      atomic.Uint64 // dropped because the receiver queue was full
+	delayed   chan delayedDatagram
+	delayDone chan struct{} // closed when the delay loop has exited
+}
+
+// delayedDatagram waits in a pipe end's delay line until due.
+type delayedDatagram struct {
+	p   []byte
+	due time.Time
 }
 
 var _ net.Conn = (*pipeEnd)(nil)
@@ -49,7 +58,35 @@ func newPipe(opts pipeOptions) (*pipeEnd, *pipeEnd) {
 	a := &pipeEnd{link: l, dir: 0, in: make(chan []byte, 8192), closed: make(chan struct{})}
 	b := &pipeEnd{link: l, dir: 1, in: make(chan []byte, 8192), closed: make(chan struct{})}
 	a.peer, b.peer = b, a
+	if opts.delay > 0 {
+		for _, e := range []*pipeEnd{a, b} {
+			e.delayed = make(chan delayedDatagram, 1<<16)
+			e.delayDone = make(chan struct{})
+			go e.delayLoop()
+		}
+	}
 	return a, b
+}
+
+// delayLoop delivers this end's incoming datagrams once they are due, in order,
+// until the end is closed.
+func (e *pipeEnd) delayLoop() {
+	defer close(e.delayDone)
+	for {
+		select {
+		case d := <-e.delayed:
+			if wait := time.Until(d.due); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-e.closed:
+					return
+				}
+			}
+			e.deliver(d.p)
+		case <-e.closed:
+			return
+		}
+	}
 }
 
 func (e *pipeEnd) Write(p []byte) (int, error) {
@@ -68,7 +105,15 @@ func (e *pipeEnd) Write(p []byte) (int, error) {
 	}
 	for _, pkt := range pkts {
 		for _, out := range e.link.shape(e.dir, pkt) {
-			e.peer.deliver(out)
+			if e.peer.delayed == nil {
+				e.peer.deliver(out)
+				continue
+			}
+			select {
+			case e.peer.delayed <- delayedDatagram{out, time.Now().Add(e.link.opts.delay)}:
+			default:
+				e.peer.full.Add(1)
+			}
 		}
 	}
 	return len(p), nil
@@ -118,6 +163,9 @@ func (e *pipeEnd) Read(p []byte) (int, error) {
 
 func (e *pipeEnd) Close() error {
 	e.closeOnce.Do(func() { close(e.closed) })
+	if e.delayDone != nil {
+		<-e.delayDone
+	}
 	return nil
 }
 

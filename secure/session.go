@@ -3,27 +3,29 @@ package secure
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/sctp"
-
-	"github.com/swarmdb/swarmdb/internal/pionlog"
+	quic "github.com/apernet/quic-go"
 )
 
 // Session defaults. Each is a Config field's zero value.
 const (
-	// DefaultMTU is SCTP's packet size: with PacketOverhead and UDP/IPv6 headers it fits
+	// DefaultMTU is QUIC's packet size: with PacketOverhead and UDP/IPv6 headers it fits
 	// the IPv6 minimum MTU (1280), so no path needs IP fragmentation.
 	DefaultMTU = 1200
-	// DefaultMaxReceiveBufferSize is SCTP's receive window. pion's 1 MiB default caps a
-	// 40 ms path at about 19 MB/s; 8 MiB measured about 45 MB/s there (go-deps.md §4.1).
+	// DefaultMaxReceiveBufferSize is the largest receive window of one stream (the
+	// connection's is twice that). Windows start at 1 MiB and grow while the reader
+	// keeps up; 8 MiB is a 100 ms path at 80 MB/s.
 	DefaultMaxReceiveBufferSize = 8 << 20
 	// DefaultMaxMessageSize is the largest message one Stream.Write sends unsplit.
 	DefaultMaxMessageSize = 64 << 10
@@ -33,8 +35,8 @@ const (
 	// DefaultDeadTimeout: after this much silence the peer is dead. 15 s rides out a
 	// Wi-Fi roam or a short outage but is half ICE consent freshness's 30 s (RFC 7675).
 	DefaultDeadTimeout = 15 * time.Second
-	// DefaultCloseTimeout bounds the graceful SCTP SHUTDOWN (which first waits for
-	// unacknowledged data) before Close falls back to ABORT.
+	// DefaultCloseTimeout bounds the graceful close: how long a closing end waits for
+	// the peer to read what was sent and close the connection.
 	DefaultCloseTimeout = 3 * time.Second
 	// DefaultAcceptBacklog is how many streams the peer may open ahead of AcceptStream;
 	// further ones are reset.
@@ -43,13 +45,13 @@ const (
 
 // Config configures a Session. The zero value works.
 type Config struct {
-	// Logger receives session and pion/sctp logs. Nil means discard.
+	// Logger receives session logs. Nil means discard.
 	Logger *slog.Logger
-	// MTU is the SCTP packet size before sealing. Zero means DefaultMTU. It must not
+	// MTU is the QUIC packet size before sealing. Zero means DefaultMTU. It must not
 	// exceed Datagram.MaxPayload.
 	MTU uint32
-	// MaxReceiveBufferSize is the SCTP receive window in bytes. Zero means
-	// DefaultMaxReceiveBufferSize.
+	// MaxReceiveBufferSize is the largest receive window of one stream in bytes (the
+	// connection's is twice that). Zero means DefaultMaxReceiveBufferSize.
 	MaxReceiveBufferSize uint32
 	// MaxMessageSize is the largest message Stream.Write sends as one message; larger
 	// writes are split. Zero means DefaultMaxMessageSize. Capped at half the receive
@@ -107,62 +109,70 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
-// Session protocol constants, carried in SCTP payload protocol identifiers (PPI) so they
-// never mix with application bytes.
-const (
-	// sessionVersion is the first message on stream 0, from client to server.
-	sessionVersion = 1
-	// ppiData marks application messages.
-	ppiData = sctp.PayloadTypeWebRTCBinary
-	// ppiControl marks control messages: the hello on stream 0 and the one-byte "open"
-	// message that makes a new stream appear at the peer's AcceptStream at once (pion
-	// only surfaces a stream when its first DATA arrives). Never returned by Read.
-	ppiControl sctp.PayloadProtocolIdentifier = 0x53444201 // "SDB\x01"
-)
-
 // SessionStats is a snapshot of a session's counters.
 type SessionStats struct {
-	BytesSent, BytesReceived uint64        // SCTP bytes (before sealing)
+	BytesSent, BytesReceived uint64        // QUIC bytes (before sealing)
+	LostBytes                uint64        // bytes of packets declared lost (RFC 9002 loss detection)
 	StreamsOpened            uint64        // by OpenStream
 	StreamsAccepted          uint64        // delivered to AcceptStream
-	StreamsRefused           uint64        // reset: backlog full or a stream id of the wrong parity
-	SRTT                     time.Duration // SCTP's smoothed round-trip time
-	CWND, RWND               uint32        // SCTP congestion and peer receive windows
+	StreamsRefused           uint64        // reset because the accept backlog was full
+	SRTT, MinRTT             time.Duration // QUIC's smoothed RTT; BBR's windowed minimum
+	CWND                     uint64        // BBR's congestion window, bytes
+	PacingRate, BtlBw        float64       // BBR's pacing rate and bandwidth estimate, bytes/s
+	CCState                  string        // BBR's mode: startup, drain, probe_bw, probe_rtt
+	LossEvents               uint64        // ACKs that reported loss
 	Datagram                 DatagramStats
 }
 
-// Session is an authenticated, encrypted SCTP association with one peer: reliable,
-// ordered, congestion-controlled streams. Stream 0 exists from the start (Stream0) and
-// belongs to the database layer; applications open more with OpenStream/AcceptStream.
+// Session is an authenticated, encrypted QUIC connection with one peer over
+// sealed datagrams: reliable, ordered, BBR-paced streams. Stream 0 exists
+// from the start (Stream0) and belongs to the database layer; applications
+// open more with OpenStream/AcceptStream.
 //
-// Client and Server start the session's goroutines (the supervisor, which also runs the
-// keepalive, and the stream acceptor, plus pion's); Close stops them all and waits.
+// Client and Server start the session's goroutines (the supervisor, which
+// also runs the keepalive, the stream acceptor and the goodbye listener, plus
+// quic-go's and the DatagramConn's); Close stops them all and waits.
 type Session struct {
 	// immutable after setup
 	cfg     Config
 	log     *slog.Logger
 	dc      *DatagramConn
-	assoc   *sctp.Association
+	tr      *quic.Transport
+	conn    *quic.Conn
+	cc      *bbrSender
 	client  bool
 	stream0 *Stream
 
-	accepted   chan *Stream  // backlog, fed by the accept loop
-	stream0Ch  chan *Stream  // server: stream 0 from the accept loop
-	acceptDone chan struct{} // closed when the accept loop exits
-	closeReq   chan struct{} // closed by Close
-	done       chan struct{} // closed when the session is fully torn down
+	accepted   chan *Stream   // backlog, fed by the accept loop
+	loopsDone  sync.WaitGroup // the accept loop and the goodbye listener
+	closeReq   chan struct{}  // closed by Close
+	goodbye    chan struct{}  // closed when the peer's goodbye arrives
+	done       chan struct{}  // closed when the session is fully torn down
 	closeOnce  sync.Once
+	byeOnce    sync.Once
+	streamDone chan struct{} // a stream finished reading (capacity 1: a wake-up)
 
-	mu     sync.Mutex // guards err, nextID, inUse
-	err    error
-	nextID uint16
-	inUse  map[uint16]bool
+	mu      sync.Mutex // guards err, streams
+	err     error
+	streams map[*Stream]struct{} // streams whose read side is not finished
 
 	opened, acceptedN, refused atomic.Uint64
+	writers                    atomic.Int64 // Stream.Writes in progress: BBR's app-limited signal
+	lastWrite                  atomic.Int64 // unix nanos when a Stream.Write last started or ended
+}
+
+// appIdleAfter: the application counts as idle (BBR's app-limited signal) when no
+// Stream.Write is in progress and none has been for this long. A bulk writer's gaps
+// between writes are microseconds; without the grace they would mark whole rounds
+// app-limited and keep BBR in STARTUP.
+const appIdleAfter = time.Millisecond
+
+func (s *Session) appIdle() bool {
+	return s.writers.Load() == 0 && time.Now().UnixNano()-s.lastWrite.Load() > int64(appIdleAfter)
 }
 
 // Open wraps inner (a connected datagram conn, e.g. an ice.Conn) in a DatagramConn with
-// the handshake's keys and establishes the session. The handshake initiator is the SCTP
+// the handshake's keys and establishes the session. The handshake initiator is the QUIC
 // client. inner is owned by the session from now on, also on error.
 func Open(ctx context.Context, inner net.Conn, keys Keys, cfg Config) (*Session, error) {
 	full := cfg.withDefaults()
@@ -173,169 +183,159 @@ func Open(ctx context.Context, inner net.Conn, keys Keys, cfg Config) (*Session,
 	return Server(ctx, dc, cfg)
 }
 
-func (c *Config) sctpOptions() []sctp.AssociationOption {
-	return []sctp.AssociationOption{
-		sctp.WithLoggerFactory(pionlog.Factory(c.Logger)),
-		sctp.WithBlockWrite(true), // back-pressure; pion otherwise buffers without bound
-		sctp.WithMaxReceiveBufferSize(c.MaxReceiveBufferSize),
-		sctp.WithMaxMessageSize(c.MaxMessageSize),
-		sctp.WithMTU(c.MTU),
-		// Every datagram is already authenticated by Poly1305, so SCTP's CRC32c adds
-		// nothing (RFC 9653 allows a zero checksum when the lower layer has integrity).
-		sctp.WithEnableZeroChecksum(true),
-	}
-}
-
-// Client establishes a session as the SCTP client (the handshake initiator) over conn
+// Client establishes a session as the QUIC client (the handshake initiator) over conn
 // and opens stream 0. conn is owned by the session from now on, also on error.
 func Client(ctx context.Context, conn *DatagramConn, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
-	opts := []sctp.ClientOption{sctp.WithNetConn(conn)}
-	for _, o := range cfg.sctpOptions() {
-		opts = append(opts, o)
-	}
-	assoc, err := sctp.ClientContext(ctx, opts...)
+	tr := &quic.Transport{Conn: sealedPacketConn{conn}}
+	qc, err := tr.Dial(ctx, conn.RemoteAddr(), clientTLS(), cfg.quicConfig())
 	if err != nil {
+		tr.Close()
 		conn.Close()
-		return nil, fmt.Errorf("secure: sctp client: %w", err)
+		return nil, fmt.Errorf("secure: quic client: %w", err)
 	}
-	s := newSession(cfg, conn, assoc, true)
-	s.start()
-	st, err := s.openStream(0)
+	s := newSession(cfg, conn, tr, qc, true)
+	st, err := qc.OpenStream()
 	if err == nil {
-		_, err = st.st.WriteSCTP([]byte{sessionVersion}, ppiControl)
+		s.stream0 = s.newStream(st)
+		_, err = st.Write([]byte{sessionVersion})
 	}
 	if err != nil {
+		s.start()
 		s.Close()
 		return nil, fmt.Errorf("secure: open stream 0: %w", err)
 	}
-	s.stream0 = st
+	s.start()
 	s.log.Debug("secure: session established", "stage", "client")
 	return s, nil
 }
 
-// Server establishes a session as the SCTP server (the handshake responder) over conn
+// Server establishes a session as the QUIC server (the handshake responder) over conn
 // and accepts stream 0. conn is owned by the session from now on, also on error.
 func Server(ctx context.Context, conn *DatagramConn, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
-	opts := []sctp.ServerOption{sctp.WithNetConn(conn)}
-	for _, o := range cfg.sctpOptions() {
-		opts = append(opts, o)
-	}
-	// pion's ServerWithOptions takes no context: closing conn makes it return.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	assoc, err := sctp.ServerWithOptions(opts...)
-	if !stop() || err != nil {
-		if err == nil {
-			assoc.Close()
-		}
-		if ctx.Err() != nil {
-			err = ctx.Err() // the association failed because we closed conn
-		}
+	tr := &quic.Transport{Conn: sealedPacketConn{conn}}
+	fail := func(err error) (*Session, error) {
+		tr.Close()
 		conn.Close()
-		return nil, fmt.Errorf("secure: sctp server: %w", err)
+		return nil, err
 	}
-	s := newSession(cfg, conn, assoc, false)
-	s.start()
+	ln, err := tr.Listen(serverTLS(), cfg.quicConfig())
+	if err != nil {
+		return fail(fmt.Errorf("secure: quic server: %w", err))
+	}
+	qc, err := ln.Accept(ctx)
+	ln.Close() // one connection per session; the accepted one lives on
+	if err != nil {
+		return fail(fmt.Errorf("secure: quic server: %w", err))
+	}
+	s := newSession(cfg, conn, tr, qc, false)
 	st, err := s.awaitStream0(ctx)
 	if err != nil {
+		s.start()
 		s.Close()
 		return nil, err
 	}
 	s.stream0 = st
+	s.start()
 	s.log.Debug("secure: session established", "stage", "server")
 	return s, nil
 }
 
-func newSession(cfg Config, dc *DatagramConn, assoc *sctp.Association, client bool) *Session {
+func newSession(cfg Config, dc *DatagramConn, tr *quic.Transport, qc *quic.Conn, client bool) *Session {
+	st := qc.ConnectionStats()
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
 	s := &Session{
 		cfg:        cfg,
 		log:        cfg.Logger.With("peer", hex.EncodeToString(dc.RemotePublicKey())),
 		dc:         dc,
-		assoc:      assoc,
+		tr:         tr,
+		conn:       qc,
+		cc:         newBBRSender(int64(cfg.MTU), st.SmoothedRTT, binary.LittleEndian.Uint64(seed[:])),
 		client:     client,
 		accepted:   make(chan *Stream, cfg.AcceptBacklog),
-		stream0Ch:  make(chan *Stream, 1),
-		acceptDone: make(chan struct{}),
 		closeReq:   make(chan struct{}),
+		goodbye:    make(chan struct{}),
 		done:       make(chan struct{}),
-		inUse:      map[uint16]bool{},
+		streamDone: make(chan struct{}, 1),
+		streams:    map[*Stream]struct{}{},
 	}
-	// Client streams are even, server streams odd (as in WebRTC data channels), so the
-	// two sides never pick the same id. 0 is stream 0.
-	s.nextID = 1
-	if client {
-		s.nextID = 2
-	}
+	s.cc.appIdle = s.appIdle
+	qc.SetCongestionControl(s.cc)
 	return s
 }
 
 func (s *Session) start() {
+	s.loopsDone.Add(2)
 	go s.acceptLoop()
+	go s.goodbyeLoop()
 	go s.supervise()
 }
 
 // awaitStream0 waits for the client's stream 0 and checks its hello.
 func (s *Session) awaitStream0(ctx context.Context) (*Stream, error) {
-	var st *Stream
-	select {
-	case st = <-s.stream0Ch:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("secure: waiting for stream 0: %w", ctx.Err())
-	case <-s.done:
-		return nil, fmt.Errorf("secure: waiting for stream 0: %w", s.Err())
+	qs, err := s.conn.AcceptStream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("secure: waiting for stream 0: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { st.st.SetReadDeadline(time.Now()) })
+	st := s.newStream(qs)
+	stop := context.AfterFunc(ctx, func() { qs.SetReadDeadline(time.Now()) })
 	defer stop()
-	var hello [16]byte
-	n, ppi, err := st.st.ReadSCTP(hello[:])
+	hello, err := st.br.ReadByte()
 	if err != nil {
 		return nil, fmt.Errorf("secure: reading session hello: %w", err)
 	}
-	if ppi != ppiControl || n != 1 {
-		return nil, fmt.Errorf("%w: first message on stream 0 (ppi %d, %d bytes)", ErrProtocol, ppi, n)
+	if qs.StreamID() != 0 {
+		return nil, fmt.Errorf("%w: first stream is %d", ErrProtocol, qs.StreamID())
 	}
-	if hello[0] != sessionVersion {
-		return nil, fmt.Errorf("%w: session version %d", ErrVersion, hello[0])
+	if hello != sessionVersion {
+		return nil, fmt.Errorf("%w: session version %d", ErrVersion, hello)
 	}
 	return st, nil
 }
 
-// acceptLoop moves the streams the peer opens into the backlog until the association
-// ends.
+// acceptLoop moves the streams the peer opens into the backlog until the
+// connection ends. QUIC hands them over in stream-id order.
 func (s *Session) acceptLoop() {
-	defer close(s.acceptDone)
+	defer s.loopsDone.Done()
 	for {
-		raw, err := s.assoc.AcceptStream()
+		qs, err := s.conn.AcceptStream(context.Background())
 		if err != nil {
 			return
 		}
-		id := raw.StreamIdentifier()
-		if id == 0 && !s.client {
-			select {
-			case s.stream0Ch <- newStream(s, raw):
-			default:
-				raw.Close() // cannot happen: pion surfaces each id once
-			}
+		st := s.newStream(qs)
+		// The opener's first byte; it is already on its way with the frame
+		// that made the stream visible.
+		if b, err := st.br.ReadByte(); err != nil || b != streamOpen {
+			s.log.Debug("secure: stream without its open byte", "stream", st.ID(), "err", err)
+			st.reset()
 			continue
 		}
-		// The peer must use its own parity; a stream in ours could later collide with
-		// one we open.
-		if id == 0 || (id%2 == 0) == s.client {
-			s.refused.Add(1)
-			raw.Close()
-			s.log.Debug("secure: refused stream of wrong parity", "stream", id)
-			continue
-		}
-		st := newStream(s, raw)
 		select {
 		case s.accepted <- st:
 			s.acceptedN.Add(1)
 		default:
 			s.refused.Add(1)
-			raw.Close()
-			s.log.Debug("secure: accept backlog full, stream reset", "stream", id)
+			st.reset()
+			s.log.Debug("secure: accept backlog full, stream reset", "stream", st.ID())
 		}
+	}
+}
+
+// goodbyeLoop waits for the peer's goodbye on a unidirectional stream.
+func (s *Session) goodbyeLoop() {
+	defer s.loopsDone.Done()
+	for {
+		u, err := s.conn.AcceptUniStream(context.Background())
+		if err != nil {
+			return
+		}
+		var b [1]byte
+		if _, err := io.ReadFull(u, b[:]); err == nil && b[0] == goodbye {
+			s.byeOnce.Do(func() { close(s.goodbye) })
+		}
+		u.CancelRead(codeStreamClosed)
 	}
 }
 
@@ -348,19 +348,42 @@ func (s *Session) supervise() {
 	defer tick.Stop()
 
 	var reason error
-	graceful := false
+	code := codeAbort
+	silent := false // leave without a CONNECTION_CLOSE (see sayGoodbye)
+	var byeFromPeer <-chan struct{} = s.goodbye
 loop:
 	for {
 		select {
 		case <-s.closeReq:
-			reason, graceful = ErrSessionClosed, true
+			reason, code = ErrSessionClosed, codeClosed
+			// A peer silent for longer than a keepalive interval cannot hear
+			// or acknowledge a goodbye (the path back is broken: a NAT lost
+			// its mapping, ICE failed). Close at once, so the CONNECTION_CLOSE
+			// still goes out while the path out may work.
+			if time.Since(s.dc.LastReceive()) <= s.cfg.KeepaliveInterval {
+				silent = s.sayGoodbye()
+			}
 			break loop
-		case <-s.acceptDone:
-			// The association ended under us: SHUTDOWN or ABORT from the peer, or the
-			// datagram conn failed.
+		case <-byeFromPeer:
+			// The peer is closing. Its streams are finished on its side;
+			// keep the connection until our application has read what it
+			// sent (or CloseTimeout), since closing a QUIC connection throws
+			// away data that is received but not yet read.
+			s.setErr(ErrRemoteClosed)
+			byeFromPeer = nil
+			code = codeClosed
+			if s.awaitDrained() {
+				reason = ErrRemoteClosed
+				break loop
+			}
+		case <-s.conn.Context().Done():
 			reason = ErrRemoteClosed
-			if err := s.dc.readError(); err != nil && !errors.Is(err, net.ErrClosed) {
-				reason = fmt.Errorf("%w: %w", ErrRemoteClosed, err)
+			var appErr *quic.ApplicationError
+			if cause := context.Cause(s.conn.Context()); !errors.As(cause, &appErr) || appErr.ErrorCode != codeClosed {
+				if err := s.dc.readError(); err != nil && !errors.Is(err, net.ErrClosed) {
+					cause = err
+				}
+				reason = fmt.Errorf("%w: %w", ErrRemoteClosed, cause)
 			}
 			break loop
 		case now := <-tick.C:
@@ -375,27 +398,117 @@ loop:
 		}
 	}
 	s.mu.Lock()
-	s.err = reason
+	if s.err == nil || !errors.Is(reason, ErrRemoteClosed) {
+		s.err = reason
+	}
 	s.mu.Unlock()
 	s.log.Debug("secure: session closing", "stage", "close", "reason", reason)
-
-	if graceful {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
-		err := s.assoc.Shutdown(ctx)
-		cancel()
-		if err != nil {
-			s.log.Debug("secure: graceful shutdown failed, aborting", "err", err)
-			s.assoc.Abort("close")
-		}
+	if !silent {
+		s.conn.CloseWithError(code, "")
 	}
-	s.assoc.Close() // also closes the DatagramConn
+	s.tr.Close() // also closes the DatagramConn; a connection still open is dropped silently
 	s.dc.Close()
-	<-s.acceptDone
+	s.loopsDone.Wait()
 }
 
-// Close shuts the session down: a graceful SCTP SHUTDOWN (data already written is
-// delivered first) bounded by Config.CloseTimeout, then ABORT. The peer notices either
-// at once. Close is idempotent and waits for every goroutine of the session.
+// sayGoodbye is the graceful half of Close: finish every stream we write, tell the
+// peer, and wait (at most CloseTimeout) until the peer has acknowledged all of it. It
+// reports whether it did; the connection may then vanish without a CONNECTION_CLOSE,
+// which would make the peer's QUIC discard data it holds but its application has not
+// read yet. The peer keeps its end until its application has read everything (see
+// awaitDrained).
+func (s *Session) sayGoodbye() bool {
+	s.mu.Lock()
+	streams := make([]*Stream, 0, len(s.streams)+1)
+	for st := range s.streams {
+		streams = append(streams, st)
+	}
+	s.mu.Unlock()
+	streams = append(streams, s.stream0)
+	for _, st := range streams {
+		if st != nil {
+			st.st.Close() // FIN after the data written so far
+		}
+	}
+	u, err := s.conn.OpenUniStream()
+	if err != nil {
+		return false
+	}
+	if _, err := u.Write([]byte{goodbye}); err != nil {
+		return false
+	}
+	u.Close()
+	deadline := time.NewTimer(s.cfg.CloseTimeout)
+	defer deadline.Stop()
+	poll := time.NewTicker(closePoll)
+	defer poll.Stop()
+	quiet := 0
+	for quiet < 2 {
+		select {
+		case <-s.conn.Context().Done():
+			return false
+		case <-s.goodbye:
+			// Both ends are closing: neither application reads any more,
+			// and the peer may leave before it acknowledges us.
+			return false
+		case <-deadline.C:
+			s.log.Debug("secure: peer did not acknowledge everything in time")
+			return false
+		case <-poll.C:
+		}
+		// Nothing in flight twice in a row: the peer has every byte, FIN and the
+		// goodbye (a frame still queued would be in flight by the second poll).
+		if s.cc.stats().Inflight == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+	return true
+}
+
+// closePoll is how often a closing session checks whether the peer has acknowledged
+// everything.
+const closePoll = 2 * time.Millisecond
+
+// awaitDrained waits, after the peer's goodbye, until every stream has been
+// read to its end or closed, bounded by CloseTimeout or a local Close. It
+// returns false if the connection ended first (the caller's select sees it).
+func (s *Session) awaitDrained() bool {
+	t := time.NewTimer(s.cfg.CloseTimeout)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.streams)
+		s.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		select {
+		case <-s.streamDone:
+		case <-t.C:
+			return true
+		case <-s.closeReq:
+			return true
+		case <-s.conn.Context().Done():
+			return false
+		}
+	}
+}
+
+func (s *Session) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// Close shuts the session down gracefully: every stream's write side is
+// finished, the peer is told, and Close waits (at most Config.CloseTimeout) until
+// the peer has acknowledged all of it; the peer's application can still read it
+// all. The peer notices the close at once. Close is idempotent and waits for every goroutine
+// of the session.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() { close(s.closeReq) })
 	<-s.done
@@ -406,7 +519,8 @@ func (s *Session) Close() error {
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Err is why the session ended: ErrSessionClosed (local Close), ErrRemoteClosed or
-// ErrPeerDead, possibly wrapped. Nil while the session is up.
+// ErrPeerDead, possibly wrapped. Nil while the session is up; ErrRemoteClosed once
+// the peer has said goodbye.
 func (s *Session) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -425,7 +539,8 @@ func (s *Session) RemoteAddr() net.Addr { return s.dc.RemoteAddr() }
 func (s *Session) Stream0() *Stream { return s.stream0 }
 
 // OpenStream opens a new stream. The peer's AcceptStream returns it at once, before any
-// data is written.
+// data is written. It blocks while the peer allows no more streams (QUIC's stream
+// limit, 1024 open at a time).
 func (s *Session) OpenStream(ctx context.Context) (*Stream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -433,58 +548,34 @@ func (s *Session) OpenStream(ctx context.Context) (*Stream, error) {
 	select {
 	case <-s.done:
 		return nil, fmt.Errorf("secure: open stream: %w", s.Err())
+	case <-s.closeReq:
+		return nil, fmt.Errorf("secure: open stream: %w", ErrSessionClosed)
+	case <-s.goodbye:
+		return nil, fmt.Errorf("secure: open stream: %w", ErrRemoteClosed)
 	default:
 	}
-	id, err := s.allocID()
+	qs, err := s.conn.OpenStreamSync(ctx)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("secure: open stream: %w", s.errOr(err))
 	}
-	st, err := s.openStream(id)
-	if err != nil {
-		s.releaseID(id)
-		return nil, err
-	}
-	if _, err := st.st.WriteSCTP([]byte{0}, ppiControl); err != nil {
+	st := s.newStream(qs)
+	if _, err := qs.Write([]byte{streamOpen}); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("secure: open stream %d: %w", id, st.mapErr(err))
+		return nil, fmt.Errorf("secure: open stream %d: %w", st.ID(), st.mapErr(err))
 	}
 	s.opened.Add(1)
 	return st, nil
 }
 
-func (s *Session) openStream(id uint16) (*Stream, error) {
-	raw, err := s.assoc.OpenStream(id, ppiData)
-	if err != nil {
-		return nil, fmt.Errorf("secure: open stream %d: %w", id, err)
+// errOr returns the session's reason once it has ended, else err.
+func (s *Session) errOr(err error) error {
+	if e := s.Err(); e != nil {
+		return e
 	}
-	st := newStream(s, raw)
-	st.owned = true
-	return st, nil
-}
-
-// allocID picks the next free stream id of this side's parity. Ids are reused only after
-// wrapping around (32767 opens), long after the old stream's reset has completed.
-func (s *Session) allocID() (uint16, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for range 1 << 15 {
-		id := s.nextID
-		s.nextID += 2 // wraps to 0 (client; skipped below) or 1 (server)
-		if s.nextID == 0 {
-			s.nextID = 2
-		}
-		if !s.inUse[id] {
-			s.inUse[id] = true
-			return id, nil
-		}
-	}
-	return 0, ErrStreamIDsExhausted
-}
-
-func (s *Session) releaseID(id uint16) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.inUse, id)
+	return err
 }
 
 // AcceptStream returns the next stream the peer opened.
@@ -501,15 +592,22 @@ func (s *Session) AcceptStream(ctx context.Context) (*Stream, error) {
 
 // Stats returns a snapshot of the session's counters.
 func (s *Session) Stats() SessionStats {
+	q := s.conn.ConnectionStats()
+	b := s.cc.stats()
 	return SessionStats{
-		BytesSent:       s.assoc.BytesSent(),
-		BytesReceived:   s.assoc.BytesReceived(),
+		BytesSent:       q.BytesSent,
+		BytesReceived:   q.BytesReceived,
+		LostBytes:       b.LostBytes,
 		StreamsOpened:   s.opened.Load(),
 		StreamsAccepted: s.acceptedN.Load(),
 		StreamsRefused:  s.refused.Load(),
-		SRTT:            time.Duration(s.assoc.SRTT() * float64(time.Millisecond)),
-		CWND:            s.assoc.CWND(),
-		RWND:            s.assoc.RWND(),
+		SRTT:            q.SmoothedRTT,
+		MinRTT:          b.MinRTT,
+		CWND:            b.CWND,
+		PacingRate:      b.PacingRate,
+		BtlBw:           b.BtlBw,
+		CCState:         b.Mode,
+		LossEvents:      b.LossEvents,
 		Datagram:        s.dc.Stats(),
 	}
 }

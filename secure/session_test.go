@@ -199,7 +199,7 @@ func TestSessionEchoUDP(t *testing.T) {
 	}
 }
 
-// A lossy, reordering path: SCTP recovers, the replay window lets reordered datagrams
+// A lossy, reordering path: QUIC recovers, the replay window lets reordered datagrams
 // through.
 func TestSessionEchoLossyPipe(t *testing.T) {
 	checkLeaks(t)

@@ -1,6 +1,8 @@
 package secure
 
 import (
+	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,44 +12,76 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/sctp"
+	quic "github.com/apernet/quic-go"
 )
 
 // Stream is one reliable, ordered stream of a Session. It implements net.Conn.
 //
 // Message semantics: a Write of at most Config.MaxMessageSize bytes (64 KiB by default)
-// is sent as exactly one SCTP message, and a Read with a buffer at least that large
+// is sent as exactly one message, and a Read with a buffer at least that large
 // returns exactly one message. Larger writes are split into MaxMessageSize messages. A
 // Read with a smaller buffer returns the message in pieces over several Reads (never
 // io.ErrShortBuffer), so a Stream also works as a plain byte stream (io.Copy, bufio).
 // ReadMessage returns one whole message whatever its size.
 //
-// Close resets the stream both ways: the peer's Read returns io.EOF after the data
-// already sent. CloseWrite only ends our direction. Streams are safe for one reader and
-// one writer at a time, concurrently.
+// On the wire a QUIC stream is a byte stream; each message is framed as its length
+// (a uvarint) and its bytes.
+//
+// Close ends both directions: the peer's Read returns io.EOF after the data already
+// sent, and its Writes fail. CloseWrite only ends our direction. Streams are safe for
+// one reader and one writer at a time, concurrently.
 type Stream struct {
 	// immutable after newStream
-	sess  *Session
-	st    *sctp.Stream
-	owned bool // opened by us: release the id on Close
+	sess *Session
+	st   *quic.Stream
 
-	rmu     sync.Mutex // guards rbuf, pending: held by the reader
+	rmu     sync.Mutex // guards br, rbuf, pending: held by the reader
+	br      *bufio.Reader
 	rbuf    []byte
 	pending []byte // rest of a message partly returned by Read
 
+	wmu sync.Mutex // guards hdr: held by the writer
+	hdr [binary.MaxVarintLen64]byte
+
 	closed    atomic.Bool
 	closeOnce sync.Once
+	readOnce  sync.Once // the read side finished: unregistered from the session
 }
 
 var _ net.Conn = (*Stream)(nil)
 
-func newStream(s *Session, st *sctp.Stream) *Stream {
-	return &Stream{sess: s, st: st}
+// streamReadBuffer is the bufio size in front of a QUIC stream: large enough that
+// length prefixes cost no extra call, small next to a message.
+const streamReadBuffer = 4 << 10
+
+func (s *Session) newStream(qs *quic.Stream) *Stream {
+	st := &Stream{sess: s, st: qs, br: bufio.NewReaderSize(qs, streamReadBuffer)}
+	s.mu.Lock()
+	s.streams[st] = struct{}{}
+	s.mu.Unlock()
+	return st
 }
 
-// ID is the SCTP stream identifier (0 for Stream0; even ones are opened by the client,
-// odd ones by the server).
-func (s *Stream) ID() uint16 { return s.st.StreamIdentifier() }
+// readFinished unregisters the stream's read side: the session's graceful close waits
+// for every registered stream.
+func (s *Stream) readFinished() {
+	s.readOnce.Do(func() {
+		s.sess.mu.Lock()
+		delete(s.sess.streams, s)
+		s.sess.mu.Unlock()
+		select {
+		case s.sess.streamDone <- struct{}{}:
+		default:
+		}
+	})
+}
+
+// ID is the stream's number: 0 for Stream0, even for streams the client opens and odd
+// for those the server opens (QUIC's bidirectional stream ids 4n and 4n+1, halved).
+func (s *Stream) ID() uint64 {
+	id := uint64(s.st.StreamID())
+	return id/4*2 + id&1
+}
 
 // Read reads the next message, or the rest of one a previous Read left, into p.
 func (s *Stream) Read(p []byte) (int, error) {
@@ -61,51 +95,26 @@ func (s *Stream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	for {
-		n, ppi, err := s.st.ReadSCTP(p)
-		if errors.Is(err, io.ErrShortBuffer) {
-			// The message (n bytes) is still queued; take it whole into our buffer.
-			msg, err := s.readWholeLocked(n)
-			if err != nil {
-				return 0, err
-			}
-			if msg == nil {
-				continue // a control message
-			}
-			k := copy(p, msg)
-			s.pending = msg[k:]
-			return k, nil
-		}
-		if err != nil {
-			return 0, s.mapErr(err)
-		}
-		if ppi == ppiControl {
-			continue
-		}
-		return n, nil
+	size, err := s.readLengthLocked()
+	if err != nil {
+		return 0, err
 	}
-}
-
-// readWholeLocked reads the queued message of size n into s.rbuf. It returns nil for a
-// control message.
-func (s *Stream) readWholeLocked(n int) ([]byte, error) {
-	for {
-		if cap(s.rbuf) < n {
-			s.rbuf = make([]byte, n)
+	if size <= len(p) {
+		if err := s.readFullLocked(p[:size]); err != nil {
+			return 0, err
 		}
-		m, ppi, err := s.st.ReadSCTP(s.rbuf[:cap(s.rbuf)])
-		if errors.Is(err, io.ErrShortBuffer) {
-			n = m
-			continue
-		}
-		if err != nil {
-			return nil, s.mapErr(err)
-		}
-		if ppi == ppiControl {
-			return nil, nil
-		}
-		return s.rbuf[:m], nil
+		return size, nil
 	}
+	if cap(s.rbuf) < size {
+		s.rbuf = make([]byte, size)
+	}
+	msg := s.rbuf[:size]
+	if err := s.readFullLocked(msg); err != nil {
+		return 0, err
+	}
+	k := copy(p, msg)
+	s.pending = msg[k:]
+	return k, nil
 }
 
 // ReadMessage reads one whole message into buf (grown as needed) and returns it. If a
@@ -118,34 +127,82 @@ func (s *Stream) ReadMessage(buf []byte) ([]byte, error) {
 		s.pending = nil
 		return out, nil
 	}
-	buf = buf[:cap(buf)]
-	if len(buf) == 0 {
-		buf = make([]byte, 4096)
+	size, err := s.readLengthLocked()
+	if err != nil {
+		return nil, err
 	}
-	for {
-		n, ppi, err := s.st.ReadSCTP(buf)
-		if errors.Is(err, io.ErrShortBuffer) {
-			buf = make([]byte, n)
-			continue
-		}
-		if err != nil {
-			return nil, s.mapErr(err)
-		}
-		if ppi == ppiControl {
-			continue
-		}
-		return buf[:n], nil
+	if cap(buf) < size {
+		buf = make([]byte, size)
 	}
+	buf = buf[:size]
+	if err := s.readFullLocked(buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// readLengthLocked reads the next message's length prefix. A clean end of the stream
+// here is io.EOF.
+func (s *Stream) readLengthLocked() (int, error) {
+	n, err := binary.ReadUvarint(s.br)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			s.readFinished()
+			return 0, io.EOF
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			s.readFinished()
+			return 0, fmt.Errorf("%w: stream %d ends inside a length", ErrProtocol, s.ID())
+		}
+		return 0, s.readErr(err)
+	}
+	if n == 0 || n > maxWireMessage {
+		s.readFinished()
+		s.st.CancelRead(codeStreamClosed)
+		return 0, fmt.Errorf("%w: stream %d: message of %d bytes", ErrProtocol, s.ID(), n)
+	}
+	return int(n), nil
+}
+
+func (s *Stream) readFullLocked(p []byte) error {
+	if _, err := io.ReadFull(s.br, p); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			s.readFinished()
+			return fmt.Errorf("%w: stream %d ends inside a message", ErrProtocol, s.ID())
+		}
+		return s.readErr(err)
+	}
+	return nil
+}
+
+// readErr maps a read failure; anything but a deadline finishes the read side.
+func (s *Stream) readErr(err error) error {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		s.readFinished()
+	}
+	return s.mapErr(err)
 }
 
 // Write sends p: as one message if it fits Config.MaxMessageSize, else split. It blocks
-// while SCTP's send buffer is full (back-pressure). An empty p sends nothing.
+// while the peer's receive window is full (back-pressure). An empty p sends nothing.
 func (s *Stream) Write(p []byte) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.sess.writers.Add(1)
+	s.sess.lastWrite.Store(time.Now().UnixNano())
+	defer func() {
+		s.sess.lastWrite.Store(time.Now().UnixNano())
+		s.sess.writers.Add(-1)
+	}()
 	maxMsg := int(s.sess.cfg.MaxMessageSize)
 	total := 0
 	for len(p) > 0 {
 		k := min(len(p), maxMsg)
-		n, err := s.st.WriteSCTP(p[:k], ppiData)
+		hdr := binary.AppendUvarint(s.hdr[:0], uint64(k))
+		if _, err := s.st.Write(hdr); err != nil {
+			return total, s.mapErr(err)
+		}
+		n, err := s.st.Write(p[:k])
 		total += n
 		if err != nil {
 			return total, s.mapErr(err)
@@ -165,26 +222,29 @@ func (s *Stream) CloseWrite() error {
 }
 
 // Close closes both directions: pending and later Reads and Writes return
-// net.ErrClosed, and the peer reads io.EOF. Idempotent.
+// net.ErrClosed, the peer reads io.EOF after what was written, and its Writes fail.
+// Idempotent.
 func (s *Stream) Close() error {
-	var err error
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		err = s.st.Close()
-		s.st.SetReadDeadline(time.Now()) // unblock a pending Read
-		if s.owned {
-			s.sess.releaseID(s.ID())
-		}
+		s.st.CancelRead(codeStreamClosed) // the peer's writes fail
+		s.st.Close()                      // FIN after the data written so far
+		s.readFinished()
 	})
-	if err != nil && !errors.Is(err, sctp.ErrStreamClosed) {
-		return s.mapErr(err)
-	}
 	return nil
 }
 
-// mapErr turns pion's errors into this package's: local close is net.ErrClosed, a
-// graceful end of the session or the stream is io.EOF, anything else carries the
-// session's reason.
+// reset abandons a stream the peer opened that we will not use (backlog full).
+func (s *Stream) reset() {
+	s.closed.Store(true)
+	s.st.CancelRead(codeStreamClosed)
+	s.st.CancelWrite(codeStreamClosed)
+	s.readFinished()
+}
+
+// mapErr turns quic-go's errors into this package's: local close is net.ErrClosed, a
+// graceful end of the session or the stream is io.EOF, a stream the peer stopped is
+// io.ErrClosedPipe, anything else carries the session's reason.
 func (s *Stream) mapErr(err error) error {
 	if s.closed.Load() {
 		return net.ErrClosed
@@ -192,12 +252,13 @@ func (s *Stream) mapErr(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return err
 	}
-	if errors.Is(err, sctp.ErrStreamClosed) {
-		// The peer reset the stream: like writing to a closed pipe.
+	var serr *quic.StreamError
+	if errors.As(err, &serr) {
+		// The peer stopped the stream: like writing to a closed pipe.
 		return fmt.Errorf("secure: stream %d: %w", s.ID(), io.ErrClosedPipe)
 	}
-	// The association ended: say why, once the session has recorded it (the supervisor
-	// does so promptly after pion's read loop ends).
+	// The connection ended: say why, once the session has recorded it (the supervisor
+	// does so promptly after the connection's context ends).
 	select {
 	case <-s.sess.done:
 	case <-time.After(time.Second):

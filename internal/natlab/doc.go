@@ -20,6 +20,13 @@
 // and every host gets its own ephemeral port range, so two LAN hosts behind one
 // router never pick the same local port and overload one external port.
 //
+// A router can have a shaped uplink (RouterConfig.Link, Router.SetLink): a
+// namespace between its WAN side and the segment upstream where a delay
+// line in this process holds every frame for a set time (the kernel has no
+// netem), optionally behind a tbf bottleneck with a real queue. TestLink
+// checks the added RTT, that the line loses nothing of its own, and its
+// capacity.
+//
 // Host.Net returns a pion transport.Net whose sockets are opened inside the
 // host's namespace, so an in-process node can run "inside" a lab host.
 // Host.Run, Host.Start and Host.RunTest run programs (or this test binary)

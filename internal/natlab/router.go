@@ -78,6 +78,11 @@ type RouterConfig struct {
 	// inbound packet then takes the port a LAN host is about to be mapped
 	// to. Real home routers, and the default here, drop such input.
 	AcceptWANInput bool
+	// Link, when set, puts a shaped link (delay line and optional
+	// bottleneck, see LinkConfig) between the router's WAN side and the
+	// segment upstream. SetLink changes it later. Nil: a plain veth, no
+	// delay. Not for Open routers, which have no WAN side.
+	Link *LinkConfig
 }
 
 // Linux's conntrack UDP timeouts in a fresh namespace, restored when a
@@ -99,6 +104,7 @@ type Router struct {
 	public  netip.Addr   // WAN address (what LAN hosts are translated to)
 	lan     netip.Prefix // LAN subnet; invalid for Open
 	carrier bool
+	link    *link // shaped uplink; nil without RouterConfig.Link
 
 	// Guarded by mu.
 	mu       sync.Mutex
@@ -272,6 +278,9 @@ func (l *Lab) addRouter(cfg RouterConfig, parent *Router, carrier bool) *Router 
 		nextLAN: 10,
 	}
 	if cfg.Type == Open {
+		if cfg.Link != nil {
+			l.t.Fatalf("natlab: open router %s has no WAN side to shape", cfg.Name)
+		}
 		return r
 	}
 	r.lan = lanPrefix(n, carrier)
@@ -279,13 +288,19 @@ func (l *Lab) addRouter(cfg RouterConfig, parent *Router, carrier bool) *Router 
 
 	// WAN side.
 	var route string
+	upNS, upPort, upBridge := l.inet, "", inetIf
 	if parent == nil {
 		r.public = l.allocPublic()
-		l.must(l.connect(r.ns, wanIf, l.inet, l.inetPort(), inetIf))
+		upPort = l.inetPort()
 	} else {
 		r.public = parent.allocLAN()
-		l.must(l.connect(r.ns, wanIf, parent.ns, parent.lanPort(), lanIf))
+		upNS, upPort, upBridge = parent.ns, parent.lanPort(), lanIf
 		route = "route add default via " + parent.gateway().String()
+	}
+	if cfg.Link != nil {
+		r.link = l.addLink(cfg.Name, r.ns, upNS, upPort, upBridge, *cfg.Link)
+	} else {
+		l.must(l.connect(r.ns, wanIf, upNS, upPort, upBridge))
 	}
 	cmds := []string{
 		fmt.Sprintf("addr add %s/%d dev %s", r.public, wanPrefixLen(parent), wanIf),
