@@ -27,7 +27,7 @@ func (n *Node) addBootstrapLocked(addrs []netip.AddrPort) {
 	configured := len(n.cfg.Bootstrap)
 	for _, a := range addrs {
 		a = unmapAddrPort(a)
-		if !a.IsValid() || a.Port() == 0 || (n.local.IsValid() && a == n.local) || slices.Contains(n.bootstrap, a) {
+		if !a.IsValid() || a.Port() == 0 || a == n.stackFor(a).local || slices.Contains(n.bootstrap, a) {
 			continue
 		}
 		n.bootstrap = append(n.bootstrap, a)
@@ -44,13 +44,17 @@ func (n *Node) BootstrapNodes() []netip.AddrPort {
 	return slices.Clone(n.bootstrap)
 }
 
-// Contacts returns the addresses of every node in the routing table: the
-// persistent nodes this node knows to be alive, worth remembering for the
-// next start.
+// Contacts returns the addresses of every node in the routing tables (of
+// both families, IPv4 first): the persistent nodes this node knows to be
+// alive, worth remembering for the next start.
 func (n *Node) Contacts() []netip.AddrPort {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.table.all()
+	var out []netip.AddrPort
+	for _, st := range n.stacks {
+		out = append(out, st.table.all()...)
+	}
+	return out
 }
 
 // VerifyNode checks that addr runs a persistent swarmdb DHT node: it must

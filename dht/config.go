@@ -55,8 +55,17 @@ type Config struct {
 	// Net opens the node's one UDP socket. Zero means the real network
 	// (pion stdnet); tests pass a vnet.
 	Net transport.Net
-	// ListenAddr is the local address to bind. Zero means "0.0.0.0:0".
+	// ListenAddr is the local address to bind. Zero means "0.0.0.0:0". An
+	// IPv6 address makes an IPv6-only node (its one socket is IPv6).
 	ListenAddr string
+	// ListenAddr6 is the local address of the IPv6 socket ("[ip]:port"),
+	// or ListenOff for none. Zero means: when ListenAddr binds every
+	// interface, "[::]" on the IPv4 socket's port (another random port for
+	// both when that one is taken on IPv6 and the port was random; no
+	// IPv6 socket when IPv6 is missing, as on pion's vnet); when ListenAddr
+	// names one address, no IPv6 socket. An address given here must open,
+	// or Start fails.
+	ListenAddr6 string
 	// Bootstrap lists DHT nodes to join through. Empty means this node is
 	// the first node of its network.
 	Bootstrap []netip.AddrPort
@@ -65,6 +74,8 @@ type Config struct {
 	// PublicAddr is the node's public address when known in advance (a
 	// public server's --public-ip). Zero means learn it from replies.
 	PublicAddr netip.AddrPort
+	// PublicAddr6 is PublicAddr for the IPv6 socket.
+	PublicAddr6 netip.AddrPort
 
 	// K is the bucket size and replication factor. Zero means 20.
 	K int

@@ -27,6 +27,10 @@ var (
 	// ErrNotPersistent: the node answered without the id its address
 	// implies, so it is no persistent swarmdb DHT node (VerifyNode).
 	ErrNotPersistent = errors.New("dht: not a persistent dht node")
+	// ErrNoFamily: the node has no socket of the address's family (an
+	// IPv6 address on an IPv4-only node, or the reverse), or has not
+	// joined that family's overlay.
+	ErrNoFamily = errors.New("dht: no socket or overlay for this address family")
 )
 
 // ErrorCode is the one-byte error a response carries. Zero means success.

@@ -154,14 +154,14 @@ func TestNoAmplification(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		a := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 9, 1, byte(i + 1)}), 4000)
 		n.mu.Lock()
-		n.table.seen(NodeID(a), a, time.Now())
+		n.stacks[IPv4].table.seen(NodeID(a), a, time.Now())
 		n.mu.Unlock()
 	}
 	topic := TopicKey("amp")
 	for i := 0; i < 20; i++ {
 		_, priv, _ := ed25519.GenerateKey(rand.Reader)
 		n.mu.Lock()
-		n.store.put(topic, PeerRecord{PublicKey: priv.Public().(ed25519.PublicKey), Relays: []netip.AddrPort{n.local, n.local, n.local}}, n.local, time.Now())
+		n.store.put(topic, PeerRecord{PublicKey: priv.Public().(ed25519.PublicKey), Relays: []netip.AddrPort{n.LocalAddr(), n.LocalAddr(), n.LocalAddr()}}, n.LocalAddr(), time.Now())
 		n.mu.Unlock()
 	}
 	c := newRawClient(t)

@@ -12,16 +12,16 @@ import (
 	"github.com/swarmdb/swarmdb/internal/demux"
 )
 
-// readLoop owns the socket's read side. It demultiplexes by the first byte
+// readLoop owns the read side of one family's socket. It demultiplexes by the first byte
 // (internal/demux): DHT packets handled here, plain STUN binding requests
 // answered here, mainline KRPC to OnKRPC, the other known classes (ICE
 // checks, punching probes, transport datagrams) to OnPacket. Unknown first
 // bytes are dropped.
-func (n *Node) readLoop() {
+func (n *Node) readLoop(st *stack) {
 	defer n.wg.Done()
 	buf := make([]byte, 64<<10)
 	for {
-		nr, from, err := n.conn.ReadFrom(buf)
+		nr, from, err := st.conn.ReadFrom(buf)
 		if err != nil {
 			select {
 			case <-n.closed:
@@ -80,16 +80,17 @@ func (n *Node) handleResponse(m *Message, src netip.AddrPort) {
 		return
 	}
 	delete(n.pending, m.TID)
-	if m.Addr.IsValid() {
-		n.samples = append(n.samples, addrSample{by: src.Addr(), addr: m.Addr})
-		if len(n.samples) > maxSamples {
-			n.samples = n.samples[1:]
+	st := n.stackFor(src)
+	if m.Addr.IsValid() && FamilyOf(m.Addr) == st.fam {
+		st.samples = append(st.samples, addrSample{by: src.Addr(), addr: m.Addr})
+		if len(st.samples) > maxSamples {
+			st.samples = st.samples[1:]
 		}
 	}
 	var pingOldest *contact
 	if m.ID != nil {
 		if *m.ID == NodeID(src) {
-			if c := n.table.seen(*m.ID, src, time.Now()); c != nil {
+			if c := st.table.seen(*m.ID, src, time.Now()); c != nil {
 				copied := *c // the table owns c; read it only under mu
 				pingOldest = &copied
 			}
@@ -113,11 +114,12 @@ func (n *Node) evictionPing(c *contact) {
 	_, err := n.requestTries(n.closedCtx(), c.addr, &Message{Command: CmdPing}, 2)
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	table := n.stackFor(c.addr).table
 	if err != nil {
-		n.table.failed(c.id)
+		table.failed(c.id)
 		return
 	}
-	n.table.alive(c.id, time.Now())
+	table.alive(c.id, time.Now())
 }
 
 func (n *Node) handleRequest(m *Message, src netip.AddrPort, reqLen int) {
@@ -126,15 +128,16 @@ func (n *Node) handleRequest(m *Message, src netip.AddrPort, reqLen int) {
 	allowed := n.limiter.allow(src.Addr(), now)
 	verified := n.tokens.valid(m.Token, src.Addr(), now)
 	token := n.tokens.issue(src.Addr(), now)
-	persistent, self := n.persistent, n.id
-	if n.cfg.Mode == ModePersistent && !persistent && m.Addr.IsValid() {
+	st := n.stackFor(src)
+	persistent, self := st.persistent, st.id
+	if n.cfg.Mode == ModePersistent && !persistent && m.Addr.IsValid() && FamilyOf(m.Addr) == st.fam {
 		// A forced-persistent node that cannot know its public address
 		// (bound to 0.0.0.0, no --public-ip, no bootstrap) learns it from
 		// the address requests were sent to.
-		n.samples = append(n.samples, addrSample{by: src.Addr(), addr: m.Addr})
-		if a, c := majority(n.samples); c >= 1 {
+		st.samples = append(st.samples, addrSample{by: src.Addr(), addr: m.Addr})
+		if a, c := majority(st.samples); c >= 1 {
 			n.becomePersistentLocked(a)
-			persistent, self = true, n.id
+			persistent, self = true, st.id
 		}
 	}
 	n.mu.Unlock()
@@ -158,23 +161,25 @@ func (n *Node) handleRequest(m *Message, src netip.AddrPort, reqLen int) {
 	var records []PeerRecord
 	switch m.Command {
 	case CmdPing:
+		reply.Closer = n.crossCloser(m, src, self)
 	case CmdFindNode:
 		if m.Target == nil {
 			reply.Error = CodeBadRequest
 			break
 		}
-		reply.Closer = n.closerNodes(*m.Target, src)
+		reply.Closer = append(n.closerNodes(st, *m.Target, src), n.crossCloser(m, src, *m.Target)...)
 	case CmdLookup:
 		if m.Target == nil {
 			reply.Error = CodeBadRequest
 			break
 		}
-		reply.Closer = n.closerNodes(*m.Target, src)
+		reply.Closer = append(n.closerNodes(st, *m.Target, src), n.crossCloser(m, src, *m.Target)...)
 		if persistent {
 			n.mu.Lock()
 			records = n.store.get(*m.Target, n.cfg.LookupLimit, now)
 			n.mu.Unlock()
-			if !wantsExt(m) || n.cfg.legacyRecords {
+			records = reachableRecords(records, requesterFamilies(m, src))
+			if !ParseRequestOptions(m.Value).Ext || n.cfg.legacyRecords {
 				records = withoutExt(records) // a requester from before record extensions
 			}
 		}
@@ -199,6 +204,35 @@ func (n *Node) handleRequest(m *Message, src netip.AddrPort, reqLen int) {
 		reply.Error = CodeUnknownCommand
 	}
 	n.sendReply(reply, records, src, reqLen, verified)
+}
+
+// requesterFamilies is the family mask a requester can use: the families
+// it asked for (RequestOptions.Want), or the one its request came over.
+func requesterFamilies(m *Message, src netip.AddrPort) byte {
+	if want := ParseRequestOptions(m.Value).Want; want != 0 {
+		return want
+	}
+	return FamilyOf(src).bit()
+}
+
+// reachableRecords drops the records whose relays are all of families the
+// requester cannot use (an IPv6-only announcer, asked about over IPv4 by a
+// node that wants no IPv6): it could only fail to reach them, and a node
+// from before IPv6 sees exactly the records it saw before. A record with no
+// relays at all is kept.
+func reachableRecords(recs []PeerRecord, fams byte) []PeerRecord {
+	out := recs[:0:0]
+	for _, r := range recs {
+		all := r.AllRelays()
+		ok := len(all) == 0
+		for _, a := range all {
+			ok = ok || fams&FamilyOf(a).bit() != 0
+		}
+		if ok {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // sendReply encodes reply (with records as its value for LOOKUP) and sends
@@ -246,14 +280,14 @@ func (n *Node) sendReply(reply *Message, records []PeerRecord, dst netip.AddrPor
 	if reply.Truncated {
 		n.ctr.repliesTruncated.Add(1)
 	}
-	n.writeTo(b, dst)
+	_ = n.writeTo(b, dst)
 }
 
-// closerNodes returns the k closest contacts to target, excluding the
-// requester itself.
-func (n *Node) closerNodes(target ID, exclude netip.AddrPort) []netip.AddrPort {
+// closerNodes returns the k closest contacts of st's family to target,
+// excluding the requester itself.
+func (n *Node) closerNodes(st *stack, target ID, exclude netip.AddrPort) []netip.AddrPort {
 	n.mu.Lock()
-	cs := n.table.closest(target, n.cfg.K+1)
+	cs := st.table.closest(target, n.cfg.K+1)
 	n.mu.Unlock()
 	out := make([]netip.AddrPort, 0, len(cs))
 	for _, c := range cs {
@@ -264,12 +298,46 @@ func (n *Node) closerNodes(target ID, exclude netip.AddrPort) []netip.AddrPort {
 	return out
 }
 
+// crossCloser returns the nodes of the other families a request asks for
+// (RequestOptions.Want): this node's own address there first, when it is
+// persistent there, then the contacts closest to target, maxCrossCloser in
+// all. This is how a node that joined through one family finds the other
+// family's overlay (a dual-stack node given only IPv4 bootstrap nodes
+// learns IPv6 ones).
+func (n *Node) crossCloser(m *Message, src netip.AddrPort, target ID) []netip.AddrPort {
+	want := ParseRequestOptions(m.Value).Want
+	if want == 0 || n.cfg.legacyRecords {
+		return nil
+	}
+	var out []netip.AddrPort
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, st := range n.stacks {
+		if want&st.fam.bit() == 0 || st.fam == FamilyOf(src) || st.conn == nil {
+			continue
+		}
+		self := netip.AddrPort{}
+		if st.persistent {
+			if self = n.publicAddrLocked(st); self.IsValid() {
+				out = append(out, self)
+			}
+		}
+		for _, c := range st.table.closest(target, maxCrossCloser) {
+			if len(out) < maxCrossCloser && c.addr != self {
+				out = append(out, c.addr)
+			}
+		}
+	}
+	return out
+}
+
 // maybeAdd puts a node that sent us a request with a valid id into the
 // routing table — after a ping proves the address is real, since a request
 // source can be spoofed and a reply cannot.
 func (n *Node) maybeAdd(id ID, addr netip.AddrPort) {
 	n.mu.Lock()
-	if n.table.has(id) || n.verifying[addr] || len(n.verifying) >= maxVerifying {
+	st := n.stackFor(addr)
+	if st.conn == nil || st.table.has(id) || n.verifying[addr] || len(n.verifying) >= maxVerifying {
 		n.mu.Unlock()
 		return
 	}
@@ -365,7 +433,7 @@ func (n *Node) handleRelay(m *Message, src netip.AddrPort, verified bool, reply 
 	n.mu.Unlock()
 	if !ok {
 		reply.Error = CodeUnknownPeer
-		reply.Closer = n.closerNodes(*m.Target, src)
+		reply.Closer = n.closerNodes(n.stackFor(src), *m.Target, src)
 		return false
 	}
 	select {
@@ -466,7 +534,8 @@ func (n *Node) handleNATProbe(m *Message, src netip.AddrPort) ErrorCode {
 	nonce := m.Value[1:9]
 	switch m.Value[0] {
 	case probeOtherPort:
-		pc, err := n.cfg.Net.ListenPacket("udp4", netip.AddrPortFrom(n.local.Addr(), 0).String())
+		st := n.stackFor(src)
+		pc, err := n.cfg.Net.ListenPacket(st.fam.network(), netip.AddrPortFrom(st.local.Addr(), 0).String())
 		if err != nil {
 			return CodeRelayFailed
 		}
@@ -481,19 +550,19 @@ func (n *Node) handleNATProbe(m *Message, src netip.AddrPort) ErrorCode {
 		}
 		fwd := append([]byte{probeForward}, nonce...)
 		fwd = AppendAddr(fwd, src)
-		n.send(helper, &Message{Command: CmdNATProbe, TID: rand.Uint32(), Addr: helper, Value: fwd})
+		_ = n.send(helper, &Message{Command: CmdNATProbe, TID: rand.Uint32(), Addr: helper, Value: fwd})
 		return CodeOK
 	case probeForward:
 		// Only routing-table nodes may make us send to a third address.
 		n.mu.Lock()
-		known := n.table.hasAddr(src)
+		known := n.stackFor(src).table.hasAddr(src)
 		n.mu.Unlock()
 		r := reader{b: m.Value[9:]}
 		dst := r.addr()
 		if !known || r.err != nil || !dst.IsValid() {
 			return CodeBadRequest
 		}
-		n.send(dst, &Message{Command: CmdProbeReply, Addr: dst, Value: append([]byte(nil), nonce...)})
+		_ = n.send(dst, &Message{Command: CmdProbeReply, Addr: dst, Value: append([]byte(nil), nonce...)})
 		return CodeOK
 	}
 	return CodeBadRequest
@@ -513,10 +582,11 @@ func (n *Node) strangerFor(src netip.AddrPort) (netip.AddrPort, bool) {
 	for i := range far {
 		far[i] = ^far[i]
 	}
-	pub := n.publicAddrLocked().Addr()
+	st := n.stackFor(src)
+	pub := n.publicAddrLocked(st).Addr()
 	var picks []netip.AddrPort
-	for _, c := range n.table.closest(far, 3*n.cfg.K) {
-		if a := c.addr.Addr(); a != src.Addr() && a != pub && a != n.local.Addr() {
+	for _, c := range st.table.closest(far, 3*n.cfg.K) {
+		if a := c.addr.Addr(); a != src.Addr() && a != pub && a != st.local.Addr() {
 			picks = append(picks, c.addr)
 			if len(picks) == n.cfg.K {
 				break

@@ -2,6 +2,7 @@ package dht
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -48,8 +49,10 @@ func (n *Node) maintainLoop() {
 func (n *Node) pingOldest(now time.Time) {
 	n.mu.Lock()
 	var old []contact
-	for _, c := range n.table.oldest(3, n.cfg.PingInterval, now) {
-		old = append(old, *c) // the table owns c; read it only under mu
+	for _, st := range n.stacks {
+		for _, c := range st.table.oldest(3, n.cfg.PingInterval, now) {
+			old = append(old, *c) // the table owns c; read it only under mu
+		}
 	}
 	n.mu.Unlock()
 	for _, c := range old {
@@ -57,18 +60,22 @@ func (n *Node) pingOldest(now time.Time) {
 	}
 }
 
-// refreshBuckets runs one lookup into a bucket that saw no traffic for the
-// refresh interval (Kademlia §2.3).
+// refreshBuckets runs one lookup, in each family, into a bucket that saw
+// no traffic for the refresh interval (Kademlia §2.3).
 func (n *Node) refreshBuckets(now time.Time) {
-	var random ID
-	fillRandom(random[:])
-	n.mu.Lock()
-	target, ok := n.table.staleBucket(n.cfg.RefreshInterval, now, random)
-	n.mu.Unlock()
-	if !ok {
-		return
+	for _, st := range n.stacks {
+		if st.conn == nil {
+			continue
+		}
+		var random ID
+		fillRandom(random[:])
+		n.mu.Lock()
+		target, ok := st.table.staleBucket(n.cfg.RefreshInterval, now, random)
+		n.mu.Unlock()
+		if ok {
+			n.goTracked(func() { _, _ = n.query(n.closedCtx(), st.fam, target, CmdFindNode) })
+		}
 	}
-	n.goTracked(func() { _, _ = n.query(n.closedCtx(), target, CmdFindNode) })
 }
 
 // keepRelays pings every relay of every announced key. The ping keeps the
@@ -82,10 +89,13 @@ func (n *Node) keepRelays() {
 	}
 	var jobs []job
 	n.mu.Lock()
-	pub := n.publicAddrLocked()
+	var self []netip.AddrPort
+	for _, st := range n.stacks {
+		self = append(self, n.publicAddrLocked(st))
+	}
 	for _, set := range n.announced {
 		for _, r := range set.relays {
-			if r != pub {
+			if !slices.Contains(self, r) {
 				jobs = append(jobs, job{set, r})
 			}
 		}

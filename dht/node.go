@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -26,9 +27,12 @@ type Node struct {
 	cancel   context.CancelFunc
 	relaySem chan struct{} // bounds forwarded signaling exchanges
 
-	// Set by Start, then immutable.
-	conn  net.PacketConn
-	local netip.AddrPort
+	// stacks holds the node's presence in each family (family.go); the
+	// stack of a family the node has no socket for has a nil conn. The
+	// structs are made by New; their conn and local are set by Start, the
+	// rest is guarded by mu.
+	stacks  [numFamilies]*stack
+	primary Family // the family of ListenAddr: LocalAddr, PublicAddr, ID
 
 	ctr counters
 	rto rttEstimator // its own lock
@@ -37,9 +41,6 @@ type Node struct {
 	mu           sync.Mutex
 	started      bool
 	isClosed     bool
-	persistent   bool
-	id           ID // meaningful when persistent; a random id otherwise
-	table        *routingTable
 	store        *recordStore
 	tokens       *tokens
 	limiter      *rateLimiter
@@ -48,7 +49,6 @@ type Node struct {
 	sentIPs      map[netip.Addr]struct{}    // IPs we sent to, for unsolicited-probe checks
 	sentOverflow bool                       // sentIPs filled up: nothing is provably unsolicited
 	lastSent     atomic.Pointer[netip.Addr] // last IP noteSent saw; not guarded by mu
-	samples      []addrSample               // reflexive addresses seen by others
 	probeWaits   map[uint64]chan netip.AddrPort
 	announced    map[[ed25519.PublicKeySize]byte]*relaySet
 	verifying    map[netip.AddrPort]bool // addresses being pinged before entering the table
@@ -99,8 +99,6 @@ const (
 func New(cfg Config) *Node {
 	cfg = cfg.withDefaults()
 	now := time.Now()
-	var random ID
-	fillRandom(random[:])
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg:        cfg,
@@ -109,8 +107,6 @@ func New(cfg Config) *Node {
 		log:        cfg.Logger,
 		closed:     make(chan struct{}),
 		relaySem:   make(chan struct{}, cfg.MaxRelayInflight),
-		id:         random,
-		table:      newRoutingTable(random, cfg.K),
 		store:      newRecordStore(cfg.RecordTTL, cfg.MaxRecordsPerTopic, cfg.MaxRecords),
 		tokens:     newTokens(cfg.TokenInterval, now),
 		limiter:    newRateLimiter(cfg.RateLimit, cfg.RateBurst, 65536),
@@ -121,6 +117,10 @@ func New(cfg Config) *Node {
 		announced:  make(map[[ed25519.PublicKeySize]byte]*relaySet),
 		verifying:  make(map[netip.AddrPort]bool),
 	}
+	for _, f := range Families {
+		n.stacks[f] = newStack(f, cfg.K)
+	}
+	n.primary, _, _ = cfg.plan() // Start reports a bad address
 	n.addBootstrapLocked(cfg.Bootstrap)
 	return n
 }
@@ -133,8 +133,9 @@ func fillRandom(b []byte) {
 	}
 }
 
-// Start opens the socket and starts the read and maintenance loops. It does
-// not contact the network; call Bootstrap for that.
+// Start opens the sockets (one per family, see Config.ListenAddr6) and
+// starts the read and maintenance loops. It does not contact the network;
+// call Bootstrap for that.
 func (n *Node) Start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -147,36 +148,105 @@ func (n *Node) Start() error {
 	if n.cfg.Net == nil {
 		return fmt.Errorf("dht: no network available")
 	}
-	conn, err := n.cfg.Net.ListenPacket("udp4", n.cfg.ListenAddr)
+	primary, plans, err := n.cfg.plan()
 	if err != nil {
-		return fmt.Errorf("dht: listen %s: %w", n.cfg.ListenAddr, err)
+		return err
 	}
-	// Large socket buffers: the same socket carries ICE and bulk transport.
-	if b, ok := conn.(interface{ SetReadBuffer(int) error }); ok {
-		_ = b.SetReadBuffer(4 << 20)
+	n.primary = primary
+	if err := n.openLocked(plans); err != nil {
+		return err
 	}
-	if b, ok := conn.(interface{ SetWriteBuffer(int) error }); ok {
-		_ = b.SetWriteBuffer(4 << 20)
-	}
-	n.conn = conn
-	n.local = addrPortOf(conn.LocalAddr())
 	n.started = true
 	if n.cfg.Mode == ModePersistent {
-		switch {
-		case n.cfg.PublicAddr.IsValid():
-			n.becomePersistentLocked(n.cfg.PublicAddr)
-		case !n.local.Addr().IsUnspecified():
-			n.becomePersistentLocked(n.local)
+		for _, st := range n.stacks {
+			switch pub := n.configuredPublic(st.fam); {
+			case st.conn == nil:
+			case pub.IsValid():
+				n.becomePersistentLocked(pub)
+			case !st.local.Addr().IsUnspecified():
+				n.becomePersistentLocked(st.local)
+			}
 		}
 	}
-	n.wg.Add(2)
-	go n.readLoop()
+	n.wg.Add(1)
 	go n.maintainLoop()
-	n.log.Info("dht node started", "addr", n.local, "mode", n.cfg.Mode.String())
+	for _, st := range n.stacks {
+		if st.conn != nil {
+			n.wg.Add(1)
+			go n.readLoop(st)
+			n.log.Info("dht node started", "addr", st.local, "mode", n.cfg.Mode.String())
+		}
+	}
 	return nil
 }
 
-// Close stops the node, closes its socket and waits for its goroutines.
+// openAttempts bounds the tries at one port for both families when the
+// IPv4 port was random and the same IPv6 port turned out to be taken.
+const openAttempts = 3
+
+// openLocked opens the planned sockets. A socket whose plan does not
+// require it and that fails to open is left out (no IPv6 on this host or
+// network, as on pion's vnet).
+func (n *Node) openLocked(plans []listenPlan) error {
+	randomPort := plans[0].fam == IPv4 && withPort(plans[0].addr, 0) == plans[0].addr
+	for attempt := 1; ; attempt++ {
+		var opened []net.PacketConn
+		retry := false
+		for _, p := range plans {
+			addr := p.addr
+			v4 := n.stacks[IPv4]
+			if p.samePort && v4.conn != nil {
+				addr = withPort(addr, v4.local.Port())
+			}
+			conn, err := n.cfg.Net.ListenPacket(p.fam.network(), addr)
+			if err != nil {
+				if p.required {
+					for _, c := range opened {
+						_ = c.Close()
+					}
+					n.stacks[IPv4].conn, n.stacks[IPv6].conn = nil, nil
+					return fmt.Errorf("dht: listen %s: %w", addr, err)
+				}
+				// The same port is taken on IPv6 although it was free on
+				// IPv4: with a random IPv4 port, try both again elsewhere.
+				if p.samePort && randomPort && attempt < openAttempts && errors.Is(err, syscall.EADDRINUSE) {
+					retry = true
+				} else {
+					n.log.Info("no socket for this family", "family", p.fam.String(), "addr", addr, "err", err)
+				}
+				continue
+			}
+			// Large socket buffers: the same socket carries ICE and bulk
+			// transport.
+			if b, ok := conn.(interface{ SetReadBuffer(int) error }); ok {
+				_ = b.SetReadBuffer(4 << 20)
+			}
+			if b, ok := conn.(interface{ SetWriteBuffer(int) error }); ok {
+				_ = b.SetWriteBuffer(4 << 20)
+			}
+			opened = append(opened, conn)
+			st := n.stacks[p.fam]
+			st.conn, st.local = conn, addrPortOf(conn.LocalAddr())
+		}
+		if !retry {
+			return nil
+		}
+		for _, c := range opened {
+			_ = c.Close()
+		}
+		n.stacks[IPv4].conn, n.stacks[IPv6].conn = nil, nil
+	}
+}
+
+// configuredPublic is the public address the config names for fam.
+func (n *Node) configuredPublic(fam Family) netip.AddrPort {
+	if fam == IPv6 {
+		return n.cfg.PublicAddr6
+	}
+	return n.cfg.PublicAddr
+}
+
+// Close stops the node, closes its sockets and waits for its goroutines.
 // It is safe to call more than once.
 func (n *Node) Close() error {
 	n.mu.Lock()
@@ -187,58 +257,133 @@ func (n *Node) Close() error {
 	n.isClosed = true
 	close(n.closed)
 	n.cancel()
-	conn := n.conn
 	n.mu.Unlock()
 	var err error
-	if conn != nil {
-		err = conn.Close()
+	for _, st := range n.stacks {
+		if st.conn != nil {
+			if cerr := st.conn.Close(); err == nil {
+				err = cerr
+			}
+		}
 	}
 	n.wg.Wait()
 	return err
 }
 
-// LocalAddr returns the bound address of the node's socket.
-func (n *Node) LocalAddr() netip.AddrPort { return n.local }
+// LocalAddr returns the bound address of the node's socket of its primary
+// family (the family of Config.ListenAddr; IPv4 unless that is an IPv6
+// address).
+func (n *Node) LocalAddr() netip.AddrPort { return n.stacks[n.primary].local }
 
-// ID returns the node id (random while the node is ephemeral).
+// LocalAddrIn returns the bound address of the node's socket of fam, or the
+// zero value when it has none.
+func (n *Node) LocalAddrIn(fam Family) netip.AddrPort {
+	if fam >= numFamilies {
+		return netip.AddrPort{}
+	}
+	return n.stacks[fam].local
+}
+
+// ID returns the node id in the primary family (random while the node is
+// ephemeral there).
 func (n *Node) ID() ID {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.id
+	return n.stacks[n.primary].id
 }
 
-// Persistent reports whether the node stores records and is routable.
+// Persistent reports whether the node stores records and is routable in
+// its primary family.
 func (n *Node) Persistent() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.persistent
+	return n.stacks[n.primary].persistent
 }
 
-// PublicAddr returns the node's public address: the configured one, or the
-// address most nodes saw its packets come from. Zero when unknown.
+// PublicAddr returns the node's public address in its primary family: the
+// configured one, or the address most nodes saw its packets come from.
+// Zero when unknown.
 func (n *Node) PublicAddr() netip.AddrPort {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.publicAddrLocked()
+	return n.publicAddrLocked(n.stacks[n.primary])
 }
 
-func (n *Node) publicAddrLocked() netip.AddrPort {
-	if n.cfg.PublicAddr.IsValid() {
-		return n.cfg.PublicAddr
+// PublicAddrIn is PublicAddr in family fam.
+func (n *Node) PublicAddrIn(fam Family) netip.AddrPort {
+	if fam >= numFamilies {
+		return netip.AddrPort{}
 	}
-	a, _ := majority(n.samples)
-	return a
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.publicAddrLocked(n.stacks[fam])
 }
 
-// Stats returns a snapshot of the node's state and counters.
-func (n *Node) Stats() Stats {
+func (n *Node) publicAddrLocked(st *stack) netip.AddrPort {
+	if pub := n.configuredPublic(st.fam); pub.IsValid() {
+		return pub
+	}
+	if a, _ := majority(st.samples); a.IsValid() {
+		return a
+	}
+	return st.at // zero unless persistent
+}
+
+// FamilyState is the node's state in one address family.
+type FamilyState struct {
+	Family     Family
+	LocalAddr  netip.AddrPort // the socket's bound address
+	PublicAddr netip.AddrPort // zero when unknown
+	Persistent bool
+	ID         ID  // random while not persistent
+	Contacts   int // routing table size
+	// Joined: a node of the family answered (or the node is persistent
+	// there); only then does the node use the family.
+	Joined bool
+}
+
+// Families returns the node's state in each family it has a socket for,
+// IPv4 first.
+func (n *Node) Families() []FamilyState {
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []FamilyState
+	for _, st := range n.stacks {
+		if st.conn == nil {
+			continue
+		}
+		out = append(out, FamilyState{Family: st.fam, LocalAddr: st.local, PublicAddr: n.publicAddrLocked(st),
+			Persistent: st.persistent, ID: st.id, Contacts: st.table.len(), Joined: st.joinedLocked()})
+	}
+	return out
+}
+
+// Speaks reports whether the node takes part in fam's overlay: it has a
+// socket of the family and a node of the family answered it, or it is
+// persistent there. Addresses of other families are useless to it.
+func (n *Node) Speaks(fam Family) bool {
+	if fam >= numFamilies {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stacks[fam].joinedLocked()
+}
+
+// Stats returns a snapshot of the node's state and counters. ID,
+// Persistent, LocalAddr, PublicAddr and RoutingTable describe the primary
+// family; Families every family.
+func (n *Node) Stats() Stats {
+	fams := n.Families()
+	n.mu.Lock()
+	p := n.stacks[n.primary]
 	s := Stats{
-		ID:           n.id,
-		Persistent:   n.persistent,
-		LocalAddr:    n.local,
-		PublicAddr:   n.publicAddrLocked(),
-		RoutingTable: n.table.len(),
+		ID:           p.id,
+		Persistent:   p.persistent,
+		LocalAddr:    p.local,
+		PublicAddr:   n.publicAddrLocked(p),
+		RoutingTable: p.table.len(),
+		Families:     fams,
 	}
 	s.Records, s.Topics = n.store.count()
 	n.mu.Unlock()
@@ -246,37 +391,45 @@ func (n *Node) Stats() Stats {
 	return s
 }
 
-// becomePersistentLocked makes the node persistent at public address addr:
-// its id becomes NodeID(addr) and the routing table is re-keyed.
+// becomePersistentLocked makes the node persistent at public address addr
+// in addr's family: its id there becomes NodeID(addr) and that family's
+// routing table is re-keyed.
 func (n *Node) becomePersistentLocked(addr netip.AddrPort) {
+	st := n.stackFor(addr)
 	id := NodeID(addr)
-	if n.persistent && id == n.id {
+	if st.persistent && id == st.id {
 		return
 	}
-	old := n.table
-	n.id = id
-	n.persistent = true
-	n.table = newRoutingTable(id, n.cfg.K)
+	old := st.table
+	st.id, st.at = id, addr
+	st.persistent = true
+	st.table = newRoutingTable(id, n.cfg.K)
 	now := time.Now()
 	for _, c := range old.closest(id, old.len()) {
-		n.table.seen(c.id, c.addr, now)
+		st.table.seen(c.id, c.addr, now)
 	}
 	n.log.Info("dht node is persistent", "id", id.Short(), "addr", addr)
 }
 
 // send writes one DHT message to addr.
-func (n *Node) send(addr netip.AddrPort, m *Message) {
+func (n *Node) send(addr netip.AddrPort, m *Message) error {
 	b := AppendMessage(make([]byte, 0, 256), m)
-	n.writeTo(b, addr)
+	return n.writeTo(b, addr)
 }
 
-func (n *Node) writeTo(b []byte, addr netip.AddrPort) {
-	if _, err := n.conn.WriteTo(b, net.UDPAddrFromAddrPort(addr)); err != nil {
+// writeTo sends b from the socket of addr's family.
+func (n *Node) writeTo(b []byte, addr netip.AddrPort) error {
+	conn := n.stackFor(addr).conn
+	if conn == nil {
+		return fmt.Errorf("dht: send to %s: %w", addr, ErrNoFamily)
+	}
+	if _, err := conn.WriteTo(b, net.UDPAddrFromAddrPort(addr)); err != nil {
 		n.log.Debug("dht write failed", "addr", addr, "err", err)
-		return
+		return err
 	}
 	n.ctr.packetsOut.Add(1)
 	n.noteSent(addr.Addr())
+	return nil
 }
 
 // noteSent records that we sent to ip, for the NAT probe's "unsolicited"
@@ -307,13 +460,19 @@ func (n *Node) contactedLocked(ip netip.Addr) bool {
 	return ok || n.sentOverflow
 }
 
-// WritePacket sends a raw datagram on the node's socket. Other protocols
-// sharing the socket (ICE, transport) send through it.
+// WritePacket sends a raw datagram from the node's socket of addr's
+// family. Other protocols sharing the sockets (ICE, transport) send
+// through it. ErrNoFamily: the node has no socket of that family.
 func (n *Node) WritePacket(b []byte, addr netip.AddrPort) error {
-	if n.conn == nil {
-		return ErrNotStarted
+	addr = unmapAddrPort(addr)
+	conn := n.stackFor(addr).conn
+	if conn == nil {
+		if n.stacks[n.primary].conn == nil {
+			return ErrNotStarted
+		}
+		return fmt.Errorf("dht: send to %s: %w", addr, ErrNoFamily)
 	}
-	_, err := n.conn.WriteTo(b, net.UDPAddrFromAddrPort(addr))
+	_, err := conn.WriteTo(b, net.UDPAddrFromAddrPort(addr))
 	if err == nil {
 		n.noteSent(addr.Addr())
 	}
@@ -327,10 +486,14 @@ func (n *Node) request(ctx context.Context, addr netip.AddrPort, m *Message) (*M
 }
 
 func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message, tries int) (*Message, error) {
-	if n.conn == nil {
-		return nil, ErrNotStarted
-	}
 	addr = unmapAddrPort(addr)
+	st := n.stackFor(addr)
+	if st.conn == nil {
+		if n.stacks[n.primary].conn == nil {
+			return nil, ErrNotStarted
+		}
+		return nil, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, ErrNoFamily)
+	}
 	m.Addr = addr
 	for try := 0; try < tries; try++ {
 		p := &pendingRequest{to: addr, ch: make(chan *Message, 1)}
@@ -339,8 +502,8 @@ func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message
 			n.mu.Unlock()
 			return nil, ErrClosed
 		}
-		if n.persistent {
-			id := n.id
+		if st.persistent {
+			id := st.id
 			m.ID = &id
 		} else {
 			m.ID = nil
@@ -355,7 +518,13 @@ func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message
 		n.mu.Unlock()
 
 		sent := time.Now()
-		n.send(addr, m)
+		if err := n.send(addr, m); err != nil {
+			// No route, no socket: a timeout would only hide it.
+			n.mu.Lock()
+			delete(n.pending, m.TID)
+			n.mu.Unlock()
+			return nil, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, err)
+		}
 		wait := n.cfg.RequestTimeout
 		if answeredAtOnce(m.Command) {
 			wait = n.rto.wait(try, wait)

@@ -10,15 +10,19 @@ type Observation struct {
 }
 
 // Observed returns the latest reflexive-address reports the node received
-// in replies, oldest first (at most 16, a sliding window). A NAT monitor
-// polls it to notice that peers see us at another address (holepunch.Monitor
-// via its Reflexive hook); PublicAddr is the majority of the same window.
+// in replies, oldest first (at most 16 per family, a sliding window each;
+// IPv4 reports before IPv6 ones). A NAT monitor polls it to notice that
+// peers see us at another address (holepunch.Monitor via its Reflexive
+// hook); PublicAddr and PublicAddrIn are the majority of each family's
+// window.
 func (n *Node) Observed() []Observation {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	out := make([]Observation, len(n.samples))
-	for i, s := range n.samples {
-		out[i] = Observation{By: s.by, Addr: s.addr}
+	var out []Observation
+	for _, st := range n.stacks {
+		for _, s := range st.samples {
+			out = append(out, Observation{By: s.by, Addr: s.addr})
+		}
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	crand "crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -22,19 +23,27 @@ type queryResult struct {
 	queried int
 }
 
-// query runs an iterative lookup toward target, sending cmd to each node
-// on the way (FIND_NODE or LOOKUP): the lookup state machine decides whom
-// to ask, this loop does the I/O.
-func (n *Node) query(ctx context.Context, target ID, cmd Command) (*queryResult, error) {
+// query runs an iterative lookup toward target in the overlay of family
+// fam, sending cmd to each node on the way (FIND_NODE or LOOKUP): the
+// lookup state machine decides whom to ask, this loop does the I/O. Nodes
+// of other families that replies carry (asked for while that family's
+// routing table is short) are handed to learnCross.
+func (n *Node) query(ctx context.Context, fam Family, target ID, cmd Command) (*queryResult, error) {
 	n.mu.Lock()
+	st := n.stacks[fam]
 	seeds := make([]netip.AddrPort, 0, n.cfg.K+len(n.bootstrap))
-	for _, c := range n.table.closest(target, n.cfg.K) {
+	for _, c := range st.table.closest(target, n.cfg.K) {
 		seeds = append(seeds, c.addr)
 	}
-	n.table.touch(target, time.Now())
+	st.table.touch(target, time.Now())
 	if len(seeds) < n.cfg.K {
-		seeds = append(seeds, n.bootstrap...)
+		for _, b := range n.bootstrap {
+			if FamilyOf(b) == fam {
+				seeds = append(seeds, b)
+			}
+		}
 	}
+	want := n.wantLocked(fam)
 	n.mu.Unlock()
 	seeds = n.withoutSelf(seeds)
 	if len(seeds) == 0 {
@@ -54,7 +63,7 @@ func (n *Node) query(ctx context.Context, target ID, cmd Command) (*queryResult,
 			queried++
 			addr := c.addr
 			go func() {
-				reply, err := n.requestTries(ctx, addr, n.queryMessage(cmd, target, addr), 2)
+				reply, err := n.requestTries(ctx, addr, n.queryMessage(cmd, target, addr, want), 2)
 				results <- result{addr, reply, err}
 			}()
 		}
@@ -68,7 +77,9 @@ func (n *Node) query(ctx context.Context, target ID, cmd Command) (*queryResult,
 				l.fail(r.addr)
 				continue
 			}
-			r.reply.Closer = n.withoutSelf(r.reply.Closer)
+			var cross []netip.AddrPort
+			r.reply.Closer, cross = splitFamily(n.withoutSelf(r.reply.Closer), fam)
+			n.learnCross(cross)
 			l.reply(r.addr, r.reply)
 		case <-ctx.Done():
 			for ; inflight > 0; inflight-- {
@@ -84,11 +95,60 @@ func (n *Node) query(ctx context.Context, target ID, cmd Command) (*queryResult,
 	return res, nil
 }
 
+// wantLocked is the want mask of a request over family fam: the family
+// itself, plus each other family the node has a socket for whose routing
+// table is short of k nodes (RequestOptions), so a dual-stack node fills
+// both overlays from whichever it reaches first. Zero (nothing asked
+// beyond fam) keeps the request what it was before IPv6.
+func (n *Node) wantLocked(fam Family) byte {
+	if n.cfg.legacyRecords {
+		return 0
+	}
+	want := byte(0)
+	for _, st := range n.stacks {
+		if st.fam != fam && st.conn != nil && st.table.len() < n.cfg.K {
+			want |= st.fam.bit()
+		}
+	}
+	if want != 0 {
+		want |= fam.bit()
+	}
+	return want
+}
+
+// splitFamily splits addrs into those of family fam and the rest.
+func splitFamily(addrs []netip.AddrPort, fam Family) (same, other []netip.AddrPort) {
+	same = addrs[:0:0]
+	for _, a := range addrs {
+		if FamilyOf(a) == fam {
+			same = append(same, a)
+		} else {
+			other = append(other, a)
+		}
+	}
+	return same, other
+}
+
+// learnCross takes nodes of another family a reply named: each is pinged
+// from the socket of its family and enters that family's routing table if
+// it answers with the id its address implies (maybeAdd), and it becomes a
+// bootstrap node of its family, where lookups start while the table is
+// short.
+func (n *Node) learnCross(addrs []netip.AddrPort) {
+	for _, a := range addrs {
+		if n.stackFor(a).conn == nil {
+			continue
+		}
+		n.AddBootstrap(a)
+		n.maybeAdd(NodeID(a), a)
+	}
+}
+
 // queryMessage builds a query request; without a token from addr it pads
 // itself so the answer may be as large as it needs (see sendReply).
-func (n *Node) queryMessage(cmd Command, target ID, addr netip.AddrPort) *Message {
+func (n *Node) queryMessage(cmd Command, target ID, addr netip.AddrPort, want byte) *Message {
 	m := &Message{Command: cmd, Target: &target}
-	m.Value = n.lookupValue(cmd)
+	m.Value = n.requestValue(cmd, want)
 	if tok := n.cachedTokenFor(addr); tok != nil {
 		m.Token = tok
 		return m
@@ -97,23 +157,51 @@ func (n *Node) queryMessage(cmd Command, target ID, addr netip.AddrPort) *Messag
 	return m
 }
 
-// lookupValue is the value of a cmd request: a LOOKUP asks for records
-// with their extensions.
-func (n *Node) lookupValue(cmd Command) []byte {
-	if cmd != CmdLookup || n.cfg.legacyRecords {
+// requestValue is the value of a cmd request (RequestOptions): a LOOKUP
+// asks for records with their extensions, and any query may ask for nodes
+// of other families.
+func (n *Node) requestValue(cmd Command, want byte) []byte {
+	if n.cfg.legacyRecords {
 		return nil
 	}
-	return []byte{LookupExtVersion}
+	v := AppendRequestOptions(nil, RequestOptions{Ext: cmd == CmdLookup, Want: want})
+	if len(v) == 0 {
+		return nil
+	}
+	return v
 }
 
 // withoutSelf drops the node's own addresses from addrs.
 func (n *Node) withoutSelf(addrs []netip.AddrPort) []netip.AddrPort {
-	pub := n.PublicAddr()
+	var self []netip.AddrPort
+	n.mu.Lock()
+	for _, st := range n.stacks {
+		self = append(self, st.local, n.publicAddrLocked(st))
+	}
+	n.mu.Unlock()
 	out := addrs[:0:0]
 	for _, a := range addrs {
-		if a != n.local && a != pub {
+		if !slices.Contains(self, a) {
 			out = append(out, a)
 		}
+	}
+	return out
+}
+
+// activeFamilies returns the families whose overlays the node has joined,
+// or the primary family alone when it has joined none (yet), so that
+// operations fail as they always did on a node that has not bootstrapped.
+func (n *Node) activeFamilies() []Family {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []Family
+	for _, st := range n.stacks {
+		if st.joinedLocked() {
+			out = append(out, st.fam)
+		}
+	}
+	if len(out) == 0 {
+		out = []Family{n.primary}
 	}
 	return out
 }
@@ -121,53 +209,123 @@ func (n *Node) withoutSelf(addrs []netip.AddrPort) []netip.AddrPort {
 // Bootstrap joins the network through the bootstrap nodes (the configured
 // ones and those AddBootstrap added): it pings them, looks up its own
 // neighbourhood, and in adaptive mode checks whether it can be persistent.
-// With no bootstrap nodes it returns at once (the first node of a network).
+// It does so in each family it has a socket for: the pings ask for nodes
+// of the node's other families too, so IPv4 bootstrap nodes lead a
+// dual-stack node into the IPv6 overlay and the reverse. With no
+// bootstrap nodes it returns at once (the first node of a network). It
+// fails only when no family could be joined.
 func (n *Node) Bootstrap(ctx context.Context) error {
-	if n.conn == nil {
+	if n.stacks[IPv4].conn == nil && n.stacks[IPv6].conn == nil {
 		return ErrNotStarted
 	}
 	boot := n.BootstrapNodes()
 	if len(boot) == 0 {
 		return nil
 	}
+	answered := n.pingBootstrap(ctx, boot)
+	if more := newOf(n.BootstrapNodes(), boot); len(more) > 0 {
+		// Nodes of another family the first pings named.
+		for f, c := range n.pingBootstrap(ctx, more) {
+			answered[f] += c
+		}
+	}
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	answered := 0
-	for _, b := range boot {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := n.request(ctx, b, &Message{Command: CmdPing, Pad: 64}); err == nil {
-				mu.Lock()
-				answered++
-				mu.Unlock()
-			}
-		}()
+	joined := 0
+	for _, f := range Families {
+		if answered[f] == 0 {
+			continue
+		}
+		joined++
+		wg.Go(func() { n.join(ctx, f) })
 	}
 	wg.Wait()
-	if answered == 0 {
+	if joined == 0 {
 		return fmt.Errorf("dht: bootstrap via %v: %w", boot, ErrNoNodes)
 	}
-	if n.cfg.Mode == ModePersistent && !n.Persistent() {
-		n.mu.Lock()
-		if a, c := majority(n.samples); c > 0 {
-			n.becomePersistentLocked(a)
-		}
-		n.mu.Unlock()
+	if ctx.Err() != nil {
+		return fmt.Errorf("dht: bootstrap: %w", ctx.Err())
 	}
-	if _, err := n.query(ctx, n.ID(), CmdFindNode); err != nil {
-		return fmt.Errorf("dht: bootstrap: %w", err)
-	}
-	if n.cfg.Mode == ModeAdaptive {
-		// Before the far-bucket refresh: the unsolicited probe must come
-		// from a node we never sent to, and the refresh contacts many.
-		n.checkPersistence(ctx)
-	}
-	n.refreshFarBuckets(ctx)
 	n.mu.Lock()
 	n.bootstrapped = true
 	n.mu.Unlock()
 	return nil
+}
+
+// pingBootstrap pings addrs (those of families the node has a socket for)
+// at once and returns how many answered in each family. Each ping asks
+// for the nodes of the node's other families; those the replies name are
+// added to the bootstrap nodes (learnCross).
+func (n *Node) pingBootstrap(ctx context.Context, addrs []netip.AddrPort) [numFamilies]int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var answered [numFamilies]int
+	for _, b := range addrs {
+		fam := FamilyOf(b)
+		if n.stacks[fam].conn == nil {
+			continue
+		}
+		n.mu.Lock()
+		want := n.wantLocked(fam)
+		n.mu.Unlock()
+		m := &Message{Command: CmdPing, Pad: 64}
+		if want != 0 {
+			// The answer names up to maxCrossCloser nodes: pad for them.
+			m.Value = AppendRequestOptions(nil, RequestOptions{Want: want})
+			m.Pad = requestPadTo - len(AppendMessage(nil, m)) - 2
+		}
+		wg.Go(func() {
+			reply, err := n.request(ctx, b, m)
+			if err != nil {
+				return
+			}
+			_, cross := splitFamily(n.withoutSelf(reply.Closer), fam)
+			n.learnCross(cross)
+			mu.Lock()
+			answered[fam]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return answered
+}
+
+// newOf returns the addresses of list that are not in old.
+func newOf(list, old []netip.AddrPort) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, a := range list {
+		if !slices.Contains(old, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// join enters family fam's overlay once a node of it answered: a forced
+// persistent node settles its public address, every node looks up its own
+// neighbourhood, an adaptive node checks whether it is reachable, and the
+// far buckets are filled.
+func (n *Node) join(ctx context.Context, fam Family) {
+	st := n.stacks[fam]
+	if n.cfg.Mode == ModePersistent {
+		n.mu.Lock()
+		if a, c := majority(st.samples); c > 0 && !st.persistent {
+			n.becomePersistentLocked(a)
+		}
+		n.mu.Unlock()
+	}
+	n.mu.Lock()
+	self := st.id
+	n.mu.Unlock()
+	if _, err := n.query(ctx, fam, self, CmdFindNode); err != nil {
+		n.log.Debug("dht join failed", "family", fam.String(), "err", err)
+		return
+	}
+	if n.cfg.Mode == ModeAdaptive {
+		// Before the far-bucket refresh: the unsolicited probe must come
+		// from a node we never sent to, and the refresh contacts many.
+		n.checkPersistence(ctx, fam)
+	}
+	n.refreshFarBuckets(ctx, fam)
 }
 
 // joinRefreshBuckets is how many of the farthest buckets a joining node
@@ -180,10 +338,13 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 // regions cover networks far larger than ours per bucket.
 const joinRefreshBuckets = 8
 
-// refreshFarBuckets looks up a random id in each of the farthest buckets,
-// in parallel, so the routing table knows every region of the id space.
-func (n *Node) refreshFarBuckets(ctx context.Context) {
-	self := n.ID()
+// refreshFarBuckets looks up a random id in each of the farthest buckets
+// of fam's overlay, in parallel, so the routing table knows every region of
+// the id space.
+func (n *Node) refreshFarBuckets(ctx context.Context, fam Family) {
+	n.mu.Lock()
+	self := n.stacks[fam].id
+	n.mu.Unlock()
 	var wg sync.WaitGroup
 	for prefix := range joinRefreshBuckets {
 		var random ID
@@ -192,23 +353,25 @@ func (n *Node) refreshFarBuckets(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, _ = n.query(ctx, target, CmdFindNode)
+			_, _ = n.query(ctx, fam, target, CmdFindNode)
 		}()
 	}
 	wg.Wait()
 }
 
-// checkPersistence makes an adaptive node persistent when several nodes
-// agree on its public address and a packet from a node it never sent to
-// reaches it (it is reachable unsolicited, as HyperDHT's firewall check).
-func (n *Node) checkPersistence(ctx context.Context) {
+// checkPersistence makes an adaptive node persistent in fam when several
+// of that family's nodes agree on its public address and a packet from a
+// node it never sent to reaches it (it is reachable unsolicited, as
+// HyperDHT's firewall check). Behind an IPv6 firewall that drops
+// unsolicited packets, as behind a NAT, the node stays ephemeral.
+func (n *Node) checkPersistence(ctx context.Context, fam Family) {
 	n.mu.Lock()
-	pub, seenBy := majority(n.samples)
+	pub, seenBy := majority(n.stacks[fam].samples)
 	n.mu.Unlock()
 	if seenBy < 2 {
 		return
 	}
-	res, err := n.query(ctx, NodeID(pub), CmdFindNode)
+	res, err := n.query(ctx, fam, NodeID(pub), CmdFindNode)
 	if err != nil {
 		return
 	}
@@ -241,9 +404,31 @@ func (n *Node) checkPersistence(ctx context.Context) {
 	}
 }
 
-// FindNode returns the addresses of the nodes closest to target.
+// FindNode returns the addresses of the nodes closest to target in every
+// overlay the node has joined, its primary family's first.
 func (n *Node) FindNode(ctx context.Context, target ID) ([]netip.AddrPort, error) {
-	res, err := n.query(ctx, target, CmdFindNode)
+	var out []netip.AddrPort
+	var firstErr error
+	for _, f := range n.primaryFirst(n.activeFamilies()) {
+		addrs, err := n.FindNodeIn(ctx, f, target)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		out = append(out, addrs...)
+	}
+	if len(out) == 0 {
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+// FindNodeIn returns the addresses of the nodes closest to target in the
+// overlay of family fam.
+func (n *Node) FindNodeIn(ctx context.Context, fam Family, target ID) ([]netip.AddrPort, error) {
+	if fam >= numFamilies || n.stacks[fam].conn == nil {
+		return nil, fmt.Errorf("dht: find node in %s: %w", fam, ErrNoFamily)
+	}
+	res, err := n.query(ctx, fam, target, CmdFindNode)
 	if err != nil {
 		return nil, err
 	}
@@ -254,18 +439,85 @@ func (n *Node) FindNode(ctx context.Context, target ID) ([]netip.AddrPort, error
 	return out, nil
 }
 
+// primaryFirst orders fams with the node's primary family first.
+func (n *Node) primaryFirst(fams []Family) []Family {
+	slices.SortStableFunc(fams, func(a, b Family) int {
+		switch {
+		case a == b:
+			return 0
+		case a == n.primary:
+			return -1
+		case b == n.primary:
+			return 1
+		}
+		return 0
+	})
+	return fams
+}
+
 // LookupResult is what a topic lookup found.
 type LookupResult struct {
 	Peers   []PeerRecord
-	Hops    int // sequential request rounds to the closest node
+	Hops    int // sequential request rounds to the closest node (the most of any family)
 	Queried int // requests sent
 }
 
-// Lookup finds the peers announced on topic.
+// Lookup finds the peers announced on topic, in every overlay the node has
+// joined (at once); a record found in several is merged.
 func (n *Node) Lookup(ctx context.Context, topic ID) (*LookupResult, error) {
-	res, err := n.query(ctx, topic, CmdLookup)
+	fams := n.activeFamilies()
+	results := make([]*LookupResult, len(fams))
+	errs := make([]error, len(fams))
+	var wg sync.WaitGroup
+	for i, f := range fams {
+		wg.Go(func() { results[i], errs[i] = n.lookupIn(ctx, f, topic) })
+	}
+	wg.Wait()
+	out := &LookupResult{}
+	seen := make(map[[ed25519.PublicKeySize]byte]int) // index in out.Peers
+	var firstErr error
+	ok := false
+	for i, r := range results {
+		if errs[i] != nil {
+			if firstErr == nil {
+				firstErr = errs[i]
+			}
+			continue
+		}
+		ok = true
+		out.Hops = max(out.Hops, r.Hops)
+		out.Queried += r.Queried
+		for _, rec := range r.Peers {
+			mergeRecord(out, seen, rec)
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("dht: lookup %s: %w", topic.Short(), firstErr)
+	}
+	return out, nil
+}
+
+// mergeRecord adds rec to out.Peers, or merges it into the record of the
+// same key found before: a record with extensions replaces the
+// version-1 form of the same record (a node from before record extensions
+// answered first).
+func mergeRecord(out *LookupResult, seen map[[ed25519.PublicKeySize]byte]int, rec PeerRecord) {
+	k := keyOf(rec.PublicKey)
+	i, ok := seen[k]
+	switch {
+	case !ok:
+		seen[k] = len(out.Peers)
+		out.Peers = append(out.Peers, rec)
+	case !out.Peers[i].hasExt() && rec.hasExt():
+		out.Peers[i] = rec
+	}
+}
+
+// lookupIn is Lookup in the overlay of family fam.
+func (n *Node) lookupIn(ctx context.Context, fam Family, topic ID) (*LookupResult, error) {
+	res, err := n.query(ctx, fam, topic, CmdLookup)
 	if err != nil {
-		return nil, fmt.Errorf("dht: lookup %s: %w", topic.Short(), err)
+		return nil, err
 	}
 	out := &LookupResult{Hops: res.hops, Queried: res.queried}
 	seen := make(map[[ed25519.PublicKeySize]byte]int) // index in out.Peers
@@ -275,17 +527,7 @@ func (n *Node) Lookup(ctx context.Context, topic ID) (*LookupResult, error) {
 			return
 		}
 		for _, r := range recs {
-			k := keyOf(r.PublicKey)
-			i, ok := seen[k]
-			switch {
-			case !ok:
-				seen[k] = len(out.Peers)
-				out.Peers = append(out.Peers, r)
-			case !out.Peers[i].hasExt() && r.hasExt():
-				// A node from before record extensions answered first
-				// with the version-1 form of the same record.
-				out.Peers[i] = r
-			}
+			mergeRecord(out, seen, r)
 		}
 	}
 	var wg sync.WaitGroup
@@ -300,7 +542,7 @@ func (n *Node) Lookup(ctx context.Context, topic ID) (*LookupResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m, err := n.request(ctx, c.addr, &Message{Command: CmdLookup, Target: &topic, Token: c.reply.Token, Value: n.lookupValue(CmdLookup)})
+			m, err := n.request(ctx, c.addr, &Message{Command: CmdLookup, Target: &topic, Token: c.reply.Token, Value: n.requestValue(CmdLookup, 0)})
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
@@ -317,53 +559,91 @@ func (n *Node) Lookup(ctx context.Context, topic ID) (*LookupResult, error) {
 // AnnounceResult says where an announce was stored.
 type AnnounceResult struct {
 	Stored int              // nodes that accepted the record
-	Relays []netip.AddrPort // relays named in the record
+	Relays []netip.AddrPort // relays named in the record (IPv4 first)
 }
 
 // Announce stores a signed record for the key of priv on topic at the k
-// nodes closest to it. Records expire after RecordTTL: callers re-announce
-// about every half of it. Announce first makes sure the key has relays
-// (see Relays) and names them in the record.
+// nodes closest to it, in every overlay the node has joined. Records
+// expire after RecordTTL: callers re-announce about every half of it.
+// Announce first makes sure the key has relays (see Relays) and names them
+// in the record.
 func (n *Node) Announce(ctx context.Context, topic ID, priv ed25519.PrivateKey) (*AnnounceResult, error) {
 	relays, err := n.ensureRelays(ctx, priv)
 	if err != nil {
 		return nil, err
 	}
-	rec := PeerRecord{PublicKey: priv.Public().(ed25519.PublicKey), Relays: relays, WebSocketURL: n.cfg.WebSocketURL}
-	stored, err := n.storeAtClosest(ctx, topic, func(storing, token ID, v1 bool) *Message {
+	rec := recordOf(priv.Public().(ed25519.PublicKey), relays)
+	rec.WebSocketURL = n.cfg.WebSocketURL
+	stored, err := n.storeEverywhere(ctx, topic, func(storing, token ID, v1 bool) *Message {
 		r := rec
 		if v1 {
 			r = rec.WithoutExt()
 		}
 		return &Message{Command: CmdAnnounce, Target: &topic, Token: &token, Value: signAnnounce(priv, topic, storing, token, r)}
-	}, n.cfg.K)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("dht: announce %s: %w", topic.Short(), err)
 	}
 	return &AnnounceResult{Stored: stored, Relays: relays}, nil
 }
 
+// recordOf builds the record of pub with relays: IPv4 relays in the
+// version-1 part, IPv6 ones in the extension.
+func recordOf(pub ed25519.PublicKey, relays []netip.AddrPort) PeerRecord {
+	rec := PeerRecord{PublicKey: pub}
+	for _, r := range relays {
+		if FamilyOf(r) == IPv4 {
+			rec.Relays = append(rec.Relays, r)
+		} else {
+			rec.Relays6 = append(rec.Relays6, r)
+		}
+	}
+	return rec
+}
+
 // Unannounce removes the record of priv's key on topic from the nodes
 // closest to topic.
 func (n *Node) Unannounce(ctx context.Context, topic ID, priv ed25519.PrivateKey) error {
-	_, err := n.storeAtClosest(ctx, topic, func(storing, token ID, _ bool) *Message {
+	_, err := n.storeEverywhere(ctx, topic, func(storing, token ID, _ bool) *Message {
 		return &Message{Command: CmdUnannounce, Target: &topic, Token: &token, Value: signUnannounce(priv, topic, storing, token)}
-	}, n.cfg.K)
+	})
 	if err != nil {
 		return fmt.Errorf("dht: unannounce %s: %w", topic.Short(), err)
 	}
 	return nil
 }
 
-// storeAtClosest looks up target and sends the message build makes to each
-// of the closest limit persistent nodes, with the token each handed out.
-// It returns how many accepted.
+// storeEverywhere runs storeAtClosest in every overlay the node has joined,
+// at once, and returns how many nodes accepted in all; it fails only when
+// none did.
+func (n *Node) storeEverywhere(ctx context.Context, target ID, build func(storing, token ID, v1 bool) *Message) (int, error) {
+	fams := n.activeFamilies()
+	stored := make([]int, len(fams))
+	errs := make([]error, len(fams))
+	var wg sync.WaitGroup
+	for i, f := range fams {
+		wg.Go(func() { stored[i], errs[i] = n.storeAtClosest(ctx, f, target, build, n.cfg.K) })
+	}
+	wg.Wait()
+	total := 0
+	for _, s := range stored {
+		total += s
+	}
+	if total == 0 {
+		return 0, errors.Join(errs...)
+	}
+	return total, nil
+}
+
+// storeAtClosest looks up target in fam's overlay and sends the message
+// build makes to each of the closest limit persistent nodes, with the
+// token each handed out. It returns how many accepted.
 //
 // build makes the request for one storing node; v1 asks for a record
 // without extensions, sent when the node refused the first one as a bad
 // request (a node from before record extensions: see recordExtFlag).
-func (n *Node) storeAtClosest(ctx context.Context, target ID, build func(storing, token ID, v1 bool) *Message, limit int) (int, error) {
-	res, err := n.query(ctx, target, CmdLookup)
+func (n *Node) storeAtClosest(ctx context.Context, fam Family, target ID, build func(storing, token ID, v1 bool) *Message, limit int) (int, error) {
+	res, err := n.query(ctx, fam, target, CmdLookup)
 	if err != nil {
 		return 0, err
 	}
@@ -409,7 +689,7 @@ func (n *Node) storeAtClosest(ctx context.Context, target ID, build func(storing
 }
 
 // Relays returns the relays currently serving priv's key (nil if the key
-// was never announced).
+// was never announced), IPv4 first.
 func (n *Node) Relays(pub ed25519.PublicKey) []netip.AddrPort {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -420,12 +700,14 @@ func (n *Node) Relays(pub ed25519.PublicKey) []netip.AddrPort {
 }
 
 // ensureRelays picks (once) and registers (every call) the relays of the
-// key: the MaxRelays persistent nodes closest to KeyTarget(key), or this
-// node itself first when it is persistent. Registering is an announce on
-// KeyTarget(key), which stores the record there (so a peer that knows only
-// the key finds the relays) and makes each relay remember the address our
-// packets come from. The maintenance loop pings the relays so the NAT
-// pinhole to each stays open.
+// key, in every overlay the node has joined: the MaxRelays persistent nodes
+// of each family closest to KeyTarget(key), or this node itself first when
+// it is persistent there. Registering is an announce on KeyTarget(key),
+// which stores the record there (so a peer that knows only the key finds
+// the relays) and makes each relay remember the address our packets come
+// from. The record names every relay, so a relay of one family can
+// forward to us over the other. The maintenance loop pings the relays so
+// the NAT (or firewall) pinhole to each stays open.
 func (n *Node) ensureRelays(ctx context.Context, priv ed25519.PrivateKey) ([]netip.AddrPort, error) {
 	pub := priv.Public().(ed25519.PublicKey)
 	target := KeyTarget(pub)
@@ -436,37 +718,59 @@ func (n *Node) ensureRelays(ctx context.Context, priv ed25519.PrivateKey) ([]net
 		n.announced[keyOf(pub)] = set
 	}
 	relays := append([]netip.AddrPort(nil), set.relays...)
-	self := n.persistent
-	pubAddr := n.publicAddrLocked()
 	n.mu.Unlock()
 
-	if len(relays) < MaxRelays {
-		// Pick relays, or top up a set that lost some.
-		res, err := n.query(ctx, target, CmdLookup)
-		if err != nil && len(relays) == 0 {
-			return nil, fmt.Errorf("dht: find relays: %w", err)
+	var firstErr error
+	var self []netip.AddrPort // our own public addresses where we relay for ourselves
+	for _, f := range n.activeFamilies() {
+		n.mu.Lock()
+		st := n.stacks[f]
+		persistent, pubAddr := st.persistent, n.publicAddrLocked(st)
+		n.mu.Unlock()
+		if persistent && pubAddr.IsValid() {
+			self = append(self, pubAddr)
 		}
-		if self && pubAddr.IsValid() && !slices.Contains(relays, pubAddr) {
-			relays = append([]netip.AddrPort{pubAddr}, relays...)
+		fam, _ := splitFamily(relays, f)
+		if len(fam) >= MaxRelays {
+			continue
+		}
+		// Pick relays, or top up a set that lost some.
+		res, err := n.query(ctx, f, target, CmdLookup)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if persistent && pubAddr.IsValid() && !slices.Contains(fam, pubAddr) {
+			fam = append([]netip.AddrPort{pubAddr}, fam...)
 		}
 		for _, c := range closestOf(res) {
-			if len(relays) == MaxRelays {
+			if len(fam) == MaxRelays {
 				break
 			}
-			if c.reply.ID != nil && !slices.Contains(relays, c.addr) {
-				relays = append(relays, c.addr)
+			if c.reply.ID != nil && !slices.Contains(fam, c.addr) {
+				fam = append(fam, c.addr)
 			}
 		}
-		if len(relays) == 0 {
-			return nil, fmt.Errorf("dht: find relays: %w", ErrNoNodes)
+		others := relays[:0:0]
+		for _, r := range relays {
+			if FamilyOf(r) != f {
+				others = append(others, r)
+			}
 		}
+		relays = append(others, fam...)
 	}
-	rec := PeerRecord{PublicKey: pub, Relays: relays}
+	if len(relays) == 0 {
+		if firstErr == nil {
+			firstErr = ErrNoNodes
+		}
+		return nil, fmt.Errorf("dht: find relays: %w", firstErr)
+	}
+	relays = sortFamilies(relays)
+	rec := recordOf(pub, relays)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var live []netip.AddrPort
 	for _, r := range relays {
-		if r == pubAddr && self {
+		if slices.Contains(self, r) {
 			mu.Lock()
 			live = append(live, r)
 			mu.Unlock()
@@ -493,6 +797,12 @@ func (n *Node) ensureRelays(ctx context.Context, priv ed25519.PrivateKey) ([]net
 	set.relays = live
 	n.mu.Unlock()
 	return live, nil
+}
+
+// sortFamilies orders addrs IPv4 first, keeping the order within a family.
+func sortFamilies(addrs []netip.AddrPort) []netip.AddrPort {
+	slices.SortStableFunc(addrs, func(a, b netip.AddrPort) int { return int(FamilyOf(a)) - int(FamilyOf(b)) })
+	return addrs
 }
 
 // registerAt announces rec on target at the relay at addr.
@@ -533,13 +843,19 @@ func orderLike(subset, all []netip.AddrPort) []netip.AddrPort {
 // Signal sends payload for the peer with public key peer through relay and
 // returns the peer's answer. This is how a client reaches a server behind a
 // NAT: the relay forwards the payload to the address the server's pings
-// come from, and the answer back.
+// come from, and the answer back. A relay of a family whose overlay the
+// node has not joined fails at once with ErrNoFamily, so a caller trying a
+// record's relays in turn moves on to one it can reach.
 func (n *Node) Signal(ctx context.Context, relay netip.AddrPort, peer ed25519.PublicKey, payload []byte) ([]byte, error) {
 	if len(peer) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("dht: signal: bad public key length %d", len(peer))
 	}
 	if len(payload)+ed25519.PublicKeySize > maxValueSize {
 		return nil, fmt.Errorf("dht: signal: %w: payload %d bytes", ErrTooLarge, len(payload))
+	}
+	relay = unmapAddrPort(relay)
+	if !n.Speaks(FamilyOf(relay)) && n.Speaks(otherFamily(FamilyOf(relay))) {
+		return nil, fmt.Errorf("dht: signal via %s: %w", relay, ErrNoFamily)
 	}
 	tok := n.cachedTokenFor(relay)
 	if tok == nil {

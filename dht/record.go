@@ -2,6 +2,7 @@ package dht
 
 import (
 	"crypto/ed25519"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -31,6 +32,10 @@ const (
 	MaxWebSocketURL = 200
 	// extWebSocketURL is the extension type of PeerRecord.WebSocketURL.
 	extWebSocketURL = 1
+	// extRelays6 is the extension type of PeerRecord.Relays6.
+	extRelays6 = 2
+	// relay6Size is the size of one IPv6 relay in extRelays6: IP and port.
+	relay6Size = 16 + 2
 )
 
 // PeerRecord is what an announcer stores on a topic: its Ed25519 public key
@@ -41,23 +46,38 @@ const (
 // 3), bit 7 set when an extension block follows | relays, each as in
 // AppendAddr | extension block (only with bit 7): length (1, 1..255), then
 // entries of type (1), length (1), value, in increasing type order. Type 1
-// is the WebSocket URL (ws:// or wss://, printable ASCII). Entries of types
-// this node does not know are kept verbatim and passed on, so an extension
-// added later survives a storing node that predates it.
+// is the WebSocket URL (ws:// or wss://, printable ASCII). Type 2 lists the
+// IPv6 relays, 1 to 3 of them, each the 16-byte IP and the 2-byte port
+// (the IPv4 relays stay in the version-1 part, so a node from before IPv6
+// reads the record as it always did). Entries of types this node does not
+// know are kept verbatim and passed on, so an extension added later
+// survives a storing node that predates it.
 type PeerRecord struct {
 	PublicKey ed25519.PublicKey
-	Relays    []netip.AddrPort
+	// Relays are the relays of the version-1 record: the announcer's
+	// IPv4 relays.
+	Relays []netip.AddrPort
+	// Relays6 are the announcer's IPv6 relays (extension type 2), for
+	// lookers that speak IPv6.
+	Relays6 []netip.AddrPort
 	// WebSocketURL is the announcer's public WebSocket URL (its --public-ws),
 	// empty when it has none.
 	WebSocketURL string
 
-	// unknown holds extension entries of types after extWebSocketURL that
-	// this node does not understand, verbatim.
+	// unknown holds extension entries of types this node does not
+	// understand, verbatim, in type order.
 	unknown []byte
 }
 
+// AllRelays returns every relay of the record: Relays, then Relays6.
+func (r PeerRecord) AllRelays() []netip.AddrPort {
+	return append(append([]netip.AddrPort(nil), r.Relays...), r.Relays6...)
+}
+
 // hasExt reports whether r needs the extension block.
-func (r PeerRecord) hasExt() bool { return r.WebSocketURL != "" || len(r.unknown) > 0 }
+func (r PeerRecord) hasExt() bool {
+	return r.WebSocketURL != "" || len(r.Relays6) > 0 || len(r.unknown) > 0
+}
 
 // WithoutExt returns r as a version-1 record, for nodes that do not read
 // extensions.
@@ -65,7 +85,9 @@ func (r PeerRecord) WithoutExt() PeerRecord {
 	return PeerRecord{PublicKey: r.PublicKey, Relays: r.Relays}
 }
 
-// AppendPeerRecord appends the encoding of r to b.
+// AppendPeerRecord appends the encoding of r to b. IPv6 relays that do not
+// fit the extension block's 255 bytes (beside a long WebSocket URL) are
+// left out.
 func AppendPeerRecord(b []byte, r PeerRecord) []byte {
 	b = append(b, r.PublicKey...)
 	count := byte(len(r.Relays))
@@ -81,11 +103,33 @@ func AppendPeerRecord(b []byte, r PeerRecord) []byte {
 	}
 	lenAt := len(b)
 	b = append(b, 0)
+	// Known and unknown entries merge in type order.
+	unknown := r.unknown
+	flushBefore := func(typ int) {
+		for len(unknown) >= 2 && int(unknown[0]) < typ {
+			n := 2 + int(unknown[1])
+			b = append(b, unknown[:n]...)
+			unknown = unknown[n:]
+		}
+	}
 	if r.WebSocketURL != "" {
+		flushBefore(extWebSocketURL)
 		b = append(b, extWebSocketURL, byte(len(r.WebSocketURL)))
 		b = append(b, r.WebSocketURL...)
 	}
-	b = append(b, r.unknown...)
+	// The block's length is one byte: with a long URL, IPv6 relays that
+	// would not fit are left out.
+	room := 255 - (len(b) - lenAt - 1) - len(unknown) - 2
+	if relays6 := r.Relays6[:min(len(r.Relays6), max(room, 0)/relay6Size)]; len(relays6) > 0 {
+		flushBefore(extRelays6)
+		b = append(b, extRelays6, byte(relay6Size*len(relays6)))
+		for _, a := range relays6 {
+			ip := a.Addr().As16()
+			b = append(b, ip[:]...)
+			b = binary.BigEndian.AppendUint16(b, a.Port())
+		}
+	}
+	b = append(b, unknown...)
 	b[lenAt] = byte(len(b) - lenAt - 1)
 	return b
 }
@@ -146,6 +190,18 @@ func (rec *PeerRecord) parseExt(ext []byte) error {
 				return fmt.Errorf("extension %d: bad websocket url", typ)
 			}
 			rec.WebSocketURL = string(val)
+		case extRelays6:
+			if len(val) == 0 || len(val)%relay6Size != 0 || len(val)/relay6Size > MaxRelays {
+				return fmt.Errorf("extension %d: %d bytes of ipv6 relays", typ, len(val))
+			}
+			for a := val; len(a) > 0; a = a[relay6Size:] {
+				ip := netip.AddrFrom16([16]byte(a[:16]))
+				port := binary.BigEndian.Uint16(a[16:relay6Size])
+				if ip.Is4In6() || ip.IsUnspecified() || port == 0 {
+					return fmt.Errorf("extension %d: %w", typ, ErrBadAddress)
+				}
+				rec.Relays6 = append(rec.Relays6, netip.AddrPortFrom(ip, port))
+			}
 		default:
 			rec.unknown = append(rec.unknown, ext[:2+len(val)]...)
 		}
@@ -273,9 +329,6 @@ func AppendRecords(b []byte, recs []PeerRecord) []byte {
 	}
 	return b
 }
-
-// wantsExt reports whether a LOOKUP request asks for record extensions.
-func wantsExt(m *Message) bool { return len(m.Value) > 0 && m.Value[0] >= LookupExtVersion }
 
 // withoutExt returns recs as version-1 records (for a requester that did not
 // ask for extensions), sharing nothing but the keys and relays.

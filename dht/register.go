@@ -24,7 +24,9 @@ func (n *Node) Register(ctx context.Context, priv ed25519.PrivateKey) ([]netip.A
 }
 
 // FindRelays looks up the relays of the peer with key pub: the record it
-// registered at the nodes closest to KeyTarget(pub).
+// registered at the nodes closest to KeyTarget(pub). Relays of families the
+// node speaks come first; the others are left out, unless the node speaks
+// no family yet.
 func (n *Node) FindRelays(ctx context.Context, pub ed25519.PublicKey) ([]netip.AddrPort, error) {
 	res, err := n.Lookup(ctx, KeyTarget(pub))
 	if err != nil {
@@ -35,16 +37,39 @@ func (n *Node) FindRelays(ctx context.Context, pub ed25519.PublicKey) ([]netip.A
 		if !r.PublicKey.Equal(pub) {
 			continue
 		}
-		for _, a := range r.Relays {
+		for _, a := range r.AllRelays() {
 			if !containsAddr(relays, a) {
 				relays = append(relays, a)
 			}
 		}
 	}
+	relays = n.Usable(relays)
 	if len(relays) == 0 {
 		return nil, fmt.Errorf("dht: find relays of %x: %w", []byte(pub[:4]), ErrNotRegistered)
 	}
 	return relays, nil
+}
+
+// Usable returns the addresses of addrs in families whose overlay the node
+// has joined (see Speaks), in their order; when it has joined none, all of
+// them.
+func (n *Node) Usable(addrs []netip.AddrPort) []netip.AddrPort {
+	var speaks [numFamilies]bool
+	any := false
+	for _, f := range Families {
+		speaks[f] = n.Speaks(f)
+		any = any || speaks[f]
+	}
+	if !any {
+		return addrs
+	}
+	out := addrs[:0:0]
+	for _, a := range addrs {
+		if speaks[FamilyOf(a)] {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func containsAddr(list []netip.AddrPort, a netip.AddrPort) bool {

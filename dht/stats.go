@@ -14,6 +14,8 @@ type Stats struct {
 	RoutingTable int
 	Records      int
 	Topics       int
+	// Families is the node's state in each family it has a socket for.
+	Families []FamilyState
 
 	PacketsIn, PacketsOut   uint64
 	RequestsIn, RepliesIn   uint64

@@ -48,7 +48,7 @@ func (n *Node) answerSTUN(b []byte, src netip.AddrPort) bool {
 		n.ctr.droppedRateLimited.Add(1)
 		return true
 	}
-	if _, err := n.conn.WriteTo(resp.Raw, net.UDPAddrFromAddrPort(src)); err == nil {
+	if _, err := n.stackFor(src).conn.WriteTo(resp.Raw, net.UDPAddrFromAddrPort(src)); err == nil {
 		n.ctr.stunAnswered.Add(1)
 		n.ctr.packetsOut.Add(1)
 	}

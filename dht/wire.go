@@ -28,8 +28,14 @@ const MaxPacketSize = 1200
 // maxValueSize bounds the opaque value field (records, relayed signaling).
 const maxValueSize = 1024
 
-// maxCloser is how many closer nodes a response may carry (Kademlia k).
+// maxCloser is how many closer nodes of the request's family a response
+// carries (Kademlia k).
 const maxCloser = 20
+
+// maxCrossCloser is how many nodes of another family a response adds for
+// a requester that asked for them (RequestOptions.Want); a parser accepts
+// maxCloser+maxCrossCloser addresses in all.
+const maxCrossCloser = 8
 
 // Command is the operation a request asks for.
 type Command uint8
@@ -226,7 +232,7 @@ func ParseMessage(b []byte) (*Message, error) {
 	}
 	if flags&flagCloser != 0 {
 		n := int(r.byte())
-		if n == 0 || n > maxCloser {
+		if n == 0 || n > maxCloser+maxCrossCloser {
 			r.fail(ErrTooLarge)
 		}
 		for i := 0; i < n && r.err == nil; i++ {
@@ -250,6 +256,62 @@ func ParseMessage(b []byte) (*Message, error) {
 		return nil, ErrTrailingData
 	}
 	return m, nil
+}
+
+// RequestOptions is what a requester says about itself in the Value of a
+// PING, FIND_NODE or LOOKUP request.
+//
+// Byte layout:
+//
+//	0  level  LookupExtVersion (1): the requester reads record extensions;
+//	          0: it does not
+//	1  want   bit 0 IPv4, bit 1 IPv6: the families whose nodes the
+//	          requester wants in Closer; the byte is left out when it
+//	          wants only the family the request travels over
+//
+// A LOOKUP from before IPv6 carries the level byte alone; PING and
+// FIND_NODE carried no value, and nodes from before IPv6 ignore one there
+// and read only the level of a LOOKUP, so they answer as they always did:
+// with nodes of their one family. Bytes after the want byte are reserved
+// for later options: a parser ignores them.
+type RequestOptions struct {
+	// Ext: the requester reads record extensions (LOOKUP).
+	Ext bool
+	// Want is the family mask of the nodes wanted in Closer; zero means
+	// the family of the socket the request arrives on.
+	Want byte
+}
+
+// wantAll is every family's bit.
+const wantAll = 1<<numFamilies - 1
+
+// AppendRequestOptions appends the encoding of o to b: nothing for the
+// zero value, the level byte alone without Want.
+func AppendRequestOptions(b []byte, o RequestOptions) []byte {
+	var level byte
+	if o.Ext {
+		level = LookupExtVersion
+	}
+	switch {
+	case o.Want != 0:
+		return append(b, level, o.Want&wantAll)
+	case o.Ext:
+		return append(b, level)
+	}
+	return b
+}
+
+// ParseRequestOptions decodes a request's Value. Any value parses: unknown
+// want bits and bytes after the want byte are ignored.
+func ParseRequestOptions(b []byte) RequestOptions {
+	var o RequestOptions
+	if len(b) > 0 {
+		o.Ext = b[0] >= LookupExtVersion
+	}
+	if len(b) > 1 {
+		o.Want = b[1] & wantAll
+	}
+	return o
 }
 
 // AppendAddr appends the wire form of an address: a length byte (4 or 16),

@@ -73,6 +73,8 @@ func FuzzParseRecords(f *testing.F) {
 	f.Add(AppendRecords(nil, []PeerRecord{{PublicKey: make([]byte, 32), Relays: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:5")}}}))
 	f.Add(AppendRecords(nil, []PeerRecord{{PublicKey: make([]byte, 32), WebSocketURL: "wss://h:1", unknown: []byte{9, 1, 0}},
 		{PublicKey: make([]byte, 32), Relays: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:5")}}}))
+	f.Add(AppendRecords(nil, []PeerRecord{{PublicKey: make([]byte, 32), Relays6: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:5")},
+		WebSocketURL: "ws://h:1", unknown: []byte{0, 0, 9, 1, 0}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		recs, err := ParseRecords(b)
 		if err != nil {

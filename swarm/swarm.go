@@ -767,7 +767,11 @@ func (s *Swarm) found(topic Topic, recs []dht.PeerRecord, lan map[peerKey][]neti
 	}
 	now := time.Now()
 	for _, r := range recs {
-		s.table.found(r.PublicKey, topic, r.Relays, lan[peerKey(r.PublicKey)], now)
+		relays := r.AllRelays()
+		if s.node != nil {
+			relays = s.node.Usable(relays) // not the IPv6 relays of an IPv4-only node
+		}
+		s.table.found(r.PublicKey, topic, relays, lan[peerKey(r.PublicKey)], now)
 	}
 	s.notifyLocked()
 	s.kickLocked()

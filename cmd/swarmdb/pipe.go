@@ -309,7 +309,7 @@ func pipeClient(ctx, cctx context.Context, cfg pipeConfig, node *dht.Node, ep *h
 	}
 	var lastErr error
 	for _, p := range peers {
-		conn, err := ep.Connect(cctx, p.PublicKey, p.Relays)
+		conn, err := ep.Connect(cctx, p.PublicKey, p.AllRelays())
 		if err != nil {
 			cfg.Logger.Debug("connect failed", "peer", hex.EncodeToString(p.PublicKey[:4]), "err", err)
 			lastErr = err
