@@ -89,7 +89,10 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 	}
 	nat := e.NAT()
 	switch {
-	case peer.Mode == ModeAuto && peer.Mapping == MappingEndpointDependent && nat.Mapping == MappingEndpointDependent:
+	case peer.Mode == ModeAuto && peer.Mapping == MappingEndpointDependent && nat.Mapping == MappingEndpointDependent &&
+		!(hasGlobalIPv6(peer) && e.offersIPv6()):
+		// Both behind symmetric NATs: only a relay joins them, unless
+		// both have IPv6, where ICE connects them directly.
 		return refuse(CodeUseRelay)
 	case peer.Mode == ModeRelay && !hasKind(peer.Cands, candRelay):
 		return refuse(CodeNoRelay)

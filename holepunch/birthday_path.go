@@ -33,7 +33,8 @@ func birthdayRole(local, peer *signal) punchRole {
 			reflexive(easy).IsValid() && reflexive(hard).IsValid()
 	}
 	switch {
-	case local.Mode != ModeAuto:
+	case local.Mode != ModeAuto, bothIPv6(local, peer):
+		// Two peers on IPv6 punch directly there (ipv6.go).
 		return roleNone
 	case needs(local, peer):
 		return roleHard
@@ -43,10 +44,11 @@ func birthdayRole(local, peer *signal) punchRole {
 	return roleNone
 }
 
-// reflexive is the server-reflexive address a payload names.
+// reflexive is the IPv4 server-reflexive address a payload names: birthday
+// punching beats IPv4 NATs.
 func reflexive(s *signal) netip.AddrPort {
 	for _, c := range s.Cands {
-		if c.Kind == candSrflx {
+		if c.Kind == candSrflx && c.Addr.Addr().Is4() {
 			return c.Addr
 		}
 	}
@@ -66,7 +68,7 @@ func (e *Endpoint) punchHard(ctx context.Context, local, peer *signal) (transpor
 	}
 	e.log.Debug("birthday punch done", "stage", "hard", "addr", easy, "took", time.Since(start))
 	c := &packetConn{PacketConn: pc, remote: net.UDPAddrFromAddrPort(easy)}
-	return transportPath{conn: c, path: PathDirect, release: func() { _ = pc.Close() }}, nil
+	return transportPath{conn: c, path: PathDirect, remote: easy, release: func() { _ = pc.Close() }}, nil
 }
 
 // punchEasy probes random ports of the hard side's IP from the shared
@@ -97,7 +99,7 @@ func (e *Endpoint) punchEasy(ctx context.Context, local, peer *signal) (transpor
 	e.mu.Lock()
 	e.routes[hard] = rc
 	e.mu.Unlock()
-	return transportPath{conn: rc, path: PathDirect, release: func() { _ = rc.Close() }}, nil
+	return transportPath{conn: rc, path: PathDirect, remote: hard, release: func() { _ = rc.Close() }}, nil
 }
 
 // handleBirthday hands a birthday packet to the easy-side punch its secret

@@ -174,6 +174,10 @@ type NATReport struct {
 	Answered int            `json:"answered"`
 	Agreeing int            `json:"agreeing"`
 	Servers  []ServerResult `json:"servers"`
+	// IPv6 is the report of the node's IPv6 socket, when it has one that
+	// reached IPv6 DHT nodes; the fields above are then the IPv4 socket's
+	// (class unknown and nothing answered for a host without IPv4).
+	IPv6 *NATReport `json:"ipv6,omitempty"`
 }
 
 // Classify turns observations into a report. It is pure: the same input

@@ -1,6 +1,7 @@
 package holepunch
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 
@@ -30,6 +31,10 @@ type Conn struct {
 
 	// Path is the way the connection's packets travel.
 	Path Path
+	// Remote is the peer's end of the path: its address the punched path
+	// reaches (IPv4 or IPv6), or the relayed address of a relay path; zero
+	// when unknown.
+	Remote netip.AddrPort
 	// ConnectTime runs from the start of Connect (or from the arrival of the
 	// peer's first handshake message, for incoming connections) to the open
 	// session.

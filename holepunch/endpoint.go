@@ -124,12 +124,11 @@ type EndpointStats struct {
 // See the package documentation for the protocol.
 type Endpoint struct {
 	// Immutable after NewEndpoint.
-	cfg  EndpointConfig
-	pub  ed25519.PublicKey
-	log  *slog.Logger
-	sock *muxSocket
-	mux  *ice.UDPMuxDefault
-	pion logging.LoggerFactory
+	cfg   EndpointConfig
+	pub   ed25519.PublicKey
+	log   *slog.Logger
+	muxes *muxes // set by Start: the ICE mux of each of the node's sockets
+	pion  logging.LoggerFactory
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -209,12 +208,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 // Start installs the endpoint's handlers on the link and measures the NAT
 // in the background.
 func (e *Endpoint) Start() error {
-	e.sock = newMuxSocket(e.cfg.Link)
-	e.mux = ice.NewUDPMuxDefault(ice.UDPMuxParams{
-		UDPConn: e.sock,
-		Net:     e.cfg.Net,
-		Logger:  e.pion.NewLogger("icemux"),
-	})
+	e.muxes = newMuxes(e.cfg.Link, e.cfg.Net, e.pion.NewLogger("icemux"))
 	e.cfg.Link.SetHandlers(e.handleSignal, e.handlePacket)
 	e.wg.Add(1)
 	go func() {
@@ -253,8 +247,8 @@ func (e *Endpoint) Close() error {
 	e.cfg.Link.SetHandlers(nil, nil)
 	e.cancel()
 	e.wg.Wait()
-	if e.mux != nil {
-		_ = e.mux.Close() // closes only our muxSocket, never the DHT socket
+	if e.muxes != nil {
+		_ = e.muxes.mux.Close() // closes only our muxSockets, never the DHT sockets
 	}
 	return nil
 }
@@ -375,8 +369,8 @@ func (e *Endpoint) Stats() EndpointStats {
 	s.Live = len(e.conns)
 	s.HandshakesInProgress = e.inflightN
 	s.NAT = e.nat.Class
-	if e.sock != nil {
-		s.MuxDropped = e.sock.dropped.Load()
+	if e.muxes != nil {
+		s.MuxDropped = e.muxes.dropped()
 	}
 	return s
 }
@@ -599,17 +593,21 @@ func (e *Endpoint) exchange(ctx context.Context, init *secure.Initiator, msg1 []
 
 // agentConfig is the ICE agent configuration of this endpoint.
 func (e *Endpoint) agentConfig(turn *TURNServerInfo) agentConfig {
-	return agentConfig{mux: e.mux, net: e.cfg.Net, turn: turn, keepLoopback: e.cfg.KeepLoopback, log: e.pion}
+	return agentConfig{mux: e.muxes.mux, networks: e.muxes.networkTypes(), net: e.cfg.Net, turn: turn, keepLoopback: e.cfg.KeepLoopback, log: e.pion}
 }
 
 // localSignal gathers our candidates and builds our half of the signaling.
 func (e *Endpoint) localSignal(ctx context.Context, agent *ice.Agent, code Code, mode Mode) (*signal, error) {
-	cands, err := gather(ctx, agent, e.cfg.KeepLoopback)
+	v6 := e.cfg.Link.IPv6()
+	cands, err := gather(ctx, agent, e.cfg.KeepLoopback, v6.usable())
 	if err != nil {
 		return nil, fmt.Errorf("gather candidates: %w", err)
 	}
 	if pub := e.cfg.Link.PublicAddr(); pub.IsValid() && !hasAddr(cands, pub) {
 		cands = append(cands, candidate{Kind: candSrflx, Addr: pub})
+	}
+	if v6.usable() && v6.Public.IsValid() && !hasAddr(cands, v6.Public) {
+		cands = append(cands, candidate{Kind: candSrflx, Addr: v6.Public})
 	}
 	if len(cands) > maxCandidates {
 		cands = cands[:maxCandidates]
@@ -645,6 +643,7 @@ func hasAddr(cands []candidate, a netip.AddrPort) bool {
 type transportPath struct {
 	conn    net.Conn
 	path    Path
+	remote  netip.AddrPort // the peer's end of the path (see Conn.Remote)
 	release func()
 }
 
@@ -659,7 +658,7 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 		_ = agent.Close()
 		return e.punchEasy(ctx, local, peer)
 	}
-	addRemote(agent, peer.Cands, e.log)
+	addRemote(agent, peer.Cands, e.cfg.Link.IPv6().usable(), e.log)
 	failed := make(chan struct{})
 	var failOnce sync.Once
 	_ = agent.OnConnectionStateChange(func(s ice.ConnectionState) {
@@ -700,7 +699,7 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 	}
 	path, remote := selectedPath(agent)
 	e.log.Debug("ice connected", "path", path, "addr", remote)
-	return transportPath{conn: conn, path: path, release: func() { _ = agent.Close() }}, nil
+	return transportPath{conn: conn, path: path, remote: remote, release: func() { _ = agent.Close() }}, nil
 }
 
 // openSession runs the secure session over tr and registers the result.
@@ -728,7 +727,7 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 		}
 		return nil, fmt.Errorf("secure session: %w", err)
 	}
-	c := &Conn{Session: sess, Path: tr.path, ConnectTime: time.Since(start), Initiator: initiator, release: tr.release}
+	c := &Conn{Session: sess, Path: tr.path, Remote: tr.remote, ConnectTime: time.Since(start), Initiator: initiator, release: tr.release}
 	key := string(keys.Remote)
 	e.mu.Lock()
 	if e.closed {
@@ -801,8 +800,10 @@ func (e *Endpoint) handlePacket(b []byte, from netip.AddrPort) {
 		rc.deliver(b)
 		return
 	}
-	if e.sock != nil {
-		e.sock.deliver(b, from)
+	if e.muxes != nil {
+		if s := e.muxes.sockFor(from); s != nil {
+			s.deliver(b, from)
+		}
 	}
 }
 

@@ -66,10 +66,14 @@ type Link interface {
 	SetHandlers(onSignal func(from netip.AddrPort, payload []byte) []byte, onPacket func(b []byte, from netip.AddrPort))
 	// WritePacket sends a datagram from the node's socket.
 	WritePacket(b []byte, to netip.AddrPort) error
-	// LocalAddr is the socket's bound address (may be unspecified).
+	// LocalAddr is the bound address of the node's socket of its primary
+	// family (IPv4, unless the node is IPv6-only); it may be unspecified.
 	LocalAddr() netip.AddrPort
-	// PublicAddr is the reflexive address peers report, or the zero value.
+	// PublicAddr is the reflexive address peers report for that socket,
+	// or the zero value.
 	PublicAddr() netip.AddrPort
+	// IPv6 is the node's IPv6 socket, if it has one besides LocalAddr's.
+	IPv6() IPv6State
 	// TURN returns a TURN server and credentials from a public node, or an
 	// error when none offers one.
 	TURN(ctx context.Context) (TURNServerInfo, error)
@@ -102,10 +106,10 @@ type muxPacket struct {
 
 var _ net.PacketConn = (*muxSocket)(nil)
 
-func newMuxSocket(link Link) *muxSocket {
+func newMuxSocket(link Link, local netip.AddrPort) *muxSocket {
 	return &muxSocket{
 		link:  link,
-		local: net.UDPAddrFromAddrPort(link.LocalAddr()),
+		local: net.UDPAddrFromAddrPort(local),
 		in:    make(chan muxPacket, socketQueue),
 		done:  make(chan struct{}),
 	}
@@ -158,6 +162,7 @@ func (s *muxSocket) SetWriteDeadline(time.Time) error { return nil }
 // agentConfig holds what newAgent needs beyond the shared mux.
 type agentConfig struct {
 	mux          ice.UDPMux
+	networks     []ice.NetworkType // the families of the node's sockets
 	net          transport.Net
 	turn         *TURNServerInfo // non-nil: gather a relay candidate
 	keepLoopback bool            // the node itself lives on loopback (tests)
@@ -183,7 +188,7 @@ func newAgent(cfg agentConfig) (*ice.Agent, error) {
 	}
 	return ice.NewAgent(&ice.AgentConfig{
 		Urls:                   urls,
-		NetworkTypes:           []ice.NetworkType{ice.NetworkTypeUDP4},
+		NetworkTypes:           cfg.networks,
 		CandidateTypes:         types,
 		UDPMux:                 cfg.mux,
 		Net:                    cfg.net,
@@ -208,8 +213,9 @@ func u16(v uint16) *uint16               { return &v }
 // gather collects the agent's local candidates (host, and relay when
 // configured) and returns them in signaling form. Loopback and link-local
 // addresses are dropped unless keepLoopback: a 0.0.0.0-bound mux advertises
-// 127.0.0.1, which a remote peer must never try.
-func gather(ctx context.Context, a *ice.Agent, keepLoopback bool) ([]candidate, error) {
+// 127.0.0.1, which a remote peer must never try. IPv6 candidates are
+// dropped unless ipv6 (the node has joined the IPv6 overlay).
+func gather(ctx context.Context, a *ice.Agent, keepLoopback, ipv6 bool) ([]candidate, error) {
 	var mu sync.Mutex
 	var out []candidate
 	complete := make(chan struct{})
@@ -224,7 +230,7 @@ func gather(ctx context.Context, a *ice.Agent, keepLoopback bool) ([]candidate, 
 			return
 		}
 		ip = ip.Unmap()
-		if !keepLoopback && (ip.IsLoopback() || ip.IsLinkLocalUnicast()) {
+		if !keepLoopback && (ip.IsLoopback() || ip.IsLinkLocalUnicast()) || ip.Is6() && !ipv6 {
 			return
 		}
 		kind := candHost
@@ -253,13 +259,17 @@ func gather(ctx context.Context, a *ice.Agent, keepLoopback bool) ([]candidate, 
 	return out, nil
 }
 
-// addRemote hands the peer's candidates to the agent.
-func addRemote(a *ice.Agent, cands []candidate, log *slog.Logger) {
+// addRemote hands the peer's candidates to the agent; IPv6 ones only when
+// ipv6 (see gather).
+func addRemote(a *ice.Agent, cands []candidate, ipv6 bool, log *slog.Logger) {
 	for i, c := range cands {
 		var (
 			rc  ice.Candidate
 			err error
 		)
+		if c.Addr.Addr().Is6() && !ipv6 {
+			continue
+		}
 		ip, port := c.Addr.Addr().String(), int(c.Addr.Port())
 		switch c.Kind {
 		case candHost:

@@ -316,10 +316,11 @@ func (m *Monitor) check(ctx context.Context, local []netip.Addr) (NATReport, err
 	return Check(ctx, cc)
 }
 
-// localAddrs polls the host's usable IPv4 addresses, sorted. The node's
-// socket is udp4 (package dht), so IPv6 changes (privacy address
-// rotation) are not ours to react to. Loopback and link-local addresses
-// never reach a peer.
+// localAddrs polls the host's usable addresses, sorted: IPv4 ones, and
+// global IPv6 ones (the node has an IPv6 socket too, see dht.Family; a
+// privacy address rotating, about once a day, costs one measurement).
+// Loopback, link-local and unique-local addresses never reach a peer
+// outside the site.
 func (m *Monitor) localAddrs() []netip.Addr {
 	ifaces, err := m.cfg.Net.Interfaces()
 	if err != nil {
@@ -348,7 +349,7 @@ func (m *Monitor) localAddrs() []netip.Addr {
 				continue
 			}
 			na = na.Unmap()
-			if na.Is4() && !na.IsLoopback() && !na.IsLinkLocalUnicast() && !na.IsUnspecified() {
+			if na.Is4() && !na.IsLoopback() && !na.IsLinkLocalUnicast() && !na.IsUnspecified() || globalIPv6(na) {
 				out = append(out, na)
 			}
 		}
@@ -361,6 +362,9 @@ func (m *Monitor) localAddrs() []netip.Addr {
 // act on (re-announce, reconnect). Under endpoint-dependent mapping every
 // measurement sees fresh ports, so only the IP counts.
 func reportChanged(old, new NATReport) bool {
+	if (old.IPv6 == nil) != (new.IPv6 == nil) || old.IPv6 != nil && reportChanged(*old.IPv6, *new.IPv6) {
+		return true
+	}
 	if old.Mapping != new.Mapping || old.Filtering != new.Filtering || old.Class != new.Class {
 		return true
 	}
@@ -460,8 +464,12 @@ func (w *changeWatch) reflexiveDisagree(refl []ReflexiveReport) int {
 // (only the IP under endpoint-dependent mapping, whose ports differ per
 // peer).
 func (w *changeWatch) reportHas(addr netip.AddrPort) bool {
-	for _, a := range append([]netip.AddrPort{w.report.PublicAddr}, w.report.PublicAddrs...) {
-		if a == addr || (w.report.Mapping == MappingEndpointDependent && a.Addr() == addr.Addr()) {
+	r := w.report
+	if addr.Addr().Is6() && !addr.Addr().Is4In6() && r.IPv6 != nil {
+		r = *r.IPv6 // the IPv6 socket's report
+	}
+	for _, a := range append([]netip.AddrPort{r.PublicAddr}, r.PublicAddrs...) {
+		if a == addr || (r.Mapping == MappingEndpointDependent && a.Addr() == addr.Addr()) {
 			return true
 		}
 	}

@@ -156,6 +156,21 @@ func (l *Link) PublicAddr() netip.AddrPort {
 	return netip.AddrPort{}
 }
 
+// IPv6 implements holepunch.Link: the node's IPv6 socket beside its
+// primary one (see dht.Family).
+func (l *Link) IPv6() holepunch.IPv6State {
+	n := l.nodeOrNil()
+	if n == nil {
+		return holepunch.IPv6State{}
+	}
+	for _, f := range n.Families() {
+		if f.Family == dht.IPv6 {
+			return holepunch.IPv6State{Local: f.LocalAddr, Public: f.PublicAddr, Joined: f.Joined}
+		}
+	}
+	return holepunch.IPv6State{}
+}
+
 // TURN implements holepunch.Link: it asks public nodes for a TURN offer,
 // the bootstrap nodes first (public servers usually run the relay), then
 // the nodes closest to a random target. An offer is reused until half its
@@ -220,8 +235,14 @@ func TURNHandler(srv *holepunch.TURNServer) dht.TURNHandler {
 	}
 }
 
-// MeasureNAT measures the NAT in front of the node's socket against the
-// bootstrap nodes and nodes a random lookup finds (holepunch.Check).
+// MeasureNAT measures the NAT in front of each of the node's sockets
+// against that family's bootstrap nodes and nodes a random lookup finds
+// (holepunch.Check): the report is the IPv4 one, with the IPv6 one in its
+// IPv6 field. The families are measured at once when both have bootstrap
+// nodes from the start (each family's filtering probes then go out before
+// the node joins either overlay); otherwise the IPv6 side is measured
+// after the join, against the IPv6 nodes it found. The measurement fails
+// only when no family could be measured.
 func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 	l.mu.RLock()
 	n, tn := l.node, l.net
@@ -229,26 +250,73 @@ func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 	if n == nil {
 		return holepunch.NATReport{}, ErrNotAttached
 	}
-	boot := n.BootstrapNodes()
 	var ips []netip.Addr
 	if tn != nil {
 		ips = dhtprobe.LocalIPs(tn)
 	}
-	return holepunch.Check(ctx, holepunch.CheckConfig{
-		Prober:   l.prober,
-		Servers:  boot,
-		Local:    n.LocalAddr(),
-		LocalIPs: ips,
-		Discover: func(ctx context.Context) ([]netip.AddrPort, error) {
-			// Check calls Discover after its filtering probes, which must
-			// reach a node that never heard from us; measuring before the
-			// first bootstrap gets the best filtering result, so join here.
-			if err := n.Bootstrap(ctx); err != nil {
-				return nil, err
+	var servers [2][]netip.AddrPort
+	for _, b := range n.BootstrapNodes() {
+		servers[dht.FamilyOf(b)] = append(servers[dht.FamilyOf(b)], b)
+	}
+	var joinOnce sync.Once
+	var joinErr error
+	join := func(ctx context.Context) error {
+		joinOnce.Do(func() { joinErr = n.Bootstrap(ctx) })
+		return joinErr
+	}
+	check := func(fam dht.Family) (holepunch.NATReport, error) {
+		return holepunch.Check(ctx, holepunch.CheckConfig{
+			Prober:   l.prober,
+			Servers:  servers[fam],
+			Local:    n.LocalAddrIn(fam),
+			LocalIPs: ips,
+			Discover: func(ctx context.Context) ([]netip.AddrPort, error) {
+				// Check calls Discover after its filtering probes, which
+				// must reach a node that never heard from us; measuring
+				// before the first bootstrap gets the best filtering
+				// result, so join here.
+				if err := join(ctx); err != nil {
+					return nil, err
+				}
+				var target dht.ID
+				_, _ = rand.Read(target[:])
+				return n.FindNodeIn(ctx, fam, target)
+			},
+		})
+	}
+	has := func(fam dht.Family) bool { return n.LocalAddrIn(fam).IsValid() }
+	var (
+		r4, r6     holepunch.NATReport
+		err4, err6 = holepunch.ErrNoServers, holepunch.ErrNoServers
+		wg         sync.WaitGroup
+	)
+	early6 := has(dht.IPv6) && len(servers[dht.IPv6]) > 0
+	if early6 {
+		wg.Go(func() { r6, err6 = check(dht.IPv6) })
+	}
+	if has(dht.IPv4) && len(servers[dht.IPv4]) > 0 {
+		r4, err4 = check(dht.IPv4)
+	}
+	wg.Wait()
+	if err := join(ctx); err != nil && err4 != nil && err6 != nil {
+		return holepunch.NATReport{}, err
+	}
+	if !early6 && has(dht.IPv6) && n.Speaks(dht.IPv6) {
+		for _, b := range n.BootstrapNodes() {
+			if dht.FamilyOf(b) == dht.IPv6 {
+				servers[dht.IPv6] = append(servers[dht.IPv6], b)
 			}
-			var target dht.ID
-			_, _ = rand.Read(target[:])
-			return n.FindNode(ctx, target)
-		},
-	})
+		}
+		r6, err6 = check(dht.IPv6)
+	}
+	if err4 != nil {
+		if err6 != nil {
+			return r4, err4
+		}
+		r4 = holepunch.Classify(holepunch.Observations{}) // IPv4 unmeasured
+	}
+	if err6 == nil {
+		r4.IPv6 = &r6
+	}
+	return r4, nil
 }

@@ -170,8 +170,9 @@ func (p *Prober) Probe(ctx context.Context, server netip.AddrPort, kind holepunc
 	return res.Arrived, res.Unsolicited, nil
 }
 
-// LocalIPs returns the IPv4 addresses of tn's interfaces, for
-// holepunch.CheckConfig.LocalIPs when the node listens on 0.0.0.0.
+// LocalIPs returns the IPv4 and IPv6 addresses of tn's interfaces (not
+// IPv6 link-local ones), for holepunch.CheckConfig.LocalIPs when the node
+// listens on 0.0.0.0 or [::].
 func LocalIPs(tn transport.Net) []netip.Addr {
 	ifaces, err := tn.Interfaces()
 	if err != nil {
@@ -191,7 +192,7 @@ func LocalIPs(tn transport.Net) []netip.Addr {
 			case *net.IPAddr:
 				ip = v.IP
 			}
-			if na, ok := netip.AddrFromSlice(ip); ok && na.Unmap().Is4() {
+			if na, ok := netip.AddrFromSlice(ip); ok && !na.Unmap().IsLinkLocalUnicast() {
 				out = append(out, na.Unmap())
 			}
 		}
