@@ -124,11 +124,11 @@ type EndpointStats struct {
 // See the package documentation for the protocol.
 type Endpoint struct {
 	// Immutable after NewEndpoint.
-	cfg   EndpointConfig
-	pub   ed25519.PublicKey
-	log   *slog.Logger
-	muxes *muxes // set by Start: the ICE mux of each of the node's sockets
-	pion  logging.LoggerFactory
+	cfg  EndpointConfig
+	pub  ed25519.PublicKey
+	log  *slog.Logger
+	mux  *muxes // set by Start: the ICE mux of each of the node's sockets
+	pion logging.LoggerFactory
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -208,7 +208,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 // Start installs the endpoint's handlers on the link and measures the NAT
 // in the background.
 func (e *Endpoint) Start() error {
-	e.muxes = newMuxes(e.cfg.Link, e.cfg.Net, e.pion.NewLogger("icemux"))
+	e.mux = newMuxes(e.cfg.Link, e.cfg.Net, e.pion.NewLogger("icemux"))
 	e.cfg.Link.SetHandlers(e.handleSignal, e.handlePacket)
 	e.wg.Add(1)
 	go func() {
@@ -247,8 +247,8 @@ func (e *Endpoint) Close() error {
 	e.cfg.Link.SetHandlers(nil, nil)
 	e.cancel()
 	e.wg.Wait()
-	if e.muxes != nil {
-		_ = e.muxes.mux.Close() // closes only our muxSockets, never the DHT sockets
+	if e.mux != nil {
+		_ = e.mux.all.Close() // closes only our muxSockets, never the DHT sockets
 	}
 	return nil
 }
@@ -369,8 +369,8 @@ func (e *Endpoint) Stats() EndpointStats {
 	s.Live = len(e.conns)
 	s.HandshakesInProgress = e.inflightN
 	s.NAT = e.nat.Class
-	if e.muxes != nil {
-		s.MuxDropped = e.muxes.dropped()
+	if e.mux != nil {
+		s.MuxDropped = e.mux.dropped()
 	}
 	return s
 }
@@ -593,7 +593,7 @@ func (e *Endpoint) exchange(ctx context.Context, init *secure.Initiator, msg1 []
 
 // agentConfig is the ICE agent configuration of this endpoint.
 func (e *Endpoint) agentConfig(turn *TURNServerInfo) agentConfig {
-	return agentConfig{mux: e.muxes.mux, networks: e.muxes.networkTypes(), net: e.cfg.Net, turn: turn, keepLoopback: e.cfg.KeepLoopback, log: e.pion}
+	return agentConfig{mux: e.mux.all, networks: e.mux.networkTypes(), net: e.cfg.Net, turn: turn, keepLoopback: e.cfg.KeepLoopback, log: e.pion}
 }
 
 // localSignal gathers our candidates and builds our half of the signaling.
@@ -800,8 +800,8 @@ func (e *Endpoint) handlePacket(b []byte, from netip.AddrPort) {
 		rc.deliver(b)
 		return
 	}
-	if e.muxes != nil {
-		if s := e.muxes.sockFor(from); s != nil {
+	if e.mux != nil {
+		if s := e.mux.sockFor(from); s != nil {
 			s.deliver(b, from)
 		}
 	}

@@ -116,11 +116,11 @@ func (n familyNet) filter(ifc *transport.Interface) *transport.Interface {
 }
 
 // muxes is the endpoint's ICE UDP muxes: one per socket of the node, by
-// family. mux is what agents use: the one mux, or both behind pion's
+// family. all is what agents use: the one mux, or both behind pion's
 // MultiUDPMuxDefault (which picks a mux by the candidate's local address).
 type muxes struct {
 	socks [2]*muxSocket // [0] IPv4, [1] IPv6; nil without that socket
-	mux   ice.UDPMux
+	all   ice.UDPMux
 }
 
 // newMuxes makes a mux for each of the link's sockets.
@@ -144,9 +144,9 @@ func newMuxes(link Link, tn transport.Net, log logging.LeveledLogger) *muxes {
 	if v6 := link.IPv6().Local; v6.IsValid() {
 		add(v6)
 	}
-	m.mux = all[0]
+	m.all = all[0]
 	if len(all) > 1 {
-		m.mux = ice.NewMultiUDPMuxDefault(all...)
+		m.all = ice.NewMultiUDPMuxDefault(all...)
 	}
 	return m
 }
