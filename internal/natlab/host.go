@@ -243,8 +243,9 @@ type Host struct {
 
 	// Immutable after creation.
 	router *Router    // nil for a public host
-	ip     netip.Addr // primary address
+	ip     netip.Addr // primary address: the IPv4 one, or the IPv6 one of an IPv6-only host
 	bits   int        // prefix length of the host's subnet
+	ip6    netip.Addr // IPv6 address; zero without one (ipv6.go)
 
 	// Guarded by mu.
 	mu    sync.Mutex
@@ -300,8 +301,15 @@ func (h *Host) SetLoss(rate float64) error {
 func (h *Host) LossCounts(ctx context.Context) (LossCounts, error) { return h.lossCounts(ctx) }
 
 // addHost builds a host namespace on the internet (r nil or Open) or on r's
-// LAN.
+// LAN, with IPv6 too where the lab or router has it.
 func (l *Lab) addHost(name string, r *Router) *Host {
+	l.t.Helper()
+	return l.addHostOf(name, r, true)
+}
+
+// addHostOf is addHost; without v4 the host gets no IPv4 address (its slot
+// on the subnet is still taken, so addresses stay in step).
+func (l *Lab) addHostOf(name string, r *Router, v4 bool) *Host {
 	l.t.Helper()
 	short := name
 	if i := strings.LastIndexByte(name, '-'); i >= 0 {
@@ -332,7 +340,14 @@ func (l *Lab) addHost(name string, r *Router) *Host {
 	if route != "" {
 		cmds = append(cmds, route)
 	}
+	if !v4 {
+		cmds = []string{"link set " + hostIf + " up"}
+	}
 	l.must(l.ip(h.ns, cmds...))
+	l.setupHostIPv6(h, r, h.ip.As4()[3])
+	if !v4 {
+		h.ip, h.bits = h.ip6, 64
+	}
 	lo := portRangeBase + (seq%portRangeSlots)*portRangeSize
 	l.must(l.sysctl(h.ns, "net.ipv4.ip_local_port_range", strconv.Itoa(lo)+" "+strconv.Itoa(lo+portRangeSize-1)))
 	if r != nil {

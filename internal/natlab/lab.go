@@ -85,6 +85,7 @@ type Lab struct {
 	nextRouter int             // number of the next router's LAN
 	nextHost   int             // lab-wide host counter (port ranges)
 	inetPorts  int             // bridge ports on the internet segment
+	ipv6       bool            // EnableIPv6 was called (ipv6.go)
 	closed     bool
 }
 
@@ -216,6 +217,7 @@ func (l *Lab) addNamespace(role string) string {
 	l.namespaces = append(l.namespaces, ns)
 	l.mu.Unlock()
 	l.must(l.ip(ns, "link set lo up"))
+	noDAD(l, ns)
 	return ns
 }
 

@@ -78,6 +78,10 @@ type RouterConfig struct {
 	// inbound packet then takes the port a LAN host is about to be mapped
 	// to. Real home routers, and the default here, drop such input.
 	AcceptWANInput bool
+	// IPv6 gives the router an IPv6 WAN address and LAN prefix, routed
+	// with a stateful firewall and no translation (ipv6.go). It needs
+	// Lab.EnableIPv6 and a router on the internet segment.
+	IPv6 bool
 	// Link, when set, puts a shaped link (delay line and optional
 	// bottleneck, see LinkConfig) between the router's WAN side and the
 	// segment upstream. SetLink changes it later. Nil: a plain veth, no
@@ -104,7 +108,9 @@ type Router struct {
 	public  netip.Addr   // WAN address (what LAN hosts are translated to)
 	lan     netip.Prefix // LAN subnet; invalid for Open
 	carrier bool
-	link    *link // shaped uplink; nil without RouterConfig.Link
+	link    *link        // shaped uplink; nil without RouterConfig.Link
+	public6 netip.Addr   // IPv6 WAN address; zero without RouterConfig.IPv6
+	lan6    netip.Prefix // IPv6 LAN; invalid without RouterConfig.IPv6
 
 	// Guarded by mu.
 	mu       sync.Mutex
@@ -324,6 +330,9 @@ func (l *Lab) addRouter(cfg RouterConfig, parent *Router, carrier bool) *Router 
 		err := r.applyLocked()
 		r.mu.Unlock()
 		l.must(err)
+	}
+	if cfg.IPv6 {
+		l.setupRouterIPv6(r, n)
 	}
 	return r
 }
