@@ -27,14 +27,24 @@ func labDHT(t testing.TB, lab *natlab.Lab, n int, tweak func(i int, h *natlab.Ho
 // NAT measurement.
 func labPeer(t testing.TB, h *natlab.Host, boot []netip.AddrPort) *peer {
 	t.Helper()
+	return labPeerWith(t, h, boot, nil)
+}
+
+// labPeerWith is labPeer with the node's config adjusted by tweak.
+func labPeerWith(t testing.TB, h *natlab.Host, boot []netip.AddrPort, tweak func(*dht.Config)) *peer {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	link := dhtlink.New()
 	var tn transport.Net = h.Net()
-	node := dht.New(dht.Config{
-		Net: tn, ListenAddr: h.IP().String() + ":0", Bootstrap: boot, Mode: dht.ModeEphemeral,
+	cfg := dht.Config{
+		Net: tn, ListenAddr: netip.AddrPortFrom(h.IP(), 0).String(), Bootstrap: boot, Mode: dht.ModeEphemeral,
 		OnSignal: link.HandleSignal, OnPacket: link.HandlePacket,
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	node := dht.New(cfg)
 	if err := node.Start(); err != nil {
 		t.Fatal(err)
 	}

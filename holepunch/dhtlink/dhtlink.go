@@ -264,7 +264,16 @@ func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 		joinOnce.Do(func() { joinErr = n.Bootstrap(ctx) })
 		return joinErr
 	}
-	check := func(fam dht.Family) (holepunch.NATReport, error) {
+	has := func(fam dht.Family) bool { return n.LocalAddrIn(fam).IsValid() }
+	early6 := has(dht.IPv6) && len(servers[dht.IPv6]) > 0
+	early4 := has(dht.IPv4) && len(servers[dht.IPv4]) > 0
+	// Checks that run at once join only when every one has sent its
+	// filtering probes: joining contacts the other family's nodes too,
+	// and a probe's "stranger" must be one.
+	probed := newBarrier(btoi(early4) + btoi(early6))
+	check := func(fam dht.Family, b *barrier) (holepunch.NATReport, error) {
+		var arrived sync.Once
+		defer arrived.Do(b.arrive)
 		return holepunch.Check(ctx, holepunch.CheckConfig{
 			Prober:   l.prober,
 			Servers:  servers[fam],
@@ -275,6 +284,10 @@ func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 				// must reach a node that never heard from us; measuring
 				// before the first bootstrap gets the best filtering
 				// result, so join here.
+				arrived.Do(b.arrive)
+				if err := b.wait(ctx); err != nil {
+					return nil, err
+				}
 				if err := join(ctx); err != nil {
 					return nil, err
 				}
@@ -284,18 +297,16 @@ func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 			},
 		})
 	}
-	has := func(fam dht.Family) bool { return n.LocalAddrIn(fam).IsValid() }
 	var (
 		r4, r6     holepunch.NATReport
 		err4, err6 = holepunch.ErrNoServers, holepunch.ErrNoServers
 		wg         sync.WaitGroup
 	)
-	early6 := has(dht.IPv6) && len(servers[dht.IPv6]) > 0
 	if early6 {
-		wg.Go(func() { r6, err6 = check(dht.IPv6) })
+		wg.Go(func() { r6, err6 = check(dht.IPv6, probed) })
 	}
-	if has(dht.IPv4) && len(servers[dht.IPv4]) > 0 {
-		r4, err4 = check(dht.IPv4)
+	if early4 {
+		r4, err4 = check(dht.IPv4, probed)
 	}
 	wg.Wait()
 	if err := join(ctx); err != nil && err4 != nil && err6 != nil {
@@ -307,7 +318,7 @@ func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 				servers[dht.IPv6] = append(servers[dht.IPv6], b)
 			}
 		}
-		r6, err6 = check(dht.IPv6)
+		r6, err6 = check(dht.IPv6, newBarrier(1))
 	}
 	if err4 != nil {
 		if err6 != nil {
@@ -319,4 +330,45 @@ func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 		r4.IPv6 = &r6
 	}
 	return r4, nil
+}
+
+// barrier lets n parties wait until all have arrived.
+type barrier struct {
+	mu   sync.Mutex
+	left int
+	all  chan struct{} // closed when left reaches zero
+}
+
+func newBarrier(n int) *barrier {
+	b := &barrier{left: n, all: make(chan struct{})}
+	if n <= 0 {
+		close(b.all)
+	}
+	return b
+}
+
+// arrive counts one party in; each party calls it once.
+func (b *barrier) arrive() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.left--; b.left == 0 {
+		close(b.all)
+	}
+}
+
+// wait returns when every party arrived or ctx is done.
+func (b *barrier) wait(ctx context.Context) error {
+	select {
+	case <-b.all:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

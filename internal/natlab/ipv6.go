@@ -27,6 +27,19 @@ var internet6Prefix = netip.MustParsePrefix("2001:db8::/64")
 // table so that reloading either leaves the other alone.
 const v6Table = "natlab6"
 
+// bridgeMAC is the fixed MAC address of a bridge that routes (the internet
+// segment's, n = 0, and router n's LAN bridge). Without one, a Linux bridge
+// takes the lowest MAC of its ports and changes it when a port with a lower
+// one is added; neighbours that resolved the bridge's address before keep
+// sending to the old MAC, and the bridge hands such frames up as addressed
+// to another host, which IP drops (PACKET_OTHERHOST) until the neighbour
+// entry is probed again, up to half a minute later. Found when lab hosts
+// lost their IPv6 replies at random: the internet namespace is their IPv6
+// router.
+func bridgeMAC(n int) string {
+	return fmt.Sprintf("02:5d:b0:00:%02x:%02x", byte(n>>8), byte(n))
+}
+
 // noDAD turns IPv6 duplicate address detection off in a new namespace,
 // before it has interfaces. Lab addresses are unique by construction, and
 // DAD keeps an interface's link-local address tentative for a second or

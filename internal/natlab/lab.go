@@ -116,7 +116,7 @@ func New(t testing.TB) *Lab {
 	// setup still removes what was made.
 	t.Cleanup(l.teardown)
 	l.inet = l.addNamespace("inet")
-	l.must(l.ip(l.inet, "link add "+inetIf+" type bridge", "link set "+inetIf+" up"))
+	l.must(l.ip(l.inet, "link add "+inetIf+" type bridge", "link set "+inetIf+" address "+bridgeMAC(0), "link set "+inetIf+" up"))
 	// Plain L2 on the internet bridge: no netfilter on frames passing it.
 	_ = l.sysctl(l.inet, "net.bridge.bridge-nf-call-iptables", "0")
 	return l

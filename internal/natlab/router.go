@@ -312,6 +312,7 @@ func (l *Lab) addRouter(cfg RouterConfig, parent *Router, carrier bool) *Router 
 		fmt.Sprintf("addr add %s/%d dev %s", r.public, wanPrefixLen(parent), wanIf),
 		"link set " + wanIf + " up",
 		"link add " + lanIf + " type bridge",
+		"link set " + lanIf + " address " + bridgeMAC(n), // see bridgeMAC
 		fmt.Sprintf("addr add %s/%d dev %s", r.gateway(), r.lan.Bits(), lanIf),
 		"link set " + lanIf + " up",
 	}
