@@ -307,7 +307,7 @@ func selectedPath(a *ice.Agent) (Path, netip.AddrPort) {
 	switch {
 	case pair.Local.Type() == ice.CandidateTypeRelay || pair.Remote.Type() == ice.CandidateTypeRelay:
 		return PathRelay, remote
-	case isPrivate(remote.Addr()):
+	case isPrivate(remote.Addr()), sameSubnet6(pair.Local.Address(), remote.Addr()):
 		// By address, not candidate type: a check that arrives before the
 		// peer's host candidate is added makes it peer-reflexive, though
 		// it is the same LAN address.

@@ -215,3 +215,16 @@ func (e *Endpoint) offersIPv6() bool {
 	}
 	return false
 }
+
+// sameSubnet6 reports whether an IPv6 path stays on one link: the local
+// candidate's address and the remote one share their /64 (the subnet size
+// of every IPv6 LAN, RFC 4291 §2.5.1). Such a path is a LAN path although
+// both addresses are public.
+func sameSubnet6(local string, remote netip.Addr) bool {
+	l, err := netip.ParseAddr(local)
+	if err != nil || !l.Is6() || l.Is4In6() || !remote.Is6() || remote.Is4In6() {
+		return false
+	}
+	p, _ := l.Prefix(64)
+	return p.Contains(remote)
+}

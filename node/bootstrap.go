@@ -26,6 +26,9 @@ import (
 type BootstrapConfig struct {
 	// ListenAddr is the DHT's UDP address. Zero means "0.0.0.0:0".
 	ListenAddr string
+	// ListenAddr6 is the DHT's IPv6 address (dht.Config.ListenAddr6): zero
+	// means [::] on ListenAddr's port when that binds every interface.
+	ListenAddr6 string
 	// Bootstrap lists other bootstrap nodes to join.
 	Bootstrap []netip.AddrPort
 	// PublicAddr is the node's public address when it cannot be learned
@@ -110,7 +113,7 @@ func (b *Bootstrap) Start(ctx context.Context) (err error) {
 		b.cache = &c
 		boot = validAddrs(append(append([]netip.AddrPort(nil), boot...), c.DHT...))
 	}
-	b.dn = dht.New(dht.Config{Net: b.cfg.Net, ListenAddr: b.cfg.ListenAddr, Bootstrap: boot, Mode: dht.ModePersistent,
+	b.dn = dht.New(dht.Config{Net: b.cfg.Net, ListenAddr: b.cfg.ListenAddr, ListenAddr6: b.cfg.ListenAddr6, Bootstrap: boot, Mode: dht.ModePersistent,
 		PublicAddr: b.cfg.PublicAddr, OnTURN: b.turnOffer, OnKRPC: b.krpc.handle, Logger: b.log.With("component", "dht")})
 	if err := b.dn.Start(); err != nil {
 		return err

@@ -32,6 +32,11 @@ type Config struct {
 	// ListenAddr is the UDP address of the node's one socket (DHT, STUN,
 	// hole punching, sessions). Zero means "0.0.0.0:0".
 	ListenAddr string
+	// ListenAddr6 is the UDP address of the node's IPv6 socket, or
+	// dht.ListenOff. Zero means [::] on ListenAddr's port when ListenAddr
+	// binds every interface and the host has IPv6, else none (see
+	// dht.Config.ListenAddr6).
+	ListenAddr6 string
 	// Bootstrap lists DHT nodes to join through. Empty means LAN discovery
 	// only (there are no built-in public nodes).
 	Bootstrap []netip.AddrPort
@@ -115,7 +120,8 @@ type Config struct {
 type PeerEvent struct {
 	PublicKey   ed25519.PublicKey
 	Path        holepunch.Path
-	Role        string // "client" (we dialled) or "server"
+	Remote      netip.AddrPort // the peer's end of the path (IPv4 or IPv6)
+	Role        string         // "client" (we dialled) or "server"
 	ConnectTime time.Duration
 	Err         error // why it closed (disconnects only)
 }

@@ -189,7 +189,7 @@ func (n *Node) startSwarm(ctx context.Context) error {
 	// hole punching their component: a component here would repeat the key.
 	n.swarm, err = swarm.New(swarm.Config{
 		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: boot,
-		DHT:      dht.Config{OnKRPC: n.krpc.handle, WebSocketURL: n.cfg.PublicWebSocketURL},
+		DHT:      dht.Config{OnKRPC: n.krpc.handle, WebSocketURL: n.cfg.PublicWebSocketURL, ListenAddr6: n.cfg.ListenAddr6},
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
 		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
@@ -241,7 +241,7 @@ func (n *Node) onConnection(c *swarm.Conn, info swarm.PeerInfo) {
 	n.connectedAt[c] = time.Now()
 	n.mu.Unlock()
 	if f := n.cfg.OnPeerConnect; f != nil {
-		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Role: string(info.Role), ConnectTime: info.ConnectTime})
+		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Remote: info.Remote, Role: string(info.Role), ConnectTime: info.ConnectTime})
 	}
 }
 
@@ -250,7 +250,7 @@ func (n *Node) onDisconnect(c *swarm.Conn, info swarm.PeerInfo, err error) {
 	delete(n.connectedAt, c)
 	n.mu.Unlock()
 	if f := n.cfg.OnPeerDisconnect; f != nil {
-		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Role: string(info.Role), ConnectTime: info.ConnectTime, Err: err})
+		f(PeerEvent{PublicKey: info.PublicKey, Path: info.Path, Remote: info.Remote, Role: string(info.Role), ConnectTime: info.ConnectTime, Err: err})
 	}
 }
 

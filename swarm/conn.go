@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"crypto/ed25519"
+	"net/netip"
 	"time"
 
 	"github.com/swarmdb/swarmdb/holepunch"
@@ -29,6 +30,9 @@ type PeerInfo struct {
 	Role Role
 	// Path says how the packets travel (LAN, direct, relay).
 	Path holepunch.Path
+	// Remote is the peer's end of the path: the address (IPv4 or IPv6)
+	// its packets come from, or the relayed address on a relay path.
+	Remote netip.AddrPort
 	// Attempts counts our dials to this peer so far, this one included.
 	Attempts int
 	// Explicit: the peer was added with JoinPeer.

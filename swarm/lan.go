@@ -81,15 +81,17 @@ func lanTXT(pub ed25519.PublicKey, served []Topic) []string {
 }
 
 // lanPeer is what a browse answer says: the peer's key, the tags it
-// serves and its address.
+// serves and its address: IPv4, and IPv6 when the instance has an AAAA
+// record (a dual-stack node whose IPv6 socket shares the port).
 type lanPeer struct {
-	pub  ed25519.PublicKey
-	tags map[string]bool
-	addr netip.AddrPort
+	pub   ed25519.PublicKey
+	tags  map[string]bool
+	addr  netip.AddrPort // invalid without an IPv4 address
+	addr6 netip.AddrPort // invalid without an IPv6 address
 }
 
 // parseLANEntry reads a browse answer; ok is false for anything that is
-// not a version-1 swarmdb instance with a valid key and an IPv4 address.
+// not a version-1 swarmdb instance with a valid key and an address.
 func parseLANEntry(e *mdns.ServiceEntry) (lanPeer, bool) {
 	p := lanPeer{tags: make(map[string]bool)}
 	version := false
@@ -108,12 +110,27 @@ func parseLANEntry(e *mdns.ServiceEntry) (lanPeer, bool) {
 			p.tags[v] = true
 		}
 	}
-	ip, ok := netip.AddrFromSlice(e.AddrV4.To4())
-	if !version || p.pub == nil || !ok || e.Port <= 0 || e.Port > 65535 {
+	if !version || p.pub == nil || e.Port <= 0 || e.Port > 65535 {
 		return p, false
 	}
-	p.addr = netip.AddrPortFrom(ip, uint16(e.Port))
-	return p, true
+	if ip, ok := netip.AddrFromSlice(e.AddrV4.To4()); ok {
+		p.addr = netip.AddrPortFrom(ip, uint16(e.Port))
+	}
+	if ip, ok := netip.AddrFromSlice(e.AddrV6.To16()); ok && e.AddrV6.To4() == nil && !ip.IsLinkLocalUnicast() {
+		p.addr6 = netip.AddrPortFrom(ip, uint16(e.Port))
+	}
+	return p, p.addr.IsValid() || p.addr6.IsValid()
+}
+
+// addrs returns the peer's addresses, IPv4 first.
+func (p lanPeer) addrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, a := range []netip.AddrPort{p.addr, p.addr6} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // lanDiscovery publishes and browses. It keeps no peer state: what it
@@ -195,11 +212,12 @@ func (l *lanDiscovery) publish() error {
 	return nil
 }
 
-// localIPs lists the IPv4 addresses peers on the LAN can reach us at: the
-// bound address, or every up, non-loopback interface address.
+// localIPs lists the addresses peers on the LAN can reach us at: the
+// bound address, or every up, non-loopback interface address; IPv6 ones
+// too when the node's IPv6 socket has the published port (lanIPv6).
 func (l *lanDiscovery) localIPs() []net.IP {
 	if a := l.s.LocalAddr().Addr(); a.IsValid() && !a.IsUnspecified() {
-		return []net.IP{a.AsSlice()}
+		return append([]net.IP{a.AsSlice()}, l.lanIPv6()...)
 	}
 	var ips []net.IP
 	ifs, err := net.Interfaces()
@@ -214,6 +232,41 @@ func (l *lanDiscovery) localIPs() []net.IP {
 		for _, a := range addrs {
 			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
 				ips = append(ips, n.IP.To4())
+			}
+		}
+	}
+	return append(ips, l.lanIPv6()...)
+}
+
+// lanIPv6 lists the IPv6 addresses to publish: those of the node's IPv6
+// socket when it listens on the published port (one DNS-SD instance has
+// one port), bound to one address or, for [::], every up, non-loopback,
+// non-link-local interface address.
+func (l *lanDiscovery) lanIPv6() []net.IP {
+	node := l.s.Node()
+	if node == nil {
+		return nil
+	}
+	v6 := node.LocalAddrIn(dht.IPv6)
+	if !v6.IsValid() || v6.Port() != l.s.LocalAddr().Port() || v6 == l.s.LocalAddr() {
+		return nil
+	}
+	if !v6.Addr().IsUnspecified() {
+		return []net.IP{v6.Addr().AsSlice()}
+	}
+	var ips []net.IP
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() == nil && !n.IP.IsLinkLocalUnicast() {
+				ips = append(ips, n.IP)
 			}
 		}
 	}
@@ -258,9 +311,12 @@ func (l *lanDiscovery) browse(ctx context.Context) {
 		return
 	}
 	entries := make(chan *mdns.ServiceEntry, lanMaxInstances)
+	// Ask over IPv6 multicast too when the node has an IPv6 socket: on an
+	// IPv6-only LAN that is the only way.
+	no6 := l.s.Node() == nil || !l.s.Node().LocalAddrIn(dht.IPv6).IsValid()
 	err := mdns.QueryContext(ctx, &mdns.QueryParam{
 		Service: lanService, Domain: "local", Timeout: lanQueryTimeout,
-		Entries: entries, DisableIPv6: true, Logger: discardLog,
+		Entries: entries, DisableIPv6: no6, Logger: discardLog,
 	})
 	close(entries)
 	if err != nil && ctx.Err() == nil {
@@ -273,7 +329,7 @@ func (l *lanDiscovery) browse(ctx context.Context) {
 		}
 		for _, t := range wanted {
 			if p.tags[lanTag(t)] {
-				l.s.foundLAN(t, p.pub, p.addr)
+				l.s.foundLAN(t, p.pub, p.addrs())
 			}
 		}
 	}
@@ -296,9 +352,12 @@ func (s *Swarm) lanTopics() (served, wanted []Topic) {
 }
 
 // foundLAN records a peer found on the LAN for topic.
-func (s *Swarm) foundLAN(topic Topic, pub ed25519.PublicKey, addr netip.AddrPort) {
+func (s *Swarm) foundLAN(topic Topic, pub ed25519.PublicKey, addrs []netip.AddrPort) {
 	s.mu.Lock()
 	s.stats.lanFound++
 	s.mu.Unlock()
-	s.found(topic, []dht.PeerRecord{{PublicKey: pub}}, map[peerKey][]netip.AddrPort{peerKey(pub): {addr}})
+	if s.node != nil {
+		addrs = s.node.Usable(addrs)
+	}
+	s.found(topic, []dht.PeerRecord{{PublicKey: pub}}, map[peerKey][]netip.AddrPort{peerKey(pub): addrs})
 }

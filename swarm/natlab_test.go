@@ -113,7 +113,26 @@ func TestLANDiscoveryNoDHT(t *testing.T) {
 	}
 	lab := natlab.New(t)
 	home := lab.AddRouter(natlab.RouterConfig{Type: natlab.PortRestricted})
-	hosts := []*natlab.Host{home.AddHost("a"), home.AddHost("b")}
+	runLANPair(t, []*natlab.Host{home.AddHost("a"), home.AddHost("b")})
+}
+
+// TestLANDiscoveryIPv6Only is TestLANDiscoveryNoDHT on a LAN with IPv6
+// alone: the hosts have no IPv4 address, so they publish and find each
+// other's IPv6 addresses over IPv6 multicast DNS and connect over IPv6.
+func TestLANDiscoveryIPv6Only(t *testing.T) {
+	if os.Getenv(natlab.ChildEnv) != "" {
+		t.Skip("parent test")
+	}
+	lab := natlab.New(t)
+	lab.EnableIPv6()
+	home := lab.AddRouter(natlab.RouterConfig{Type: natlab.PortRestricted, IPv6: true})
+	runLANPair(t, []*natlab.Host{home.AddHostIPv6Only("a"), home.AddHostIPv6Only("b")})
+}
+
+// runLANPair runs TestLANChild on two hosts of one LAN, each looking for
+// the other.
+func runLANPair(t *testing.T, hosts []*natlab.Host) {
+	t.Helper()
 	seeds := make([][]byte, 2)
 	pubs := make([]ed25519.PublicKey, 2)
 	for i := range seeds {
@@ -136,7 +155,7 @@ func TestLANDiscoveryNoDHT(t *testing.T) {
 	}
 	wg.Wait()
 	for i := range hosts {
-		if errs[i] != nil || !strings.Contains(outs[i], "LAN-CONNECTED") {
+		if errs[i] != nil || !strings.Contains(outs[i], "LAN-CONNECTED path=lan") {
 			t.Fatalf("host %d: %v\n%s", i, errs[i], outs[i])
 		}
 		t.Logf("host %d: %s", i, lastLine(outs[i], "LAN-CONNECTED"))

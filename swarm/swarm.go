@@ -639,6 +639,7 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 		PublicKey:   remote,
 		Role:        RoleServer,
 		Path:        hc.Path,
+		Remote:      hc.Remote,
 		Attempts:    p.attempts,
 		Explicit:    p.explicit,
 		LAN:         p.viaLAN,

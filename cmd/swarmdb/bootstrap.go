@@ -29,6 +29,7 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 1 error, 2 usage.`
 func bootstrapMain(ctx context.Context, args []string, std stdio) int {
 	f := newFlags("bootstrap", "", bootstrapAbout)
 	listen := f.String("listen", fmt.Sprintf("0.0.0.0:%d", DefaultPort), "UDP address to listen on")
+	listen6 := listen6Flag(f)
 	var bootstrap []netip.AddrPort
 	f.list(&bootstrap, "bootstrap", "comma-separated host:port of other bootstrap nodes")
 	publicIP := f.String("public-ip", "", "this node's public IP, when it cannot be learned (listening on 0.0.0.0 with no other bootstrap node)")
@@ -42,6 +43,9 @@ func bootstrapMain(ctx context.Context, args []string, std stdio) int {
 		return code
 	}
 	if err := checkHostPort("listen", *listen); err != nil {
+		return f.usageError(std, "%v", err)
+	}
+	if err := checkListen6(*listen6); err != nil {
 		return f.usageError(std, "%v", err)
 	}
 	turnListen, err := turnListenAddr(*turnSpec, *listen)
@@ -72,7 +76,7 @@ func bootstrapMain(ctx context.Context, args []string, std stdio) int {
 		log.Warn("joining the public BitTorrent mainline DHT: this node's IP address is published there")
 	}
 	if err := runBootstrap(ctx, bootstrapConfig{BootstrapConfig: node.BootstrapConfig{
-		ListenAddr: *listen, Bootstrap: bootstrap, PublicAddr: public, TURNAddr: turnListen, TURNPrivate: *turnPrivate,
+		ListenAddr: *listen, ListenAddr6: *listen6, Bootstrap: bootstrap, PublicAddr: public, TURNAddr: turnListen, TURNPrivate: *turnPrivate,
 		Mainline: routers, DataDir: *dataDir, Logger: log,
 	}, Events: &syncEvents{ev: eventWriter{json: *asJSON, w: std.out}}}); err != nil {
 		return failed(std, "bootstrap", err)
@@ -120,9 +124,9 @@ func runBootstrap(ctx context.Context, cfg bootstrapConfig) error {
 	if mlOn {
 		mainlineHuman = fmt.Sprintf("on (%d routers and cached nodes to start from)", ms.Routers)
 	}
-	cfg.Events.emit("ready", fmt.Sprintf("swarmdb bootstrap node ready\n  listening   %s (udp: DHT, STUN, hole-punching signaling)\n  public      %s\n  node id     %s\n  TURN relay  %s\n  mainline    %s",
-		st.LocalAddr, publicHuman, idHuman, turnHuman, mainlineHuman),
-		map[string]any{"addr": st.LocalAddr.String(), "public_addr": public, "id": id, "turn": turnAddr, "mainline": mainlineReady(ms, mlOn)})
+	ready := map[string]any{"addr": st.LocalAddr.String(), "public_addr": public, "id": id, "turn": turnAddr, "mainline": mainlineReady(ms, mlOn)}
+	cfg.Events.emit("ready", fmt.Sprintf("swarmdb bootstrap node ready\n  listening   %s (udp: DHT, STUN, hole-punching signaling)\n%s  public      %s\n  node id     %s\n  TURN relay  %s\n  mainline    %s",
+		st.LocalAddr, bootstrapIPv6(st, ready), publicHuman, idHuman, turnHuman, mainlineHuman), ready)
 
 	<-ctx.Done()
 	st = b.DHT().Stats()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,7 +28,8 @@ var errNoBootstrap = errors.New("--bootstrap is required (host:port,...)")
 
 const netcheckAbout = `Starts a throwaway DHT node and measures the NAT in front of its UDP socket against the
 --bootstrap nodes (every DHT node answers STUN): the public address, the mapping and
-filtering behaviour (RFC 4787), the classic NAT name and hairpinning.
+filtering behaviour (RFC 4787), the classic NAT name and hairpinning; for IPv4 and, when
+the host reaches IPv6 DHT nodes, for IPv6 separately.
 Exit codes: 0 measured, 1 error (no node answered), 2 usage, 130 interrupted.`
 
 func netcheckMain(ctx context.Context, args []string, std stdio) int {
@@ -37,6 +37,7 @@ func netcheckMain(ctx context.Context, args []string, std stdio) int {
 	var bootstrap []netip.AddrPort
 	f.list(&bootstrap, "bootstrap", "comma-separated host:port of DHT nodes to measure against (required)")
 	listen := f.String("listen", "0.0.0.0:0", "UDP address of the ephemeral node's socket")
+	listen6 := listen6Flag(f)
 	asJSON := f.Bool("json", false, "print the report as one JSON object on stdout")
 	timeout := f.Duration("timeout", netcheckTimeout, "give up after this long")
 	verbose := f.Bool("v", false, "debug logging on stderr")
@@ -44,6 +45,9 @@ func netcheckMain(ctx context.Context, args []string, std stdio) int {
 		return code
 	}
 	if err := checkHostPort("listen", *listen); err != nil {
+		return f.usageError(std, "%v", err)
+	}
+	if err := checkListen6(*listen6); err != nil {
 		return f.usageError(std, "%v", err)
 	}
 	if err := f.hosts.resolve(ctx); err != nil {
@@ -54,7 +58,7 @@ func netcheckMain(ctx context.Context, args []string, std stdio) int {
 	}
 	tctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	rep, err := netcheck(tctx, netcheckConfig{Listen: *listen, Bootstrap: bootstrap,
+	rep, err := netcheck(tctx, netcheckConfig{Listen: *listen, Listen6: *listen6, Bootstrap: bootstrap,
 		Logger: newLogger(std.err, *asJSON, logLevel(*verbose, slog.LevelWarn))})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -76,7 +80,9 @@ type netcheckConfig struct {
 	// or a natlab host's namespace.
 	Net transport.Net
 	// Listen is the local address. Zero means "0.0.0.0:0".
-	Listen    string
+	Listen string
+	// Listen6 is the IPv6 socket's (dht.Config.ListenAddr6).
+	Listen6   string
 	Bootstrap []netip.AddrPort
 	// ProbeWait is the wait for a filtering probe. Zero means
 	// holepunch.DefaultProbeWait.
@@ -104,7 +110,7 @@ func netcheck(ctx context.Context, cfg netcheckConfig) (holepunch.NATReport, err
 	}
 	p := dhtprobe.New()
 	node := dht.New(dht.Config{
-		Net: cfg.Net, ListenAddr: cfg.Listen, Bootstrap: cfg.Bootstrap, Mode: dht.ModeEphemeral,
+		Net: cfg.Net, ListenAddr: cfg.Listen, ListenAddr6: cfg.Listen6, Bootstrap: cfg.Bootstrap, Mode: dht.ModeEphemeral,
 		OnPacket: p.HandlePacket, Logger: cfg.Logger,
 	})
 	p.Attach(node)
@@ -112,33 +118,31 @@ func netcheck(ctx context.Context, cfg netcheckConfig) (holepunch.NATReport, err
 		return holepunch.NATReport{}, err
 	}
 	defer node.Close()
-	rep, err := holepunch.Check(ctx, holepunch.CheckConfig{
-		Prober:    p,
-		Servers:   cfg.Bootstrap,
-		Local:     node.LocalAddr(),
-		LocalIPs:  dhtprobe.LocalIPs(cfg.Net),
-		ProbeWait: cfg.ProbeWait,
-		Hairpin:   true,
-		Logger:    cfg.Logger,
-		Discover: func(ctx context.Context) ([]netip.AddrPort, error) {
-			if err := node.Bootstrap(ctx); err != nil {
-				return nil, err
-			}
-			// A lookup of a random target reaches nodes spread over the
-			// id space, beyond the bootstrap nodes.
-			var target dht.ID
-			_, _ = rand.Read(target[:])
-			return node.FindNode(ctx, target)
-		},
-	})
+	rep, err := dhtprobe.Measure(ctx, node, p, dhtprobe.MeasureConfig{Net: cfg.Net, ProbeWait: cfg.ProbeWait, Hairpin: true, Logger: cfg.Logger})
 	if errors.Is(err, holepunch.ErrNoAnswer) {
 		return rep, fmt.Errorf("no bootstrap node answered (tried %v): %w", cfg.Bootstrap, err)
 	}
 	return rep, err
 }
 
-// printReport writes the human report.
+// printReport writes the human report: IPv4, then IPv6 when measured.
 func printReport(w io.Writer, r holepunch.NATReport) {
+	if r.IPv6 == nil {
+		printFamily(w, r)
+		return
+	}
+	fmt.Fprintln(w, "IPv4")
+	if r.Answered == 0 {
+		fmt.Fprintln(w, "no IPv4 DHT node answered")
+	} else {
+		printFamily(w, r)
+	}
+	fmt.Fprintln(w, "\nIPv6")
+	printFamily(w, *r.IPv6)
+}
+
+// printFamily writes one family's report.
+func printFamily(w io.Writer, r holepunch.NATReport) {
 	fmt.Fprintf(w, "public address: %s\n", r.PublicAddr)
 	if len(r.PublicAddrs) > 1 {
 		fmt.Fprintf(w, "all public addresses: %v\n", r.PublicAddrs)

@@ -54,6 +54,7 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 	f.list(&cfg.Bootstrap, "bootstrap", "comma-separated host:port of DHT bootstrap nodes; none (and no --mainline or --public) means LAN discovery only")
 	ml := addMainlineFlags(f)
 	f.StringVar(&cfg.ListenAddr, "listen", "0.0.0.0:0", "UDP address of the node's socket (DHT, STUN, hole punching, sessions)")
+	listen6 := listen6Flag(f)
 	ws := f.String("ws", "127.0.0.1:9000", `WebSocket address for ToolDb clients and browsers: host:port, ":9000" (every interface), ws://host:port, or "off"`)
 	origins := f.String("origin", "", "comma-separated browser origins the WebSocket accepts (host patterns, or scheme://host); none means any")
 	f.StringVar(&cfg.PublicWebSocketURL, "public-ws", "", "the URL browsers reach this node's WebSocket at from outside (ws://host:port or wss://host:port); announced on the DHT and listed in /peers.json")
@@ -91,6 +92,9 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 	}
 	if err := checkHostPort("listen", cfg.ListenAddr); err != nil {
 		return f.usageError(std, "%v", err)
+	}
+	if cfg.ListenAddr6 = *listen6; checkListen6(cfg.ListenAddr6) != nil {
+		return f.usageError(std, "%v", checkListen6(cfg.ListenAddr6))
 	}
 	if *metricsAddr != "" {
 		if err := checkHostPort("metrics", *metricsAddr); err != nil {
@@ -136,8 +140,8 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 		conns.observe(e)
 		peer := hex.EncodeToString(e.PublicKey)
 		ms := e.ConnectTime.Seconds() * 1000
-		out.emit("peer_connected", fmt.Sprintf("peer %s connected (%s, %s) in %.1f ms", peer[:16], e.Path, e.Role, ms),
-			map[string]any{"peer": peer, "path": string(e.Path), "role": e.Role, "connect_ms": ms})
+		out.emit("peer_connected", fmt.Sprintf("peer %s connected (%s over %s, %s) in %.1f ms", peer[:16], e.Path, familyOf(e.Remote), e.Role, ms),
+			map[string]any{"peer": peer, "path": string(e.Path), "family": familyOf(e.Remote), "role": e.Role, "connect_ms": ms})
 	}
 	cfg.OnPeerDisconnect = func(e node.PeerEvent) {
 		peer := hex.EncodeToString(e.PublicKey)
@@ -263,6 +267,7 @@ func readyFields(nd *node.Node, topic, dataDir string, lanOnly bool, metricsLn n
 		"lan_only":   lanOnly,
 		"nat":        natClass(nd, lanOnly),
 	}
+	ipv6Fields(nd, f)
 	f["ws"] = nd.WebSocketURL()
 	f["public_ws"] = nd.Status().PublicWebSocket
 	ms, ok := nd.MainlineStats()
@@ -279,6 +284,7 @@ func readyHuman(nd *node.Node, topic string, lanOnly bool, metricsLn net.Listene
 	fmt.Fprintf(&b, "  public key  %s\n", hex.EncodeToString(nd.PublicKey()))
 	fmt.Fprintf(&b, "  ToolDb addr %s\n", nd.Address())
 	fmt.Fprintf(&b, "  udp         %s\n", nd.LocalAddr())
+	b.WriteString(ipv6Human(nd))
 	if u := nd.WebSocketURL(); u != "" {
 		fmt.Fprintf(&b, "  websocket   %s (page: %s/)\n", u, strings.Replace(strings.Replace(u, "wss://", "https://", 1), "ws://", "http://", 1))
 	} else {
@@ -326,8 +332,9 @@ func reportNAT(ctx context.Context, nd *node.Node, out *syncEvents) {
 		if r.Class == "" {
 			continue
 		}
-		out.emit("nat", fmt.Sprintf("NAT: %s (public %s, mapping %s, filtering %s)", r.Class, r.PublicAddr, r.Mapping, r.Filtering),
-			map[string]any{"nat": string(r.Class), "public_addr": r.PublicAddr.String(), "mapping": r.Mapping.String(), "filtering": r.Filtering.String()})
+		human, fields := natIPv6(fmt.Sprintf("NAT: %s (public %s, mapping %s, filtering %s)", r.Class, r.PublicAddr, r.Mapping, r.Filtering),
+			map[string]any{"nat": string(r.Class), "public_addr": r.PublicAddr.String(), "mapping": r.Mapping.String(), "filtering": r.Filtering.String()}, r)
+		out.emit("nat", human, fields)
 		return
 	}
 }

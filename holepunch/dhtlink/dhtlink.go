@@ -157,15 +157,23 @@ func (l *Link) PublicAddr() netip.AddrPort {
 }
 
 // IPv6 implements holepunch.Link: the node's IPv6 socket beside its
-// primary one (see dht.Family).
+// primary one (see dht.Family). A node that has joined no overlay at all
+// (no DHT nodes: a LAN-only node) counts as joined in every family it has
+// a socket for, as dht.Node.Usable does, so two IPv6-only hosts on a LAN
+// still offer each other their addresses.
 func (l *Link) IPv6() holepunch.IPv6State {
 	n := l.nodeOrNil()
 	if n == nil {
 		return holepunch.IPv6State{}
 	}
-	for _, f := range n.Families() {
+	fams := n.Families()
+	none := true
+	for _, f := range fams {
+		none = none && !f.Joined
+	}
+	for _, f := range fams {
 		if f.Family == dht.IPv6 {
-			return holepunch.IPv6State{Local: f.LocalAddr, Public: f.PublicAddr, Joined: f.Joined}
+			return holepunch.IPv6State{Local: f.LocalAddr, Public: f.PublicAddr, Joined: f.Joined || none}
 		}
 	}
 	return holepunch.IPv6State{}
@@ -236,13 +244,8 @@ func TURNHandler(srv *holepunch.TURNServer) dht.TURNHandler {
 }
 
 // MeasureNAT measures the NAT in front of each of the node's sockets
-// against that family's bootstrap nodes and nodes a random lookup finds
-// (holepunch.Check): the report is the IPv4 one, with the IPv6 one in its
-// IPv6 field. The families are measured at once when both have bootstrap
-// nodes from the start (each family's filtering probes then go out before
-// the node joins either overlay); otherwise the IPv6 side is measured
-// after the join, against the IPv6 nodes it found. The measurement fails
-// only when no family could be measured.
+// (dhtprobe.Measure): the IPv4 report, with the IPv6 one in its IPv6
+// field.
 func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 	l.mu.RLock()
 	n, tn := l.node, l.net
@@ -250,125 +253,5 @@ func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
 	if n == nil {
 		return holepunch.NATReport{}, ErrNotAttached
 	}
-	var ips []netip.Addr
-	if tn != nil {
-		ips = dhtprobe.LocalIPs(tn)
-	}
-	var servers [2][]netip.AddrPort
-	for _, b := range n.BootstrapNodes() {
-		servers[dht.FamilyOf(b)] = append(servers[dht.FamilyOf(b)], b)
-	}
-	var joinOnce sync.Once
-	var joinErr error
-	join := func(ctx context.Context) error {
-		joinOnce.Do(func() { joinErr = n.Bootstrap(ctx) })
-		return joinErr
-	}
-	has := func(fam dht.Family) bool { return n.LocalAddrIn(fam).IsValid() }
-	early6 := has(dht.IPv6) && len(servers[dht.IPv6]) > 0
-	early4 := has(dht.IPv4) && len(servers[dht.IPv4]) > 0
-	// Checks that run at once join only when every one has sent its
-	// filtering probes: joining contacts the other family's nodes too,
-	// and a probe's "stranger" must be one.
-	probed := newBarrier(btoi(early4) + btoi(early6))
-	check := func(fam dht.Family, b *barrier) (holepunch.NATReport, error) {
-		var arrived sync.Once
-		defer arrived.Do(b.arrive)
-		return holepunch.Check(ctx, holepunch.CheckConfig{
-			Prober:   l.prober,
-			Servers:  servers[fam],
-			Local:    n.LocalAddrIn(fam),
-			LocalIPs: ips,
-			Discover: func(ctx context.Context) ([]netip.AddrPort, error) {
-				// Check calls Discover after its filtering probes, which
-				// must reach a node that never heard from us; measuring
-				// before the first bootstrap gets the best filtering
-				// result, so join here.
-				arrived.Do(b.arrive)
-				if err := b.wait(ctx); err != nil {
-					return nil, err
-				}
-				if err := join(ctx); err != nil {
-					return nil, err
-				}
-				var target dht.ID
-				_, _ = rand.Read(target[:])
-				return n.FindNodeIn(ctx, fam, target)
-			},
-		})
-	}
-	var (
-		r4, r6     holepunch.NATReport
-		err4, err6 = holepunch.ErrNoServers, holepunch.ErrNoServers
-		wg         sync.WaitGroup
-	)
-	if early6 {
-		wg.Go(func() { r6, err6 = check(dht.IPv6, probed) })
-	}
-	if early4 {
-		r4, err4 = check(dht.IPv4, probed)
-	}
-	wg.Wait()
-	if err := join(ctx); err != nil && err4 != nil && err6 != nil {
-		return holepunch.NATReport{}, err
-	}
-	if !early6 && has(dht.IPv6) && n.Speaks(dht.IPv6) {
-		for _, b := range n.BootstrapNodes() {
-			if dht.FamilyOf(b) == dht.IPv6 {
-				servers[dht.IPv6] = append(servers[dht.IPv6], b)
-			}
-		}
-		r6, err6 = check(dht.IPv6, newBarrier(1))
-	}
-	if err4 != nil {
-		if err6 != nil {
-			return r4, err4
-		}
-		r4 = holepunch.Classify(holepunch.Observations{}) // IPv4 unmeasured
-	}
-	if err6 == nil {
-		r4.IPv6 = &r6
-	}
-	return r4, nil
-}
-
-// barrier lets n parties wait until all have arrived.
-type barrier struct {
-	mu   sync.Mutex
-	left int
-	all  chan struct{} // closed when left reaches zero
-}
-
-func newBarrier(n int) *barrier {
-	b := &barrier{left: n, all: make(chan struct{})}
-	if n <= 0 {
-		close(b.all)
-	}
-	return b
-}
-
-// arrive counts one party in; each party calls it once.
-func (b *barrier) arrive() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.left--; b.left == 0 {
-		close(b.all)
-	}
-}
-
-// wait returns when every party arrived or ctx is done.
-func (b *barrier) wait(ctx context.Context) error {
-	select {
-	case <-b.all:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
+	return dhtprobe.Measure(ctx, n, l.prober, dhtprobe.MeasureConfig{Net: tn})
 }
