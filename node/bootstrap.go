@@ -174,7 +174,7 @@ func (b *Bootstrap) startMainline(ctx context.Context) error {
 	if len(b.cfg.Mainline) == 0 {
 		return nil
 	}
-	routers := resolveRouters(ctx, b.cfg.Mainline, b.log)
+	routers := resolveRouters(ctx, b.cfg.Mainline, b.dn, b.log)
 	if b.cache != nil {
 		routers = validAddrs(append(routers, b.cache.Mainline...))
 	}

@@ -387,7 +387,7 @@ func (m *mainlinePart) joinByName() bool {
 // at a time), adds those that pass to the DHT's bootstrap nodes and
 // returns them.
 func (m *mainlinePart) verifyAndKeep(ctx context.Context, candidates []netip.AddrPort) []netip.AddrPort {
-	self := []netip.AddrPort{m.dn.LocalAddr(), m.dn.PublicAddr()}
+	self := []netip.AddrPort{m.dn.LocalAddr(), m.dn.PublicAddr(), m.dn.LocalAddrIn(dht.IPv6), m.dn.PublicAddrIn(dht.IPv6)}
 	var todo []netip.AddrPort
 	for _, c := range candidates {
 		if !slices.Contains(self, c) && len(todo) < maxCandidates {
@@ -482,10 +482,15 @@ func (h *krpcHook) handle(b []byte, from netip.AddrPort) {
 const resolveTimeout = 10 * time.Second
 
 // resolveRouters turns host:port strings into addresses: literals as they
-// are, host names through the resolver (IPv4 only: the node's socket is).
-// A name that does not resolve is logged and skipped; the cache may still
-// hold enough nodes.
-func resolveRouters(ctx context.Context, hostports []string, log *slog.Logger) []netip.AddrPort {
+// are, host names through the resolver, for the families dn has sockets
+// of (AAAA records too with an IPv6 socket: the mainline node speaks BEP 32
+// over both sockets). A name that does not resolve is logged and skipped;
+// the cache may still hold enough nodes.
+func resolveRouters(ctx context.Context, hostports []string, dn *dht.Node, log *slog.Logger) []netip.AddrPort {
+	network := "ip4"
+	if dn.LocalAddrIn(dht.IPv6).IsValid() {
+		network = "ip"
+	}
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
 	var out []netip.AddrPort
@@ -500,7 +505,7 @@ func resolveRouters(ctx context.Context, hostports []string, log *slog.Logger) [
 			log.Warn("mainline router ignored: want host:port", "router", hp)
 			continue
 		}
-		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, network, host)
 		if err != nil {
 			log.Warn("mainline router does not resolve", "router", hp, "err", err)
 			continue
@@ -519,7 +524,7 @@ func (n *Node) startMainline(ctx context.Context) error {
 	if len(n.cfg.Mainline) == 0 || dn == nil {
 		return nil
 	}
-	routers := resolveRouters(ctx, n.cfg.Mainline, n.log)
+	routers := resolveRouters(ctx, n.cfg.Mainline, dn, n.log)
 	routers = validAddrs(append(routers, n.cache.Mainline...))
 	if len(routers) == 0 {
 		n.log.Warn("mainline dht: no router resolves and none is cached; the node only answers others")
