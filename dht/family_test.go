@@ -62,7 +62,7 @@ func TestDualStackJoinsBothOverlays(t *testing.T) {
 		if !v4.Joined || !v6.Joined || !v6.Persistent {
 			t.Fatalf("%s: v4 %+v v6 %+v", n.LocalAddr(), v4, v6)
 		}
-		if v6.ID != dht.NodeID(v6.PublicAddr) || v4.ID != dht.NodeID(v4.PublicAddr) {
+		if v6.ID != dht.NodeID(v6.LocalAddr) || v4.ID != dht.NodeID(v4.LocalAddr) {
 			t.Fatalf("%s: ids do not match the addresses: %+v %+v", n.LocalAddr(), v4, v6)
 		}
 		for _, a := range n.Contacts() {

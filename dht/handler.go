@@ -318,9 +318,10 @@ func (n *Node) crossCloser(m *Message, src netip.AddrPort, target ID) []netip.Ad
 		}
 		self := netip.AddrPort{}
 		if st.persistent {
-			if self = n.publicAddrLocked(st); self.IsValid() {
-				out = append(out, self)
-			}
+			// Where its id says it is; what others report may be unknown
+			// yet (the first node of a network).
+			self = st.at
+			out = append(out, self)
 		}
 		for _, c := range st.table.closest(target, maxCrossCloser) {
 			if len(out) < maxCrossCloser && c.addr != self {

@@ -323,10 +323,8 @@ func (n *Node) publicAddrLocked(st *stack) netip.AddrPort {
 	if pub := n.configuredPublic(st.fam); pub.IsValid() {
 		return pub
 	}
-	if a, _ := majority(st.samples); a.IsValid() {
-		return a
-	}
-	return st.at // zero unless persistent
+	a, _ := majority(st.samples)
+	return a
 }
 
 // FamilyState is the node's state in one address family.
