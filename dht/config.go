@@ -52,7 +52,7 @@ type PacketHandler func(b []byte, from netip.AddrPort)
 // Config configures a Node. The zero value is a working ephemeral-capable
 // node on a random port of all interfaces with no bootstrap nodes.
 type Config struct {
-	// Net opens the node's one UDP socket. Zero means the real network
+	// Net opens the node's UDP sockets. Zero means the real network
 	// (pion stdnet); tests pass a vnet.
 	Net transport.Net
 	// ListenAddr is the local address to bind. Zero means "0.0.0.0:0". An

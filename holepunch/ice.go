@@ -48,8 +48,8 @@ const (
 
 // Link is what the endpoint needs from the DHT node it runs on. It is
 // implemented over *dht.Node by holepunch/dhtlink and by fakes in tests.
-// Every method uses the node's one UDP socket, so the addresses a peer
-// learns through the DHT are the ones ICE punches.
+// Every method uses the node's UDP sockets (one per address family), so
+// the addresses a peer learns through the DHT are the ones ICE punches.
 type Link interface {
 	// Register makes priv's key reachable: the DHT relays forward signaling
 	// for it to this node. It returns the relays.

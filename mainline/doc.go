@@ -1,6 +1,8 @@
 // Package mainline is a node of the BitTorrent mainline DHT (BEP 5), the
 // largest DHT there is, built on github.com/anacrolix/dht/v2 and run on the
-// swarmdb node's one UDP socket. swarmdb uses it for two things:
+// swarmdb node's UDP sockets (the IPv4 one, and the IPv6 one when the node
+// has it: the library speaks BEP 32 over both). swarmdb uses it for two
+// things:
 //
 //   - finding peers with no known address: ToolDb servers and clients that
 //     use discovery-channel announce and look up SHA-1(topic) here

@@ -29,8 +29,9 @@ type Config struct {
 	// refused with db.ErrWALCorrupt and left untouched.
 	RepairStore bool
 
-	// ListenAddr is the UDP address of the node's one socket (DHT, STUN,
-	// hole punching, sessions). Zero means "0.0.0.0:0".
+	// ListenAddr is the UDP address of the node's socket (DHT, STUN, hole
+	// punching, sessions). Zero means "0.0.0.0:0". An IPv6 address makes an
+	// IPv6-only node.
 	ListenAddr string
 	// ListenAddr6 is the UDP address of the node's IPv6 socket, or
 	// dht.ListenOff. Zero means [::] on ListenAddr's port when ListenAddr

@@ -1,5 +1,5 @@
 // Package dhtlink implements holepunch.Link over a *dht.Node: the endpoint
-// signals through the node's relays and shares its one UDP socket. Besides
+// signals through the node's relays and shares its UDP sockets. Besides
 // package dhtprobe it is the only place where holepunch meets dht.
 //
 // Wire it before the node starts, since dht.Config takes the hooks:

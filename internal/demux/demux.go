@@ -1,6 +1,7 @@
 // Package demux is the one table of what shares a swarmdb node's UDP socket.
 //
-// A node speaks several protocols on one UDP socket: STUN (every DHT node is
+// A node speaks several protocols on one UDP socket (one per address
+// family: IPv4, and IPv6 when it has it; both carry the same mix): STUN (every DHT node is
 // a STUN server, and ICE checks are STUN), our own DHT, the BitTorrent
 // mainline DHT (KRPC), birthday-paradox punching probes and the sealed
 // datagrams of package secure. A datagram's first byte alone says which;
