@@ -103,10 +103,8 @@ func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (ho
 		r4, err4 = check(dht.IPv4, probed)
 	}
 	wg.Wait()
-	if err := join(ctx); err != nil && err4 != nil && err6 != nil {
-		return holepunch.NATReport{}, err
-	}
-	if !early6 && has(dht.IPv6) && n.Speaks(dht.IPv6) {
+	if !early6 && has(dht.IPv6) && (early4 || join(ctx) == nil) && n.Speaks(dht.IPv6) {
+		// The IPv6 nodes the join found (the IPv4 check's Discover joined).
 		for _, b := range n.BootstrapNodes() {
 			if dht.FamilyOf(b) == dht.IPv6 {
 				servers[dht.IPv6] = append(servers[dht.IPv6], b)
