@@ -36,11 +36,11 @@ const (
 
 // control is one connection's control stream.
 type control struct {
-	out      chan []byte        // encoded messages to write
+	out      chan []byte         // encoded messages to write
 	accepted chan *secure.Stream // the peer's control stream, found by acceptStreams; buffered 1
-	demote   chan struct{}      // closed when the connection is demoted: flush, then close
+	demote   chan struct{}       // closed when the connection is demoted: flush, then close
 	apps     chan *secure.Stream // application streams for Conn.AcceptStream
-	demoted  bool               // demote is closed; guarded by Swarm.mu
+	demoted  bool                // demote is closed; guarded by Swarm.mu
 }
 
 func newControl() *control {

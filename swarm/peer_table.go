@@ -28,9 +28,9 @@ type peerState struct {
 	banned   bool
 	viaLAN   bool // last found by LAN discovery
 
-	queued  bool      // waiting in the dial queue
-	due     time.Time // queued: earliest dial
-	order   float64   // queued: random tie-break among equals
+	queued bool      // waiting in the dial queue
+	due    time.Time // queued: earliest dial
+	order  float64   // queued: random tie-break among equals
 	// kind is the membership reason of the queued dial (kindForwardJoin
 	// lets it past MaxPeers); dialKind is the one of the dial in flight.
 	kind     dialKind
