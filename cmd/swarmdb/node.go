@@ -82,6 +82,7 @@ func nodeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)")
 	keepLoopback := fs.Bool("loopback", false, "keep loopback ICE candidates (several nodes on one host, tests)")
 	noLAN := fs.Bool("no-lan", false, "turn LAN discovery (mDNS) off")
+	maxPeers := fs.Int("max-peers", swarm.DefaultMaxPeers, "most swarm connections at once; a larger swarm stays one network through the membership protocol")
 	asJSON := fs.Bool("json", false, "print events as one JSON object per line on stdout; logs as JSON on stderr")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -99,6 +100,9 @@ func nodeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if *topic == "" {
 		return usageErr("--topic is required")
+	}
+	if *maxPeers < 1 {
+		return usageErr("--max-peers %d: want at least 1", *maxPeers)
 	}
 	bootstrap, err := parseAddrList(*boot)
 	if err != nil {
@@ -138,7 +142,7 @@ func nodeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Topic: *topic, DataDir: *dataDir, ListenAddr: *listen, Bootstrap: bootstrap,
 		WebSocketAddr: *ws, AllowedOrigins: splitList(*origins),
 		Server: *server, Client: *client, KeepLoopback: *keepLoopback, DisableLAN: *noLAN,
-		Logger: log,
+		MaxPeers: *maxPeers, Logger: log,
 		OnPeerConnect: func(e node.PeerEvent) {
 			conns.observe(e)
 			peer := hex.EncodeToString(e.PublicKey)
@@ -333,6 +337,10 @@ func disconnectReason(err error) string {
 		return "duplicate"
 	case errors.Is(err, swarm.ErrDead):
 		return "dead_after_network_change"
+	case errors.Is(err, swarm.ErrStale):
+		return "silent"
+	case errors.Is(err, swarm.ErrDemoted):
+		return "demoted"
 	case errors.Is(err, swarm.ErrBanned):
 		return "banned"
 	case errors.Is(err, swarm.ErrFirewalled):

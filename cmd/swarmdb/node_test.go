@@ -103,7 +103,7 @@ func TestNodeRestart(t *testing.T) {
 	const topic = "restart-cli"
 	nodeArgs := func(dir string) []string {
 		return []string{"node", "--topic", topic, "--data", dir, "--bootstrap", bootAddr, "--listen", "127.0.0.1:0",
-			"--ws", "127.0.0.1:0", "--loopback", "--no-lan", "--json"}
+			"--ws", "127.0.0.1:0", "--loopback", "--no-lan", "--max-peers", "8", "--json"}
 	}
 	a := startProc(t, bin, nodeArgs(t.TempDir())...)
 	readyA := a.waitEvent("ready")
@@ -220,6 +220,7 @@ func TestNodeUsage(t *testing.T) {
 		{"--topic", "t", "--mode", "x"},  // bad mode
 		{"--topic", "t", "extra"},        // stray argument
 		{"--topic", "t", "--bogus-flag"}, // unknown flag
+		{"--topic", "t", "--max-peers", "0"},
 	} {
 		var out, errOut strings.Builder
 		if code := nodeMain(t.Context(), args, &out, &errOut); code != nodeExitUsage {
