@@ -25,6 +25,9 @@ func (p *Peer) handle(m *Message) bool {
 	b := p.b
 	if !b.seenIDs.add(m.Type + "\x00" + m.ID) {
 		b.stats.dups.Add(1)
+		if (m.Type == TypePut || m.Type == TypeCRDTPut) && !m.Catchup {
+			p.putArrived(m.Data.Key, m.ID, false)
+		}
 		return true
 	}
 	if !p.identified.Load() && m.Type != TypePing && m.Type != TypePong && m.Type != TypeError {
@@ -53,6 +56,17 @@ func (p *Peer) handle(m *Message) bool {
 		if !p.swarmdb.Load() {
 			return p.bad(m.ID, fmt.Errorf("%w: %s from a peer that is not swarmdb", ErrUnknownType, m.Type))
 		}
+		switch m.Sync.Op {
+		case syncOpIHave:
+			p.onIHave(m.Sync.Items)
+			return true
+		case syncOpGraft:
+			p.onGraft(m.Sync.Items)
+			return true
+		case syncOpPrune:
+			p.onPrune()
+			return true
+		}
 		if b.cfg.DisableSync && m.Sync.Op != syncOpHave && m.Sync.Op != syncOpWant {
 			return true
 		}
@@ -61,11 +75,20 @@ func (p *Peer) handle(m *Message) bool {
 	return true
 }
 
+// protocolVersion is the swarmdb version we speak: without the broadcast
+// tree, the one before it, so peers send us every put in full.
+func (b *Bridge) protocolVersion() int {
+	if b.cfg.DisablePlumtree {
+		return treeVersion - 1
+	}
+	return ProtocolVersion
+}
+
 // sendPing sends our ping (we opened the connection).
 func (p *Peer) sendPing() {
 	b := p.b
 	m := &Message{Type: TypePing, ID: newID(), To: []string{b.clientID}, IsServer: b.cfg.Server,
-		ClientID: b.clientID, Peer: &b.desc, Swarmdb: ProtocolVersion}
+		ClientID: b.clientID, Peer: &b.desc, Swarmdb: b.protocolVersion()}
 	p.mu.Lock()
 	p.pingID = m.ID
 	p.mu.Unlock()
@@ -78,11 +101,11 @@ func (p *Peer) onPing(m *Message) bool {
 	if err := VerifyPeerDesc(m.Peer, b.cfg.Topic, b.cfg.Now()); err != nil {
 		return p.bad(m.ID, err)
 	}
-	if err := p.identify(m.ClientID, m.Peer, m.IsServer, m.Swarmdb > 0); err != nil {
+	if err := p.identify(m.ClientID, m.Peer, m.IsServer, m.Swarmdb); err != nil {
 		return p.bad(m.ID, err)
 	}
 	p.send(&Message{Type: TypePong, ID: m.ID, To: []string{b.clientID}, IsServer: b.cfg.Server,
-		ClientID: b.clientID, Servers: b.serverList(), Peer: &b.desc, Swarmdb: ProtocolVersion})
+		ClientID: b.clientID, Servers: b.serverList(), Peer: &b.desc, Swarmdb: b.protocolVersion()})
 	return true
 }
 
@@ -110,7 +133,7 @@ func (p *Peer) onPong(m *Message) bool {
 	if err := VerifyPeerDesc(d, b.cfg.Topic, b.cfg.Now()); err != nil {
 		return p.bad(m.ID, err)
 	}
-	if err := p.identify(m.ClientID, d, m.IsServer, m.Swarmdb > 0); err != nil {
+	if err := p.identify(m.ClientID, d, m.IsServer, m.Swarmdb); err != nil {
 		return p.bad(m.ID, err)
 	}
 	now := b.cfg.Now()
@@ -134,7 +157,8 @@ func (p *Peer) onPong(m *Message) bool {
 // identify binds the connection to a verified descriptor. The client id must be the one ToolDb
 // derives from the address (so a peer cannot take another's id without its key), must not be
 // ours, must not change on a connection, and must not be held by another live connection.
-func (p *Peer) identify(clientID string, d *PeerDesc, isServer, swarmdb bool) error {
+func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int) error {
+	swarmdb := version > 0
 	b := p.b
 	if clientID != ClientID(d.Address) {
 		return fmt.Errorf("%w: %q is not the id of address %q", ErrIDClaimed, truncate(clientID, 32), truncate(d.Address, 100))
@@ -157,6 +181,7 @@ func (p *Peer) identify(clientID string, d *PeerDesc, isServer, swarmdb bool) er
 		b.byClient[clientID] = p
 		p.isServer.Store(isServer)
 		p.swarmdb.Store(swarmdb)
+		p.proto.Store(int32(min(version, 1<<20)))
 		if isServer && d.Address != b.desc.Address && len(b.servers) < maxKnownServers {
 			b.servers[d.Address] = *d
 		}
@@ -202,8 +227,14 @@ func (p *Peer) onPut(m *Message) {
 	hk := recordID(&rec)
 	if b.seenHashes.has(hk) {
 		b.stats.dups.Add(1)
+		if !m.Catchup {
+			p.putArrived(rec.Key, m.ID, false)
+		}
 		b.answerPending(m.ID, &rec)
 		return
+	}
+	if !m.Catchup {
+		p.putArrived(rec.Key, m.ID, true)
 	}
 	out, err := b.store.Put(b.ctx, rec)
 	if err != nil {

@@ -58,6 +58,11 @@ const (
 	syncOpLeaf = "leaf"
 	syncOpWant = "want"
 	syncOpHave = "have"
+	// The broadcast tree's messages (plumtree.go): ihave lists (key, put id) of puts not sent
+	// in full, graft asks for some of them and makes the link eager, prune makes it lazy.
+	syncOpIHave = "ihave"
+	syncOpGraft = "graft"
+	syncOpPrune = "prune"
 	syncFanout = 16
 	// syncLeafMax: below this many keys on both sides together, listing them costs less than
 	// another level of summaries.

@@ -1,0 +1,245 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+var tt0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// TestPlumtreeLinks: links start eager; a duplicate on an eager link prunes
+// it once; a prune or a first copy changes the mode; a graft makes a link
+// eager.
+func TestPlumtreeLinks(t *testing.T) {
+	tr := newPlumtree[string](time.Second)
+	if !tr.eager("a") {
+		t.Fatal("a new link is not eager")
+	}
+	if !tr.duplicate("a") {
+		t.Fatal("a duplicate on an eager link must prune it")
+	}
+	if tr.eager("a") || tr.duplicate("a") {
+		t.Fatal("a pruned link is lazy, and is pruned once")
+	}
+	tr.received("a", treeItem{"k", "1"})
+	if !tr.eager("a") {
+		t.Fatal("the first copy of a put makes its link eager")
+	}
+	tr.prune("b")
+	if tr.eager("b") {
+		t.Fatal("prune")
+	}
+	tr.graft("b")
+	if !tr.eager("b") {
+		t.Fatal("graft")
+	}
+}
+
+// TestPlumtreeGraftsWhenTheTreeFails: a put announced lazily is grafted
+// from its first announcer after the timeout unless it arrives; the next
+// announcer is tried half a timeout later; when every announcer was tried,
+// it is given up.
+func TestPlumtreeGraftsWhenTheTreeFails(t *testing.T) {
+	tr := newPlumtree[string](time.Second)
+	tr.prune("a")
+	tr.prune("b")
+	lost, came := treeItem{"k1", "1"}, treeItem{"k2", "2"}
+	tr.ihave("a", lost, tt0)
+	tr.ihave("a", came, tt0)
+	tr.ihave("b", lost, tt0.Add(100*time.Millisecond))
+	tr.ihave("a", lost, tt0.Add(200*time.Millisecond)) // again: no second entry
+	if g, next := tr.tick(tt0.Add(999 * time.Millisecond)); len(g) != 0 || next != tt0.Add(time.Second) {
+		t.Fatalf("early: %v, next %v", g, next)
+	}
+	tr.received("c", came) // through the tree, in time
+	g, next := tr.tick(tt0.Add(time.Second))
+	if len(g) != 1 || g[0].to != "a" || g[0].it != lost || !tr.eager("a") {
+		t.Fatalf("first graft: %v", g)
+	}
+	if next != tt0.Add(1500*time.Millisecond) {
+		t.Fatalf("next graft due %v", next)
+	}
+	g, _ = tr.tick(tt0.Add(1500 * time.Millisecond))
+	if len(g) != 1 || g[0].to != "b" {
+		t.Fatalf("second graft: %v", g)
+	}
+	if g, next := tr.tick(tt0.Add(2 * time.Second)); len(g) != 0 || !next.IsZero() {
+		t.Fatalf("after every announcer: %v, next %v", g, next)
+	}
+	if _, missing := tr.size(); missing != 0 {
+		t.Fatalf("%d puts still missing", missing)
+	}
+}
+
+// TestPlumtreeDownForgetsAnnouncer: a link that goes away is not grafted.
+func TestPlumtreeDownForgetsAnnouncer(t *testing.T) {
+	tr := newPlumtree[string](time.Second)
+	it := treeItem{"k", "1"}
+	tr.ihave("a", it, tt0)
+	tr.ihave("b", it, tt0)
+	tr.down("a")
+	if g, _ := tr.tick(tt0.Add(time.Second)); len(g) != 1 || g[0].to != "b" {
+		t.Fatalf("grafts %v, want one to b", g)
+	}
+}
+
+// mesh links bridges i and j for every pair in edges and returns the
+// peers, by bridge, keyed by the other bridge's index.
+func mesh(t *testing.T, bs []*Bridge, edges [][2]int) []map[int]*Peer {
+	t.Helper()
+	peers := make([]map[int]*Peer, len(bs))
+	for i := range peers {
+		peers[i] = map[int]*Peer{}
+	}
+	for _, e := range edges {
+		pa, pb := link(t, bs[e[0]], bs[e[1]])
+		peers[e[0]][e[1]], peers[e[1]][e[0]] = pa, pb
+	}
+	return peers
+}
+
+// treeMesh is 8 bridges on a ring with chords: every node has 3 or 4
+// links, so flooding delivers most puts several times.
+var treeMeshEdges = [][2]int{
+	{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 5}, {5, 6}, {6, 7}, {7, 0},
+	{0, 4}, {1, 5}, {2, 6}, {3, 7}, {0, 2}, {4, 6},
+}
+
+// writeAndWait writes n records on bs[0] under prefix and waits until every
+// bridge holds all of them; paced, it waits for each record before the
+// next, so no put waits in a queue longer than a graft timeout.
+func writeAndWait(t *testing.T, bs []*Bridge, prefix string, n int, paced bool) {
+	t.Helper()
+	ctx := context.Background()
+	wait := func(i int) {
+		for _, b := range bs[1:] {
+			waitRecord(t, b.Store(), fmt.Sprintf("%s/%03d", prefix, i), "")
+		}
+	}
+	for i := range n {
+		rec := record(t, testUser, fmt.Sprintf("%s/%03d", prefix, i), `1`)
+		if _, err := bs[0].Put(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		if paced {
+			wait(i)
+		}
+	}
+	if !paced {
+		for i := range n {
+			wait(i)
+		}
+	}
+}
+
+// treeCost sums, over every bridge, the put copies dropped as duplicates
+// and the messages sent.
+func treeCost(bs []*Bridge) (dups, out uint64, st Stats) {
+	for _, b := range bs {
+		s := b.Stats()
+		dups += s.Duplicates
+		out += s.MessagesOut
+		st.IHaves += s.IHaves
+		st.Grafts += s.Grafts
+		st.Prunes += s.Prunes
+		st.LazyLinks += s.LazyLinks
+	}
+	return dups, out, st
+}
+
+// TestTreeCutsDuplicates: on a mesh of 8 bridges the tree prunes the links
+// that bring copies; after the first puts, a put reaches every node about
+// once, where flooding (DisablePlumtree) keeps delivering copies. The
+// writes are paced (each waits for the last to arrive everywhere), so that
+// no put is delayed past a graft timeout: grafts under a backlog are the
+// load test's subject.
+func TestTreeCutsDuplicates(t *testing.T) {
+	run := func(disable bool) (dupsPerRecord float64, st Stats) {
+		bs := make([]*Bridge, 8)
+		for i := range bs {
+			bs[i] = newBridge(t, Config{Server: true, DisablePlumtree: disable, DisableSync: true})
+		}
+		mesh(t, bs, treeMeshEdges)
+		writeAndWait(t, bs, "warm", 20, true) // the tree forms
+		d0, _, _ := treeCost(bs)
+		const n = 100
+		writeAndWait(t, bs, "load", n, true)
+		d1, _, st := treeCost(bs)
+		return float64(d1-d0) / n, st
+	}
+	flood, _ := run(true)
+	tree, st := run(false)
+	t.Logf("duplicates per put over 7 receivers: flooding %.2f, tree %.2f (ihave items %d, grafts %d, prunes %d, lazy links %d)",
+		flood, tree, st.IHaves, st.Grafts, st.Prunes, st.LazyLinks)
+	if st.Prunes == 0 || st.LazyLinks == 0 || st.IHaves == 0 {
+		t.Fatalf("no tree formed: %+v", st)
+	}
+	if tree > flood/2 {
+		t.Fatalf("the tree delivers %.2f duplicates a put, flooding %.2f", tree, flood)
+	}
+}
+
+// TestTreeHealsByGraft: with anti-entropy off, a put still reaches every
+// node after an eager link of the tree is cut: the nodes below it hear of
+// the put in an "ihave" and graft it.
+func TestTreeHealsByGraft(t *testing.T) {
+	bs := make([]*Bridge, 8)
+	for i := range bs {
+		bs[i] = newBridge(t, Config{Server: true, DisableSync: true, GraftTimeout: 100 * time.Millisecond})
+	}
+	peers := mesh(t, bs, treeMeshEdges)
+	writeAndWait(t, bs, "warm", 20, true)
+	// Cut every eager link of node 0 but one, so its puts must be relayed
+	// down a tree that lost branches.
+	cut := 0
+	for j, p := range peers[0] {
+		if !bs[0].lazyLink(p) && cut < len(peers[0])-1 {
+			p.Close()
+			waitDone(t, p)
+			waitDone(t, peers[j][0])
+			cut++
+		}
+	}
+	if cut == 0 {
+		t.Fatal("node 0 has no eager link to cut")
+	}
+	_, _, before := treeCost(bs)
+	writeAndWait(t, bs, "after", 20, false)
+	_, _, after := treeCost(bs)
+	t.Logf("cut %d eager links of the writer; %d grafts healed the tree", cut, after.Grafts-before.Grafts)
+}
+
+// TestTreeOlderPeerGetsEverything: a swarmdb peer of protocol 1 and a ToolDb
+// peer are sent every put in full, never an "ihave", and never pruned.
+func TestTreeOlderPeerGetsEverything(t *testing.T) {
+	b := newBridge(t, Config{Server: true})
+	old, _ := newFakePeer(t, b, false)
+	d, err := SignPeerDesc(old.user, DefaultTopic, time.Now().UnixMilli(), "127.0.0.1", 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping := &Message{Type: TypePing, ID: newID(), To: []string{old.id}, IsServer: true, ClientID: old.id, Peer: &d, Swarmdb: 1}
+	old.sendMsg(ping)
+	if pong := old.next(); pong.Type != TypePong {
+		t.Fatalf("want pong, got %+v", pong)
+	}
+	tooldb, _ := newFakePeer(t, b, false)
+	tooldb.hello(DefaultTopic, true, false)
+	for i := range 5 {
+		rec := record(t, testUser, keyN(i), `1`)
+		// The same put arrives twice from the old peer: no prune for it.
+		m := putMsg(rec)
+		old.sendMsg(m)
+		old.sendMsg(m)
+		got := tooldb.next(TypeSync)
+		if got.Type != TypePut || got.Data.Key != keyN(i) {
+			t.Fatalf("ToolDb peer got %+v", got)
+		}
+	}
+	if st := b.Stats(); st.Prunes != 0 || st.IHaves != 0 {
+		t.Fatalf("tree messages to peers outside the tree: %+v", st)
+	}
+
+}

@@ -1,0 +1,174 @@
+package bridge
+
+import (
+	"time"
+)
+
+// The broadcast tree's wiring (the protocol is in plumtree.go): which puts
+// go out in full and which are announced, the prunes and grafts on the
+// wire, and the graft timer.
+
+// inTree says whether p takes part in the broadcast tree: a swarmdb node
+// of treeVersion or later, with the tree on.
+func (b *Bridge) inTree(p *Peer) bool {
+	return !b.cfg.DisablePlumtree && p.swarmdb.Load() && p.proto.Load() >= treeVersion
+}
+
+// lazyLink says whether puts to p are announced rather than sent.
+func (b *Bridge) lazyLink(p *Peer) bool {
+	if !b.inTree(p) {
+		return false
+	}
+	b.treeMu.Lock()
+	defer b.treeMu.Unlock()
+	return !b.tree.eager(p)
+}
+
+// announceLazily notes a put for p's next "ihave" list, sent within
+// ihaveDelay.
+func (p *Peer) announceLazily(key, id string) {
+	p.mu.Lock()
+	first := len(p.ihaves) == 0
+	if len(p.ihaves) < maxSyncList {
+		p.ihaves = append(p.ihaves, SyncItem{Key: key, Hash: id})
+	}
+	p.mu.Unlock()
+	if first {
+		time.AfterFunc(ihaveDelay, p.flushIHaves)
+	}
+}
+
+// flushIHaves sends p the puts noted by announceLazily.
+func (p *Peer) flushIHaves() {
+	p.mu.Lock()
+	items := p.ihaves
+	p.ihaves = nil
+	p.mu.Unlock()
+	if len(items) == 0 || p.ctx.Err() != nil {
+		return
+	}
+	p.b.stats.ihaves.Add(uint64(len(items)))
+	p.sendRaw(p.b.syncMessage(&SyncBody{Op: syncOpIHave, Items: items}))
+}
+
+// putArrived records, for the tree, that a put came from p: the first copy
+// makes p's link eager; a later copy on an eager link prunes it. Copies by
+// anti-entropy (catch-up) are not broadcast and do not count.
+func (p *Peer) putArrived(key, id string, first bool) {
+	b := p.b
+	if !b.inTree(p) {
+		return
+	}
+	b.treeMu.Lock()
+	prune := false
+	if first {
+		b.tree.received(p, treeItem{key: key, id: id})
+	} else {
+		prune = b.tree.duplicate(p)
+	}
+	b.treeMu.Unlock()
+	if prune {
+		b.stats.prunes.Add(1)
+		p.sendRaw(b.syncMessage(&SyncBody{Op: syncOpPrune}))
+	}
+}
+
+// onIHave takes p's announcements: the puts we have not seen wait for the
+// tree, and are grafted if they do not come.
+func (p *Peer) onIHave(items []SyncItem) {
+	b := p.b
+	if !b.inTree(p) {
+		return
+	}
+	now := time.Now()
+	b.treeMu.Lock()
+	for _, it := range items {
+		if b.seenIDs.has(TypePut+"\x00"+it.Hash) || b.seenIDs.has(TypeCRDTPut+"\x00"+it.Hash) {
+			continue
+		}
+		b.tree.ihave(p, treeItem{key: it.Key, id: it.Hash}, now)
+	}
+	b.treeMu.Unlock()
+	b.treeTick()
+}
+
+// treeTick sends the grafts that are due and arms the timer for the next.
+func (b *Bridge) treeTick() {
+	if b.ctx.Err() != nil {
+		return
+	}
+	now := time.Now()
+	b.treeMu.Lock()
+	grafts, next := b.tree.tick(now)
+	// A put that arrived meanwhile (the tree delivered it late) needs no
+	// graft.
+	n := 0
+	for _, g := range grafts {
+		if b.seenIDs.has(TypePut+"\x00"+g.it.id) || b.seenIDs.has(TypeCRDTPut+"\x00"+g.it.id) {
+			b.tree.forget(g.it)
+			continue
+		}
+		grafts[n] = g
+		n++
+	}
+	grafts = grafts[:n]
+	if !next.IsZero() {
+		if b.treeTimer == nil {
+			b.treeTimer = time.AfterFunc(next.Sub(now), b.treeTick)
+		} else {
+			b.treeTimer.Reset(next.Sub(now))
+		}
+	}
+	b.treeMu.Unlock()
+	byPeer := map[*Peer][]SyncItem{}
+	for _, g := range grafts {
+		byPeer[g.to] = append(byPeer[g.to], SyncItem{Key: g.it.key, Hash: g.it.id})
+	}
+	for p, items := range byPeer {
+		b.stats.grafts.Add(uint64(len(items)))
+		p.sendRaw(b.syncMessage(&SyncBody{Op: syncOpGraft, Items: items}))
+	}
+}
+
+// onGraft: p asks for puts in full again, and for these ones now. They go
+// out as ordinary puts under their ids, so p relays them down its branch.
+func (p *Peer) onGraft(items []SyncItem) {
+	b := p.b
+	if b.inTree(p) {
+		b.treeMu.Lock()
+		b.tree.graft(p)
+		b.treeMu.Unlock()
+	}
+	for _, it := range items {
+		rec, err := b.store.Get(it.Key)
+		if err != nil {
+			continue
+		}
+		for i, m := range b.recordMessages(p, it.Key, &rec, rec.CRDT != "") {
+			m.ID = it.Hash
+			if i > 0 {
+				m.ID = newID()
+			}
+			m.To = []string{b.clientID}
+			p.send(&m)
+		}
+	}
+}
+
+// onPrune: p takes our puts by announcement only.
+func (p *Peer) onPrune() {
+	b := p.b
+	if !b.inTree(p) {
+		return
+	}
+	b.treeMu.Lock()
+	b.tree.prune(p)
+	b.treeMu.Unlock()
+}
+
+// treeDown forgets p's link.
+func (b *Bridge) treeDown(p *Peer) {
+	b.treeMu.Lock()
+	b.tree.down(p)
+	b.treeMu.Unlock()
+}
