@@ -63,7 +63,7 @@ const (
 	syncOpIHave = "ihave"
 	syncOpGraft = "graft"
 	syncOpPrune = "prune"
-	syncFanout = 16
+	syncFanout  = 16
 	// syncLeafMax: below this many keys on both sides together, listing them costs less than
 	// another level of summaries.
 	syncLeafMax = 32
