@@ -17,13 +17,13 @@ func TestPlumtreeLinks(t *testing.T) {
 	if !tr.eager("a") {
 		t.Fatal("a new link is not eager")
 	}
-	if !tr.duplicate("a") {
+	if !tr.duplicate("a", tt0) {
 		t.Fatal("a duplicate on an eager link must prune it")
 	}
-	if tr.eager("a") || tr.duplicate("a") {
+	if tr.eager("a") || tr.duplicate("a", tt0) {
 		t.Fatal("a pruned link is lazy, and is pruned once")
 	}
-	tr.received("a", treeItem{"k", "1"})
+	tr.received("a", treeItem{"k", "1"}, tt0)
 	if !tr.eager("a") {
 		t.Fatal("the first copy of a put makes its link eager")
 	}
@@ -53,7 +53,7 @@ func TestPlumtreeGraftsWhenTheTreeFails(t *testing.T) {
 	if g, next := tr.tick(tt0.Add(999 * time.Millisecond)); len(g) != 0 || next != tt0.Add(time.Second) {
 		t.Fatalf("early: %v, next %v", g, next)
 	}
-	tr.received("c", came) // through the tree, in time
+	tr.received("c", came, tt0.Add(-time.Second)) // through the tree, in time (and long enough ago not to hold grafts back)
 	g, next := tr.tick(tt0.Add(time.Second))
 	if len(g) != 1 || g[0].to != "a" || g[0].it != lost || !tr.eager("a") {
 		t.Fatalf("first graft: %v", g)
@@ -70,6 +70,28 @@ func TestPlumtreeGraftsWhenTheTreeFails(t *testing.T) {
 	}
 	if _, missing := tr.size(); missing != 0 {
 		t.Fatalf("%d puts still missing", missing)
+	}
+}
+
+// TestPlumtreeHoldsGraftsWhileTheTreeDelivers: while puts keep arriving on
+// eager links, a missing put is waited for (it is queued behind them), up
+// to maxGraftWait timeouts.
+func TestPlumtreeHoldsGraftsWhileTheTreeDelivers(t *testing.T) {
+	tr := newPlumtree[string](time.Second)
+	tr.prune("a")
+	it := treeItem{"k", "1"}
+	tr.ihave("a", it, tt0)
+	at := tt0
+	for at.Before(tt0.Add(maxGraftWait * time.Second)) {
+		tr.received("e", treeItem{"other", at.String()}, at) // the tree delivers other puts
+		if g, _ := tr.tick(at); len(g) != 0 {
+			t.Fatalf("graft at +%v while the tree delivers", at.Sub(tt0))
+		}
+		at = at.Add(250 * time.Millisecond)
+	}
+	tr.received("e", treeItem{"other", "last"}, at)
+	if g, _ := tr.tick(at); len(g) != 1 || g[0].to != "a" {
+		t.Fatalf("after maxGraftWait: grafts %v", g)
 	}
 }
 

@@ -59,12 +59,13 @@ func (p *Peer) putArrived(key, id string, first bool) {
 	if !b.inTree(p) {
 		return
 	}
+	now := time.Now()
 	b.treeMu.Lock()
 	prune := false
 	if first {
-		b.tree.received(p, treeItem{key: key, id: id})
+		b.tree.received(p, treeItem{key: key, id: id}, now)
 	} else {
-		prune = b.tree.duplicate(p)
+		prune = b.tree.duplicate(p, now)
 	}
 	b.treeMu.Unlock()
 	if prune {

@@ -58,6 +58,9 @@ type Config struct {
 	// Functions are server functions ToolDb clients may call by name
 	// (ToolDb's "function" message). Nil means none.
 	Functions map[string]bridge.Function
+	// DisablePlumtree sends every put to every swarmdb peer instead of
+	// along the broadcast tree (see bridge.Config; for comparisons).
+	DisablePlumtree bool
 
 	// MonitorInterval is how often local addresses are polled for network
 	// changes. Zero means holepunch's default (5 s).

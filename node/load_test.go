@@ -19,6 +19,7 @@ import (
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/node"
+	"github.com/swarmdb/swarmdb/swarm"
 )
 
 // loadFull selects issue 9's full load size (64 nodes, 10,000 records),
@@ -36,6 +37,7 @@ var (
 	loadRecordsFlag  = flag.Int("load.records", 0, "TestLoad64: number of records")
 	loadMaxPeersFlag = flag.Int("load.maxpeers", 0, "TestLoad64: MaxPeers of every node")
 	loadRateFlag     = flag.Int("load.rate", 0, "TestLoad64: records written per second")
+	loadFloodFlag    = flag.Bool("load.flood", false, "TestLoad64, TestLoadChurn: send every put to every peer (no broadcast tree), for comparison")
 )
 
 // Load sizes and write rates (records per second). A mesh of 64 nodes on
@@ -104,7 +106,7 @@ func TestLoad64(t *testing.T) {
 		// (200 requests/s) must not lump the whole swarm together.
 		nd, err := node.New(node.Config{
 			Topic: "load-test", DataDir: t.TempDir(), ListenAddr: fmt.Sprintf("127.0.1.%d:0", i+1), Bootstrap: n.Bootstrap,
-			KeepLoopback: true, DisableLAN: true, MaxPeers: maxPeers,
+			KeepLoopback: true, DisableLAN: true, MaxPeers: maxPeers, DisablePlumtree: *loadFloodFlag,
 			OnPeerConnect: func(ev node.PeerEvent) { mesh.set(i, hex.EncodeToString(ev.PublicKey), true) },
 			OnPeerDisconnect: func(ev node.PeerEvent) {
 				mesh.set(i, hex.EncodeToString(ev.PublicKey), false)
@@ -205,12 +207,18 @@ func TestLoad64(t *testing.T) {
 	}
 	var opened, dup uint64
 	var sum bridge.Stats
+	var mem swarm.MembershipStats
 	for _, nd := range all {
 		st := nd.Stats()
 		for _, c := range st.Swarm.Opened {
 			opened += c
 		}
 		dup += st.Swarm.Duplicates
+		m := st.Swarm.Membership
+		mem.Demoted += m.Demoted
+		mem.Stale += m.Stale
+		mem.Probes += m.Probes
+		mem.PriorityAdmitted += m.PriorityAdmitted
 		b := st.Bridge
 		sum.Relayed += b.Relayed
 		sum.Lagged += b.Lagged
@@ -222,10 +230,19 @@ func TestLoad64(t *testing.T) {
 		sum.Throttled += b.Throttled
 		sum.SlowDisconnects += b.SlowDisconnects
 		sum.AbuseDisconnects += b.AbuseDisconnects
+		sum.MessagesOut += b.MessagesOut
+		sum.IHaves += b.IHaves
+		sum.Grafts += b.Grafts
+		sum.Prunes += b.Prunes
 	}
 	t.Logf("swarm connections opened %d (duplicates %d), closed during the test: %s; final degrees %s", opened, dup, reasons.String(), mesh.degrees())
+	t.Logf("membership: %d admitted by priority, %d demoted, %d probes, %d silent connections redialled", mem.PriorityAdmitted, mem.Demoted, mem.Probes, mem.Stale)
 	t.Logf("bridges: relayed %d, left as have %d, asked for %d (not again %d), catch-up sent %d, duplicates dropped %d, sync rounds %d, throttled %d, slow disconnects %d, abuse %d",
 		sum.Relayed, sum.Lagged, sum.Asked, sum.NotAsked, sum.CatchupSent, sum.Duplicates, sum.SyncRounds, sum.Throttled, sum.SlowDisconnects, sum.AbuseDisconnects)
+	deliveries := float64(records) * float64(nodes-1)
+	t.Logf("per delivered record: %.2f duplicates dropped, %.2f put copies relayed; per record: %.1f messages sent (all kinds), %.1f ihave items, %.2f grafts, %d prunes in all; broadcast tree %v",
+		float64(sum.Duplicates)/deliveries, float64(sum.Relayed)/deliveries, float64(sum.MessagesOut)/float64(records),
+		float64(sum.IHaves)/float64(records), float64(sum.Grafts)/float64(records), sum.Prunes, !*loadFloodFlag)
 }
 
 // tally counts errors by their text.

@@ -89,7 +89,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.bridge, err = bridge.New(bridge.Config{
 		Store: n.store, Identity: n.id.user, Topic: n.cfg.Topic, Server: true,
 		AllowedOrigins: n.cfg.AllowedOrigins, Limits: n.cfg.Limits, Functions: n.cfg.Functions,
-		Logger: n.log.With("component", "bridge"),
+		DisablePlumtree: n.cfg.DisablePlumtree, Logger: n.log.With("component", "bridge"),
 	})
 	if err != nil {
 		return fmt.Errorf("node: message layer: %w", err)
