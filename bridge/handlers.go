@@ -226,10 +226,9 @@ func (p *Peer) onPut(m *Message) {
 	rec := *m.Data
 	hk := recordID(&rec)
 	if b.seenHashes.has(hk) {
+		// The same record under another id (brought by anti-entropy, or
+		// written twice): no word on the tree.
 		b.stats.dups.Add(1)
-		if !m.Catchup {
-			p.putArrived(rec.Key, m.ID, false)
-		}
 		b.answerPending(m.ID, &rec)
 		return
 	}

@@ -9,23 +9,39 @@ import (
 
 var tt0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// TestPlumtreeLinks: links start eager; a duplicate on an eager link prunes
-// it once; a prune or a first copy changes the mode; a graft makes a link
-// eager.
+// TestPlumtreeLinks: we push to every peer until it prunes us, and again
+// once it grafts; a copy pushed to us again prunes its sender, once, until
+// it pushes us a first copy again (it was grafted, or had not applied the
+// prune yet).
 func TestPlumtreeLinks(t *testing.T) {
 	tr := newPlumtree[string](time.Second)
 	if !tr.eager("a") {
 		t.Fatal("a new link is not eager")
 	}
-	if !tr.duplicate("a", tt0) {
-		t.Fatal("a duplicate on an eager link must prune it")
+	late := func(p string, n int) (pruned int) {
+		for i := range n {
+			if tr.duplicate(p, fmt.Sprint(i), tt0) {
+				pruned++
+			}
+		}
+		return pruned
 	}
-	if tr.eager("a") || tr.duplicate("a", tt0) {
-		t.Fatal("a pruned link is lazy, and is pruned once")
+	if late("a", pruneAfter-1) != 0 {
+		t.Fatal("pruned before pruneAfter late copies")
+	}
+	tr.received("a", treeItem{"k", "0"}, tt0) // a first copy: the count starts over
+	if late("a", pruneAfter-1) != 0 {
+		t.Fatal("late copies counted across a first copy")
+	}
+	if late("a", 1+2*pruneAfter) != 1 {
+		t.Fatal("a sender that keeps pushing late copies is pruned, once")
+	}
+	if !tr.eager("a") {
+		t.Fatal("pruning a sender does not stop our own pushes to it")
 	}
 	tr.received("a", treeItem{"k", "1"}, tt0)
-	if !tr.eager("a") {
-		t.Fatal("the first copy of a put makes its link eager")
+	if late("a", pruneAfter) != 1 {
+		t.Fatal("after a first copy from it, a sender's late copies prune it again")
 	}
 	tr.prune("b")
 	if tr.eager("b") {
@@ -43,8 +59,6 @@ func TestPlumtreeLinks(t *testing.T) {
 // it is given up.
 func TestPlumtreeGraftsWhenTheTreeFails(t *testing.T) {
 	tr := newPlumtree[string](time.Second)
-	tr.prune("a")
-	tr.prune("b")
 	lost, came := treeItem{"k1", "1"}, treeItem{"k2", "2"}
 	tr.ihave("a", lost, tt0)
 	tr.ihave("a", came, tt0)
@@ -55,7 +69,7 @@ func TestPlumtreeGraftsWhenTheTreeFails(t *testing.T) {
 	}
 	tr.received("c", came, tt0.Add(-time.Second)) // through the tree, in time (and long enough ago not to hold grafts back)
 	g, next := tr.tick(tt0.Add(time.Second))
-	if len(g) != 1 || g[0].to != "a" || g[0].it != lost || !tr.eager("a") {
+	if len(g) != 1 || g[0].to != "a" || g[0].it != lost {
 		t.Fatalf("first graft: %v", g)
 	}
 	if next != tt0.Add(1500*time.Millisecond) {
@@ -78,7 +92,6 @@ func TestPlumtreeGraftsWhenTheTreeFails(t *testing.T) {
 // to maxGraftWait timeouts.
 func TestPlumtreeHoldsGraftsWhileTheTreeDelivers(t *testing.T) {
 	tr := newPlumtree[string](time.Second)
-	tr.prune("a")
 	it := treeItem{"k", "1"}
 	tr.ihave("a", it, tt0)
 	at := tt0
@@ -92,6 +105,60 @@ func TestPlumtreeHoldsGraftsWhileTheTreeDelivers(t *testing.T) {
 	tr.received("e", treeItem{"other", "last"}, at)
 	if g, _ := tr.tick(at); len(g) != 1 || g[0].to != "a" {
 		t.Fatalf("after maxGraftWait: grafts %v", g)
+	}
+}
+
+// TestPlumtreeWaitsAfterAStall: a graft timer that fires late (the
+// process was starved) does not graft at once: the pushes queued meanwhile
+// are read first.
+func TestPlumtreeWaitsAfterAStall(t *testing.T) {
+	tr := newPlumtree[string](time.Second)
+	it := treeItem{"k", "1"}
+	tr.ihave("a", it, tt0)
+	_, next := tr.tick(tt0)
+	late := next.Add(5 * time.Second)
+	g, next := tr.tick(late)
+	if len(g) != 0 {
+		t.Fatalf("grafted right after a stall: %v", g)
+	}
+	for next.Before(late.Add(time.Second)) {
+		if g, next = tr.tick(next); len(g) != 0 {
+			t.Fatalf("grafted %v after the stall", next.Sub(late))
+		}
+	}
+	if g, _ := tr.tick(next); len(g) != 1 {
+		t.Fatalf("no graft a timeout after the stall: %v", g)
+	}
+}
+
+// TestPlumtreeTimeoutFollowsLag: puts that come down the tree late after
+// their announcement, or whose tree copy follows a graft, raise the graft
+// timeout to twice that lag (capped); on-time puts bring it back down
+// slowly.
+func TestPlumtreeTimeoutFollowsLag(t *testing.T) {
+	tr := newPlumtree[string](time.Second)
+	if tr.graftTimeout() != time.Second {
+		t.Fatalf("initial timeout %v", tr.graftTimeout())
+	}
+	it := treeItem{"k", "1"}
+	tr.ihave("a", it, tt0)
+	tr.received("e", it, tt0.Add(3*time.Second))
+	if got := tr.graftTimeout(); got != 6*time.Second {
+		t.Fatalf("after a 3 s lag: timeout %v, want 6s", got)
+	}
+	// A grafted put whose copy from the tree comes 20 s later: capped.
+	tr.rememberGraft("2", tt0)
+	tr.duplicate("e", "2", tt0.Add(20*time.Second))
+	if got := tr.graftTimeout(); got != maxGraftTimeout {
+		t.Fatalf("after a 20 s lag: timeout %v, want the cap %v", got, maxGraftTimeout)
+	}
+	for i := range 200 {
+		it := treeItem{"k", fmt.Sprint(i)}
+		tr.ihave("a", it, tt0)
+		tr.received("e", it, tt0.Add(10*time.Millisecond))
+	}
+	if got := tr.graftTimeout(); got != time.Second {
+		t.Fatalf("after 200 on-time puts: timeout %v, want back to 1s", got)
 	}
 }
 
@@ -203,9 +270,9 @@ func TestTreeCutsDuplicates(t *testing.T) {
 	}
 }
 
-// TestTreeHealsByGraft: with anti-entropy off, a put still reaches every
-// node after an eager link of the tree is cut: the nodes below it hear of
-// the put in an "ihave" and graft it.
+// TestTreeHealsByGraft: with anti-entropy off, a node whose every link
+// that pushes puts to it is cut still gets every put: it hears of them on
+// the links it pruned ("ihave") and grafts them.
 func TestTreeHealsByGraft(t *testing.T) {
 	bs := make([]*Bridge, 8)
 	for i := range bs {
@@ -213,24 +280,38 @@ func TestTreeHealsByGraft(t *testing.T) {
 	}
 	peers := mesh(t, bs, treeMeshEdges)
 	writeAndWait(t, bs, "warm", 20, true)
-	// Cut every eager link of node 0 but one, so its puts must be relayed
-	// down a tree that lost branches.
+	// A node other than the writer that pruned some of its links.
+	victim := -1
+	for i := 1; i < len(bs) && victim < 0; i++ {
+		bs[i].treeMu.Lock()
+		if len(bs[i].tree.pruned) > 0 {
+			victim = i
+		}
+		bs[i].treeMu.Unlock()
+	}
+	if victim < 0 {
+		t.Fatal("no node pruned a link")
+	}
+	b := bs[victim]
 	cut := 0
-	for j, p := range peers[0] {
-		if !bs[0].lazyLink(p) && cut < len(peers[0])-1 {
+	for j, p := range peers[victim] {
+		b.treeMu.Lock()
+		pushes := !b.tree.pruned[p]
+		b.treeMu.Unlock()
+		if pushes {
 			p.Close()
 			waitDone(t, p)
-			waitDone(t, peers[j][0])
+			waitDone(t, peers[j][victim])
 			cut++
 		}
 	}
-	if cut == 0 {
-		t.Fatal("node 0 has no eager link to cut")
+	before := b.Stats().Grafts
+	writeAndWait(t, bs, "after", 20, true)
+	grafts := b.Stats().Grafts - before
+	t.Logf("node %d: cut the %d links that pushed to it; %d grafts brought the 20 puts", victim, cut, grafts)
+	if grafts == 0 {
+		t.Fatal("the puts arrived without a graft: the cut node still had a link pushing to it")
 	}
-	_, _, before := treeCost(bs)
-	writeAndWait(t, bs, "after", 20, false)
-	_, _, after := treeCost(bs)
-	t.Logf("cut %d eager links of the writer; %d grafts healed the tree", cut, after.Grafts-before.Grafts)
 }
 
 // TestTreeOlderPeerGetsEverything: a swarmdb peer of protocol 1 and a ToolDb

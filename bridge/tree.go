@@ -51,9 +51,10 @@ func (p *Peer) flushIHaves() {
 	p.sendRaw(p.b.syncMessage(&SyncBody{Op: syncOpIHave, Items: items}))
 }
 
-// putArrived records, for the tree, that a put came from p: the first copy
-// makes p's link eager; a later copy on an eager link prunes it. Copies by
-// anti-entropy (catch-up) are not broadcast and do not count.
+// putArrived records, for the tree, that p pushed us a put: the first copy
+// (no graft due for it), or a later copy under the same id, which prunes
+// p's pushes to us. Copies by anti-entropy (catch-up) are not broadcast
+// and do not count.
 func (p *Peer) putArrived(key, id string, first bool) {
 	b := p.b
 	if !b.inTree(p) {
@@ -65,7 +66,7 @@ func (p *Peer) putArrived(key, id string, first bool) {
 	if first {
 		b.tree.received(p, treeItem{key: key, id: id}, now)
 	} else {
-		prune = b.tree.duplicate(p, now)
+		prune = b.tree.duplicate(p, id, now)
 	}
 	b.treeMu.Unlock()
 	if prune {

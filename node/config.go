@@ -46,6 +46,10 @@ type Config struct {
 	KeepLoopback bool
 	// Session tunes the secure sessions (keepalive, dead-peer timeout).
 	Session secure.Config
+	// StaleAfter is how long a swarm connection may stay silent, despite a
+	// ping, before the peer is dialled again (see swarm.Config). Zero means
+	// swarm.DefaultStaleAfter.
+	StaleAfter time.Duration
 
 	// WebSocketAddr is where browsers and ToolDb clients connect (TCP,
 	// e.g. ":9000"). Zero means no WebSocket server.

@@ -100,7 +100,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.swarm, err = swarm.New(swarm.Config{
 		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: n.cfg.Bootstrap,
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
-		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session,
+		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session, StaleAfter: n.cfg.StaleAfter,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
 		Logger: n.log.With("component", "swarm"),
 	})

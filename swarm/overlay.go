@@ -81,6 +81,9 @@ const (
 	// shuffle carries besides its origin (the paper's ka and kp).
 	shuffleActive  = 3
 	shufflePassive = 4
+	// starvedTick: a tick this late means the process was starved of CPU;
+	// the silence meanwhile does not count against connections.
+	starvedTick = time.Second
 	// fillMin and fillMax bound the wait between dials that fill a free
 	// slot of the active view from the passive view: it doubles while full
 	// nodes refuse and starts over when a connection opens or closes.
@@ -158,6 +161,7 @@ type overlay struct {
 
 	nextShuffle time.Time
 	nextFill    time.Time
+	lastTick    time.Time // when tick last ran
 	fillWait    time.Duration
 	helloDirty  bool             // our degree or topics changed: tell the neighbours
 	lastShuffle map[peerKey]bool // passive peers we sent in our last shuffle: evicted first
@@ -637,6 +641,15 @@ func (o *overlay) tick(now time.Time, recv func(peerKey) (uint64, bool)) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	if gap := now.Sub(o.lastTick); !o.lastTick.IsZero() && gap > starvedTick {
+		// We were not run for a while (the process is starved of CPU): the
+		// connections' readers were not either, so their silence says
+		// nothing about the paths. It does not count.
+		for _, n := range o.nbrs {
+			n.recvAt = n.recvAt.Add(gap)
+		}
+	}
+	o.lastTick = now
 	for _, k := range keys {
 		o.probe(o.nbrs[k], now, recv)
 	}

@@ -293,9 +293,19 @@ func TestOverlayProbesThenRedials(t *testing.T) {
 	recv := uint64(5)
 	count := func(peerKey) (uint64, bool) { return recv, true }
 	o.tick(t0, count) // the count moved: fresh
+	last := time.Duration(0)
+	// step ticks every memberTick up to d, as the member loop does.
 	step := func(d time.Duration) (map[byte][]overlayAction, []peerKey) {
-		o.tick(t0.Add(d), count)
-		msgs, _, redial := actionsOf(o.take())
+		msgs, redial := map[byte][]overlayAction{}, []peerKey(nil)
+		for last < d {
+			last = min(last+memberTick, d)
+			o.tick(t0.Add(last), count)
+			m, _, r := actionsOf(o.take())
+			for k, v := range m {
+				msgs[k] = append(msgs[k], v...)
+			}
+			redial = append(redial, r...)
+		}
 		return msgs, redial
 	}
 	if msgs, r := step(probeAfter / 2); len(msgs[msgPing]) != 0 || len(r) != 0 {
@@ -320,6 +330,12 @@ func TestOverlayProbesThenRedials(t *testing.T) {
 	}
 	if o.stats.probes != 1 || o.stats.stale != 1 {
 		t.Fatalf("stats %+v", o.stats)
+	}
+	// A tick that comes late (the process was starved) does not count the
+	// time it missed as silence.
+	o.tick(t0.Add(last+time.Minute), count)
+	if _, _, r := actionsOf(o.take()); len(r) != 0 {
+		t.Fatalf("redialled after a starved minute: %v", r)
 	}
 }
 
