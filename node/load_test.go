@@ -177,7 +177,7 @@ func TestLoad64(t *testing.T) {
 	peakHeap.Store(heapBefore)
 	stopSampling := sampleHeap(&peakHeap)
 	writeStart := time.Now()
-	if err := writeLoad(ctx, all[0], records, rate); err != nil {
+	if err := writeLoad(ctx, all[0], records, rate, "load/%05d"); err != nil {
 		t.Fatal(err)
 	}
 	writeTime := time.Since(writeStart)
@@ -322,9 +322,9 @@ func (c *tally) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// writeLoad puts records under "load/<i>" from loadWriters goroutines,
-// paced to rate records a second in total.
-func writeLoad(ctx context.Context, nd *node.Node, records, rate int) error {
+// writeLoad puts records under fmt.Sprintf(keyFormat, i) from loadWriters
+// goroutines, paced to rate records a second in total.
+func writeLoad(ctx context.Context, nd *node.Node, records, rate int, keyFormat string) error {
 	next := make(chan int)
 	errs := make(chan error, loadWriters)
 	var wg sync.WaitGroup
@@ -334,7 +334,7 @@ func writeLoad(ctx context.Context, nd *node.Node, records, rate int) error {
 			defer wg.Done()
 			for i := range next {
 				v, _ := json.Marshal(loadValue{I: i, T: time.Now().UnixNano()})
-				if _, err := nd.Put(ctx, fmt.Sprintf("load/%05d", i), v); err != nil {
+				if _, err := nd.Put(ctx, fmt.Sprintf(keyFormat, i), v); err != nil {
 					errs <- fmt.Errorf("put %d: %w", i, err)
 					return
 				}
