@@ -89,11 +89,11 @@ type churnMember struct {
 	started time.Time
 	w       *db.Watcher
 
-	mu       sync.Mutex
-	seen     map[int]bool
-	dups     int
-	foreign  int
-	lat      []time.Duration // records written after the node started
+	mu      sync.Mutex
+	seen    map[int]bool
+	dups    int
+	foreign int
+	lat     []time.Duration // records written after the node started
 }
 
 // churnGraph is the overlay as the nodes' connection events show it.
@@ -214,7 +214,7 @@ func TestLoadChurn(t *testing.T) {
 			ListenAddr:   fmt.Sprintf("127.%d.%d.1:0", 10+id/250, 1+id%250),
 			KeepLoopback: true, DisableLAN: true, MaxPeers: maxPeers,
 			DisablePlumtree: *loadFloodFlag, StaleAfter: *loadStaleFlag,
-			OnPeerConnect:   func(ev node.PeerEvent) { graph.set(m.key, hex.EncodeToString(ev.PublicKey), true) },
+			OnPeerConnect: func(ev node.PeerEvent) { graph.set(m.key, hex.EncodeToString(ev.PublicKey), true) },
 			OnPeerDisconnect: func(ev node.PeerEvent) {
 				graph.set(m.key, hex.EncodeToString(ev.PublicKey), false)
 				reasons.add(ev.Err)
