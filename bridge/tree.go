@@ -142,6 +142,12 @@ func (p *Peer) onGraft(items []SyncItem) {
 		b.treeMu.Unlock()
 	}
 	for _, it := range items {
+		if p.out.behind() {
+			// Its queue is long: it gets the key in a "have" list when
+			// there is room, as relayed puts do (see behindBytes).
+			p.lag(it.Key)
+			continue
+		}
 		rec, err := b.store.Get(it.Key)
 		if err != nil {
 			continue
