@@ -258,9 +258,10 @@ type Bridge struct {
 
 	index syncIndex
 
-	treeMu    sync.Mutex // guards tree and treeTimer
+	treeMu    sync.Mutex // guards tree, treeTimer and treeDue
 	tree      *plumtree[*Peer]
-	treeTimer *time.Timer // the next graft due, if any
+	treeTimer *time.Timer // runs treeTick at treeDue
+	treeDue   time.Time   // zero while the timer is not armed
 
 	mu       sync.Mutex // guards the fields below
 	started  bool

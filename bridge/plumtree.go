@@ -61,7 +61,8 @@ type plumtree[P comparable] struct {
 	lazy, pruned map[P]bool
 	late         map[P]int
 	missing      map[treeItem]*missingPut[P] // announced, not received
-	order        []treeItem                  // missing, oldest first (deterministic ticks)
+	order        []orderRef                  // missing, oldest first (deterministic ticks); stale refs are skipped
+	seq          uint64                      // numbers missing puts, so a stale ref is told from a new one
 	timeout      time.Duration
 	// lastPush is when a put last arrived by a push; nextDue is when tick
 	// was asked to run next (the timer's deadline).
@@ -83,6 +84,13 @@ type treeItem struct{ key, id string }
 type missingPut[P comparable] struct {
 	announcers []P // in the order their "ihave" came
 	first, due time.Time
+	seq        uint64
+}
+
+// orderRef is a missing put's place in the order.
+type orderRef struct {
+	it  treeItem
+	seq uint64
 }
 
 const (
@@ -145,13 +153,9 @@ func (t *plumtree[P]) received(p P, it treeItem, now time.Time) {
 	t.forget(it)
 }
 
-// forget drops a missing put (it arrived by whatever way).
-func (t *plumtree[P]) forget(it treeItem) {
-	if _, ok := t.missing[it]; ok {
-		delete(t.missing, it)
-		t.order = slices.DeleteFunc(t.order, func(x treeItem) bool { return x == it })
-	}
-}
+// forget drops a missing put (it arrived by whatever way); its ref in the
+// order is dropped by the next tick.
+func (t *plumtree[P]) forget(it treeItem) { delete(t.missing, it) }
 
 // duplicate records that p pushed us another copy of put id. It reports
 // whether to prune p (tell it to stop pushing to us): after pruneAfter
@@ -184,9 +188,10 @@ func (t *plumtree[P]) graft(p P) { delete(t.lazy, p) }
 func (t *plumtree[P]) ihave(p P, it treeItem, now time.Time) {
 	m := t.missing[it]
 	if m == nil {
-		m = &missingPut[P]{first: now, due: now.Add(t.graftTimeout())}
+		t.seq++
+		m = &missingPut[P]{first: now, due: now.Add(t.graftTimeout()), seq: t.seq}
 		t.missing[it] = m
-		t.order = append(t.order, it)
+		t.order = append(t.order, orderRef{it: it, seq: t.seq})
 	}
 	if !slices.Contains(m.announcers, p) {
 		m.announcers = append(m.announcers, p)
@@ -221,10 +226,14 @@ func (t *plumtree[P]) tick(now time.Time) (grafts []graftReq[P], next time.Time)
 			next = at
 		}
 	}
-	for _, it := range t.order {
+	for _, ref := range t.order {
+		it := ref.it
 		m := t.missing[it]
+		if m == nil || m.seq != ref.seq {
+			continue // it arrived meanwhile
+		}
 		if m.due.After(now) {
-			keep = append(keep, it)
+			keep = append(keep, ref)
 			later(m, m.due)
 			continue
 		}
@@ -232,7 +241,7 @@ func (t *plumtree[P]) tick(now time.Time) (grafts []graftReq[P], next time.Time)
 			delete(t.missing, it)
 			continue
 		}
-		keep = append(keep, it)
+		keep = append(keep, ref)
 		if now.Sub(t.lastPush) < wait && now.Sub(m.first) < maxGraftWait*wait {
 			later(m, now.Add(wait/2))
 			continue
@@ -244,9 +253,14 @@ func (t *plumtree[P]) tick(now time.Time) (grafts []graftReq[P], next time.Time)
 		t.rememberGraft(it.id, m.first)
 		later(m, now.Add(wait/2))
 	}
+	clear(t.order[len(keep):]) // let go of the dropped refs' strings
 	t.order = keep
 	return grafts, next
 }
+
+// nextDueAfter returns when the put announced at now falls due: what the
+// timer must be armed for at the latest.
+func (t *plumtree[P]) nextDueAfter(now time.Time) time.Time { return now.Add(t.graftTimeout()) }
 
 // rememberGraft notes a grafted put, so that its copy from the tree, if it
 // comes, is a lag sample.

@@ -84,14 +84,31 @@ func (p *Peer) onIHave(items []SyncItem) {
 	}
 	now := time.Now()
 	b.treeMu.Lock()
+	defer b.treeMu.Unlock()
+	added := false
 	for _, it := range items {
 		if b.seenIDs.has(TypePut+"\x00"+it.Hash) || b.seenIDs.has(TypeCRDTPut+"\x00"+it.Hash) {
 			continue
 		}
 		b.tree.ihave(p, treeItem{key: it.Key, id: it.Hash}, now)
+		added = true
 	}
-	b.treeMu.Unlock()
-	b.treeTick()
+	if added {
+		b.armTreeLocked(b.tree.nextDueAfter(now), now)
+	}
+}
+
+// armTreeLocked makes sure treeTick runs by due. b.treeMu must be held.
+func (b *Bridge) armTreeLocked(due, now time.Time) {
+	if !b.treeDue.IsZero() && !b.treeDue.After(due) {
+		return // armed for sooner
+	}
+	b.treeDue = due
+	if b.treeTimer == nil {
+		b.treeTimer = time.AfterFunc(due.Sub(now), b.treeTick)
+	} else {
+		b.treeTimer.Reset(due.Sub(now))
+	}
 }
 
 // treeTick sends the grafts that are due and arms the timer for the next.
@@ -101,6 +118,7 @@ func (b *Bridge) treeTick() {
 	}
 	now := time.Now()
 	b.treeMu.Lock()
+	b.treeDue = time.Time{}
 	grafts, next := b.tree.tick(now)
 	// A put that arrived meanwhile (the tree delivered it late) needs no
 	// graft.
@@ -115,11 +133,7 @@ func (b *Bridge) treeTick() {
 	}
 	grafts = grafts[:n]
 	if !next.IsZero() {
-		if b.treeTimer == nil {
-			b.treeTimer = time.AfterFunc(next.Sub(now), b.treeTick)
-		} else {
-			b.treeTimer.Reset(next.Sub(now))
-		}
+		b.armTreeLocked(next, now)
 	}
 	b.treeMu.Unlock()
 	byPeer := map[*Peer][]SyncItem{}
