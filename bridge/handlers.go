@@ -139,6 +139,12 @@ func (p *Peer) onPong(m *Message) bool {
 	now := b.cfg.Now()
 	for i := range m.Servers {
 		s := m.Servers[i]
+		b.mu.Lock()
+		known, ok := b.servers[s.Address]
+		b.mu.Unlock()
+		if ok && known == s {
+			continue // verified before: an ECDSA check saved, for each of up to 32 per pong
+		}
 		if s.Address == b.desc.Address || VerifyPeerDesc(&s, b.cfg.Topic, now) != nil {
 			continue
 		}
