@@ -199,6 +199,11 @@ func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int
 	}
 	p.identified.Store(true)
 	close(p.identCh)
+	if b.inTree(p) {
+		b.treeMu.Lock()
+		b.tree.up(p)
+		b.treeMu.Unlock()
+	}
 	b.log.Debug("peer identified", "peer", clientID, "remote", p.conn.RemoteID(), "server", isServer, "swarmdb", swarmdb)
 	if b.cfg.OnPeer != nil {
 		b.cfg.OnPeer(PeerEvent{Up: true, Peer: p.Status()})

@@ -15,6 +15,9 @@ var tt0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 // prune yet).
 func TestPlumtreeLinks(t *testing.T) {
 	tr := newPlumtree[string](time.Second)
+	for _, p := range []string{"a", "b", "c", "d"} {
+		tr.up(p)
+	}
 	if !tr.eager("a") {
 		t.Fatal("a new link is not eager")
 	}
@@ -42,6 +45,9 @@ func TestPlumtreeLinks(t *testing.T) {
 	tr.received("a", treeItem{"k", "1"}, tt0)
 	if late("a", pruneAfter) != 1 {
 		t.Fatal("after a first copy from it, a sender's late copies prune it again")
+	}
+	if late("b", pruneAfter) != 1 || late("c", pruneAfter) != 0 {
+		t.Fatalf("pruned below %d links pushing to us", minPushers)
 	}
 	tr.prune("b")
 	if tr.eager("b") {

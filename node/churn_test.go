@@ -275,17 +275,7 @@ func TestLoadChurn(t *testing.T) {
 	}
 	t.Logf("%d nodes (MaxPeers %d) started and one component in %v; heap %d MiB, %d goroutines",
 		nodes, maxPeers, time.Since(setupStart).Round(time.Second), heapInUse()>>20, runtime.NumGoroutine())
-	// The last joins' forward-join walks and the fills they cause go on a
-	// little: let the membership settle (no priority admission for 5 s),
-	// so that what happens during the writes is the churn's doing.
-	settle := time.Now()
-	for last, quiet := membershipSum(liveNodes(&mu, members)).PriorityAdmitted, time.Now(); time.Since(quiet) < 5*time.Second && time.Since(settle) < 2*time.Minute; {
-		time.Sleep(time.Second)
-		if cur := membershipSum(liveNodes(&mu, members)).PriorityAdmitted; cur != last {
-			last, quiet = cur, time.Now()
-		}
-	}
-	t.Logf("membership settled in %v", time.Since(settle).Round(time.Second))
+	settleMembership(t, liveNodes(&mu, members))
 
 	// Sample the overlay every second from here to the end.
 	type sample struct{ reached, members int }

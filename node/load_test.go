@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -152,6 +153,7 @@ func TestLoad64(t *testing.T) {
 		waitPeers(t, nd, 1) // the message layer identified at least one peer
 	}
 	t.Logf("%d nodes (MaxPeers %d) up and connected in %v; degrees %s", nodes, maxPeers, time.Since(startUp).Round(time.Millisecond), mesh.degrees())
+	settleMembership(t, all)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -243,9 +245,11 @@ func TestLoad64(t *testing.T) {
 		sum.Prunes += b.Prunes
 	}
 	t.Logf("swarm connections opened %d (duplicates %d), closed during the test: %s; final degrees %s", opened, dup, reasons.String(), mesh.degrees())
-	t.Logf("membership: %d admitted by priority, %d demoted, %d probes, %d silent connections redialled (during the writes: %d, %d, %d, %d)",
+	memAfter := membershipSum(all)
+	t.Logf("membership: %d admitted by priority, %d demoted, %d probes, %d silent connections redialled (during the writes: %d, %d, %d, %d; join dials %d, forward-join dials %d)",
 		mem.PriorityAdmitted, mem.Demoted, mem.Probes, mem.Stale,
-		mem.PriorityAdmitted-memBefore.PriorityAdmitted, mem.Demoted-memBefore.Demoted, mem.Probes-memBefore.Probes, mem.Stale-memBefore.Stale)
+		mem.PriorityAdmitted-memBefore.PriorityAdmitted, mem.Demoted-memBefore.Demoted, mem.Probes-memBefore.Probes, mem.Stale-memBefore.Stale,
+		memAfter.JoinDials-memBefore.JoinDials, memAfter.ForwardJoinDials-memBefore.ForwardJoinDials)
 	// The tail of delivery: which records arrived late, by write order.
 	var lateEarly, lateLate int
 	for _, r := range results[1:] {
@@ -260,6 +264,34 @@ func TestLoad64(t *testing.T) {
 		}
 	}
 	t.Logf("deliveries over 5 s: %d in the first half of each subscriber's arrivals, %d in the second", lateEarly, lateLate)
+	if testing.Verbose() {
+		type nodeLate struct {
+			i    int
+			p95  time.Duration
+			late int
+			st   node.Stats
+		}
+		var nl []nodeLate
+		for i, r := range results[1:] {
+			l := slices.Clone(r.latencies)
+			slices.Sort(l)
+			late := 0
+			for _, d := range l {
+				if d > 5*time.Second {
+					late++
+				}
+			}
+			if len(l) > 0 {
+				nl = append(nl, nodeLate{i + 1, l[len(l)*95/100], late, all[i+1].Stats()})
+			}
+		}
+		slices.SortFunc(nl, func(a, b nodeLate) int { return cmp.Compare(b.late, a.late) })
+		for _, x := range nl[:min(8, len(nl))] {
+			b := x.st.Bridge
+			t.Logf("late node %d: p95 %v, %d over 5 s; peers %d, lazy %d, msgs in %d, dups %d, grafts %d, prunes %d, asked %d, catch-up sent %d, lagged %d",
+				x.i, x.p95.Round(time.Millisecond), x.late, b.Peers, b.LazyLinks, b.MessagesIn, b.Duplicates, b.Grafts, b.Prunes, b.Asked, b.CatchupSent, b.Lagged)
+		}
+	}
 	t.Logf("bridges: relayed %d, left as have %d, asked for %d (not again %d), catch-up sent %d, duplicates dropped %d, sync rounds %d, throttled %d, slow disconnects %d, abuse %d",
 		sum.Relayed, sum.Lagged, sum.Asked, sum.NotAsked, sum.CatchupSent, sum.Duplicates, sum.SyncRounds, sum.Throttled, sum.SlowDisconnects, sum.AbuseDisconnects)
 	var eager, grafts []int
@@ -277,11 +309,30 @@ func TestLoad64(t *testing.T) {
 		float64(sum.IHaves)/float64(records), float64(sum.Grafts)/float64(records), sum.Prunes, !*loadFloodFlag)
 }
 
+// settleMembership waits (at most 2 minutes) until no node admitted a
+// peer by priority for 5 s: the last joins' forward-join walks, and the
+// demotions and fills they cause, go on a little after the overlay is
+// connected, and what is measured next should be the steady state.
+func settleMembership(t *testing.T, all []*node.Node) {
+	t.Helper()
+	start := time.Now()
+	last, quiet := membershipSum(all).PriorityAdmitted, time.Now()
+	for time.Since(quiet) < 5*time.Second && time.Since(start) < 2*time.Minute {
+		time.Sleep(time.Second)
+		if cur := membershipSum(all).PriorityAdmitted; cur != last {
+			last, quiet = cur, time.Now()
+		}
+	}
+	t.Logf("membership settled in %v", time.Since(start).Round(time.Second))
+}
+
 // membershipSum adds up the nodes' membership counters.
 func membershipSum(all []*node.Node) (sum swarm.MembershipStats) {
 	for _, nd := range all {
 		m := nd.Stats().Swarm.Membership
 		sum.PriorityAdmitted += m.PriorityAdmitted
+		sum.JoinDials += m.JoinDials
+		sum.ForwardJoinDials += m.ForwardJoinDials
 		sum.Demoted += m.Demoted
 		sum.Probes += m.Probes
 		sum.Stale += m.Stale

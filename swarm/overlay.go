@@ -141,6 +141,7 @@ type overlayAction struct {
 
 // overlayCounters are the overlay's running totals (Stats).
 type overlayCounters struct {
+	joinDials, forwardJoinDials                   uint64
 	priorityAdmitted, demoted, demotedBy          uint64
 	forwardJoins, shuffles, shuffleReplies, stale uint64
 	probes                                        uint64
@@ -231,6 +232,12 @@ func (o *overlay) helloFor(p *peerState) dialHello {
 	if h.Kind == kindNeighbor && o.table.conns == 0 && !o.joinInFlight(p) {
 		h.Kind = kindJoin
 		p.dialKind = kindJoin
+	}
+	switch h.Kind {
+	case kindJoin:
+		o.stats.joinDials++
+	case kindForwardJoin:
+		o.stats.forwardJoinDials++
 	}
 	var tags []topicTag
 	for t := range p.topics {

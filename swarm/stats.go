@@ -56,6 +56,9 @@ type Stats struct {
 type MembershipStats struct {
 	// Passive is the size of the passive view now.
 	Passive int
+	// JoinDials counts our dials with no connection open (they join);
+	// ForwardJoinDials our dials to a joiner where a walk ended.
+	JoinDials, ForwardJoinDials uint64
 	// PriorityAdmitted counts incoming dials let in past MaxPeers (a peer
 	// with no connection, the end of a join's walk); Demoted the
 	// connections we closed to make room, DemotedBy those peers closed.
@@ -95,7 +98,8 @@ func (s *Swarm) Stats() Stats {
 	}
 	o := &s.overlay.stats
 	st.Membership = MembershipStats{
-		Passive:          len(s.overlay.passiveAll()),
+		Passive:   len(s.overlay.passiveAll()),
+		JoinDials: o.joinDials, ForwardJoinDials: o.forwardJoinDials,
 		PriorityAdmitted: o.priorityAdmitted, Demoted: o.demoted, DemotedBy: o.demotedBy,
 		ForwardJoins: o.forwardJoins, Shuffles: o.shuffles, ShuffleReplies: o.shuffleReplies,
 		Probes: o.probes, Stale: o.stale, ControlDropped: s.stats.controlDropped,
