@@ -258,10 +258,11 @@ type Bridge struct {
 
 	index syncIndex
 
-	treeMu    sync.Mutex // guards tree, treeTimer and treeDue
+	treeMu    sync.Mutex // guards tree, treeTimer, treeDue and deferred
 	tree      *plumtree[*Peer]
-	treeTimer *time.Timer // runs treeTick at treeDue
-	treeDue   time.Time   // zero while the timer is not armed
+	treeTimer *time.Timer    // runs treeTick at treeDue
+	treeDue   time.Time      // zero while the timer is not armed
+	deferred  []deferredWant // asks for "have" items, held while the tree may bring them
 
 	mu       sync.Mutex // guards the fields below
 	started  bool

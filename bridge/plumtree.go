@@ -66,8 +66,9 @@ type plumtree[P comparable] struct {
 	seq          uint64                      // numbers missing puts, so a stale ref is told from a new one
 	timeout      time.Duration
 	// lastPush is when a put last arrived by a push; nextDue is when tick
-	// was asked to run next (the timer's deadline).
-	lastPush, nextDue time.Time
+	// was asked to run next (the timer's deadline); no graft goes out before
+	// holdUntil (set after a stall).
+	lastPush, nextDue, holdUntil time.Time
 	// lag estimates how late puts come down the tree after their first
 	// announcement (a maximum that decays); grafted remembers, by put id,
 	// when the puts we grafted were first announced, so that their copies
@@ -97,10 +98,10 @@ type orderRef struct {
 const (
 	// maxGraftWait bounds, in timeouts, how long a graft is held back
 	// while pushes keep arriving.
-	maxGraftWait = 10
+	maxGraftWait = 3
 	// maxGraftTimeout caps the adaptive graft timeout: beyond it the
 	// repairs of anti-entropy are about as quick.
-	maxGraftTimeout = 10 * time.Second
+	maxGraftTimeout = 5 * time.Second
 	// graftedMemory bounds the grafted puts remembered for lag samples.
 	graftedMemory = 1024
 	// starvedGraft: a graft timer that fires this late means the process
@@ -225,7 +226,7 @@ func (t *plumtree[P]) tick(now time.Time) (grafts []graftReq[P], next time.Time)
 		// The timer ran late: the process was starved of CPU, and so were
 		// the readers of the pushes that are surely queued by now. Give
 		// them a timeout to catch up before grafting anything.
-		t.lastPush = now
+		t.holdUntil = now.Add(wait)
 	}
 	defer func() { t.nextDue = next }()
 	later := func(m *missingPut[P], at time.Time) {
@@ -250,7 +251,7 @@ func (t *plumtree[P]) tick(now time.Time) (grafts []graftReq[P], next time.Time)
 			continue
 		}
 		keep = append(keep, ref)
-		if now.Sub(t.lastPush) < wait && now.Sub(m.first) < maxGraftWait*wait {
+		if now.Before(t.holdUntil) || now.Sub(t.lastPush) < wait && now.Sub(m.first) < maxGraftWait*wait {
 			later(m, now.Add(wait/2))
 			continue
 		}

@@ -148,9 +148,9 @@ func TestPlumtreeTimeoutFollowsLag(t *testing.T) {
 	}
 	it := treeItem{"k", "1"}
 	tr.ihave("a", it, tt0)
-	tr.received("e", it, tt0.Add(3*time.Second))
-	if got := tr.graftTimeout(); got != 6*time.Second {
-		t.Fatalf("after a 3 s lag: timeout %v, want 6s", got)
+	tr.received("e", it, tt0.Add(2*time.Second))
+	if got := tr.graftTimeout(); got != 4*time.Second {
+		t.Fatalf("after a 2 s lag: timeout %v, want 4s", got)
 	}
 	// A grafted put whose copy from the tree comes 20 s later: capped.
 	tr.rememberGraft("2", tt0)
