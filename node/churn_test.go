@@ -441,6 +441,7 @@ func TestLoadChurn(t *testing.T) {
 		sum.Duplicates += b.Duplicates
 		sum.Relayed += b.Relayed
 		sum.MessagesOut += b.MessagesOut
+		sum.BytesOut += b.BytesOut
 		sum.CatchupSent += b.CatchupSent
 		sum.IHaves += b.IHaves
 		sum.Grafts += b.Grafts
@@ -453,9 +454,9 @@ func TestLoadChurn(t *testing.T) {
 		len(samples), split, outside, graph.peak, maxPeers)
 	t.Logf("delivery time over %d events (nodes present when written): p50 %v, p95 %v, p99 %v, max %v", len(lat), pct(0.5), pct(0.95), pct(0.99), pct(1))
 	t.Logf("subscriptions: %d duplicate events, %d unexpected", dups, foreign)
-	t.Logf("per delivered record: %.2f copies dropped, %.2f put copies relayed, %.2f catch-up records; per record: %.1f messages sent, %.1f ihave items, %.2f grafts; %d prunes; broadcast tree %v",
+	t.Logf("per delivered record: %.2f copies dropped, %.2f put copies relayed, %.2f catch-up records; per record: %.1f messages sent (%.0f KiB), %.1f ihave items, %.2f grafts; %d prunes; broadcast tree %v",
 		float64(sum.Duplicates)/deliveries, float64(sum.Relayed)/deliveries, float64(sum.CatchupSent)/deliveries,
-		float64(sum.MessagesOut)/float64(records), float64(sum.IHaves)/float64(records), float64(sum.Grafts)/float64(records), sum.Prunes, !*loadFloodFlag)
+		float64(sum.MessagesOut)/float64(records), float64(sum.BytesOut)/float64(records)/1024, float64(sum.IHaves)/float64(records), float64(sum.Grafts)/float64(records), sum.Prunes, !*loadFloodFlag)
 	t.Logf("membership during the writes: %d admitted by priority, %d demoted, %d silent connections redialled; disconnects: %s",
 		memAfter.PriorityAdmitted-memBefore.PriorityAdmitted, memAfter.Demoted-memBefore.Demoted, memAfter.Stale-memBefore.Stale, reasons.String())
 	t.Logf("heap in use: %d MiB before the writes, peak %d MiB (%.1f MiB a live node); %d goroutines (%d a node)",

@@ -240,6 +240,7 @@ func TestLoad64(t *testing.T) {
 		sum.SlowDisconnects += b.SlowDisconnects
 		sum.AbuseDisconnects += b.AbuseDisconnects
 		sum.MessagesOut += b.MessagesOut
+		sum.BytesOut += b.BytesOut
 		sum.IHaves += b.IHaves
 		sum.Grafts += b.Grafts
 		sum.Prunes += b.Prunes
@@ -304,8 +305,8 @@ func TestLoad64(t *testing.T) {
 	slices.Sort(grafts)
 	t.Logf("broadcast tree: eager links per node %v; grafts per node %v", eager, grafts)
 	deliveries := float64(records) * float64(nodes-1)
-	t.Logf("per delivered record: %.2f duplicates dropped, %.2f put copies relayed; per record: %.1f messages sent (all kinds), %.1f ihave items, %.2f grafts, %d prunes in all; broadcast tree %v",
-		float64(sum.Duplicates)/deliveries, float64(sum.Relayed)/deliveries, float64(sum.MessagesOut)/float64(records),
+	t.Logf("per delivered record: %.2f duplicates dropped, %.2f put copies relayed; per record: %.1f messages sent (all kinds, %.0f KiB), %.1f ihave items, %.2f grafts, %d prunes in all; broadcast tree %v",
+		float64(sum.Duplicates)/deliveries, float64(sum.Relayed)/deliveries, float64(sum.MessagesOut)/float64(records), float64(sum.BytesOut)/float64(records)/1024,
 		float64(sum.IHaves)/float64(records), float64(sum.Grafts)/float64(records), sum.Prunes, !*loadFloodFlag)
 }
 
