@@ -20,7 +20,7 @@ import (
 // one fails too. The links settle into a tree along the fastest paths, the
 // rest carry only announcements, and a broken branch heals through them.
 //
-// Two departures from the paper, both measured on 64 nodes with MaxPeers 8
+// Departures from the paper, measured on 64 nodes with MaxPeers 8
 // at 60 records/s on two cores (go test -run TestLoad64 ./node/ -load.nodes
 // 64 -load.maxpeers 8 ...):
 //
@@ -37,12 +37,17 @@ import (
 //     in a row, not one: a graft answered further up the tree is relayed
 //     down branches that have the put already, and one such copy used to
 //     prune a good parent, whose children then grafted in turn.
+//   - A node keeps minPushers links pushing to it, so a stalled parent
+//     does not cost a graft per put.
+//   - A "have" from a tree peer waits a graft timeout before its "want"
+//     (see deferWant in tree.go).
 //
 // A graft is held back while puts keep arriving by pushes (within the
 // timeout): the tree above us is alive, the put is queued behind others (an
 // announcement is a few bytes and overtakes a backlog of puts), and
 // grafting it would only add a copy. A held-back graft goes out after
-// maxGraftWait timeouts all the same. The timeout follows the tree's
+// maxGraftWait timeouts all the same; after our own process stalled (the
+// timer fired late), grafts wait one timeout for the queued pushes. The timeout follows the tree's
 // measured lag (how much later than its first announcement a put comes
 // down the tree): twice a decaying maximum of it, at least GraftTimeout and
 // at most maxGraftTimeout.
