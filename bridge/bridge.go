@@ -686,6 +686,12 @@ func (b *Bridge) push(ev *db.Event) {
 	subs := b.subs[key]
 	targets := make([]*Peer, 0, len(subs))
 	for p, last := range subs {
+		if last == subPending || last == subPendingChanged {
+			// The answer to the subscribe goes first; it is sent what
+			// changed meanwhile when it is (see settleSub).
+			subs[p] = subPendingChanged
+			continue
+		}
 		if plain && last == hk {
 			continue // already sent, as the answer to the subscribe
 		}

@@ -374,33 +374,76 @@ func (p *Peer) onSubscribe(m *Message) bool {
 		if b.subs[m.Key] == nil {
 			b.subs[m.Key] = map[*Peer]string{}
 		}
-		b.subs[m.Key][p] = ""
+		b.subs[m.Key][p] = subPending
 	}
 	p.mu.Unlock()
 	b.mu.Unlock()
 	if full {
 		return p.bad(m.ID, fmt.Errorf("%w: %d", ErrTooManySubscriptions, b.cfg.Limits.MaxSubscriptions))
 	}
-	// ToolDb answers a subscribe at once with the stored value, under the subscribe id. The
-	// store watcher may still hold the event of that very record: remember it was sent.
-	if rec, err := b.store.Get(m.Key); err == nil {
-		send := true
-		if rec.CRDT == "" {
-			hk := recordID(&rec)
-			b.mu.Lock()
-			if subs := b.subs[m.Key]; subs != nil {
-				if _, ok := subs[p]; ok {
-					send = subs[p] != hk
-					subs[p] = hk
-				}
-			}
-			b.mu.Unlock()
-		}
-		if send {
-			b.reply(p, m.ID, TypeSubscribe, m.Key, &rec)
-		}
+	// ToolDb answers a subscribe at once with the stored value, under the subscribe id, and
+	// its clients wait for that id: the answer goes before any push (a push of a change
+	// stored meanwhile is held back until then, see push and settleSub).
+	rec, err := b.store.Get(m.Key)
+	if err != nil {
+		b.settleSub(p, m.Key, "")
+		return true
 	}
+	hk := ""
+	if rec.CRDT == "" {
+		hk = recordID(&rec)
+	}
+	send := true
+	if had && hk != "" {
+		b.mu.Lock()
+		send = b.subs[m.Key][p] != hk // a resubscribe is not sent what it has
+		b.mu.Unlock()
+	}
+	if send {
+		b.reply(p, m.ID, TypeSubscribe, m.Key, &rec)
+	}
+	b.settleSub(p, m.Key, hk)
 	return true
+}
+
+// Markers in Bridge.subs while a subscribe's answer is on its way: subPending, and
+// subPendingChanged once the store changed the key meanwhile.
+const (
+	subPending        = "\x00pending"
+	subPendingChanged = "\x00pending, changed"
+)
+
+// settleSub ends the wait of p's new subscription to key, answered with the plain record hk
+// ("" for none or a CRDT); if the key changed meanwhile, p is sent what the store holds now.
+func (b *Bridge) settleSub(p *Peer, key, hk string) {
+	b.mu.Lock()
+	subs := b.subs[key]
+	last, ok := subs[p]
+	if ok && (last == subPending || last == subPendingChanged) {
+		subs[p] = hk
+	}
+	b.mu.Unlock()
+	if !ok || last != subPendingChanged {
+		return
+	}
+	cur, err := b.store.Get(key)
+	if err != nil || cur.CRDT == "" && recordID(&cur) == hk {
+		return
+	}
+	if cur.CRDT == "" {
+		b.mu.Lock()
+		if subs := b.subs[key]; subs != nil {
+			if _, ok := subs[p]; ok {
+				subs[p] = recordID(&cur)
+			}
+		}
+		b.mu.Unlock()
+	}
+	for _, m := range b.recordMessages(p, key, &cur, cur.CRDT != "") {
+		m.ID = newID()
+		p.send(&m)
+		b.stats.pushes.Add(1)
+	}
 }
 
 func (p *Peer) onQuery(m *Message) {
