@@ -88,6 +88,16 @@ func appendHello(b []byte, h dialHello) []byte {
 	return append(b, h.Tag[:]...)
 }
 
+// wire is what a dial sends: nothing for a neighbour request (the server
+// reads no hello as one, and a server that predates the hello answers it),
+// the encoding otherwise.
+func (h dialHello) wire() []byte {
+	if h.Kind == kindNeighbor {
+		return nil
+	}
+	return appendHello(nil, h)
+}
+
 // parseHello decodes a dial hello. An empty hello (a dialler that says
 // nothing, or an older one) is a low-priority neighbour request.
 func parseHello(b []byte) (dialHello, error) {

@@ -35,6 +35,9 @@ func TestHelloGolden(t *testing.T) {
 	if got, err := parseHello(nil); err != nil || got.Kind != kindNeighbor {
 		t.Fatalf("empty hello: %+v, %v; want a neighbour request", got, err)
 	}
+	if w := (dialHello{Kind: kindNeighbor, Degree: 3, Tag: testTag(1)}).wire(); w != nil {
+		t.Fatalf("a neighbour request sends %x, want nothing (signal version 1)", w)
+	}
 	for name, b := range map[string][]byte{
 		"short":     b[:5],
 		"long":      append(append([]byte(nil), b...), 0),

@@ -521,7 +521,7 @@ func (s *Swarm) dialLoop() {
 		for _, p := range dial {
 			s.stats.attempts++
 			h := s.overlay.helloFor(p)
-			job := dialJob{pub: p.pub, relays: p.relays, lan: p.lan, hello: appendHello(nil, h)}
+			job := dialJob{pub: p.pub, relays: p.relays, lan: p.lan, hello: h.wire()}
 			s.wg.Add(1)
 			go s.dial(job)
 		}
