@@ -78,7 +78,7 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 		return msg2
 	}
 	if fw := e.cfg.Firewall; fw != nil {
-		if err := fw(remote); err != nil {
+		if err := fw(remote, peer.Hello); err != nil {
 			e.count(func(s *EndpointStats) { s.Refused++ })
 			e.log.Debug("firewall refused peer", "peer", short(remote), "err", err)
 			return refuse(CodeRefused)

@@ -63,9 +63,10 @@ type EndpointConfig struct {
 	// Net opens every socket and lists interfaces (ICE, TURN, birthday
 	// sockets). Zero means the real network.
 	Net transport.Net
-	// Firewall, when set, sees the key of every peer that dials us before
-	// any ICE work starts; an error refuses it (the peer gets ErrRefused).
-	Firewall func(remote ed25519.PublicKey) error
+	// Firewall, when set, sees the key of every peer that dials us, and the
+	// hello it dialled with (DialOptions.Hello; nil for none), before any
+	// ICE work starts; an error refuses it (the peer gets ErrRefused).
+	Firewall func(remote ed25519.PublicKey, hello []byte) error
 	// OnConnection receives incoming connections. Nil refuses every peer.
 	// It runs on its own goroutine and owns the Conn.
 	OnConnection func(*Conn)
@@ -390,7 +391,23 @@ func (e *Endpoint) Stats() EndpointStats {
 // sessions toward one address cannot coexist): dialling a key, or being
 // dialled by it, closes the connection to it that exists.
 func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort) (*Conn, error) {
+	return e.ConnectWith(ctx, remote, relays, DialOptions{})
+}
+
+// DialOptions are the optional parts of a dial.
+type DialOptions struct {
+	// Hello travels to the server's firewall inside the encrypted message 1
+	// (at most MaxHello bytes; nil for none): the application's word on why
+	// it dials, read before the server spends anything on ICE.
+	Hello []byte
+}
+
+// ConnectWith is Connect with options.
+func (e *Endpoint) ConnectWith(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, opts DialOptions) (*Conn, error) {
 	start := time.Now()
+	if len(opts.Hello) > MaxHello {
+		return nil, fmt.Errorf("%w: hello of %d bytes (at most %d)", ErrConfig, len(opts.Hello), MaxHello)
+	}
 	if err := secure.CheckPublicKey(remote); err != nil {
 		return nil, fmt.Errorf("holepunch: connect: %w", err)
 	}
@@ -446,7 +463,7 @@ func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays
 	stop := context.AfterFunc(e.ctx, func() { cancel(ErrClosed) })
 	defer stop()
 
-	c, err := e.connect(ctx, remote, relays, start)
+	c, err := e.connect(ctx, remote, relays, opts.Hello, start)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w (%w)", cause, err)
@@ -459,7 +476,7 @@ func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays
 	return c, nil
 }
 
-func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, start time.Time) (*Conn, error) {
+func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, hello []byte, start time.Time) (*Conn, error) {
 	e.waitNAT(ctx)
 	hinted := len(relays) > 0
 	if !hinted {
@@ -468,7 +485,7 @@ func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays
 			return nil, err
 		}
 	}
-	c, err := e.dial(ctx, remote, relays, ModeAuto, start)
+	c, err := e.dial(ctx, remote, relays, ModeAuto, hello, start)
 	if err != nil && hinted && errors.Is(err, ErrSignal) && ctx.Err() == nil {
 		// The relays named in a topic record can be gone (the record lives
 		// up to 20 minutes); the peer registers fresh ones under its key.
@@ -478,13 +495,13 @@ func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays
 		}
 		e.log.Debug("hinted relays failed, using the key's relays", "peer", short(remote), "relays", fresh)
 		relays = fresh
-		c, err = e.dial(ctx, remote, relays, ModeAuto, start)
+		c, err = e.dial(ctx, remote, relays, ModeAuto, hello, start)
 	}
 	if err == nil || !fallsBackToRelay(err) || ctx.Err() != nil {
 		return c, err
 	}
 	e.log.Debug("direct dial failed, trying relay", "peer", short(remote), "err", err)
-	c, rerr := e.dial(ctx, remote, relays, ModeRelay, start)
+	c, rerr := e.dial(ctx, remote, relays, ModeRelay, hello, start)
 	if rerr != nil {
 		return nil, fmt.Errorf("%w; relay: %w", err, rerr)
 	}
@@ -509,7 +526,7 @@ func fallsBackToRelay(err error) bool {
 }
 
 // dial runs one handshake and punch attempt.
-func (e *Endpoint) dial(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, mode Mode, start time.Time) (*Conn, error) {
+func (e *Endpoint) dial(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, mode Mode, hello []byte, start time.Time) (*Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.ConnectTimeout)
 	defer cancel()
 	var turn *TURNServerInfo
@@ -540,6 +557,7 @@ func (e *Endpoint) dial(ctx context.Context, remote ed25519.PublicKey, relays []
 	if _, err := rand.Read(local.Secret[:]); err != nil {
 		return nil, err
 	}
+	local.Hello = hello
 	init, err := secure.NewInitiator(e.cfg.Key, remote, prologue)
 	if err != nil {
 		return nil, err

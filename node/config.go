@@ -52,6 +52,10 @@ type Config struct {
 	KeepLoopback bool
 	// Session tunes the secure sessions (keepalive, dead-peer timeout).
 	Session secure.Config
+	// StaleAfter is how long a swarm connection may stay silent, despite a
+	// ping, before the peer is dialled again (see swarm.Config). Zero means
+	// swarm.DefaultStaleAfter.
+	StaleAfter time.Duration
 
 	// WebSocketAddr is where browsers and ToolDb clients connect (TCP,
 	// e.g. ":9000"). Zero means no WebSocket server.
@@ -82,6 +86,9 @@ type Config struct {
 	// Functions are server functions ToolDb clients may call by name
 	// (ToolDb's "function" message). Nil means none.
 	Functions map[string]bridge.Function
+	// DisablePlumtree sends every put to every swarmdb peer instead of
+	// along the broadcast tree (see bridge.Config; for comparisons).
+	DisablePlumtree bool
 
 	// MonitorInterval is how often local addresses are polled for network
 	// changes. Zero means holepunch's default (5 s).

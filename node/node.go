@@ -137,7 +137,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.bridge, err = bridge.New(bridge.Config{
 		Store: n.store, Identity: n.id.user, Topic: n.cfg.Topic, Server: true, Host: host, Port: port,
 		AllowedOrigins: n.cfg.AllowedOrigins, Limits: n.cfg.Limits, Functions: n.cfg.Functions,
-		Logger: n.log.With("component", "bridge"),
+		DisablePlumtree: n.cfg.DisablePlumtree, Logger: n.log.With("component", "bridge"),
 	})
 	if err != nil {
 		return fmt.Errorf("node: message layer: %w", err)
@@ -191,7 +191,7 @@ func (n *Node) startSwarm(ctx context.Context) error {
 		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: boot,
 		DHT:      dht.Config{OnKRPC: n.krpc.handle, WebSocketURL: n.cfg.PublicWebSocketURL},
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
-		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session,
+		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session, StaleAfter: n.cfg.StaleAfter,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
 		Logger: n.log,
 	})

@@ -94,8 +94,9 @@ type Config struct {
 	DHT dht.Config
 
 	// MaxPeers bounds open connections of both directions plus dials in
-	// flight. Zero means DefaultMaxPeers. Explicit peers are dialled even
-	// when it is reached.
+	// flight: the active view of the membership protocol (overlay.go),
+	// which keeps a swarm of any size one connected network. Zero means
+	// DefaultMaxPeers. Explicit peers are dialled even when it is reached.
 	MaxPeers int
 	// MaxParallel bounds dials in flight. Zero means DefaultMaxParallel.
 	MaxParallel int
@@ -116,6 +117,23 @@ type Config struct {
 	// OnDisconnect is called once for every connection OnConnection
 	// reported, when it closes, with the reason.
 	OnDisconnect func(c *Conn, info PeerInfo, err error)
+
+	// PassiveView bounds the known peers kept besides the open
+	// connections (HyParView's passive view). Zero means
+	// max(DefaultPassiveView, 4 × MaxPeers).
+	PassiveView int
+	// ActiveWalk and PassiveWalk are the forward-join walk length and the
+	// hop that leaves the joiner in the passive view. Zero means
+	// DefaultActiveWalk and DefaultPassiveWalk.
+	ActiveWalk, PassiveWalk int
+	// ShuffleInterval is the time between shuffles of the passive view.
+	// Zero means DefaultShuffleInterval.
+	ShuffleInterval time.Duration
+	// StaleAfter is how long a connection may stay silent, despite a ping
+	// on its control stream, before the peer is dialled again (which
+	// replaces the connection): a peer whose NAT mapping changed is back
+	// within about this long. Zero means DefaultStaleAfter.
+	StaleAfter time.Duration
 
 	// Backoff is the retry schedule. Zero means the default one.
 	Backoff Backoff
@@ -181,6 +199,22 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxInbound <= 0 {
 		c.MaxInbound = c.MaxPeers
+	}
+	if c.PassiveView <= 0 {
+		c.PassiveView = max(DefaultPassiveView, 4*c.MaxPeers)
+	}
+	if c.ActiveWalk <= 0 {
+		c.ActiveWalk = DefaultActiveWalk
+	}
+	c.ActiveWalk = min(c.ActiveWalk, maxPath-1) // a shuffle records every hop
+	if c.PassiveWalk <= 0 {
+		c.PassiveWalk = DefaultPassiveWalk
+	}
+	if c.ShuffleInterval <= 0 {
+		c.ShuffleInterval = DefaultShuffleInterval
+	}
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = DefaultStaleAfter
 	}
 	c.Backoff = c.Backoff.withDefaults()
 	if c.RefreshInterval <= 0 {

@@ -113,9 +113,9 @@ func (t *endpointTransport) listen(ctx context.Context) {
 // Connect dials remote. Addresses found on the LAN are the peer's own DHT
 // socket, which answers signaling for its key itself, so they go first in
 // the relay list: the dial then needs no DHT at all.
-func (t *endpointTransport) Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort) (*holepunch.Conn, error) {
+func (t *endpointTransport) Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort, hello []byte) (*holepunch.Conn, error) {
 	hint := slices.Concat(direct, relays)
-	c, err := t.ep.Connect(ctx, remote, hint)
+	c, err := t.ep.ConnectWith(ctx, remote, hint, holepunch.DialOptions{Hello: hello})
 	if err != nil {
 		return nil, classifyEndpointError(err)
 	}

@@ -66,6 +66,7 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 	metricsAddr := f.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)")
 	f.BoolVar(&cfg.KeepLoopback, "loopback", false, "keep loopback ICE candidates (several nodes on one host, tests)")
 	f.BoolVar(&cfg.DisableLAN, "no-lan", false, "turn LAN discovery (mDNS) off")
+	f.IntVar(&cfg.MaxPeers, "max-peers", swarm.DefaultMaxPeers, "most swarm connections at once; a larger swarm stays one network through the membership protocol")
 	asJSON := f.Bool("json", false, "print events as one JSON object per line on stdout; logs as JSON on stderr")
 	verbose := f.Bool("v", false, "debug logging")
 	if _, code, ok := f.parse(args, 0, std); !ok {
@@ -73,6 +74,9 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 	}
 	if cfg.Topic == "" {
 		return f.usageError(std, "--topic is required")
+	}
+	if cfg.MaxPeers < 1 {
+		return f.usageError(std, "--max-peers %d: want at least 1", cfg.MaxPeers)
 	}
 	switch *mode {
 	case "":
@@ -348,6 +352,10 @@ func disconnectReason(err error) string {
 		return "duplicate"
 	case errors.Is(err, swarm.ErrDead):
 		return "dead_after_network_change"
+	case errors.Is(err, swarm.ErrStale):
+		return "silent"
+	case errors.Is(err, swarm.ErrDemoted):
+		return "demoted"
 	case errors.Is(err, swarm.ErrBanned):
 		return "banned"
 	case errors.Is(err, swarm.ErrFirewalled):

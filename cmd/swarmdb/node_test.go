@@ -109,7 +109,7 @@ func TestNodeRestart(t *testing.T) {
 	const topic = "restart-cli"
 	nodeArgs := func(dir string) []string {
 		return []string{"node", "--topic", topic, "--data", dir, "--bootstrap", bootAddr, "--listen", "127.0.0.1:0",
-			"--ws", "127.0.0.1:0", "--loopback", "--no-lan", "--json"}
+			"--ws", "127.0.0.1:0", "--loopback", "--no-lan", "--max-peers", "8", "--json"}
 	}
 	a := startProc(t, bin, nodeArgs(t.TempDir())...)
 	readyA := a.waitEvent("ready")
@@ -234,6 +234,7 @@ func TestNodeUsage(t *testing.T) {
 		{"--topic", "t", "--metrics", "localhost"},       // no port
 		{"--topic", "t", "--data", t.TempDir(), "--public-ws", "http://node.example"}, // not ws:// or wss://
 		{"--topic", "t", "--data", t.TempDir(), "--tls-cert", "cert.pem"},             // no --tls-key
+		{"--topic", "t", "--max-peers", "0"},                                          // no connection allowed
 	} {
 		var out, errOut strings.Builder
 		if code := nodeMain(t.Context(), args, stdio{out: &out, err: &errOut}); code != exitUsage {
