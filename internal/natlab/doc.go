@@ -20,6 +20,10 @@
 // and every host gets its own ephemeral port range, so two LAN hosts behind one
 // router never pick the same local port and overload one external port.
 //
+// A router can run miniupnpd (Router.StartMiniUPnPd, miniupnpd.go), which
+// grants UPnP-IGD, NAT-PMP and PCP port mappings to its LAN hosts as a home
+// router does.
+//
 // Host.Net returns a pion transport.Net whose sockets are opened inside the
 // host's namespace, so an in-process node can run "inside" a lab host.
 // Host.Run, Host.Start and Host.RunTest run programs (or this test binary)
