@@ -85,6 +85,13 @@ type EndpointConfig struct {
 	// KeepLoopback keeps loopback candidates; set it when nodes live on
 	// 127.0.0.0/8 (tests, the demo). Zero means drop them.
 	KeepLoopback bool
+	// Mapped returns the public address a router's port mapping (PCP,
+	// NAT-PMP, UPnP-IGD) forwards to the node's socket, or the zero value.
+	// It is sent as one more server-reflexive candidate, and while there is
+	// one the signaling says our filtering is endpoint-independent: anyone
+	// may send to that address, so two endpoint-dependent NATs need no
+	// relay when either has a mapping. Nil means no port mapping.
+	Mapped func() netip.AddrPort
 	// Logger receives logs. Zero means discard.
 	Logger *slog.Logger
 }
@@ -611,6 +618,11 @@ func (e *Endpoint) localSignal(ctx context.Context, agent *ice.Agent, code Code,
 	if pub := e.cfg.Link.PublicAddr(); pub.IsValid() && !hasAddr(cands, pub) {
 		cands = append(cands, candidate{Kind: candSrflx, Addr: pub})
 	}
+	// After the DHT's reflexive address, which birthday punching takes
+	// as the one our NAT shows to the peer (reflexive).
+	if m := e.mapped(); m.IsValid() && !hasAddr(cands, m) {
+		cands = append(cands, candidate{Kind: candSrflx, Addr: m})
+	}
 	if len(cands) > maxCandidates {
 		cands = cands[:maxCandidates]
 	}
@@ -618,8 +630,30 @@ func (e *Endpoint) localSignal(ctx context.Context, agent *ice.Agent, code Code,
 	if err != nil {
 		return nil, err
 	}
+	mapping, filtering := e.advertisedNAT()
+	return &signal{Code: code, Mode: mode, Mapping: mapping, Filtering: filtering, Ufrag: ufrag, Pwd: pwd, Cands: cands}, nil
+}
+
+// mapped is the port-mapped address, or the zero value.
+func (e *Endpoint) mapped() netip.AddrPort {
+	if e.cfg.Mapped == nil {
+		return netip.AddrPort{}
+	}
+	return e.cfg.Mapped()
+}
+
+// advertisedNAT is the NAT behaviour the signaling states: the measured
+// one, except that a port mapping makes the filtering endpoint-independent
+// (the router forwards anything sent to the mapped address). The mapping
+// behaviour stays as measured: our own packets still leave through the
+// NAT's usual translation, so birthday punching against a port-restricted
+// peer is still what connects an endpoint-dependent NAT to it.
+func (e *Endpoint) advertisedNAT() (Mapping, Filtering) {
 	nat := e.NAT()
-	return &signal{Code: code, Mode: mode, Mapping: nat.Mapping, Filtering: nat.Filtering, Ufrag: ufrag, Pwd: pwd, Cands: cands}, nil
+	if e.mapped().IsValid() {
+		return nat.Mapping, FilteringEndpointIndependent
+	}
+	return nat.Mapping, nat.Filtering
 }
 
 func hasKind(cands []candidate, k candidateKind) bool {
