@@ -234,6 +234,9 @@ func TestNodeUsage(t *testing.T) {
 		{"--topic", "t", "--metrics", "localhost"},       // no port
 		{"--topic", "t", "--data", t.TempDir(), "--public-ws", "http://node.example"}, // not ws:// or wss://
 		{"--topic", "t", "--data", t.TempDir(), "--tls-cert", "cert.pem"},             // no --tls-key
+		{"--topic", "t", "--map-ws"},                                  // the WebSocket is on loopback by default
+		{"--topic", "t", "--map-ws", "--ws", "off"},                   // no WebSocket to map
+		{"--topic", "t", "--map-ws", "--ws", ":9000", "--no-portmap"}, // mapping off
 	} {
 		var out, errOut strings.Builder
 		if code := nodeMain(t.Context(), args, stdio{out: &out, err: &errOut}); code != exitUsage {
