@@ -250,3 +250,38 @@ func lookupMainline(ctx context.Context, t *testing.T, h *natlab.Host, routers [
 		}
 	}
 }
+
+// TestNodesSymmetricPortMapNATLab: two nodes, each behind a symmetric NAT
+// whose router runs miniupnpd, connect directly (without port mapping that
+// pair needs a TURN relay; the lab DHT here offers none) and replicate.
+// Root and miniupnpd only.
+func TestNodesSymmetricPortMapNATLab(t *testing.T) {
+	natlab.RequireMiniUPnPd(t)
+	lab := natlab.New(t)
+	boot := spreadDHT(t, lab, 3)
+	var nodes []*node.Node
+	for _, name := range []string{"a", "b"} {
+		r := lab.AddRouter(natlab.RouterConfig{Type: natlab.Symmetric})
+		r.StartMiniUPnPd(natlab.MiniUPnPdConfig{})
+		nd, _ := startLabNode(t, r.AddHost(name), node.Config{Topic: "natlab-portmap-sym", Bootstrap: boot, Logger: testLogger(name)})
+		if pm, ok := nd.PortMap(); !ok || pm.State != portmap.StateMapped {
+			t.Fatalf("%s: port map %+v", name, pm)
+		}
+		nodes = append(nodes, nd)
+	}
+	for _, nd := range nodes {
+		waitPeers(t, nd, 1)
+		if p := nd.Stats().Swarm.ByPath; p["direct"] != 1 {
+			t.Fatalf("connected by %v, want direct", p)
+		}
+	}
+	for _, p := range nodes[0].Status().Peers {
+		t.Logf("symmetric+upnp to symmetric+upnp: %s in %.1f ms", p.Path, p.ConnectMS)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := nodes[0].Put(ctx, "sym", []byte(`"through two mapped symmetric NATs"`)); err != nil {
+		t.Fatal(err)
+	}
+	waitValue(t, nodes[1], "sym", []byte(`"through two mapped symmetric NATs"`))
+}

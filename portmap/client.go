@@ -458,6 +458,9 @@ func (c *Client) probe(ctx context.Context) ([]Mapping, error) {
 	}
 	c.update(func(s *Status) { s.Gateway = gw })
 	ctx, cancel := context.WithCancel(ctx)
+	// Cancelled when probe returns; the discovery then ends on its own
+	// (Close waits for it), so a PCP answer is not held up by it.
+	defer cancel()
 	type found struct {
 		m   *upnpMapper
 		err error
@@ -465,17 +468,13 @@ func (c *Client) probe(ctx context.Context) ([]Mapping, error) {
 	var upnp chan found
 	if slices.Contains(c.cfg.Protocols, UPnP) {
 		upnp = make(chan found, 1)
+		c.wg.Add(1)
 		go func() {
+			defer c.wg.Done()
 			m, err := discoverUPnP(ctx, c.cfg.Net, gw, local, c.cfg.ssdpPort, c.cfg.now)
 			upnp <- found{m, err}
 		}()
 	}
-	defer func() {
-		cancel()
-		if upnp != nil {
-			<-upnp
-		}
-	}()
 	var errs []error
 	var pcpErr error
 	for _, p := range c.cfg.Protocols {

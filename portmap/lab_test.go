@@ -316,3 +316,52 @@ func TestLabNATPMPChild(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkLabPortMap measures the time from Start to the first outcome on
+// a lab LAN host behind miniupnpd: a UDP mapping by PCP or UPnP-IGD (the
+// client in-process; the mapping is deleted between iterations), by all
+// three as a node asks (PCP wins), and, with the daemon stopped, the time to
+// know that the gateway offers none.
+//
+//	go test -run '^$' -bench BenchmarkLabPortMap -benchtime 50x ./portmap/
+func BenchmarkLabPortMap(b *testing.B) {
+	natlab.RequireMiniUPnPd(b)
+	lab := natlab.New(b)
+	r := lab.AddRouter(natlab.RouterConfig{})
+	h := r.AddHost("h")
+	d := r.StartMiniUPnPd(natlab.MiniUPnPdConfig{})
+	gw := func() (netip.Addr, error) { return h.Gateway(), nil }
+	run := func(b *testing.B, protos []portmap.Protocol, want portmap.State) {
+		for range b.N {
+			c, err := portmap.New(portmap.Config{Net: h.Net(), Gateway: gw, UDPPort: 4000, Protocols: protos})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := c.Start(); err != nil {
+				b.Fatal(err)
+			}
+			<-c.Ready()
+			b.StopTimer()
+			if st := c.Status(); st.State != want {
+				b.Fatalf("state %s, want %s: %v", st.State, want, st.Err)
+			}
+			c.Close()
+			b.StartTimer()
+		}
+	}
+	b.Run("pcp", func(b *testing.B) { run(b, []portmap.Protocol{portmap.PCP}, portmap.StateMapped) })
+	b.Run("upnp", func(b *testing.B) { run(b, []portmap.Protocol{portmap.UPnP}, portmap.StateMapped) })
+	b.Run("all", func(b *testing.B) { run(b, nil, portmap.StateMapped) })
+	if err := d.Stop(); err != nil {
+		b.Fatal(err)
+	}
+	// A node asks once at start, within the router's ICMP burst allowance;
+	// this loop asks again and again, which Linux's per-host ICMP rate
+	// limit (net.ipv4.icmp_ratelimit, 1 s) would turn into timeouts. The
+	// limit is lifted on this router so that every iteration is a first
+	// attempt.
+	if out, err := r.Run(context.Background(), "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"); err != nil {
+		b.Fatalf("%v: %s", err, out)
+	}
+	b.Run("daemon-stopped", func(b *testing.B) { run(b, nil, portmap.StateUnavailable) })
+}

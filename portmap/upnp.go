@@ -482,16 +482,20 @@ func (c *ssdpClient) DoWithContext(req *http.Request, numSends int) ([]*http.Res
 		wg.Wait()
 	}()
 
+	ctx := req.Context()
 	for i := range max(numSends, 1) {
 		if i > 0 {
-			time.Sleep(5 * time.Millisecond)
+			select { // goupnp's own client spaces its sends so
+			case <-ctx.Done():
+				return nil, nil
+			case <-time.After(5 * time.Millisecond):
+			}
 		}
 		_, _ = uni.Write(msg.Bytes())
 		if merr == nil {
 			_, _ = multi.WriteTo(msg.Bytes(), net.UDPAddrFromAddrPort(ssdpAddr))
 		}
 	}
-	ctx := req.Context()
 	var out []*http.Response
 	open := 1 + btoi(merr == nil)
 	for open > 0 {
