@@ -20,15 +20,15 @@
 // and every host gets its own ephemeral port range, so two LAN hosts behind one
 // router never pick the same local port and overload one external port.
 //
-// A router can run miniupnpd (Router.StartMiniUPnPd, miniupnpd.go), which
-// grants UPnP-IGD, NAT-PMP and PCP port mappings to its LAN hosts as a home
-// router does.
-//
 // Host.Net returns a pion transport.Net whose sockets are opened inside the
 // host's namespace, so an in-process node can run "inside" a lab host.
 // Host.Run, Host.Start and Host.RunTest run programs (or this test binary)
 // there. Reflector and Classify are a small RFC 5780-style server and client
 // that measure a host's mapping, filtering and hairpinning behaviour.
+//
+// A router can run miniupnpd (Router.StartMiniUPnPd, miniupnpd.go), which
+// grants UPnP-IGD, NAT-PMP and PCP port mappings to its LAN hosts as a home
+// router does.
 //
 // Everything a Lab creates carries a per-run name prefix and is removed by
 // t.Cleanup, even when the test fails or panics. The lab needs root, ip and
