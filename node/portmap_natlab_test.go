@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -126,7 +128,7 @@ func TestNodePortMapNATLab(t *testing.T) {
 	// Then the router with its daemon.
 	h := r.AddHost("n")
 	nd, took := startLabNode(t, h, node.Config{Topic: "natlab-portmap", Bootstrap: boot, Mainline: routers, Server: true,
-		WebSocketAddr: h.IP().String() + ":9000", MapWebSocket: true, Logger: testLogger("mapped")})
+		WebSocketAddr: h.IP().String() + ":9000", MapWebSocket: true, Logger: portMapLogger("mapped")})
 	pm, ok = nd.PortMap()
 	if !ok || pm.State != portmap.StateMapped || pm.UDP == nil || pm.TCP == nil {
 		t.Fatalf("port map status %+v (ok %v)", pm, ok)
@@ -263,7 +265,7 @@ func TestNodesSymmetricPortMapNATLab(t *testing.T) {
 	for _, name := range []string{"a", "b"} {
 		r := lab.AddRouter(natlab.RouterConfig{Type: natlab.Symmetric})
 		r.StartMiniUPnPd(natlab.MiniUPnPdConfig{})
-		nd, _ := startLabNode(t, r.AddHost(name), node.Config{Topic: "natlab-portmap-sym", Bootstrap: boot, Logger: testLogger(name)})
+		nd, _ := startLabNode(t, r.AddHost(name), node.Config{Topic: "natlab-portmap-sym", Bootstrap: boot, Logger: portMapLogger(name)})
 		if pm, ok := nd.PortMap(); !ok || pm.State != portmap.StateMapped {
 			t.Fatalf("%s: port map %+v", name, pm)
 		}
@@ -284,4 +286,13 @@ func TestNodesSymmetricPortMapNATLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitValue(t, nodes[1], "sym", []byte(`"through two mapped symmetric NATs"`))
+}
+
+// portMapLogger logs a lab node's debug output to stderr when
+// SWARMDB_TEST_LOG is set.
+func portMapLogger(name string) *slog.Logger {
+	if os.Getenv("SWARMDB_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("n", name)
 }
