@@ -693,7 +693,11 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 		_ = agent.Close()
 		return e.punchEasy(ctx, local, peer)
 	}
-	addRemote(agent, peer.Cands, e.log)
+	cands := peer.Cands
+	if awaitsPeer(local, peer) {
+		cands = withoutReflexive(cands)
+	}
+	addRemote(agent, cands, e.log)
 	failed := make(chan struct{})
 	var failOnce sync.Once
 	_ = agent.OnConnectionStateChange(func(s ice.ConnectionState) {

@@ -66,10 +66,10 @@ func labMappedPeer(t testing.TB, h *natlab.Host, boot []netip.AddrPort) *peer {
 // port mapping changes (issue 20): symmetric NATs with and without
 // miniupnpd, against each other and against a port-restricted NAT. Both
 // symmetric: relay without a mapping, direct once either side has one.
-// Symmetric against port-restricted: direct either way (birthday punching
-// without a mapping on the port-restricted side; plain ICE to the mapped
-// address with one). The connect times are logged as a grid. Root and
-// miniupnpd only.
+// Symmetric against port-restricted: direct either way, by birthday
+// punching (seconds) without a mapping, by plain ICE to the mapped address
+// (tens of milliseconds) with one on either side. The connect times are
+// logged as a grid. Root and miniupnpd only.
 func TestConnectPortMapNATLab(t *testing.T) {
 	natlab.RequireMiniUPnPd(t)
 	lab := natlab.New(t)
