@@ -738,8 +738,22 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 	}
 	path, remote := selectedPath(agent)
 	e.log.Debug("ice connected", "path", path, "addr", remote)
-	return transportPath{conn: conn, path: path, release: func() { _ = agent.Close() }}, nil
+	// The session closes its conn when it ends (ice.Conn.Close closes the
+	// agent) while releasePath may close the agent at the same moment;
+	// pion/ice v2's Agent.Close checks, then acts, so two at once close a
+	// channel twice and panic (seen in the swarm tests). Both go through
+	// one Once.
+	closeAgent := sync.OnceValue(agent.Close)
+	return transportPath{conn: agentConn{Conn: conn, close: closeAgent}, path: path, release: func() { _ = closeAgent() }}, nil
 }
+
+// agentConn is an ICE conn whose Close closes the agent at most once.
+type agentConn struct {
+	*ice.Conn
+	close func() error
+}
+
+func (c agentConn) Close() error { return c.close() }
 
 // openSession runs the secure session over tr and registers the result.
 func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secure.Keys, start time.Time, initiator bool) (*Conn, error) {
