@@ -87,9 +87,14 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 	if code := e.glare(remote); code != CodeOK {
 		return refuse(code)
 	}
-	nat := e.NAT()
+	mapping, filtering := e.advertisedNAT()
 	switch {
-	case peer.Mode == ModeAuto && peer.Mapping == MappingEndpointDependent && nat.Mapping == MappingEndpointDependent:
+	case peer.Mode == ModeAuto && peer.Mapping == MappingEndpointDependent && mapping == MappingEndpointDependent &&
+		peer.Filtering != FilteringEndpointIndependent && filtering != FilteringEndpointIndependent:
+		// Both NATs pick a new port per destination and filter: no
+		// direct path. A side whose router forwards a mapped port to it
+		// (endpoint-independent filtering) is reachable there, so ICE
+		// runs.
 		return refuse(CodeUseRelay)
 	case peer.Mode == ModeRelay && !hasKind(peer.Cands, candRelay):
 		return refuse(CodeNoRelay)

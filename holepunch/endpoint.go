@@ -86,6 +86,13 @@ type EndpointConfig struct {
 	// KeepLoopback keeps loopback candidates; set it when nodes live on
 	// 127.0.0.0/8 (tests, the demo). Zero means drop them.
 	KeepLoopback bool
+	// Mapped returns the public address a router's port mapping (PCP,
+	// NAT-PMP, UPnP-IGD) forwards to the node's socket, or the zero value.
+	// It is sent as one more server-reflexive candidate, and while there is
+	// one the signaling says our filtering is endpoint-independent: anyone
+	// may send to that address, so two endpoint-dependent NATs need no
+	// relay when either has a mapping. Nil means no port mapping.
+	Mapped func() netip.AddrPort
 	// Logger receives logs. Zero means discard.
 	Logger *slog.Logger
 }
@@ -629,6 +636,11 @@ func (e *Endpoint) localSignal(ctx context.Context, agent *ice.Agent, code Code,
 	if pub := e.cfg.Link.PublicAddr(); pub.IsValid() && !hasAddr(cands, pub) {
 		cands = append(cands, candidate{Kind: candSrflx, Addr: pub})
 	}
+	// After the DHT's reflexive address, which birthday punching takes
+	// as the one our NAT shows to the peer (reflexive).
+	if m := e.mapped(); m.IsValid() && !hasAddr(cands, m) {
+		cands = append(cands, candidate{Kind: candSrflx, Addr: m})
+	}
 	if len(cands) > maxCandidates {
 		cands = cands[:maxCandidates]
 	}
@@ -636,8 +648,30 @@ func (e *Endpoint) localSignal(ctx context.Context, agent *ice.Agent, code Code,
 	if err != nil {
 		return nil, err
 	}
+	mapping, filtering := e.advertisedNAT()
+	return &signal{Code: code, Mode: mode, Mapping: mapping, Filtering: filtering, Ufrag: ufrag, Pwd: pwd, Cands: cands}, nil
+}
+
+// mapped is the port-mapped address, or the zero value.
+func (e *Endpoint) mapped() netip.AddrPort {
+	if e.cfg.Mapped == nil {
+		return netip.AddrPort{}
+	}
+	return e.cfg.Mapped()
+}
+
+// advertisedNAT is the NAT behaviour the signaling states: the measured
+// one, except that a port mapping makes the filtering endpoint-independent
+// (the router forwards anything sent to the mapped address). The mapping
+// behaviour stays as measured: our own packets still leave through the
+// NAT's usual translation, so birthday punching against a port-restricted
+// peer is still what connects an endpoint-dependent NAT to it.
+func (e *Endpoint) advertisedNAT() (Mapping, Filtering) {
 	nat := e.NAT()
-	return &signal{Code: code, Mode: mode, Mapping: nat.Mapping, Filtering: nat.Filtering, Ufrag: ufrag, Pwd: pwd, Cands: cands}, nil
+	if e.mapped().IsValid() {
+		return nat.Mapping, FilteringEndpointIndependent
+	}
+	return nat.Mapping, nat.Filtering
 }
 
 func hasKind(cands []candidate, k candidateKind) bool {
@@ -677,7 +711,11 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 		_ = agent.Close()
 		return e.punchEasy(ctx, local, peer)
 	}
-	addRemote(agent, peer.Cands, e.log)
+	cands := peer.Cands
+	if awaitsPeer(local, peer) {
+		cands = withoutReflexive(cands)
+	}
+	addRemote(agent, cands, e.log)
 	failed := make(chan struct{})
 	var failOnce sync.Once
 	_ = agent.OnConnectionStateChange(func(s ice.ConnectionState) {
@@ -718,8 +756,22 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 	}
 	path, remote := selectedPath(agent)
 	e.log.Debug("ice connected", "path", path, "addr", remote)
-	return transportPath{conn: conn, path: path, release: func() { _ = agent.Close() }}, nil
+	// The session closes its conn when it ends (ice.Conn.Close closes the
+	// agent) while releasePath may close the agent at the same moment;
+	// pion/ice v2's Agent.Close checks, then acts, so two at once close a
+	// channel twice and panic (seen in the swarm tests). Both go through
+	// one Once.
+	closeAgent := sync.OnceValue(agent.Close)
+	return transportPath{conn: agentConn{Conn: conn, close: closeAgent}, path: path, release: func() { _ = closeAgent() }}, nil
 }
+
+// agentConn is an ICE conn whose Close closes the agent at most once.
+type agentConn struct {
+	*ice.Conn
+	close func() error
+}
+
+func (c agentConn) Close() error { return c.close() }
 
 // openSession runs the secure session over tr and registers the result.
 func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secure.Keys, start time.Time, initiator bool) (*Conn, error) {

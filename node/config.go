@@ -13,6 +13,7 @@ import (
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/portmap"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -93,6 +94,25 @@ type Config struct {
 	// MonitorInterval is how often local addresses are polled for network
 	// changes. Zero means holepunch's default (5 s).
 	MonitorInterval time.Duration
+
+	// DisablePortMap turns router port mapping off. On by default: a node
+	// that joins a DHT beyond its LAN asks its gateway (PCP, NAT-PMP,
+	// UPnP-IGD) to forward its UDP port, advertises the mapped address to
+	// peers, and becomes a persistent DHT node when the DHT's reachability
+	// check then gets through. Nodes whose socket or DHT nodes are all on
+	// loopback never map.
+	DisablePortMap bool
+	// MapWebSocket maps the WebSocket's TCP port too, and the mainline
+	// part then announces the WebSocket at the mapped address, so ToolDb
+	// and browser clients reach a node behind a home router. The
+	// WebSocket must listen on an address the router can forward to (not
+	// loopback).
+	MapWebSocket bool
+	// PortMap tunes the port-mapping client (lifetime, checks, protocols;
+	// Gateway is required when Net is not the system network, otherwise
+	// port mapping stays off). Its Net, ports, LocalIP, OnChange and
+	// Logger are set by the node.
+	PortMap portmap.Config
 
 	// Mainline lists BitTorrent mainline DHT routers (host:port) to join
 	// the mainline DHT through. Empty means the mainline part is off. On,

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/swarmdb/swarmdb/bridge"
@@ -20,6 +21,7 @@ import (
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/dnsdisc"
 	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/portmap"
 	"github.com/swarmdb/swarmdb/swarm"
 )
 
@@ -52,6 +54,11 @@ type Node struct {
 	stop      chan struct{} // closed by shutdown, for Start's loops
 	wg        sync.WaitGroup
 
+	// portmap is set during Start (the swarm's OnListen), nil when the
+	// node maps no ports; portmapChange wakes portMapLoop (portmap.go).
+	portmap       atomic.Pointer[portmap.Client]
+	portmapChange chan struct{}
+
 	// Guarded by foundMu: ToolDb servers already reported.
 	foundMu  sync.Mutex
 	reported map[MainlinePeer]bool
@@ -75,7 +82,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Node{cfg: cfg, log: cfg.Logger, id: id, idSave: !onDisk}, nil
+	return &Node{cfg: cfg, log: cfg.Logger, id: id, idSave: !onDisk, portmapChange: make(chan struct{}, 1)}, nil
 }
 
 // PublicKey is the node's swarm identity (its peer id).
@@ -164,6 +171,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.wg.Add(1)
 		go n.saveCacheLoop()
 	}
+	if c := n.portmap.Load(); c != nil {
+		n.wg.Add(1)
+		go n.portMapLoop(c)
+	}
 	return nil
 }
 
@@ -193,6 +204,7 @@ func (n *Node) startSwarm(ctx context.Context) error {
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
 		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session, StaleAfter: n.cfg.StaleAfter,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
+		OnListen: n.startPortMap, Mapped: n.mappedUDP,
 		Logger: n.log,
 	})
 	if err != nil {
@@ -334,6 +346,7 @@ func (n *Node) shutdown() error {
 	if n.swarm != nil {
 		errs = append(errs, n.swarm.Close())
 	}
+	n.closePortMap()
 	if n.bridge != nil {
 		errs = append(errs, n.bridge.Close())
 	}

@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -159,6 +160,17 @@ type Config struct {
 	// KeepLoopback keeps loopback ICE candidates: set it when peers live on
 	// 127.0.0.0/8 (tests, the demo).
 	KeepLoopback bool
+
+	// OnListen runs once the node's UDP socket is bound (local is its
+	// address), before the DHT is joined and the NAT measured; Start waits
+	// for it. The node asks its router for a port mapping there, so that
+	// the first NAT measurement and the DHT's reachability check see it.
+	// Nil means nothing to do.
+	OnListen func(ctx context.Context, local netip.AddrPort)
+	// Mapped returns the public address a router port mapping forwards to
+	// the node's socket, or the zero value (see holepunch.EndpointConfig).
+	// Nil means no port mapping.
+	Mapped func() netip.AddrPort
 
 	// Logger receives the swarm's logs. Nil means discard.
 	Logger *slog.Logger

@@ -32,13 +32,14 @@ type endpointFactory struct {
 	bootstrap    []netip.AddrPort
 	session      secure.Config
 	keepLoopback bool
+	mapped       func() netip.AddrPort
 
 	link *dhtlink.Link // set by configure
 }
 
 // defaultTransport returns the production transport factory for cfg.
 func defaultTransport(cfg Config) transportFactory {
-	return &endpointFactory{net: cfg.Net, bootstrap: cfg.Bootstrap, session: cfg.Session, keepLoopback: cfg.KeepLoopback}
+	return &endpointFactory{net: cfg.Net, bootstrap: cfg.Bootstrap, session: cfg.Session, keepLoopback: cfg.KeepLoopback, mapped: cfg.Mapped}
 }
 
 func (f *endpointFactory) configure(c *dht.Config) {
@@ -61,6 +62,7 @@ func (f *endpointFactory) start(ctx context.Context, node *dht.Node, h transport
 		MeasureNAT:   f.link.MeasureNAT,
 		Session:      f.session,
 		KeepLoopback: f.keepLoopback,
+		Mapped:       f.mapped,
 		Logger:       h.log.With("component", "holepunch"),
 	})
 	if err != nil {

@@ -167,6 +167,9 @@ func (s *Swarm) start(ctx context.Context) error {
 		return fmt.Errorf("swarm: %w", err)
 	}
 	s.disc, s.node = disc, node
+	if s.cfg.OnListen != nil && node != nil {
+		s.cfg.OnListen(ctx, node.LocalAddr())
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	tr, err := tf.start(ctx, node, transportHooks{
 		key:      s.key,

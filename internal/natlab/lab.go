@@ -85,6 +85,7 @@ type Lab struct {
 	nextRouter int             // number of the next router's LAN
 	nextHost   int             // lab-wide host counter (port ranges)
 	inetPorts  int             // bridge ports on the internet segment
+	stun       *Reflector      // miniupnpd's STUN server, made on first use
 	closed     bool
 }
 

@@ -108,6 +108,7 @@ type Router struct {
 
 	// Guarded by mu.
 	mu       sync.Mutex
+	allowWAN []netip.Addr // see natRules.AllowWANFrom
 	hairpin  bool
 	timeout  time.Duration
 	hosts    []*Host
@@ -235,7 +236,7 @@ func (r *Router) LossCounts(ctx context.Context) (LossCounts, error) {
 
 // applyLocked (re)loads the router's NAT table from its current settings.
 func (r *Router) applyLocked() error {
-	rules := natRules{Type: r.typ, Public: r.public, LAN: r.lan, Hairpin: r.hairpin, Timeout: r.timeout, AcceptWANInput: r.accept}
+	rules := natRules{Type: r.typ, Public: r.public, LAN: r.lan, Hairpin: r.hairpin, Timeout: r.timeout, AcceptWANInput: r.accept, AllowWANFrom: r.allowWAN}
 	return r.lab.nft(r.ns, rules.ruleset())
 }
 
