@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -68,6 +70,9 @@ func labNode(t *testing.T, h *natlab.Host, boot []netip.AddrPort, topic, listen 
 	}
 	if tweak != nil {
 		tweak(&cfg)
+	}
+	if os.Getenv("SWARMDB_TEST_DEBUG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("host", h.Name())
 	}
 	nd, err := node.New(cfg)
 	if err != nil {
@@ -293,8 +298,12 @@ func testConntrackFlush(t *testing.T, writer, reader natlab.NATType, flushBoth b
 		if time.Now().After(deadline) {
 			close(stop)
 			r := <-res
-			t.Fatalf("no write made after the flush replicated within %v (%d acked, %d failed); events a %v b %v",
-				bound, len(r.acked), r.failed, summarise(la.since(fault), fault), summarise(lb.since(fault), fault))
+			sa, sb := a.Stats().Swarm, b.Stats().Swarm
+			t.Fatalf("no write made after the flush replicated within %v (%d acked, %d failed); events a %v b %v; "+
+				"dials a %d (failed %v, refused %v) b %d (failed %v, refused %v); membership a %+v b %+v",
+				bound, len(r.acked), r.failed, summarise(la.since(fault), fault), summarise(lb.since(fault), fault),
+				sa.Attempts, sa.FailuresByReason, sa.InboundRefused, sb.Attempts, sb.FailuresByReason, sb.InboundRefused,
+				sa.Membership, sb.Membership)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
