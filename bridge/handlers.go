@@ -25,6 +25,9 @@ func (p *Peer) handle(m *Message) bool {
 	b := p.b
 	if !b.seenIDs.add(m.Type + "\x00" + m.ID) {
 		b.stats.dups.Add(1)
+		if (m.Type == TypePut || m.Type == TypeCRDTPut) && !m.Catchup {
+			p.putArrived(m.Data.Key, m.ID, false)
+		}
 		return true
 	}
 	if !p.identified.Load() && m.Type != TypePing && m.Type != TypePong && m.Type != TypeError {
@@ -53,6 +56,17 @@ func (p *Peer) handle(m *Message) bool {
 		if !p.swarmdb.Load() {
 			return p.bad(m.ID, fmt.Errorf("%w: %s from a peer that is not swarmdb", ErrUnknownType, m.Type))
 		}
+		switch m.Sync.Op {
+		case syncOpIHave:
+			p.onIHave(m.Sync.Items)
+			return true
+		case syncOpGraft:
+			p.onGraft(m.Sync.Items)
+			return true
+		case syncOpPrune:
+			p.onPrune()
+			return true
+		}
 		if b.cfg.DisableSync && m.Sync.Op != syncOpHave && m.Sync.Op != syncOpWant {
 			return true
 		}
@@ -61,11 +75,20 @@ func (p *Peer) handle(m *Message) bool {
 	return true
 }
 
+// protocolVersion is the swarmdb version we speak: without the broadcast
+// tree, the one before it, so peers send us every put in full.
+func (b *Bridge) protocolVersion() int {
+	if b.cfg.DisablePlumtree {
+		return treeVersion - 1
+	}
+	return ProtocolVersion
+}
+
 // sendPing sends our ping (we opened the connection).
 func (p *Peer) sendPing() {
 	b := p.b
 	m := &Message{Type: TypePing, ID: newID(), To: []string{b.clientID}, IsServer: b.cfg.Server,
-		ClientID: b.clientID, Peer: &b.desc, Swarmdb: ProtocolVersion}
+		ClientID: b.clientID, Peer: &b.desc, Swarmdb: b.protocolVersion()}
 	p.mu.Lock()
 	p.pingID = m.ID
 	p.mu.Unlock()
@@ -78,11 +101,11 @@ func (p *Peer) onPing(m *Message) bool {
 	if err := VerifyPeerDesc(m.Peer, b.cfg.Topic, b.cfg.Now()); err != nil {
 		return p.bad(m.ID, err)
 	}
-	if err := p.identify(m.ClientID, m.Peer, m.IsServer, m.Swarmdb > 0); err != nil {
+	if err := p.identify(m.ClientID, m.Peer, m.IsServer, m.Swarmdb); err != nil {
 		return p.bad(m.ID, err)
 	}
 	p.send(&Message{Type: TypePong, ID: m.ID, To: []string{b.clientID}, IsServer: b.cfg.Server,
-		ClientID: b.clientID, Servers: b.serverList(), Peer: &b.desc, Swarmdb: ProtocolVersion})
+		ClientID: b.clientID, Servers: b.serverList(), Peer: &b.desc, Swarmdb: b.protocolVersion()})
 	return true
 }
 
@@ -110,12 +133,18 @@ func (p *Peer) onPong(m *Message) bool {
 	if err := VerifyPeerDesc(d, b.cfg.Topic, b.cfg.Now()); err != nil {
 		return p.bad(m.ID, err)
 	}
-	if err := p.identify(m.ClientID, d, m.IsServer, m.Swarmdb > 0); err != nil {
+	if err := p.identify(m.ClientID, d, m.IsServer, m.Swarmdb); err != nil {
 		return p.bad(m.ID, err)
 	}
 	now := b.cfg.Now()
 	for i := range m.Servers {
 		s := m.Servers[i]
+		b.mu.Lock()
+		known, ok := b.servers[s.Address]
+		b.mu.Unlock()
+		if ok && known == s {
+			continue // verified before: an ECDSA check saved, for each of up to 32 per pong
+		}
 		if s.Address == b.desc.Address || VerifyPeerDesc(&s, b.cfg.Topic, now) != nil {
 			continue
 		}
@@ -134,7 +163,8 @@ func (p *Peer) onPong(m *Message) bool {
 // identify binds the connection to a verified descriptor. The client id must be the one ToolDb
 // derives from the address (so a peer cannot take another's id without its key), must not be
 // ours, must not change on a connection, and must not be held by another live connection.
-func (p *Peer) identify(clientID string, d *PeerDesc, isServer, swarmdb bool) error {
+func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int) error {
+	swarmdb := version > 0
 	b := p.b
 	if clientID != ClientID(d.Address) {
 		return fmt.Errorf("%w: %q is not the id of address %q", ErrIDClaimed, truncate(clientID, 32), truncate(d.Address, 100))
@@ -157,6 +187,7 @@ func (p *Peer) identify(clientID string, d *PeerDesc, isServer, swarmdb bool) er
 		b.byClient[clientID] = p
 		p.isServer.Store(isServer)
 		p.swarmdb.Store(swarmdb)
+		p.proto.Store(int32(min(version, 1<<20)))
 		if isServer && d.Address != b.desc.Address && len(b.servers) < maxKnownServers {
 			b.servers[d.Address] = *d
 		}
@@ -168,6 +199,11 @@ func (p *Peer) identify(clientID string, d *PeerDesc, isServer, swarmdb bool) er
 	}
 	p.identified.Store(true)
 	close(p.identCh)
+	if b.inTree(p) {
+		b.treeMu.Lock()
+		b.tree.up(p)
+		b.treeMu.Unlock()
+	}
 	b.log.Debug("peer identified", "peer", clientID, "remote", p.conn.RemoteID(), "server", isServer, "swarmdb", swarmdb)
 	if b.cfg.OnPeer != nil {
 		b.cfg.OnPeer(PeerEvent{Up: true, Peer: p.Status()})
@@ -201,9 +237,14 @@ func (p *Peer) onPut(m *Message) {
 	rec := *m.Data
 	hk := recordID(&rec)
 	if b.seenHashes.has(hk) {
+		// The same record under another id (brought by anti-entropy, or
+		// written twice): no word on the tree.
 		b.stats.dups.Add(1)
 		b.answerPending(m.ID, &rec)
 		return
+	}
+	if !m.Catchup {
+		p.putArrived(rec.Key, m.ID, true)
 	}
 	out, err := b.store.Put(b.ctx, rec)
 	if err != nil {
@@ -363,33 +404,76 @@ func (p *Peer) onSubscribe(m *Message) bool {
 		if b.subs[m.Key] == nil {
 			b.subs[m.Key] = map[*Peer]string{}
 		}
-		b.subs[m.Key][p] = ""
+		b.subs[m.Key][p] = subPending
 	}
 	p.mu.Unlock()
 	b.mu.Unlock()
 	if full {
 		return p.bad(m.ID, fmt.Errorf("%w: %d", ErrTooManySubscriptions, b.cfg.Limits.MaxSubscriptions))
 	}
-	// ToolDb answers a subscribe at once with the stored value, under the subscribe id. The
-	// store watcher may still hold the event of that very record: remember it was sent.
-	if rec, err := b.store.Get(m.Key); err == nil {
-		send := true
-		if rec.CRDT == "" {
-			hk := recordID(&rec)
-			b.mu.Lock()
-			if subs := b.subs[m.Key]; subs != nil {
-				if _, ok := subs[p]; ok {
-					send = subs[p] != hk
-					subs[p] = hk
-				}
-			}
-			b.mu.Unlock()
-		}
-		if send {
-			b.reply(p, m.ID, TypeSubscribe, m.Key, &rec)
-		}
+	// ToolDb answers a subscribe at once with the stored value, under the subscribe id, and
+	// its clients wait for that id: the answer goes before any push (a push of a change
+	// stored meanwhile is held back until then, see push and settleSub).
+	rec, err := b.store.Get(m.Key)
+	if err != nil {
+		b.settleSub(p, m.Key, "")
+		return true
 	}
+	hk := ""
+	if rec.CRDT == "" {
+		hk = recordID(&rec)
+	}
+	send := true
+	if had && hk != "" {
+		b.mu.Lock()
+		send = b.subs[m.Key][p] != hk // a resubscribe is not sent what it has
+		b.mu.Unlock()
+	}
+	if send {
+		b.reply(p, m.ID, TypeSubscribe, m.Key, &rec)
+	}
+	b.settleSub(p, m.Key, hk)
 	return true
+}
+
+// Markers in Bridge.subs while a subscribe's answer is on its way: subPending, and
+// subPendingChanged once the store changed the key meanwhile.
+const (
+	subPending        = "\x00pending"
+	subPendingChanged = "\x00pending, changed"
+)
+
+// settleSub ends the wait of p's new subscription to key, answered with the plain record hk
+// ("" for none or a CRDT); if the key changed meanwhile, p is sent what the store holds now.
+func (b *Bridge) settleSub(p *Peer, key, hk string) {
+	b.mu.Lock()
+	subs := b.subs[key]
+	last, ok := subs[p]
+	if ok && (last == subPending || last == subPendingChanged) {
+		subs[p] = hk
+	}
+	b.mu.Unlock()
+	if !ok || last != subPendingChanged {
+		return
+	}
+	cur, err := b.store.Get(key)
+	if err != nil || cur.CRDT == "" && recordID(&cur) == hk {
+		return
+	}
+	if cur.CRDT == "" {
+		b.mu.Lock()
+		if subs := b.subs[key]; subs != nil {
+			if _, ok := subs[p]; ok {
+				subs[p] = recordID(&cur)
+			}
+		}
+		b.mu.Unlock()
+	}
+	for _, m := range b.recordMessages(p, key, &cur, cur.CRDT != "") {
+		m.ID = newID()
+		p.send(&m)
+		b.stats.pushes.Add(1)
+	}
 }
 
 func (p *Peer) onQuery(m *Message) {

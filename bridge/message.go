@@ -97,10 +97,10 @@ type Message struct {
 
 // SyncBody is the payload of a swarmdbSync message (see sync.go).
 type SyncBody struct {
-	Op    string     // "tree", "leaf" or "want"
+	Op    string     // "tree", "leaf", "want", "have", "ihave", "graft" or "prune"
 	Path  string     // hex prefix of sha256(key) the message is about
 	Sums  []SyncSum  // tree: one per child nibble, 16 entries
-	Items []SyncItem // leaf: every key under Path with its item hash
+	Items []SyncItem // leaf: every key under Path with its item hash; have: keys and item hashes; ihave, graft: keys and put ids
 	Keys  []string   // want: keys whose records the sender asks for
 }
 
@@ -412,7 +412,8 @@ func (p *fieldParser) sync() *SyncBody {
 			}
 			s.Sums = append(s.Sums, SyncSum{Count: n, Hash: h})
 		}
-	case syncOpLeaf, syncOpHave:
+	case syncOpPrune:
+	case syncOpLeaf, syncOpHave, syncOpIHave, syncOpGraft:
 		var items [][2]string
 		if raw := p.raw("items"); raw != nil {
 			if err := json.Unmarshal(raw, &items); err != nil || len(items) > maxSyncList {
@@ -535,7 +536,7 @@ func appendSyncBody(b []byte, s *SyncBody) []byte {
 			b = append(b, ']')
 		}
 		b = append(b, ']')
-	case syncOpLeaf, syncOpHave:
+	case syncOpLeaf, syncOpHave, syncOpIHave, syncOpGraft:
 		b = append(b, `,"items":[`...)
 		for i, it := range s.Items {
 			if i > 0 {

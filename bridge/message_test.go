@@ -60,6 +60,9 @@ func TestMessageRoundTrip(t *testing.T) {
 		{Type: TypeSync, ID: "g", Sync: &SyncBody{Op: syncOpTree, Path: "3a", Sums: make([]SyncSum, 16)}},
 		{Type: TypeSync, ID: "h", Sync: &SyncBody{Op: syncOpLeaf, Path: "3a", Items: []SyncItem{{Key: "k", Hash: "00"}}}},
 		{Type: TypeSync, ID: "i", Sync: &SyncBody{Op: syncOpWant, Keys: []string{"k"}}},
+		{Type: TypeSync, ID: "j", Sync: &SyncBody{Op: syncOpIHave, Items: []SyncItem{{Key: "k", Hash: "putid"}}}},
+		{Type: TypeSync, ID: "k", Sync: &SyncBody{Op: syncOpGraft, Items: []SyncItem{{Key: "k", Hash: "putid"}}}},
+		{Type: TypeSync, ID: "l", Sync: &SyncBody{Op: syncOpPrune}},
 	}
 	for _, m := range msgs {
 		b := AppendMessage(nil, &m)
@@ -233,6 +236,8 @@ func FuzzParseMessage(f *testing.F) {
 		{Type: TypeFunction, ID: "e", Function: "f", Args: json.RawMessage(`[1]`)},
 		{Type: TypeSync, ID: "g", Sync: &SyncBody{Op: syncOpTree, Sums: make([]SyncSum, 16)}},
 		{Type: TypeSync, ID: "h", Sync: &SyncBody{Op: syncOpLeaf, Path: "a", Items: []SyncItem{{Key: "k", Hash: "0"}}}},
+		{Type: TypeSync, ID: "i", Sync: &SyncBody{Op: syncOpIHave, Items: []SyncItem{{Key: "k", Hash: "id"}}}},
+		{Type: TypeSync, ID: "j", Sync: &SyncBody{Op: syncOpPrune}},
 	} {
 		f.Add(AppendMessage(nil, &m))
 	}

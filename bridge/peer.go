@@ -65,6 +65,7 @@ type Peer struct {
 
 	isServer                           atomic.Bool
 	swarmdb                            atomic.Bool
+	proto                              atomic.Int32 // its swarmdb protocol version (0: ToolDb)
 	identified                         atomic.Bool
 	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
 
@@ -81,6 +82,7 @@ type Peer struct {
 	lagLost     bool                // lagged overflowed: only a comparison can tell what it lacks
 	syncTimer   *time.Timer         // next comparison from the root (see scheduleSync)
 	syncDue     time.Time           // when syncTimer fires; zero while it is not armed
+	ihaves      []SyncItem          // puts to announce on the lazy link (see announceLazily)
 
 	// Owned by the read loop.
 	rate           bucket
@@ -277,6 +279,9 @@ func (p *Peer) readLoop() error {
 		// id, so a copy is recognised before the costly full parse.
 		if typ, id, ok := peekTypeID(raw); ok && b.seenIDs.has(typ+"\x00"+id) {
 			b.stats.dups.Add(1)
+			if typ == TypePut || typ == TypeCRDTPut {
+				p.putArrived("", id, false)
+			}
 			continue
 		}
 		m, err := ParseMessage(raw, b.cfg.Limits.MaxDepth)
@@ -498,6 +503,7 @@ func (p *Peer) goAsync(fn func()) bool {
 
 // removePeer forgets p: its client id, its subscriptions, gets it asked for.
 func (b *Bridge) removePeer(p *Peer) {
+	b.treeDown(p)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.peers, p)

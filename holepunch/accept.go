@@ -78,7 +78,7 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 		return msg2
 	}
 	if fw := e.cfg.Firewall; fw != nil {
-		if err := fw(remote); err != nil {
+		if err := fw(remote, peer.Hello); err != nil {
 			e.count(func(s *EndpointStats) { s.Refused++ })
 			e.log.Debug("firewall refused peer", "peer", short(remote), "err", err)
 			return refuse(CodeRefused)
@@ -87,12 +87,16 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 	if code := e.glare(remote); code != CodeOK {
 		return refuse(code)
 	}
-	nat := e.NAT()
+	mapping, filtering := e.advertisedNAT()
 	switch {
-	case peer.Mode == ModeAuto && peer.Mapping == MappingEndpointDependent && nat.Mapping == MappingEndpointDependent &&
+	case peer.Mode == ModeAuto && peer.Mapping == MappingEndpointDependent && mapping == MappingEndpointDependent &&
+		peer.Filtering != FilteringEndpointIndependent && filtering != FilteringEndpointIndependent &&
 		!(hasGlobalIPv6(peer) && e.offersIPv6()):
-		// Both behind symmetric NATs: only a relay joins them, unless
-		// both have IPv6, where ICE connects them directly.
+		// Both NATs pick a new port per destination and filter: no
+		// direct path over IPv4. A side whose router forwards a mapped
+		// port to it (endpoint-independent filtering) is reachable there,
+		// and when both have IPv6 ICE connects them directly; then ICE
+		// runs.
 		return refuse(CodeUseRelay)
 	case peer.Mode == ModeRelay && !hasKind(peer.Cands, candRelay):
 		return refuse(CodeNoRelay)

@@ -23,11 +23,14 @@ const (
 // reach the other's filter from a port it never sent to (nat.md, B5).
 // Against address-dependent or no filtering ICE's peer-reflexive
 // candidates do the job. Unknown filtering on the easy side counts as
-// port-restricted, since a wrong guess there only costs probes. Both sides
-// compute the same answer from the same two payloads.
+// port-restricted, since a wrong guess there only costs probes. A hard side
+// whose router forwards a mapped port to it (it states endpoint-independent
+// filtering) needs no birthday: the easy side reaches it at that port, see
+// awaitsPeer. Both sides compute the same answer from the same two
+// payloads.
 func birthdayRole(local, peer *signal) punchRole {
 	needs := func(hard, easy *signal) bool {
-		return hard.Mapping == MappingEndpointDependent &&
+		return hard.Mapping == MappingEndpointDependent && hard.Filtering != FilteringEndpointIndependent &&
 			easy.Mapping == MappingEndpointIndependent &&
 			(easy.Filtering == FilteringAddressAndPortDependent || easy.Filtering == FilteringUnknown) &&
 			reflexive(easy).IsValid() && reflexive(hard).IsValid()
@@ -42,6 +45,34 @@ func birthdayRole(local, peer *signal) punchRole {
 		return roleEasy
 	}
 	return roleNone
+}
+
+// awaitsPeer says whether this side should not send connectivity checks
+// to the peer's server-reflexive addresses but wait for the peer's checks,
+// which reach it through its router's port mapping: it is behind an
+// endpoint-dependent NAT with a mapping (endpoint-dependent mapping,
+// endpoint-independent filtering), and the peer filters, so our checks
+// could not reach it anyway. Sending them would do harm: our NAT would give
+// the 5-tuple toward the peer's reflexive address a new random port, and
+// the peer's checks to our mapped port, which the router translates to that
+// same 5-tuple, would then clash with it in conntrack and be dropped. Our
+// answers to the peer's checks (and ICE's triggered checks) go out through
+// the mapping's own conntrack entry, from the mapped port.
+func awaitsPeer(local, peer *signal) bool {
+	return local.Mode == ModeAuto && local.Mapping == MappingEndpointDependent &&
+		local.Filtering == FilteringEndpointIndependent && peer.Filtering != FilteringEndpointIndependent
+}
+
+// withoutReflexive returns cands without the IPv4 server-reflexive ones
+// (IPv6 has no translation, so no mapping to clash with).
+func withoutReflexive(cands []candidate) []candidate {
+	var out []candidate
+	for _, c := range cands {
+		if c.Kind != candSrflx || !c.Addr.Addr().Is4() {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // reflexive is the IPv4 server-reflexive address a payload names: birthday

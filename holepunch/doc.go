@@ -8,6 +8,8 @@
 //     carry the ICE credentials, candidates and NAT class (signal.go), so
 //     relays can neither read nor alter them.
 //   - ice.go: pion/ice/v2 agents on the node's one shared UDP socket.
+//     A router port mapping (EndpointConfig.Mapped) is one more candidate
+//     in the signaling, which then states endpoint-independent filtering.
 //   - birthday.go, birthday_path.go: birthday-paradox punching when one side
 //     has endpoint-dependent mapping and the other filters by port.
 //   - turn_server.go: the TURN relay public nodes run for the rest.

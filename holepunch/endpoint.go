@@ -63,9 +63,10 @@ type EndpointConfig struct {
 	// Net opens every socket and lists interfaces (ICE, TURN, birthday
 	// sockets). Zero means the real network.
 	Net transport.Net
-	// Firewall, when set, sees the key of every peer that dials us before
-	// any ICE work starts; an error refuses it (the peer gets ErrRefused).
-	Firewall func(remote ed25519.PublicKey) error
+	// Firewall, when set, sees the key of every peer that dials us, and the
+	// hello it dialled with (DialOptions.Hello; nil for none), before any
+	// ICE work starts; an error refuses it (the peer gets ErrRefused).
+	Firewall func(remote ed25519.PublicKey, hello []byte) error
 	// OnConnection receives incoming connections. Nil refuses every peer.
 	// It runs on its own goroutine and owns the Conn.
 	OnConnection func(*Conn)
@@ -85,6 +86,13 @@ type EndpointConfig struct {
 	// KeepLoopback keeps loopback candidates; set it when nodes live on
 	// 127.0.0.0/8 (tests, the demo). Zero means drop them.
 	KeepLoopback bool
+	// Mapped returns the public address a router's port mapping (PCP,
+	// NAT-PMP, UPnP-IGD) forwards to the node's socket, or the zero value.
+	// It is sent as one more server-reflexive candidate, and while there is
+	// one the signaling says our filtering is endpoint-independent: anyone
+	// may send to that address, so two endpoint-dependent NATs need no
+	// relay when either has a mapping. Nil means no port mapping.
+	Mapped func() netip.AddrPort
 	// Logger receives logs. Zero means discard.
 	Logger *slog.Logger
 }
@@ -384,7 +392,23 @@ func (e *Endpoint) Stats() EndpointStats {
 // sessions toward one address cannot coexist): dialling a key, or being
 // dialled by it, closes the connection to it that exists.
 func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort) (*Conn, error) {
+	return e.ConnectWith(ctx, remote, relays, DialOptions{})
+}
+
+// DialOptions are the optional parts of a dial.
+type DialOptions struct {
+	// Hello travels to the server's firewall inside the encrypted message 1
+	// (at most MaxHello bytes; nil for none): the application's word on why
+	// it dials, read before the server spends anything on ICE.
+	Hello []byte
+}
+
+// ConnectWith is Connect with options.
+func (e *Endpoint) ConnectWith(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, opts DialOptions) (*Conn, error) {
 	start := time.Now()
+	if len(opts.Hello) > MaxHello {
+		return nil, fmt.Errorf("%w: hello of %d bytes (at most %d)", ErrConfig, len(opts.Hello), MaxHello)
+	}
 	if err := secure.CheckPublicKey(remote); err != nil {
 		return nil, fmt.Errorf("holepunch: connect: %w", err)
 	}
@@ -440,7 +464,7 @@ func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays
 	stop := context.AfterFunc(e.ctx, func() { cancel(ErrClosed) })
 	defer stop()
 
-	c, err := e.connect(ctx, remote, relays, start)
+	c, err := e.connect(ctx, remote, relays, opts.Hello, start)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w (%w)", cause, err)
@@ -453,7 +477,7 @@ func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays
 	return c, nil
 }
 
-func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, start time.Time) (*Conn, error) {
+func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, hello []byte, start time.Time) (*Conn, error) {
 	e.waitNAT(ctx)
 	hinted := len(relays) > 0
 	if !hinted {
@@ -462,7 +486,7 @@ func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays
 			return nil, err
 		}
 	}
-	c, err := e.dial(ctx, remote, relays, ModeAuto, start)
+	c, err := e.dial(ctx, remote, relays, ModeAuto, hello, start)
 	if err != nil && hinted && errors.Is(err, ErrSignal) && ctx.Err() == nil {
 		// The relays named in a topic record can be gone (the record lives
 		// up to 20 minutes); the peer registers fresh ones under its key.
@@ -472,13 +496,13 @@ func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays
 		}
 		e.log.Debug("hinted relays failed, using the key's relays", "peer", short(remote), "relays", fresh)
 		relays = fresh
-		c, err = e.dial(ctx, remote, relays, ModeAuto, start)
+		c, err = e.dial(ctx, remote, relays, ModeAuto, hello, start)
 	}
 	if err == nil || !fallsBackToRelay(err) || ctx.Err() != nil {
 		return c, err
 	}
 	e.log.Debug("direct dial failed, trying relay", "peer", short(remote), "err", err)
-	c, rerr := e.dial(ctx, remote, relays, ModeRelay, start)
+	c, rerr := e.dial(ctx, remote, relays, ModeRelay, hello, start)
 	if rerr != nil {
 		return nil, fmt.Errorf("%w; relay: %w", err, rerr)
 	}
@@ -503,7 +527,7 @@ func fallsBackToRelay(err error) bool {
 }
 
 // dial runs one handshake and punch attempt.
-func (e *Endpoint) dial(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, mode Mode, start time.Time) (*Conn, error) {
+func (e *Endpoint) dial(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, mode Mode, hello []byte, start time.Time) (*Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.ConnectTimeout)
 	defer cancel()
 	var turn *TURNServerInfo
@@ -534,6 +558,7 @@ func (e *Endpoint) dial(ctx context.Context, remote ed25519.PublicKey, relays []
 	if _, err := rand.Read(local.Secret[:]); err != nil {
 		return nil, err
 	}
+	local.Hello = hello
 	init, err := secure.NewInitiator(e.cfg.Key, remote, prologue)
 	if err != nil {
 		return nil, err
@@ -609,6 +634,11 @@ func (e *Endpoint) localSignal(ctx context.Context, agent *ice.Agent, code Code,
 	if v6.usable() && v6.Public.IsValid() && !hasAddr(cands, v6.Public) {
 		cands = append(cands, candidate{Kind: candSrflx, Addr: v6.Public})
 	}
+	// After the DHT's reflexive address, which birthday punching takes
+	// as the one our NAT shows to the peer (reflexive).
+	if m := e.mapped(); m.IsValid() && !hasAddr(cands, m) {
+		cands = append(cands, candidate{Kind: candSrflx, Addr: m})
+	}
 	if len(cands) > maxCandidates {
 		cands = cands[:maxCandidates]
 	}
@@ -616,8 +646,30 @@ func (e *Endpoint) localSignal(ctx context.Context, agent *ice.Agent, code Code,
 	if err != nil {
 		return nil, err
 	}
+	mapping, filtering := e.advertisedNAT()
+	return &signal{Code: code, Mode: mode, Mapping: mapping, Filtering: filtering, Ufrag: ufrag, Pwd: pwd, Cands: cands}, nil
+}
+
+// mapped is the port-mapped address, or the zero value.
+func (e *Endpoint) mapped() netip.AddrPort {
+	if e.cfg.Mapped == nil {
+		return netip.AddrPort{}
+	}
+	return e.cfg.Mapped()
+}
+
+// advertisedNAT is the NAT behaviour the signaling states: the measured
+// one, except that a port mapping makes the filtering endpoint-independent
+// (the router forwards anything sent to the mapped address). The mapping
+// behaviour stays as measured: our own packets still leave through the
+// NAT's usual translation, so birthday punching against a port-restricted
+// peer is still what connects an endpoint-dependent NAT to it.
+func (e *Endpoint) advertisedNAT() (Mapping, Filtering) {
 	nat := e.NAT()
-	return &signal{Code: code, Mode: mode, Mapping: nat.Mapping, Filtering: nat.Filtering, Ufrag: ufrag, Pwd: pwd, Cands: cands}, nil
+	if e.mapped().IsValid() {
+		return nat.Mapping, FilteringEndpointIndependent
+	}
+	return nat.Mapping, nat.Filtering
 }
 
 func hasKind(cands []candidate, k candidateKind) bool {
@@ -658,7 +710,11 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 		_ = agent.Close()
 		return e.punchEasy(ctx, local, peer)
 	}
-	addRemote(agent, peer.Cands, e.cfg.Link.IPv6().usable(), e.log)
+	cands := peer.Cands
+	if awaitsPeer(local, peer) {
+		cands = withoutReflexive(cands)
+	}
+	addRemote(agent, cands, e.cfg.Link.IPv6().usable(), e.log)
 	failed := make(chan struct{})
 	var failOnce sync.Once
 	_ = agent.OnConnectionStateChange(func(s ice.ConnectionState) {
@@ -699,8 +755,22 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 	}
 	path, remote := selectedPath(agent)
 	e.log.Debug("ice connected", "path", path, "addr", remote)
-	return transportPath{conn: conn, path: path, remote: remote, release: func() { _ = agent.Close() }}, nil
+	// The session closes its conn when it ends (ice.Conn.Close closes the
+	// agent) while releasePath may close the agent at the same moment;
+	// pion/ice v2's Agent.Close checks, then acts, so two at once close a
+	// channel twice and panic (seen in the swarm tests). Both go through
+	// one Once.
+	closeAgent := sync.OnceValue(agent.Close)
+	return transportPath{conn: agentConn{Conn: conn, close: closeAgent}, path: path, remote: remote, release: func() { _ = closeAgent() }}, nil
 }
+
+// agentConn is an ICE conn whose Close closes the agent at most once.
+type agentConn struct {
+	*ice.Conn
+	close func() error
+}
+
+func (c agentConn) Close() error { return c.close() }
 
 // openSession runs the secure session over tr and registers the result.
 func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secure.Keys, start time.Time, initiator bool) (*Conn, error) {

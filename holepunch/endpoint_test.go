@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -187,11 +188,24 @@ func TestConnectByKeyLoopback(t *testing.T) {
 	echo(t, c, s, msg)
 }
 
+// TestConnectRefusedByFirewall: the server's firewall sees the dialler's
+// key and hello; a refusal reaches the dialler as ErrRefused, and a dial
+// whose hello the firewall likes connects.
 func TestConnectRefusedByFirewall(t *testing.T) {
 	n := startNet(t, 6)
 	errNo := errors.New("not you")
+	var hellos [][]byte
+	var mu sync.Mutex
 	server := addPeer(t, n, func(c *holepunch.EndpointConfig) {
-		c.Firewall = func(ed25519.PublicKey) error { return errNo }
+		c.Firewall = func(_ ed25519.PublicKey, hello []byte) error {
+			mu.Lock()
+			hellos = append(hellos, hello)
+			mu.Unlock()
+			if string(hello) != "let me in" {
+				return errNo
+			}
+			return nil
+		}
 	})
 	client := addPeer(t, n, nil)
 	server.listen(t)
@@ -203,5 +217,18 @@ func TestConnectRefusedByFirewall(t *testing.T) {
 	}
 	if st := server.ep.Stats(); st.Refused != 1 || st.Accepted != 0 {
 		t.Fatalf("server stats %+v", st)
+	}
+	c, err := client.ep.ConnectWith(ctx, server.pub, nil, holepunch.DialOptions{Hello: []byte("let me in")})
+	if err != nil {
+		t.Fatalf("dial with the right hello: %v", err)
+	}
+	c.Close()
+	if _, err := client.ep.ConnectWith(ctx, server.pub, nil, holepunch.DialOptions{Hello: make([]byte, holepunch.MaxHello+1)}); !errors.Is(err, holepunch.ErrConfig) {
+		t.Errorf("hello over MaxHello: err = %v, want ErrConfig", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hellos) != 2 || hellos[0] != nil || string(hellos[1]) != "let me in" {
+		t.Errorf("firewall saw hellos %q, want [nil, \"let me in\"]", hellos)
 	}
 }

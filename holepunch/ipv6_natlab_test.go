@@ -23,6 +23,9 @@ type familyCell struct {
 	client, server *peer
 	want           holepunch.Path
 	v6, anyFamily  bool
+	// oneLink6: both hosts sit on one IPv6 link (two public hosts on the
+	// internet segment's /64), so a path over IPv6 is a lan path.
+	oneLink6 bool
 }
 
 // TestConnectIPv6NATLab is issue 20's IPv6 grid. Every host sits behind a
@@ -74,7 +77,8 @@ func TestConnectIPv6NATLab(t *testing.T) {
 	for _, ct := range types {
 		for _, st := range types {
 			both := ct == natlab.Symmetric && st == natlab.Symmetric
-			cells = append(cells, familyCell{fmt.Sprintf("%s-to-%s", ct, st), clients[ct], servers[st], holepunch.PathDirect, both, !both})
+			cells = append(cells, familyCell{fmt.Sprintf("%s-to-%s", ct, st), clients[ct], servers[st], holepunch.PathDirect, both, !both,
+				ct == natlab.Open && st == natlab.Open})
 		}
 	}
 	only6 := func(name string) *peer {
@@ -86,13 +90,13 @@ func TestConnectIPv6NATLab(t *testing.T) {
 	}
 	symC, symS, prcC, prcS := old4(natlab.Symmetric, "c"), old4(natlab.Symmetric, "s"), old4(natlab.PortRestricted, "c"), old4(natlab.PortRestricted, "s")
 	cells = append(cells,
-		familyCell{"ipv6only-to-ipv6only", v6c, v6s, holepunch.PathDirect, true, false},
-		familyCell{"ipv6only-to-symmetric", v6c, servers[natlab.Symmetric], holepunch.PathDirect, true, false},
-		familyCell{"symmetric-to-ipv6only", clients[natlab.Symmetric], v6s, holepunch.PathDirect, true, false},
-		familyCell{"ipv4only-symmetric-to-symmetric", symC, symS, holepunch.PathRelay, false, false},
-		familyCell{"ipv4only-portrestricted-to-portrestricted", prcC, prcS, holepunch.PathDirect, false, false},
-		familyCell{"symmetric-to-ipv4only-symmetric", clients[natlab.Symmetric], symS, holepunch.PathRelay, false, false},
-		familyCell{"portrestricted-to-ipv4only-portrestricted", clients[natlab.PortRestricted], prcS, holepunch.PathDirect, false, false},
+		familyCell{"ipv6only-to-ipv6only", v6c, v6s, holepunch.PathDirect, true, false, false},
+		familyCell{"ipv6only-to-symmetric", v6c, servers[natlab.Symmetric], holepunch.PathDirect, true, false, false},
+		familyCell{"symmetric-to-ipv6only", clients[natlab.Symmetric], v6s, holepunch.PathDirect, true, false, false},
+		familyCell{"ipv4only-symmetric-to-symmetric", symC, symS, holepunch.PathRelay, false, false, false},
+		familyCell{"ipv4only-portrestricted-to-portrestricted", prcC, prcS, holepunch.PathDirect, false, false, false},
+		familyCell{"symmetric-to-ipv4only-symmetric", clients[natlab.Symmetric], symS, holepunch.PathRelay, false, false, false},
+		familyCell{"portrestricted-to-ipv4only-portrestricted", clients[natlab.PortRestricted], prcS, holepunch.PathDirect, false, false, false},
 	)
 	for _, p := range []*peer{v6s, symS, prcS} {
 		p.listen(t)
@@ -119,7 +123,11 @@ func TestConnectIPv6NATLab(t *testing.T) {
 				fam = "v6"
 			}
 			results[c.name] = fmt.Sprintf("%s/%s %dms", conn.Path, fam, conn.ConnectTime.Milliseconds())
-			if conn.Path != c.want || s.Path != c.want {
+			want := c.want
+			if c.oneLink6 && conn.Remote.Addr().Is6() {
+				want = holepunch.PathLAN
+			}
+			if conn.Path != want || s.Path != want {
 				t.Fatalf("path client %s server %s, want %s", conn.Path, s.Path, c.want)
 			}
 			if !c.anyFamily && conn.Remote.Addr().Is6() != c.v6 {

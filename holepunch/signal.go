@@ -23,9 +23,13 @@ import (
 //	                1  kind (CandHost, CandSrflx, CandRelay)
 //	                1  address length (4 or 16), then the IP
 //	                2  port, big endian
+//	..      1     version 2 only: n = len(hello), 1..MaxHello, then n bytes
+//	              hello (the dialer's word to the server's firewall)
 //
-// Trailing bytes are an error. A receiver refuses versions it does not know
-// with ErrBadSignal (the sender sees no answer; nothing is guessed).
+// A payload with a hello is version 2, one without is version 1, so a
+// dialer that has nothing to say speaks to every server. Trailing bytes are
+// an error. A receiver refuses versions it does not know with ErrBadSignal
+// (the sender sees no answer; nothing is guessed).
 type signal struct {
 	Code      Code
 	Mode      Mode
@@ -35,10 +39,23 @@ type signal struct {
 	Ufrag     string
 	Pwd       string
 	Cands     []candidate
+	// Hello is opaque to holepunch: the dialer's application says why it
+	// dials (package swarm: how much it needs the connection), and the
+	// server's firewall reads it before any ICE work. Only message 1
+	// carries one.
+	Hello []byte
 }
 
-// SignalVersion is the version byte of the signaling payload.
-const SignalVersion = 1
+// SignalVersion is the version byte of a signaling payload without a
+// hello; signalVersionHello is the one of a payload with a hello.
+const (
+	SignalVersion      = 1
+	signalVersionHello = 2
+)
+
+// MaxHello bounds a dial's hello (DialOptions.Hello): it rides in message
+// 1, which must fit one DHT datagram.
+const MaxHello = 32
 
 // maxCandidates bounds the candidates in one payload. Eight host addresses
 // plus a reflexive and a relay address cover any real host; the bound keeps
@@ -130,7 +147,11 @@ type candidate struct {
 
 // appendSignal appends the encoding of s to b.
 func appendSignal(b []byte, s *signal) []byte {
-	b = append(b, SignalVersion, byte(s.Code), byte(s.Mode), byte(s.Mapping), byte(s.Filtering))
+	version := byte(SignalVersion)
+	if len(s.Hello) > 0 {
+		version = signalVersionHello
+	}
+	b = append(b, version, byte(s.Code), byte(s.Mode), byte(s.Mapping), byte(s.Filtering))
 	b = append(b, s.Secret[:]...)
 	b = append(b, byte(len(s.Ufrag)))
 	b = append(b, s.Ufrag...)
@@ -143,13 +164,18 @@ func appendSignal(b []byte, s *signal) []byte {
 		b = append(b, ip.AsSlice()...)
 		b = binary.BigEndian.AppendUint16(b, c.Addr.Port())
 	}
+	if len(s.Hello) > 0 {
+		b = append(b, byte(len(s.Hello)))
+		b = append(b, s.Hello...)
+	}
 	return b
 }
 
 // parseSignal decodes a payload made by appendSignal.
 func parseSignal(b []byte) (*signal, error) {
 	r := reader{b: b}
-	if v := r.byte(); r.err == nil && v != SignalVersion {
+	v := r.byte()
+	if r.err == nil && v != SignalVersion && v != signalVersionHello {
 		return nil, fmt.Errorf("%w: version %d", ErrBadSignal, v)
 	}
 	s := &signal{
@@ -177,6 +203,13 @@ func parseSignal(b []byte) (*signal, error) {
 			return nil, fmt.Errorf("%w: bad candidate", ErrBadSignal)
 		}
 		s.Cands = append(s.Cands, candidate{Kind: kind, Addr: netip.AddrPortFrom(ip, port)})
+	}
+	if v == signalVersionHello {
+		n := int(r.byte())
+		if r.err == nil && (n == 0 || n > MaxHello) {
+			return nil, fmt.Errorf("%w: hello of %d bytes", ErrBadSignal, n)
+		}
+		s.Hello = append([]byte(nil), r.bytes(n)...)
 	}
 	switch {
 	case r.err != nil:

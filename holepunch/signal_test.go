@@ -47,18 +47,44 @@ func TestSignalGolden(t *testing.T) {
 	}
 }
 
+// TestSignalHelloGolden: a payload with a hello is version 2 and ends with
+// the hello; without one it stays version 1 (TestSignalGolden).
+func TestSignalHelloGolden(t *testing.T) {
+	s := &signal{Ufrag: "abcd", Pwd: "0123456789abcdefghijkl", Hello: []byte{0x01, 0x02, 0x03}}
+	want := "02" + "00" + "00" + "00" + "00" +
+		"00000000000000000000000000000000" +
+		"04" + hex.EncodeToString([]byte("abcd")) +
+		"16" + hex.EncodeToString([]byte("0123456789abcdefghijkl")) +
+		"00" +
+		"03" + "010203"
+	b := appendSignal(nil, s)
+	if got := hex.EncodeToString(b); got != want {
+		t.Fatalf("encoding\n got %s\nwant %s", got, want)
+	}
+	got, err := parseSignal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, s) {
+		t.Fatalf("round trip: %+v", got)
+	}
+}
+
 func TestParseSignalRejects(t *testing.T) {
 	good := appendSignal(nil, sampleSignal())
 	cases := map[string][]byte{
-		"empty":          {},
-		"version 2":      append([]byte{2}, good[1:]...),
-		"truncated":      good[:len(good)-1],
-		"trailing":       append(append([]byte(nil), good...), 0),
-		"bad code":       append([]byte{1, byte(codeMax)}, good[2:]...),
-		"bad mode":       append([]byte{1, 0, byte(modeMax)}, good[3:]...),
-		"bad nat":        append([]byte{1, 0, 0, 9}, good[4:]...),
-		"short ufrag":    appendSignal(nil, &signal{Ufrag: "ab", Pwd: "0123456789abcdefghijkl"}),
-		"zero port cand": appendSignal(nil, &signal{Ufrag: "abcd", Pwd: "0123456789abcdefghijkl", Cands: []candidate{{Kind: candHost, Addr: netip.MustParseAddrPort("10.0.0.1:0")}}}),
+		"empty":                   {},
+		"version 2 without hello": append([]byte{2}, good[1:]...),
+		"version 3":               append([]byte{3}, good[1:]...),
+		"empty hello":             append(append([]byte{2}, good[1:]...), 0),
+		"long hello":              append(append(append([]byte{2}, good[1:]...), MaxHello+1), make([]byte, MaxHello+1)...),
+		"truncated":               good[:len(good)-1],
+		"trailing":                append(append([]byte(nil), good...), 0),
+		"bad code":                append([]byte{1, byte(codeMax)}, good[2:]...),
+		"bad mode":                append([]byte{1, 0, byte(modeMax)}, good[3:]...),
+		"bad nat":                 append([]byte{1, 0, 0, 9}, good[4:]...),
+		"short ufrag":             appendSignal(nil, &signal{Ufrag: "ab", Pwd: "0123456789abcdefghijkl"}),
+		"zero port cand":          appendSignal(nil, &signal{Ufrag: "abcd", Pwd: "0123456789abcdefghijkl", Cands: []candidate{{Kind: candHost, Addr: netip.MustParseAddrPort("10.0.0.1:0")}}}),
 	}
 	mapped := appendSignal(nil, &signal{Ufrag: "abcd", Pwd: "0123456789abcdefghijkl"})
 	mapped[len(mapped)-1] = 1 // one candidate: host ::ffff:10.0.0.1 port 1
@@ -80,6 +106,9 @@ func TestParseSignalRejects(t *testing.T) {
 func FuzzParseSignal(f *testing.F) {
 	f.Add(appendSignal(nil, sampleSignal()))
 	f.Add(appendSignal(nil, &signal{Code: CodeUseRelay}))
+	hello := sampleSignal()
+	hello.Hello = []byte{1, 2}
+	f.Add(appendSignal(nil, hello))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := parseSignal(b)
 		if err != nil {

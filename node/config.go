@@ -13,6 +13,7 @@ import (
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/portmap"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -58,6 +59,10 @@ type Config struct {
 	KeepLoopback bool
 	// Session tunes the secure sessions (keepalive, dead-peer timeout).
 	Session secure.Config
+	// StaleAfter is how long a swarm connection may stay silent, despite a
+	// ping, before the peer is dialled again (see swarm.Config). Zero means
+	// swarm.DefaultStaleAfter.
+	StaleAfter time.Duration
 
 	// WebSocketAddr is where browsers and ToolDb clients connect (TCP,
 	// e.g. ":9000"). Zero means no WebSocket server.
@@ -88,10 +93,32 @@ type Config struct {
 	// Functions are server functions ToolDb clients may call by name
 	// (ToolDb's "function" message). Nil means none.
 	Functions map[string]bridge.Function
+	// DisablePlumtree sends every put to every swarmdb peer instead of
+	// along the broadcast tree (see bridge.Config; for comparisons).
+	DisablePlumtree bool
 
 	// MonitorInterval is how often local addresses are polled for network
 	// changes. Zero means holepunch's default (5 s).
 	MonitorInterval time.Duration
+
+	// DisablePortMap turns router port mapping off. On by default: a node
+	// that joins a DHT beyond its LAN asks its gateway (PCP, NAT-PMP,
+	// UPnP-IGD) to forward its UDP port, advertises the mapped address to
+	// peers, and becomes a persistent DHT node when the DHT's reachability
+	// check then gets through. Nodes whose socket or DHT nodes are all on
+	// loopback never map.
+	DisablePortMap bool
+	// MapWebSocket maps the WebSocket's TCP port too, and the mainline
+	// part then announces the WebSocket at the mapped address, so ToolDb
+	// and browser clients reach a node behind a home router. The
+	// WebSocket must listen on an address the router can forward to (not
+	// loopback).
+	MapWebSocket bool
+	// PortMap tunes the port-mapping client (lifetime, checks, protocols;
+	// Gateway is required when Net is not the system network, otherwise
+	// port mapping stays off). Its Net, ports, LocalIP, OnChange and
+	// Logger are set by the node.
+	PortMap portmap.Config
 
 	// Mainline lists BitTorrent mainline DHT routers (host:port) to join
 	// the mainline DHT through. Empty means the mainline part is off. On,

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -67,6 +70,9 @@ func labNode(t *testing.T, h *natlab.Host, boot []netip.AddrPort, topic, listen 
 	}
 	if tweak != nil {
 		tweak(&cfg)
+	}
+	if os.Getenv("SWARMDB_TEST_DEBUG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("host", h.Name())
 	}
 	nd, err := node.New(cfg)
 	if err != nil {
@@ -216,10 +222,11 @@ func TestConntrackFlushNATLab(t *testing.T) {
 	}{
 		{"portrestricted-writer-router", natlab.PortRestricted, natlab.PortRestricted, false, faultRecovery},
 		{"portrestricted-both-routers", natlab.PortRestricted, natlab.PortRestricted, true, faultRecovery},
-		// The writer's new port reaches the reader, but the reader still
-		// answers the old one: the writer's session dies after one
-		// DeadTimeout, the reader's one DeadTimeout after that, and only
-		// then does the new connection replace it.
+		// The writer's mapping changes: the old path carries nothing any
+		// more. The first end to find its connection silent despite a ping
+		// (swarm.DefaultStaleAfter, 3 s) dials again, and the new handshake
+		// replaces the connection at both ends; anti-entropy on connect
+		// brings what was written meanwhile.
 		{"symmetric-writer-to-fullcone", natlab.Symmetric, natlab.FullCone, false, symmetricFlushRecovery},
 	}
 	for _, c := range cases {
@@ -228,8 +235,12 @@ func TestConntrackFlushNATLab(t *testing.T) {
 }
 
 // symmetricFlushRecovery bounds recovery when the flush changes the
-// writer's mapping: two dead-peer timeouts (2 × 15 s) plus a reconnect.
-const symmetricFlushRecovery = 60 * time.Second
+// writer's mapping (issue 19 asks for 5 s): StaleAfter (3 s) and a
+// member tick, then one handshake in the lab (about 150 ms). It was two
+// dead-peer timeouts (2 × 15 s) before the membership's probes. On a
+// loaded machine the redial takes longer: the bound is scaled by the load
+// (testutil.Scaled; .ci/run under two busy loops once took over 5 s).
+const symmetricFlushRecovery = 5 * time.Second
 
 func testConntrackFlush(t *testing.T, writer, reader natlab.NATType, flushBoth bool, bound time.Duration) {
 	lab := natlab.New(t)
@@ -243,6 +254,10 @@ func testConntrackFlush(t *testing.T, writer, reader natlab.NATType, flushBoth b
 	defer b.Close()
 	waitPeers(t, a, 1)
 	waitPeers(t, b, 1)
+	if bound == symmetricFlushRecovery {
+		bound = testutil.Scaled(bound)
+		t.Logf("recovery bound %v (load factor %.1f)", bound.Round(time.Millisecond), testutil.LoadFactor())
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -283,8 +298,12 @@ func testConntrackFlush(t *testing.T, writer, reader natlab.NATType, flushBoth b
 		if time.Now().After(deadline) {
 			close(stop)
 			r := <-res
-			t.Fatalf("no write made after the flush replicated within %v (%d acked, %d failed); events a %v b %v",
-				bound, len(r.acked), r.failed, summarise(la.since(fault), fault), summarise(lb.since(fault), fault))
+			sa, sb := a.Stats().Swarm, b.Stats().Swarm
+			t.Fatalf("no write made after the flush replicated within %v (%d acked, %d failed); events a %v b %v; "+
+				"dials a %d (failed %v, refused %v) b %d (failed %v, refused %v); membership a %+v b %+v",
+				bound, len(r.acked), r.failed, summarise(la.since(fault), fault), summarise(lb.since(fault), fault),
+				sa.Attempts, sa.FailuresByReason, sa.InboundRefused, sb.Attempts, sb.FailuresByReason, sb.InboundRefused,
+				sa.Membership, sb.Membership)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -25,12 +25,25 @@ func (n *Node) listenWebSocket() error {
 		}
 		n.tlsConfig = &tls.Config{GetCertificate: r.getCertificate, MinVersion: tls.VersionTLS12}
 	}
-	ln, err := net.Listen("tcp", n.cfg.WebSocketAddr)
+	ln, err := n.listenTCP(n.cfg.WebSocketAddr)
 	if err != nil {
 		return fmt.Errorf("node: websocket listen: %w", err)
 	}
 	n.wsLn, n.wsAddr = ln, ln.Addr()
 	return nil
+}
+
+// listenTCP opens the WebSocket's listener through Config.Net when one is
+// set (a lab host's namespace), else on the system network.
+func (n *Node) listenTCP(addr string) (net.Listener, error) {
+	if n.cfg.Net == nil {
+		return net.Listen("tcp", addr)
+	}
+	ta, err := n.cfg.Net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return n.cfg.Net.ListenTCP("tcp", ta)
 }
 
 // serveWebSocket serves, on the listener's one port, the message layer

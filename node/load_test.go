@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -19,6 +20,7 @@ import (
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/node"
+	"github.com/swarmdb/swarmdb/swarm"
 )
 
 // loadFull selects issue 9's full load size (64 nodes, 10,000 records),
@@ -36,6 +38,13 @@ var (
 	loadRecordsFlag  = flag.Int("load.records", 0, "TestLoad64: number of records")
 	loadMaxPeersFlag = flag.Int("load.maxpeers", 0, "TestLoad64: MaxPeers of every node")
 	loadRateFlag     = flag.Int("load.rate", 0, "TestLoad64: records written per second")
+	loadFloodFlag    = flag.Bool("load.flood", false, "TestLoad64, TestLoadChurn: send every put to every peer (no broadcast tree), for comparison")
+	// Dozens of full nodes in one process on two cores stall for seconds
+	// at a time (the scheduler, the garbage collector): a connection then
+	// looks silent without being dead, and the default StaleAfter (3 s)
+	// would redial it. Measured at 64 nodes and 60 records/s: 508 such
+	// redials in 2.5 minutes with 3 s.
+	loadStaleFlag = flag.Duration("load.stale", 10*time.Second, "TestLoad64, TestLoadChurn: swarm StaleAfter of every node")
 )
 
 // Load sizes and write rates (records per second). A mesh of 64 nodes on
@@ -104,7 +113,7 @@ func TestLoad64(t *testing.T) {
 		// (200 requests/s) must not lump the whole swarm together.
 		nd, err := node.New(node.Config{
 			Topic: "load-test", DataDir: t.TempDir(), ListenAddr: fmt.Sprintf("127.0.1.%d:0", i+1), Bootstrap: n.Bootstrap,
-			KeepLoopback: true, DisableLAN: true, MaxPeers: maxPeers,
+			KeepLoopback: true, DisableLAN: true, MaxPeers: maxPeers, DisablePlumtree: *loadFloodFlag, StaleAfter: *loadStaleFlag,
 			OnPeerConnect: func(ev node.PeerEvent) { mesh.set(i, hex.EncodeToString(ev.PublicKey), true) },
 			OnPeerDisconnect: func(ev node.PeerEvent) {
 				mesh.set(i, hex.EncodeToString(ev.PublicKey), false)
@@ -144,6 +153,7 @@ func TestLoad64(t *testing.T) {
 		waitPeers(t, nd, 1) // the message layer identified at least one peer
 	}
 	t.Logf("%d nodes (MaxPeers %d) up and connected in %v; degrees %s", nodes, maxPeers, time.Since(startUp).Round(time.Millisecond), mesh.degrees())
+	settleMembership(t, all)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -163,12 +173,13 @@ func TestLoad64(t *testing.T) {
 		}()
 	}
 
+	memBefore := membershipSum(all)
 	heapBefore := heapInUse()
 	var peakHeap atomic.Uint64
 	peakHeap.Store(heapBefore)
 	stopSampling := sampleHeap(&peakHeap)
 	writeStart := time.Now()
-	if err := writeLoad(ctx, all[0], records, rate); err != nil {
+	if err := writeLoad(ctx, all[0], records, rate, "load/%05d"); err != nil {
 		t.Fatal(err)
 	}
 	writeTime := time.Since(writeStart)
@@ -205,12 +216,18 @@ func TestLoad64(t *testing.T) {
 	}
 	var opened, dup uint64
 	var sum bridge.Stats
+	var mem swarm.MembershipStats
 	for _, nd := range all {
 		st := nd.Stats()
 		for _, c := range st.Swarm.Opened {
 			opened += c
 		}
 		dup += st.Swarm.Duplicates
+		m := st.Swarm.Membership
+		mem.Demoted += m.Demoted
+		mem.Stale += m.Stale
+		mem.Probes += m.Probes
+		mem.PriorityAdmitted += m.PriorityAdmitted
 		b := st.Bridge
 		sum.Relayed += b.Relayed
 		sum.Lagged += b.Lagged
@@ -222,10 +239,106 @@ func TestLoad64(t *testing.T) {
 		sum.Throttled += b.Throttled
 		sum.SlowDisconnects += b.SlowDisconnects
 		sum.AbuseDisconnects += b.AbuseDisconnects
+		sum.MessagesOut += b.MessagesOut
+		sum.BytesOut += b.BytesOut
+		sum.IHaves += b.IHaves
+		sum.Grafts += b.Grafts
+		sum.Prunes += b.Prunes
 	}
 	t.Logf("swarm connections opened %d (duplicates %d), closed during the test: %s; final degrees %s", opened, dup, reasons.String(), mesh.degrees())
+	memAfter := membershipSum(all)
+	t.Logf("membership: %d admitted by priority, %d demoted, %d probes, %d silent connections redialled (during the writes: %d, %d, %d, %d; join dials %d, forward-join dials %d)",
+		mem.PriorityAdmitted, mem.Demoted, mem.Probes, mem.Stale,
+		mem.PriorityAdmitted-memBefore.PriorityAdmitted, mem.Demoted-memBefore.Demoted, mem.Probes-memBefore.Probes, mem.Stale-memBefore.Stale,
+		memAfter.JoinDials-memBefore.JoinDials, memAfter.ForwardJoinDials-memBefore.ForwardJoinDials)
+	// The tail of delivery: which records arrived late, by write order.
+	var lateEarly, lateLate int
+	for _, r := range results[1:] {
+		for i, d := range r.latencies {
+			if d > 5*time.Second {
+				if i < len(r.latencies)/2 {
+					lateEarly++
+				} else {
+					lateLate++
+				}
+			}
+		}
+	}
+	t.Logf("deliveries over 5 s: %d in the first half of each subscriber's arrivals, %d in the second", lateEarly, lateLate)
+	if testing.Verbose() {
+		type nodeLate struct {
+			i    int
+			p95  time.Duration
+			late int
+			st   node.Stats
+		}
+		var nl []nodeLate
+		for i, r := range results[1:] {
+			l := slices.Clone(r.latencies)
+			slices.Sort(l)
+			late := 0
+			for _, d := range l {
+				if d > 5*time.Second {
+					late++
+				}
+			}
+			if len(l) > 0 {
+				nl = append(nl, nodeLate{i + 1, l[len(l)*95/100], late, all[i+1].Stats()})
+			}
+		}
+		slices.SortFunc(nl, func(a, b nodeLate) int { return cmp.Compare(b.late, a.late) })
+		for _, x := range nl[:min(8, len(nl))] {
+			b := x.st.Bridge
+			t.Logf("late node %d: p95 %v, %d over 5 s; peers %d, lazy %d, msgs in %d, dups %d, grafts %d, prunes %d, asked %d, catch-up sent %d, lagged %d",
+				x.i, x.p95.Round(time.Millisecond), x.late, b.Peers, b.LazyLinks, b.MessagesIn, b.Duplicates, b.Grafts, b.Prunes, b.Asked, b.CatchupSent, b.Lagged)
+		}
+	}
 	t.Logf("bridges: relayed %d, left as have %d, asked for %d (not again %d), catch-up sent %d, duplicates dropped %d, sync rounds %d, throttled %d, slow disconnects %d, abuse %d",
 		sum.Relayed, sum.Lagged, sum.Asked, sum.NotAsked, sum.CatchupSent, sum.Duplicates, sum.SyncRounds, sum.Throttled, sum.SlowDisconnects, sum.AbuseDisconnects)
+	var eager, grafts []int
+	for _, nd := range all {
+		st := nd.Stats()
+		eager = append(eager, st.Bridge.Peers-st.Bridge.LazyLinks)
+		grafts = append(grafts, int(st.Bridge.Grafts))
+	}
+	slices.Sort(eager)
+	slices.Sort(grafts)
+	t.Logf("broadcast tree: eager links per node %v; grafts per node %v", eager, grafts)
+	deliveries := float64(records) * float64(nodes-1)
+	t.Logf("per delivered record: %.2f duplicates dropped, %.2f put copies relayed; per record: %.1f messages sent (all kinds, %.0f KiB), %.1f ihave items, %.2f grafts, %d prunes in all; broadcast tree %v",
+		float64(sum.Duplicates)/deliveries, float64(sum.Relayed)/deliveries, float64(sum.MessagesOut)/float64(records), float64(sum.BytesOut)/float64(records)/1024,
+		float64(sum.IHaves)/float64(records), float64(sum.Grafts)/float64(records), sum.Prunes, !*loadFloodFlag)
+}
+
+// settleMembership waits (at most 2 minutes) until no node admitted a
+// peer by priority for 5 s: the last joins' forward-join walks, and the
+// demotions and fills they cause, go on a little after the overlay is
+// connected, and what is measured next should be the steady state.
+func settleMembership(t *testing.T, all []*node.Node) {
+	t.Helper()
+	start := time.Now()
+	last, quiet := membershipSum(all).PriorityAdmitted, time.Now()
+	for time.Since(quiet) < 5*time.Second && time.Since(start) < 2*time.Minute {
+		time.Sleep(time.Second)
+		if cur := membershipSum(all).PriorityAdmitted; cur != last {
+			last, quiet = cur, time.Now()
+		}
+	}
+	t.Logf("membership settled in %v", time.Since(start).Round(time.Second))
+}
+
+// membershipSum adds up the nodes' membership counters.
+func membershipSum(all []*node.Node) (sum swarm.MembershipStats) {
+	for _, nd := range all {
+		m := nd.Stats().Swarm.Membership
+		sum.PriorityAdmitted += m.PriorityAdmitted
+		sum.JoinDials += m.JoinDials
+		sum.ForwardJoinDials += m.ForwardJoinDials
+		sum.Demoted += m.Demoted
+		sum.Probes += m.Probes
+		sum.Stale += m.Stale
+	}
+	return sum
 }
 
 // tally counts errors by their text.
@@ -261,9 +374,9 @@ func (c *tally) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// writeLoad puts records under "load/<i>" from loadWriters goroutines,
-// paced to rate records a second in total.
-func writeLoad(ctx context.Context, nd *node.Node, records, rate int) error {
+// writeLoad puts records under fmt.Sprintf(keyFormat, i) from loadWriters
+// goroutines, paced to rate records a second in total.
+func writeLoad(ctx context.Context, nd *node.Node, records, rate int, keyFormat string) error {
 	next := make(chan int)
 	errs := make(chan error, loadWriters)
 	var wg sync.WaitGroup
@@ -273,7 +386,7 @@ func writeLoad(ctx context.Context, nd *node.Node, records, rate int) error {
 			defer wg.Done()
 			for i := range next {
 				v, _ := json.Marshal(loadValue{I: i, T: time.Now().UnixNano()})
-				if _, err := nd.Put(ctx, fmt.Sprintf("load/%05d", i), v); err != nil {
+				if _, err := nd.Put(ctx, fmt.Sprintf(keyFormat, i), v); err != nil {
 					errs <- fmt.Errorf("put %d: %w", i, err)
 					return
 				}

@@ -80,23 +80,28 @@ func topicDelay(round int, rnd float64) time.Duration {
 }
 
 // wsReachable decides whether the WebSocket server at ws can be announced
-// under the topic: a ToolDb client that finds the announce connects to the
-// address the storing DHT node saw our announce come from (seen) at ws's
-// port. That only works when seen is an address of this host (no NAT in
-// between) and the server listens there (on it, or on every interface).
-// The reason says why not, for the log.
-func wsReachable(ws netip.AddrPort, seen netip.Addr, local []netip.Addr) (bool, string) {
+// under the topic, and at which port: a ToolDb client that finds the
+// announce connects to the address the storing DHT node saw our announce
+// come from (seen) at the announced port. That works when seen is an
+// address of this host (no NAT in between) and the server listens there
+// (on it, or on every interface), at ws's port; or when the router forwards
+// a TCP port to the WebSocket (mapped, the external address of a port
+// mapping) and seen is that mapping's address, at the mapped port. The
+// reason says why not, for the log.
+func wsReachable(ws netip.AddrPort, seen netip.Addr, local []netip.Addr, mapped netip.AddrPort) (uint16, string) {
 	switch {
 	case !ws.IsValid():
-		return false, "no websocket server"
+		return 0, "no websocket server"
 	case !seen.IsValid():
-		return false, "the address the DHT sees is not known yet"
+		return 0, "the address the DHT sees is not known yet"
+	case mapped.IsValid() && mapped.Addr() == seen:
+		return mapped.Port(), ""
 	case !slices.Contains(local, seen):
-		return false, fmt.Sprintf("behind NAT: the DHT sees %s, which is no address of this host", seen)
+		return 0, fmt.Sprintf("behind NAT: the DHT sees %s, which is no address of this host, and no port mapping forwards to the websocket", seen)
 	case !ws.Addr().IsUnspecified() && ws.Addr() != seen:
-		return false, fmt.Sprintf("the websocket listens on %s, not on %s where the DHT sees this node", ws.Addr(), seen)
+		return 0, fmt.Sprintf("the websocket listens on %s, not on %s where the DHT sees this node", ws.Addr(), seen)
 	}
-	return true, ""
+	return ws.Port(), ""
 }
 
 // MainlinePeer is a peer found on the mainline DHT or by discovery-channel's
@@ -123,6 +128,9 @@ type mainlineConfig struct {
 	Server bool
 	// WebSocket is the WebSocket server's bound address; invalid for none.
 	WebSocket netip.AddrPort
+	// WebSocketMapped returns the external address of a router port
+	// mapping to the WebSocket, or the zero value. Nil means none.
+	WebSocketMapped func() netip.AddrPort
 	// LocalIPs lists this host's addresses, for the reachability check.
 	LocalIPs func() []netip.Addr
 	// FoundServer receives every ToolDb server address found under the
@@ -155,6 +163,7 @@ type mainlinePart struct {
 	verified    []netip.AddrPort      // bootstrap nodes found by name that passed
 	wsReason    string                // why the WebSocket is not announced; "" when it is
 	announcedWS bool
+	wsPort      uint16 // the port announced (the mapped one behind a router)
 
 	topicRounds   atomic.Uint64
 	candidates    atomic.Uint64 // found under the bootstrap name
@@ -235,12 +244,16 @@ func (m *mainlinePart) topicLoop() {
 	ih := mainline.TopicInfohash(m.cfg.Topic)
 	var lastAnnounce time.Time
 	for round := 0; ; round++ {
-		announce := m.cfg.Server && m.checkWebSocket() && time.Since(lastAnnounce) >= reannounceAfter
+		var port uint16
+		if m.cfg.Server {
+			port = m.checkWebSocket()
+		}
+		announce := port != 0 && time.Since(lastAnnounce) >= reannounceAfter
 		ctx, cancel := context.WithTimeout(m.ctx, roundTimeout)
 		var res mainline.Result
 		var err error
 		if announce {
-			res, err = m.ml.Announce(ctx, ih, int(m.cfg.WebSocket.Port()), false, m.foundServer)
+			res, err = m.ml.Announce(ctx, ih, int(port), false, m.foundServer)
 			if err == nil && res.Responded > 0 {
 				lastAnnounce = time.Now()
 			}
@@ -268,6 +281,9 @@ func (m *mainlinePart) foundServer(p netip.AddrPort) {
 
 // isSelf reports whether a peer found under the topic is our own announce.
 func (m *mainlinePart) isSelf(p netip.AddrPort) bool {
+	if mp := m.wsMapped(); mp.IsValid() && p == mp {
+		return true
+	}
 	if !m.cfg.WebSocket.IsValid() || p.Port() != m.cfg.WebSocket.Port() {
 		return false
 	}
@@ -290,22 +306,32 @@ func (m *mainlinePart) seenAddr() netip.Addr {
 	return netip.Addr{}
 }
 
-// checkWebSocket decides whether the WebSocket can be announced and logs a
-// change of the answer (with the reason when it cannot).
-func (m *mainlinePart) checkWebSocket() bool {
-	ok, reason := wsReachable(m.cfg.WebSocket, m.seenAddr(), m.cfg.LocalIPs())
+// checkWebSocket decides whether the WebSocket can be announced, returns
+// the port to announce (0: not) and logs a change of the answer (with the
+// reason when it cannot).
+func (m *mainlinePart) checkWebSocket() uint16 {
+	port, reason := wsReachable(m.cfg.WebSocket, m.seenAddr(), m.cfg.LocalIPs(), m.wsMapped())
+	ok := port != 0
 	m.mu.Lock()
-	changed := ok != m.announcedWS || reason != m.wsReason
-	m.announcedWS, m.wsReason = ok, reason
+	changed := ok != m.announcedWS || reason != m.wsReason || port != m.wsPort
+	m.announcedWS, m.wsReason, m.wsPort = ok, reason, port
 	m.mu.Unlock()
 	if changed {
 		if ok {
-			m.log.Info("announcing the websocket on the mainline dht", "topic", m.cfg.Topic, "port", m.cfg.WebSocket.Port())
+			m.log.Info("announcing the websocket on the mainline dht", "topic", m.cfg.Topic, "port", port)
 		} else {
 			m.log.Info("not announcing the websocket on the mainline dht", "reason", reason)
 		}
 	}
-	return ok
+	return port
+}
+
+// wsMapped is the WebSocket's port-mapped address, or the zero value.
+func (m *mainlinePart) wsMapped() netip.AddrPort {
+	if m.cfg.WebSocketMapped == nil {
+		return netip.AddrPort{}
+	}
+	return m.cfg.WebSocketMapped()
 }
 
 // joinLoop keeps the DHT joined and, once the node is publicly reachable,
@@ -536,16 +562,17 @@ func (n *Node) startMainline(ctx context.Context) error {
 		tn, _ = stdnet.NewNet()
 	}
 	part, err := newMainlinePart(dn, mainlineConfig{
-		Routers:     routers,
-		Topic:       n.cfg.Topic,
-		Server:      n.cfg.Server,
-		WebSocket:   ws,
-		LocalIPs:    func() []netip.Addr { return dhtprobe.LocalIPs(tn) },
-		FoundServer: n.serverFound,
-		OnPeer:      n.cfg.OnMainlinePeer,
-		Joining:     n.joiningByName,
-		Joined:      n.joinedByName,
-		Logger:      n.log.With("component", "mainline"),
+		Routers:         routers,
+		Topic:           n.cfg.Topic,
+		Server:          n.cfg.Server,
+		WebSocket:       ws,
+		WebSocketMapped: n.mappedWebSocket,
+		LocalIPs:        func() []netip.Addr { return dhtprobe.LocalIPs(tn) },
+		FoundServer:     n.serverFound,
+		OnPeer:          n.cfg.OnMainlinePeer,
+		Joining:         n.joiningByName,
+		Joined:          n.joinedByName,
+		Logger:          n.log.With("component", "mainline"),
 	})
 	if err != nil {
 		return fmt.Errorf("node: mainline: %w", err)

@@ -13,29 +13,34 @@ import (
 )
 
 // TestWSReachable: the WebSocket is announced under the topic only where a
-// client that connects to the announce's source address reaches it.
+// client that connects to the announce's source address reaches it, at the
+// port announced: its own, or the router's mapped port.
 func TestWSReachable(t *testing.T) {
-	local := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("203.0.113.7")}
+	local := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.1.0.10")}
 	ap := netip.MustParseAddrPort
 	ip := netip.MustParseAddr
+	mapped := ap("198.51.100.9:40000")
 	for _, c := range []struct {
 		name   string
 		ws     netip.AddrPort
 		seen   netip.Addr
-		ok     bool
+		mapped netip.AddrPort
+		port   uint16
 		reason string
 	}{
-		{"no websocket", netip.AddrPort{}, ip("203.0.113.7"), false, "no websocket"},
-		{"seen unknown", ap("0.0.0.0:9000"), netip.Addr{}, false, "not known yet"},
-		{"behind NAT", ap("0.0.0.0:9000"), ip("198.51.100.9"), false, "behind NAT"},
-		{"bound elsewhere", ap("127.0.0.1:9000"), ip("203.0.113.7"), false, "listens on 127.0.0.1"},
-		{"all interfaces", ap("0.0.0.0:9000"), ip("203.0.113.7"), true, ""},
-		{"all interfaces v6", ap("[::]:9000"), ip("203.0.113.7"), true, ""},
-		{"bound to the seen address", ap("127.0.0.1:9000"), ip("127.0.0.1"), true, ""},
+		{"no websocket", netip.AddrPort{}, ip("10.1.0.10"), netip.AddrPort{}, 0, "no websocket"},
+		{"seen unknown", ap("0.0.0.0:9000"), netip.Addr{}, mapped, 0, "not known yet"},
+		{"behind NAT", ap("0.0.0.0:9000"), ip("198.51.100.9"), netip.AddrPort{}, 0, "behind NAT"},
+		{"behind NAT, mapped", ap("0.0.0.0:9000"), ip("198.51.100.9"), mapped, 40000, ""},
+		{"mapped elsewhere", ap("0.0.0.0:9000"), ip("198.51.100.10"), mapped, 0, "no port mapping"},
+		{"bound elsewhere", ap("127.0.0.1:9000"), ip("10.1.0.10"), netip.AddrPort{}, 0, "listens on 127.0.0.1"},
+		{"all interfaces", ap("0.0.0.0:9000"), ip("10.1.0.10"), netip.AddrPort{}, 9000, ""},
+		{"all interfaces v6", ap("[::]:9000"), ip("10.1.0.10"), netip.AddrPort{}, 9000, ""},
+		{"bound to the seen address", ap("127.0.0.1:9000"), ip("127.0.0.1"), netip.AddrPort{}, 9000, ""},
 	} {
-		ok, reason := wsReachable(c.ws, c.seen, local)
-		if ok != c.ok || !strings.Contains(reason, c.reason) {
-			t.Errorf("%s: wsReachable = %v %q, want %v %q", c.name, ok, reason, c.ok, c.reason)
+		port, reason := wsReachable(c.ws, c.seen, local, c.mapped)
+		if port != c.port || !strings.Contains(reason, c.reason) {
+			t.Errorf("%s: wsReachable = %d %q, want %d %q", c.name, port, reason, c.port, c.reason)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/swarmdb/swarmdb/bridge"
@@ -20,6 +21,7 @@ import (
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/dnsdisc"
 	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/portmap"
 	"github.com/swarmdb/swarmdb/swarm"
 )
 
@@ -52,6 +54,11 @@ type Node struct {
 	stop      chan struct{} // closed by shutdown, for Start's loops
 	wg        sync.WaitGroup
 
+	// portmap is set during Start (the swarm's OnListen), nil when the
+	// node maps no ports; portmapChange wakes portMapLoop (portmap.go).
+	portmap       atomic.Pointer[portmap.Client]
+	portmapChange chan struct{}
+
 	// Guarded by foundMu: ToolDb servers already reported.
 	foundMu  sync.Mutex
 	reported map[MainlinePeer]bool
@@ -75,7 +82,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Node{cfg: cfg, log: cfg.Logger, id: id, idSave: !onDisk}, nil
+	return &Node{cfg: cfg, log: cfg.Logger, id: id, idSave: !onDisk, portmapChange: make(chan struct{}, 1)}, nil
 }
 
 // PublicKey is the node's swarm identity (its peer id).
@@ -137,7 +144,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.bridge, err = bridge.New(bridge.Config{
 		Store: n.store, Identity: n.id.user, Topic: n.cfg.Topic, Server: true, Host: host, Port: port,
 		AllowedOrigins: n.cfg.AllowedOrigins, Limits: n.cfg.Limits, Functions: n.cfg.Functions,
-		Logger: n.log.With("component", "bridge"),
+		DisablePlumtree: n.cfg.DisablePlumtree, Logger: n.log.With("component", "bridge"),
 	})
 	if err != nil {
 		return fmt.Errorf("node: message layer: %w", err)
@@ -163,6 +170,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cache != nil {
 		n.wg.Add(1)
 		go n.saveCacheLoop()
+	}
+	if c := n.portmap.Load(); c != nil {
+		n.wg.Add(1)
+		go n.portMapLoop(c)
 	}
 	return nil
 }
@@ -191,8 +202,9 @@ func (n *Node) startSwarm(ctx context.Context) error {
 		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: boot,
 		DHT:      dht.Config{OnKRPC: n.krpc.handle, WebSocketURL: n.cfg.PublicWebSocketURL, ListenAddr6: n.cfg.ListenAddr6},
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
-		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session,
+		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session, StaleAfter: n.cfg.StaleAfter,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
+		OnListen: n.startPortMap, Mapped: n.mappedUDP,
 		Logger: n.log,
 	})
 	if err != nil {
@@ -334,6 +346,7 @@ func (n *Node) shutdown() error {
 	if n.swarm != nil {
 		errs = append(errs, n.swarm.Close())
 	}
+	n.closePortMap()
 	if n.bridge != nil {
 		errs = append(errs, n.bridge.Close())
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/mainline"
+	"github.com/swarmdb/swarmdb/portmap"
 	"github.com/swarmdb/swarmdb/swarm"
 )
 
@@ -33,8 +34,11 @@ type Status struct {
 	Advertised      string `json:"advertised"`
 	UDP             string `json:"udp"`
 
-	NAT   NATStatus    `json:"nat"`
-	Peers []PeerStatus `json:"peers"`
+	NAT NATStatus `json:"nat"`
+	// PortMap is the router port mapping; nil when the node maps no ports
+	// (disabled, LAN only, no gateway).
+	PortMap *portmap.Status `json:"portmap"`
+	Peers   []PeerStatus    `json:"peers"`
 	// WebSocketPeers counts the message layer's connections that are not
 	// swarm connections: browsers, ToolDb clients and servers.
 	WebSocketPeers int `json:"websocket_peers"`
@@ -140,6 +144,9 @@ func (n *Node) Status() Status {
 	}
 	s.UDP = n.LocalAddr().String()
 	s.NAT = n.natStatus()
+	if pm, ok := n.PortMap(); ok {
+		s.PortMap = &pm
+	}
 	n.mu.Lock()
 	since := make(map[*swarm.Conn]time.Time, len(n.connectedAt))
 	for c, t := range n.connectedAt {

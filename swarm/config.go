@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -94,8 +95,9 @@ type Config struct {
 	DHT dht.Config
 
 	// MaxPeers bounds open connections of both directions plus dials in
-	// flight. Zero means DefaultMaxPeers. Explicit peers are dialled even
-	// when it is reached.
+	// flight: the active view of the membership protocol (overlay.go),
+	// which keeps a swarm of any size one connected network. Zero means
+	// DefaultMaxPeers. Explicit peers are dialled even when it is reached.
 	MaxPeers int
 	// MaxParallel bounds dials in flight. Zero means DefaultMaxParallel.
 	MaxParallel int
@@ -116,6 +118,23 @@ type Config struct {
 	// OnDisconnect is called once for every connection OnConnection
 	// reported, when it closes, with the reason.
 	OnDisconnect func(c *Conn, info PeerInfo, err error)
+
+	// PassiveView bounds the known peers kept besides the open
+	// connections (HyParView's passive view). Zero means
+	// max(DefaultPassiveView, 4 × MaxPeers).
+	PassiveView int
+	// ActiveWalk and PassiveWalk are the forward-join walk length and the
+	// hop that leaves the joiner in the passive view. Zero means
+	// DefaultActiveWalk and DefaultPassiveWalk.
+	ActiveWalk, PassiveWalk int
+	// ShuffleInterval is the time between shuffles of the passive view.
+	// Zero means DefaultShuffleInterval.
+	ShuffleInterval time.Duration
+	// StaleAfter is how long a connection may stay silent, despite a ping
+	// on its control stream, before the peer is dialled again (which
+	// replaces the connection): a peer whose NAT mapping changed is back
+	// within about this long. Zero means DefaultStaleAfter.
+	StaleAfter time.Duration
 
 	// Backoff is the retry schedule. Zero means the default one.
 	Backoff Backoff
@@ -141,6 +160,17 @@ type Config struct {
 	// KeepLoopback keeps loopback ICE candidates: set it when peers live on
 	// 127.0.0.0/8 (tests, the demo).
 	KeepLoopback bool
+
+	// OnListen runs once the node's UDP socket is bound (local is its
+	// address), before the DHT is joined and the NAT measured; Start waits
+	// for it. The node asks its router for a port mapping there, so that
+	// the first NAT measurement and the DHT's reachability check see it.
+	// Nil means nothing to do.
+	OnListen func(ctx context.Context, local netip.AddrPort)
+	// Mapped returns the public address a router port mapping forwards to
+	// the node's socket, or the zero value (see holepunch.EndpointConfig).
+	// Nil means no port mapping.
+	Mapped func() netip.AddrPort
 
 	// Logger receives the swarm's logs. Nil means discard.
 	Logger *slog.Logger
@@ -181,6 +211,22 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxInbound <= 0 {
 		c.MaxInbound = c.MaxPeers
+	}
+	if c.PassiveView <= 0 {
+		c.PassiveView = max(DefaultPassiveView, 4*c.MaxPeers)
+	}
+	if c.ActiveWalk <= 0 {
+		c.ActiveWalk = DefaultActiveWalk
+	}
+	c.ActiveWalk = min(c.ActiveWalk, maxPath-1) // a shuffle records every hop
+	if c.PassiveWalk <= 0 {
+		c.PassiveWalk = DefaultPassiveWalk
+	}
+	if c.ShuffleInterval <= 0 {
+		c.ShuffleInterval = DefaultShuffleInterval
+	}
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = DefaultStaleAfter
 	}
 	c.Backoff = c.Backoff.withDefaults()
 	if c.RefreshInterval <= 0 {

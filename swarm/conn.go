@@ -56,6 +56,8 @@ type Conn struct {
 	// traffic after them in both directions makes it "established" for the
 	// duplicate rule.
 	base secure.DatagramStats
+	// ctl is the connection's control stream (control.go).
+	ctl *control
 }
 
 // Info returns the PeerInfo the connection was reported with.

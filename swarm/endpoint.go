@@ -32,13 +32,14 @@ type endpointFactory struct {
 	bootstrap    []netip.AddrPort
 	session      secure.Config
 	keepLoopback bool
+	mapped       func() netip.AddrPort
 
 	link *dhtlink.Link // set by configure
 }
 
 // defaultTransport returns the production transport factory for cfg.
 func defaultTransport(cfg Config) transportFactory {
-	return &endpointFactory{net: cfg.Net, bootstrap: cfg.Bootstrap, session: cfg.Session, keepLoopback: cfg.KeepLoopback}
+	return &endpointFactory{net: cfg.Net, bootstrap: cfg.Bootstrap, session: cfg.Session, keepLoopback: cfg.KeepLoopback, mapped: cfg.Mapped}
 }
 
 func (f *endpointFactory) configure(c *dht.Config) {
@@ -61,6 +62,7 @@ func (f *endpointFactory) start(ctx context.Context, node *dht.Node, h transport
 		MeasureNAT:   f.link.MeasureNAT,
 		Session:      f.session,
 		KeepLoopback: f.keepLoopback,
+		Mapped:       f.mapped,
 		Logger:       h.log.With("component", "holepunch"),
 	})
 	if err != nil {
@@ -113,9 +115,9 @@ func (t *endpointTransport) listen(ctx context.Context) {
 // Connect dials remote. Addresses found on the LAN are the peer's own DHT
 // socket, which answers signaling for its key itself, so they go first in
 // the relay list: the dial then needs no DHT at all.
-func (t *endpointTransport) Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort) (*holepunch.Conn, error) {
+func (t *endpointTransport) Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort, hello []byte) (*holepunch.Conn, error) {
 	hint := slices.Concat(direct, relays)
-	c, err := t.ep.Connect(ctx, remote, hint)
+	c, err := t.ep.ConnectWith(ctx, remote, hint, holepunch.DialOptions{Hello: hello})
 	if err != nil {
 		return nil, classifyEndpointError(err)
 	}

@@ -25,6 +25,14 @@ var (
 	// ErrDead: a connection was closed by the check after NetworkChanged
 	// because nothing arrived on it in time.
 	ErrDead = errors.New("swarm: connection dead after network change")
+	// ErrDemoted: a connection was closed to make room for a peer with no
+	// other connection, or for the end of a join's walk (HyParView's
+	// DISCONNECT); the peer stays in the passive view.
+	ErrDemoted = errors.New("swarm: connection demoted to make room")
+	// ErrStale: a connection was closed because it stayed silent despite
+	// a ping on its control stream (Config.StaleAfter); the peer is dialled
+	// again at once.
+	ErrStale = errors.New("swarm: connection silent; dialling again")
 	// ErrNotJoined: Leave named a topic that was not joined.
 	ErrNotJoined = errors.New("swarm: topic not joined")
 )

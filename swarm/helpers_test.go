@@ -62,6 +62,8 @@ type recorder struct {
 	mu      sync.Mutex
 	opened  []PeerInfo
 	closed  []closedEvent
+	open    int // connections open now, from the events
+	peak    int // the most open at once
 	changed chan struct{}
 }
 
@@ -82,6 +84,8 @@ func (r *recorder) onConn(c *Conn, info PeerInfo) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.opened = append(r.opened, info)
+	r.open++
+	r.peak = max(r.peak, r.open)
 	r.notifyLocked()
 }
 
@@ -89,6 +93,7 @@ func (r *recorder) onClose(c *Conn, info PeerInfo, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closed = append(r.closed, closedEvent{info, err, time.Now()})
+	r.open--
 	r.notifyLocked()
 }
 
@@ -117,6 +122,14 @@ type testSwarm struct {
 	*Swarm
 	rec *recorder
 	key ed25519.PrivateKey
+}
+
+// peakConns is the most connections the swarm's events ever showed open
+// at once.
+func (s *testSwarm) peakConns() int {
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	return s.rec.peak
 }
 
 // swarmConfig is the config of a swarm on the loopback testnet with fast

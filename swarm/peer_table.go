@@ -3,6 +3,7 @@ package swarm
 import (
 	"cmp"
 	"crypto/ed25519"
+	"errors"
 	"net/netip"
 	"slices"
 	"time"
@@ -27,10 +28,18 @@ type peerState struct {
 	banned   bool
 	viaLAN   bool // last found by LAN discovery
 
-	queued  bool      // waiting in the dial queue
-	due     time.Time // queued: earliest dial
-	order   float64   // queued: random tie-break among equals
-	dialing bool
+	queued bool      // waiting in the dial queue
+	due    time.Time // queued: earliest dial
+	order  float64   // queued: random tie-break among equals
+	// kind is the membership reason of the queued dial (kindForwardJoin
+	// lets it past MaxPeers); dialKind is the one of the dial in flight.
+	kind     dialKind
+	dialKind dialKind
+	dialing  bool
+	// demotedAt: when this peer or we dropped the connection to make room
+	// (HyParView DISCONNECT): it is full, so it is not dialled again for
+	// DemotedWait unless we are isolated.
+	demotedAt time.Time
 	// connected: a connection is open (either direction); inbound says
 	// which, for the inbound limit.
 	connected   bool
@@ -40,6 +49,10 @@ type peerState struct {
 	retries  int // failures and short-lived connections in a row
 	attempts int // dials ever made
 	proven   bool
+	// unreachable: its dials failed through the whole retry schedule; the
+	// membership does not pick it to fill a free slot until it is found
+	// again.
+	unreachable bool
 }
 
 // limits are the table's connection limits, all positive.
@@ -68,8 +81,28 @@ type peerTable struct {
 	// canAccept and is still running (ICE, session setup), until it
 	// connects or the reservation expires: several handshakes in flight
 	// at once cannot overrun the inbound limit.
-	reserved map[peerKey]time.Time
+	reserved map[peerKey]reservation
 }
+
+// reservation is an inbound slot held for a handshake in flight.
+type reservation struct {
+	until time.Time
+	hello dialHello // what the dialler said
+	// over: admitted past the limits for its priority; the connection
+	// demotes one of ours when it arrives.
+	over bool
+}
+
+// maxOver bounds the connections and handshakes that may be in flight past
+// MaxPeers at once for their priority (joins, forward-join ends): each
+// demotes one other connection when it arrives, so the excess lasts only
+// as long as a handshake.
+const maxOver = 2
+
+// DemotedWait is how long a peer that dropped us to make room, or that we
+// dropped, is not dialled again (unless we have no connection at all): it
+// is full.
+const DemotedWait = 30 * time.Second
 
 // reservationTTL bounds an inbound slot held for a handshake in flight;
 // the transport gives no word when one fails, and holepunch gives up on a
@@ -79,7 +112,7 @@ const reservationTTL = 20 * time.Second
 func newPeerTable(self ed25519.PublicKey, lim limits, b Backoff, rnd func() float64) *peerTable {
 	return &peerTable{
 		self: peerKey(self), lim: lim, backoff: b.withDefaults(), rnd: rnd,
-		peers: make(map[peerKey]*peerState), reserved: make(map[peerKey]time.Time),
+		peers: make(map[peerKey]*peerState), reserved: make(map[peerKey]reservation),
 	}
 }
 
@@ -96,9 +129,9 @@ func (t *peerTable) getOrAdd(pub ed25519.PublicKey) *peerState {
 	return p
 }
 
-// queue puts p in the dial queue at due.
+// queue puts p in the dial queue at due for an ordinary dial.
 func (t *peerTable) queue(p *peerState, due time.Time) {
-	p.queued, p.due, p.order = true, due, t.rnd()
+	p.queued, p.due, p.order, p.kind = true, due, t.rnd(), kindNeighbor
 }
 
 // wanted: the peer still has a reason to be dialled.
@@ -127,6 +160,7 @@ func (t *peerTable) found(pub ed25519.PublicKey, topic Topic, relays, lan []neti
 		p.lan = append([]netip.AddrPort(nil), lan...)
 		p.viaLAN = true
 	}
+	p.unreachable = false
 	if p.banned || p.connected || p.dialing {
 		return
 	}
@@ -173,14 +207,52 @@ func (t *peerTable) leaveTopic(topic Topic) {
 	}
 }
 
+// learn records a peer the membership protocol passed on (a shuffle, the
+// middle of a forward-join walk) in the passive view, without dialling it.
+func (t *peerTable) learn(pub ed25519.PublicKey, topic Topic, relays []netip.AddrPort) {
+	if peerKey(pub) == t.self {
+		return
+	}
+	p := t.getOrAdd(pub)
+	p.topics[topic] = struct{}{}
+	if len(relays) > 0 {
+		p.relays = append([]netip.AddrPort(nil), relays...)
+	}
+}
+
+// queueForwardJoin queues a dial to the joiner a forward-join walk ended
+// at us with (HyParView adds it to the active view): it may pass MaxPeers,
+// and demotes one of our connections when it connects.
+func (t *peerTable) queueForwardJoin(pub ed25519.PublicKey, topic Topic, relays []netip.AddrPort, now time.Time) {
+	t.learn(pub, topic, relays)
+	p := t.get(pub)
+	if p == nil || p.banned || p.connected || p.dialing {
+		return
+	}
+	p.retries = 0
+	t.queue(p, now)
+	p.kind = kindForwardJoin
+}
+
+// busy is the connections, dials in flight and inbound handshakes that
+// count against MaxPeers.
+func (t *peerTable) busy() int { return t.conns + t.dialing + len(t.reserved) }
+
 // canDial says whether the limits allow one more dial to p.
 func (t *peerTable) canDial(p *peerState) bool {
 	if t.dialing >= t.lim.maxParallel {
 		return false
 	}
 	// Explicit peers are dialled even at maxPeers (Hyperswarm does the same):
-	// the application asked for them by name.
-	return p.explicit || t.conns+t.dialing < t.lim.maxPeers
+	// the application asked for them by name. The end of a forward-join walk
+	// may pass it by a little (maxOver): the connection demotes another.
+	switch {
+	case p.explicit:
+		return true
+	case p.kind == kindForwardJoin:
+		return t.busy() < t.lim.maxPeers+maxOver
+	}
+	return t.busy() < t.lim.maxPeers
 }
 
 // next takes the peers to dial now out of the queue, marks them as being
@@ -211,7 +283,7 @@ func (t *peerTable) next(now time.Time) (dial []*peerState, wake time.Time) {
 		if !t.canDial(p) {
 			continue
 		}
-		p.queued, p.dialing = false, true
+		p.queued, p.dialing, p.dialKind = false, true, p.kind
 		p.attempts++
 		t.dialing++
 		dial = append(dial, p)
@@ -226,7 +298,7 @@ func (t *peerTable) pending(now time.Time) bool {
 		return true
 	}
 	for _, p := range t.peers {
-		if p.queued && !p.due.After(now) && (p.explicit || t.conns < t.lim.maxPeers) {
+		if p.queued && !p.due.After(now) && t.canDial(p) {
 			return true
 		}
 	}
@@ -258,6 +330,37 @@ func (t *peerTable) dialLost(pub ed25519.PublicKey, now time.Time) {
 	t.queue(p, now.Add(SimultaneousWait))
 }
 
+// dialRefused ends a dial the peer refused (its firewall or its limits):
+// it stays in the passive view but is not retried on the backoff schedule,
+// since a full node stays full; the membership's fill dials it again later
+// if no other peer takes us.
+func (t *peerTable) dialRefused(pub ed25519.PublicKey, now time.Time) {
+	p := t.get(pub)
+	if p == nil || !p.dialing {
+		return
+	}
+	if p.explicit {
+		t.dialDone(pub, false, false, now)
+		return
+	}
+	p.dialing = false
+	t.dialing--
+	p.retries = MaxRetries
+	t.forgetIfIdle(p)
+}
+
+// redial queues a dial at once to a peer whose connection was closed as
+// stale (see overlay.probe): the peer is most likely there, behind a new
+// path.
+func (t *peerTable) redial(pub ed25519.PublicKey, now time.Time) {
+	p := t.get(pub)
+	if p == nil || p.banned || p.connected || p.dialing {
+		return
+	}
+	p.retries, p.unreachable = 0, false
+	t.queue(p, now)
+}
+
 // dialDone ends a dial. On failure the peer is retried on the backoff
 // schedule, unless drop says the failure is final (banned, firewalled, own
 // key) or the schedule is exhausted.
@@ -287,26 +390,42 @@ func (t *peerTable) reschedule(p *peerState, now time.Time) {
 	}
 	d, ok := t.backoff.Delay(p.retries, p.explicit, t.rnd())
 	if !ok {
+		p.unreachable = true
 		return // dropped until found again
 	}
 	t.queue(p, now.Add(d))
 }
 
 // reserve is canAccept for a handshake that is about to start: on success
-// it holds an inbound slot for pub until connected or reservationTTL.
-func (t *peerTable) reserve(pub ed25519.PublicKey, now time.Time) error {
-	for k, until := range t.reserved {
-		if !now.Before(until) {
+// it holds an inbound slot for pub until connected or reservationTTL. A
+// dial of a priority kind (a joiner, a forward-join end) that finds us full
+// is let in when priority is set, up to maxOver past the limits.
+func (t *peerTable) reserve(pub ed25519.PublicKey, h dialHello, priority bool, now time.Time) (over bool, err error) {
+	for k, r := range t.reserved {
+		if !now.Before(r.until) {
 			delete(t.reserved, k)
 		}
 	}
-	if err := t.canAccept(pub); err != nil {
-		return err
+	err = t.canAccept(pub)
+	// Priority passes MaxPeers (the new connection demotes another), but
+	// not an inbound limit set below it on purpose.
+	inboundCap := t.lim.maxInbound < t.lim.maxPeers && t.inbound+len(t.reserved) >= t.lim.maxInbound
+	if errors.Is(err, ErrInboundLimit) && priority && !inboundCap && t.busy() < t.lim.maxPeers+maxOver {
+		over, err = true, nil
+	}
+	if err != nil {
+		return false, err
 	}
 	if p := t.get(pub); p == nil || !p.connected {
-		t.reserved[peerKey(pub)] = now.Add(reservationTTL)
+		t.reserved[peerKey(pub)] = reservation{until: now.Add(reservationTTL), hello: h, over: over}
 	}
-	return nil
+	return over, nil
+}
+
+// reservation returns pub's reservation, if it holds one.
+func (t *peerTable) reservationOf(pub ed25519.PublicKey) (reservation, bool) {
+	r, ok := t.reserved[peerKey(pub)]
+	return r, ok
 }
 
 // release drops pub's reservation (its handshake was refused after all).
@@ -328,7 +447,10 @@ func (t *peerTable) canAccept(pub ed25519.PublicKey) error {
 		return nil
 	}
 	others := len(t.reserved)
-	if _, ok := t.reserved[peerKey(pub)]; ok {
+	if r, ok := t.reserved[peerKey(pub)]; ok {
+		if r.over {
+			return nil // let in past the limits for its priority
+		}
 		others--
 	}
 	if t.inbound+others >= t.lim.maxInbound || t.conns+others >= t.lim.maxPeers {
@@ -345,7 +467,7 @@ func (t *peerTable) connected(pub ed25519.PublicKey, inbound bool, now time.Time
 		t.setInbound(p, inbound)
 		return
 	}
-	p.connected, p.connectedAt, p.proven, p.queued = true, now, true, false
+	p.connected, p.connectedAt, p.proven, p.queued, p.unreachable = true, now, true, false, false
 	p.inbound = inbound
 	t.conns++
 	if inbound {
@@ -382,6 +504,9 @@ func (t *peerTable) disconnected(pub ed25519.PublicKey, now time.Time, retry boo
 	}
 	if now.Sub(p.connectedAt) >= MinConnectionTime {
 		p.retries = 0
+	}
+	if now.Sub(p.demotedAt) < DemotedWait && !p.explicit {
+		retry = false // it made room for another, or we did: it stays passive
 	}
 	if !retry || p.dialing {
 		t.forgetIfIdle(p)

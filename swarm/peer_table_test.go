@@ -225,14 +225,18 @@ func TestPeerTableSimultaneousWaitsForIncoming(t *testing.T) {
 func TestPeerTableReservationsHoldInboundSlots(t *testing.T) {
 	tb, _ := testTable(t, limits{maxPeers: 10, maxParallel: 3, maxInbound: 2})
 	a, b, c := newKey(t), newKey(t), newKey(t)
-	if err := tb.reserve(a, t0); err != nil {
+	reserve := func(pub ed25519.PublicKey, now time.Time) error {
+		_, err := tb.reserve(pub, dialHello{}, false, now)
+		return err
+	}
+	if err := reserve(a, t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := tb.reserve(b, t0); err != nil {
+	if err := reserve(b, t0); err != nil {
 		t.Fatal(err)
 	}
 	// Two handshakes in flight fill the limit before either connected.
-	if err := tb.reserve(c, t0); !errors.Is(err, ErrInboundLimit) {
+	if err := reserve(c, t0); !errors.Is(err, ErrInboundLimit) {
 		t.Fatalf("third handshake: %v", err)
 	}
 	// A reserved peer still passes the check when its connection opens.
@@ -240,11 +244,11 @@ func TestPeerTableReservationsHoldInboundSlots(t *testing.T) {
 		t.Fatalf("reserved peer refused at connect: %v", err)
 	}
 	tb.connected(a, true, t0)
-	if err := tb.reserve(c, t0); !errors.Is(err, ErrInboundLimit) {
+	if err := reserve(c, t0); !errors.Is(err, ErrInboundLimit) {
 		t.Fatalf("after one connected, one reserved: %v", err)
 	}
 	// A handshake that never completes gives its slot back after the TTL.
-	if err := tb.reserve(c, t0.Add(reservationTTL)); err != nil {
+	if err := reserve(c, t0.Add(reservationTTL)); err != nil {
 		t.Fatalf("expired reservation still held: %v", err)
 	}
 	tb.release(c)

@@ -56,7 +56,7 @@ func (f *failingTransport) start(context.Context, *dht.Node, transportHooks) (co
 	return f, nil
 }
 
-func (f *failingTransport) Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort) (*holepunch.Conn, error) {
+func (f *failingTransport) Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort, hello []byte) (*holepunch.Conn, error) {
 	f.mu.Lock()
 	f.dials = append(f.dials, time.Since(f.t0))
 	f.mu.Unlock()

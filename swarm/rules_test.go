@@ -267,7 +267,11 @@ func TestNetworkChangedDropsSilentConnections(t *testing.T) {
 	nw := startNet(t, 6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a := startSwarm(t, nw, nil, nil) // DefaultLivenessCheck: 5 s, 2.5 keepalive intervals
+	// DefaultLivenessCheck: 5 s, 2.5 keepalive intervals. The membership's
+	// own probe (StaleAfter) would find the silent peer first; this test is
+	// about NetworkChanged's check (TestSilentConnectionRedialled is about
+	// the probe).
+	a := startSwarm(t, nw, nil, func(c *Config) { c.StaleAfter = time.Minute })
 	silentNet := newCrashNet(t)
 	silent := startSwarm(t, nw, nil, func(c *Config) { c.Net = silentNet })
 	live := startSwarm(t, nw, nil, nil)

@@ -15,6 +15,7 @@ type counters struct {
 	networkChanges  uint64
 	deadAfterChange uint64
 	lanFound        uint64
+	controlDropped  uint64
 }
 
 // Stats is a snapshot of the swarm.
@@ -47,6 +48,29 @@ type Stats struct {
 	// NetworkChanges counts NetworkChanged calls; DeadAfterChange the
 	// connections they found dead.
 	NetworkChanges, DeadAfterChange uint64
+	// Membership (overlay.go).
+	Membership MembershipStats
+}
+
+// MembershipStats count what the membership protocol did.
+type MembershipStats struct {
+	// Passive is the size of the passive view now.
+	Passive int
+	// JoinDials counts our dials with no connection open (they join);
+	// ForwardJoinDials our dials to a joiner where a walk ended.
+	JoinDials, ForwardJoinDials uint64
+	// PriorityAdmitted counts incoming dials let in past MaxPeers (a peer
+	// with no connection, the end of a join's walk); Demoted the
+	// connections we closed to make room, DemotedBy those peers closed.
+	PriorityAdmitted, Demoted, DemotedBy uint64
+	// ForwardJoins counts forward-join walks we started for joiners;
+	// Shuffles the shuffles we started, ShuffleReplies those we answered.
+	ForwardJoins, Shuffles, ShuffleReplies uint64
+	// Probes counts pings sent on silent connections; Stale the
+	// connections that stayed silent and were dialled again.
+	Probes, Stale uint64
+	// ControlDropped counts control messages dropped on a full queue.
+	ControlDropped uint64
 }
 
 // Stats returns a snapshot of the swarm's state and counters.
@@ -71,6 +95,14 @@ func (s *Swarm) Stats() Stats {
 		LANFound:         s.stats.lanFound,
 		NetworkChanges:   s.stats.networkChanges,
 		DeadAfterChange:  s.stats.deadAfterChange,
+	}
+	o := &s.overlay.stats
+	st.Membership = MembershipStats{
+		Passive:   len(s.overlay.passiveAll()),
+		JoinDials: o.joinDials, ForwardJoinDials: o.forwardJoinDials,
+		PriorityAdmitted: o.priorityAdmitted, Demoted: o.demoted, DemotedBy: o.demotedBy,
+		ForwardJoins: o.forwardJoins, Shuffles: o.shuffles, ShuffleReplies: o.shuffleReplies,
+		Probes: o.probes, Stale: o.stale, ControlDropped: s.stats.controlDropped,
 	}
 	for _, c := range s.conns {
 		st.ByRole[c.info.Role]++

@@ -52,6 +52,7 @@ type Swarm struct {
 	started bool
 	closed  bool
 	table   *peerTable
+	overlay *overlay // membership (HyParView) over the table
 	rng     *rand.Rand
 	conns   map[peerKey]*Conn
 	topics  map[Topic]*Discovery
@@ -94,6 +95,11 @@ func New(cfg Config) (*Swarm, error) {
 	}
 	lim := limits{maxPeers: cfg.MaxPeers, maxParallel: cfg.MaxParallel, maxInbound: cfg.MaxInbound}
 	s.table = newPeerTable(s.pub, lim, cfg.Backoff, s.rng.Float64)
+	s.overlay = newOverlay(overlayConfig{
+		maxPeers: cfg.MaxPeers, passive: cfg.PassiveView,
+		activeWalk: cfg.ActiveWalk, passiveWalk: cfg.PassiveWalk,
+		shuffleInterval: cfg.ShuffleInterval, staleAfter: cfg.StaleAfter,
+	}, s.pub, s.table, rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())), time.Now())
 	return s, nil
 }
 
@@ -134,8 +140,9 @@ func (s *Swarm) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.started = true
 	s.mu.Unlock()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.dialLoop()
+	go s.memberLoop()
 	go s.dispatch()
 	return nil
 }
@@ -160,6 +167,9 @@ func (s *Swarm) start(ctx context.Context) error {
 		return fmt.Errorf("swarm: %w", err)
 	}
 	s.disc, s.node = disc, node
+	if s.cfg.OnListen != nil && node != nil {
+		s.cfg.OnListen(ctx, node.LocalAddr())
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	tr, err := tf.start(ctx, node, transportHooks{
 		key:      s.key,
@@ -212,6 +222,7 @@ func (s *Swarm) Close() error {
 		conns = append(conns, c)
 		delete(s.conns, k)
 		s.table.disconnected(c.RemotePublicKey(), time.Now(), false)
+		s.overlay.disconnected(c.RemotePublicKey(), time.Now())
 		s.queueEventLocked(event{conn: c, info: c.info, close: true, err: ErrClosed})
 	}
 	s.notifyLocked()
@@ -254,6 +265,7 @@ func (s *Swarm) JoinKey(topic Topic, opts JoinOptions) (*Discovery, error) {
 		d.client = d.client || opts.Client
 		d.refresh()
 		s.lanChangedLocked()
+		s.topicsChangedLocked()
 		return d, nil
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -263,6 +275,7 @@ func (s *Swarm) JoinKey(topic Topic, opts JoinOptions) (*Discovery, error) {
 	}
 	s.topics[topic] = d
 	s.lanChangedLocked()
+	s.topicsChangedLocked()
 	s.wg.Add(1)
 	go d.run(ctx)
 	return d, nil
@@ -287,6 +300,7 @@ func (s *Swarm) Leave(ctx context.Context, topic Topic) error {
 	server := d.server
 	s.table.leaveTopic(topic)
 	s.lanChangedLocked()
+	s.topicsChangedLocked()
 	s.notifyLocked()
 	s.mu.Unlock()
 	d.cancel()
@@ -459,6 +473,7 @@ func (s *Swarm) drop(c *Conn, err error) {
 	if s.conns[peerKey(c.RemotePublicKey())] == c {
 		delete(s.conns, peerKey(c.RemotePublicKey()))
 		s.table.disconnected(c.RemotePublicKey(), time.Now(), !s.closed)
+		s.overlay.disconnected(c.RemotePublicKey(), time.Now())
 		s.queueEventLocked(event{conn: c, info: c.info, close: true, err: err})
 		s.kickLocked()
 	}
@@ -467,10 +482,12 @@ func (s *Swarm) drop(c *Conn, err error) {
 }
 
 // acceptFirewall is the transport's firewall: own key, ban, the user's
-// firewall and the inbound limits, all before any hole punching.
-func (s *Swarm) acceptFirewall(remote ed25519.PublicKey) error {
+// firewall and the inbound limits (which a dialler with no connection, or
+// at the end of a forward-join walk, may pass: see overlay.admit), all
+// before any hole punching.
+func (s *Swarm) acceptFirewall(remote ed25519.PublicKey, hello []byte) error {
 	s.mu.Lock()
-	err := s.table.reserve(remote, time.Now())
+	err := s.overlay.admit(remote, hello, time.Now())
 	if s.closed {
 		err = ErrClosed
 	}
@@ -506,7 +523,8 @@ func (s *Swarm) dialLoop() {
 		dial, wake := s.table.next(now)
 		for _, p := range dial {
 			s.stats.attempts++
-			job := dialJob{pub: p.pub, relays: p.relays, lan: p.lan}
+			h := s.overlay.helloFor(p)
+			job := dialJob{pub: p.pub, relays: p.relays, lan: p.lan, hello: h.wire()}
 			s.wg.Add(1)
 			go s.dial(job)
 		}
@@ -531,6 +549,7 @@ func (s *Swarm) dialLoop() {
 type dialJob struct {
 	pub         ed25519.PublicKey
 	relays, lan []netip.AddrPort
+	hello       []byte
 }
 
 // dial runs one dial and hands the result to the table and adopt.
@@ -546,7 +565,7 @@ func (s *Swarm) dial(j dialJob) {
 	s.log.Debug("swarm: dialling", "peer", shortKey(j.pub), "relays", len(j.relays), "lan", len(j.lan))
 	if err == nil {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
-		hc, err = s.tr.Connect(ctx, j.pub, j.relays, j.lan)
+		hc, err = s.tr.Connect(ctx, j.pub, j.relays, j.lan, j.hello)
 		cancel()
 	}
 	if err == nil {
@@ -556,9 +575,12 @@ func (s *Swarm) dial(j dialJob) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	drop := errors.Is(err, ErrFirewalled) || s.closed
-	if errors.Is(err, errSimultaneous) {
+	switch {
+	case errors.Is(err, errSimultaneous):
 		s.table.dialLost(j.pub, time.Now())
-	} else {
+	case errors.Is(err, errRefused) && !drop:
+		s.table.dialRefused(j.pub, time.Now())
+	default:
 		s.table.dialDone(j.pub, false, drop, time.Now())
 	}
 	if !errors.Is(err, errSimultaneous) && !s.closed {
@@ -592,6 +614,14 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 	key := peerKey(remote)
 	now := time.Now()
 	s.mu.Lock()
+	// Why the connection was made, for the membership: the kind of our
+	// dial, or the hello the peer's dial passed the firewall with.
+	var why dialHello
+	if p := s.table.get(remote); dialed && p != nil {
+		why.Kind = p.dialKind
+	} else if r, ok := s.table.reservationOf(remote); ok {
+		why = r.hello
+	}
 	if dialed {
 		s.table.dialDone(remote, true, false, now)
 	}
@@ -621,6 +651,7 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 		replaced = old
 		s.table.setInbound(s.table.get(remote), inbound)
 		s.queueEventLocked(event{conn: old, info: old.info, close: true, err: ErrDuplicate})
+		s.overlay.replaced(remote, now)
 	} else {
 		if inbound {
 			// The firewall checked the limits before the handshake; several
@@ -633,6 +664,14 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 			}
 		}
 		s.table.connected(remote, inbound, now)
+	}
+	c := &Conn{Conn: hc, openedAt: now, base: hc.Session.Stats().Datagram, ctl: newControl()}
+	s.conns[key] = c
+	if replaced == nil {
+		// Past MaxPeers (a priority dial), this demotes another connection
+		// first, so that no one ever sees more than MaxPeers open.
+		s.overlay.connected(remote, inbound, why, now)
+		s.applyLocked()
 	}
 	p := s.table.get(remote)
 	info := PeerInfo{
@@ -652,19 +691,21 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 		info.Topics = append(info.Topics, t)
 	}
 	slices.SortFunc(info.Topics, func(a, b Topic) int { return slices.Compare(a[:], b[:]) })
-	c := &Conn{Conn: hc, info: info, openedAt: now, base: hc.Session.Stats().Datagram}
-	s.conns[key] = c
+	c.info = info
 	s.stats.opened[info.Role]++
 	s.queueEventLocked(event{conn: c, info: info})
+	s.applyLocked() // the hello to the new neighbour, after its open event
 	s.notifyLocked()
-	s.wg.Add(1)
+	s.wg.Add(3)
 	s.mu.Unlock()
 	if replaced != nil {
 		s.log.Debug("swarm: connection replaced", "peer", shortKey(remote))
 		go replaced.Conn.Close()
 	}
-	s.log.Debug("swarm: connected", "peer", shortKey(remote), "role", info.Role, "path", info.Path)
+	s.log.Debug("swarm: connected", "peer", shortKey(remote), "role", info.Role, "path", info.Path, "why", why.Kind)
 	go s.watch(c)
+	go s.serveControl(c)
+	go s.acceptStreams(c)
 }
 
 // watch waits for c to close and records it.
@@ -687,6 +728,7 @@ func (s *Swarm) watch(c *Conn) {
 	}
 	delete(s.conns, peerKey(remote))
 	s.table.disconnected(remote, time.Now(), !s.closed)
+	s.overlay.disconnected(remote, time.Now())
 	s.stats.closed[c.info.Role]++
 	s.queueEventLocked(event{conn: c, info: c.info, close: true, err: err})
 	s.notifyLocked()
@@ -750,6 +792,18 @@ func (s *Swarm) kickLocked() {
 	}
 }
 
+// topicsChangedLocked tells the membership the set of topics changed.
+func (s *Swarm) topicsChangedLocked() {
+	var joined, client []Topic
+	for t, d := range s.topics {
+		joined = append(joined, t)
+		if d.client {
+			client = append(client, t)
+		}
+	}
+	s.overlay.setTopics(joined, client)
+}
+
 // lanChangedLocked tells LAN discovery the set of topics changed.
 func (s *Swarm) lanChangedLocked() {
 	if s.lan != nil {
@@ -774,6 +828,7 @@ func (s *Swarm) found(topic Topic, recs []dht.PeerRecord, lan map[peerKey][]neti
 		}
 		s.table.found(r.PublicKey, topic, relays, lan[peerKey(r.PublicKey)], now)
 	}
+	s.overlay.trimPassive(nil)
 	s.notifyLocked()
 	s.kickLocked()
 }

@@ -18,8 +18,9 @@ import (
 type connector interface {
 	// Connect dials remote. relays are the DHT relays from the peer's
 	// record (nil: look them up by key); direct are addresses to try
-	// without signaling through the DHT (LAN discovery).
-	Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort) (*holepunch.Conn, error)
+	// without signaling through the DHT (LAN discovery); hello reaches the
+	// remote's firewall before any ICE work (dialHello).
+	Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort, hello []byte) (*holepunch.Conn, error)
 	// OneConnPerKey says the transport itself keeps at most one connection
 	// per remote key and resolves simultaneous dials; the swarm then takes
 	// each new connection as the one that counts.
@@ -32,9 +33,9 @@ type connector interface {
 // transportHooks are what a transport calls back into the swarm.
 type transportHooks struct {
 	key ed25519.PrivateKey
-	// firewall decides about an incoming peer before any hole punching;
-	// nil error accepts.
-	firewall func(remote ed25519.PublicKey) error
+	// firewall decides about an incoming peer, given the hello it dialled
+	// with, before any hole punching; nil error accepts.
+	firewall func(remote ed25519.PublicKey, hello []byte) error
 	// incoming receives every accepted incoming connection.
 	incoming func(*holepunch.Conn)
 	log      *slog.Logger

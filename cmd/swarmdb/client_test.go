@@ -231,6 +231,12 @@ func TestMetrics(t *testing.T) {
 	if code, _, errOut := runClient(t, putMain, "--ws", wsURL(a), "--topic", "metrics-test", "m", "1"); code != 0 {
 		t.Fatalf("put: %s", errOut)
 	}
+	// put confirms by reading the record back, which can see it a moment
+	// before the store counts it (db/store.go, the group commit).
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Stats().Store.Accepted == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	srv := httptest.NewServer(metricsHandler(a, conns))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL + "/metrics")

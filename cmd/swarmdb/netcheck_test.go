@@ -168,3 +168,61 @@ func TestNetcheckNATLab(t *testing.T) {
 		})
 	}
 }
+
+// TestNetcheckPortMapNATLab: netcheck behind routers that run miniupnpd
+// first gets a port mapping for its socket, then measures. Behind a
+// port-restricted NAT the mapped port is open to anyone, so the NAT
+// measures as endpoint-independent filtering (full cone); behind a
+// symmetric NAT the mapping behaviour stays endpoint-dependent, and the
+// mapping is what makes the host reachable. The report carries the
+// mapping, and the router's rule is gone when netcheck ends. Root and
+// miniupnpd only.
+func TestNetcheckPortMapNATLab(t *testing.T) {
+	natlab.RequireMiniUPnPd(t)
+	lab := natlab.New(t)
+	var ips []string
+	var nets []transport.Net
+	for i := range 3 {
+		h := lab.AddPublicHost(fmt.Sprintf("dht%d", i))
+		ips = append(ips, h.IP().String())
+		nets = append(nets, h.Net())
+	}
+	servers := startDHTServers(t, ips, nets)
+	for _, tc := range []struct {
+		typ  natlab.NATType
+		want holepunch.Class
+	}{{natlab.PortRestricted, holepunch.ClassFullCone}, {natlab.Symmetric, holepunch.ClassSymmetric}} {
+		t.Run(string(tc.typ), func(t *testing.T) {
+			r := lab.AddRouter(natlab.RouterConfig{Type: tc.typ})
+			d := r.StartMiniUPnPd(natlab.MiniUPnPdConfig{})
+			h := r.AddHost("a")
+			ctx, cancel := context.WithTimeout(context.Background(), netcheckTestTimeout)
+			defer cancel()
+			rep, err := netcheck(ctx, netcheckConfig{Net: h.Net(), Listen: h.IP().String() + ":0", Bootstrap: servers[:1],
+				PortMap: true, Gateway: func() (netip.Addr, error) { return h.Gateway(), nil }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			printReport(&out, rep)
+			t.Logf("\n%s", out.String())
+			pm := rep.PortMap
+			if pm == nil || pm.UDP == nil || pm.UDP.External.Addr() != r.PublicIP() {
+				t.Fatalf("port mapping %+v", pm)
+			}
+			if rep.Class != tc.want {
+				t.Fatalf("netcheck says %s (mapping %s, filtering %s), want %s", rep.Class, rep.Mapping, rep.Filtering, tc.want)
+			}
+			if !strings.Contains(out.String(), "port mapping:   pcp "+pm.UDP.External.String()) {
+				t.Fatalf("human report lacks the mapping:\n%s", out.String())
+			}
+			b, _ := json.Marshal(rep)
+			if !strings.Contains(string(b), `"portmap":{"state":"mapped","protocol":"pcp"`) || !strings.Contains(string(b), `"class":"`+string(tc.want)+`"`) {
+				t.Fatalf("JSON report: %s", b)
+			}
+			if rs, err := d.Redirects(ctx); err != nil || len(rs) != 0 {
+				t.Fatalf("router rules after netcheck: %v (%v)", rs, err)
+			}
+		})
+	}
+}

@@ -41,6 +41,9 @@ DHT with --mainline or --public) or on the LAN only (none given), connects to it
 NATs and replicates the database with them; ToolDb clients, browsers and swarmdb put/get/watch
 connect over WebSocket (--ws). With --mainline or --public it also finds (and is found by) ToolDb
 servers and clients that use discovery-channel on the same topic.
+It asks its router to forward its UDP port (PCP, NAT-PMP or UPnP-IGD; --no-portmap turns this
+off) and, with --map-ws, the WebSocket's TCP port too, so that a node behind a home router
+becomes reachable; the ready event reports the mapping ("portmap").
 Events on stdout (JSON lines with --json): ready, nat, peer_connected, peer_disconnected,
 mainline_peer, error, stopped. Logs and errors on stderr.
 Exit codes: 0 stopped by SIGINT/SIGTERM, 1 error (could not start, unclean stop), 2 usage.`
@@ -67,6 +70,9 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 	metricsAddr := f.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)")
 	f.BoolVar(&cfg.KeepLoopback, "loopback", false, "keep loopback ICE candidates (several nodes on one host, tests)")
 	f.BoolVar(&cfg.DisableLAN, "no-lan", false, "turn LAN discovery (mDNS) off")
+	f.IntVar(&cfg.MaxPeers, "max-peers", swarm.DefaultMaxPeers, "most swarm connections at once; a larger swarm stays one network through the membership protocol")
+	f.BoolVar(&cfg.DisablePortMap, "no-portmap", false, "do not ask the router (PCP, NAT-PMP, UPnP-IGD) to forward the node's UDP port")
+	f.BoolVar(&cfg.MapWebSocket, "map-ws", false, "also map the WebSocket's TCP port on the router and announce it there on the mainline DHT (--ws must listen on a LAN address, e.g. :9000)")
 	asJSON := f.Bool("json", false, "print events as one JSON object per line on stdout; logs as JSON on stderr")
 	verbose := f.Bool("v", false, "debug logging")
 	if _, code, ok := f.parse(args, 0, std); !ok {
@@ -74,6 +80,9 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 	}
 	if cfg.Topic == "" {
 		return f.usageError(std, "--topic is required")
+	}
+	if cfg.MaxPeers < 1 {
+		return f.usageError(std, "--max-peers %d: want at least 1", cfg.MaxPeers)
 	}
 	switch *mode {
 	case "":
@@ -88,6 +97,9 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 	}
 	var err error
 	if cfg.WebSocketAddr, err = nodeWSListen(*ws); err != nil {
+		return f.usageError(std, "%v", err)
+	}
+	if err := checkMapWS(cfg); err != nil {
 		return f.usageError(std, "%v", err)
 	}
 	if err := checkHostPort("listen", cfg.ListenAddr); err != nil {
@@ -224,6 +236,29 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 	return exitOK
 }
 
+// checkMapWS refuses --map-ws where it cannot work: without port mapping,
+// without a WebSocket, or with the WebSocket on loopback, where no router
+// can forward to it.
+func checkMapWS(cfg node.Config) error {
+	if !cfg.MapWebSocket {
+		return nil
+	}
+	switch {
+	case cfg.DisablePortMap:
+		return errors.New("--map-ws needs port mapping (drop --no-portmap)")
+	case cfg.WebSocketAddr == "":
+		return errors.New("--map-ws needs the WebSocket (--ws)")
+	}
+	host, _, err := net.SplitHostPort(cfg.WebSocketAddr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		return fmt.Errorf("--map-ws: the WebSocket listens on %s, which the router cannot forward to; listen on a LAN address (--ws :9000)", cfg.WebSocketAddr)
+	}
+	return nil
+}
+
 // nodeStartError says what went wrong for a person (after "swarmdb node: ",
 // so without the node package's own "node: " prefix), and what to do where
 // there is something to do.
@@ -272,6 +307,10 @@ func readyFields(nd *node.Node, topic, dataDir string, lanOnly bool, metricsLn n
 	f["public_ws"] = nd.Status().PublicWebSocket
 	ms, ok := nd.MainlineStats()
 	f["mainline"] = mainlineReady(ms, ok)
+	f["portmap"] = "off"
+	if st, ok := nd.PortMap(); ok {
+		f["portmap"] = st
+	}
 	if metricsLn != nil {
 		f["metrics"] = "http://" + metricsLn.Addr().String() + "/metrics"
 	}
@@ -295,6 +334,9 @@ func readyHuman(nd *node.Node, topic string, lanOnly bool, metricsLn net.Listene
 	}
 	if ms, ok := nd.MainlineStats(); ok {
 		fmt.Fprintf(&b, "  mainline    on (%d routers and cached nodes to start from)\n", ms.Routers)
+	}
+	if st, ok := nd.PortMap(); ok {
+		fmt.Fprintf(&b, "  portmap     %s\n", portMapLine(st))
 	}
 	if lanOnly {
 		fmt.Fprintf(&b, "  LAN only: no --bootstrap nodes and no --mainline, peers are found on the local network")
@@ -355,6 +397,10 @@ func disconnectReason(err error) string {
 		return "duplicate"
 	case errors.Is(err, swarm.ErrDead):
 		return "dead_after_network_change"
+	case errors.Is(err, swarm.ErrStale):
+		return "silent"
+	case errors.Is(err, swarm.ErrDemoted):
+		return "demoted"
 	case errors.Is(err, swarm.ErrBanned):
 		return "banned"
 	case errors.Is(err, swarm.ErrFirewalled):

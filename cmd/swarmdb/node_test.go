@@ -109,11 +109,12 @@ func TestNodeRestart(t *testing.T) {
 	const topic = "restart-cli"
 	nodeArgs := func(dir string) []string {
 		return []string{"node", "--topic", topic, "--data", dir, "--bootstrap", bootAddr, "--listen", "127.0.0.1:0",
-			"--ws", "127.0.0.1:0", "--loopback", "--no-lan", "--json"}
+			"--ws", "127.0.0.1:0", "--loopback", "--no-lan", "--max-peers", "8", "--json"}
 	}
 	a := startProc(t, bin, nodeArgs(t.TempDir())...)
 	readyA := a.waitEvent("ready")
-	if readyA["lan_only"] != false || len(readyA["public_key"].(string)) != 64 || readyA["udp"] == "" {
+	// Every DHT node is on loopback here: no router to ask for a mapping.
+	if readyA["lan_only"] != false || len(readyA["public_key"].(string)) != 64 || readyA["udp"] == "" || readyA["portmap"] != "off" {
 		t.Fatalf("ready event: %v", readyA)
 	}
 	dirB := filepath.Join(t.TempDir(), "b")
@@ -234,6 +235,10 @@ func TestNodeUsage(t *testing.T) {
 		{"--topic", "t", "--metrics", "localhost"},       // no port
 		{"--topic", "t", "--data", t.TempDir(), "--public-ws", "http://node.example"}, // not ws:// or wss://
 		{"--topic", "t", "--data", t.TempDir(), "--tls-cert", "cert.pem"},             // no --tls-key
+		{"--topic", "t", "--max-peers", "0"},                                          // no connection allowed
+		{"--topic", "t", "--map-ws"},                                                  // the WebSocket is on loopback by default
+		{"--topic", "t", "--map-ws", "--ws", "off"},                                   // no WebSocket to map
+		{"--topic", "t", "--map-ws", "--ws", ":9000", "--no-portmap"},                 // mapping off
 	} {
 		var out, errOut strings.Builder
 		if code := nodeMain(t.Context(), args, stdio{out: &out, err: &errOut}); code != exitUsage {

@@ -192,7 +192,7 @@ func runPipeSession(ctx context.Context, cfg pipeConfig) error {
 		Logger:       cfg.Logger.With("component", "holepunch"),
 	}
 	if cfg.Server {
-		epCfg.Firewall = func(ed25519.PublicKey) error {
+		epCfg.Firewall = func(ed25519.PublicKey, []byte) error {
 			if taken.Load() {
 				return errors.New("already piping to a peer")
 			}

@@ -33,6 +33,10 @@
 // there. Reflector and Classify are a small RFC 5780-style server and client
 // that measure a host's mapping, filtering and hairpinning behaviour.
 //
+// A router can run miniupnpd (Router.StartMiniUPnPd, miniupnpd.go), which
+// grants UPnP-IGD, NAT-PMP and PCP port mappings to its LAN hosts as a home
+// router does.
+//
 // Everything a Lab creates carries a per-run name prefix and is removed by
 // t.Cleanup, even when the test fails or panics. The lab needs root, ip and
 // nft: without them tests skip, except with CI=true, where they fail.

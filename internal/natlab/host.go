@@ -266,6 +266,15 @@ func (h *Host) IPs() []netip.Addr {
 // (including hosts of an Open router).
 func (h *Host) Router() *Router { return h.router }
 
+// Gateway returns the host's default gateway (its router's LAN address),
+// or the zero Addr for a public host.
+func (h *Host) Gateway() netip.Addr {
+	if h.router == nil {
+		return netip.Addr{}
+	}
+	return h.router.gateway()
+}
+
 // Net returns a transport.Net whose sockets are opened inside the host's
 // namespace and whose Interfaces are the host's. Host names are refused
 // (ErrNotLiteral): the lab has no DNS.

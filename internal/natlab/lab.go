@@ -86,6 +86,7 @@ type Lab struct {
 	nextHost   int             // lab-wide host counter (port ranges)
 	inetPorts  int             // bridge ports on the internet segment
 	ipv6       bool            // EnableIPv6 was called (ipv6.go)
+	stun       *Reflector      // miniupnpd's STUN server, made on first use
 	closed     bool
 }
 

@@ -32,6 +32,10 @@ type natRules struct {
 	Timeout time.Duration // binding lifetime; zero means defaultBindingTimeout
 	// AcceptWANInput reproduces the pitfall instead of avoiding it.
 	AcceptWANInput bool
+	// AllowWANFrom lists sources whose unsolicited packets the router
+	// itself accepts: the STUN server miniupnpd tests the WAN with, whose
+	// answers from other addresses are unsolicited by design.
+	AllowWANFrom []netip.Addr
 }
 
 // nftSeconds renders d as an nft time value, rounded up to whole seconds.
@@ -93,6 +97,13 @@ func (c natRules) ruleset() string {
 	fmt.Fprintf(&b, "  set sentto { type ipv4_addr . inet_service; flags dynamic,timeout; timeout %s; }\n", timeout)
 	fmt.Fprintf(&b, "  chain input {\n    type filter hook input priority filter; policy accept;\n")
 	fmt.Fprintf(&b, "    iifname %q ct state established,related accept\n", wanIf)
+	if len(c.AllowWANFrom) > 0 {
+		srcs := make([]string, len(c.AllowWANFrom))
+		for i, a := range c.AllowWANFrom {
+			srcs[i] = a.String()
+		}
+		fmt.Fprintf(&b, "    iifname %q ip saddr { %s } accept\n", wanIf, strings.Join(srcs, ", "))
+	}
 	wanPolicy := "drop"
 	if c.AcceptWANInput {
 		wanPolicy = "accept"

@@ -77,3 +77,21 @@ func TestLossRuleset(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesetAllowWAN: a router running miniupnpd accepts its STUN
+// server's unsolicited answers, before the WAN drop, and nothing else.
+func TestRulesetAllowWAN(t *testing.T) {
+	c := natRules{Type: Symmetric, Public: netip.MustParseAddr("203.0.113.20"), LAN: netip.MustParsePrefix("10.3.0.0/24")}
+	if got := c.ruleset(); strings.Contains(got, "ip saddr {") {
+		t.Errorf("no allowed sources, yet:\n%s", got)
+	}
+	c.AllowWANFrom = []netip.Addr{netip.MustParseAddr("203.0.113.11"), netip.MustParseAddr("203.0.113.12")}
+	got := c.ruleset()
+	allow := `iifname "wan0" ip saddr { 203.0.113.11, 203.0.113.12 } accept`
+	if i, j := strings.Index(got, allow), strings.Index(got, `iifname "wan0" counter drop`); i < 0 || j < 0 || i > j {
+		t.Errorf("want %q before the WAN drop in\n%s", allow, got)
+	}
+	if !strings.Contains(upnpRuleset(), "priority dstnat - 5") {
+		t.Errorf("miniupnpd's DNAT chain must run before the NAT table's:\n%s", upnpRuleset())
+	}
+}

@@ -40,7 +40,8 @@ type ReflectorConfig struct {
 // two ports, answers each request with the source address it observed, and,
 // when asked (FlagChangeIP, FlagChangePort), answers from the other IP
 // and/or port. It exists for the lab and its tests; the node's own NAT
-// classifier runs over the DHT.
+// classifier runs over the DHT. It answers STUN Binding requests with
+// CHANGE-REQUEST the same way (reflector_stun.go), for miniupnpd.
 type Reflector struct {
 	// Immutable after NewReflector.
 	cfg   ReflectorConfig
@@ -162,6 +163,9 @@ func (r *Reflector) readLoop(ip, port int, c net.PacketConn) {
 				r.cfg.Logger.Debug("reflector read failed", "addr", r.addrs[ip][port], "err", err)
 			}
 			return
+		}
+		if ua, ok := from.(*net.UDPAddr); ok && r.answerSTUN(buf[:n], ip, port, ua) {
+			continue
 		}
 		req, err := ParseMessage(buf[:n])
 		if err != nil || req.Kind != KindRequest {

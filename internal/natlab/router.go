@@ -114,6 +114,7 @@ type Router struct {
 
 	// Guarded by mu.
 	mu       sync.Mutex
+	allowWAN []netip.Addr // see natRules.AllowWANFrom
 	hairpin  bool
 	timeout  time.Duration
 	hosts    []*Host
@@ -241,7 +242,7 @@ func (r *Router) LossCounts(ctx context.Context) (LossCounts, error) {
 
 // applyLocked (re)loads the router's NAT table from its current settings.
 func (r *Router) applyLocked() error {
-	rules := natRules{Type: r.typ, Public: r.public, LAN: r.lan, Hairpin: r.hairpin, Timeout: r.timeout, AcceptWANInput: r.accept}
+	rules := natRules{Type: r.typ, Public: r.public, LAN: r.lan, Hairpin: r.hairpin, Timeout: r.timeout, AcceptWANInput: r.accept, AllowWANFrom: r.allowWAN}
 	return r.lab.nft(r.ns, rules.ruleset())
 }
 

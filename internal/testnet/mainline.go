@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/mainline"
 )
 
@@ -34,8 +35,7 @@ func MainlineRouters(t testing.TB, n int, listen func(i int) (net.PacketConn, er
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := mainline.New(mainline.Config{Conn: c, Routers: prev, QueryTimeout: time.Second,
-			SendRate: 10000, SendBurst: 1000})
+		r, err := mainline.New(mainline.Config{Conn: c, Routers: prev, SendRate: 10000, SendBurst: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,12 +47,15 @@ func MainlineRouters(t testing.TB, n int, listen func(i int) (net.PacketConn, er
 		prev = append(prev, r.LocalAddr())
 		addrs = append(addrs, r.LocalAddr().String())
 	}
-	// A router whose first bootstrap failed waits a minute for the next.
-	deadline := time.Now().Add(20 * time.Second)
-	for _, r := range nodes {
-		for r.Stats().GoodNodes == 0 && n > 1 {
+	// Each router but the first has had an answer from one before it (a
+	// router whose first bootstrap failed waits a minute for the next),
+	// and the first has heard from one after it.
+	deadline := time.Now().Add(testutil.Scaled(20 * time.Second))
+	for i, r := range nodes {
+		known := func() bool { st := r.Stats(); return st.GoodNodes > 0 || (i == 0 && st.Nodes > 0) }
+		for n > 1 && !known() {
 			if time.Now().After(deadline) {
-				t.Fatalf("mainline router %v knows no other router after 20 s", r.LocalAddr())
+				t.Fatalf("mainline router %v knows no other router after %v", r.LocalAddr(), testutil.Scaled(20*time.Second))
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

@@ -25,6 +25,16 @@ function duration(s) {
   return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
 }
 
+// portMapText describes the router port mapping: protocol, external
+// address(es) and lifetime, or why there is none.
+function portMapText(pm) {
+  if (!pm) return "off";
+  if (pm.state !== "mapped" || !pm.udp) return pm.state + (pm.error ? " (" + pm.error.split("\n")[0] + ")" : "");
+  let s = pm.protocol + " " + pm.udp.external;
+  if (pm.tcp) s += ", websocket " + pm.tcp.external;
+  return s + (pm.udp.lifetime_s ? " for " + duration(pm.udp.lifetime_s) : " (permanent)");
+}
+
 function renderStatus(st) {
   text("topic", st.topic);
   text("public-key", st.public_key);
@@ -38,6 +48,7 @@ function renderStatus(st) {
   text("nat-public", st.nat.public_addr);
   text("nat-mapping", st.nat.mapping);
   text("nat-filtering", st.nat.filtering);
+  text("nat-portmap", portMapText(st.portmap));
   if (st.dht) {
     text("dht-state", st.dht.persistent ? "persistent (stores records)" : "ephemeral");
     text("dht-routing", st.dht.routing_table + " nodes");
