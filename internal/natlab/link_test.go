@@ -12,6 +12,7 @@ import (
 	"github.com/pion/transport/v2"
 
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // TestLink is the shaped link's self-test: a router with a delay line adds
@@ -65,9 +66,14 @@ func TestLink(t *testing.T) {
 		st, _ := shaped.LinkStats()
 		t.Logf("the line forwarded %.1f MiB/s of 1200-byte datagrams one way (%+v)", rate/(1<<20), st)
 		// Well above the 20-60 MiB/s a transport reaches through two such
-		// lines at WAN delays, even with -race and a busy machine.
-		if rate < 40<<20 {
-			t.Errorf("the line forwarded only %.1f MiB/s", rate/(1<<20))
+		// lines at WAN delays, with -race and two busy loops. The line is
+		// a userspace process, so it shares the CPU with everything else:
+		// on a machine loaded beyond that (load 22 on 2 cores once gave 19
+		// MiB/s) the transports measured through it slow down alike, and
+		// the bound scales with the load.
+		want := 40 << 20 / testutil.LoadFactor()
+		if rate < want {
+			t.Errorf("the line forwarded only %.1f MiB/s, want %.1f (load factor %.1f)", rate/(1<<20), want/(1<<20), testutil.LoadFactor())
 		}
 	})
 
