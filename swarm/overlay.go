@@ -695,6 +695,17 @@ func (o *overlay) probe(n *neighbor, now time.Time, recv func(peerKey) (uint64, 
 	case silent >= o.cfg.staleAfter && !n.redialed:
 		n.redialed = true
 		o.stats.stale++
+		// A neighbour that dialled us and that no lookup found has no
+		// table entry worth keeping, and the disconnect would forget it
+		// before the redial: remember it under the topics we dial that it
+		// shares. Seen in the NAT lab: a symmetric writer whose mapping
+		// changed never dialled its inbound-only peer, whose own dials
+		// went to relays that still knew the old mapping.
+		for tag := range n.tags {
+			if o.client[tag] {
+				o.table.learn(n.pub, o.topics[tag], nil)
+			}
+		}
 		o.out = append(o.out, overlayAction{to: n.key, redial: true})
 	case silent >= probeAfter && !n.probing:
 		n.probing = true

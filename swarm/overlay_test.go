@@ -373,3 +373,37 @@ func TestOverlayFillJoinsWhenIsolated(t *testing.T) {
 		t.Fatalf("fill wait %v after two fills, want %v", o.fillWait, 4*fillMin)
 	}
 }
+
+// TestOverlayRedialsInboundOnlyPeer: a silent connection that the peer
+// dialled, to a peer no lookup found, is dialled again: the redial
+// outlives the disconnect, which forgets peers nothing refers to (the
+// symmetric-writer conntrack flush in the NAT lab never reconnected
+// from the writer's side).
+func TestOverlayRedialsInboundOnlyPeer(t *testing.T) {
+	o, topic := testOverlay(t, 4)
+	a := newKey(t)
+	connect(o, topic, a, true, dialHello{Tag: tagOf(topic)}, 1, t0)
+	o.take()
+	count := func(peerKey) (uint64, bool) { return 7, true }
+	var redialed []peerKey
+	for d := time.Duration(0); d <= DefaultStaleAfter+memberTick; d += memberTick {
+		o.tick(t0.Add(d), count)
+		_, _, r := actionsOf(o.take())
+		redialed = append(redialed, r...)
+	}
+	if len(redialed) != 1 || redialed[0] != peerKey(a) {
+		t.Fatalf("redials %v, want the inbound peer once", redialed)
+	}
+	// What the swarm does with a redial (Swarm.applyLocked).
+	now := t0.Add(DefaultStaleAfter + memberTick)
+	o.table.disconnected(a, now, false)
+	o.table.redial(a, now)
+	o.disconnected(a, now)
+	dial, _ := o.table.next(now)
+	if len(dial) != 1 || peerKey(dial[0].pub) != peerKey(a) {
+		t.Fatalf("dials after the redial: %d, want the inbound peer", len(dial))
+	}
+	if _, ok := dial[0].topics[topic]; !ok {
+		t.Fatal("the redialled peer is not known under the shared topic")
+	}
+}
