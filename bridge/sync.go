@@ -40,6 +40,7 @@ import (
 // by hop at the cost of one short list per link.
 //
 // The files: this one holds the messages and their handlers; sync_index.go the tree index;
+// sync_diff.go the comparison of two summaries or listings (pure: no I/O, no locks);
 // catchup.go the sender that feeds the peer's queue patiently, and the "have" lists;
 // sync_rounds.go when comparisons from the root start.
 const (
@@ -98,98 +99,125 @@ func (p *Peer) sendLeaf(path string, items []SyncItem) bool {
 	return p.sendSync(&SyncBody{Op: syncOpLeaf, Path: path, Items: items})
 }
 
+// onSync handles a comparison message: tree, leaf, have or want. It reports whether the
+// connection goes on.
 func (p *Peer) onSync(m *Message) bool {
 	s := m.Sync
+	var queued bool
 	switch s.Op {
 	case syncOpTree:
 		if len(s.Path) >= syncMaxPath {
 			return p.bad(m.ID, fmt.Errorf("%w: sync path too long", ErrBadMessage))
 		}
-		mine, err := p.b.index.sums(s.Path)
-		if err != nil {
-			p.sendError(m.ID, err)
-			return true
-		}
-		for i := range syncFanout {
-			if mine[i] == s.Sums[i] {
-				continue
-			}
-			child := s.Path + string(hexDigits[i])
-			var ok bool
-			switch {
-			case s.Sums[i].Count == 0:
-				// The peer has nothing there: send everything, no listing needed.
-				items, err := p.b.index.items(child)
-				if err != nil {
-					return true
-				}
-				ok = true
-				for _, it := range items {
-					if ok = p.queueOut(syncOut{key: it.Key}); !ok {
-						break
-					}
-				}
-			case mine[i].Count == 0:
-				// We have nothing there: an empty listing makes the peer send it all.
-				ok = p.sendLeaf(child, nil)
-			case mine[i].Count+s.Sums[i].Count <= syncLeafMax || len(child) >= syncMaxPath:
-				items, err := p.b.index.items(child)
-				if err != nil {
-					return true
-				}
-				ok = p.sendLeaf(child, items)
-			default:
-				ok = p.sendTree(child)
-			}
-			if !ok {
-				return p.syncBacklogFull(m.ID)
-			}
-		}
+		queued = p.answerTree(m.ID, s.Path, s.Sums)
 	case syncOpLeaf:
-		mineList, err := p.b.index.items(s.Path)
-		if err != nil {
-			p.sendError(m.ID, err)
-			return true
-		}
-		mine := make(map[string]string, len(mineList))
-		for _, it := range mineList {
-			mine[it.Key] = it.Hash
-		}
-		theirs := make(map[string]string, len(s.Items))
-		var want []string
-		for _, it := range s.Items {
-			theirs[it.Key] = it.Hash
-			if mine[it.Key] != it.Hash {
-				// A comparison asks even if another peer was asked (it is the repair of
-				// last resort), but notes the ask so a "have" does not repeat it.
-				p.b.asked.add(askedKey(it))
-				want = append(want, it.Key)
-			}
-		}
-		if !p.sendWants(s.Path, want) {
-			return p.syncBacklogFull(m.ID)
-		}
-		for _, it := range mineList {
-			if theirs[it.Key] != it.Hash && !p.queueOut(syncOut{key: it.Key}) {
-				return p.syncBacklogFull(m.ID)
-			}
-		}
+		queued = p.answerLeaf(m.ID, s.Path, s.Items)
 	case syncOpHave:
-		if !p.wantMissing(s.Items) {
-			return p.syncBacklogFull(m.ID)
-		}
+		queued = p.wantMissing(s.Items)
 	case syncOpWant:
-		for _, k := range s.Keys {
-			if !p.queueOut(syncOut{key: k}) {
-				return p.syncBacklogFull(m.ID)
-			}
+		queued = p.queueRecords(s.Keys)
+	default:
+		return true
+	}
+	if !queued {
+		return p.syncBacklogFull(m.ID)
+	}
+	return true
+}
+
+// answerTree compares the peer's summaries of path's children with ours and queues what each
+// child that differs calls for (see diffTree). It reports false when p's catch-up backlog is
+// full.
+func (p *Peer) answerTree(ref, path string, theirs []SyncSum) bool {
+	mine, err := p.b.index.sums(path)
+	if err != nil {
+		p.sendError(ref, err)
+		return true
+	}
+	for _, c := range diffTree(path, mine, theirs) {
+		queued, err := p.takeStep(c)
+		if err != nil {
+			return true // the index could not be read: the next round tries again
+		}
+		if !queued {
+			return false
+		}
+	}
+	return true
+}
+
+// takeStep queues what one differing child calls for. It reports false when p's catch-up
+// backlog is full, and an error when the index could not be read.
+func (p *Peer) takeStep(c childStep) (bool, error) {
+	switch c.step {
+	case stepSendAll:
+		items, err := p.b.index.items(c.path)
+		if err != nil {
+			return false, err
+		}
+		return p.queueRecords(itemKeys(items)), nil
+	case stepAskAll:
+		return p.sendLeaf(c.path, nil), nil
+	case stepLeaf:
+		items, err := p.b.index.items(c.path)
+		if err != nil {
+			return false, err
+		}
+		return p.sendLeaf(c.path, items), nil
+	default:
+		return p.sendTree(c.path), nil
+	}
+}
+
+// answerLeaf compares the peer's listing of path with ours: it asks for what we lack or hold
+// otherwise and sends what the peer lacks or holds otherwise (see diffLeaf). It reports false
+// when p's catch-up backlog is full.
+func (p *Peer) answerLeaf(ref, path string, theirs []SyncItem) bool {
+	mine, err := p.b.index.items(path)
+	if err != nil {
+		p.sendError(ref, err)
+		return true
+	}
+	send, want := diffLeaf(mine, theirs)
+	// A comparison asks even if another peer was asked (it is the repair of last resort), but
+	// notes the ask so a "have" does not repeat it.
+	for _, it := range want {
+		p.b.asked.add(askedKey(it))
+	}
+	return p.sendWants(path, itemKeys(want)) && p.queueRecords(send)
+}
+
+// queueRecords has the catch-up sender send p our records of keys. It reports false when
+// p's catch-up backlog is full.
+func (p *Peer) queueRecords(keys []string) bool {
+	for _, k := range keys {
+		if !p.queueOut(syncOut{key: k}) {
+			return false
 		}
 	}
 	return true
 }
 
 // wantMissing answers a "have": it asks p for the listed items we lack or hold in another
-// version, and sends it ours of the latter. It reports false when p's catch-up backlog is full.
+// version, and sends it ours of the latter (see diffHave). It reports false when p's catch-up
+// backlog is full.
+func (p *Peer) wantMissing(items []SyncItem) bool {
+	send, want := diffHave(p.b.heldItems(items), items)
+	return p.queueRecords(send) && p.sendWants("", p.toAsk(want))
+}
+
+// heldItems returns our item hash of each listed key we hold, read from the store.
+func (b *Bridge) heldItems(items []SyncItem) map[string]string {
+	mine := make(map[string]string, len(items))
+	for _, it := range items {
+		if h, ok := b.itemOf(it.Key); ok {
+			mine[it.Key] = h
+		}
+	}
+	return mine
+}
+
+// toAsk returns the keys of the items a "have" from p lists that we ask p for now.
 //
 // An item asked of another peer within askedFor is not asked again: a record that reached a
 // node by anti-entropy is listed in a "have" to all its peers (see announce), so under a
@@ -199,16 +227,9 @@ func (p *Peer) onSync(m *Message) bool {
 //
 // From a peer in the broadcast tree the ask waits a graft timeout (see deferWant): a "have" is
 // a lazy announcement, and the record is most likely coming down the tree already.
-func (p *Peer) wantMissing(items []SyncItem) bool {
-	var want []string
+func (p *Peer) toAsk(items []SyncItem) []string {
+	var keys []string
 	for _, it := range items {
-		mine, ok := p.b.itemOf(it.Key)
-		if ok && mine == it.Hash {
-			continue
-		}
-		if ok && !p.queueOut(syncOut{key: it.Key}) {
-			return false
-		}
 		if p.b.inTree(p) && p.b.deferWant(p, it) {
 			continue
 		}
@@ -216,9 +237,9 @@ func (p *Peer) wantMissing(items []SyncItem) bool {
 			p.b.stats.notAsked.Add(1)
 			continue
 		}
-		want = append(want, it.Key)
+		keys = append(keys, it.Key)
 	}
-	return p.sendWants("", want)
+	return keys
 }
 
 // askedKey is an item's entry in Bridge.asked.
