@@ -263,6 +263,7 @@ type Bridge struct {
 	asked      *dedup // key and item hash of records asked for by "want", recently
 
 	index syncIndex
+	subs  *subscriptions
 
 	treeMu    sync.Mutex // guards tree, treeTimer, treeDue and deferred
 	tree      *plumtree[*Peer]
@@ -274,11 +275,10 @@ type Bridge struct {
 	started  bool
 	closed   bool
 	peers    map[*Peer]struct{}
-	byClient map[string]*Peer            // identified peers by client id
-	subs     map[string]map[*Peer]string // subscribed connections by key -> last plain record sent (h+s)
-	pending  map[string]*pendingGet      // relayed or local gets by message id
-	servers  map[string]PeerDesc         // verified server descriptors heard of, by address
-	haves    []haveNote                  // repairs to announce to the other peers (see announce)
+	byClient map[string]*Peer       // identified peers by client id
+	pending  map[string]*pendingGet // relayed or local gets by message id
+	servers  map[string]PeerDesc    // verified server descriptors heard of, by address
+	haves    []haveNote             // repairs to announce to the other peers (see announce)
 
 	stats struct {
 		msgsIn, msgsOut, bytesIn, bytesOut, dups, rejected, relayed, pushes,
@@ -336,7 +336,7 @@ func New(cfg Config) (*Bridge, error) {
 		asked:      newDedupFor(askedSize, askedFor),
 		peers:      map[*Peer]struct{}{},
 		byClient:   map[string]*Peer{},
-		subs:       map[string]map[*Peer]string{},
+		subs:       newSubscriptions(),
 		pending:    map[string]*pendingGet{},
 		servers:    map[string]PeerDesc{},
 		tree:       newPlumtree[*Peer](cfg.GraftTimeout),
@@ -673,40 +673,6 @@ func (b *Bridge) watchLoop(w *db.Watcher) {
 		}
 		b.index.update(&ev)
 		b.push(&ev)
-	}
-}
-
-// push sends a change to every connection subscribed to its key, each with a fresh message id
-// (ToolDb reuses the subscribe id and its own clients drop every push after the first).
-func (b *Bridge) push(ev *db.Event) {
-	key := ev.Record.Key
-	plain := ev.Record.CRDT == ""
-	hk := ev.Record.Hash + "\x00" + ev.Record.Sig
-	b.mu.Lock()
-	subs := b.subs[key]
-	targets := make([]*Peer, 0, len(subs))
-	for p, last := range subs {
-		if last == subPending || last == subPendingChanged {
-			// The answer to the subscribe goes first; it is sent what
-			// changed meanwhile when it is (see settleSub).
-			subs[p] = subPendingChanged
-			continue
-		}
-		if plain && last == hk {
-			continue // already sent, as the answer to the subscribe
-		}
-		if plain {
-			subs[p] = hk
-		}
-		targets = append(targets, p)
-	}
-	b.mu.Unlock()
-	for _, p := range targets {
-		for _, m := range b.recordMessages(p, key, &ev.Record, ev.Outcome == db.Merged) {
-			m.ID = newID()
-			p.send(&m)
-			b.stats.pushes.Add(1)
-		}
 	}
 }
 

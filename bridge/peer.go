@@ -75,7 +75,6 @@ type Peer struct {
 	address     string
 	pingID      string
 	syncStarted bool
-	subKeys     map[string]struct{} // also guarded by b.mu when b.subs changes: see subscribe
 	catchup     []syncOut           // anti-entropy traffic still to send
 	catchupSig  chan struct{}       // capacity 1
 	lagged      map[string]struct{} // keys of puts not relayed while the peer was behind (see lag)
@@ -109,7 +108,6 @@ func (b *Bridge) Attach(c Conn, opts AttachOptions) (*Peer, error) {
 		writerEnd:  make(chan struct{}),
 		identCh:    make(chan struct{}),
 		inflight:   make(chan struct{}, lim.MaxInflight),
-		subKeys:    map[string]struct{}{},
 		catchupSig: make(chan struct{}, 1),
 		rate:       newBucket(lim.MessagesPerSecond, lim.Burst, now),
 		strikes:    newBucket(1/lim.StrikeDecay.Seconds(), lim.MaxStrikes, now),
@@ -173,8 +171,9 @@ func (p *Peer) WaitIdentified(ctx context.Context) error {
 func (p *Peer) Status() PeerStatus {
 	p.mu.Lock()
 	s := PeerStatus{RemoteID: p.conn.RemoteID(), Kind: p.kind, Initiator: p.initiator,
-		ClientID: p.clientID, Address: p.address, Subscriptions: len(p.subKeys)}
+		ClientID: p.clientID, Address: p.address}
 	p.mu.Unlock()
+	s.Subscriptions = p.b.subs.count(p)
 	s.Identified = p.identified.Load()
 	s.IsServer = p.isServer.Load()
 	s.Swarmdb = p.swarmdb.Load()
@@ -504,24 +503,15 @@ func (p *Peer) goAsync(fn func()) bool {
 // removePeer forgets p: its client id, its subscriptions, gets it asked for.
 func (b *Bridge) removePeer(p *Peer) {
 	b.treeDown(p)
+	b.subs.drop(p)
+	p.mu.Lock()
+	cid := p.clientID
+	p.mu.Unlock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.peers, p)
-	p.mu.Lock()
-	cid := p.clientID
-	keys := p.subKeys
-	p.subKeys = map[string]struct{}{}
-	p.mu.Unlock()
 	if cid != "" && b.byClient[cid] == p {
 		delete(b.byClient, cid)
-	}
-	for k := range keys {
-		if m := b.subs[k]; m != nil {
-			delete(m, p)
-			if len(m) == 0 {
-				delete(b.subs, k)
-			}
-		}
 	}
 	for id, pg := range b.pending {
 		if pg.asker == p {
