@@ -246,6 +246,19 @@ type Stats struct {
 // Bridge is the message layer of one node over one store. New starts nothing; Start starts the
 // store watcher that drives subscriptions and the sync index; Attach adds connections; Close
 // ends every peer and waits for every goroutine.
+//
+// Locking. Each mutex guards the group of fields under it. They are taken one at a time,
+// with these exceptions, always in this order (the left one held while the right one is
+// taken, never the other way):
+//
+//	treeMu   → seenIDs' lock     onIHave and treeTick ask the dedup set under the tree's lock
+//	index.mu → the store's locks the tree index reads the store while it builds or updates
+//	mu       → the store's locks Start opens the store watcher
+//
+// Every other lock is a leaf, held while nothing else is taken: each Peer's mu and strikeMu,
+// subs' lock, the dedup sets' and the outbound queues' locks. Peer.mu and Bridge.mu are never
+// held together. No lock is held while a message goes into an outbound queue, a user
+// callback runs, or a connection is closed.
 type Bridge struct {
 	// Immutable after New.
 	cfg      Config
@@ -262,8 +275,8 @@ type Bridge struct {
 	seenHashes *dedup // h+s of records verified
 	asked      *dedup // key and item hash of records asked for by "want", recently
 
-	index syncIndex
-	subs  *subscriptions
+	index syncIndex      // locks itself
+	subs  *subscriptions // locks itself
 
 	treeMu    sync.Mutex // guards tree, treeTimer, treeDue and deferred
 	tree      *plumtree[*Peer]
@@ -271,7 +284,7 @@ type Bridge struct {
 	treeDue   time.Time      // zero while the timer is not armed
 	deferred  []deferredWant // asks for "have" items, held while the tree may bring them
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex // guards the fields below; see the lock order above
 	started  bool
 	closed   bool
 	peers    map[*Peer]struct{}

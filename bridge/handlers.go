@@ -163,40 +163,26 @@ func (p *Peer) onPong(m *Message) bool {
 // identify binds the connection to a verified descriptor. The client id must be the one ToolDb
 // derives from the address (so a peer cannot take another's id without its key), must not be
 // ours, must not change on a connection, and must not be held by another live connection.
+// It runs on the read loop, the only writer of p.clientID, which reads it without p.mu.
 func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int) error {
-	swarmdb := version > 0
 	b := p.b
-	if clientID != ClientID(d.Address) {
-		return fmt.Errorf("%w: %q is not the id of address %q", ErrIDClaimed, truncate(clientID, 32), truncate(d.Address, 100))
-	}
-	b.mu.Lock()
-	p.mu.Lock()
-	var err error
 	switch {
+	case clientID != ClientID(d.Address):
+		return fmt.Errorf("%w: %q is not the id of address %q", ErrIDClaimed, truncate(clientID, 32), truncate(d.Address, 100))
 	case clientID == b.clientID:
-		err = fmt.Errorf("%w: %q is our own id", ErrIDClaimed, clientID)
+		return fmt.Errorf("%w: %q is our own id", ErrIDClaimed, clientID)
 	case p.clientID != "" && p.clientID != clientID:
-		err = fmt.Errorf("%w: connection already identified as %q", ErrIDClaimed, p.clientID)
-	case b.byClient[clientID] != nil && b.byClient[clientID] != p:
-		err = fmt.Errorf("%w: %q is held by another connection", ErrIDClaimed, clientID)
+		return fmt.Errorf("%w: connection already identified as %q", ErrIDClaimed, p.clientID)
 	}
-	first := false
-	if err == nil {
-		first = p.clientID == ""
-		p.clientID, p.address = clientID, d.Address
-		b.byClient[clientID] = p
-		p.isServer.Store(isServer)
-		p.swarmdb.Store(swarmdb)
-		p.proto.Store(int32(min(version, 1<<20)))
-		if isServer && d.Address != b.desc.Address && len(b.servers) < maxKnownServers {
-			b.servers[d.Address] = *d
-		}
-	}
-	p.mu.Unlock()
-	b.mu.Unlock()
-	if err != nil || !first {
+	if err := b.claim(p, clientID, d, isServer, version); err != nil {
 		return err
 	}
+	if p.clientID != "" {
+		return nil // identified before, under the same id
+	}
+	p.mu.Lock()
+	p.clientID, p.address = clientID, d.Address
+	p.mu.Unlock()
 	p.identified.Store(true)
 	close(p.identCh)
 	if b.inTree(p) {
@@ -204,9 +190,28 @@ func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int
 		b.tree.up(p)
 		b.treeMu.Unlock()
 	}
-	b.log.Debug("peer identified", "peer", clientID, "remote", p.conn.RemoteID(), "server", isServer, "swarmdb", swarmdb)
+	b.log.Debug("peer identified", "peer", clientID, "remote", p.conn.RemoteID(), "server", isServer, "swarmdb", version > 0)
 	if b.cfg.OnPeer != nil {
 		b.cfg.OnPeer(PeerEvent{Up: true, Peer: p.Status()})
+	}
+	return nil
+}
+
+// claim makes p the holder of clientID, unless another live connection holds it, and notes
+// what p said it is. Its flags are set under b.mu with the claim, so whoever finds p among
+// b.byClient sees them.
+func (b *Bridge) claim(p *Peer, clientID string, d *PeerDesc, isServer bool, version int) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if q := b.byClient[clientID]; q != nil && q != p {
+		return fmt.Errorf("%w: %q is held by another connection", ErrIDClaimed, clientID)
+	}
+	b.byClient[clientID] = p
+	p.isServer.Store(isServer)
+	p.swarmdb.Store(version > 0)
+	p.proto.Store(int32(min(version, 1<<20)))
+	if isServer && d.Address != b.desc.Address && len(b.servers) < maxKnownServers {
+		b.servers[d.Address] = *d
 	}
 	return nil
 }

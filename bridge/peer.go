@@ -62,6 +62,8 @@ type Peer struct {
 	identCh   chan struct{} // closed on identification
 	inflight  chan struct{} // semaphore for async handlers
 	wg        sync.WaitGroup
+	// catchupSig wakes the catch-up sender (capacity 1).
+	catchupSig chan struct{}
 
 	isServer                           atomic.Bool
 	swarmdb                            atomic.Bool
@@ -69,14 +71,17 @@ type Peer struct {
 	identified                         atomic.Bool
 	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
 
-	mu          sync.Mutex // guards the fields below
-	err         error
+	// mu guards the fields below. It is a leaf: nothing else is locked while it is held, and
+	// it is never taken under Bridge.mu (see Bridge).
+	mu sync.Mutex
+	// clientID and address are written once, by the read loop when the peer identifies
+	// itself; the read loop, and the handlers it starts after that, read them without mu.
 	clientID    string
 	address     string
+	err         error
 	pingID      string
 	syncStarted bool
 	catchup     []syncOut           // anti-entropy traffic still to send
-	catchupSig  chan struct{}       // capacity 1
 	lagged      map[string]struct{} // keys of puts not relayed while the peer was behind (see lag)
 	lagLost     bool                // lagged overflowed: only a comparison can tell what it lacks
 	syncTimer   *time.Timer         // next comparison from the root (see scheduleSync)
@@ -169,9 +174,9 @@ func (p *Peer) WaitIdentified(ctx context.Context) error {
 
 // Status returns a snapshot of the peer.
 func (p *Peer) Status() PeerStatus {
+	s := PeerStatus{RemoteID: p.conn.RemoteID(), Kind: p.kind, Initiator: p.initiator}
 	p.mu.Lock()
-	s := PeerStatus{RemoteID: p.conn.RemoteID(), Kind: p.kind, Initiator: p.initiator,
-		ClientID: p.clientID, Address: p.address}
+	s.ClientID, s.Address = p.clientID, p.address
 	p.mu.Unlock()
 	s.Subscriptions = p.b.subs.count(p)
 	s.Identified = p.identified.Load()
