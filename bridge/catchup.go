@@ -42,48 +42,70 @@ func (p *Peer) queueOut(o syncOut) bool {
 // instead of filling it.
 func (p *Peer) catchupLoop() {
 	defer p.b.wg.Done()
-	b := p.b
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-p.catchupSig:
 		}
-		for {
-			if !p.sendLagged() {
-				return
-			}
-			p.mu.Lock()
-			if len(p.catchup) == 0 {
-				p.catchup = nil
-				p.mu.Unlock()
-				break
-			}
-			o := p.catchup[0]
-			p.catchup[0] = syncOut{}
-			p.catchup = p.catchup[1:]
-			p.mu.Unlock()
-			if o.msg != nil {
-				if !p.sendPatient(o.msg) {
-					return
-				}
-				continue
-			}
-			rec, err := b.store.Get(o.key)
-			if err != nil {
-				continue
-			}
-			for _, m := range b.recordMessages(p, o.key, &rec, rec.CRDT != "") {
-				m.ID = newID()
-				m.To = []string{b.clientID}
-				m.Catchup = true
-				if !p.sendPatient(AppendMessage(nil, &m)) {
-					return
-				}
-				b.stats.catchupSent.Add(1)
-			}
+		if !p.drainCatchup() {
+			return
 		}
 	}
+}
+
+// drainCatchup sends what waits until nothing does, a "have" list of the lagged keys ahead of
+// each piece. It reports false when the peer has ended.
+func (p *Peer) drainCatchup() bool {
+	for {
+		if !p.sendLagged() {
+			return false
+		}
+		o, ok := p.nextCatchup()
+		if !ok {
+			return true
+		}
+		if !p.sendCatchup(o) {
+			return false
+		}
+	}
+}
+
+// nextCatchup takes the first piece of traffic waiting, if there is one.
+func (p *Peer) nextCatchup() (syncOut, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.catchup) == 0 {
+		p.catchup = nil
+		return syncOut{}, false
+	}
+	o := p.catchup[0]
+	p.catchup[0] = syncOut{}
+	p.catchup = p.catchup[1:]
+	return o, true
+}
+
+// sendCatchup sends one piece: a message as it is, a key as our records of it marked
+// "catchup" (which the peer does not relay). It reports false when the peer has ended.
+func (p *Peer) sendCatchup(o syncOut) bool {
+	if o.msg != nil {
+		return p.sendPatient(o.msg)
+	}
+	b := p.b
+	rec, err := b.store.Get(o.key)
+	if err != nil {
+		return true
+	}
+	for _, m := range b.recordMessages(p, o.key, &rec, rec.CRDT != "") {
+		m.ID = newID()
+		m.To = []string{b.clientID}
+		m.Catchup = true
+		if !p.sendPatient(AppendMessage(nil, &m)) {
+			return false
+		}
+		b.stats.catchupSent.Add(1)
+	}
+	return true
 }
 
 // lag notes the key of a put not relayed to p because p has fallen behind (see
@@ -157,27 +179,40 @@ func (b *Bridge) flushHaves() {
 	if b.ctx.Err() != nil || b.cfg.DisableSync {
 		return
 	}
-	items := make(map[string]SyncItem, len(notes))
-	for _, n := range notes {
-		if _, done := items[n.key]; !done {
-			if h, ok := b.itemOf(n.key); ok {
-				items[n.key] = SyncItem{Key: n.key, Hash: h}
-			}
-		}
-	}
+	items := b.noteItems(notes)
 	for _, p := range peers {
-		var list []SyncItem
-		listed := make(map[string]bool, len(items))
-		for _, n := range notes {
-			it, ok := items[n.key]
-			if !ok || n.from == p || listed[n.key] {
-				continue
-			}
-			listed[n.key] = true
-			list = append(list, it)
-		}
-		for _, msg := range b.haveMessages(list) {
+		for _, msg := range b.haveMessages(haveList(notes, items, p)) {
 			p.queueOut(syncOut{msg: msg})
 		}
 	}
+}
+
+// noteItems returns, for each noted key we hold, its item with the hash we hold now.
+func (b *Bridge) noteItems(notes []haveNote) map[string]SyncItem {
+	items := make(map[string]SyncItem, len(notes))
+	for _, n := range notes {
+		if _, done := items[n.key]; done {
+			continue
+		}
+		if h, ok := b.itemOf(n.key); ok {
+			items[n.key] = SyncItem{Key: n.key, Hash: h}
+		}
+	}
+	return items
+}
+
+// haveList returns the "have" list for p: the items of the noted keys that did not come from
+// p, each once, in the order noted.
+func haveList(notes []haveNote, items map[string]SyncItem, p *Peer) []SyncItem {
+	var list []SyncItem
+	listed := make(map[string]bool, len(items))
+	for _, n := range notes {
+		it, ok := items[n.key]
+		if !ok || n.from == p || listed[n.key] {
+			continue
+		}
+		listed[n.key] = true
+		list = append(list, it)
+	}
+	return list
 }
