@@ -324,12 +324,7 @@ func (b *Bridge) reply(p *Peer, id, reqType, key string, rec *db.Record) {
 	for i := range msgs {
 		m := &msgs[i]
 		if !p.swarmdb.Load() {
-			// ToolDb answers get with put and crdtGet with crdtPut.
-			if reqType == TypeGet {
-				m.Type = TypePut
-			} else if reqType == TypeCRDTGet {
-				m.Type = TypeCRDTPut
-			}
+			m.Type = toolDBAnswerType(reqType, m.Type)
 		}
 		m.ID = id
 		if i > 0 {
@@ -338,6 +333,18 @@ func (b *Bridge) reply(p *Peer, id, reqType, key string, rec *db.Record) {
 		m.To = []string{b.clientID}
 		p.send(m)
 	}
+}
+
+// toolDBAnswerType is the type a ToolDb peer expects in the answer of type typ to a request
+// of type reqType: ToolDb answers get with put and crdtGet with crdtPut.
+func toolDBAnswerType(reqType, typ string) string {
+	switch reqType {
+	case TypeGet:
+		return TypePut
+	case TypeCRDTGet:
+		return TypeCRDTPut
+	}
+	return typ
 }
 
 func (p *Peer) onGet(m *Message) {
