@@ -61,44 +61,6 @@ const (
 	syncMaxPath = 2 * sha256.Size
 )
 
-// sendSync queues a swarmdbSync message behind the catch-up traffic: one incoming tree can
-// call for 16 answers, so the read loop never sends them itself (it must not block, and must
-// not fill the outbound queue and look like a slow consumer to itself).
-func (p *Peer) sendSync(body *SyncBody) bool {
-	return p.queueOut(syncOut{msg: p.b.syncMessage(body)})
-}
-
-// syncMessage encodes a swarmdbSync message.
-func (b *Bridge) syncMessage(body *SyncBody) []byte {
-	b.stats.syncMsgs.Add(1)
-	return AppendMessage(nil, &Message{Type: TypeSync, ID: newID(), To: []string{b.clientID}, Sync: body})
-}
-
-// haveMessages encodes list as "have" messages of at most maxSyncList items each.
-func (b *Bridge) haveMessages(list []SyncItem) [][]byte {
-	var out [][]byte
-	for len(list) > 0 {
-		n := min(len(list), maxSyncList)
-		b.stats.announced.Add(uint64(n))
-		out = append(out, b.syncMessage(&SyncBody{Op: syncOpHave, Items: list[:n]}))
-		list = list[n:]
-	}
-	return out
-}
-
-func (p *Peer) sendTree(path string) bool {
-	sums, err := p.b.index.sums(path)
-	if err != nil {
-		p.b.log.Warn("sync index", "err", err)
-		return true
-	}
-	return p.sendSync(&SyncBody{Op: syncOpTree, Path: path, Sums: sums})
-}
-
-func (p *Peer) sendLeaf(path string, items []SyncItem) bool {
-	return p.sendSync(&SyncBody{Op: syncOpLeaf, Path: path, Items: items})
-}
-
 // onSync handles a comparison message: tree, leaf, have or want. It reports whether the
 // connection goes on.
 func (p *Peer) onSync(m *Message) bool {
@@ -263,4 +225,45 @@ func (p *Peer) sendWants(path string, keys []string) bool {
 // maxCatchupQueue, and strikes; it reports whether the connection goes on.
 func (p *Peer) syncBacklogFull(ref string) bool {
 	return p.bad(ref, fmt.Errorf("%w: sync backlog over %d", ErrBadMessage, maxCatchupQueue))
+}
+
+// sendTree queues our summaries of path's children. It reports false when p's catch-up
+// backlog is full; an index that cannot be read is logged and the tree left out.
+func (p *Peer) sendTree(path string) bool {
+	sums, err := p.b.index.sums(path)
+	if err != nil {
+		p.b.log.Warn("sync index", "err", err)
+		return true
+	}
+	return p.sendSync(&SyncBody{Op: syncOpTree, Path: path, Sums: sums})
+}
+
+// sendLeaf queues our listing of path. It reports false when p's catch-up backlog is full.
+func (p *Peer) sendLeaf(path string, items []SyncItem) bool {
+	return p.sendSync(&SyncBody{Op: syncOpLeaf, Path: path, Items: items})
+}
+
+// sendSync queues a swarmdbSync message behind the catch-up traffic: one incoming tree can
+// call for 16 answers, so the read loop never sends them itself (it must not block, and must
+// not fill the outbound queue and look like a slow consumer to itself).
+func (p *Peer) sendSync(body *SyncBody) bool {
+	return p.queueOut(syncOut{msg: p.b.syncMessage(body)})
+}
+
+// syncMessage encodes a swarmdbSync message.
+func (b *Bridge) syncMessage(body *SyncBody) []byte {
+	b.stats.syncMsgs.Add(1)
+	return AppendMessage(nil, &Message{Type: TypeSync, ID: newID(), To: []string{b.clientID}, Sync: body})
+}
+
+// haveMessages encodes list as "have" messages of at most maxSyncList items each.
+func (b *Bridge) haveMessages(list []SyncItem) [][]byte {
+	var out [][]byte
+	for len(list) > 0 {
+		n := min(len(list), maxSyncList)
+		b.stats.announced.Add(uint64(n))
+		out = append(out, b.syncMessage(&SyncBody{Op: syncOpHave, Items: list[:n]}))
+		list = list[n:]
+	}
+	return out
 }
