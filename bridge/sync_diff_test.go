@@ -1,7 +1,12 @@
 package bridge
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -132,6 +137,148 @@ func TestDiffHave(t *testing.T) {
 			send, want := diffHave(tc.mine, tc.theirs)
 			if !reflect.DeepEqual(send, tc.send) || !reflect.DeepEqual(want, tc.want) {
 				t.Fatalf("diffHave = send %v want %v; expected send %v want %v", send, want, tc.send, tc.want)
+			}
+		})
+	}
+}
+
+// memSide is one side of a simulated comparison: key -> item hash, summarised as the tree
+// index would.
+type memSide map[string][16]byte
+
+func (s memSide) under(path string) []syncEntry {
+	var out []syncEntry
+	for k, ih := range s {
+		if kh := keyHash(k); strings.HasPrefix(kh, path) {
+			out = append(out, syncEntry{kh: kh, key: k, ih: ih})
+		}
+	}
+	slices.SortFunc(out, func(a, b syncEntry) int { return strings.Compare(a.kh, b.kh) })
+	return out
+}
+
+func (s memSide) sums(path string) []SyncSum {
+	var n [syncFanout]int64
+	var x [syncFanout][16]byte
+	for _, e := range s.under(path) {
+		c := hexNibble(e.kh[len(path)])
+		n[c]++
+		for i := range x[c] {
+			x[c][i] ^= e.ih[i]
+		}
+	}
+	out := make([]SyncSum, syncFanout)
+	for c := range out {
+		out[c].Count = n[c]
+		if n[c] > 0 {
+			out[c].Hash = hex.EncodeToString(x[c][:])
+		}
+	}
+	return out
+}
+
+func (s memSide) items(path string) []SyncItem {
+	var out []SyncItem
+	for _, e := range s.under(path) {
+		out = append(out, SyncItem{Key: e.key, Hash: hex.EncodeToString(e.ih[:])})
+	}
+	return out
+}
+
+// walk runs the tree walk between a and b on the pure diffs, and returns the keys each side
+// sends the other (records sent outright, and the answers to wants).
+func walk(t *testing.T, a, b memSide) (aSends, bSends map[string]bool) {
+	type msg struct {
+		from, to int // 0: a, 1: b
+		op, path string
+		sums     []SyncSum
+		items    []SyncItem
+	}
+	sides := []memSide{a, b}
+	sent := []map[string]bool{{}, {}}
+	queue := []msg{{from: 0, to: 1, op: syncOpTree, sums: a.sums("")}}
+	for n := 0; len(queue) > 0; n++ {
+		if n > 1e6 {
+			t.Fatal("the walk does not end")
+		}
+		m := queue[0]
+		queue = queue[1:]
+		me, peer := m.to, m.from
+		switch m.op {
+		case syncOpTree:
+			for _, c := range diffTree(m.path, sides[me].sums(m.path), m.sums) {
+				switch c.step {
+				case stepSendAll:
+					for _, k := range itemKeys(sides[me].items(c.path)) {
+						sent[me][k] = true
+					}
+				case stepAskAll:
+					queue = append(queue, msg{from: me, to: peer, op: syncOpLeaf, path: c.path})
+				case stepLeaf:
+					queue = append(queue, msg{from: me, to: peer, op: syncOpLeaf, path: c.path, items: sides[me].items(c.path)})
+				case stepTree:
+					queue = append(queue, msg{from: me, to: peer, op: syncOpTree, path: c.path, sums: sides[me].sums(c.path)})
+				}
+			}
+		case syncOpLeaf:
+			send, want := diffLeaf(sides[me].items(m.path), m.items)
+			for _, k := range send {
+				sent[me][k] = true
+			}
+			for _, it := range want {
+				if _, ok := sides[peer][it.Key]; ok {
+					sent[peer][it.Key] = true // the peer answers the want
+				}
+			}
+		}
+	}
+	return sent[0], sent[1]
+}
+
+// TestDiffWalkFindsEveryDifference runs whole comparisons on the pure diffs: each side sends
+// exactly the keys the other lacks or holds in another version.
+func TestDiffWalkFindsEveryDifference(t *testing.T) {
+	ih := func(key string, v int) [16]byte {
+		sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", key, v)))
+		var out [16]byte
+		copy(out[:], sum[:])
+		return out
+	}
+	for _, tc := range []struct {
+		name           string
+		shared, onlyA  int
+		onlyB, changed int
+	}{
+		{name: "both empty"},
+		{name: "equal", shared: 500},
+		{name: "a empty", onlyB: 300},
+		{name: "b empty", onlyA: 300},
+		{name: "one difference in many", shared: 3000, changed: 1},
+		{name: "a few of each", shared: 2000, onlyA: 20, onlyB: 30, changed: 40},
+		{name: "mostly different", shared: 10, onlyA: 200, onlyB: 200, changed: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := memSide{}, memSide{}
+			wantA, wantB := map[string]bool{}, map[string]bool{}
+			for i := range tc.shared {
+				k := fmt.Sprintf("shared-%d", i)
+				a[k], b[k] = ih(k, 0), ih(k, 0)
+				if i < tc.changed {
+					b[k] = ih(k, 1)
+					wantA[k], wantB[k] = true, true
+				}
+			}
+			for i := range tc.onlyA {
+				k := fmt.Sprintf("a-%d", i)
+				a[k], wantA[k] = ih(k, 0), true
+			}
+			for i := range tc.onlyB {
+				k := fmt.Sprintf("b-%d", i)
+				b[k], wantB[k] = ih(k, 0), true
+			}
+			aSends, bSends := walk(t, a, b)
+			if !maps.Equal(aSends, wantA) || !maps.Equal(bSends, wantB) {
+				t.Fatalf("a sends %d keys (want %d), b sends %d (want %d)", len(aSends), len(wantA), len(bSends), len(wantB))
 			}
 		})
 	}
