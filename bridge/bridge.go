@@ -246,6 +246,19 @@ type Stats struct {
 // Bridge is the message layer of one node over one store. New starts nothing; Start starts the
 // store watcher that drives subscriptions and the sync index; Attach adds connections; Close
 // ends every peer and waits for every goroutine.
+//
+// Locking. Each mutex guards the group of fields under it. They are taken one at a time,
+// with these exceptions, always in this order (the left one held while the right one is
+// taken, never the other way):
+//
+//	treeMu   → seenIDs' lock     onIHave and treeTick ask the dedup set under the tree's lock
+//	index.mu → the store's locks the tree index reads the store while it builds or updates
+//	mu       → the store's locks Start opens the store watcher
+//
+// Every other lock is a leaf, held while nothing else is taken: each Peer's mu and strikeMu,
+// subs' lock, the dedup sets' and the outbound queues' locks. Peer.mu and Bridge.mu are never
+// held together. No lock is held while a message goes into an outbound queue, a user
+// callback runs, or a connection is closed.
 type Bridge struct {
 	// Immutable after New.
 	cfg      Config
@@ -262,7 +275,8 @@ type Bridge struct {
 	seenHashes *dedup // h+s of records verified
 	asked      *dedup // key and item hash of records asked for by "want", recently
 
-	index syncIndex
+	index syncIndex      // locks itself
+	subs  *subscriptions // locks itself
 
 	treeMu    sync.Mutex // guards tree, treeTimer, treeDue and deferred
 	tree      *plumtree[*Peer]
@@ -270,15 +284,14 @@ type Bridge struct {
 	treeDue   time.Time      // zero while the timer is not armed
 	deferred  []deferredWant // asks for "have" items, held while the tree may bring them
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex // guards the fields below; see the lock order above
 	started  bool
 	closed   bool
 	peers    map[*Peer]struct{}
-	byClient map[string]*Peer            // identified peers by client id
-	subs     map[string]map[*Peer]string // subscribed connections by key -> last plain record sent (h+s)
-	pending  map[string]*pendingGet      // relayed or local gets by message id
-	servers  map[string]PeerDesc         // verified server descriptors heard of, by address
-	haves    []haveNote                  // repairs to announce to the other peers (see announce)
+	byClient map[string]*Peer       // identified peers by client id
+	pending  map[string]*pendingGet // relayed or local gets by message id
+	servers  map[string]PeerDesc    // verified server descriptors heard of, by address
+	haves    []haveNote             // repairs to announce to the other peers (see announce)
 
 	stats struct {
 		msgsIn, msgsOut, bytesIn, bytesOut, dups, rejected, relayed, pushes,
@@ -336,7 +349,7 @@ func New(cfg Config) (*Bridge, error) {
 		asked:      newDedupFor(askedSize, askedFor),
 		peers:      map[*Peer]struct{}{},
 		byClient:   map[string]*Peer{},
-		subs:       map[string]map[*Peer]string{},
+		subs:       newSubscriptions(),
 		pending:    map[string]*pendingGet{},
 		servers:    map[string]PeerDesc{},
 		tree:       newPlumtree[*Peer](cfg.GraftTimeout),
@@ -673,40 +686,6 @@ func (b *Bridge) watchLoop(w *db.Watcher) {
 		}
 		b.index.update(&ev)
 		b.push(&ev)
-	}
-}
-
-// push sends a change to every connection subscribed to its key, each with a fresh message id
-// (ToolDb reuses the subscribe id and its own clients drop every push after the first).
-func (b *Bridge) push(ev *db.Event) {
-	key := ev.Record.Key
-	plain := ev.Record.CRDT == ""
-	hk := ev.Record.Hash + "\x00" + ev.Record.Sig
-	b.mu.Lock()
-	subs := b.subs[key]
-	targets := make([]*Peer, 0, len(subs))
-	for p, last := range subs {
-		if last == subPending || last == subPendingChanged {
-			// The answer to the subscribe goes first; it is sent what
-			// changed meanwhile when it is (see settleSub).
-			subs[p] = subPendingChanged
-			continue
-		}
-		if plain && last == hk {
-			continue // already sent, as the answer to the subscribe
-		}
-		if plain {
-			subs[p] = hk
-		}
-		targets = append(targets, p)
-	}
-	b.mu.Unlock()
-	for _, p := range targets {
-		for _, m := range b.recordMessages(p, key, &ev.Record, ev.Outcome == db.Merged) {
-			m.ID = newID()
-			p.send(&m)
-			b.stats.pushes.Add(1)
-		}
 	}
 }
 

@@ -163,40 +163,26 @@ func (p *Peer) onPong(m *Message) bool {
 // identify binds the connection to a verified descriptor. The client id must be the one ToolDb
 // derives from the address (so a peer cannot take another's id without its key), must not be
 // ours, must not change on a connection, and must not be held by another live connection.
+// It runs on the read loop, the only writer of p.clientID, which reads it without p.mu.
 func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int) error {
-	swarmdb := version > 0
 	b := p.b
-	if clientID != ClientID(d.Address) {
-		return fmt.Errorf("%w: %q is not the id of address %q", ErrIDClaimed, truncate(clientID, 32), truncate(d.Address, 100))
-	}
-	b.mu.Lock()
-	p.mu.Lock()
-	var err error
 	switch {
+	case clientID != ClientID(d.Address):
+		return fmt.Errorf("%w: %q is not the id of address %q", ErrIDClaimed, truncate(clientID, 32), truncate(d.Address, 100))
 	case clientID == b.clientID:
-		err = fmt.Errorf("%w: %q is our own id", ErrIDClaimed, clientID)
+		return fmt.Errorf("%w: %q is our own id", ErrIDClaimed, clientID)
 	case p.clientID != "" && p.clientID != clientID:
-		err = fmt.Errorf("%w: connection already identified as %q", ErrIDClaimed, p.clientID)
-	case b.byClient[clientID] != nil && b.byClient[clientID] != p:
-		err = fmt.Errorf("%w: %q is held by another connection", ErrIDClaimed, clientID)
+		return fmt.Errorf("%w: connection already identified as %q", ErrIDClaimed, p.clientID)
 	}
-	first := false
-	if err == nil {
-		first = p.clientID == ""
-		p.clientID, p.address = clientID, d.Address
-		b.byClient[clientID] = p
-		p.isServer.Store(isServer)
-		p.swarmdb.Store(swarmdb)
-		p.proto.Store(int32(min(version, 1<<20)))
-		if isServer && d.Address != b.desc.Address && len(b.servers) < maxKnownServers {
-			b.servers[d.Address] = *d
-		}
-	}
-	p.mu.Unlock()
-	b.mu.Unlock()
-	if err != nil || !first {
+	if err := b.claim(p, clientID, d, isServer, version); err != nil {
 		return err
 	}
+	if p.clientID != "" {
+		return nil // identified before, under the same id
+	}
+	p.mu.Lock()
+	p.clientID, p.address = clientID, d.Address
+	p.mu.Unlock()
 	p.identified.Store(true)
 	close(p.identCh)
 	if b.inTree(p) {
@@ -204,9 +190,28 @@ func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int
 		b.tree.up(p)
 		b.treeMu.Unlock()
 	}
-	b.log.Debug("peer identified", "peer", clientID, "remote", p.conn.RemoteID(), "server", isServer, "swarmdb", swarmdb)
+	b.log.Debug("peer identified", "peer", clientID, "remote", p.conn.RemoteID(), "server", isServer, "swarmdb", version > 0)
 	if b.cfg.OnPeer != nil {
 		b.cfg.OnPeer(PeerEvent{Up: true, Peer: p.Status()})
+	}
+	return nil
+}
+
+// claim makes p the holder of clientID, unless another live connection holds it, and notes
+// what p said it is. Its flags are set under b.mu with the claim, so whoever finds p among
+// b.byClient sees them.
+func (b *Bridge) claim(p *Peer, clientID string, d *PeerDesc, isServer bool, version int) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if q := b.byClient[clientID]; q != nil && q != p {
+		return fmt.Errorf("%w: %q is held by another connection", ErrIDClaimed, clientID)
+	}
+	b.byClient[clientID] = p
+	p.isServer.Store(isServer)
+	p.swarmdb.Store(version > 0)
+	p.proto.Store(int32(min(version, 1<<20)))
+	if isServer && d.Address != b.desc.Address && len(b.servers) < maxKnownServers {
+		b.servers[d.Address] = *d
 	}
 	return nil
 }
@@ -319,12 +324,7 @@ func (b *Bridge) reply(p *Peer, id, reqType, key string, rec *db.Record) {
 	for i := range msgs {
 		m := &msgs[i]
 		if !p.swarmdb.Load() {
-			// ToolDb answers get with put and crdtGet with crdtPut.
-			if reqType == TypeGet {
-				m.Type = TypePut
-			} else if reqType == TypeCRDTGet {
-				m.Type = TypeCRDTPut
-			}
+			m.Type = toolDBAnswerType(reqType, m.Type)
 		}
 		m.ID = id
 		if i > 0 {
@@ -333,6 +333,18 @@ func (b *Bridge) reply(p *Peer, id, reqType, key string, rec *db.Record) {
 		m.To = []string{b.clientID}
 		p.send(m)
 	}
+}
+
+// toolDBAnswerType is the type a ToolDb peer expects in the answer of type typ to a request
+// of type reqType: ToolDb answers get with put and crdtGet with crdtPut.
+func toolDBAnswerType(reqType, typ string) string {
+	switch reqType {
+	case TypeGet:
+		return TypePut
+	case TypeCRDTGet:
+		return TypeCRDTPut
+	}
+	return typ
 }
 
 func (p *Peer) onGet(m *Message) {
@@ -391,89 +403,6 @@ func (p *Peer) notFound(get *Message) {
 		return
 	}
 	p.sendError(get.ID, fmt.Errorf("%w: %q", db.ErrNotFound, get.Key))
-}
-
-func (p *Peer) onSubscribe(m *Message) bool {
-	b := p.b
-	b.mu.Lock()
-	p.mu.Lock()
-	_, had := p.subKeys[m.Key]
-	full := !had && len(p.subKeys) >= b.cfg.Limits.MaxSubscriptions
-	if !had && !full {
-		p.subKeys[m.Key] = struct{}{}
-		if b.subs[m.Key] == nil {
-			b.subs[m.Key] = map[*Peer]string{}
-		}
-		b.subs[m.Key][p] = subPending
-	}
-	p.mu.Unlock()
-	b.mu.Unlock()
-	if full {
-		return p.bad(m.ID, fmt.Errorf("%w: %d", ErrTooManySubscriptions, b.cfg.Limits.MaxSubscriptions))
-	}
-	// ToolDb answers a subscribe at once with the stored value, under the subscribe id, and
-	// its clients wait for that id: the answer goes before any push (a push of a change
-	// stored meanwhile is held back until then, see push and settleSub).
-	rec, err := b.store.Get(m.Key)
-	if err != nil {
-		b.settleSub(p, m.Key, "")
-		return true
-	}
-	hk := ""
-	if rec.CRDT == "" {
-		hk = recordID(&rec)
-	}
-	send := true
-	if had && hk != "" {
-		b.mu.Lock()
-		send = b.subs[m.Key][p] != hk // a resubscribe is not sent what it has
-		b.mu.Unlock()
-	}
-	if send {
-		b.reply(p, m.ID, TypeSubscribe, m.Key, &rec)
-	}
-	b.settleSub(p, m.Key, hk)
-	return true
-}
-
-// Markers in Bridge.subs while a subscribe's answer is on its way: subPending, and
-// subPendingChanged once the store changed the key meanwhile.
-const (
-	subPending        = "\x00pending"
-	subPendingChanged = "\x00pending, changed"
-)
-
-// settleSub ends the wait of p's new subscription to key, answered with the plain record hk
-// ("" for none or a CRDT); if the key changed meanwhile, p is sent what the store holds now.
-func (b *Bridge) settleSub(p *Peer, key, hk string) {
-	b.mu.Lock()
-	subs := b.subs[key]
-	last, ok := subs[p]
-	if ok && (last == subPending || last == subPendingChanged) {
-		subs[p] = hk
-	}
-	b.mu.Unlock()
-	if !ok || last != subPendingChanged {
-		return
-	}
-	cur, err := b.store.Get(key)
-	if err != nil || cur.CRDT == "" && recordID(&cur) == hk {
-		return
-	}
-	if cur.CRDT == "" {
-		b.mu.Lock()
-		if subs := b.subs[key]; subs != nil {
-			if _, ok := subs[p]; ok {
-				subs[p] = recordID(&cur)
-			}
-		}
-		b.mu.Unlock()
-	}
-	for _, m := range b.recordMessages(p, key, &cur, cur.CRDT != "") {
-		m.ID = newID()
-		p.send(&m)
-		b.stats.pushes.Add(1)
-	}
 }
 
 func (p *Peer) onQuery(m *Message) {

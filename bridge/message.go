@@ -452,38 +452,9 @@ func AppendMessage(b []byte, m *Message) []byte {
 	b = appendStrings(b, m.To)
 	switch m.Type {
 	case TypePing, TypePong:
-		b = append(b, `,"isServer":`...)
-		b = strconv.AppendBool(b, m.IsServer)
-		b = append(b, `,"clientId":`...)
-		b = appendString(b, m.ClientID)
-		if m.Peer != nil {
-			b = append(b, `,"peer":`...)
-			b = appendPeerDesc(b, m.Peer)
-		}
-		if m.Type == TypePong {
-			b = append(b, `,"servers":[`...)
-			for i := range m.Servers {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = appendPeerDesc(b, &m.Servers[i])
-			}
-			b = append(b, ']')
-		}
-		if m.Swarmdb != 0 {
-			b = append(b, `,"swarmdb":`...)
-			b = strconv.AppendInt(b, int64(m.Swarmdb), 10)
-		}
+		b = appendHello(b, m)
 	case TypePut, TypeCRDTPut:
-		b = append(b, `,"data":`...)
-		if m.Data != nil {
-			b = db.AppendRecord(b, m.Data)
-		} else {
-			b = append(b, "null"...)
-		}
-		if m.Catchup {
-			b = append(b, `,"catchup":true`...)
-		}
+		b = appendPut(b, m)
 	case TypeGet, TypeCRDTGet, TypeSubscribe, TypeQuery:
 		b = append(b, `,"key":`...)
 		b = appendString(b, m.Key)
@@ -515,6 +486,47 @@ func AppendMessage(b []byte, m *Message) []byte {
 		}
 	}
 	return append(b, '}')
+}
+
+// appendHello appends the fields of a ping or pong after "to".
+func appendHello(b []byte, m *Message) []byte {
+	b = append(b, `,"isServer":`...)
+	b = strconv.AppendBool(b, m.IsServer)
+	b = append(b, `,"clientId":`...)
+	b = appendString(b, m.ClientID)
+	if m.Peer != nil {
+		b = append(b, `,"peer":`...)
+		b = appendPeerDesc(b, m.Peer)
+	}
+	if m.Type == TypePong {
+		b = append(b, `,"servers":[`...)
+		for i := range m.Servers {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendPeerDesc(b, &m.Servers[i])
+		}
+		b = append(b, ']')
+	}
+	if m.Swarmdb != 0 {
+		b = append(b, `,"swarmdb":`...)
+		b = strconv.AppendInt(b, int64(m.Swarmdb), 10)
+	}
+	return b
+}
+
+// appendPut appends the fields of a put or crdtPut after "to".
+func appendPut(b []byte, m *Message) []byte {
+	b = append(b, `,"data":`...)
+	if m.Data != nil {
+		b = db.AppendRecord(b, m.Data)
+	} else {
+		b = append(b, "null"...)
+	}
+	if m.Catchup {
+		b = append(b, `,"catchup":true`...)
+	}
+	return b
 }
 
 func appendSyncBody(b []byte, s *SyncBody) []byte {

@@ -62,6 +62,8 @@ type Peer struct {
 	identCh   chan struct{} // closed on identification
 	inflight  chan struct{} // semaphore for async handlers
 	wg        sync.WaitGroup
+	// catchupSig wakes the catch-up sender (capacity 1).
+	catchupSig chan struct{}
 
 	isServer                           atomic.Bool
 	swarmdb                            atomic.Bool
@@ -69,15 +71,17 @@ type Peer struct {
 	identified                         atomic.Bool
 	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
 
-	mu          sync.Mutex // guards the fields below
-	err         error
+	// mu guards the fields below. It is a leaf: nothing else is locked while it is held, and
+	// it is never taken under Bridge.mu (see Bridge).
+	mu sync.Mutex
+	// clientID and address are written once, by the read loop when the peer identifies
+	// itself; the read loop, and the handlers it starts after that, read them without mu.
 	clientID    string
 	address     string
+	err         error
 	pingID      string
 	syncStarted bool
-	subKeys     map[string]struct{} // also guarded by b.mu when b.subs changes: see subscribe
 	catchup     []syncOut           // anti-entropy traffic still to send
-	catchupSig  chan struct{}       // capacity 1
 	lagged      map[string]struct{} // keys of puts not relayed while the peer was behind (see lag)
 	lagLost     bool                // lagged overflowed: only a comparison can tell what it lacks
 	syncTimer   *time.Timer         // next comparison from the root (see scheduleSync)
@@ -109,7 +113,6 @@ func (b *Bridge) Attach(c Conn, opts AttachOptions) (*Peer, error) {
 		writerEnd:  make(chan struct{}),
 		identCh:    make(chan struct{}),
 		inflight:   make(chan struct{}, lim.MaxInflight),
-		subKeys:    map[string]struct{}{},
 		catchupSig: make(chan struct{}, 1),
 		rate:       newBucket(lim.MessagesPerSecond, lim.Burst, now),
 		strikes:    newBucket(1/lim.StrikeDecay.Seconds(), lim.MaxStrikes, now),
@@ -171,10 +174,11 @@ func (p *Peer) WaitIdentified(ctx context.Context) error {
 
 // Status returns a snapshot of the peer.
 func (p *Peer) Status() PeerStatus {
+	s := PeerStatus{RemoteID: p.conn.RemoteID(), Kind: p.kind, Initiator: p.initiator}
 	p.mu.Lock()
-	s := PeerStatus{RemoteID: p.conn.RemoteID(), Kind: p.kind, Initiator: p.initiator,
-		ClientID: p.clientID, Address: p.address, Subscriptions: len(p.subKeys)}
+	s.ClientID, s.Address = p.clientID, p.address
 	p.mu.Unlock()
+	s.Subscriptions = p.b.subs.count(p)
 	s.Identified = p.identified.Load()
 	s.IsServer = p.isServer.Load()
 	s.Swarmdb = p.swarmdb.Load()
@@ -227,74 +231,97 @@ func (p *Peer) run() {
 }
 
 func (p *Peer) readLoop() error {
-	b := p.b
 	for {
 		raw, err := p.conn.ReadMessage(p.ctx)
 		if err != nil {
-			if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrBadMessage) {
-				p.msgsIn.Add(1)
-				if p.bad("", err) {
-					continue
-				}
-				return p.Err()
-			}
-			if p.ctx.Err() != nil {
-				return p.Err()
-			}
-			return fmt.Errorf("bridge: read: %w", err)
-		}
-		p.msgsIn.Add(1)
-		p.bytesIn.Add(uint64(len(raw)))
-		b.stats.msgsIn.Add(1)
-		b.stats.bytesIn.Add(uint64(len(raw)))
-		if len(raw) > b.cfg.Limits.MaxMessageSize {
-			// The Conn should have refused it already; not every Conn can.
-			if !p.bad(peekID(raw), fmt.Errorf("%w: %d bytes", ErrMessageTooLarge, len(raw))) {
-				return p.Err()
+			if goOn, end := p.readFailed(err); !goOn {
+				return end
 			}
 			continue
 		}
-		now := b.cfg.Now()
-		if p.swarmdb.Load() {
-			// A swarmdb node is slowed down, never dropped: it relays what
-			// its own clients wrote, and a dropped put would only come back
-			// by anti-entropy. While we do not read, its transport holds
-			// back (QUIC flow control), so what it costs us stays bounded.
-			if d := p.rate.borrow(now); d > 0 {
-				b.stats.throttled.Add(1)
-				if !sleepCtx(p.ctx, d) {
-					return p.Err()
-				}
-			}
-		} else if !p.rate.take(now) {
-			b.stats.rejected.Add(1)
-			b.stats.rateLimited.Add(1)
-			if !p.rateLimited(raw, now) {
-				return p.Err()
-			}
-			continue
-		}
-		// Most messages in a mesh are copies of one we have seen (every
-		// neighbour relays each put). Our own encoding starts with type and
-		// id, so a copy is recognised before the costly full parse.
-		if typ, id, ok := peekTypeID(raw); ok && b.seenIDs.has(typ+"\x00"+id) {
-			b.stats.dups.Add(1)
-			if typ == TypePut || typ == TypeCRDTPut {
-				p.putArrived("", id, false)
-			}
-			continue
-		}
-		m, err := ParseMessage(raw, b.cfg.Limits.MaxDepth)
-		if err != nil {
-			if !p.bad(peekID(raw), err) {
-				return p.Err()
-			}
-			continue
-		}
-		if !p.handle(&m) {
+		if !p.onRaw(raw) {
 			return p.Err()
 		}
 	}
+}
+
+// readFailed handles a failed read: a message too large or malformed costs a strike and the
+// loop goes on while strikes remain; anything else ends it, with end the error to report.
+func (p *Peer) readFailed(err error) (goOn bool, end error) {
+	switch {
+	case errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrBadMessage):
+		p.msgsIn.Add(1)
+		if p.bad("", err) {
+			return true, nil
+		}
+		return false, p.Err()
+	case p.ctx.Err() != nil:
+		return false, p.Err()
+	default:
+		return false, fmt.Errorf("bridge: read: %w", err)
+	}
+}
+
+// onRaw takes one message off the wire: it counts it, bounds its size and the peer's rate,
+// drops a copy of one seen, and parses and handles the rest. It reports false when the peer
+// must stop.
+func (p *Peer) onRaw(raw []byte) bool {
+	b := p.b
+	p.msgsIn.Add(1)
+	p.bytesIn.Add(uint64(len(raw)))
+	b.stats.msgsIn.Add(1)
+	b.stats.bytesIn.Add(uint64(len(raw)))
+	if len(raw) > b.cfg.Limits.MaxMessageSize {
+		// The Conn should have refused it already; not every Conn can.
+		return p.bad(peekID(raw), fmt.Errorf("%w: %d bytes", ErrMessageTooLarge, len(raw)))
+	}
+	now := b.cfg.Now()
+	if p.swarmdb.Load() {
+		if !p.throttle(now) {
+			return false
+		}
+	} else if !p.rate.take(now) {
+		b.stats.rejected.Add(1)
+		b.stats.rateLimited.Add(1)
+		return p.rateLimited(raw, now)
+	}
+	if p.seenCopy(raw) {
+		return true
+	}
+	m, err := ParseMessage(raw, b.cfg.Limits.MaxDepth)
+	if err != nil {
+		return p.bad(peekID(raw), err)
+	}
+	return p.handle(&m)
+}
+
+// throttle keeps a swarmdb node to its rate by reading it late. It is slowed down, never
+// dropped: it relays what its own clients wrote, and a dropped put would only come back by
+// anti-entropy. While we do not read, its transport holds back (QUIC flow control), so what it
+// costs us stays bounded. It reports false when the peer ended during the wait.
+func (p *Peer) throttle(now time.Time) bool {
+	d := p.rate.borrow(now)
+	if d <= 0 {
+		return true
+	}
+	p.b.stats.throttled.Add(1)
+	return sleepCtx(p.ctx, d)
+}
+
+// seenCopy reports whether raw is a copy of a message seen before, and counts it. Most
+// messages in a mesh are (every neighbour relays each put); our own encoding starts with
+// type and id, so a copy is recognised before the costly full parse.
+func (p *Peer) seenCopy(raw []byte) bool {
+	b := p.b
+	typ, id, ok := peekTypeID(raw)
+	if !ok || !b.seenIDs.has(typ+"\x00"+id) {
+		return false
+	}
+	b.stats.dups.Add(1)
+	if typ == TypePut || typ == TypeCRDTPut {
+		p.putArrived("", id, false)
+	}
+	return true
 }
 
 // rateLimited answers a message over the rate with RATE_LIMITED, its id in ref, so the
@@ -504,24 +531,15 @@ func (p *Peer) goAsync(fn func()) bool {
 // removePeer forgets p: its client id, its subscriptions, gets it asked for.
 func (b *Bridge) removePeer(p *Peer) {
 	b.treeDown(p)
+	b.subs.drop(p)
+	p.mu.Lock()
+	cid := p.clientID
+	p.mu.Unlock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.peers, p)
-	p.mu.Lock()
-	cid := p.clientID
-	keys := p.subKeys
-	p.subKeys = map[string]struct{}{}
-	p.mu.Unlock()
 	if cid != "" && b.byClient[cid] == p {
 		delete(b.byClient, cid)
-	}
-	for k := range keys {
-		if m := b.subs[k]; m != nil {
-			delete(m, p)
-			if len(m) == 0 {
-				delete(b.subs, k)
-			}
-		}
 	}
 	for id, pg := range b.pending {
 		if pg.asker == p {
