@@ -1,6 +1,8 @@
 package dht
 
 import (
+	"context"
+	"crypto/ed25519"
 	"net/netip"
 	"slices"
 	"time"
@@ -104,7 +106,8 @@ func (n *Node) keepRelays() {
 	for _, j := range jobs {
 		n.goTracked(func() {
 			ctx := n.closedCtx()
-			if _, err := n.request(ctx, j.relay, &Message{Command: CmdPing}); err == nil {
+			if reply, err := n.request(ctx, j.relay, &Message{Command: CmdPing}); err == nil {
+				n.reregisterIfMoved(ctx, j.set, j.relay, unmapAddrPort(reply.Addr))
 				return
 			}
 			n.log.Info("relay stopped answering", "addr", j.relay)
@@ -123,4 +126,33 @@ func (n *Node) keepRelays() {
 			}
 		})
 	}
+}
+
+// reregisterIfMoved registers set's key at relay again when the relay
+// sees our packets come from another address than our registration did
+// (from). A NAT that lost or changed our mapping (a router reboot, a
+// flushed conntrack table, a symmetric NAT's new port) would otherwise
+// leave the relay forwarding signaling to a mapping that no longer exists
+// until the key is announced again, minutes later; the keepalive's reply
+// names the new address within one RelayKeepalive.
+func (n *Node) reregisterIfMoved(ctx context.Context, set *relaySet, relay, from netip.AddrPort) {
+	n.mu.Lock()
+	was := set.seen[relay]
+	priv, relays := set.priv, slices.Clone(set.relays)
+	n.mu.Unlock()
+	if !from.IsValid() || !was.IsValid() || from == was {
+		return
+	}
+	n.log.Info("our address at a relay changed; registering again", "relay", relay, "was", was, "now", from)
+	pub := priv.Public().(ed25519.PublicKey)
+	seen, err := n.registerAt(ctx, relay, KeyTarget(pub), priv, recordOf(pub, relays))
+	if err != nil {
+		n.log.Debug("relay re-registration failed", "addr", relay, "err", err)
+		return
+	}
+	n.mu.Lock()
+	if set.seen != nil {
+		set.seen[relay] = seen
+	}
+	n.mu.Unlock()
 }

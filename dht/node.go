@@ -79,6 +79,9 @@ type addrSample struct {
 type relaySet struct {
 	priv   ed25519.PrivateKey
 	relays []netip.AddrPort
+	// seen is our address as each relay saw our registration come from:
+	// where it forwards signaling to (see reregisterIfMoved).
+	seen map[netip.AddrPort]netip.AddrPort
 }
 
 const (

@@ -769,6 +769,7 @@ func (n *Node) ensureRelays(ctx context.Context, priv ed25519.PrivateKey) ([]net
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var live []netip.AddrPort
+	seen := make(map[netip.AddrPort]netip.AddrPort)
 	for _, r := range relays {
 		if slices.Contains(self, r) {
 			mu.Lock()
@@ -779,12 +780,14 @@ func (n *Node) ensureRelays(ctx context.Context, priv ed25519.PrivateKey) ([]net
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := n.registerAt(ctx, r, target, priv, rec); err != nil {
+			from, err := n.registerAt(ctx, r, target, priv, rec)
+			if err != nil {
 				n.log.Debug("relay registration failed", "addr", r, "err", err)
 				return
 			}
 			mu.Lock()
 			live = append(live, r)
+			seen[r] = from
 			mu.Unlock()
 		}()
 	}
@@ -794,7 +797,7 @@ func (n *Node) ensureRelays(ctx context.Context, priv ed25519.PrivateKey) ([]net
 	}
 	live = orderLike(live, relays)
 	n.mu.Lock()
-	set.relays = live
+	set.relays, set.seen = live, seen
 	n.mu.Unlock()
 	return live, nil
 }
@@ -806,24 +809,25 @@ func sortFamilies(addrs []netip.AddrPort) []netip.AddrPort {
 }
 
 // registerAt announces rec on target at the relay at addr.
-func (n *Node) registerAt(ctx context.Context, addr netip.AddrPort, target ID, priv ed25519.PrivateKey, rec PeerRecord) error {
+// It returns our address as the relay saw the registration come from.
+func (n *Node) registerAt(ctx context.Context, addr netip.AddrPort, target ID, priv ed25519.PrivateKey, rec PeerRecord) (netip.AddrPort, error) {
 	tok := n.cachedTokenFor(addr)
 	if tok == nil {
 		reply, err := n.request(ctx, addr, &Message{Command: CmdPing, Pad: 64})
 		if err != nil {
-			return err
+			return netip.AddrPort{}, err
 		}
 		if reply.Token == nil {
-			return ErrBadToken
+			return netip.AddrPort{}, ErrBadToken
 		}
 		tok = reply.Token
 	}
 	value := signAnnounce(priv, target, NodeID(addr), *tok, rec)
 	reply, err := n.request(ctx, addr, &Message{Command: CmdAnnounce, Target: &target, Token: tok, Value: value})
 	if err != nil {
-		return err
+		return netip.AddrPort{}, err
 	}
-	return reply.Error.asError()
+	return unmapAddrPort(reply.Addr), reply.Error.asError()
 }
 
 // orderLike returns the elements of subset in the order they have in all.
