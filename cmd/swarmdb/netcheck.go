@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,9 +17,6 @@ import (
 // netcheckTimeout bounds a whole netcheck: the filtering probes wait about
 // a second each per bootstrap node tried, the rest is a few round trips.
 const netcheckTimeout = 30 * time.Second
-
-// errNoBootstrap is returned when netcheck was given nothing to ask.
-var errNoBootstrap = errors.New("--bootstrap is required (host:port,...)")
 
 const netcheckAbout = `Starts a throwaway DHT node and measures the NAT in front of its UDP socket against the
 --bootstrap nodes (every DHT node answers STUN): the public address, the mapping and
