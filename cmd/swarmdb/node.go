@@ -70,9 +70,11 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 
 // nodeFlags are node's flags; most land in cfg directly.
 type nodeFlags struct {
-	f                                       *flags
-	cfg                                     node.Config
-	ml                                      mainlineFlags
+	f   *flags
+	cfg node.Config
+	ml  mainlineFlags
+
+	// The flags that are not cfg's fields as they are.
 	listen6, ws, origins, mode, metricsAddr *string
 	asJSON, verbose                         *bool
 }
