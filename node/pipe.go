@@ -74,6 +74,10 @@ type PipeConfig struct {
 	Timeout time.Duration
 	// Net opens the socket. Zero means the real network.
 	Net transport.Net
+	// OnConnect, when set, is called with the one connection as soon as
+	// it is made, before Connect returns (a server takes its record down
+	// in between).
+	OnConnect func(*PipeConn)
 	// Logger zero means discard.
 	Logger *slog.Logger
 }
@@ -285,10 +289,18 @@ func (p *Pipe) accept(ctx context.Context) (*PipeConn, error) {
 	defer stopAnnounce()
 	select {
 	case c := <-p.incoming:
-		return &PipeConn{conn: c, ConnectTime: c.ConnectTime}, nil
+		return p.connected(&PipeConn{conn: c, ConnectTime: c.ConnectTime}), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// connected tells OnConnect of c.
+func (p *Pipe) connected(c *PipeConn) *PipeConn {
+	if p.cfg.OnConnect != nil {
+		p.cfg.OnConnect(c)
+	}
+	return c
 }
 
 // reannounce refreshes the topic record until ctx ends.
@@ -328,7 +340,7 @@ func (p *Pipe) dial(ctx, cctx context.Context) (*PipeConn, error) {
 	for _, peer := range peers {
 		c, err := p.ep.Connect(cctx, peer.PublicKey, peer.AllRelays())
 		if err == nil {
-			return &PipeConn{conn: c, ConnectTime: time.Since(start)}, nil
+			return p.connected(&PipeConn{conn: c, ConnectTime: time.Since(start)}), nil
 		}
 		p.cfg.Logger.Debug("connect failed", "peer", hex.EncodeToString(peer.PublicKey[:4]), "err", err)
 		lastErr = err

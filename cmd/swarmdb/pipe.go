@@ -110,6 +110,7 @@ func runPipe(ctx context.Context, cfg node.PipeConfig, keyFile string, std stdio
 		return &node.PipeError{Kind: node.PipeFailed, Reason: "key", Err: err}
 	}
 	cfg.Key = key
+	cfg.OnConnect = func(c *node.PipeConn) { emitPipeConnection(ev, c) }
 	p, err := node.StartPipe(ctx, cfg)
 	if err != nil {
 		return err
@@ -121,9 +122,6 @@ func runPipe(ctx context.Context, cfg node.PipeConfig, keyFile string, std stdio
 		return err
 	}
 	defer conn.Close()
-	ev.emit("connection", fmt.Sprintf("connected to %x over %s (%d ms)", []byte(conn.RemotePublicKey()[:8]), conn.Path(), conn.ConnectTime.Milliseconds()),
-		map[string]any{"peer": hex.EncodeToString(conn.RemotePublicKey()), "path": string(conn.Path()),
-			"connect_ms": conn.ConnectTime.Milliseconds(), "remote_addr": conn.RemoteAddr().String()})
 	st, err := conn.Transfer(ctx, std.in, std.out)
 	if err != nil {
 		return err
@@ -145,6 +143,13 @@ func emitPipeReady(ev eventWriter, in node.PipeInfo) {
 	}
 	ready["role"], ready["relays"], ready["stored"] = "server", addrStrings(in.Relays), in.Stored
 	ev.emit("ready", fmt.Sprintf("serving %q as %x (NAT %s), announced on %d nodes; waiting for a peer", in.Topic, []byte(in.PublicKey[:8]), in.NAT, in.Stored), ready)
+}
+
+// emitPipeConnection reports the one connection, as soon as it is made.
+func emitPipeConnection(ev eventWriter, c *node.PipeConn) {
+	ev.emit("connection", fmt.Sprintf("connected to %x over %s (%d ms)", []byte(c.RemotePublicKey()[:8]), c.Path(), c.ConnectTime.Milliseconds()),
+		map[string]any{"peer": hex.EncodeToString(c.RemotePublicKey()), "path": string(c.Path()),
+			"connect_ms": c.ConnectTime.Milliseconds(), "remote_addr": c.RemoteAddr().String()})
 }
 
 // loadOrCreateKey returns the identity in path (a hex Ed25519 seed), a new
