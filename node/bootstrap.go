@@ -248,3 +248,59 @@ func (b *Bootstrap) shutdown() error {
 	}
 	return errors.Join(errs...)
 }
+
+// BootstrapStatus is a snapshot of a running bootstrap node, what its
+// operator is told (`swarmdb bootstrap`'s ready and stopped events).
+type BootstrapStatus struct {
+	// LocalAddr is the DHT socket's address (the IPv4 one, or the only
+	// one of an IPv6-only node).
+	LocalAddr netip.AddrPort
+	// PublicAddr is zero until the node knows it (from PublicAddr, or
+	// from the first node that reports it).
+	PublicAddr netip.AddrPort
+	// ID is the node id in hex, "" until it is derived from the public
+	// address.
+	ID string
+	// LocalAddr6, PublicAddr6 and ID6 are the IPv6 socket's, beside an
+	// IPv4 one; zero without it.
+	LocalAddr6, PublicAddr6 netip.AddrPort
+	ID6                     string
+
+	// TURNAddr is the relay's address, zero when it does not run; TURNOff
+	// says why it does not although TURNAddr was set (ErrTURNNoPublicIP).
+	TURNAddr netip.AddrPort
+	TURNOff  error
+	// TURNAllocated counts relay allocations since Start.
+	TURNAllocated uint64
+
+	// RequestsIn, Records and RoutingTable are the DHT node's counters.
+	RequestsIn            uint64
+	Records, RoutingTable int
+}
+
+// Status returns the node's state (zero before Start).
+func (b *Bootstrap) Status() BootstrapStatus {
+	if b.dn == nil {
+		return BootstrapStatus{}
+	}
+	st := b.dn.Stats()
+	out := BootstrapStatus{LocalAddr: st.LocalAddr, PublicAddr: st.PublicAddr, TURNOff: b.turnErr,
+		RequestsIn: st.RequestsIn, Records: st.Records, RoutingTable: st.RoutingTable}
+	if st.Persistent {
+		out.ID = st.ID.String()
+	}
+	for _, f := range st.Families {
+		if f.Family != dht.IPv6 || f.LocalAddr == st.LocalAddr {
+			continue
+		}
+		out.LocalAddr6, out.PublicAddr6 = f.LocalAddr, f.PublicAddr
+		if f.Persistent {
+			out.ID6 = f.ID.String()
+		}
+		break
+	}
+	if srv := b.relay.Load(); srv != nil {
+		out.TURNAddr, out.TURNAllocated = srv.Addr(), srv.Stats().Allocated
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,8 +14,10 @@ import (
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/mainline"
 	"github.com/swarmdb/swarmdb/portmap"
 	"github.com/swarmdb/swarmdb/secure"
+	"github.com/swarmdb/swarmdb/swarm"
 )
 
 // Config configures a Node. Topic and DataDir are required.
@@ -144,6 +147,14 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultMaxPeers is Config.MaxPeers's default (swarm.DefaultMaxPeers).
+const DefaultMaxPeers = swarm.DefaultMaxPeers
+
+// PublicMainlineRouters are the well-known routers of the public
+// BitTorrent mainline DHT (host:port, comma-separated) for Config.Mainline:
+// joining through them publishes the node's IP address.
+const PublicMainlineRouters = mainline.PublicRouters
+
 // PeerEvent is a swarm connection opening or closing.
 type PeerEvent struct {
 	PublicKey   ed25519.PublicKey
@@ -152,6 +163,36 @@ type PeerEvent struct {
 	Role        string         // "client" (we dialled) or "server"
 	ConnectTime time.Duration
 	Err         error // why it closed (disconnects only)
+}
+
+// Reason names why a connection ended, from Err (disconnects only):
+// closed, shutdown, remote_closed, timeout, duplicate,
+// dead_after_network_change, silent, demoted, banned, firewall, or error.
+func (e PeerEvent) Reason() string {
+	err := e.Err
+	switch {
+	case err == nil, errors.Is(err, secure.ErrSessionClosed):
+		return "closed"
+	case errors.Is(err, swarm.ErrClosed):
+		return "shutdown"
+	case errors.Is(err, secure.ErrRemoteClosed):
+		return "remote_closed"
+	case errors.Is(err, secure.ErrPeerDead):
+		return "timeout"
+	case errors.Is(err, swarm.ErrDuplicate):
+		return "duplicate"
+	case errors.Is(err, swarm.ErrDead):
+		return "dead_after_network_change"
+	case errors.Is(err, swarm.ErrStale):
+		return "silent"
+	case errors.Is(err, swarm.ErrDemoted):
+		return "demoted"
+	case errors.Is(err, swarm.ErrBanned):
+		return "banned"
+	case errors.Is(err, swarm.ErrFirewalled):
+		return "firewall"
+	}
+	return "error"
 }
 
 func (c Config) withDefaults() (Config, error) {

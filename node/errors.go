@@ -1,6 +1,10 @@
 package node
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/swarmdb/swarmdb/db"
+)
 
 var (
 	// ErrConfig: a required Config field is missing or invalid.
@@ -14,4 +18,11 @@ var (
 	ErrIdentity = errors.New("node: bad identity file")
 	// ErrDataDirInUse: another running node holds the data directory.
 	ErrDataDirInUse = errors.New("node: data directory in use")
+
+	// ErrWALCorrupt: Start found the store's write-ahead log damaged and
+	// changed nothing (db.ErrWALCorrupt); Config.RepairStore opens it.
+	ErrWALCorrupt = db.ErrWALCorrupt
+	// ErrStoreCorrupt: Start found the store damaged beyond its log
+	// (db.ErrCorrupt).
+	ErrStoreCorrupt = db.ErrCorrupt
 )

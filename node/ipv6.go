@@ -6,6 +6,10 @@ import (
 	"github.com/swarmdb/swarmdb/dht"
 )
 
+// ListenOff as ListenAddr6 (Config, BootstrapConfig, NetcheckConfig)
+// means no IPv6 socket.
+const ListenOff = dht.ListenOff
+
 // LocalAddr6 is the UDP address of the node's IPv6 socket, zero without
 // one (Config.ListenAddr6) or before Start. For an IPv6-only node it is
 // LocalAddr.

@@ -92,51 +92,56 @@ type bootstrapConfig struct {
 
 // runBootstrap serves until ctx ends.
 func runBootstrap(ctx context.Context, cfg bootstrapConfig) error {
-	log := cfg.Logger
 	cfg.OnMainlinePeer = mainlinePeerEvent(cfg.Events)
 	b := node.NewBootstrap(cfg.BootstrapConfig)
 	if err := b.Start(ctx); err != nil {
 		return err
 	}
 	defer b.Close()
-	st := b.DHT().Stats()
-	id, idHuman, public, publicHuman := "", "", "", ""
-	if st.Persistent {
-		id, idHuman = st.ID.String(), st.ID.String()
-	} else {
+	st := b.Status()
+	if !st.PublicAddr.IsValid() {
+		cfg.Logger.Warn("public address unknown: the node id is learned from the first request (pass --public-ip to fix it now)")
+	}
+	ms, mlOn := b.MainlineStats()
+	human, ready := bootstrapReady(st, ms, mlOn)
+	cfg.Events.emit("ready", human, ready)
+
+	<-ctx.Done()
+	st = b.Status()
+	cfg.Logger.Info("shutting down", "requests", st.RequestsIn, "records", st.Records, "routing_table", st.RoutingTable)
+	stopped := map[string]any{"requests": st.RequestsIn}
+	if st.TURNAddr.IsValid() {
+		stopped["turn_allocations"] = st.TURNAllocated
+	}
+	cfg.Events.emit("stopped", "stopped", stopped)
+	return nil
+}
+
+// bootstrapReady is the ready event of a bootstrap node: its human text
+// and its fields.
+func bootstrapReady(st node.BootstrapStatus, ms node.MainlineStats, mlOn bool) (string, map[string]any) {
+	idHuman, public, publicHuman := st.ID, "", "unknown until another node reports it (pass --public-ip to set it now)"
+	if st.ID == "" {
 		idHuman = "not yet: it is derived from the public address"
 	}
 	if st.PublicAddr.IsValid() {
 		public, publicHuman = st.PublicAddr.String(), st.PublicAddr.String()
-	} else {
-		publicHuman = "unknown until another node reports it (pass --public-ip to set it now)"
-		log.Warn("public address unknown: the node id is learned from the first request (pass --public-ip to fix it now)")
 	}
 	turnAddr, turnHuman := "", "off"
-	switch srv := b.TURN(); {
-	case srv != nil:
-		turnAddr, turnHuman = srv.Addr().String(), srv.Addr().String()
-	case errors.Is(b.TURNError(), node.ErrTURNNoPublicIP):
+	switch {
+	case st.TURNAddr.IsValid():
+		turnAddr, turnHuman = st.TURNAddr.String(), st.TURNAddr.String()
+	case errors.Is(st.TURNOff, node.ErrTURNNoPublicIP):
 		turnHuman = "off: public IP unknown (pass --public-ip)"
 	}
-	ms, mlOn := b.MainlineStats()
 	mainlineHuman := "off"
 	if mlOn {
 		mainlineHuman = fmt.Sprintf("on (%d routers and cached nodes to start from)", ms.Routers)
 	}
-	ready := map[string]any{"addr": st.LocalAddr.String(), "public_addr": public, "id": id, "turn": turnAddr, "mainline": mainlineReady(ms, mlOn)}
-	cfg.Events.emit("ready", fmt.Sprintf("swarmdb bootstrap node ready\n  listening   %s (udp: DHT, STUN, hole-punching signaling)\n%s  public      %s\n  node id     %s\n  TURN relay  %s\n  mainline    %s",
-		st.LocalAddr, bootstrapIPv6(st, ready), publicHuman, idHuman, turnHuman, mainlineHuman), ready)
-
-	<-ctx.Done()
-	st = b.DHT().Stats()
-	log.Info("shutting down", "requests", st.RequestsIn, "records", st.Records, "routing_table", st.RoutingTable)
-	stopped := map[string]any{"requests": st.RequestsIn}
-	if srv := b.TURN(); srv != nil {
-		stopped["turn_allocations"] = srv.Stats().Allocated
-	}
-	cfg.Events.emit("stopped", "stopped", stopped)
-	return nil
+	ready := map[string]any{"addr": st.LocalAddr.String(), "public_addr": public, "id": st.ID, "turn": turnAddr, "mainline": mainlineReady(ms, mlOn)}
+	human := fmt.Sprintf("swarmdb bootstrap node ready\n  listening   %s (udp: DHT, STUN, hole-punching signaling)\n%s  public      %s\n  node id     %s\n  TURN relay  %s\n  mainline    %s",
+		st.LocalAddr, bootstrapIPv6(st, ready), publicHuman, idHuman, turnHuman, mainlineHuman)
+	return human, ready
 }
 
 // turnListenAddr turns the --turn flag into the relay's listen address, or

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmdb/swarmdb/bridge/client"
 	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/internal/testnet"
 	"github.com/swarmdb/swarmdb/node"
@@ -158,7 +159,7 @@ func TestKeyFile(t *testing.T) {
 	if err := nd.Close(); err != nil {
 		t.Fatal(err)
 	}
-	u, err := loadUser(filepath.Join(dir, "identity.json"))
+	u, err := client.LoadUser(filepath.Join(dir, "identity.json"))
 	if err != nil || u.Address() != nd.Address() {
 		t.Fatalf("identity.json: %v", err)
 	}

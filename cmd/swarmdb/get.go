@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/swarmdb/swarmdb/db"
+	"github.com/swarmdb/swarmdb/bridge/client"
 )
 
 // getMain prints the value under KEY (the whole record with --json) as the
@@ -21,16 +21,16 @@ Exit codes: 0 found, 1 error, 2 usage, 3 not found.`)
 	if !ok {
 		return code
 	}
-	c, err := dialNode(ctx, ca.url, ca.flags.topic, ca.user)
+	c, err := client.Dial(ctx, ca.url, ca.flags.topic, ca.user)
 	if err != nil {
 		return failed(std, "get", err)
 	}
 	defer c.Close()
 	tctx, cancel := context.WithTimeout(ctx, ca.flags.timeout)
 	defer cancel()
-	rec, err := c.get(tctx, ca.args[0])
+	rec, err := c.Get(tctx, ca.args[0])
 	switch {
-	case errors.Is(err, errNotFound):
+	case errors.Is(err, client.ErrNotFound):
 		failed(std, "get", err)
 		return exitNotFound
 	case err != nil && ctx.Err() != nil:
@@ -43,9 +43,9 @@ Exit codes: 0 found, 1 error, 2 usage, 3 not found.`)
 }
 
 // printRecord prints the value (or, asJSON, the whole record) on one line.
-func printRecord(w io.Writer, rec *db.Record, asJSON bool) {
+func printRecord(w io.Writer, rec *client.Record, asJSON bool) {
 	if asJSON {
-		fmt.Fprintln(w, string(db.AppendRecord(nil, rec)))
+		fmt.Fprintln(w, string(client.AppendRecord(nil, rec)))
 		return
 	}
 	fmt.Fprintln(w, string(rec.Value))

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -13,7 +11,7 @@ import (
 // --listen6 beside --listen: the IPv6 socket's address, or "off". Left out,
 // a node bound to every interface (--listen 0.0.0.0:PORT) also listens on
 // [::]:PORT when the host has IPv6, and a node bound to one IPv4 address
-// has no IPv6 socket (dht.Config.ListenAddr6). An IPv6 --listen makes an
+// has no IPv6 socket (node.Config.ListenAddr6). An IPv6 --listen makes an
 // IPv6-only node.
 
 // listen6Flag adds --listen6 to f.
@@ -23,7 +21,7 @@ func listen6Flag(f *flags) *string {
 
 // checkListen6 checks a --listen6 value.
 func checkListen6(v string) error {
-	if v == "" || v == dht.ListenOff {
+	if v == "" || v == node.ListenOff {
 		return nil
 	}
 	return checkHostPort("listen6", v)
@@ -60,7 +58,7 @@ func familyOf(a netip.AddrPort) string {
 
 // natIPv6 adds the IPv6 side of a NAT report to the nat event: an "ipv6"
 // object (nat, public_addr, mapping, filtering) and a second human line.
-func natIPv6(human string, fields map[string]any, r holepunch.NATReport) (string, map[string]any) {
+func natIPv6(human string, fields map[string]any, r node.NATReport) (string, map[string]any) {
 	if r.IPv6 == nil {
 		return human, fields
 	}
@@ -72,20 +70,14 @@ func natIPv6(human string, fields map[string]any, r holepunch.NATReport) (string
 // bootstrapIPv6 adds the IPv6 socket of a bootstrap node to its ready
 // event ("addr6", "public_addr6", "id6") and returns its human line, ""
 // without one.
-func bootstrapIPv6(st dht.Stats, ready map[string]any) string {
-	ready["addr6"], ready["public_addr6"], ready["id6"] = "", "", ""
-	for _, f := range st.Families {
-		if f.Family != dht.IPv6 || f.LocalAddr == st.LocalAddr {
-			continue
-		}
-		ready["addr6"] = f.LocalAddr.String()
-		if f.PublicAddr.IsValid() {
-			ready["public_addr6"] = f.PublicAddr.String()
-		}
-		if f.Persistent {
-			ready["id6"] = f.ID.String()
-		}
-		return fmt.Sprintf("  listening   %s (IPv6)\n", f.LocalAddr)
+func bootstrapIPv6(st node.BootstrapStatus, ready map[string]any) string {
+	ready["addr6"], ready["public_addr6"], ready["id6"] = "", "", st.ID6
+	if !st.LocalAddr6.IsValid() {
+		return ""
 	}
-	return ""
+	ready["addr6"] = st.LocalAddr6.String()
+	if st.PublicAddr6.IsValid() {
+		ready["public_addr6"] = st.PublicAddr6.String()
+	}
+	return fmt.Sprintf("  listening   %s (IPv6)\n", st.LocalAddr6)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/node"
 )
 
 // TestNetcheckIPv6NATLab: netcheck reports IPv4 and IPv6 separately. A
@@ -46,7 +47,7 @@ func TestNetcheckIPv6NATLab(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), netcheckTestTimeout)
 			defer cancel()
-			rep, err := netcheck(ctx, netcheckConfig{Net: c.host.Net(), Listen: c.listen, Listen6: c.listen6, Bootstrap: c.boot})
+			rep, err := node.Netcheck(ctx, node.NetcheckConfig{Net: c.host.Net(), ListenAddr: c.listen, ListenAddr6: c.listen6, Bootstrap: c.boot})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,5 +1,6 @@
-// Command swarmdb runs swarmdb nodes and tools. It is a thin layer over the
-// packages: each subcommand parses flags, wires a component and reports.
+// Command swarmdb runs swarmdb nodes and tools. It is a thin layer over
+// package node (and bridge/client for put, get and watch): each subcommand
+// parses flags, calls one entry point and reports.
 //
 //	swarmdb node --topic T [--data DIR] [--bootstrap host:port,...] [--listen ip:port]
 //	             [--ws 127.0.0.1:9000|:9000|ws://host:port|off] [--origin pattern,...]

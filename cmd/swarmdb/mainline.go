@@ -5,7 +5,6 @@ import (
 	"net"
 	"strconv"
 
-	"github.com/swarmdb/swarmdb/mainline"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -29,7 +28,7 @@ func addMainlineFlags(f *flags) mainlineFlags {
 func (m mainlineFlags) routers() ([]string, error) {
 	var out []string
 	if *m.public {
-		out = append(out, splitList(mainline.PublicRouters)...)
+		out = append(out, splitList(node.PublicMainlineRouters)...)
 	}
 	for _, r := range splitList(*m.spec) {
 		host, port, err := net.SplitHostPort(r)

@@ -168,7 +168,19 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	st := c.nd.Stats()
 	emit("swarmdb_info", 1, st.PublicKey, st.Address)
+	collectSwarm(emit, st)
+	c.collectDHT(emit)
+	if ml, ok := c.nd.MainlineStats(); ok {
+		c.collectMainline(emit, ml)
+	}
+	collectStore(emit, st)
+}
 
+// emitFunc emits one sample of the named metric.
+type emitFunc func(name string, v float64, labels ...string)
+
+// collectSwarm emits the swarm's metrics.
+func collectSwarm(emit emitFunc, st node.Stats) {
 	sw := st.Swarm
 	for _, p := range sortedKeys(sw.ByPath) {
 		emit("swarmdb_swarm_connections", float64(sw.ByPath[p]), string(p))
@@ -201,31 +213,35 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	emit("swarmdb_swarm_lookups_total", float64(sw.Lookups))
 	emit("swarmdb_swarm_lan_found_total", float64(sw.LANFound))
 	emit("swarmdb_swarm_network_changes_total", float64(sw.NetworkChanges))
+}
 
-	if d, ok := c.nd.DHTStats(); ok {
-		emit("swarmdb_dht_packets_total", float64(d.PacketsIn), "in")
-		emit("swarmdb_dht_packets_total", float64(d.PacketsOut), "out")
-		emit("swarmdb_dht_requests_in_total", float64(d.RequestsIn))
-		emit("swarmdb_dht_replies_in_total", float64(d.RepliesIn))
-		emit("swarmdb_dht_timeouts_total", float64(d.Timeouts))
-		emit("swarmdb_dht_dropped_total", float64(d.DroppedMalformed), "malformed")
-		emit("swarmdb_dht_dropped_total", float64(d.DroppedBadVersion), "bad_version")
-		emit("swarmdb_dht_dropped_total", float64(d.DroppedRateLimited), "rate_limited")
-		emit("swarmdb_dht_dropped_total", float64(d.DroppedUnexpectedReply), "unexpected_reply")
-		emit("swarmdb_dht_dropped_total", float64(d.IgnoredBadID), "bad_id")
-		emit("swarmdb_dht_refused_total", float64(d.RefusedBadToken), "bad_token")
-		emit("swarmdb_dht_refused_total", float64(d.RefusedBadSignature), "bad_signature")
-		emit("swarmdb_dht_refused_total", float64(d.RefusedBadRecord), "bad_record")
-		emit("swarmdb_dht_stun_answered_total", float64(d.STUNAnswered))
-		emit("swarmdb_dht_relays_forwarded_total", float64(d.RelaysForwarded))
-		emit("swarmdb_dht_routing_table", float64(d.RoutingTable))
-		emit("swarmdb_dht_records", float64(d.Records))
+// collectDHT emits the DHT node's metrics, when the node runs one.
+func (c *nodeCollector) collectDHT(emit emitFunc) {
+	d, ok := c.nd.DHTStats()
+	if !ok {
+		return
 	}
+	emit("swarmdb_dht_packets_total", float64(d.PacketsIn), "in")
+	emit("swarmdb_dht_packets_total", float64(d.PacketsOut), "out")
+	emit("swarmdb_dht_requests_in_total", float64(d.RequestsIn))
+	emit("swarmdb_dht_replies_in_total", float64(d.RepliesIn))
+	emit("swarmdb_dht_timeouts_total", float64(d.Timeouts))
+	emit("swarmdb_dht_dropped_total", float64(d.DroppedMalformed), "malformed")
+	emit("swarmdb_dht_dropped_total", float64(d.DroppedBadVersion), "bad_version")
+	emit("swarmdb_dht_dropped_total", float64(d.DroppedRateLimited), "rate_limited")
+	emit("swarmdb_dht_dropped_total", float64(d.DroppedUnexpectedReply), "unexpected_reply")
+	emit("swarmdb_dht_dropped_total", float64(d.IgnoredBadID), "bad_id")
+	emit("swarmdb_dht_refused_total", float64(d.RefusedBadToken), "bad_token")
+	emit("swarmdb_dht_refused_total", float64(d.RefusedBadSignature), "bad_signature")
+	emit("swarmdb_dht_refused_total", float64(d.RefusedBadRecord), "bad_record")
+	emit("swarmdb_dht_stun_answered_total", float64(d.STUNAnswered))
+	emit("swarmdb_dht_relays_forwarded_total", float64(d.RelaysForwarded))
+	emit("swarmdb_dht_routing_table", float64(d.RoutingTable))
+	emit("swarmdb_dht_records", float64(d.Records))
+}
 
-	if ml, ok := c.nd.MainlineStats(); ok {
-		c.collectMainline(emit, ml)
-	}
-
+// collectStore emits the store's and the message layer's metrics.
+func collectStore(emit emitFunc, st node.Stats) {
 	emit("swarmdb_records_total", float64(st.Store.Accepted), "accepted")
 	emit("swarmdb_records_total", float64(st.Store.Ignored), "ignored")
 	emit("swarmdb_records_total", float64(st.Store.Rejected), "rejected")
@@ -248,7 +264,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // collectMainline emits the mainline part's metrics.
-func (c *nodeCollector) collectMainline(emit func(string, float64, ...string), ml node.MainlineStats) {
+func (c *nodeCollector) collectMainline(emit emitFunc, ml node.MainlineStats) {
 	emit("swarmdb_mainline_read_only", boolValue(ml.ReadOnly))
 	emit("swarmdb_mainline_nodes", float64(ml.GoodNodes), "good")
 	emit("swarmdb_mainline_nodes", float64(ml.Nodes), "all")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,21 +11,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pion/transport/v2"
-	"github.com/pion/transport/v2/stdnet"
-
-	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
-	"github.com/swarmdb/swarmdb/portmap"
+	"github.com/swarmdb/swarmdb/node"
 )
 
 // netcheckTimeout bounds a whole netcheck: the filtering probes wait about
 // a second each per bootstrap node tried, the rest is a few round trips.
 const netcheckTimeout = 30 * time.Second
-
-// errNoBootstrap is returned when netcheck was given nothing to ask.
-var errNoBootstrap = errors.New("--bootstrap is required (host:port,...)")
 
 const netcheckAbout = `Starts a throwaway DHT node and measures the NAT in front of its UDP socket against the
 --bootstrap nodes (every DHT node answers STUN): the public address, the mapping and
@@ -64,7 +54,7 @@ func netcheckMain(ctx context.Context, args []string, std stdio) int {
 	}
 	tctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	rep, err := netcheck(tctx, netcheckConfig{Listen: *listen, Listen6: *listen6, Bootstrap: bootstrap, PortMap: !*noPortMap,
+	rep, err := node.Netcheck(tctx, node.NetcheckConfig{ListenAddr: *listen, ListenAddr6: *listen6, Bootstrap: bootstrap, PortMap: !*noPortMap,
 		Logger: newLogger(std.err, *asJSON, logLevel(*verbose, slog.LevelWarn))})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -80,126 +70,8 @@ func netcheckMain(ctx context.Context, args []string, std stdio) int {
 	return exitOK
 }
 
-// netcheckConfig configures netcheck. Bootstrap is required.
-type netcheckConfig struct {
-	// Net opens the socket. Zero means the real network; tests pass a vnet
-	// or a natlab host's namespace.
-	Net transport.Net
-	// Listen is the local address. Zero means "0.0.0.0:0".
-	Listen string
-	// Listen6 is the IPv6 socket's (dht.Config.ListenAddr6).
-	Listen6   string
-	Bootstrap []netip.AddrPort
-	// ProbeWait is the wait for a filtering probe. Zero means
-	// holepunch.DefaultProbeWait.
-	ProbeWait time.Duration
-	// PortMap asks the router for a mapping of the socket's port before
-	// measuring (not when the socket or every bootstrap node is on
-	// loopback: no router in between). Gateway is the router to ask; nil
-	// means the default route's, which only the system network has.
-	PortMap bool
-	Gateway func() (netip.Addr, error)
-	// Logger zero means discard.
-	Logger *slog.Logger
-}
-
-// netcheckReport is netcheck's result: the NAT measurement and the port
-// mapping the router granted (nil when none was asked for).
-type netcheckReport struct {
-	holepunch.NATReport
-	PortMap *portmap.Status `json:"portmap,omitempty"`
-}
-
-// portMapWait bounds netcheck's wait for the router's answer (see
-// node.portMapStartWait: a gateway without port mapping says so at once).
-const portMapWait = 2 * time.Second
-
-// netcheck starts an ephemeral DHT node with the prober on its OnPacket
-// hook, asks the router to map its port (with cfg.PortMap), measures its
-// NAT against the bootstrap nodes and the nodes a lookup finds, and closes
-// the node and the mapping.
-func netcheck(ctx context.Context, cfg netcheckConfig) (netcheckReport, error) {
-	if len(cfg.Bootstrap) == 0 {
-		return netcheckReport{}, errNoBootstrap
-	}
-	if cfg.Net == nil {
-		n, err := stdnet.NewNet()
-		if err != nil {
-			return netcheckReport{}, err
-		}
-		cfg.Net = n
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = "0.0.0.0:0"
-	}
-	p := dhtprobe.New()
-	node := dht.New(dht.Config{
-		Net: cfg.Net, ListenAddr: cfg.Listen, ListenAddr6: cfg.Listen6, Bootstrap: cfg.Bootstrap, Mode: dht.ModeEphemeral,
-		OnPacket: p.HandlePacket, Logger: cfg.Logger,
-	})
-	p.Attach(node)
-	if err := node.Start(); err != nil {
-		return netcheckReport{}, err
-	}
-	defer node.Close()
-	var out netcheckReport
-	if pm := startNetcheckPortMap(ctx, cfg, node.LocalAddr()); pm != nil {
-		defer func() {
-			_ = pm.Close()
-		}()
-		st := pm.Status()
-		out.PortMap = &st
-	}
-	rep, err := dhtprobe.Measure(ctx, node, p, dhtprobe.MeasureConfig{Net: cfg.Net, ProbeWait: cfg.ProbeWait, Hairpin: true, Logger: cfg.Logger})
-	out.NATReport = rep
-	if errors.Is(err, holepunch.ErrNoAnswer) {
-		return out, fmt.Errorf("no bootstrap node answered (tried %v): %w", cfg.Bootstrap, err)
-	}
-	return out, err
-}
-
-// startNetcheckPortMap maps the socket's port when cfg asks for it and
-// there can be a router in between, and waits for the router's answer; nil
-// means no mapping was asked for.
-func startNetcheckPortMap(ctx context.Context, cfg netcheckConfig, local netip.AddrPort) *portmap.Client {
-	if !cfg.PortMap || local.Addr().IsLoopback() || allLoopback(cfg.Bootstrap) {
-		return nil
-	}
-	pcfg := portmap.Config{Net: cfg.Net, Gateway: cfg.Gateway, UDPPort: local.Port(), Logger: cfg.Logger}
-	if !local.Addr().IsUnspecified() {
-		pcfg.LocalIP = local.Addr()
-	}
-	pm, err := portmap.New(pcfg)
-	if err != nil {
-		if cfg.Logger != nil {
-			cfg.Logger.Debug("no port mapping", "err", err)
-		}
-		return nil
-	}
-	if err := pm.Start(); err != nil {
-		return nil
-	}
-	t := time.NewTimer(portMapWait)
-	defer t.Stop()
-	select {
-	case <-pm.Ready():
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	return pm
-}
-
-func allLoopback(addrs []netip.AddrPort) bool {
-	for _, a := range addrs {
-		if !a.Addr().IsLoopback() {
-			return false
-		}
-	}
-	return true
-}
-
 // printReport writes the human report: IPv4, then IPv6 when measured.
-func printReport(w io.Writer, nr netcheckReport) {
+func printReport(w io.Writer, nr node.NetcheckReport) {
 	r := nr.NATReport
 	if r.IPv6 == nil {
 		printFamily(w, r, nr.PortMap)
@@ -217,7 +89,7 @@ func printReport(w io.Writer, nr netcheckReport) {
 
 // printFamily writes one family's report; pm is the port mapping (IPv4
 // only: IPv6 has no translation to map).
-func printFamily(w io.Writer, r holepunch.NATReport, pm *portmap.Status) {
+func printFamily(w io.Writer, r node.NATReport, pm *node.PortMapStatus) {
 	fmt.Fprintf(w, "public address: %s\n", r.PublicAddr)
 	if len(r.PublicAddrs) > 1 {
 		fmt.Fprintf(w, "all public addresses: %v\n", r.PublicAddrs)
@@ -247,8 +119,8 @@ func printFamily(w io.Writer, r holepunch.NATReport, pm *portmap.Status) {
 }
 
 // portMapLine describes a port mapping status in one line, for people.
-func portMapLine(st portmap.Status) string {
-	if st.State != portmap.StateMapped || st.UDP == nil {
+func portMapLine(st node.PortMapStatus) string {
+	if st.State != node.PortMapMapped || st.UDP == nil {
 		line := string(st.State)
 		if st.Err != nil {
 			line += ": " + strings.SplitN(st.Err.Error(), "\n", 2)[0]

@@ -16,6 +16,7 @@ import (
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/node"
 )
 
 // netcheckTestTimeout bounds one netcheck in a test.
@@ -143,7 +144,7 @@ func TestNetcheckNATLab(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), netcheckTestTimeout)
 			defer cancel()
-			rep, err := netcheck(ctx, netcheckConfig{Net: c.host.Net(), Listen: c.host.IP().String() + ":0", Bootstrap: servers[:1]})
+			rep, err := node.Netcheck(ctx, node.NetcheckConfig{Net: c.host.Net(), ListenAddr: c.host.IP().String() + ":0", Bootstrap: servers[:1]})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -198,7 +199,7 @@ func TestNetcheckPortMapNATLab(t *testing.T) {
 			h := r.AddHost("a")
 			ctx, cancel := context.WithTimeout(context.Background(), netcheckTestTimeout)
 			defer cancel()
-			rep, err := netcheck(ctx, netcheckConfig{Net: h.Net(), Listen: h.IP().String() + ":0", Bootstrap: servers[:1],
+			rep, err := node.Netcheck(ctx, node.NetcheckConfig{Net: h.Net(), ListenAddr: h.IP().String() + ":0", Bootstrap: servers[:1],
 				PortMap: true, Gateway: func() (netip.Addr, error) { return h.Gateway(), nil }})
 			if err != nil {
 				t.Fatal(err)

@@ -13,10 +13,6 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/node"
-	"github.com/swarmdb/swarmdb/secure"
-	"github.com/swarmdb/swarmdb/swarm"
-
-	"github.com/swarmdb/swarmdb/db"
 )
 
 // Timeouts of `swarmdb node`.
@@ -50,189 +46,280 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 1 error (could not start, unclean stop)
 
 // nodeMain runs a node until ctx ends and returns the exit code.
 func nodeMain(ctx context.Context, args []string, std stdio) int {
+	nf := newNodeFlags()
+	if code, ok := nf.parse(ctx, args, std); !ok {
+		return code
+	}
+	r := newNodeRun(nf, std)
+	nd, err := node.New(r.cfg)
+	if err != nil {
+		if errors.Is(err, node.ErrConfig) {
+			return nf.f.usageError(std, "%v", err)
+		}
+		return r.fail("identity", err)
+	}
+	r.nd = nd
+	if code, ok := r.start(ctx); !ok {
+		return code
+	}
+	r.out.emit("ready", readyHuman(nd, r.cfg.Topic, r.lanOnly, r.metricsLn), readyFields(nd, r.cfg.Topic, r.cfg.DataDir, r.lanOnly, r.metricsLn))
+	r.watchNAT(ctx)
+	<-ctx.Done()
+	return r.stop()
+}
+
+// nodeFlags are node's flags; most land in cfg directly.
+type nodeFlags struct {
+	f   *flags
+	cfg node.Config
+	ml  mainlineFlags
+
+	// The flags that are not cfg's fields as they are.
+	listen6, ws, origins, mode, metricsAddr *string
+	asJSON, verbose                         *bool
+}
+
+func newNodeFlags() *nodeFlags {
 	f := newFlags("node", "", nodeAbout)
-	var cfg node.Config
+	nf := &nodeFlags{f: f}
+	cfg := &nf.cfg
 	f.StringVar(&cfg.Topic, "topic", "", "topic to join (required); ToolDb clients must use the same topic")
 	f.StringVar(&cfg.DataDir, "data", "./swarmdb-data", "data directory: identity.json (the node's keys), the store (db/) and the lock")
 	f.list(&cfg.Bootstrap, "bootstrap", "comma-separated host:port of DHT bootstrap nodes; none (and no --mainline or --public) means LAN discovery only")
-	ml := addMainlineFlags(f)
+	nf.ml = addMainlineFlags(f)
 	f.StringVar(&cfg.ListenAddr, "listen", "0.0.0.0:0", "UDP address of the node's socket (DHT, STUN, hole punching, sessions)")
-	listen6 := listen6Flag(f)
-	ws := f.String("ws", "127.0.0.1:9000", `WebSocket address for ToolDb clients and browsers: host:port, ":9000" (every interface), ws://host:port, or "off"`)
-	origins := f.String("origin", "", "comma-separated browser origins the WebSocket accepts (host patterns, or scheme://host); none means any")
+	nf.listen6 = listen6Flag(f)
+	nf.ws = f.String("ws", "127.0.0.1:9000", `WebSocket address for ToolDb clients and browsers: host:port, ":9000" (every interface), ws://host:port, or "off"`)
+	nf.origins = f.String("origin", "", "comma-separated browser origins the WebSocket accepts (host patterns, or scheme://host); none means any")
 	f.StringVar(&cfg.PublicWebSocketURL, "public-ws", "", "the URL browsers reach this node's WebSocket at from outside (ws://host:port or wss://host:port); announced on the DHT and listed in /peers.json")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate: serve HTTPS and WSS on --ws (read again when the file changes)")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	f.BoolVar(&cfg.Server, "server", false, "announce the topic (accept connections); with neither --server nor --client, both")
 	f.BoolVar(&cfg.Client, "client", false, "look the topic up and dial its peers; with neither --server nor --client, both")
-	mode := f.String("mode", "", `"server", "client" or "both" (instead of --server/--client)`)
+	nf.mode = f.String("mode", "", `"server", "client" or "both" (instead of --server/--client)`)
 	f.BoolVar(&cfg.RepairStore, "repair", false, "open a store whose write-ahead log is damaged: keep a copy of it, drop the writes after the damage (peers send back what they hold)")
-	metricsAddr := f.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)")
+	nf.metricsAddr = f.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)")
 	f.BoolVar(&cfg.KeepLoopback, "loopback", false, "keep loopback ICE candidates (several nodes on one host, tests)")
 	f.BoolVar(&cfg.DisableLAN, "no-lan", false, "turn LAN discovery (mDNS) off")
-	f.IntVar(&cfg.MaxPeers, "max-peers", swarm.DefaultMaxPeers, "most swarm connections at once; a larger swarm stays one network through the membership protocol")
+	f.IntVar(&cfg.MaxPeers, "max-peers", node.DefaultMaxPeers, "most swarm connections at once; a larger swarm stays one network through the membership protocol")
 	f.BoolVar(&cfg.DisablePortMap, "no-portmap", false, "do not ask the router (PCP, NAT-PMP, UPnP-IGD) to forward the node's UDP port")
 	f.BoolVar(&cfg.MapWebSocket, "map-ws", false, "also map the WebSocket's TCP port on the router and announce it there on the mainline DHT (--ws must listen on a LAN address, e.g. :9000)")
-	asJSON := f.Bool("json", false, "print events as one JSON object per line on stdout; logs as JSON on stderr")
-	verbose := f.Bool("v", false, "debug logging")
-	if _, code, ok := f.parse(args, 0, std); !ok {
-		return code
+	nf.asJSON = f.Bool("json", false, "print events as one JSON object per line on stdout; logs as JSON on stderr")
+	nf.verbose = f.Bool("v", false, "debug logging")
+	return nf
+}
+
+// parse parses and checks the flags and resolves --bootstrap. It returns
+// ok false with the exit code when the command must stop.
+func (nf *nodeFlags) parse(ctx context.Context, args []string, std stdio) (code int, ok bool) {
+	if _, code, ok := nf.f.parse(args, 0, std); !ok {
+		return code, false
 	}
-	if cfg.Topic == "" {
-		return f.usageError(std, "--topic is required")
+	if err := nf.check(); err != nil {
+		return nf.f.usageError(std, "%v", err), false
 	}
-	if cfg.MaxPeers < 1 {
-		return f.usageError(std, "--max-peers %d: want at least 1", cfg.MaxPeers)
+	if err := nf.f.hosts.resolve(ctx); err != nil {
+		return failed(std, "node", fmt.Errorf("--bootstrap: %w", err)), false
 	}
-	switch *mode {
-	case "":
-	case "server":
-		cfg.Server, cfg.Client = true, false
-	case "client":
-		cfg.Server, cfg.Client = false, true
-	case "both":
-		cfg.Server, cfg.Client = true, true
-	default:
-		return f.usageError(std, "--mode %q: want server, client or both", *mode)
+	return exitOK, true
+}
+
+// check checks the flags, in the order usage errors are reported, and
+// fills the rest of cfg.
+func (nf *nodeFlags) check() error {
+	cfg := &nf.cfg
+	switch {
+	case cfg.Topic == "":
+		return errors.New("--topic is required")
+	case cfg.MaxPeers < 1:
+		return fmt.Errorf("--max-peers %d: want at least 1", cfg.MaxPeers)
+	}
+	if err := nf.checkMode(); err != nil {
+		return err
 	}
 	var err error
-	if cfg.WebSocketAddr, err = nodeWSListen(*ws); err != nil {
-		return f.usageError(std, "%v", err)
+	if cfg.WebSocketAddr, err = nodeWSListen(*nf.ws); err != nil {
+		return err
 	}
-	if err := checkMapWS(cfg); err != nil {
-		return f.usageError(std, "%v", err)
+	if err := checkMapWS(*cfg); err != nil {
+		return err
 	}
 	if err := checkHostPort("listen", cfg.ListenAddr); err != nil {
-		return f.usageError(std, "%v", err)
+		return err
 	}
-	if cfg.ListenAddr6 = *listen6; checkListen6(cfg.ListenAddr6) != nil {
-		return f.usageError(std, "%v", checkListen6(cfg.ListenAddr6))
+	if cfg.ListenAddr6 = *nf.listen6; checkListen6(cfg.ListenAddr6) != nil {
+		return checkListen6(cfg.ListenAddr6)
 	}
-	if *metricsAddr != "" {
-		if err := checkHostPort("metrics", *metricsAddr); err != nil {
-			return f.usageError(std, "%v", err)
+	if *nf.metricsAddr != "" {
+		if err := checkHostPort("metrics", *nf.metricsAddr); err != nil {
+			return err
 		}
 	}
-	cfg.AllowedOrigins = splitList(*origins)
-	if cfg.Mainline, err = ml.routers(); err != nil {
-		return f.usageError(std, "%v", err)
-	}
-	if err := f.hosts.resolve(ctx); err != nil {
-		return failed(std, "node", fmt.Errorf("--bootstrap: %w", err))
-	}
-	topic, dataDir := cfg.Topic, cfg.DataDir
-	lanOnly := len(cfg.Bootstrap) == 0 && len(cfg.Mainline) == 0
-	log := newLogger(std.err, *asJSON, logLevel(*verbose, slog.LevelInfo))
-	cfg.Logger = log
-	out := &syncEvents{ev: eventWriter{json: *asJSON, w: std.out}}
-	// An error is an event for --json readers (on stdout, with the other
-	// events) and a line on stderr for people.
-	report := func(reason string, err error) {
-		if *asJSON {
-			out.emit("error", "", map[string]any{"reason": reason, "error": err.Error()})
-			return
-		}
-		failed(std, "node", err)
-	}
-	fail := func(reason string, err error) int {
-		if *asJSON {
-			report(reason, err)
-		} else {
-			report(reason, nodeStartError(reason, err))
-		}
-		return exitError
-	}
+	cfg.AllowedOrigins = splitList(*nf.origins)
+	cfg.Mainline, err = nf.ml.routers()
+	return err
+}
 
-	if *ml.public {
-		log.Warn("joining the public BitTorrent mainline DHT: this node's IP address is published there")
+// checkMode applies --mode over --server and --client.
+func (nf *nodeFlags) checkMode() error {
+	switch *nf.mode {
+	case "":
+	case "server":
+		nf.cfg.Server, nf.cfg.Client = true, false
+	case "client":
+		nf.cfg.Server, nf.cfg.Client = false, true
+	case "both":
+		nf.cfg.Server, nf.cfg.Client = true, true
+	default:
+		return fmt.Errorf("--mode %q: want server, client or both", *nf.mode)
 	}
-	cfg.OnMainlinePeer = mainlinePeerEvent(out)
-	conns := newConnMetrics()
-	cfg.OnPeerConnect = func(e node.PeerEvent) {
-		conns.observe(e)
-		peer := hex.EncodeToString(e.PublicKey)
-		ms := e.ConnectTime.Seconds() * 1000
-		out.emit("peer_connected", fmt.Sprintf("peer %s connected (%s over %s, %s) in %.1f ms", peer[:16], e.Path, familyOf(e.Remote), e.Role, ms),
-			map[string]any{"peer": peer, "path": string(e.Path), "family": familyOf(e.Remote), "role": e.Role, "connect_ms": ms})
+	return nil
+}
+
+// nodeRun is one run of a node: its config, events and metrics server.
+type nodeRun struct {
+	std         stdio
+	asJSON      bool
+	cfg         node.Config
+	lanOnly     bool
+	metricsAddr string
+	out         *syncEvents
+	conns       *connMetrics
+
+	nd         *node.Node
+	started    time.Time
+	metricsLn  net.Listener
+	metricsSrv *http.Server
+	wg         sync.WaitGroup // the metrics server and the NAT report
+}
+
+// newNodeRun sets up logging and the event hooks of cfg.
+func newNodeRun(nf *nodeFlags, std stdio) *nodeRun {
+	r := &nodeRun{std: std, asJSON: *nf.asJSON, cfg: nf.cfg, metricsAddr: *nf.metricsAddr,
+		lanOnly: len(nf.cfg.Bootstrap) == 0 && len(nf.cfg.Mainline) == 0,
+		out:     &syncEvents{ev: eventWriter{json: *nf.asJSON, w: std.out}}, conns: newConnMetrics()}
+	r.cfg.Logger = newLogger(std.err, r.asJSON, logLevel(*nf.verbose, slog.LevelInfo))
+	if *nf.ml.public {
+		r.cfg.Logger.Warn("joining the public BitTorrent mainline DHT: this node's IP address is published there")
 	}
-	cfg.OnPeerDisconnect = func(e node.PeerEvent) {
-		peer := hex.EncodeToString(e.PublicKey)
-		reason := disconnectReason(e.Err)
-		fields := map[string]any{"peer": peer, "path": string(e.Path), "role": e.Role, "reason": reason}
-		human := fmt.Sprintf("peer %s disconnected (%s)", peer[:16], reason)
-		if e.Err != nil {
-			fields["error"] = e.Err.Error()
-			human += ": " + e.Err.Error()
+	r.cfg.OnMainlinePeer = mainlinePeerEvent(r.out)
+	r.cfg.OnPeerConnect = r.peerConnected
+	r.cfg.OnPeerDisconnect = r.peerDisconnected
+	return r
+}
+
+func (r *nodeRun) peerConnected(e node.PeerEvent) {
+	r.conns.observe(e)
+	peer := hex.EncodeToString(e.PublicKey)
+	ms := e.ConnectTime.Seconds() * 1000
+	r.out.emit("peer_connected", fmt.Sprintf("peer %s connected (%s over %s, %s) in %.1f ms", peer[:16], e.Path, familyOf(e.Remote), e.Role, ms),
+		map[string]any{"peer": peer, "path": string(e.Path), "family": familyOf(e.Remote), "role": e.Role, "connect_ms": ms})
+}
+
+func (r *nodeRun) peerDisconnected(e node.PeerEvent) {
+	peer := hex.EncodeToString(e.PublicKey)
+	reason := e.Reason()
+	fields := map[string]any{"peer": peer, "path": string(e.Path), "role": e.Role, "reason": reason}
+	human := fmt.Sprintf("peer %s disconnected (%s)", peer[:16], reason)
+	if e.Err != nil {
+		fields["error"] = e.Err.Error()
+		human += ": " + e.Err.Error()
+	}
+	r.out.emit("peer_disconnected", human, fields)
+}
+
+// report tells of an error: an event for --json readers (on stdout, with
+// the other events), a line on stderr for people.
+func (r *nodeRun) report(reason string, err error) {
+	if r.asJSON {
+		r.out.emit("error", "", map[string]any{"reason": reason, "error": err.Error()})
+		return
+	}
+	failed(r.std, "node", err)
+}
+
+// fail reports why the node could not start and returns exitError.
+func (r *nodeRun) fail(reason string, err error) int {
+	if !r.asJSON {
+		err = nodeStartError(reason, err)
+	}
+	r.report(reason, err)
+	return exitError
+}
+
+// start opens the metrics listener (before Start, so that a taken port
+// fails fast, before joining), starts the node and serves the metrics.
+func (r *nodeRun) start(ctx context.Context) (code int, ok bool) {
+	if r.metricsAddr != "" {
+		ln, err := net.Listen("tcp", r.metricsAddr)
+		if err != nil {
+			return r.fail("metrics", err), false
 		}
-		out.emit("peer_disconnected", human, fields)
-	}
-	nd, err := node.New(cfg)
-	if err != nil {
-		if errors.Is(err, node.ErrConfig) {
-			return f.usageError(std, "%v", err)
-		}
-		return fail("identity", err)
-	}
-	var metricsLn net.Listener
-	if *metricsAddr != "" {
-		// Listen before Start so a taken port fails fast, before joining.
-		if metricsLn, err = net.Listen("tcp", *metricsAddr); err != nil {
-			return fail("metrics", err)
-		}
+		r.metricsLn = ln
 	}
 	sctx, cancel := context.WithTimeout(ctx, nodeStartTimeout)
-	err = nd.Start(sctx)
+	err := r.nd.Start(sctx)
 	cancel()
 	if err != nil {
-		if metricsLn != nil {
-			metricsLn.Close()
+		if r.metricsLn != nil {
+			r.metricsLn.Close()
 		}
 		if ctx.Err() != nil {
-			out.emit("stopped", "interrupted while starting", map[string]any{"reason": "signal"})
-			return exitOK
+			r.out.emit("stopped", "interrupted while starting", map[string]any{"reason": "signal"})
+			return exitOK, false
 		}
-		return fail("start", err)
+		return r.fail("start", err), false
 	}
-	started := time.Now()
-	var wg sync.WaitGroup
-	var metricsSrv *http.Server
-	if metricsLn != nil {
-		metricsSrv = &http.Server{Handler: metricsHandler(nd, conns), ReadHeaderTimeout: 10 * time.Second}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := metricsSrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				report("metrics", fmt.Errorf("metrics server stopped: %w", err))
-			}
-		}()
-	}
+	r.started = time.Now()
+	r.serveMetrics()
+	return exitOK, true
+}
 
-	out.emit("ready", readyHuman(nd, topic, lanOnly, metricsLn), readyFields(nd, topic, dataDir, lanOnly, metricsLn))
-	if !lanOnly && nd.NAT().Class == "" {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			reportNAT(ctx, nd, out)
-		}()
+func (r *nodeRun) serveMetrics() {
+	if r.metricsLn == nil {
+		return
 	}
+	r.metricsSrv = &http.Server{Handler: metricsHandler(r.nd, r.conns), ReadHeaderTimeout: 10 * time.Second}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := r.metricsSrv.Serve(r.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.report("metrics", fmt.Errorf("metrics server stopped: %w", err))
+		}
+	}()
+}
 
-	<-ctx.Done()
-	if metricsSrv != nil {
+// watchNAT reports the first NAT measurement in a "nat" event when it was
+// not ready for the ready event.
+func (r *nodeRun) watchNAT(ctx context.Context) {
+	if r.lanOnly || r.nd.NAT().Class != "" {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		reportNAT(ctx, r.nd, r.out)
+	}()
+}
+
+// stop stops the metrics server and the node, and reports how it went.
+func (r *nodeRun) stop() int {
+	if r.metricsSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
-		_ = metricsSrv.Shutdown(sctx)
+		_ = r.metricsSrv.Shutdown(sctx)
 		cancel()
 	}
-	wg.Wait()
-	st := nd.Stats()
-	cerr := nd.Close()
-	fields := map[string]any{"reason": "signal", "uptime_s": time.Since(started).Seconds(),
+	r.wg.Wait()
+	st := r.nd.Stats()
+	cerr := r.nd.Close()
+	fields := map[string]any{"reason": "signal", "uptime_s": time.Since(r.started).Seconds(),
 		"records_accepted": st.Store.Accepted, "messages_in": st.Bridge.MessagesIn}
 	if cerr != nil {
 		fields["error"] = cerr.Error()
-		out.emit("stopped", "stopped with an error: "+cerr.Error(), fields)
+		r.out.emit("stopped", "stopped with an error: "+cerr.Error(), fields)
 		return exitError
 	}
-	out.emit("stopped", "stopped cleanly", fields)
+	r.out.emit("stopped", "stopped cleanly", fields)
 	return exitOK
 }
 
@@ -265,10 +352,10 @@ func checkMapWS(cfg node.Config) error {
 func nodeStartError(reason string, err error) error {
 	msg := strings.TrimPrefix(err.Error(), "node: ")
 	switch {
-	case errors.Is(err, db.ErrWALCorrupt):
+	case errors.Is(err, node.ErrWALCorrupt):
 		msg += "\nNothing was changed. Start with --repair to keep a copy of the store and open what precedes the damage" +
 			"\n(the node's peers send back the records they hold), or restore the data directory from a backup."
-	case errors.Is(err, db.ErrCorrupt):
+	case errors.Is(err, node.ErrStoreCorrupt):
 		msg += "\nNothing was changed. Restore the data directory from a backup, or move its db/ away" +
 			"\n(keep identity.json) and start: the node's peers send back the records they hold."
 	case errors.Is(err, node.ErrDataDirInUse), errors.Is(err, node.ErrIdentity):
@@ -379,32 +466,4 @@ func reportNAT(ctx context.Context, nd *node.Node, out *syncEvents) {
 		out.emit("nat", human, fields)
 		return
 	}
-}
-
-// disconnectReason names why a swarm connection ended, for the
-// peer_disconnected event.
-func disconnectReason(err error) string {
-	switch {
-	case err == nil, errors.Is(err, secure.ErrSessionClosed):
-		return "closed"
-	case errors.Is(err, swarm.ErrClosed):
-		return "shutdown"
-	case errors.Is(err, secure.ErrRemoteClosed):
-		return "remote_closed"
-	case errors.Is(err, secure.ErrPeerDead):
-		return "timeout"
-	case errors.Is(err, swarm.ErrDuplicate):
-		return "duplicate"
-	case errors.Is(err, swarm.ErrDead):
-		return "dead_after_network_change"
-	case errors.Is(err, swarm.ErrStale):
-		return "silent"
-	case errors.Is(err, swarm.ErrDemoted):
-		return "demoted"
-	case errors.Is(err, swarm.ErrBanned):
-		return "banned"
-	case errors.Is(err, swarm.ErrFirewalled):
-		return "firewall"
-	}
-	return "error"
 }

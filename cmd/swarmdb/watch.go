@@ -2,9 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
-	"github.com/swarmdb/swarmdb/bridge"
+	"github.com/swarmdb/swarmdb/bridge/client"
 )
 
 // watchMain subscribes to KEY on a node and prints one line per value (the
@@ -18,8 +19,7 @@ Exit codes: 0 interrupted (SIGINT/SIGTERM), 1 error, 2 usage, 5 connection lost.
 	if !ok {
 		return code
 	}
-	key := ca.args[0]
-	c, err := dialNode(ctx, ca.url, ca.flags.topic, ca.user)
+	c, err := client.Dial(ctx, ca.url, ca.flags.topic, ca.user)
 	if err != nil {
 		if ctx.Err() != nil {
 			return exitOK
@@ -27,32 +27,24 @@ Exit codes: 0 interrupted (SIGINT/SIGTERM), 1 error, 2 usage, 5 connection lost.
 		return failed(std, "watch", err)
 	}
 	defer c.Close()
-	sub := &bridge.Message{Type: bridge.TypeSubscribe, ID: newMsgID(), Key: key}
-	if err := c.send(ctx, sub); err != nil {
+	sub, err := c.Subscribe(ctx, ca.args[0])
+	if err != nil {
 		return failed(std, "watch", err)
 	}
-	last := "" // h+s of the last record printed: a push may repeat the subscribe's answer
 	for {
-		m, err := c.next(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return exitOK
-			}
+		rec, err := sub.Next(ctx)
+		switch {
+		case err == nil:
+			printRecord(std.out, &rec, ca.flags.asJSON)
+		case errors.Is(err, client.ErrUnverified):
+			fmt.Fprintf(std.err, "swarmdb watch: %v\n", err)
+		case errors.Is(err, client.ErrRefused):
+			return failed(std, "watch", err)
+		case ctx.Err() != nil:
+			return exitOK
+		default:
 			failed(std, "watch", err)
 			return exitLost
-		}
-		switch {
-		case m.Type == bridge.TypeError && m.Ref == sub.ID:
-			return failed(std, "watch", fmt.Errorf("refused by the node (%s): %s", m.Code, m.Error))
-		case (m.Type == bridge.TypePut || m.Type == bridge.TypeCRDTPut) && m.Data != nil && m.Data.Key == key:
-			if hk := m.Data.Hash + "\x00" + m.Data.Sig; hk != last || m.Data.CRDT != "" {
-				if err := checkRecord(m.Data); err != nil {
-					fmt.Fprintf(std.err, "swarmdb watch: %v\n", err)
-					continue
-				}
-				last = hk
-				printRecord(std.out, m.Data, ca.flags.asJSON)
-			}
 		}
 	}
 }

@@ -3,8 +3,8 @@
 // all of 127.0.0.0/8 to the loopback interface), so per-IP rules such as
 // rate limits and tokens behave as between real hosts. VNet (vnet.go) is the
 // same idea on pion's in-process vnet, with NAT routers, for fast NAT tests
-// without root. Tests, benchmarks and `swarmdb demo` use it. It must not be
-// imported by production packages other than the demo.
+// without root. Tests and benchmarks use it; it must not be imported by
+// production packages (`swarmdb demo` runs on node.StartLocalDHT).
 package testnet
 
 import (

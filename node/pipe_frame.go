@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"encoding/binary"
@@ -8,10 +8,10 @@ import (
 	"github.com/swarmdb/swarmdb/secure"
 )
 
-// What `swarmdb pipe` sends on stream 0, each direction on its own. A
-// secure.Stream keeps message boundaries (one Write of at most
-// secure.DefaultMaxMessageSize bytes is one message, ReadMessage returns it
-// whole), so every message is one frame:
+// What a pipe (StartPipe, `swarmdb pipe`) sends on stream 0, each
+// direction on its own. A secure.Stream keeps message boundaries (one Write
+// of at most secure.DefaultMaxMessageSize bytes is one message,
+// ReadMessage returns it whole), so every message is one frame:
 //
 //	+------+------------------------+
 //	| 'd'  | data (1..65535 bytes)  |   a piece of the sender's input
