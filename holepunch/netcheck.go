@@ -33,10 +33,19 @@ type Prober interface {
 	Probe(ctx context.Context, server netip.AddrPort, kind ProbeKind, wait time.Duration) (arrived, unsolicited bool, err error)
 }
 
-// DefaultProbeWait is how long Check waits for a probe's unsolicited packet.
-// One second is several worst-case round trips (under 400 ms across the
-// world), so a packet that has not come by then was filtered.
+// DefaultProbeWait is the longest Check waits for a probe's unsolicited
+// packet. One second is several worst-case round trips (under 400 ms across
+// the world), so a packet that has not come by then was filtered.
 const DefaultProbeWait = time.Second
+
+// The adaptive probe wait (CheckConfig.ProbeWait zero): probeWaitRTTs round
+// trips to the server plus probeWaitMargin for the helper node's leg, at least
+// minProbeWait, at most DefaultProbeWait.
+const (
+	probeWaitRTTs   = 3
+	probeWaitMargin = 100 * time.Millisecond
+	minProbeWait    = 150 * time.Millisecond
+)
 
 // CheckConfig configures Check. Prober and Servers are required.
 type CheckConfig struct {
@@ -57,7 +66,9 @@ type CheckConfig struct {
 	// IPs (to recognise an unspecified Local). Optional.
 	Local    netip.AddrPort
 	LocalIPs []netip.Addr
-	// ProbeWait is the wait for a probe's packet. Zero means DefaultProbeWait.
+	// ProbeWait is the wait for a probe's packet. Zero means adaptive: a few
+	// RTTs to the server (measured by a Binding first), at most
+	// DefaultProbeWait.
 	ProbeWait time.Duration
 	// Hairpin asks for the hairpin check (a Binding to our own public
 	// address). False means not measured.
@@ -69,9 +80,6 @@ type CheckConfig struct {
 func (c CheckConfig) withDefaults() CheckConfig {
 	if c.MaxServers == 0 {
 		c.MaxServers = 5
-	}
-	if c.ProbeWait == 0 {
-		c.ProbeWait = DefaultProbeWait
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -95,17 +103,34 @@ func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
 	obs := Observations{Local: cfg.Local, LocalIPs: cfg.LocalIPs}
 
 	for _, s := range cfg.Servers {
+		wait := cfg.ProbeWait
+		if wait == 0 {
+			// Adaptive: a Binding to the same server (which we are about to
+			// send to anyway) measures the RTT, and the unsolicited packets
+			// get a few of those. A filtered probe costs its whole wait, and
+			// behind a port-restricted NAT both are filtered: at a fixed
+			// second each they were two seconds of every start-up.
+			_, rtt, err := cfg.Prober.Binding(ctx, s)
+			if err != nil {
+				log.Debug("nat probe failed", "addr", s, "stage", "rtt", "err", err)
+				if ctx.Err() != nil {
+					return NATReport{}, ctx.Err()
+				}
+				continue
+			}
+			wait = min(max(probeWaitRTTs*rtt+probeWaitMargin, minProbeWait), DefaultProbeWait)
+		}
 		// Both probes at once: each involves only this server and its
 		// helpers, so neither can open the filter for the other.
 		var node, port ProbeObservation
 		var nodeErr error
 		var wg sync.WaitGroup
 		wg.Go(func() {
-			arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, ProbeOtherNode, cfg.ProbeWait)
+			arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, ProbeOtherNode, wait)
 			node, nodeErr = ProbeObservation{Measured: err == nil, Arrived: arrived, Unsolicited: unsolicited}, err
 		})
 		wg.Go(func() {
-			arrived, _, err := cfg.Prober.Probe(ctx, s, ProbeOtherPort, cfg.ProbeWait)
+			arrived, _, err := cfg.Prober.Probe(ctx, s, ProbeOtherPort, wait)
 			port = ProbeObservation{Measured: err == nil, Arrived: arrived}
 		})
 		wg.Wait()
@@ -117,7 +142,7 @@ func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
 			continue
 		}
 		obs.OtherNode, obs.OtherPort = node, port
-		log.Debug("nat probes done", "addr", s, "other_node", obs.OtherNode, "other_port", obs.OtherPort)
+		log.Debug("nat probes done", "addr", s, "wait", wait, "other_node", obs.OtherNode, "other_port", obs.OtherPort)
 		break
 	}
 
