@@ -1,7 +1,6 @@
 package holepunch
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -21,33 +20,20 @@ import (
 func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 	start := time.Now()
 	sum := sha256.Sum256(msg1)
-	e.mu.Lock()
-	if a, ok := e.answers[sum]; ok && start.Before(a.expires) {
-		e.stats.RetransmittedAnswered++
-		e.mu.Unlock()
-		return a.msg2
+	if msg2, ok := e.admit.answered(sum, start); ok {
+		return msg2
 	}
-	if e.closed || e.cfg.OnConnection == nil {
-		e.mu.Unlock()
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed || e.cfg.OnConnection == nil {
 		return nil
 	}
 	ip := from.Addr()
-	if e.inflightN >= e.cfg.MaxHandshakes || e.inflight[ip] >= e.cfg.MaxHandshakesPerIP {
-		e.stats.Busy++
-		e.mu.Unlock()
+	if !e.admit.reserve(ip) {
 		return nil // no answer: reading message 1 costs two X25519 operations
 	}
-	e.inflightN++
-	e.inflight[ip]++
-	e.mu.Unlock()
-	release := func() {
-		e.mu.Lock()
-		e.inflightN--
-		if e.inflight[ip]--; e.inflight[ip] <= 0 {
-			delete(e.inflight, ip)
-		}
-		e.mu.Unlock()
-	}
+	release := func() { e.admit.release(ip) }
 
 	resp, remote, payload, err := secure.ReadMsg1(e.cfg.Key, prologue, msg1)
 	if err != nil {
@@ -63,9 +49,8 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 		e.log.Debug("bad signaling payload", "addr", from, "peer", short(remote), "err", err)
 		return nil
 	}
-	if !e.freshStamp(remote, resp.Timestamp(), start) {
+	if !e.admit.fresh(remote, resp.Timestamp(), start) {
 		release()
-		e.count(func(s *EndpointStats) { s.Replays++ })
 		return nil
 	}
 	refuse := func(code Code) []byte {
@@ -74,17 +59,10 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 		if err != nil {
 			return nil
 		}
-		e.remember(sum, msg2, start)
+		e.admit.remember(sum, msg2, start)
 		return msg2
 	}
-	if fw := e.cfg.Firewall; fw != nil {
-		if err := fw(remote, peer.Hello); err != nil {
-			e.count(func(s *EndpointStats) { s.Refused++ })
-			e.log.Debug("firewall refused peer", "peer", short(remote), "err", err)
-			return refuse(CodeRefused)
-		}
-	}
-	if code := e.glare(remote); code != CodeOK {
+	if code := e.decide(remote, peer.Hello); code != CodeOK {
 		return refuse(code)
 	}
 	mapping, filtering := e.advertisedNAT()
@@ -135,7 +113,7 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 		release()
 		return nil
 	}
-	e.remember(sum, msg2, start)
+	e.admit.remember(sum, msg2, start)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -210,56 +188,27 @@ func (h *inbound) end() {
 	}
 }
 
-// glare settles a dial from remote that meets our own dial to it: the
-// larger key's outgoing dial wins (Hyperswarm's rule), so both sides agree
-// without another message.
-func (e *Endpoint) glare(remote ed25519.PublicKey) Code {
+// decide asks the firewall about remote (application code, so under no
+// lock) and then settles glare with our dial to remote, if any: admission's
+// verdict.
+func (e *Endpoint) decide(remote ed25519.PublicKey, hello []byte) Code {
+	var fwErr error
+	if fw := e.cfg.Firewall; fw != nil {
+		fwErr = fw(remote, hello)
+	}
+	if fwErr != nil {
+		e.count(func(s *EndpointStats) { s.Refused++ })
+		e.log.Debug("firewall refused peer", "peer", short(remote), "err", fwErr)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ds := e.dialing[string(remote)]
-	if ds == nil {
-		return CodeOK
+	code, cancelDial := verdict(e.pub, remote, fwErr, ds != nil)
+	if cancelDial {
+		ds.cancel(ErrSimultaneous)
+		delete(e.dialing, string(remote))
 	}
-	if bytes.Compare(e.pub, remote) > 0 {
-		return CodeSimultaneous
-	}
-	ds.cancel(ErrSimultaneous)
-	delete(e.dialing, string(remote))
-	return CodeOK
-}
-
-// freshStamp enforces strictly increasing message 1 timestamps per key.
-func (e *Endpoint) freshStamp(remote ed25519.PublicKey, ts, now time.Time) bool {
-	if now.Sub(ts) > replayHorizon {
-		return false
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	key := string(remote)
-	if last, ok := e.lastStamp[key]; ok && !ts.After(last.ts) {
-		return false
-	}
-	if len(e.lastStamp) > 4096 {
-		for k, s := range e.lastStamp {
-			if now.Sub(s.seen) > replayHorizon {
-				delete(e.lastStamp, k)
-			}
-		}
-	}
-	e.lastStamp[key] = stamp{ts: ts, seen: now}
-	return true
-}
-
-// remember keeps message 2 for retransmissions of the same message 1.
-func (e *Endpoint) remember(sum [32]byte, msg2 []byte, now time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for k, a := range e.answers {
-		if now.After(a.expires) {
-			delete(e.answers, k)
-		}
-	}
-	e.answers[sum] = answer{msg2: msg2, expires: now.Add(answerTTL)}
+	return code
 }
 
 func (e *Endpoint) count(f func(*EndpointStats)) {

@@ -138,6 +138,10 @@ type Endpoint struct {
 	mux  *muxes // set by Start: the ICE mux of each of the node's sockets
 	pion logging.LoggerFactory
 
+	// admit decides which message 1 we answer (admission.go); it has its
+	// own lock.
+	admit *admission
+
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -151,10 +155,6 @@ type Endpoint struct {
 	dialing   map[string]*dialState // by remote key
 	incoming  map[string]*inbound   // incoming handshakes in progress by remote key
 	conns     map[string]*Conn      // live connections by remote key
-	inflight  map[netip.Addr]int    // incoming handshakes by source IP
-	inflightN int
-	answers   map[[32]byte]answer // message 1 hash -> message 2
-	lastStamp map[string]stamp    // newest message 1 timestamp by key
 	routes    map[netip.AddrPort]*routedConn
 	birthdays map[[BirthdaySecretSize]byte]chan Datagram // easy-side punches by secret
 	stats     EndpointStats
@@ -162,16 +162,6 @@ type Endpoint struct {
 
 type dialState struct {
 	cancel context.CancelCauseFunc
-}
-
-type answer struct {
-	msg2    []byte
-	expires time.Time
-}
-
-type stamp struct {
-	ts   time.Time
-	seen time.Time
 }
 
 // NewEndpoint returns an endpoint; Start makes it run.
@@ -196,6 +186,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		pub:       cfg.Key.Public().(ed25519.PublicKey),
 		log:       cfg.Logger,
 		pion:      pionlog.Factory(cfg.Logger),
+		admit:     newAdmission(cfg.MaxHandshakes, cfg.MaxHandshakesPerIP),
 		ctx:       ctx,
 		cancel:    cancel,
 		measuring: 1, // the first measurement, which Start runs
@@ -203,9 +194,6 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		dialing:   map[string]*dialState{},
 		incoming:  map[string]*inbound{},
 		conns:     map[string]*Conn{},
-		inflight:  map[netip.Addr]int{},
-		answers:   map[[32]byte]answer{},
-		lastStamp: map[string]stamp{},
 		routes:    map[netip.AddrPort]*routedConn{},
 		birthdays: map[[BirthdaySecretSize]byte]chan Datagram{},
 		stats:     EndpointStats{ByPath: map[Path]uint64{}},
@@ -375,7 +363,9 @@ func (e *Endpoint) Stats() EndpointStats {
 		s.ByPath[k] = v
 	}
 	s.Live = len(e.conns)
-	s.HandshakesInProgress = e.inflightN
+	a := e.admit.stats()
+	s.HandshakesInProgress = a.inProgress
+	s.Busy, s.Replays, s.RetransmittedAnswered = a.busy, a.replays, a.retransmitted
 	s.NAT = e.nat.Class
 	if e.mux != nil {
 		s.MuxDropped = e.mux.dropped()
