@@ -23,10 +23,7 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 	if msg2, ok := e.admit.answered(sum, start); ok {
 		return msg2
 	}
-	e.mu.Lock()
-	closed := e.closed
-	e.mu.Unlock()
-	if closed || e.cfg.OnConnection == nil {
+	if e.conns.isClosed() || e.cfg.OnConnection == nil {
 		return nil
 	}
 	ip := from.Addr()
@@ -38,14 +35,14 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 	resp, remote, payload, err := secure.ReadMsg1(e.cfg.Key, prologue, msg1)
 	if err != nil {
 		release()
-		e.count(func(s *EndpointStats) { s.BadHandshakes++ })
+		e.counters.badHandshakes.Add(1)
 		e.log.Debug("bad message 1", "addr", from, "err", err)
 		return nil
 	}
 	peer, err := parseSignal(payload)
 	if err != nil || peer.Code != CodeOK {
 		release()
-		e.count(func(s *EndpointStats) { s.BadHandshakes++ })
+		e.counters.badHandshakes.Add(1)
 		e.log.Debug("bad signaling payload", "addr", from, "peer", short(remote), "err", err)
 		return nil
 	}
@@ -138,7 +135,7 @@ func (e *Endpoint) accept(ctx context.Context, agent *ice.Agent, local, peer *si
 		e.log.Debug("incoming session failed", "peer", short(keys.Remote), "err", err)
 		return
 	}
-	e.count(func(s *EndpointStats) { s.Accepted++ })
+	e.counters.accepted.Add(1)
 	e.cfg.OnConnection(c)
 }
 
@@ -153,20 +150,12 @@ const supersedeWait = time.Second
 func (e *Endpoint) supersede(remote ed25519.PublicKey, cancel context.CancelFunc) chan struct{} {
 	key := string(remote)
 	h := &inbound{cancel: cancel, done: make(chan struct{})}
-	e.mu.Lock()
-	prev := e.incoming[key]
-	e.incoming[key] = h
-	e.mu.Unlock()
-	if prev != nil {
+	if prev := e.pending.replaceIncoming(key, h); prev != nil {
 		prev.end()
 	}
 	go func() {
 		<-h.done
-		e.mu.Lock()
-		if e.incoming[key] == h {
-			delete(e.incoming, key)
-		}
-		e.mu.Unlock()
+		e.pending.endIncoming(key, h)
 	}()
 	return h.done
 }
@@ -197,22 +186,8 @@ func (e *Endpoint) decide(remote ed25519.PublicKey, hello []byte) Code {
 		fwErr = fw(remote, hello)
 	}
 	if fwErr != nil {
-		e.count(func(s *EndpointStats) { s.Refused++ })
+		e.counters.refused.Add(1)
 		e.log.Debug("firewall refused peer", "peer", short(remote), "err", fwErr)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ds := e.dialing[string(remote)]
-	code, cancelDial := verdict(e.pub, remote, fwErr, ds != nil)
-	if cancelDial {
-		ds.cancel(ErrSimultaneous)
-		delete(e.dialing, string(remote))
-	}
-	return code
-}
-
-func (e *Endpoint) count(f func(*EndpointStats)) {
-	e.mu.Lock()
-	f(&e.stats)
-	e.mu.Unlock()
+	return e.pending.settle(e.pub, remote, fwErr)
 }
