@@ -419,7 +419,7 @@ func (e *Endpoint) ConnectWith(ctx context.Context, remote ed25519.PublicKey, re
 	if in != nil {
 		// Our dial wins: the peer gives up its own when our message 1
 		// arrives (glare), so end its handshake here.
-		in.end()
+		in.cancelAndWait()
 	}
 	e.dropConn(remote)
 	stop := context.AfterFunc(e.ctx, func() { cancel(ErrClosed) })
