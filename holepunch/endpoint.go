@@ -364,8 +364,11 @@ func (e *Endpoint) Stats() EndpointStats {
 // that fails falls back to a TURN relay when a public node offers one.
 //
 // The endpoint keeps at most one connection per remote key (two ICE
-// sessions toward one address cannot coexist): dialling a key, or being
-// dialled by it, closes the connection to it that exists.
+// sessions toward one address cannot coexist), and it is the only layer
+// that decides which (package swarm takes each new connection as the one
+// that counts): dialling a key, or being dialled by it, closes the
+// connection to it that exists, and when two dials meet the larger key's
+// goes on (glare, see verdict).
 func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort) (*Conn, error) {
 	return e.ConnectWith(ctx, remote, relays, DialOptions{})
 }
