@@ -36,16 +36,13 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 	if msg2 != nil {
 		e.admit.remember(sum, msg2, now)
 	}
-	if !started {
-		e.finish(in)
-		return msg2
-	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	if started && e.spawn(func() {
 		defer e.finish(in)
 		e.accept(in)
-	}()
+	}) {
+		return msg2
+	}
+	e.finish(in)
 	return msg2
 }
 

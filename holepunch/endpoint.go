@@ -769,9 +769,9 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 	if old != nil {
 		e.retire(old)
 	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	// If Close began since add, it closes c (it was in the table) and
+	// nothing needs watching.
+	e.spawn(func() {
 		select {
 		case <-sess.Done():
 		case <-e.ctx.Done():
@@ -779,7 +779,7 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 		}
 		c.releasePath()
 		e.conns.remove(key, c)
-	}()
+	})
 	return c, nil
 }
 
@@ -797,11 +797,28 @@ func (e *Endpoint) dropConn(remote ed25519.PublicKey) {
 // the background: a graceful close waits for the peer, which may be gone.
 func (e *Endpoint) retire(c *Conn) {
 	c.releasePath()
+	if !e.spawn(func() { _ = c.Session.Close() }) {
+		_ = c.Session.Close() // Close began: no goroutine may start now
+	}
+}
+
+// spawn runs f on a goroutine Close waits for, unless Close has begun; then
+// it returns false and f does not run. The wg.Add happens under the
+// connection table's lock, which Close takes to begin, so no Add can
+// follow Close's wg.Wait (sync.WaitGroup's rule; the race detector caught
+// handleSignal's Add, made after a check of closed, racing with Wait).
+func (e *Endpoint) spawn(f func()) bool {
+	e.conns.mu.Lock()
+	defer e.conns.mu.Unlock()
+	if e.conns.closed {
+		return false
+	}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		_ = c.Session.Close()
+		f()
 	}()
+	return true
 }
 
 // handlePacket demultiplexes the datagrams the DHT did not take: those

@@ -17,7 +17,8 @@ import (
 
 // connTable holds the live connection to each remote key: the endpoint
 // keeps at most one per key (see Endpoint.Connect). mu guards every field
-// below it.
+// below it; Endpoint.spawn also holds it to start a goroutine only while
+// closed is false.
 type connTable struct {
 	mu     sync.Mutex
 	closed bool             // set by Endpoint.Close; nothing is added after
