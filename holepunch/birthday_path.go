@@ -106,13 +106,13 @@ func (e *Endpoint) punchHard(ctx context.Context, local, peer *signal) (transpor
 // socket and returns a conn to the port that answered.
 func (e *Endpoint) punchEasy(ctx context.Context, local, peer *signal) (transportPath, error) {
 	ch := make(chan Datagram, 64)
-	e.mu.Lock()
-	e.birthdays[peer.Secret] = ch
-	e.mu.Unlock()
+	e.paths.mu.Lock()
+	e.paths.birthdays[peer.Secret] = ch
+	e.paths.mu.Unlock()
 	defer func() {
-		e.mu.Lock()
-		delete(e.birthdays, peer.Secret)
-		e.mu.Unlock()
+		e.paths.mu.Lock()
+		delete(e.paths.birthdays, peer.Secret)
+		e.paths.mu.Unlock()
 	}()
 	start := time.Now()
 	hard, err := PunchEasy(ctx, EasyConfig{
@@ -123,13 +123,13 @@ func (e *Endpoint) punchEasy(ctx context.Context, local, peer *signal) (transpor
 	}
 	e.log.Debug("birthday punch done", "stage", "easy", "addr", hard, "took", time.Since(start))
 	rc := newRoutedConn(e.cfg.Link, hard, func() {
-		e.mu.Lock()
-		delete(e.routes, hard)
-		e.mu.Unlock()
+		e.paths.mu.Lock()
+		delete(e.paths.routes, hard)
+		e.paths.mu.Unlock()
 	})
-	e.mu.Lock()
-	e.routes[hard] = rc
-	e.mu.Unlock()
+	e.paths.mu.Lock()
+	e.paths.routes[hard] = rc
+	e.paths.mu.Unlock()
 	return transportPath{conn: rc, path: PathDirect, remote: hard, release: func() { _ = rc.Close() }}, nil
 }
 
@@ -140,9 +140,9 @@ func (e *Endpoint) handleBirthday(b []byte, from netip.AddrPort) {
 	if err != nil {
 		return
 	}
-	e.mu.Lock()
-	ch := e.birthdays[p.Secret]
-	e.mu.Unlock()
+	e.paths.mu.Lock()
+	ch := e.paths.birthdays[p.Secret]
+	e.paths.mu.Unlock()
 	if ch == nil {
 		return
 	}

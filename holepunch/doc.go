@@ -6,7 +6,11 @@
 //   - endpoint.go (dialling), accept.go (answering), signal.go: connect by
 //     key. Noise IK message 1 and 2 travel through the peer's DHT relays and
 //     carry the ICE credentials, candidates and NAT class (signal.go), so
-//     relays can neither read nor alter them.
+//     relays can neither read nor alter them. admission.go decides which
+//     message 1 to answer (limits, replay, firewall, glare), a pure core;
+//     endpoint_state.go holds the endpoint's state, one lock per concern.
+//     The endpoint alone keeps one connection per remote key (package
+//     swarm relies on it).
 //   - ice.go: pion/ice/v2 agents on the node's one shared UDP socket.
 //     A router port mapping (EndpointConfig.Mapped) is one more candidate
 //     in the signaling, which then states endpoint-independent filtering.

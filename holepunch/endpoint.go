@@ -131,47 +131,32 @@ type EndpointStats struct {
 // Endpoint connects to peers by public key and accepts their connections.
 // See the package documentation for the protocol.
 type Endpoint struct {
-	// Immutable after NewEndpoint.
+	// Immutable after NewEndpoint (mux: set by Start, before any handler
+	// runs).
 	cfg  EndpointConfig
 	pub  ed25519.PublicKey
 	log  *slog.Logger
-	mux  *muxes // set by Start: the ICE mux of each of the node's sockets
+	mux  *muxes // the ICE mux of each of the node's sockets
 	pion logging.LoggerFactory
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// Guarded by mu.
-	mu        sync.Mutex
-	closed    bool
+	// Mutable state, one lock per concern (endpoint_state.go). Each lock
+	// is a leaf: no code holds two at once, so there is no lock order, and
+	// none is held while application code runs or a connection closes.
+	admit    *admission        // which message 1 we answer (admission.go)
+	pending  pendingHandshakes // handshakes in progress by remote key
+	conns    connTable         // live connections by remote key; closed
+	paths    punchedPaths      // non-ICE paths the packet demux feeds
+	counters counters          // atomic
+
+	// NAT measurement, guarded by natMu.
+	natMu     sync.Mutex
 	nat       NATReport
-	measuring int                   // NAT measurements in flight (the first counts from New)
-	natIdle   chan struct{}         // closed while measuring is zero
-	dialing   map[string]*dialState // by remote key
-	incoming  map[string]*inbound   // incoming handshakes in progress by remote key
-	conns     map[string]*Conn      // live connections by remote key
-	inflight  map[netip.Addr]int    // incoming handshakes by source IP
-	inflightN int
-	answers   map[[32]byte]answer // message 1 hash -> message 2
-	lastStamp map[string]stamp    // newest message 1 timestamp by key
-	routes    map[netip.AddrPort]*routedConn
-	birthdays map[[BirthdaySecretSize]byte]chan Datagram // easy-side punches by secret
-	stats     EndpointStats
-}
-
-type dialState struct {
-	cancel context.CancelCauseFunc
-}
-
-type answer struct {
-	msg2    []byte
-	expires time.Time
-}
-
-type stamp struct {
-	ts   time.Time
-	seen time.Time
+	measuring int           // NAT measurements in flight (the first counts from New)
+	natIdle   chan struct{} // closed while measuring is zero
 }
 
 // NewEndpoint returns an endpoint; Start makes it run.
@@ -196,19 +181,14 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		pub:       cfg.Key.Public().(ed25519.PublicKey),
 		log:       cfg.Logger,
 		pion:      pionlog.Factory(cfg.Logger),
+		admit:     newAdmission(cfg.MaxHandshakes, cfg.MaxHandshakesPerIP),
 		ctx:       ctx,
 		cancel:    cancel,
+		pending:   newPendingHandshakes(),
+		conns:     newConnTable(),
+		paths:     newPunchedPaths(),
 		measuring: 1, // the first measurement, which Start runs
 		natIdle:   make(chan struct{}),
-		dialing:   map[string]*dialState{},
-		incoming:  map[string]*inbound{},
-		conns:     map[string]*Conn{},
-		inflight:  map[netip.Addr]int{},
-		answers:   map[[32]byte]answer{},
-		lastStamp: map[string]stamp{},
-		routes:    map[netip.AddrPort]*routedConn{},
-		birthdays: map[[BirthdaySecretSize]byte]chan Datagram{},
-		stats:     EndpointStats{ByPath: map[Path]uint64{}},
 	}
 	return e, nil
 }
@@ -229,17 +209,10 @@ func (e *Endpoint) Start() error {
 // Close closes every connection and stops the endpoint. The DHT node and
 // its socket stay open; they belong to the caller.
 func (e *Endpoint) Close() error {
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
+	conns, first := e.conns.close()
+	if !first {
 		return nil
 	}
-	e.closed = true
-	conns := make([]*Conn, 0, len(e.conns))
-	for _, c := range e.conns {
-		conns = append(conns, c)
-	}
-	e.mu.Unlock()
 	// Close the sessions first, in parallel, while their packets still
 	// reach us: a graceful close waits for the peer to acknowledge, and
 	// without the handlers it would wait out its timeout (3 s).
@@ -266,8 +239,8 @@ func (e *Endpoint) PublicKey() ed25519.PublicKey { return e.pub }
 
 // NAT returns the last NAT measurement (zero before the first finished).
 func (e *Endpoint) NAT() NATReport {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.natMu.Lock()
+	defer e.natMu.Unlock()
 	return e.nat
 }
 
@@ -289,17 +262,17 @@ func (e *Endpoint) remeasure(ctx context.Context) (NATReport, error) {
 	if err != nil {
 		return r, err
 	}
-	e.mu.Lock()
+	e.natMu.Lock()
 	e.nat = r
-	e.mu.Unlock()
+	e.natMu.Unlock()
 	return r, nil
 }
 
 // beginMeasure and endMeasure count measurements in flight; natIdle is
 // closed while there are none.
 func (e *Endpoint) beginMeasure() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.natMu.Lock()
+	defer e.natMu.Unlock()
 	if e.measuring == 0 {
 		e.natIdle = make(chan struct{})
 	}
@@ -307,8 +280,8 @@ func (e *Endpoint) beginMeasure() {
 }
 
 func (e *Endpoint) endMeasure() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.natMu.Lock()
+	defer e.natMu.Unlock()
 	e.measuring--
 	if e.measuring == 0 {
 		close(e.natIdle)
@@ -342,9 +315,9 @@ func (e *Endpoint) waitNAT(ctx context.Context) NATReport {
 // Start runs, or a Remeasure) or ctx ends, and returns the current
 // measurement.
 func (e *Endpoint) WaitNAT(ctx context.Context) NATReport {
-	e.mu.Lock()
+	e.natMu.Lock()
 	idle := e.natIdle
-	e.mu.Unlock()
+	e.natMu.Unlock()
 	select {
 	case <-idle:
 	case <-ctx.Done():
@@ -367,16 +340,18 @@ func (e *Endpoint) Listen(ctx context.Context) ([]netip.AddrPort, error) {
 
 // Stats returns a snapshot of the counters.
 func (e *Endpoint) Stats() EndpointStats {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	s := e.stats
-	s.ByPath = make(map[Path]uint64, len(e.stats.ByPath))
-	for k, v := range e.stats.ByPath {
-		s.ByPath[k] = v
+	s := EndpointStats{
+		Dials:         e.counters.dials.Load(),
+		DialFailures:  e.counters.dialFailures.Load(),
+		Accepted:      e.counters.accepted.Load(),
+		Refused:       e.counters.refused.Load(),
+		BadHandshakes: e.counters.badHandshakes.Load(),
+		NAT:           e.NAT().Class,
 	}
-	s.Live = len(e.conns)
-	s.HandshakesInProgress = e.inflightN
-	s.NAT = e.nat.Class
+	s.Live, s.ByPath = e.conns.stats()
+	a := e.admit.stats()
+	s.HandshakesInProgress = a.inProgress
+	s.Busy, s.Replays, s.RetransmittedAnswered = a.busy, a.replays, a.retransmitted
 	if e.mux != nil {
 		s.MuxDropped = e.mux.dropped()
 	}
@@ -389,8 +364,11 @@ func (e *Endpoint) Stats() EndpointStats {
 // that fails falls back to a TURN relay when a public node offers one.
 //
 // The endpoint keeps at most one connection per remote key (two ICE
-// sessions toward one address cannot coexist): dialling a key, or being
-// dialled by it, closes the connection to it that exists.
+// sessions toward one address cannot coexist), and it is the only layer
+// that decides which (package swarm takes each new connection as the one
+// that counts): dialling a key, or being dialled by it, closes the
+// connection to it that exists, and when two dials meet the larger key's
+// goes on (glare, see verdict).
 func (e *Endpoint) Connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort) (*Conn, error) {
 	return e.ConnectWith(ctx, remote, relays, DialOptions{})
 }
@@ -418,49 +396,35 @@ func (e *Endpoint) ConnectWith(ctx context.Context, remote ed25519.PublicKey, re
 	key := string(remote)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	e.mu.Lock()
-	if in := e.incoming[key]; in != nil && bytes.Compare(remote, e.pub) > 0 {
+	if in := e.pending.incomingFrom(key); in != nil && !dialWins(e.pub, remote) {
 		// The peer is dialling us already and its outgoing dial wins the
-		// tie-break (the larger key's, as in glare): let it finish. If it
-		// made a connection, that is the one; if it failed, dial after all.
-		e.mu.Unlock()
+		// tie-break (glare): let it finish. If it made a connection, that
+		// is the one; if it failed, dial after all.
 		select {
 		case <-in.done:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("holepunch: connect %x: %w", remote[:4], context.Cause(ctx))
 		}
-		e.mu.Lock()
-		if e.conns[key] != nil {
-			e.mu.Unlock()
+		if e.conns.has(key) {
 			return nil, fmt.Errorf("holepunch: connect %x: %w", remote[:4], ErrSimultaneous)
 		}
 	}
-	switch {
-	case e.closed:
-		e.mu.Unlock()
+	if e.conns.isClosed() {
 		return nil, ErrClosed
-	case e.dialing[key] != nil:
-		e.mu.Unlock()
-		return nil, ErrDialInProgress
 	}
 	ds := &dialState{cancel: cancel}
-	e.dialing[key] = ds
-	e.stats.Dials++
-	in := e.incoming[key]
-	e.mu.Unlock()
+	in, err := e.pending.startDial(key, ds)
+	if err != nil {
+		return nil, err
+	}
+	defer e.pending.endDial(key, ds)
+	e.counters.dials.Add(1)
 	if in != nil {
 		// Our dial wins: the peer gives up its own when our message 1
 		// arrives (glare), so end its handshake here.
-		in.end()
+		in.cancelAndWait()
 	}
 	e.dropConn(remote)
-	defer func() {
-		e.mu.Lock()
-		if e.dialing[key] == ds {
-			delete(e.dialing, key)
-		}
-		e.mu.Unlock()
-	}()
 	stop := context.AfterFunc(e.ctx, func() { cancel(ErrClosed) })
 	defer stop()
 
@@ -469,9 +433,7 @@ func (e *Endpoint) ConnectWith(ctx context.Context, remote ed25519.PublicKey, re
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w (%w)", cause, err)
 		}
-		e.mu.Lock()
-		e.stats.DialFailures++
-		e.mu.Unlock()
+		e.counters.dialFailures.Add(1)
 		return nil, fmt.Errorf("holepunch: connect %x: %w", remote[:4], err)
 	}
 	return c, nil
@@ -799,34 +761,25 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 	}
 	c := &Conn{Session: sess, Path: tr.path, Remote: tr.remote, ConnectTime: time.Since(start), Initiator: initiator, release: tr.release}
 	key := string(keys.Remote)
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
+	old, err := e.conns.add(key, c)
+	if err != nil {
 		_ = c.Close()
-		return nil, ErrClosed
+		return nil, err
 	}
-	old := e.conns[key]
-	e.conns[key] = c
-	e.stats.ByPath[c.Path]++
-	e.mu.Unlock()
 	if old != nil {
 		e.retire(old)
 	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	// If Close began since add, it closes c (it was in the table) and
+	// nothing needs watching.
+	e.spawn(func() {
 		select {
 		case <-sess.Done():
 		case <-e.ctx.Done():
 			_ = c.Close()
 		}
 		c.releasePath()
-		e.mu.Lock()
-		if e.conns[key] == c {
-			delete(e.conns, key)
-		}
-		e.mu.Unlock()
-	}()
+		e.conns.remove(key, c)
+	})
 	return c, nil
 }
 
@@ -835,11 +788,7 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 // connection, and its ICE agent would steal the new one's packets
 // (pitfall P1).
 func (e *Endpoint) dropConn(remote ed25519.PublicKey) {
-	e.mu.Lock()
-	old := e.conns[string(remote)]
-	delete(e.conns, string(remote))
-	e.mu.Unlock()
-	if old != nil {
+	if old := e.conns.take(string(remote)); old != nil {
 		e.retire(old)
 	}
 }
@@ -848,11 +797,28 @@ func (e *Endpoint) dropConn(remote ed25519.PublicKey) {
 // the background: a graceful close waits for the peer, which may be gone.
 func (e *Endpoint) retire(c *Conn) {
 	c.releasePath()
+	if !e.spawn(func() { _ = c.Session.Close() }) {
+		_ = c.Session.Close() // Close began: no goroutine may start now
+	}
+}
+
+// spawn runs f on a goroutine Close waits for, unless Close has begun; then
+// it returns false and f does not run. The wg.Add happens under the
+// connection table's lock, which Close takes to begin, so no Add can
+// follow Close's wg.Wait (sync.WaitGroup's rule; the race detector caught
+// handleSignal's Add, made after a check of closed, racing with Wait).
+func (e *Endpoint) spawn(f func()) bool {
+	e.conns.mu.Lock()
+	defer e.conns.mu.Unlock()
+	if e.conns.closed {
+		return false
+	}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		_ = c.Session.Close()
+		f()
 	}()
+	return true
 }
 
 // handlePacket demultiplexes the datagrams the DHT did not take: those
@@ -863,9 +829,9 @@ func (e *Endpoint) handlePacket(b []byte, from netip.AddrPort) {
 		e.handleBirthday(b, from)
 		return
 	}
-	e.mu.Lock()
-	rc := e.routes[from]
-	e.mu.Unlock()
+	e.paths.mu.Lock()
+	rc := e.paths.routes[from]
+	e.paths.mu.Unlock()
 	if rc != nil {
 		rc.deliver(b)
 		return

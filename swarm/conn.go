@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/holepunch"
-	"github.com/swarmdb/swarmdb/secure"
 )
 
 // Role says who dialled a connection.
@@ -52,23 +51,12 @@ type Conn struct {
 
 	info     PeerInfo
 	openedAt time.Time
-	// base are the datagram counters when the swarm took the connection:
-	// traffic after them in both directions makes it "established" for the
-	// duplicate rule.
-	base secure.DatagramStats
 	// ctl is the connection's control stream (control.go).
 	ctl *control
 }
 
 // Info returns the PeerInfo the connection was reported with.
 func (c *Conn) Info() PeerInfo { return c.info }
-
-// established says whether the connection carried data both ways since the
-// swarm took it.
-func (c *Conn) established() bool {
-	st := c.Session.Stats().Datagram
-	return st.SentPackets > c.base.SentPackets && st.RecvPackets > c.base.RecvPackets
-}
 
 // received returns the authenticated datagrams received so far.
 func (c *Conn) received() uint64 { return c.Session.Stats().Datagram.RecvPackets }

@@ -9,9 +9,12 @@
 // DHT at all (lan.go).
 //
 // The pure parts are state machines with time as an input: the retry
-// schedule (backoff.go), the duplicate-connection rule (dedup.go) and the
-// peer table with its dial queue and limits (peer_table.go). swarm.go is the
-// thin manager that owns goroutines, timers and the transport.
+// schedule (backoff.go) and the peer table with its dial queue and limits
+// (peer_table.go). swarm.go is the thin manager that owns goroutines,
+// timers and the transport. One connection per remote key is the
+// transport's rule (holepunch.Endpoint, which settles simultaneous dials
+// before any ICE work); the swarm takes each new connection as the one
+// that counts.
 //
 // Users: package node (and applications embedding swarmdb). swarm imports
 // dht, holepunch and secure; it must not import db or bridge.

@@ -124,8 +124,6 @@ func (t *endpointTransport) Connect(ctx context.Context, remote ed25519.PublicKe
 	return c, nil
 }
 
-func (t *endpointTransport) OneConnPerKey() bool { return true }
-
 func (t *endpointTransport) Close() error {
 	t.cancel()
 	t.wg.Wait()

@@ -19,8 +19,8 @@ var (
 	// ErrInboundLimit: an incoming connection was refused because the
 	// inbound limit or MaxPeers was reached.
 	ErrInboundLimit = errors.New("swarm: inbound connection limit reached")
-	// ErrDuplicate: a connection was closed because another connection to
-	// the same key won the tie-break.
+	// ErrDuplicate: a connection was closed because a newer connection to
+	// the same key replaced it.
 	ErrDuplicate = errors.New("swarm: duplicate connection")
 	// ErrDead: a connection was closed by the check after NetworkChanged
 	// because nothing arrived on it in time.

@@ -63,8 +63,7 @@ func (f *failingTransport) Connect(ctx context.Context, remote ed25519.PublicKey
 	return nil, errUnreachable
 }
 
-func (f *failingTransport) OneConnPerKey() bool { return false }
-func (f *failingTransport) Close() error        { return nil }
+func (f *failingTransport) Close() error { return nil }
 
 func (f *failingTransport) times() []time.Duration {
 	f.mu.Lock()

@@ -36,7 +36,7 @@ type Stats struct {
 	// Opened and Closed count connections by role since Start.
 	Opened, Closed map[Role]uint64
 	// Duplicates counts connections that met another one to the same key
-	// (one of the two was closed).
+	// (the new one replaced it).
 	Duplicates uint64
 	// PeersByTopic is the number of known peers per joined topic.
 	PeersByTopic map[Topic]int

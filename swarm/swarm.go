@@ -607,8 +607,10 @@ func (s *Swarm) adoptDialed(hc *holepunch.Conn, pub ed25519.PublicKey) {
 	s.adopt(hc, true)
 }
 
-// adopt takes a new connection (dialled when dialed is true), applies the
-// one-connection-per-key rule and reports it.
+// adopt takes a new connection (dialled when dialed is true) and reports
+// it. A new connection to a key replaces the one the swarm holds: the
+// transport keeps one connection per key (holepunch.Endpoint.Connect) and
+// has retired the old one already, so the new one is the one that counts.
 func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 	remote := hc.RemotePublicKey()
 	key := peerKey(remote)
@@ -638,16 +640,7 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 	inbound := !hc.Initiator
 	var replaced *Conn
 	if old := s.conns[key]; old != nil {
-		keep := (s.tr != nil && s.tr.OneConnPerKey()) ||
-			keepNew(s.pub, remote, connSide{initiator: old.Initiator, established: old.established()}, hc.Initiator)
 		s.stats.duplicates++
-		if !keep {
-			s.notifyLocked()
-			s.mu.Unlock()
-			s.log.Debug("swarm: duplicate connection closed", "peer", shortKey(remote), "initiator", hc.Initiator)
-			hc.Close()
-			return
-		}
 		replaced = old
 		s.table.setInbound(s.table.get(remote), inbound)
 		s.queueEventLocked(event{conn: old, info: old.info, close: true, err: ErrDuplicate})
@@ -665,7 +658,7 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 		}
 		s.table.connected(remote, inbound, now)
 	}
-	c := &Conn{Conn: hc, openedAt: now, base: hc.Session.Stats().Datagram, ctl: newControl()}
+	c := &Conn{Conn: hc, openedAt: now, ctl: newControl()}
 	s.conns[key] = c
 	if replaced == nil {
 		// Past MaxPeers (a priority dial), this demotes another connection

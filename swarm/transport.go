@@ -12,19 +12,16 @@ import (
 )
 
 // connector connects to peers by public key and hands over the connections
-// peers open to us. The production one is holepunch's Endpoint
-// (endpoint.go); tests use a fake that builds real secure sessions over
-// loopback UDP.
+// peers open to us. It keeps at most one connection per remote key and
+// settles simultaneous dials (the swarm takes each new connection as the
+// one that counts; see adopt). The production one is holepunch's Endpoint
+// (endpoint.go); tests use a fake whose dials fail.
 type connector interface {
 	// Connect dials remote. relays are the DHT relays from the peer's
 	// record (nil: look them up by key); direct are addresses to try
 	// without signaling through the DHT (LAN discovery); hello reaches the
 	// remote's firewall before any ICE work (dialHello).
 	Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort, hello []byte) (*holepunch.Conn, error)
-	// OneConnPerKey says the transport itself keeps at most one connection
-	// per remote key and resolves simultaneous dials; the swarm then takes
-	// each new connection as the one that counts.
-	OneConnPerKey() bool
 	// Close stops accepting and dialling. Connections already handed out
 	// are the swarm's to close.
 	Close() error
