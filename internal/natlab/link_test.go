@@ -88,8 +88,12 @@ func TestLink(t *testing.T) {
 		// the payload share of a 1242-byte frame is 1200/1242.
 		want := float64(bits) / 8 * 1200 / 1242
 		t.Logf("through an %d bit/s bottleneck: %.2f MB/s of payload (want about %.2f)", uint64(bits), rate/1e6, want/1e6)
-		if rate < 0.85*want || rate > 1.1*want {
-			t.Errorf("bottleneck passed %.2f MB/s, want %.2f ±15 %%", rate/1e6, want/1e6)
+		// The bottleneck must never pass more than its rate. That it is
+		// filled needs the sender and the userspace line to keep up, which
+		// a loaded machine does not give them (7.6 MB/s at load 12): the
+		// lower bound scales with the load, as the capacity's does.
+		if low := 0.85 * want / testutil.LoadFactor(); rate < low || rate > 1.1*want {
+			t.Errorf("bottleneck passed %.2f MB/s, want %.2f to %.2f (load factor %.1f)", rate/1e6, low/1e6, 1.1*want/1e6, testutil.LoadFactor())
 		}
 		if cfg, ok := shaped.Link(); !ok || cfg.Rate != bits {
 			t.Errorf("Link() = %+v, %t", cfg, ok)
