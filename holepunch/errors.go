@@ -2,16 +2,6 @@ package holepunch
 
 import "errors"
 
-var (
-	// ErrNoServers means Check was given no server to measure against.
-	ErrNoServers = errors.New("holepunch: no servers to probe")
-	// ErrNoAnswer means no server answered a Binding request, so nothing
-	// about the NAT could be learned.
-	ErrNoAnswer = errors.New("holepunch: no server answered")
-	// ErrNoProber means Check was called without a Prober.
-	ErrNoProber = errors.New("holepunch: no prober configured")
-)
-
 // Errors of connect-by-key (Endpoint).
 var (
 	// ErrConfig: an EndpointConfig is missing a required field or a call
@@ -60,9 +50,6 @@ var (
 	// packet.
 	ErrBirthdayPacket = errors.New("holepunch: malformed birthday packet")
 )
-
-// ErrMonitorClosed means the Monitor was closed (or Start called twice).
-var ErrMonitorClosed = errors.New("holepunch: monitor closed")
 
 // Errors of the TURN server.
 var (

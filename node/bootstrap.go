@@ -15,7 +15,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
 
 // BootstrapConfig configures a bootstrap node: a persistent DHT node on a

@@ -16,8 +16,8 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
 	"github.com/swarmdb/swarmdb/mainline"
+	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
 
 // The mainline part of a node: a mainline DHT node on the node's socket

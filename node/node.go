@@ -20,7 +20,7 @@ import (
 	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/dnsdisc"
-	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/portmap"
 	"github.com/swarmdb/swarmdb/swarm"
 )
@@ -39,7 +39,7 @@ type Node struct {
 	bridge    *bridge.Bridge
 	swarm     *swarm.Swarm
 	disc      *swarm.Discovery
-	monitor   *holepunch.Monitor
+	monitor   *natcheck.Monitor
 	http      *http.Server
 	wsLn      net.Listener
 	wsAddr    net.Addr
@@ -274,18 +274,18 @@ func (n *Node) startMonitor() error {
 	if dn == nil || !n.internetNode() {
 		return nil // LAN only: there is no NAT to measure against
 	}
-	n.monitor = holepunch.NewMonitor(holepunch.MonitorConfig{
+	n.monitor = natcheck.NewMonitor(natcheck.MonitorConfig{
 		Net:      n.cfg.Net,
 		Interval: n.cfg.MonitorInterval,
-		Reflexive: func() []holepunch.ReflexiveReport {
-			var out []holepunch.ReflexiveReport
+		Reflexive: func() []natcheck.ReflexiveReport {
+			var out []natcheck.ReflexiveReport
 			for _, o := range dn.Observed() {
-				out = append(out, holepunch.ReflexiveReport{By: o.By, Addr: o.Addr})
+				out = append(out, natcheck.ReflexiveReport{By: o.By, Addr: o.Addr})
 			}
 			return out
 		},
-		Check: func(ctx context.Context) (holepunch.NATReport, error) { return n.swarm.RemeasureNAT(ctx) },
-		OnChange: func(old, cur holepunch.NATReport) {
+		Check: func(ctx context.Context) (natcheck.Report, error) { return n.swarm.RemeasureNAT(ctx) },
+		OnChange: func(old, cur natcheck.Report) {
 			if old.Class == "" {
 				return // the first measurement
 			}

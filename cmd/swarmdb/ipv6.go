@@ -5,7 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -60,7 +60,7 @@ func familyOf(a netip.AddrPort) string {
 
 // natIPv6 adds the IPv6 side of a NAT report to the nat event: an "ipv6"
 // object (nat, public_addr, mapping, filtering) and a second human line.
-func natIPv6(human string, fields map[string]any, r holepunch.NATReport) (string, map[string]any) {
+func natIPv6(human string, fields map[string]any, r natcheck.Report) (string, map[string]any) {
 	if r.IPv6 == nil {
 		return human, fields
 	}

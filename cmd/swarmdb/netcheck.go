@@ -16,8 +16,8 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+	"github.com/swarmdb/swarmdb/natcheck"
+	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 	"github.com/swarmdb/swarmdb/portmap"
 )
 
@@ -91,7 +91,7 @@ type netcheckConfig struct {
 	Listen6   string
 	Bootstrap []netip.AddrPort
 	// ProbeWait is the wait for a filtering probe. Zero means
-	// holepunch.DefaultProbeWait.
+	// natcheck.DefaultProbeWait.
 	ProbeWait time.Duration
 	// PortMap asks the router for a mapping of the socket's port before
 	// measuring (not when the socket or every bootstrap node is on
@@ -106,7 +106,7 @@ type netcheckConfig struct {
 // netcheckReport is netcheck's result: the NAT measurement and the port
 // mapping the router granted (nil when none was asked for).
 type netcheckReport struct {
-	holepunch.NATReport
+	natcheck.Report
 	PortMap *portmap.Status `json:"portmap,omitempty"`
 }
 
@@ -151,8 +151,8 @@ func netcheck(ctx context.Context, cfg netcheckConfig) (netcheckReport, error) {
 		out.PortMap = &st
 	}
 	rep, err := dhtprobe.Measure(ctx, node, p, dhtprobe.MeasureConfig{Net: cfg.Net, ProbeWait: cfg.ProbeWait, Hairpin: true, Logger: cfg.Logger})
-	out.NATReport = rep
-	if errors.Is(err, holepunch.ErrNoAnswer) {
+	out.Report = rep
+	if errors.Is(err, natcheck.ErrNoAnswer) {
 		return out, fmt.Errorf("no bootstrap node answered (tried %v): %w", cfg.Bootstrap, err)
 	}
 	return out, err
@@ -200,7 +200,7 @@ func allLoopback(addrs []netip.AddrPort) bool {
 
 // printReport writes the human report: IPv4, then IPv6 when measured.
 func printReport(w io.Writer, nr netcheckReport) {
-	r := nr.NATReport
+	r := nr.Report
 	if r.IPv6 == nil {
 		printFamily(w, r, nr.PortMap)
 		return
@@ -217,7 +217,7 @@ func printReport(w io.Writer, nr netcheckReport) {
 
 // printFamily writes one family's report; pm is the port mapping (IPv4
 // only: IPv6 has no translation to map).
-func printFamily(w io.Writer, r holepunch.NATReport, pm *portmap.Status) {
+func printFamily(w io.Writer, r natcheck.Report, pm *portmap.Status) {
 	fmt.Fprintf(w, "public address: %s\n", r.PublicAddr)
 	if len(r.PublicAddrs) > 1 {
 		fmt.Fprintf(w, "all public addresses: %v\n", r.PublicAddrs)

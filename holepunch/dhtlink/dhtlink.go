@@ -1,6 +1,7 @@
 // Package dhtlink implements holepunch.Link over a *dht.Node: the endpoint
-// signals through the node's relays and shares its UDP sockets. Besides
-// package dhtprobe it is the only place where holepunch meets dht.
+// signals through the node's relays and shares its UDP sockets, and
+// measures the NAT with natcheck/dhtprobe on the same socket. It is the only
+// place where holepunch meets dht.
 //
 // Wire it before the node starts, since dht.Config takes the hooks:
 //
@@ -27,7 +28,8 @@ import (
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+	"github.com/swarmdb/swarmdb/natcheck"
+	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
 
 // Link is a holepunch.Link over a DHT node. The zero value is not usable;
@@ -246,12 +248,12 @@ func TURNHandler(srv *holepunch.TURNServer) dht.TURNHandler {
 // MeasureNAT measures the NAT in front of each of the node's sockets
 // (dhtprobe.Measure): the IPv4 report, with the IPv6 one in its IPv6
 // field.
-func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
+func (l *Link) MeasureNAT(ctx context.Context) (natcheck.Report, error) {
 	l.mu.RLock()
 	n, tn := l.node, l.net
 	l.mu.RUnlock()
 	if n == nil {
-		return holepunch.NATReport{}, ErrNotAttached
+		return natcheck.Report{}, ErrNotAttached
 	}
 	return dhtprobe.Measure(ctx, n, l.prober, dhtprobe.MeasureConfig{Net: tn})
 }
