@@ -10,7 +10,8 @@
 //     in the signaling, which then states endpoint-independent filtering.
 //   - birthday.go, birthday_path.go: birthday-paradox punching when one side
 //     has endpoint-dependent mapping and the other filters by port.
-//   - turn_server.go: the TURN relay public nodes run for the rest.
+//   - For the rest, a relay candidate on a TURN server whose offer comes
+//     through Link.TURN; the server public nodes run is package turnserver.
 //
 // The protocol cores are pure (parseSignal, birthdayRole, the birthday
 // easy-side core); managers own sockets and timers.

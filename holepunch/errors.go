@@ -50,20 +50,3 @@ var (
 	// packet.
 	ErrBirthdayPacket = errors.New("holepunch: malformed birthday packet")
 )
-
-// Errors of the TURN server.
-var (
-	// ErrTURNCredentials means a TURN username is malformed or its password
-	// does not match.
-	ErrTURNCredentials = errors.New("holepunch: bad turn credentials")
-	// ErrTURNExpired means a TURN username's expiry has passed.
-	ErrTURNExpired = errors.New("holepunch: turn credentials expired")
-	// ErrTURNNoPublicIP means the relay address to advertise is unknown:
-	// the server listens on an unspecified IP and TURNConfig.PublicIP is zero.
-	ErrTURNNoPublicIP = errors.New("holepunch: turn relay address unknown (set PublicIP)")
-	// ErrTURNLimit means an allocation was refused by MaxAllocations or
-	// MaxAllocationsPerIP.
-	ErrTURNLimit = errors.New("holepunch: turn allocation limit reached")
-	// ErrTURNState means Start was called twice or after Close.
-	ErrTURNState = errors.New("holepunch: turn server already started or closed")
-)

@@ -235,10 +235,18 @@ func infoOf(o dht.TURNOffer) holepunch.TURNServerInfo {
 	return holepunch.TURNServerInfo{Addr: o.Server, Username: o.Username, Password: o.Password}
 }
 
+// TURNIssuer is the part of a TURN relay (a *turnserver.Server) that
+// TURNHandler offers: its address and credentials tagged for a requester.
+// It keeps this client-side adapter free of the server package.
+type TURNIssuer interface {
+	Addr() netip.AddrPort
+	Credentials(tag string) (user, pass string, expires time.Time)
+}
+
 // TURNHandler returns a dht.TURNHandler that offers srv to every requester
 // with a credential tagged with the requester's IP. Put it in the
 // dht.Config of a public node that runs a TURN relay.
-func TURNHandler(srv *holepunch.TURNServer) dht.TURNHandler {
+func TURNHandler(srv TURNIssuer) dht.TURNHandler {
 	return func(requester netip.AddrPort) (dht.TURNOffer, bool) {
 		user, pass, exp := srv.Credentials(requester.Addr().String())
 		return dht.TURNOffer{Server: srv.Addr(), Username: user, Password: pass, Expires: exp}, true
