@@ -13,7 +13,7 @@
 // The Prober over the node's DHT socket, and Measure, which checks both
 // address families of a node, live in natcheck/dhtprobe, so that natcheck
 // itself stays free of package dht. Users: holepunch (the NAT class travels
-// in its signaling and picks the punching method), swarm, node (which runs
-// the Monitor), cmd/swarmdb (netcheck). natcheck must not import dht,
+// in its signaling and picks the punching method), swarm (which runs the
+// Monitor), node, cmd/swarmdb (netcheck). natcheck must not import dht,
 // holepunch or anything above them.
 package natcheck

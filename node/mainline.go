@@ -601,12 +601,10 @@ func (n *Node) joiningByName(ctx context.Context) {
 }
 
 // joinedByName follows a DHT join through nodes found under the bootstrap
-// name: the monitor learns the new measurement and the topic is announced
-// and looked up at once.
+// name: the swarm's NAT monitor learns the new measurement and the topic is
+// announced and looked up at once.
 func (n *Node) joinedByName() {
-	if n.monitor != nil {
-		n.monitor.Remeasure()
-	}
+	n.swarm.WakeNATMonitor()
 	if n.disc != nil {
 		n.disc.Refresh()
 	}

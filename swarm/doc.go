@@ -13,6 +13,10 @@
 // peer table with its dial queue and limits (peer_table.go). swarm.go is the
 // thin manager that owns goroutines, timers and the transport.
 //
+// The swarm also runs its NAT loop (nat.go): a natcheck.Monitor that
+// measures again when the network changes, NetworkChanged when the result
+// differs, and Config.OnNATChange for whoever wants to know.
+//
 // Users: package node (and applications embedding swarmdb). swarm imports
-// dht, holepunch and secure; it must not import db or bridge.
+// dht, holepunch, natcheck and secure; it must not import db or bridge.
 package swarm
