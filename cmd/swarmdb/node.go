@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/node"
 	"github.com/swarmdb/swarmdb/secure"
 	"github.com/swarmdb/swarmdb/swarm"
@@ -28,9 +29,6 @@ const (
 	// natReportTimeout bounds the wait for the first NAT measurement, which
 	// is reported in its own "nat" event when it lands after "ready".
 	natReportTimeout = 30 * time.Second
-	// natPollInterval is how often the node is asked for that first
-	// measurement (the swarm has no hook for it).
-	natPollInterval = 250 * time.Millisecond
 	// metricsShutdownTimeout bounds the metrics server's graceful stop.
 	metricsShutdownTimeout = 2 * time.Second
 )
@@ -147,6 +145,15 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 		log.Warn("joining the public BitTorrent mainline DHT: this node's IP address is published there")
 	}
 	cfg.OnMainlinePeer = mainlinePeerEvent(out)
+	// The first NAT report is the one the "nat" event shows; later ones
+	// find the buffer full and are dropped.
+	natReports := make(chan natcheck.Report, 1)
+	cfg.OnNATChange = func(r natcheck.Report) {
+		select {
+		case natReports <- r:
+		default:
+		}
+	}
 	conns := newConnMetrics()
 	cfg.OnPeerConnect = func(e node.PeerEvent) {
 		conns.observe(e)
@@ -212,7 +219,7 @@ func nodeMain(ctx context.Context, args []string, std stdio) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			reportNAT(ctx, nd, out)
+			reportNAT(ctx, natReports, out)
 		}()
 	}
 
@@ -359,26 +366,18 @@ func natClass(nd *node.Node, lanOnly bool) string {
 }
 
 // reportNAT emits a "nat" event once the first measurement lands.
-func reportNAT(ctx context.Context, nd *node.Node, out *syncEvents) {
+func reportNAT(ctx context.Context, reports <-chan natcheck.Report, out *syncEvents) {
 	ctx, cancel := context.WithTimeout(ctx, natReportTimeout)
 	defer cancel()
-	t := time.NewTicker(natPollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		r := nd.NAT()
-		if r.Class == "" {
-			continue
-		}
-		human, fields := natIPv6(fmt.Sprintf("NAT: %s (public %s, mapping %s, filtering %s)", r.Class, r.PublicAddr, r.Mapping, r.Filtering),
-			map[string]any{"nat": string(r.Class), "public_addr": r.PublicAddr.String(), "mapping": r.Mapping.String(), "filtering": r.Filtering.String()}, r)
-		out.emit("nat", human, fields)
+	var r natcheck.Report
+	select {
+	case <-ctx.Done():
 		return
+	case r = <-reports:
 	}
+	human, fields := natIPv6(fmt.Sprintf("NAT: %s (public %s, mapping %s, filtering %s)", r.Class, r.PublicAddr, r.Mapping, r.Filtering),
+		map[string]any{"nat": string(r.Class), "public_addr": r.PublicAddr.String(), "mapping": r.Mapping.String(), "filtering": r.Filtering.String()}, r)
+	out.emit("nat", human, fields)
 }
 
 // disconnectReason names why a swarm connection ended, for the
