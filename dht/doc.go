@@ -7,6 +7,6 @@
 // probes, mainline KRPC) reach their owners through Config.OnPacket and
 // Config.OnKRPC; internal/demux says which is which.
 //
-// Users: swarm, holepunch/dhtlink and holepunch/dhtprobe, node, cmd. It
+// Users: swarm, holepunch/dhtlink and natcheck/dhtprobe, node, cmd. It
 // imports nothing of swarmdb's but internal/demux.
 package dht

@@ -12,7 +12,7 @@ type Observation struct {
 // Observed returns the latest reflexive-address reports the node received
 // in replies, oldest first (at most 16 per family, a sliding window each;
 // IPv4 reports before IPv6 ones). A NAT monitor polls it to notice that
-// peers see us at another address (holepunch.Monitor via its Reflexive
+// peers see us at another address (natcheck.Monitor via its Reflexive
 // hook); PublicAddr and PublicAddrIn are the majority of each family's
 // window.
 func (n *Node) Observed() []Observation {

@@ -9,7 +9,7 @@ import (
 )
 
 // TURN credentials over the DHT. A public node that serves a TURN relay
-// (holepunch.TURNServer) answers CmdTURN with an offer: its relay address
+// (turnserver.Server) answers CmdTURN with an offer: its relay address
 // and a short-lived username and password (the TURN REST API scheme). The
 // DHT only carries the offer; the hook that makes it lives with the relay,
 // so dht imports nothing of pion/turn.

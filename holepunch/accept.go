@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/ice/v2"
 
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -99,8 +100,8 @@ func (e *Endpoint) decide(remote ed25519.PublicKey, hello []byte) Code {
 func (e *Endpoint) pathCode(peer *signal) Code {
 	mapping, filtering := e.advertisedNAT()
 	switch {
-	case peer.Mode == ModeAuto && peer.Mapping == MappingEndpointDependent && mapping == MappingEndpointDependent &&
-		peer.Filtering != FilteringEndpointIndependent && filtering != FilteringEndpointIndependent &&
+	case peer.Mode == ModeAuto && peer.Mapping == natcheck.MappingEndpointDependent && mapping == natcheck.MappingEndpointDependent &&
+		peer.Filtering != natcheck.FilteringEndpointIndependent && filtering != natcheck.FilteringEndpointIndependent &&
 		!(hasGlobalIPv6(peer) && e.offersIPv6()):
 		// Both NATs pick a new port per destination and filter: no
 		// direct path over IPv4. A side whose router forwards a mapped

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // punchRole is this side's part in a birthday punch.
@@ -30,9 +32,9 @@ const (
 // payloads.
 func birthdayRole(local, peer *signal) punchRole {
 	needs := func(hard, easy *signal) bool {
-		return hard.Mapping == MappingEndpointDependent && hard.Filtering != FilteringEndpointIndependent &&
-			easy.Mapping == MappingEndpointIndependent &&
-			(easy.Filtering == FilteringAddressAndPortDependent || easy.Filtering == FilteringUnknown) &&
+		return hard.Mapping == natcheck.MappingEndpointDependent && hard.Filtering != natcheck.FilteringEndpointIndependent &&
+			easy.Mapping == natcheck.MappingEndpointIndependent &&
+			(easy.Filtering == natcheck.FilteringAddressAndPortDependent || easy.Filtering == natcheck.FilteringUnknown) &&
 			reflexive(easy).IsValid() && reflexive(hard).IsValid()
 	}
 	switch {
@@ -59,8 +61,8 @@ func birthdayRole(local, peer *signal) punchRole {
 // answers to the peer's checks (and ICE's triggered checks) go out through
 // the mapping's own conntrack entry, from the mapped port.
 func awaitsPeer(local, peer *signal) bool {
-	return local.Mode == ModeAuto && local.Mapping == MappingEndpointDependent &&
-		local.Filtering == FilteringEndpointIndependent && peer.Filtering != FilteringEndpointIndependent
+	return local.Mode == ModeAuto && local.Mapping == natcheck.MappingEndpointDependent &&
+		local.Filtering == natcheck.FilteringEndpointIndependent && peer.Filtering != natcheck.FilteringEndpointIndependent
 }
 
 // withoutReflexive returns cands without the IPv4 server-reflexive ones

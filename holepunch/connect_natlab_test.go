@@ -16,6 +16,7 @@ import (
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/turnserver"
 )
 
 // labDHT starts the lab's public DHT nodes.
@@ -155,7 +156,7 @@ func withTURN(t testing.TB) func(int, *natlab.Host, *dht.Config) {
 		if i != 0 {
 			return
 		}
-		srv := holepunch.NewTURNServer(holepunch.TURNConfig{Net: h.Net(), ListenAddr: h.IP().String() + ":3478"})
+		srv := turnserver.New(turnserver.Config{Net: h.Net(), ListenAddr: h.IP().String() + ":3478"})
 		if err := srv.Start(); err != nil {
 			t.Fatal(err)
 		}

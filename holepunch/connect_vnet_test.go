@@ -16,6 +16,7 @@ import (
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/turnserver"
 )
 
 // vnetCellTimeout bounds one cell: a direct attempt (ICE, or birthday
@@ -138,7 +139,7 @@ func TestConnectVNet(t *testing.T) {
 	}
 	t.Cleanup(v.Close) // after the peers' and the relay's cleanups below
 
-	turnSrv := holepunch.NewTURNServer(holepunch.TURNConfig{Net: turnNet, ListenAddr: turnIP + ":3478"})
+	turnSrv := turnserver.New(turnserver.Config{Net: turnNet, ListenAddr: turnIP + ":3478"})
 	if err := turnSrv.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
-// Package holepunch owns NAT traversal for a swarmdb node: measuring its
-// own NAT and connecting to a peer by public key through any NAT.
+// Package holepunch connects a swarmdb node to a peer by public key
+// through any NAT. It takes the NAT measurement from package natcheck.
 //
-//   - classify.go, netcheck.go: the NAT report (RFC 4787/5780 terms);
-//     monitor.go re-measures when local or reflexive addresses change.
 //   - endpoint.go (dialling), accept.go (answering), signal.go: connect by
 //     key. Noise IK message 1 and 2 travel through the peer's DHT relays and
 //     carry the ICE credentials, candidates and NAT class (signal.go), so
@@ -16,12 +14,15 @@
 //     in the signaling, which then states endpoint-independent filtering.
 //   - birthday.go, birthday_path.go: birthday-paradox punching when one side
 //     has endpoint-dependent mapping and the other filters by port.
-//   - turn_server.go: the TURN relay public nodes run for the rest.
+//   - For the rest, a relay candidate on a TURN server whose offer comes
+//     through Link.TURN; the server public nodes run is package turnserver.
 //
-// The protocol cores are pure (Classify, parseSignal, birthdayRole, the
-// birthday easy-side core); managers own sockets and timers.
+// The protocol cores are pure (parseSignal, birthdayRole, the birthday
+// easy-side core); managers own sockets and timers.
 //
 // holepunch must not import package dht: it reaches the DHT only through
-// interfaces it defines (Prober, Link). The adapters over *dht.Node live in
-// holepunch/dhtprobe and holepunch/dhtlink. Users: swarm, cmd/swarmdb, node.
+// the Link interface it defines. The adapter over *dht.Node lives in
+// holepunch/dhtlink (with natcheck/dhtprobe for the NAT measurement).
+// holepunch may import natcheck, never the reverse. Users: swarm,
+// cmd/swarmdb, node.
 package holepunch

@@ -19,6 +19,7 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/internal/pionlog"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -73,7 +74,7 @@ type EndpointConfig struct {
 	// MeasureNAT measures the node's NAT; the endpoint calls it at Start and
 	// on Remeasure. Nil means unknown (no birthday punching, no early
 	// relay; a failed direct dial still falls back to the relay).
-	MeasureNAT func(ctx context.Context) (NATReport, error)
+	MeasureNAT func(ctx context.Context) (natcheck.Report, error)
 	// Session configures the secure sessions. The zero value works.
 	Session secure.Config
 	// ConnectTimeout bounds one dial attempt. Zero means
@@ -121,9 +122,9 @@ type EndpointStats struct {
 	Replays               uint64 // message 1 older than one already seen
 	Busy                  uint64 // refused at the handshake limits
 	ByPath                map[Path]uint64
-	Live                  int    // open connections
-	MuxDropped            uint64 // datagrams lost between the node and ICE
-	NAT                   Class  // last measured class
+	Live                  int            // open connections
+	MuxDropped            uint64         // datagrams lost between the node and ICE
+	NAT                   natcheck.Class // last measured class
 	HandshakesInProgress  int
 	RetransmittedAnswered uint64
 }
@@ -154,7 +155,7 @@ type Endpoint struct {
 
 	// NAT measurement, guarded by natMu.
 	natMu     sync.Mutex
-	nat       NATReport
+	nat       natcheck.Report
 	measuring int           // NAT measurements in flight (the first counts from New)
 	natIdle   chan struct{} // closed while measuring is zero
 }
@@ -238,7 +239,7 @@ func (e *Endpoint) Close() error {
 func (e *Endpoint) PublicKey() ed25519.PublicKey { return e.pub }
 
 // NAT returns the last NAT measurement (zero before the first finished).
-func (e *Endpoint) NAT() NATReport {
+func (e *Endpoint) NAT() natcheck.Report {
 	e.natMu.Lock()
 	defer e.natMu.Unlock()
 	return e.nat
@@ -248,15 +249,15 @@ func (e *Endpoint) NAT() NATReport {
 // changed or the DHT was first joined. It blocks until done; dials and
 // Listen started meanwhile wait for it (at most natWait), so that they use
 // the new measurement.
-func (e *Endpoint) Remeasure(ctx context.Context) (NATReport, error) {
+func (e *Endpoint) Remeasure(ctx context.Context) (natcheck.Report, error) {
 	e.beginMeasure()
 	defer e.endMeasure()
 	return e.remeasure(ctx)
 }
 
-func (e *Endpoint) remeasure(ctx context.Context) (NATReport, error) {
+func (e *Endpoint) remeasure(ctx context.Context) (natcheck.Report, error) {
 	if e.cfg.MeasureNAT == nil {
-		return NATReport{}, nil
+		return natcheck.Report{}, nil
 	}
 	r, err := e.cfg.MeasureNAT(ctx)
 	if err != nil {
@@ -305,7 +306,7 @@ func (e *Endpoint) measureNAT() {
 }
 
 // waitNAT waits, at most natWait, until no NAT measurement is in flight.
-func (e *Endpoint) waitNAT(ctx context.Context) NATReport {
+func (e *Endpoint) waitNAT(ctx context.Context) natcheck.Report {
 	ctx, cancel := context.WithTimeout(ctx, natWait)
 	defer cancel()
 	return e.WaitNAT(ctx)
@@ -314,7 +315,7 @@ func (e *Endpoint) waitNAT(ctx context.Context) NATReport {
 // WaitNAT waits until no NAT measurement is in flight (the first one, which
 // Start runs, or a Remeasure) or ctx ends, and returns the current
 // measurement.
-func (e *Endpoint) WaitNAT(ctx context.Context) NATReport {
+func (e *Endpoint) WaitNAT(ctx context.Context) natcheck.Report {
 	e.natMu.Lock()
 	idle := e.natIdle
 	e.natMu.Unlock()
@@ -626,10 +627,10 @@ func (e *Endpoint) mapped() netip.AddrPort {
 // behaviour stays as measured: our own packets still leave through the
 // NAT's usual translation, so birthday punching against a port-restricted
 // peer is still what connects an endpoint-dependent NAT to it.
-func (e *Endpoint) advertisedNAT() (Mapping, Filtering) {
+func (e *Endpoint) advertisedNAT() (natcheck.Mapping, natcheck.Filtering) {
 	nat := e.NAT()
 	if e.mapped().IsValid() {
-		return nat.Mapping, FilteringEndpointIndependent
+		return nat.Mapping, natcheck.FilteringEndpointIndependent
 	}
 	return nat.Mapping, nat.Filtering
 }

@@ -2,16 +2,6 @@ package holepunch
 
 import "errors"
 
-var (
-	// ErrNoServers means Check was given no server to measure against.
-	ErrNoServers = errors.New("holepunch: no servers to probe")
-	// ErrNoAnswer means no server answered a Binding request, so nothing
-	// about the NAT could be learned.
-	ErrNoAnswer = errors.New("holepunch: no server answered")
-	// ErrNoProber means Check was called without a Prober.
-	ErrNoProber = errors.New("holepunch: no prober configured")
-)
-
 // Errors of connect-by-key (Endpoint).
 var (
 	// ErrConfig: an EndpointConfig is missing a required field or a call
@@ -59,24 +49,4 @@ var (
 	// ErrBirthdayPacket means a datagram is not a well-formed birthday
 	// packet.
 	ErrBirthdayPacket = errors.New("holepunch: malformed birthday packet")
-)
-
-// ErrMonitorClosed means the Monitor was closed (or Start called twice).
-var ErrMonitorClosed = errors.New("holepunch: monitor closed")
-
-// Errors of the TURN server.
-var (
-	// ErrTURNCredentials means a TURN username is malformed or its password
-	// does not match.
-	ErrTURNCredentials = errors.New("holepunch: bad turn credentials")
-	// ErrTURNExpired means a TURN username's expiry has passed.
-	ErrTURNExpired = errors.New("holepunch: turn credentials expired")
-	// ErrTURNNoPublicIP means the relay address to advertise is unknown:
-	// the server listens on an unspecified IP and TURNConfig.PublicIP is zero.
-	ErrTURNNoPublicIP = errors.New("holepunch: turn relay address unknown (set PublicIP)")
-	// ErrTURNLimit means an allocation was refused by MaxAllocations or
-	// MaxAllocationsPerIP.
-	ErrTURNLimit = errors.New("holepunch: turn allocation limit reached")
-	// ErrTURNState means Start was called twice or after Close.
-	ErrTURNState = errors.New("holepunch: turn server already started or closed")
 )

@@ -3,6 +3,8 @@ package holepunch
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // Two peers that both offer public IPv6 candidates punch over IPv6: no
@@ -10,7 +12,7 @@ import (
 // there is one, aims at the IPv4 reflexive address even when an IPv6 one
 // is listed first. Unique-local and link-local IPv6 addresses do not count.
 func TestIPv6PunchPlan(t *testing.T) {
-	sig := func(m Mapping, f Filtering, addrs ...string) *signal {
+	sig := func(m natcheck.Mapping, f natcheck.Filtering, addrs ...string) *signal {
 		s := &signal{Mode: ModeAuto, Mapping: m, Filtering: f}
 		for _, a := range addrs {
 			s.Cands = append(s.Cands, candidate{Kind: candSrflx, Addr: netip.MustParseAddrPort(a)})
@@ -29,14 +31,14 @@ func TestIPv6PunchPlan(t *testing.T) {
 		hard, easy *signal
 		want       punchRole // of the hard side
 	}{
-		{"ipv4 only", sig(MappingEndpointDependent, FilteringAddressAndPortDependent, hard4),
-			sig(MappingEndpointIndependent, FilteringAddressAndPortDependent, easy4), roleHard},
-		{"both ipv6", sig(MappingEndpointDependent, FilteringAddressAndPortDependent, hard6, hard4),
-			sig(MappingEndpointIndependent, FilteringAddressAndPortDependent, easy6, easy4), roleNone},
-		{"one side ipv6", sig(MappingEndpointDependent, FilteringAddressAndPortDependent, hard6, hard4),
-			sig(MappingEndpointIndependent, FilteringAddressAndPortDependent, easy4), roleHard},
-		{"unique-local is no ipv6 path", sig(MappingEndpointDependent, FilteringAddressAndPortDependent, ula6, hard4),
-			sig(MappingEndpointIndependent, FilteringAddressAndPortDependent, ula6, easy4), roleHard},
+		{"ipv4 only", sig(natcheck.MappingEndpointDependent, natcheck.FilteringAddressAndPortDependent, hard4),
+			sig(natcheck.MappingEndpointIndependent, natcheck.FilteringAddressAndPortDependent, easy4), roleHard},
+		{"both ipv6", sig(natcheck.MappingEndpointDependent, natcheck.FilteringAddressAndPortDependent, hard6, hard4),
+			sig(natcheck.MappingEndpointIndependent, natcheck.FilteringAddressAndPortDependent, easy6, easy4), roleNone},
+		{"one side ipv6", sig(natcheck.MappingEndpointDependent, natcheck.FilteringAddressAndPortDependent, hard6, hard4),
+			sig(natcheck.MappingEndpointIndependent, natcheck.FilteringAddressAndPortDependent, easy4), roleHard},
+		{"unique-local is no ipv6 path", sig(natcheck.MappingEndpointDependent, natcheck.FilteringAddressAndPortDependent, ula6, hard4),
+			sig(natcheck.MappingEndpointIndependent, natcheck.FilteringAddressAndPortDependent, ula6, easy4), roleHard},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if got := birthdayRole(c.hard, c.easy); got != c.want {

@@ -13,6 +13,7 @@ import (
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // familyCell is one pair of the IPv6 grid: the path it must take and
@@ -65,11 +66,11 @@ func TestConnectIPv6NATLab(t *testing.T) {
 		if string(r.Class) != string(typ) || r.IPv6 == nil {
 			t.Fatalf("server behind %s measured IPv4 %s, IPv6 %+v", typ, r.Class, r.IPv6)
 		}
-		want6 := holepunch.ClassFirewall // a router's stateful firewall
+		want6 := natcheck.ClassFirewall // a router's stateful firewall
 		if typ == natlab.Open {
-			want6 = holepunch.ClassOpen // a public host
+			want6 = natcheck.ClassOpen // a public host
 		}
-		if r.IPv6.Mapping != holepunch.MappingNone || r.IPv6.Class != want6 {
+		if r.IPv6.Mapping != natcheck.MappingNone || r.IPv6.Class != want6 {
 			t.Fatalf("server behind %s measured IPv6 as %s (%s)", typ, r.IPv6.Class, r.IPv6.Mapping)
 		}
 	}

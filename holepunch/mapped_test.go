@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // symmetric is a NAT measurement of endpoint-dependent mapping: two of
 // those make a server refuse direct dials (both would need a relay).
-func symmetric(context.Context) (holepunch.NATReport, error) {
-	return holepunch.NATReport{Mapping: holepunch.MappingEndpointDependent, Filtering: holepunch.FilteringAddressAndPortDependent,
-		Class: holepunch.ClassSymmetric}, nil
+func symmetric(context.Context) (natcheck.Report, error) {
+	return natcheck.Report{Mapping: natcheck.MappingEndpointDependent, Filtering: natcheck.FilteringAddressAndPortDependent,
+		Class: natcheck.ClassSymmetric}, nil
 }
 
 // TestMappedAvoidsRelay: two peers that both measured a symmetric NAT are

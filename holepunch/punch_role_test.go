@@ -3,6 +3,8 @@ package holepunch
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // TestPunchRoles: which pairs punch with the birthday paradox, and when a
@@ -11,13 +13,13 @@ import (
 func TestPunchRoles(t *testing.T) {
 	srflx := []candidate{{Kind: candHost, Addr: netip.MustParseAddrPort("10.1.0.10:4000")},
 		{Kind: candSrflx, Addr: netip.MustParseAddrPort("203.0.113.20:4000")}}
-	sig := func(m Mapping, f Filtering) *signal {
+	sig := func(m natcheck.Mapping, f natcheck.Filtering) *signal {
 		return &signal{Mode: ModeAuto, Mapping: m, Filtering: f, Cands: srflx}
 	}
 	const (
-		eim, edm   = MappingEndpointIndependent, MappingEndpointDependent
-		eif, apdf  = FilteringEndpointIndependent, FilteringAddressAndPortDependent
-		adf, unkno = FilteringAddressDependent, FilteringUnknown
+		eim, edm   = natcheck.MappingEndpointIndependent, natcheck.MappingEndpointDependent
+		eif, apdf  = natcheck.FilteringEndpointIndependent, natcheck.FilteringAddressAndPortDependent
+		adf, unkno = natcheck.FilteringAddressDependent, natcheck.FilteringUnknown
 	)
 	var (
 		symmetric       = sig(edm, apdf)

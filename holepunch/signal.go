@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // The signaling payload travels inside Noise IK message 1 (client to
@@ -33,8 +35,8 @@ import (
 type signal struct {
 	Code      Code
 	Mode      Mode
-	Mapping   Mapping
-	Filtering Filtering
+	Mapping   natcheck.Mapping
+	Filtering natcheck.Filtering
 	Secret    [16]byte
 	Ufrag     string
 	Pwd       string
@@ -181,8 +183,8 @@ func parseSignal(b []byte) (*signal, error) {
 	s := &signal{
 		Code:      Code(r.byte()),
 		Mode:      Mode(r.byte()),
-		Mapping:   Mapping(r.byte()),
-		Filtering: Filtering(r.byte()),
+		Mapping:   natcheck.Mapping(r.byte()),
+		Filtering: natcheck.Filtering(r.byte()),
 	}
 	copy(s.Secret[:], r.bytes(len(s.Secret)))
 	s.Ufrag = string(r.bytes(int(r.byte())))
@@ -218,7 +220,7 @@ func parseSignal(b []byte) (*signal, error) {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrBadSignal, len(r.b))
 	case s.Code >= codeMax || s.Mode >= modeMax:
 		return nil, fmt.Errorf("%w: code %d mode %d", ErrBadSignal, s.Code, s.Mode)
-	case s.Mapping > MappingEndpointDependent || s.Filtering > FilteringAddressAndPortDependent:
+	case s.Mapping > natcheck.MappingEndpointDependent || s.Filtering > natcheck.FilteringAddressAndPortDependent:
 		return nil, fmt.Errorf("%w: nat %d/%d", ErrBadSignal, s.Mapping, s.Filtering)
 	case s.Code == CodeOK && (len(s.Ufrag) < 4 || len(s.Pwd) < 22):
 		// RFC 8445 §5.3: ufrag at least 24 bits, pwd at least 128 bits, as

@@ -6,11 +6,13 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 func sampleSignal() *signal {
 	s := &signal{
-		Code: CodeOK, Mode: ModeRelay, Mapping: MappingEndpointIndependent, Filtering: FilteringAddressAndPortDependent,
+		Code: CodeOK, Mode: ModeRelay, Mapping: natcheck.MappingEndpointIndependent, Filtering: natcheck.FilteringAddressAndPortDependent,
 		Ufrag: "abcd", Pwd: "0123456789abcdefghijkl",
 		Cands: []candidate{
 			{Kind: candHost, Addr: netip.MustParseAddrPort("10.0.0.2:4000")},

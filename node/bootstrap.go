@@ -14,8 +14,8 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
+	"github.com/swarmdb/swarmdb/turnserver"
 )
 
 // BootstrapConfig configures a bootstrap node: a persistent DHT node on a
@@ -56,7 +56,7 @@ type BootstrapConfig struct {
 }
 
 // ErrTURNNoPublicIP: the relay is off because its public IP is unknown.
-var ErrTURNNoPublicIP = holepunch.ErrTURNNoPublicIP
+var ErrTURNNoPublicIP = turnserver.ErrNoPublicIP
 
 // Bootstrap is a running bootstrap node.
 type Bootstrap struct {
@@ -66,7 +66,7 @@ type Bootstrap struct {
 
 	// Set by Start, immutable after it.
 	dn       *dht.Node
-	relay    atomic.Pointer[holepunch.TURNServer]
+	relay    atomic.Pointer[turnserver.Server]
 	turnErr  error // why the relay is off when TURNAddr was set
 	krpc     krpcHook
 	mainline *mainlinePart
@@ -138,14 +138,14 @@ func (b *Bootstrap) Start(ctx context.Context) (err error) {
 // (or the listen IP). A relay whose public IP is unknown stays off, which
 // TURNError reports: peers could not reach it.
 func (b *Bootstrap) startRelay() error {
-	cfg := holepunch.TURNConfig{Net: b.cfg.Net, ListenAddr: b.cfg.TURNAddr, AllowPrivatePeers: b.cfg.TURNPrivate,
+	cfg := turnserver.Config{Net: b.cfg.Net, ListenAddr: b.cfg.TURNAddr, AllowPrivatePeers: b.cfg.TURNPrivate,
 		Logger: b.log.With("component", "turn")}
 	if pub := b.dn.PublicAddr().Addr(); pub.IsValid() && !pub.IsUnspecified() {
 		cfg.PublicIP = pub // behind a 1:1 NAT (cloud VMs) the listen IP is not it
 	}
-	srv := holepunch.NewTURNServer(cfg)
+	srv := turnserver.New(cfg)
 	if err := srv.Start(); err != nil {
-		if errors.Is(err, holepunch.ErrTURNNoPublicIP) {
+		if errors.Is(err, turnserver.ErrNoPublicIP) {
 			b.turnErr = err
 			b.log.Warn("TURN relay off: public IP unknown (pass the public IP)")
 			return nil
@@ -204,7 +204,7 @@ func (b *Bootstrap) startMainline(ctx context.Context) error {
 func (b *Bootstrap) DHT() *dht.Node { return b.dn }
 
 // TURN returns the relay, or nil when it does not run.
-func (b *Bootstrap) TURN() *holepunch.TURNServer { return b.relay.Load() }
+func (b *Bootstrap) TURN() *turnserver.Server { return b.relay.Load() }
 
 // TURNError says why the relay is off although TURNAddr was set.
 func (b *Bootstrap) TURNError() error { return b.turnErr }

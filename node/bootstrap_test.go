@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/internal/testnet"
 	"github.com/swarmdb/swarmdb/node"
+	"github.com/swarmdb/swarmdb/turnserver"
 )
 
 // TestBootstrapTURNOverDHT walks the bootstrap node's whole relay path on
@@ -51,7 +51,7 @@ func TestBootstrapTURNOverDHT(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, tag, err := holepunch.ParseTURNUsername(o.Username)
+		_, tag, err := turnserver.ParseUsername(o.Username)
 		if o.Server != srv.Addr() || tag != c.LocalAddr().Addr().String() || time.Until(o.Expires) <= 0 {
 			t.Fatalf("offer %+v (tag %q) from relay %s", o, tag, srv.Addr())
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/mainline"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/portmap"
 	"github.com/swarmdb/swarmdb/secure"
 	"github.com/swarmdb/swarmdb/swarm"
@@ -101,8 +102,14 @@ type Config struct {
 	DisablePlumtree bool
 
 	// MonitorInterval is how often local addresses are polled for network
-	// changes. Zero means holepunch's default (5 s).
+	// changes (swarm.Config.NATInterval). Zero means natcheck's default
+	// (5 s).
 	MonitorInterval time.Duration
+	// OnNATChange reports each NAT measurement that differs from the last
+	// one reported, starting with the first (swarm.Config.OnNATChange). A
+	// LAN-only node measures nothing. It runs on the swarm's event
+	// goroutine: do not block.
+	OnNATChange func(natcheck.Report)
 
 	// DisablePortMap turns router port mapping off. On by default: a node
 	// that joins a DHT beyond its LAN asks its gateway (PCP, NAT-PMP,

@@ -3,7 +3,8 @@
 // a Pebble store (package db), and the ToolDb message layer (package
 // bridge) attached to every swarm connection's stream 0 and to every
 // WebSocket client. It also keeps the node's identity in its data
-// directory and re-measures the NAT when the network changes.
+// directory; the swarm keeps its NAT measurement current and the node
+// passes the changes on (Config.OnNATChange).
 //
 // Beside Node it has the other stacks a swarmdb host runs, each one entry
 // point: Bootstrap (a public DHT node with STUN, TURN and the mainline

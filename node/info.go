@@ -4,7 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // LocalAddr is the UDP address of the node's socket (zero before Start).
@@ -17,9 +17,9 @@ func (n *Node) LocalAddr() netip.AddrPort {
 
 // NAT is the last NAT measurement (zero before the first one finished, and
 // for a LAN-only node, which has no DHT nodes to measure against).
-func (n *Node) NAT() holepunch.NATReport {
+func (n *Node) NAT() natcheck.Report {
 	if n.ready() != nil {
-		return holepunch.NATReport{}
+		return natcheck.Report{}
 	}
 	return n.swarm.NAT()
 }

@@ -16,8 +16,8 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
 	"github.com/swarmdb/swarmdb/mainline"
+	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
 
 // The mainline part of a node: a mainline DHT node on the node's socket
@@ -601,12 +601,10 @@ func (n *Node) joiningByName(ctx context.Context) {
 }
 
 // joinedByName follows a DHT join through nodes found under the bootstrap
-// name: the monitor learns the new measurement and the topic is announced
-// and looked up at once.
+// name: the swarm's NAT monitor learns the new measurement and the topic is
+// announced and looked up at once.
 func (n *Node) joinedByName() {
-	if n.monitor != nil {
-		n.monitor.Remeasure()
-	}
+	n.swarm.WakeNATMonitor()
 	if n.disc != nil {
 		n.disc.Refresh()
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+	"github.com/swarmdb/swarmdb/natcheck"
+	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 	"github.com/swarmdb/swarmdb/portmap"
 )
 
@@ -21,8 +21,8 @@ import (
 // here so that they need no other package of ours (`swarmdb netcheck`,
 // Node.NAT, Node.PortMap).
 type (
-	// NATReport is one NAT measurement (holepunch.NATReport).
-	NATReport = holepunch.NATReport
+	// NATReport is one NAT measurement (natcheck.Report).
+	NATReport = natcheck.Report
 	// PortMapStatus is the router port mapping's state (portmap.Status).
 	PortMapStatus = portmap.Status
 )
@@ -42,7 +42,7 @@ type NetcheckConfig struct {
 	// Bootstrap lists the DHT nodes to measure against. Required.
 	Bootstrap []netip.AddrPort
 	// ProbeWait is the wait for a filtering probe. Zero means
-	// holepunch.DefaultProbeWait.
+	// natcheck.DefaultProbeWait.
 	ProbeWait time.Duration
 	// PortMap asks the router for a mapping of the socket's port before
 	// measuring (not when the socket or every bootstrap node is on
@@ -97,7 +97,7 @@ func Netcheck(ctx context.Context, cfg NetcheckConfig) (NetcheckReport, error) {
 	}
 	rep, err := dhtprobe.Measure(ctx, dn, p, dhtprobe.MeasureConfig{Net: cfg.Net, ProbeWait: cfg.ProbeWait, Hairpin: true, Logger: cfg.Logger})
 	out.NATReport = rep
-	if errors.Is(err, holepunch.ErrNoAnswer) {
+	if errors.Is(err, natcheck.ErrNoAnswer) {
 		return out, fmt.Errorf("no bootstrap node answered (tried %v): %w", cfg.Bootstrap, err)
 	}
 	return out, err

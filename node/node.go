@@ -20,7 +20,6 @@ import (
 	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/dnsdisc"
-	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/portmap"
 	"github.com/swarmdb/swarmdb/swarm"
 )
@@ -39,7 +38,6 @@ type Node struct {
 	bridge    *bridge.Bridge
 	swarm     *swarm.Swarm
 	disc      *swarm.Discovery
-	monitor   *holepunch.Monitor
 	http      *http.Server
 	wsLn      net.Listener
 	wsAddr    net.Addr
@@ -155,9 +153,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startSwarm(ctx); err != nil {
 		return err
 	}
-	if err := n.startMonitor(); err != nil {
-		return err
-	}
 	if err := n.startMainline(ctx); err != nil {
 		return err
 	}
@@ -205,6 +200,8 @@ func (n *Node) startSwarm(ctx context.Context) error {
 		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session, StaleAfter: n.cfg.StaleAfter,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
 		OnListen: n.startPortMap, Mapped: n.mappedUDP,
+		// A LAN-only node has no DHT nodes to measure its NAT against.
+		MonitorNAT: n.internetNode(), NATInterval: n.cfg.MonitorInterval, OnNATChange: n.cfg.OnNATChange,
 		Logger: n.log,
 	})
 	if err != nil {
@@ -266,37 +263,6 @@ func (n *Node) onDisconnect(c *swarm.Conn, info swarm.PeerInfo, err error) {
 	}
 }
 
-// startMonitor re-measures the NAT when the local addresses or the
-// reflexive addresses peers report change, and then tells the swarm, which
-// re-announces and checks its connections.
-func (n *Node) startMonitor() error {
-	dn := n.swarm.Node()
-	if dn == nil || !n.internetNode() {
-		return nil // LAN only: there is no NAT to measure against
-	}
-	n.monitor = holepunch.NewMonitor(holepunch.MonitorConfig{
-		Net:      n.cfg.Net,
-		Interval: n.cfg.MonitorInterval,
-		Reflexive: func() []holepunch.ReflexiveReport {
-			var out []holepunch.ReflexiveReport
-			for _, o := range dn.Observed() {
-				out = append(out, holepunch.ReflexiveReport{By: o.By, Addr: o.Addr})
-			}
-			return out
-		},
-		Check: func(ctx context.Context) (holepunch.NATReport, error) { return n.swarm.RemeasureNAT(ctx) },
-		OnChange: func(old, cur holepunch.NATReport) {
-			if old.Class == "" {
-				return // the first measurement
-			}
-			n.log.Info("network changed", "nat", cur.Class, "public", cur.PublicAddr, "was", old.PublicAddr)
-			n.swarm.NetworkChanged()
-		},
-		Logger: n.log.With("component", "monitor"),
-	})
-	return n.monitor.Start()
-}
-
 // WebSocketAddr is the address the WebSocket server listens on (nil when
 // it does not run).
 func (n *Node) WebSocketAddr() net.Addr { return n.wsAddr }
@@ -339,9 +305,6 @@ func (n *Node) shutdown() error {
 	n.closeHTTP()
 	if n.peers != nil {
 		n.peers.close()
-	}
-	if n.monitor != nil {
-		_ = n.monitor.Close()
 	}
 	if n.swarm != nil {
 		errs = append(errs, n.swarm.Close())

@@ -19,6 +19,7 @@ import (
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // A pipe is one encrypted connection between two peers of a topic, with
@@ -89,7 +90,7 @@ type PipeInfo struct {
 	PublicKey  ed25519.PublicKey
 	LocalAddr  netip.AddrPort
 	PublicAddr netip.AddrPort // zero when unknown
-	NAT        holepunch.Class
+	NAT        natcheck.Class
 	// Relays are the DHT nodes that relay signaling to a server, and
 	// Stored the nodes that took its record (servers only).
 	Relays []netip.AddrPort

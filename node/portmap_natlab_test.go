@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/mainline"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/node"
 	"github.com/swarmdb/swarmdb/portmap"
 )
@@ -127,7 +127,7 @@ func TestNodePortMapNATLab(t *testing.T) {
 		if st := n.Status(); st.DHT == nil || st.DHT.Persistent {
 			t.Fatalf("a node behind a port-restricted router without a mapping became persistent: %+v", st.DHT)
 		}
-		if nat := waitNAT(t, n); nat.Class != holepunch.ClassPortRestricted {
+		if nat := waitNAT(t, n); nat.Class != natcheck.ClassPortRestricted {
 			t.Fatalf("NAT %s, want portrestricted", nat.Class)
 		}
 	}
@@ -152,7 +152,7 @@ func TestNodePortMapNATLab(t *testing.T) {
 	// sometimes one the join had already contacted, which reads as
 	// "unknown"; a filtered probe would read as port-dependent.)
 	nat := waitNAT(t, nd)
-	if nat.Filtering == holepunch.FilteringAddressAndPortDependent {
+	if nat.Filtering == natcheck.FilteringAddressAndPortDependent {
 		t.Fatalf("NAT measured %s/%s: a mapped port is open to anyone", nat.Mapping, nat.Filtering)
 	}
 	t.Logf("NAT measured %s (filtering %s) behind a port-restricted router with a mapping", nat.Class, nat.Filtering)
@@ -190,7 +190,7 @@ func TestNodePortMapNATLab(t *testing.T) {
 
 }
 
-func waitNAT(t *testing.T, nd *node.Node) holepunch.NATReport {
+func waitNAT(t *testing.T, nd *node.Node) natcheck.Report {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for nd.NAT().Class == "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/transport/v2"
 
 	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -172,6 +173,24 @@ type Config struct {
 	// Nil means no port mapping.
 	Mapped func() netip.AddrPort
 
+	// MonitorNAT keeps the NAT measurement current (natcheck.Monitor): the
+	// swarm polls the host's addresses every NATInterval and the reflexive
+	// addresses DHT peers report, measures again when either changes, and
+	// calls NetworkChanged when the result differs from the last. False
+	// means the NAT is measured at Start and on RemeasureNAT only, which
+	// suits a swarm with no DHT nodes beyond its LAN to measure against.
+	// Without a DHT there is no monitor.
+	MonitorNAT bool
+	// NATInterval is how often the NAT monitor polls. Zero means
+	// natcheck.DefaultMonitorInterval.
+	NATInterval time.Duration
+	// OnNATChange is called with every NAT report that differs from the
+	// last one it was given (natcheck.Changed), starting with the first,
+	// whatever ran the measurement (Start, the monitor, RemeasureNAT). It
+	// runs on the goroutine of OnConnection, in order with it: do not block.
+	// Nil means no calls.
+	OnNATChange func(natcheck.Report)
+
 	// Logger receives the swarm's logs. Nil means discard.
 	Logger *slog.Logger
 
@@ -240,6 +259,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.LANInterval <= 0 {
 		c.LANInterval = DefaultLANInterval
+	}
+	if c.NATInterval <= 0 {
+		c.NATInterval = natcheck.DefaultMonitorInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

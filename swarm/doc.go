@@ -16,6 +16,10 @@
 // before any ICE work); the swarm takes each new connection as the one
 // that counts.
 //
+// The swarm also runs its NAT loop (nat.go): a natcheck.Monitor that
+// measures again when the network changes, NetworkChanged when the result
+// differs, and Config.OnNATChange for whoever wants to know.
+//
 // Users: package node (and applications embedding swarmdb). swarm imports
-// dht, holepunch and secure; it must not import db or bridge.
+// dht, holepunch, natcheck and secure; it must not import db or bridge.
 package swarm

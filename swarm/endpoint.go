@@ -15,6 +15,7 @@ import (
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -59,7 +60,7 @@ func (f *endpointFactory) start(ctx context.Context, node *dht.Node, h transport
 		Net:          f.net,
 		Firewall:     h.firewall,
 		OnConnection: h.incoming,
-		MeasureNAT:   f.link.MeasureNAT,
+		MeasureNAT:   measuredBy(f.link.MeasureNAT, h.measured),
 		Session:      f.session,
 		KeepLoopback: f.keepLoopback,
 		Mapped:       f.mapped,
@@ -122,6 +123,24 @@ func (t *endpointTransport) Connect(ctx context.Context, remote ed25519.PublicKe
 		return nil, classifyEndpointError(err)
 	}
 	return c, nil
+}
+
+func (t *endpointTransport) NAT() natcheck.Report { return t.ep.NAT() }
+
+func (t *endpointTransport) RemeasureNAT(ctx context.Context) (natcheck.Report, error) {
+	return t.ep.Remeasure(ctx)
+}
+
+// measuredBy wraps a NAT measurement so that every successful one is also
+// reported to measured.
+func measuredBy(measure func(context.Context) (natcheck.Report, error), measured func(natcheck.Report)) func(context.Context) (natcheck.Report, error) {
+	return func(ctx context.Context) (natcheck.Report, error) {
+		r, err := measure(ctx)
+		if err == nil && measured != nil {
+			measured(r)
+		}
+		return r, err
+	}
 }
 
 func (t *endpointTransport) Close() error {

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/turnserver"
 )
 
 // labSwarm starts a swarm on a lab host, joined to the lab DHT.
@@ -51,7 +51,7 @@ func TestNATLabFourNATsOneTopic(t *testing.T) {
 		if i != 0 {
 			return
 		}
-		srv := holepunch.NewTURNServer(holepunch.TURNConfig{Net: h.Net(), ListenAddr: h.IP().String() + ":3478"})
+		srv := turnserver.New(turnserver.Config{Net: h.Net(), ListenAddr: h.IP().String() + ":3478"})
 		if err := srv.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // memDiscovery is an in-memory DHT: announce stores, lookup returns.
@@ -63,7 +64,12 @@ func (f *failingTransport) Connect(ctx context.Context, remote ed25519.PublicKey
 	return nil, errUnreachable
 }
 
-func (f *failingTransport) Close() error { return nil }
+func (f *failingTransport) Close() error         { return nil }
+func (f *failingTransport) NAT() natcheck.Report { return natcheck.Report{} }
+
+func (f *failingTransport) RemeasureNAT(context.Context) (natcheck.Report, error) {
+	return natcheck.Report{}, ErrNoEndpoint
+}
 
 func (f *failingTransport) times() []time.Duration {
 	f.mu.Lock()

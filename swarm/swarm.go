@@ -14,6 +14,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // bootstrapTimeout bounds the first DHT bootstrap in Start; a swarm that
@@ -35,14 +36,15 @@ type Swarm struct {
 	log *slog.Logger
 
 	// set by Start, immutable after it
-	disc   discovery
-	node   *dht.Node // nil without a DHT
-	tr     connector
-	lan    *lanDiscovery // nil when disabled
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine but the event dispatcher
-	evDone chan struct{}  // closed when the event dispatcher exits
+	disc    discovery
+	node    *dht.Node // nil without a DHT
+	tr      connector
+	lan     *lanDiscovery     // nil when disabled
+	monitor *natcheck.Monitor // nil without Config.MonitorNAT or a DHT
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // every goroutine but the event dispatcher
+	evDone  chan struct{}  // closed when the event dispatcher exits
 
 	kick chan struct{} // wakes the dial loop; buffered 1
 
@@ -60,14 +62,19 @@ type Swarm struct {
 	events  []event       // waiting for the dispatcher
 	evWake  chan struct{} // buffered 1
 	stats   counters
+	// natLast is the NAT report last passed to OnNATChange (natMeasured);
+	// natReported says there was one.
+	natLast     natcheck.Report
+	natReported bool
 }
 
-// event is one OnConnection or OnDisconnect call.
+// event is one OnConnection, OnDisconnect or OnNATChange call.
 type event struct {
 	conn  *Conn
 	info  PeerInfo
 	close bool
 	err   error
+	nat   *natcheck.Report // set for OnNATChange
 }
 
 // New checks cfg and builds a swarm. It starts nothing.
@@ -175,6 +182,7 @@ func (s *Swarm) start(ctx context.Context) error {
 		key:      s.key,
 		firewall: s.acceptFirewall,
 		incoming: func(c *holepunch.Conn) { s.adopt(c, false) },
+		measured: s.natMeasured,
 		log:      s.log,
 	})
 	if err != nil {
@@ -191,6 +199,12 @@ func (s *Swarm) start(ctx context.Context) error {
 			s.log.Warn("swarm: bootstrap failed; will retry", "err", err)
 		}
 		cancel()
+	}
+	if err := s.startNATMonitor(); err != nil {
+		s.cancel()
+		_ = tr.Close()
+		disc.close()
+		return fmt.Errorf("swarm: nat monitor: %w", err)
 	}
 	if !s.cfg.DisableLAN {
 		s.lan = newLANDiscovery(s)
@@ -231,6 +245,9 @@ func (s *Swarm) Close() error {
 		return nil
 	}
 	s.cancel()
+	if s.monitor != nil {
+		_ = s.monitor.Close() // before the transport it measures through
+	}
 	if s.lan != nil {
 		s.lan.close()
 	}
@@ -737,8 +754,8 @@ func (s *Swarm) queueEventLocked(e event) {
 	}
 }
 
-// dispatch calls OnConnection and OnDisconnect in order, without the lock.
-// It exits after Close once every event is delivered.
+// dispatch calls OnConnection, OnDisconnect and OnNATChange in order,
+// without the lock. It exits after Close once every event is delivered.
 func (s *Swarm) dispatch() {
 	defer close(s.evDone)
 	for {
@@ -749,6 +766,8 @@ func (s *Swarm) dispatch() {
 		s.mu.Unlock()
 		for _, e := range evs {
 			switch {
+			case e.nat != nil:
+				s.cfg.OnNATChange(*e.nat) // queued only when set
 			case e.close && s.cfg.OnDisconnect != nil:
 				s.cfg.OnDisconnect(e.conn, e.info, e.err)
 			case !e.close && s.cfg.OnConnection != nil:

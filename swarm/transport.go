@@ -9,6 +9,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // connector connects to peers by public key and hands over the connections
@@ -22,6 +23,12 @@ type connector interface {
 	// without signaling through the DHT (LAN discovery); hello reaches the
 	// remote's firewall before any ICE work (dialHello).
 	Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort, hello []byte) (*holepunch.Conn, error)
+	// NAT returns the last NAT measurement (zero before the first).
+	NAT() natcheck.Report
+	// RemeasureNAT measures the NAT in front of the socket again and uses
+	// the new report in the next handshakes. A transport that cannot
+	// measure returns ErrNoEndpoint.
+	RemeasureNAT(ctx context.Context) (natcheck.Report, error)
 	// Close stops accepting and dialling. Connections already handed out
 	// are the swarm's to close.
 	Close() error
@@ -35,6 +42,9 @@ type transportHooks struct {
 	firewall func(remote ed25519.PublicKey, hello []byte) error
 	// incoming receives every accepted incoming connection.
 	incoming func(*holepunch.Conn)
+	// measured receives every successful NAT measurement, whoever asked
+	// for it (the transport's own at start, RemeasureNAT).
+	measured func(natcheck.Report)
 	log      *slog.Logger
 }
 

@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -39,10 +39,10 @@ func TestNetcheckIPv6NATLab(t *testing.T) {
 		listen  string
 		listen6 string
 		boot    []netip.AddrPort
-		want4   holepunch.Class
+		want4   natcheck.Class
 	}{
-		{"dual-stack", dual, netip.AddrPortFrom(dual.IP(), 0).String(), netip.AddrPortFrom(dual.IP6(), 0).String(), boot4, holepunch.ClassSymmetric},
-		{"ipv6-only", only6, "[::]:0", "", boot6, holepunch.ClassUnknown},
+		{"dual-stack", dual, netip.AddrPortFrom(dual.IP(), 0).String(), netip.AddrPortFrom(dual.IP6(), 0).String(), boot4, natcheck.ClassSymmetric},
+		{"ipv6-only", only6, "[::]:0", "", boot6, natcheck.ClassUnknown},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), netcheckTestTimeout)
@@ -55,8 +55,8 @@ func TestNetcheckIPv6NATLab(t *testing.T) {
 				t.Fatalf("IPv4 %s, IPv6 %+v", rep.Class, rep.IPv6)
 			}
 			r6 := *rep.IPv6
-			if r6.Class != holepunch.ClassFirewall || r6.Mapping != holepunch.MappingNone ||
-				r6.Filtering != holepunch.FilteringAddressAndPortDependent || r6.PublicAddr.Addr() != c.host.IP6() {
+			if r6.Class != natcheck.ClassFirewall || r6.Mapping != natcheck.MappingNone ||
+				r6.Filtering != natcheck.FilteringAddressAndPortDependent || r6.PublicAddr.Addr() != c.host.IP6() {
 				t.Fatalf("IPv6 report %s (%s, %s) at %s", r6.Class, r6.Mapping, r6.Filtering, r6.PublicAddr)
 			}
 			var out bytes.Buffer

@@ -14,8 +14,8 @@ import (
 	"github.com/pion/transport/v2"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -163,7 +163,7 @@ func TestNetcheckNATLab(t *testing.T) {
 			if rep.Hairpin == nil || *rep.Hairpin != c.hairpin {
 				t.Fatalf("hairpin %v, want %v", rep.Hairpin, c.hairpin)
 			}
-			if rep.Confidence != holepunch.ConfidenceHigh {
+			if rep.Confidence != natcheck.ConfidenceHigh {
 				t.Fatalf("confidence %s with %d/%d answers", rep.Confidence, rep.Answered, rep.Queried)
 			}
 		})
@@ -191,8 +191,8 @@ func TestNetcheckPortMapNATLab(t *testing.T) {
 	servers := startDHTServers(t, ips, nets)
 	for _, tc := range []struct {
 		typ  natlab.NATType
-		want holepunch.Class
-	}{{natlab.PortRestricted, holepunch.ClassFullCone}, {natlab.Symmetric, holepunch.ClassSymmetric}} {
+		want natcheck.Class
+	}{{natlab.PortRestricted, natcheck.ClassFullCone}, {natlab.Symmetric, natcheck.ClassSymmetric}} {
 		t.Run(string(tc.typ), func(t *testing.T) {
 			r := lab.AddRouter(natlab.RouterConfig{Type: tc.typ})
 			d := r.StartMiniUPnPd(natlab.MiniUPnPdConfig{})

@@ -24,9 +24,6 @@ const (
 	// natReportTimeout bounds the wait for the first NAT measurement, which
 	// is reported in its own "nat" event when it lands after "ready".
 	natReportTimeout = 30 * time.Second
-	// natPollInterval is how often the node is asked for that first
-	// measurement (the swarm has no hook for it).
-	natPollInterval = 250 * time.Millisecond
 	// metricsShutdownTimeout bounds the metrics server's graceful stop.
 	metricsShutdownTimeout = 2 * time.Second
 )
@@ -185,6 +182,9 @@ type nodeRun struct {
 	metricsAddr string
 	out         *syncEvents
 	conns       *connMetrics
+	// natReports holds the first NAT report (node.Config.OnNATChange):
+	// the one the "nat" event shows; later ones find it full.
+	natReports chan node.NATReport
 
 	nd         *node.Node
 	started    time.Time
@@ -203,6 +203,13 @@ func newNodeRun(nf *nodeFlags, std stdio) *nodeRun {
 		r.cfg.Logger.Warn("joining the public BitTorrent mainline DHT: this node's IP address is published there")
 	}
 	r.cfg.OnMainlinePeer = mainlinePeerEvent(r.out)
+	r.natReports = make(chan node.NATReport, 1)
+	r.cfg.OnNATChange = func(rep node.NATReport) {
+		select {
+		case r.natReports <- rep:
+		default:
+		}
+	}
 	r.cfg.OnPeerConnect = r.peerConnected
 	r.cfg.OnPeerDisconnect = r.peerDisconnected
 	return r
@@ -298,7 +305,7 @@ func (r *nodeRun) watchNAT(ctx context.Context) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		reportNAT(ctx, r.nd, r.out)
+		reportNAT(ctx, r.natReports, r.out)
 	}()
 }
 
@@ -446,24 +453,16 @@ func natClass(nd *node.Node, lanOnly bool) string {
 }
 
 // reportNAT emits a "nat" event once the first measurement lands.
-func reportNAT(ctx context.Context, nd *node.Node, out *syncEvents) {
+func reportNAT(ctx context.Context, reports <-chan node.NATReport, out *syncEvents) {
 	ctx, cancel := context.WithTimeout(ctx, natReportTimeout)
 	defer cancel()
-	t := time.NewTicker(natPollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		r := nd.NAT()
-		if r.Class == "" {
-			continue
-		}
-		human, fields := natIPv6(fmt.Sprintf("NAT: %s (public %s, mapping %s, filtering %s)", r.Class, r.PublicAddr, r.Mapping, r.Filtering),
-			map[string]any{"nat": string(r.Class), "public_addr": r.PublicAddr.String(), "mapping": r.Mapping.String(), "filtering": r.Filtering.String()}, r)
-		out.emit("nat", human, fields)
+	var r node.NATReport
+	select {
+	case <-ctx.Done():
 		return
+	case r = <-reports:
 	}
+	human, fields := natIPv6(fmt.Sprintf("NAT: %s (public %s, mapping %s, filtering %s)", r.Class, r.PublicAddr, r.Mapping, r.Filtering),
+		map[string]any{"nat": string(r.Class), "public_addr": r.PublicAddr.String(), "mapping": r.Mapping.String(), "filtering": r.Filtering.String()}, r)
+	out.emit("nat", human, fields)
 }

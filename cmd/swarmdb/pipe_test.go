@@ -22,6 +22,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // pipeTestTimeout bounds one pipe run (join, lookup, connect, 1 MiB).
@@ -188,7 +189,7 @@ func TestPipeLoopback(t *testing.T) {
 	srv := startPipe(t, bin, bytes.NewReader(toClient), "--server", "--bootstrap", boot, "--listen", "127.77.0.2:0", "pipe-loopback")
 	sr := srv.next(t)
 	if sr["event"] != "ready" || sr["role"] != "server" || sr["topic"] != "pipe-loopback" || sr["stored"].(float64) < 1 ||
-		len(sr["relays"].([]any)) == 0 || len(sr["public_key"].(string)) != 64 || sr["nat"] != string(holepunch.ClassOpen) {
+		len(sr["relays"].([]any)) == 0 || len(sr["public_key"].(string)) != 64 || sr["nat"] != string(natcheck.ClassOpen) {
 		t.Fatalf("server ready: %v", sr)
 	}
 	cli := startPipe(t, bin, bytes.NewReader(toServer), "--bootstrap", boot, "--listen", "127.77.0.3:0", "pipe-loopback")

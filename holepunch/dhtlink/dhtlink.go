@@ -1,6 +1,7 @@
 // Package dhtlink implements holepunch.Link over a *dht.Node: the endpoint
-// signals through the node's relays and shares its UDP sockets. Besides
-// package dhtprobe it is the only place where holepunch meets dht.
+// signals through the node's relays and shares its UDP sockets, and
+// measures the NAT with natcheck/dhtprobe on the same socket. It is the only
+// place where holepunch meets dht.
 //
 // Wire it before the node starts, since dht.Config takes the hooks:
 //
@@ -27,7 +28,8 @@ import (
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
+	"github.com/swarmdb/swarmdb/natcheck"
+	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
 
 // Link is a holepunch.Link over a DHT node. The zero value is not usable;
@@ -233,10 +235,18 @@ func infoOf(o dht.TURNOffer) holepunch.TURNServerInfo {
 	return holepunch.TURNServerInfo{Addr: o.Server, Username: o.Username, Password: o.Password}
 }
 
+// TURNIssuer is the part of a TURN relay (a *turnserver.Server) that
+// TURNHandler offers: its address and credentials tagged for a requester.
+// It keeps this client-side adapter free of the server package.
+type TURNIssuer interface {
+	Addr() netip.AddrPort
+	Credentials(tag string) (user, pass string, expires time.Time)
+}
+
 // TURNHandler returns a dht.TURNHandler that offers srv to every requester
 // with a credential tagged with the requester's IP. Put it in the
 // dht.Config of a public node that runs a TURN relay.
-func TURNHandler(srv *holepunch.TURNServer) dht.TURNHandler {
+func TURNHandler(srv TURNIssuer) dht.TURNHandler {
 	return func(requester netip.AddrPort) (dht.TURNOffer, bool) {
 		user, pass, exp := srv.Credentials(requester.Addr().String())
 		return dht.TURNOffer{Server: srv.Addr(), Username: user, Password: pass, Expires: exp}, true
@@ -246,12 +256,12 @@ func TURNHandler(srv *holepunch.TURNServer) dht.TURNHandler {
 // MeasureNAT measures the NAT in front of each of the node's sockets
 // (dhtprobe.Measure): the IPv4 report, with the IPv6 one in its IPv6
 // field.
-func (l *Link) MeasureNAT(ctx context.Context) (holepunch.NATReport, error) {
+func (l *Link) MeasureNAT(ctx context.Context) (natcheck.Report, error) {
 	l.mu.RLock()
 	n, tn := l.node, l.net
 	l.mu.RUnlock()
 	if n == nil {
-		return holepunch.NATReport{}, ErrNotAttached
+		return natcheck.Report{}, ErrNotAttached
 	}
 	return dhtprobe.Measure(ctx, n, l.prober, dhtprobe.MeasureConfig{Net: tn})
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/pion/turn/v2"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/turnserver"
 )
 
 // turnTimeout bounds one TURN exchange on loopback.
@@ -25,7 +25,7 @@ func AllocateTURN(t testing.TB, o dht.TURNOffer) net.PacketConn {
 	}
 	c, err := turn.NewClient(&turn.ClientConfig{
 		TURNServerAddr: o.Server.String(), STUNServerAddr: o.Server.String(), Conn: conn,
-		Username: o.Username, Password: o.Password, Realm: holepunch.DefaultTURNRealm,
+		Username: o.Username, Password: o.Password, Realm: turnserver.DefaultRealm,
 	})
 	if err != nil {
 		t.Fatal(err)

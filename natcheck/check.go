@@ -1,4 +1,4 @@
-package holepunch
+package natcheck
 
 import (
 	"context"
@@ -21,7 +21,7 @@ const (
 )
 
 // Prober is how Check reaches the network. It is implemented over the DHT
-// node (holepunch/dhtprobe) and by fakes in tests. Every method must use
+// node (natcheck/dhtprobe) and by fakes in tests. Every method must use
 // the node's one shared socket, so that the mapping measured is the one
 // peers will see.
 type Prober interface {
@@ -91,13 +91,13 @@ func (c CheckConfig) withDefaults() CheckConfig {
 // The order matters (see Discover): the filtering probes (other-node and
 // other-port, at once) go first, while we have sent to only one server; then
 // Bindings to all servers in parallel; then the hairpin check.
-func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
+func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Prober == nil {
-		return NATReport{}, ErrNoProber
+		return Report{}, ErrNoProber
 	}
 	if len(cfg.Servers) == 0 {
-		return NATReport{}, ErrNoServers
+		return Report{}, ErrNoServers
 	}
 	log := cfg.Logger
 	obs := Observations{Local: cfg.Local, LocalIPs: cfg.LocalIPs}
@@ -114,7 +114,7 @@ func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
 			if err != nil {
 				log.Debug("nat probe failed", "addr", s, "stage", "rtt", "err", err)
 				if ctx.Err() != nil {
-					return NATReport{}, ctx.Err()
+					return Report{}, ctx.Err()
 				}
 				continue
 			}
@@ -137,7 +137,7 @@ func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
 		if nodeErr != nil {
 			log.Debug("nat probe failed", "addr", s, "stage", "other-node", "err", nodeErr)
 			if ctx.Err() != nil {
-				return NATReport{}, ctx.Err()
+				return Report{}, ctx.Err()
 			}
 			continue
 		}
@@ -161,7 +161,7 @@ func Check(ctx context.Context, cfg CheckConfig) (NATReport, error) {
 
 	report := Classify(obs)
 	if report.Answered == 0 {
-		return report, fmt.Errorf("holepunch: netcheck via %v: %w", cfg.Servers, ErrNoAnswer)
+		return report, fmt.Errorf("natcheck: check via %v: %w", cfg.Servers, ErrNoAnswer)
 	}
 	if cfg.Hairpin && report.PublicAddr.IsValid() && report.Mapping != MappingNone {
 		_, _, err := cfg.Prober.Binding(ctx, report.PublicAddr)

@@ -1,4 +1,4 @@
-package holepunch
+package turnserver
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ const turnTestWait = 10 * time.Second
 func TestTURNCredentialsGolden(t *testing.T) {
 	secret := []byte("north")
 	now := time.Unix(1700000000, 0)
-	user, pass, exp := TURNCredentials(secret, "203.0.113.9", now, 10*time.Minute)
+	user, pass, exp := Credentials(secret, "203.0.113.9", now, 10*time.Minute)
 	// Reference values computed independently:
 	//   printf '1700000600:203.0.113.9' | openssl dgst -sha1 -hmac north -binary | base64
 	if user != "1700000600:203.0.113.9" || !exp.Equal(time.Unix(1700000600, 0)) {
@@ -38,7 +38,7 @@ func TestTURNCredentialsGolden(t *testing.T) {
 		t.Fatalf("password %q", pass)
 	}
 	// A fractional expiry rounds up, so the credential never dies early.
-	u2, _, exp2 := TURNCredentials(secret, "x", now.Add(300*time.Millisecond), time.Second)
+	u2, _, exp2 := Credentials(secret, "x", now.Add(300*time.Millisecond), time.Second)
 	if u2 != "1700000002:x" || exp2.Unix() != 1700000002 {
 		t.Fatalf("rounding: %q %v", u2, exp2)
 	}
@@ -47,7 +47,7 @@ func TestTURNCredentialsGolden(t *testing.T) {
 func TestVerifyTURNCredentials(t *testing.T) {
 	secret := []byte("secret")
 	now := time.Unix(1700000000, 0)
-	user, pass, _ := TURNCredentials(secret, "tag:with:colons", now, time.Minute)
+	user, pass, _ := Credentials(secret, "tag:with:colons", now, time.Minute)
 	cases := []struct {
 		name       string
 		user, pass string
@@ -56,24 +56,24 @@ func TestVerifyTURNCredentials(t *testing.T) {
 	}{
 		{"valid", user, pass, now, nil},
 		{"valid until the last second", user, pass, now.Add(59 * time.Second), nil},
-		{"expired at expiry", user, pass, now.Add(time.Minute), ErrTURNExpired},
-		{"wrong password", user, pass[:len(pass)-2] + "A=", now, ErrTURNCredentials},
-		{"other secret", user, turnPassword([]byte("other"), user), now, ErrTURNCredentials},
-		{"tag changed", user + "x", pass, now, ErrTURNCredentials},
-		{"expiry changed", "1800000000:tag:with:colons", pass, now, ErrTURNCredentials},
-		{"no expiry", "alice", pass, now, ErrTURNCredentials},
-		{"negative expiry", "-5:x", pass, now, ErrTURNCredentials},
-		{"empty", "", "", now, ErrTURNCredentials},
+		{"expired at expiry", user, pass, now.Add(time.Minute), ErrExpired},
+		{"wrong password", user, pass[:len(pass)-2] + "A=", now, ErrCredentials},
+		{"other secret", user, turnPassword([]byte("other"), user), now, ErrCredentials},
+		{"tag changed", user + "x", pass, now, ErrCredentials},
+		{"expiry changed", "1800000000:tag:with:colons", pass, now, ErrCredentials},
+		{"no expiry", "alice", pass, now, ErrCredentials},
+		{"negative expiry", "-5:x", pass, now, ErrCredentials},
+		{"empty", "", "", now, ErrCredentials},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := VerifyTURNCredentials(secret, tc.user, tc.pass, tc.now)
+			err := VerifyCredentials(secret, tc.user, tc.pass, tc.now)
 			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})
 	}
-	exp, tag, err := ParseTURNUsername(user)
+	exp, tag, err := ParseUsername(user)
 	if err != nil || tag != "tag:with:colons" || exp.Unix() != now.Unix()+60 {
 		t.Fatalf("parse: %v %q %v", exp, tag, err)
 	}
@@ -81,7 +81,7 @@ func TestVerifyTURNCredentials(t *testing.T) {
 
 // startTURN starts a loopback server and stops it (checking that Close
 // returns) at the end of the test.
-func startTURN(t *testing.T, cfg TURNConfig, setup ...func(*TURNServer)) *TURNServer {
+func startTURN(t *testing.T, cfg Config, setup ...func(*Server)) *Server {
 	t.Helper()
 	// Registered first, so it runs after every other cleanup of the test.
 	ignore := goleak.IgnoreCurrent()
@@ -89,7 +89,7 @@ func startTURN(t *testing.T, cfg TURNConfig, setup ...func(*TURNServer)) *TURNSe
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = "127.0.0.1:0"
 	}
-	s := NewTURNServer(cfg)
+	s := New(cfg)
 	for _, f := range setup {
 		f(s)
 	}
@@ -132,7 +132,7 @@ func newTURNClient(t *testing.T, nw transport.Net, local string, server netip.Ad
 		Net:            nw,
 		Username:       user,
 		Password:       pass,
-		Realm:          DefaultTURNRealm,
+		Realm:          DefaultRealm,
 		RTO:            200 * time.Millisecond,
 	})
 	if err != nil {
@@ -201,7 +201,7 @@ func exchange(t *testing.T, from, to net.PacketConn) {
 }
 
 func TestTURNRelayLoopback(t *testing.T) {
-	s := startTURN(t, TURNConfig{AllowPrivatePeers: true})
+	s := startTURN(t, Config{AllowPrivatePeers: true})
 	if s.URL() != "turn:"+s.Addr().String()+"?transport=udp" || s.Addr() != s.LocalAddr() {
 		t.Fatalf("addr %s url %s", s.Addr(), s.URL())
 	}
@@ -221,7 +221,7 @@ func TestTURNRelayLoopback(t *testing.T) {
 func TestTURNPublicIPAdvertised(t *testing.T) {
 	// The relay binds on loopback but advertises the configured public IP,
 	// as a node behind a 1:1 NAT (cloud VM) must.
-	s := startTURN(t, TURNConfig{PublicIP: netip.MustParseAddr("198.51.100.7"), AllowPrivatePeers: true})
+	s := startTURN(t, Config{PublicIP: netip.MustParseAddr("198.51.100.7"), AllowPrivatePeers: true})
 	if s.Addr().Addr().String() != "198.51.100.7" || s.Addr().Port() != s.LocalAddr().Port() {
 		t.Fatalf("addr %s local %s", s.Addr(), s.LocalAddr())
 	}
@@ -236,17 +236,17 @@ func TestTURNPublicIPAdvertised(t *testing.T) {
 		t.Fatalf("relayed address %s", r.LocalAddr())
 	}
 
-	if err := NewTURNServer(TURNConfig{ListenAddr: "0.0.0.0:0"}).Start(); !errors.Is(err, ErrTURNNoPublicIP) {
+	if err := New(Config{ListenAddr: "0.0.0.0:0"}).Start(); !errors.Is(err, ErrNoPublicIP) {
 		t.Fatalf("unspecified listen IP without PublicIP: %v", err)
 	}
 }
 
 func TestTURNRefusesBadCredentials(t *testing.T) {
-	s := startTURN(t, TURNConfig{AllowPrivatePeers: true})
+	s := startTURN(t, Config{AllowPrivatePeers: true})
 	now := time.Now()
 	user, pass, _ := s.Credentials("ok")
-	expUser, expPass, _ := TURNCredentials(s.cfg.Secret, "old", now.Add(-time.Hour), 10*time.Minute)
-	otherUser, otherPass, _ := TURNCredentials([]byte("not the secret"), "x", now, time.Minute)
+	expUser, expPass, _ := Credentials(s.cfg.Secret, "old", now.Add(-time.Hour), 10*time.Minute)
+	otherUser, otherPass, _ := Credentials([]byte("not the secret"), "x", now, time.Minute)
 	cases := []struct {
 		name, user, pass string
 	}{
@@ -273,7 +273,7 @@ func TestTURNRefusesBadCredentials(t *testing.T) {
 func TestTURNExpiredCredentialKeepsItsAllocation(t *testing.T) {
 	var mu sync.Mutex
 	clock := time.Now()
-	s := startTURN(t, TURNConfig{AllowPrivatePeers: true, CredentialTTL: time.Minute}, func(s *TURNServer) {
+	s := startTURN(t, Config{AllowPrivatePeers: true, CredentialTTL: time.Minute}, func(s *Server) {
 		s.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	})
 	user, pass, _ := s.Credentials("a")
@@ -304,7 +304,7 @@ func TestTURNExpiredCredentialKeepsItsAllocation(t *testing.T) {
 
 func TestTURNLimits(t *testing.T) {
 	t.Run("per IP", func(t *testing.T) {
-		s := startTURN(t, TURNConfig{AllowPrivatePeers: true, MaxAllocationsPerIP: 2})
+		s := startTURN(t, Config{AllowPrivatePeers: true, MaxAllocationsPerIP: 2})
 		user, pass, _ := s.Credentials("x")
 		var relays []net.PacketConn
 		for range 2 {
@@ -338,7 +338,7 @@ func TestTURNLimits(t *testing.T) {
 		}
 	})
 	t.Run("total", func(t *testing.T) {
-		s := startTURN(t, TURNConfig{AllowPrivatePeers: true, MaxAllocations: 1})
+		s := startTURN(t, Config{AllowPrivatePeers: true, MaxAllocations: 1})
 		user, pass, _ := s.Credentials("x")
 		r, err := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass).Allocate()
 		if err != nil {
@@ -354,7 +354,7 @@ func TestTURNLimits(t *testing.T) {
 		}
 	})
 	t.Run("lifetime cap", func(t *testing.T) {
-		s := startTURN(t, TURNConfig{AllowPrivatePeers: true, MaxAllocationLifetime: 200 * time.Millisecond})
+		s := startTURN(t, Config{AllowPrivatePeers: true, MaxAllocationLifetime: 200 * time.Millisecond})
 		user, pass, _ := s.Credentials("x")
 		r, err := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass).Allocate()
 		if err != nil {
@@ -367,7 +367,7 @@ func TestTURNLimits(t *testing.T) {
 		})
 	})
 	t.Run("private peers", func(t *testing.T) {
-		s := startTURN(t, TURNConfig{})
+		s := startTURN(t, Config{})
 		user, pass, _ := s.Credentials("x")
 		c := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass)
 		r, err := c.Allocate()
@@ -403,18 +403,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestTURNCloseIdempotent(t *testing.T) {
-	s := NewTURNServer(TURNConfig{ListenAddr: "127.0.0.1:0"})
+	s := New(Config{ListenAddr: "127.0.0.1:0"})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(); !errors.Is(err, ErrTURNState) {
+	if err := s.Start(); !errors.Is(err, ErrState) {
 		t.Fatalf("start after close: %v", err)
 	}
-	s = NewTURNServer(TURNConfig{ListenAddr: "127.0.0.1:0"})
+	s = New(Config{ListenAddr: "127.0.0.1:0"})
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(); !errors.Is(err, ErrTURNState) {
+	if err := s.Start(); !errors.Is(err, ErrState) {
 		t.Fatalf("second start: %v", err)
 	}
 	if err := s.Close(); err != nil {
@@ -436,7 +436,7 @@ func TestTURNNATLabSymmetric(t *testing.T) {
 	a := lab.AddRouter(natlab.RouterConfig{Type: natlab.Symmetric}).AddHost("a")
 	b := lab.AddRouter(natlab.RouterConfig{Type: natlab.Symmetric}).AddHost("b")
 
-	s := startTURN(t, TURNConfig{Net: pub.Net(), ListenAddr: pub.IP().String() + ":3478"})
+	s := startTURN(t, Config{Net: pub.Net(), ListenAddr: pub.IP().String() + ":3478"})
 	if s.Addr().Addr() != pub.IP() || !pub.IP().Is4() || !netip.MustParsePrefix("203.0.113.0/24").Contains(pub.IP()) {
 		t.Fatalf("server address %s, host %s", s.Addr(), pub.IP())
 	}
@@ -477,13 +477,13 @@ func TestTURNNATLabSymmetric(t *testing.T) {
 // through it and carry data. It proves the server speaks what ice/v2's
 // TURN client expects (allocation, permissions, channel binds).
 func TestTURNICERelayOnly(t *testing.T) {
-	s := startTURN(t, TURNConfig{AllowPrivatePeers: true})
+	s := startTURN(t, Config{AllowPrivatePeers: true})
 	iceRelayConnect(t, s, nil, nil)
 }
 
 // iceRelayConnect connects two relay-only ICE agents (sockets from netA and
 // netB; nil is the real network) through s and checks that data flows.
-func iceRelayConnect(t *testing.T, s *TURNServer, netA, netB transport.Net) {
+func iceRelayConnect(t *testing.T, s *Server, netA, netB transport.Net) {
 	t.Helper()
 	newAgent := func(tag string, nw transport.Net) *ice.Agent {
 		url, err := stun.ParseURI(s.URL())
@@ -584,7 +584,7 @@ func iceRelayConnect(t *testing.T, s *TURNServer, netA, netB transport.Net) {
 // and back B->A through the server on loopback (two allocations, channel
 // binds as pion's client makes them).
 func BenchmarkTURNRelayRoundTrip(b *testing.B) {
-	s := NewTURNServer(TURNConfig{ListenAddr: "127.0.0.1:0", AllowPrivatePeers: true})
+	s := New(Config{ListenAddr: "127.0.0.1:0", AllowPrivatePeers: true})
 	if err := s.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -598,7 +598,7 @@ func BenchmarkTURNRelayRoundTrip(b *testing.B) {
 		defer conn.Close()
 		user, pass, _ := s.Credentials("bench")
 		c, err := turn.NewClient(&turn.ClientConfig{TURNServerAddr: s.Addr().String(), STUNServerAddr: s.Addr().String(),
-			Conn: conn, Username: user, Password: pass, Realm: DefaultTURNRealm})
+			Conn: conn, Username: user, Password: pass, Realm: DefaultRealm})
 		if err != nil {
 			b.Fatal(err)
 		}

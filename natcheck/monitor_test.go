@@ -1,4 +1,4 @@
-package holepunch
+package natcheck
 
 import (
 	"context"
@@ -25,8 +25,8 @@ var (
 	monPeer3 = netip.MustParseAddr("198.51.100.3")
 )
 
-func eimReport(pub netip.AddrPort) NATReport {
-	return NATReport{PublicAddr: pub, PublicAddrs: []netip.AddrPort{pub}, Mapping: MappingEndpointIndependent,
+func eimReport(pub netip.AddrPort) Report {
+	return Report{PublicAddr: pub, PublicAddrs: []netip.AddrPort{pub}, Mapping: MappingEndpointIndependent,
 		Filtering: FilteringAddressAndPortDependent, Class: ClassPortRestricted}
 }
 
@@ -40,7 +40,7 @@ func reports(pairs ...any) []ReflexiveReport {
 
 // newWatch returns a watch that has measured report at t0 with monLAN1 and
 // the given reports as baseline.
-func newWatch(t0 time.Time, rep NATReport, base []ReflexiveReport) *changeWatch {
+func newWatch(t0 time.Time, rep Report, base []ReflexiveReport) *changeWatch {
 	w := &changeWatch{confirm: 2, minGap: 10 * time.Second, retry: 30 * time.Second}
 	w.measured(t0, monLAN1, base, rep, nil)
 	return w
@@ -103,11 +103,11 @@ func TestChangeWatchMinGap(t *testing.T) {
 func TestChangeWatchReflexive(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	later := t0.Add(time.Minute)
-	symmetric := NATReport{PublicAddr: monPub1, PublicAddrs: []netip.AddrPort{monPub1, netip.AddrPortFrom(monPub1.Addr(), 40001)},
+	symmetric := Report{PublicAddr: monPub1, PublicAddrs: []netip.AddrPort{monPub1, netip.AddrPortFrom(monPub1.Addr(), 40001)},
 		Mapping: MappingEndpointDependent, Class: ClassSymmetric}
 	tests := []struct {
 		name string
-		rep  NATReport
+		rep  Report
 		base []ReflexiveReport
 		now  []ReflexiveReport
 		want Trigger
@@ -141,7 +141,7 @@ func TestChangeWatchReflexive(t *testing.T) {
 func TestChangeWatchRetryAndManual(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	w := &changeWatch{confirm: 2, minGap: 10 * time.Second, retry: 30 * time.Second}
-	w.measured(t0, monLAN1, nil, NATReport{}, errors.New("offline"))
+	w.measured(t0, monLAN1, nil, Report{}, errors.New("offline"))
 	if got := w.observe(t0.Add(20*time.Second), monLAN1, nil); got != TriggerNone {
 		t.Fatalf("before retry interval: %v", got)
 	}
@@ -163,15 +163,15 @@ func TestChangeWatchRetryAndManual(t *testing.T) {
 }
 
 func TestReportChanged(t *testing.T) {
-	sym := func(port uint16) NATReport {
+	sym := func(port uint16) Report {
 		a := netip.AddrPortFrom(monPub1.Addr(), port)
-		return NATReport{PublicAddr: a, Mapping: MappingEndpointDependent, Class: ClassSymmetric}
+		return Report{PublicAddr: a, Mapping: MappingEndpointDependent, Class: ClassSymmetric}
 	}
 	fullcone := eimReport(monPub1)
 	fullcone.Filtering, fullcone.Class = FilteringEndpointIndependent, ClassFullCone
 	for _, tc := range []struct {
 		name     string
-		old, new NATReport
+		old, new Report
 		want     bool
 	}{
 		{"same", eimReport(monPub1), eimReport(monPub1), false},
@@ -180,7 +180,7 @@ func TestReportChanged(t *testing.T) {
 		{"symmetric new port", sym(1), sym(2), false},
 		{"symmetric to cone", sym(1), eimReport(monPub1), true},
 	} {
-		if got := reportChanged(tc.old, tc.new); got != tc.want {
+		if got := Changed(tc.old, tc.new); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -221,7 +221,7 @@ type fakeNAT struct {
 	locals [][]netip.Addr
 }
 
-func (f *fakeNAT) check(_ context.Context) (NATReport, error) {
+func (f *fakeNAT) check(_ context.Context) (Report, error) {
 	f.net.mu.Lock()
 	addrs := slices.Clone(f.net.addrs)
 	f.net.mu.Unlock()
@@ -234,7 +234,7 @@ func (f *fakeNAT) check(_ context.Context) (NATReport, error) {
 	case slices.Equal(addrs, monLAN2):
 		return eimReport(monPub2), nil
 	}
-	return NATReport{}, ErrNoAnswer
+	return Report{}, ErrNoAnswer
 }
 
 func TestMonitorLocalMove(t *testing.T) {
@@ -242,11 +242,11 @@ func TestMonitorLocalMove(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fn := &fakeNet{addrs: monLAN1}
 		nat := &fakeNAT{net: fn}
-		type change struct{ old, new NATReport }
+		type change struct{ old, new Report }
 		changes := make(chan change, 10)
 		m := NewMonitor(MonitorConfig{
 			Net: fn, Interval: time.Second, Check: nat.check, MinRecheck: 5 * time.Second,
-			OnChange: func(o, n NATReport) { changes <- change{o, n} },
+			OnChange: func(o, n Report) { changes <- change{o, n} },
 		})
 		if err := m.Start(); err != nil {
 			t.Fatal(err)
@@ -299,7 +299,7 @@ func TestMonitorReflexive(t *testing.T) {
 			refl = append(refl, ReflexiveReport{By: by, Addr: public})
 			mu.Unlock()
 		}
-		changes := make(chan NATReport, 10)
+		changes := make(chan Report, 10)
 		m := NewMonitor(MonitorConfig{
 			Net: fn, Interval: time.Second, MinRecheck: 5 * time.Second,
 			Reflexive: func() []ReflexiveReport {
@@ -307,12 +307,12 @@ func TestMonitorReflexive(t *testing.T) {
 				defer mu.Unlock()
 				return slices.Clone(refl)
 			},
-			Check: func(context.Context) (NATReport, error) {
+			Check: func(context.Context) (Report, error) {
 				mu.Lock()
 				defer mu.Unlock()
 				return eimReport(public), nil
 			},
-			OnChange: func(_, n NATReport) { changes <- n },
+			OnChange: func(_, n Report) { changes <- n },
 		})
 		if err := m.Start(); err != nil {
 			t.Fatal(err)
@@ -397,9 +397,9 @@ func TestMonitorRetryAndRemeasure(t *testing.T) {
 
 func TestMonitorLifecycle(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	m := NewMonitor(MonitorConfig{Net: &fakeNet{}, Check: func(ctx context.Context) (NATReport, error) {
+	m := NewMonitor(MonitorConfig{Net: &fakeNet{}, Check: func(ctx context.Context) (Report, error) {
 		<-ctx.Done() // a measurement in progress when Close comes
-		return NATReport{}, ctx.Err()
+		return Report{}, ctx.Err()
 	}})
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
@@ -407,9 +407,9 @@ func TestMonitorLifecycle(t *testing.T) {
 	if err := m.Start(); !errors.Is(err, ErrMonitorClosed) {
 		t.Fatalf("start after close: %v", err)
 	}
-	m = NewMonitor(MonitorConfig{Net: &fakeNet{}, Check: func(ctx context.Context) (NATReport, error) {
+	m = NewMonitor(MonitorConfig{Net: &fakeNet{}, Check: func(ctx context.Context) (Report, error) {
 		<-ctx.Done()
-		return NATReport{}, ctx.Err()
+		return Report{}, ctx.Err()
 	}})
 	if err := m.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,8 @@
-// Package dhtprobe implements holepunch.Prober over a *dht.Node, so NAT
-// classification measures the node's one shared socket. It is the only
-// place where holepunch meets package dht; holepunch itself must not import
-// dht. Users: cmd/swarmdb (netcheck) and node.
+// Package dhtprobe implements natcheck.Prober over a *dht.Node, so NAT
+// classification measures the node's one shared socket, and Measure, the
+// check of every address family a node has. It is the only place where
+// natcheck meets package dht; natcheck itself must not import dht. Users:
+// holepunch/dhtlink, node and cmd/swarmdb (netcheck).
 package dhtprobe
 
 import (
@@ -17,7 +18,7 @@ import (
 	"github.com/pion/transport/v2"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // ErrNoResponse means a Binding request got no response in time.
@@ -38,8 +39,8 @@ type Node interface {
 }
 
 var (
-	_ holepunch.Prober = (*Prober)(nil)
-	_ Node             = (*dht.Node)(nil)
+	_ natcheck.Prober = (*Prober)(nil)
+	_ Node            = (*dht.Node)(nil)
 )
 
 // Prober sends STUN Binding requests through the node's socket and matches
@@ -106,7 +107,7 @@ func (p *Prober) Handle(b []byte, from netip.AddrPort) bool {
 	return true
 }
 
-// Binding implements holepunch.Prober.
+// Binding implements natcheck.Prober.
 func (p *Prober) Binding(ctx context.Context, server netip.AddrPort) (netip.AddrPort, time.Duration, error) {
 	p.mu.Lock()
 	n := p.node
@@ -151,8 +152,8 @@ func (p *Prober) Binding(ctx context.Context, server netip.AddrPort) (netip.Addr
 	}
 }
 
-// Probe implements holepunch.Prober with the DHT's NAT_PROBE command.
-func (p *Prober) Probe(ctx context.Context, server netip.AddrPort, kind holepunch.ProbeKind, wait time.Duration) (bool, bool, error) {
+// Probe implements natcheck.Prober with the DHT's NAT_PROBE command.
+func (p *Prober) Probe(ctx context.Context, server netip.AddrPort, kind natcheck.ProbeKind, wait time.Duration) (bool, bool, error) {
 	p.mu.Lock()
 	n := p.node
 	p.mu.Unlock()
@@ -160,7 +161,7 @@ func (p *Prober) Probe(ctx context.Context, server netip.AddrPort, kind holepunc
 		return false, false, fmt.Errorf("dhtprobe: probe %s: %w", server, dht.ErrNotStarted)
 	}
 	mode := dht.ProbeOtherPort
-	if kind == holepunch.ProbeOtherNode {
+	if kind == natcheck.ProbeOtherNode {
 		mode = dht.ProbeOtherNode
 	}
 	res, err := n.NATProbe(ctx, server, mode, wait)
@@ -171,7 +172,7 @@ func (p *Prober) Probe(ctx context.Context, server netip.AddrPort, kind holepunc
 }
 
 // LocalIPs returns the IPv4 and IPv6 addresses of tn's interfaces (not
-// IPv6 link-local ones), for holepunch.CheckConfig.LocalIPs when the node
+// IPv6 link-local ones), for natcheck.CheckConfig.LocalIPs when the node
 // listens on 0.0.0.0 or [::].
 func LocalIPs(tn transport.Net) []netip.Addr {
 	ifaces, err := tn.Interfaces()

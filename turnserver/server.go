@@ -1,4 +1,4 @@
-package holepunch
+package turnserver
 
 import (
 	"crypto/hmac"
@@ -24,82 +24,67 @@ import (
 	"github.com/swarmdb/swarmdb/internal/pionlog"
 )
 
-// TURN relay served by public nodes (RFC 8656, formerly RFC 5766), the last
-// path of a connection when both peers sit behind address-dependent-mapping
-// NATs. The relay only ever carries datagrams already sealed by package
-// secure, so it learns who talks to whom and how much, never what.
-//
-// Credentials follow the "REST API for Access to TURN Services" draft
-// (draft-uberti-behave-turn-rest-00, §2.2), the scheme coturn calls
-// use-auth-secret: the node holding the secret hands out
-//
-//	username = "<unix expiry>:<tag>"
-//	password = base64(HMAC-SHA1(secret, username))
-//
-// and the server recomputes the password from the username alone, so it
-// keeps no per-user state and a credential dies at its expiry.
-
-// Defaults of TURNConfig.
+// Defaults of Config.
 const (
-	// DefaultTURNRealm is the realm of the long-term credential mechanism.
-	DefaultTURNRealm = "swarmdb"
-	// DefaultTURNListen is the standard STUN/TURN port (RFC 8656 §4).
-	DefaultTURNListen = "0.0.0.0:3478"
-	// DefaultTURNCredentialTTL is how long issued credentials stay valid
+	// DefaultRealm is the realm of the long-term credential mechanism.
+	DefaultRealm = "swarmdb"
+	// DefaultListen is the standard STUN/TURN port (RFC 8656 §4).
+	DefaultListen = "0.0.0.0:3478"
+	// DefaultCredentialTTL is how long issued credentials stay valid
 	// for new allocations. Ten minutes covers a connect attempt with many
 	// retries; a connection in use keeps its allocation past the expiry
-	// (see TURNConfig.MaxAllocationLifetime).
-	DefaultTURNCredentialTTL = 10 * time.Minute
-	// DefaultTURNMaxAllocations bounds live allocations on one server: each
+	// (see Config.MaxAllocationLifetime).
+	DefaultCredentialTTL = 10 * time.Minute
+	// DefaultMaxAllocations bounds live allocations on one server: each
 	// holds a socket and a goroutine, and a small public node serves other
 	// duties too.
-	DefaultTURNMaxAllocations = 1000
-	// DefaultTURNMaxAllocationsPerIP bounds live allocations per client IP.
+	DefaultMaxAllocations = 1000
+	// DefaultMaxAllocationsPerIP bounds live allocations per client IP.
 	// An ICE agent allocates once per TURN server and local socket; a few
 	// hosts behind one NAT share an IP, so 16 leaves room for them while a
 	// single flooder cannot take the whole server.
-	DefaultTURNMaxAllocationsPerIP = 16
-	// DefaultTURNMaxAllocationLifetime is the hard cap on one allocation,
+	DefaultMaxAllocationsPerIP = 16
+	// DefaultMaxAllocationLifetime is the hard cap on one allocation,
 	// refreshes included. After it the relay closes and the peers must
 	// reconnect (an ICE restart with fresh credentials).
-	DefaultTURNMaxAllocationLifetime = time.Hour
+	DefaultMaxAllocationLifetime = time.Hour
 )
 
 // turnCloseWait bounds how long Close waits for pion's goroutines to see
 // their sockets closed; they exit at the next read, which returns at once.
 const turnCloseWait = 5 * time.Second
 
-// TURNConfig configures a TURNServer. The zero value listens on
-// DefaultTURNListen with a random secret, and needs PublicIP only when the
+// Config configures a Server. The zero value listens on
+// DefaultListen with a random secret, and needs PublicIP only when the
 // listen IP is unspecified.
-type TURNConfig struct {
+type Config struct {
 	// Net opens the listening and relay sockets. Zero means the real
 	// network (pion stdnet); tests pass a vnet or a natlab host's Net.
 	Net transport.Net
 	// ListenAddr is the UDP address clients send to. Zero means
-	// DefaultTURNListen. Relay sockets bind to the same IP, port 0.
+	// DefaultListen. Relay sockets bind to the same IP, port 0.
 	ListenAddr string
 	// PublicIP is the relay address advertised to clients (XOR-RELAYED-
 	// ADDRESS) and the IP of Addr. Zero means the listen IP; Start fails
-	// with ErrTURNNoPublicIP when that is unspecified too.
+	// with ErrNoPublicIP when that is unspecified too.
 	PublicIP netip.Addr
 	// Secret is the HMAC key shared with whoever issues credentials. Zero
 	// means 32 random bytes (then only this process can issue, through
 	// Credentials).
 	Secret []byte
-	// Realm is the long-term credential realm. Zero means DefaultTURNRealm.
+	// Realm is the long-term credential realm. Zero means DefaultRealm.
 	Realm string
 	// CredentialTTL is the validity of credentials from Credentials. Zero
-	// means DefaultTURNCredentialTTL.
+	// means DefaultCredentialTTL.
 	CredentialTTL time.Duration
 	// MaxAllocations bounds live allocations. Zero means
-	// DefaultTURNMaxAllocations.
+	// DefaultMaxAllocations.
 	MaxAllocations int
 	// MaxAllocationsPerIP bounds live allocations per client IP (the NAT's
-	// public IP). Zero means DefaultTURNMaxAllocationsPerIP.
+	// public IP). Zero means DefaultMaxAllocationsPerIP.
 	MaxAllocationsPerIP int
 	// MaxAllocationLifetime caps one allocation however often it is
-	// refreshed. Zero means DefaultTURNMaxAllocationLifetime.
+	// refreshed. Zero means DefaultMaxAllocationLifetime.
 	MaxAllocationLifetime time.Duration
 	// AllowPrivatePeers lets clients relay to loopback, private (RFC 1918,
 	// RFC 4193), link-local, unspecified and multicast peer addresses.
@@ -111,33 +96,33 @@ type TURNConfig struct {
 	Logger *slog.Logger
 }
 
-func (c TURNConfig) withDefaults() TURNConfig {
+func (c Config) withDefaults() Config {
 	if c.Net == nil {
 		if n, err := stdnet.NewNet(); err == nil {
 			c.Net = n
 		}
 	}
 	if c.ListenAddr == "" {
-		c.ListenAddr = DefaultTURNListen
+		c.ListenAddr = DefaultListen
 	}
 	if len(c.Secret) == 0 {
 		c.Secret = make([]byte, 32)
 		_, _ = rand.Read(c.Secret)
 	}
 	if c.Realm == "" {
-		c.Realm = DefaultTURNRealm
+		c.Realm = DefaultRealm
 	}
 	if c.CredentialTTL == 0 {
-		c.CredentialTTL = DefaultTURNCredentialTTL
+		c.CredentialTTL = DefaultCredentialTTL
 	}
 	if c.MaxAllocations == 0 {
-		c.MaxAllocations = DefaultTURNMaxAllocations
+		c.MaxAllocations = DefaultMaxAllocations
 	}
 	if c.MaxAllocationsPerIP == 0 {
-		c.MaxAllocationsPerIP = DefaultTURNMaxAllocationsPerIP
+		c.MaxAllocationsPerIP = DefaultMaxAllocationsPerIP
 	}
 	if c.MaxAllocationLifetime == 0 {
-		c.MaxAllocationLifetime = DefaultTURNMaxAllocationLifetime
+		c.MaxAllocationLifetime = DefaultMaxAllocationLifetime
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -145,12 +130,12 @@ func (c TURNConfig) withDefaults() TURNConfig {
 	return c
 }
 
-// TURNCredentials issues a credential for the TURN REST API scheme: the
+// Credentials issues a credential for the TURN REST API scheme: the
 // username "<unix expiry>:<tag>" with expiry now+ttl (whole seconds, rounded
 // up), and its password base64(HMAC-SHA1(secret, username)). Tag names the
 // holder for logs (the DHT hook uses the requester's IP); it may contain
 // colons. Pure: the same inputs always give the same credential.
-func TURNCredentials(secret []byte, tag string, now time.Time, ttl time.Duration) (user, pass string, expires time.Time) {
+func Credentials(secret []byte, tag string, now time.Time, ttl time.Duration) (user, pass string, expires time.Time) {
 	exp := now.Add(ttl)
 	if exp.Nanosecond() != 0 {
 		exp = exp.Truncate(time.Second).Add(time.Second)
@@ -159,43 +144,43 @@ func TURNCredentials(secret []byte, tag string, now time.Time, ttl time.Duration
 	return user, turnPassword(secret, user), time.Unix(exp.Unix(), 0)
 }
 
-// TURNPassword returns the password of username under secret, or
-// ErrTURNCredentials if the username is malformed, or ErrTURNExpired if its
+// Password returns the password of username under secret, or
+// ErrCredentials if the username is malformed, or ErrExpired if its
 // expiry is not after now. The server uses it to derive the long-term key
 // (the client proves the password through MESSAGE-INTEGRITY).
-func TURNPassword(secret []byte, username string, now time.Time) (string, error) {
-	exp, _, err := ParseTURNUsername(username)
+func Password(secret []byte, username string, now time.Time) (string, error) {
+	exp, _, err := ParseUsername(username)
 	if err != nil {
 		return "", err
 	}
 	if !now.Before(exp) {
-		return "", fmt.Errorf("%w: expired %s", ErrTURNExpired, exp.UTC().Format(time.RFC3339))
+		return "", fmt.Errorf("%w: expired %s", ErrExpired, exp.UTC().Format(time.RFC3339))
 	}
 	return turnPassword(secret, username), nil
 }
 
-// VerifyTURNCredentials checks a username and password pair under secret at
-// now: nil, ErrTURNCredentials or ErrTURNExpired.
-func VerifyTURNCredentials(secret []byte, username, password string, now time.Time) error {
-	want, err := TURNPassword(secret, username, now)
+// VerifyCredentials checks a username and password pair under secret at
+// now: nil, ErrCredentials or ErrExpired.
+func VerifyCredentials(secret []byte, username, password string, now time.Time) error {
+	want, err := Password(secret, username, now)
 	if err != nil {
 		return err
 	}
 	if !hmac.Equal([]byte(want), []byte(password)) {
-		return fmt.Errorf("%w: password mismatch", ErrTURNCredentials)
+		return fmt.Errorf("%w: password mismatch", ErrCredentials)
 	}
 	return nil
 }
 
-// ParseTURNUsername splits a REST API username into its expiry and tag.
-func ParseTURNUsername(username string) (expires time.Time, tag string, err error) {
+// ParseUsername splits a REST API username into its expiry and tag.
+func ParseUsername(username string) (expires time.Time, tag string, err error) {
 	ts, tag, ok := strings.Cut(username, ":")
 	if !ok {
-		return time.Time{}, "", fmt.Errorf("%w: username %q has no expiry", ErrTURNCredentials, username)
+		return time.Time{}, "", fmt.Errorf("%w: username %q has no expiry", ErrCredentials, username)
 	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil || sec <= 0 {
-		return time.Time{}, "", fmt.Errorf("%w: username %q has no expiry", ErrTURNCredentials, username)
+		return time.Time{}, "", fmt.Errorf("%w: username %q has no expiry", ErrCredentials, username)
 	}
 	return time.Unix(sec, 0), tag, nil
 }
@@ -206,8 +191,8 @@ func turnPassword(secret []byte, username string) string {
 	return base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
-// TURNStats is a snapshot of a TURNServer's counters.
-type TURNStats struct {
+// Stats is a snapshot of a Server's counters.
+type Stats struct {
 	Allocations    int    // live allocations
 	Allocated      uint64 // allocations created since Start
 	RefusedAuth    uint64 // requests with an unknown or malformed username
@@ -217,13 +202,13 @@ type TURNStats struct {
 	LifetimeCapped uint64 // allocations closed by MaxAllocationLifetime
 }
 
-// TURNServer is a TURN relay (pion/turn) with time-limited REST API
+// Server is a TURN relay (pion/turn) with time-limited REST API
 // credentials, allocation limits, and every socket opened through
-// TURNConfig.Net. New starts nothing; Start binds and serves; Close stops
+// Config.Net. New starts nothing; Start binds and serves; Close stops
 // and waits for every goroutine.
-type TURNServer struct {
-	// Immutable after NewTURNServer.
-	cfg TURNConfig
+type Server struct {
+	// Immutable after New.
+	cfg Config
 	log *slog.Logger
 
 	// Set by Start, immutable afterwards.
@@ -246,10 +231,10 @@ type TURNServer struct {
 	allocated, refusedAuth, refusedExpired, refusedLimit, refusedPeer, capped atomic.Uint64
 }
 
-// NewTURNServer returns a server for cfg. It opens nothing.
-func NewTURNServer(cfg TURNConfig) *TURNServer {
+// New returns a server for cfg. It opens nothing.
+func New(cfg Config) *Server {
 	cfg = cfg.withDefaults()
-	return &TURNServer{
+	return &Server{
 		cfg:    cfg,
 		log:    cfg.Logger,
 		allocs: make(map[*relayConn]struct{}),
@@ -260,23 +245,23 @@ func NewTURNServer(cfg TURNConfig) *TURNServer {
 }
 
 // Start binds the listening socket and starts serving.
-func (s *TURNServer) Start() error {
+func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != 0 {
-		return ErrTURNState
+		return ErrState
 	}
 	if s.cfg.Net == nil {
-		return fmt.Errorf("holepunch: turn: no network")
+		return fmt.Errorf("turnserver: no network")
 	}
 	pc, err := s.cfg.Net.ListenPacket("udp4", s.cfg.ListenAddr)
 	if err != nil {
-		return fmt.Errorf("holepunch: turn listen %s: %w", s.cfg.ListenAddr, err)
+		return fmt.Errorf("turnserver: listen %s: %w", s.cfg.ListenAddr, err)
 	}
 	ua, ok := pc.LocalAddr().(*net.UDPAddr)
 	if !ok {
 		pc.Close()
-		return fmt.Errorf("holepunch: turn listen %s: not a UDP socket", s.cfg.ListenAddr)
+		return fmt.Errorf("turnserver: listen %s: not a UDP socket", s.cfg.ListenAddr)
 	}
 	s.local = unmapAP(ua.AddrPort())
 	pub := s.cfg.PublicIP.Unmap()
@@ -285,7 +270,7 @@ func (s *TURNServer) Start() error {
 	}
 	if !pub.IsValid() || pub.IsUnspecified() {
 		pc.Close()
-		return ErrTURNNoPublicIP
+		return ErrNoPublicIP
 	}
 	s.addr = netip.AddrPortFrom(pub, s.local.Port())
 	s.listen = &turnListenConn{PacketConn: pc, done: make(chan struct{})}
@@ -302,7 +287,7 @@ func (s *TURNServer) Start() error {
 	})
 	if err != nil {
 		pc.Close()
-		return fmt.Errorf("holepunch: turn server: %w", err)
+		return fmt.Errorf("turnserver: %w", err)
 	}
 	s.state = 1
 	s.log.Info("turn relay serving", "addr", s.addr, "local", s.local)
@@ -311,28 +296,28 @@ func (s *TURNServer) Start() error {
 
 // Addr is the address clients use: PublicIP (or the listen IP) and the
 // bound port. Valid after Start.
-func (s *TURNServer) Addr() netip.AddrPort { return s.addr }
+func (s *Server) Addr() netip.AddrPort { return s.addr }
 
 // LocalAddr is the bound address of the listening socket. Valid after Start.
-func (s *TURNServer) LocalAddr() netip.AddrPort { return s.local }
+func (s *Server) LocalAddr() netip.AddrPort { return s.local }
 
 // URL is the ICE server URL of Addr: "turn:IP:PORT?transport=udp".
-func (s *TURNServer) URL() string {
+func (s *Server) URL() string {
 	return "turn:" + s.addr.String() + "?transport=udp"
 }
 
 // Credentials issues a credential valid for CredentialTTL from now (see
-// TURNCredentials).
-func (s *TURNServer) Credentials(tag string) (user, pass string, expires time.Time) {
-	return TURNCredentials(s.cfg.Secret, tag, s.now(), s.cfg.CredentialTTL)
+// Credentials).
+func (s *Server) Credentials(tag string) (user, pass string, expires time.Time) {
+	return Credentials(s.cfg.Secret, tag, s.now(), s.cfg.CredentialTTL)
 }
 
 // Stats returns a snapshot of the counters.
-func (s *TURNServer) Stats() TURNStats {
+func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	live := len(s.allocs)
 	s.mu.Unlock()
-	return TURNStats{
+	return Stats{
 		Allocations:    live,
 		Allocated:      s.allocated.Load(),
 		RefusedAuth:    s.refusedAuth.Load(),
@@ -345,7 +330,7 @@ func (s *TURNServer) Stats() TURNStats {
 
 // Close stops serving, closes every allocation and waits for pion's
 // goroutines. It is idempotent.
-func (s *TURNServer) Close() error {
+func (s *Server) Close() error {
 	s.mu.Lock()
 	state := s.state
 	s.state = 2
@@ -387,10 +372,10 @@ func (s *TURNServer) Close() error {
 // the client address that allocated with it, so an allocation in use can
 // refresh itself and its permissions until MaxAllocationLifetime; new
 // allocations always need an unexpired one. It runs on pion's read loop.
-func (s *TURNServer) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
+func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
 	from := addrPortOfNet(src)
-	pass, err := TURNPassword(s.cfg.Secret, username, s.now())
-	if errors.Is(err, ErrTURNExpired) {
+	pass, err := Password(s.cfg.Secret, username, s.now())
+	if errors.Is(err, ErrExpired) {
 		s.mu.Lock()
 		c := s.bySrc[from]
 		s.mu.Unlock()
@@ -412,7 +397,7 @@ func (s *TURNServer) authenticate(username, realm string, src net.Addr) ([]byte,
 
 // permit is pion's PermissionHandler: peers on the relay host's own kinds
 // of networks are refused unless AllowPrivatePeers.
-func (s *TURNServer) permit(client net.Addr, peer net.IP) bool {
+func (s *Server) permit(client net.Addr, peer net.IP) bool {
 	ip, ok := netip.AddrFromSlice(peer)
 	if !ok {
 		s.refusedPeer.Add(1)
@@ -432,18 +417,18 @@ func (s *TURNServer) permit(client net.Addr, peer net.IP) bool {
 // handling (known from the listening socket's last read: pion handles a
 // datagram on the read loop before reading the next). Limits are checked
 // here because pion offers no other hook that sees the client.
-func (s *TURNServer) allocate(network, bindIP string, publicIP net.IP, port int) (net.PacketConn, net.Addr, error) {
+func (s *Server) allocate(network, bindIP string, publicIP net.IP, port int) (net.PacketConn, net.Addr, error) {
 	src, user := s.listen.current()
 	s.mu.Lock()
 	switch {
 	case s.state != 1:
 		s.mu.Unlock()
-		return nil, nil, ErrTURNState
+		return nil, nil, ErrState
 	case len(s.allocs) >= s.cfg.MaxAllocations || s.perIP[src.Addr()] >= s.cfg.MaxAllocationsPerIP:
 		s.mu.Unlock()
 		s.refusedLimit.Add(1)
-		s.log.Debug("turn allocation refused", "addr", src, "err", ErrTURNLimit)
-		return nil, nil, ErrTURNLimit
+		s.log.Debug("turn allocation refused", "addr", src, "err", ErrLimit)
+		return nil, nil, ErrLimit
 	}
 	// Reserve the slot before opening the socket, so concurrent allocations
 	// (one read loop per listener, but still) cannot pass the limit.
@@ -465,7 +450,7 @@ func (s *TURNServer) allocate(network, bindIP string, publicIP net.IP, port int)
 		pc.Close()
 		c.release()
 		c.readerDone()
-		return nil, nil, fmt.Errorf("holepunch: turn relay: not a UDP socket")
+		return nil, nil, fmt.Errorf("turnserver: relay: not a UDP socket")
 	}
 	c.PacketConn = pc
 	c.mu.Lock()
@@ -482,10 +467,10 @@ func (s *TURNServer) allocate(network, bindIP string, publicIP net.IP, port int)
 }
 
 // relayGenerator is pion's RelayAddressGenerator: relay sockets come from
-// TURNConfig.Net (so the server works on vnet and inside network
+// Config.Net (so the server works on vnet and inside network
 // namespaces) and are advertised at PublicIP.
 type relayGenerator struct {
-	srv      *TURNServer
+	srv      *Server
 	bindIP   string
 	publicIP net.IP
 }
@@ -499,7 +484,7 @@ func (g *relayGenerator) AllocatePacketConn(network string, port int) (net.Packe
 }
 
 func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
-	return nil, nil, fmt.Errorf("holepunch: turn: TCP relays are not served")
+	return nil, nil, fmt.Errorf("turnserver: TCP relays are not served")
 }
 
 // turnListenConn wraps the listening socket to remember which client the
@@ -548,7 +533,7 @@ func (l *turnListenConn) current() (netip.AddrPort, string) {
 type relayConn struct {
 	net.PacketConn
 	// Immutable after allocate returns.
-	srv  *TURNServer
+	srv  *Server
 	src  netip.AddrPort
 	user string
 
@@ -613,4 +598,4 @@ func unmapAP(a netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
-var _ io.Closer = (*TURNServer)(nil)
+var _ io.Closer = (*Server)(nil)

@@ -1,4 +1,4 @@
-package holepunch
+package natcheck
 
 import (
 	"context"

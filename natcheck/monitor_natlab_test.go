@@ -1,4 +1,4 @@
-package holepunch_test
+package natcheck_test
 
 import (
 	"context"
@@ -10,9 +10,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/natcheck"
+	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
 
 // monitorLabTimeout bounds each wait for a report in the lab. A Check
@@ -64,19 +64,19 @@ func TestMonitorNATLab(t *testing.T) {
 	}
 	defer node.Close()
 
-	reports := make(chan holepunch.NATReport, 8)
-	mon := holepunch.NewMonitor(holepunch.MonitorConfig{
+	reports := make(chan natcheck.Report, 8)
+	mon := natcheck.NewMonitor(natcheck.MonitorConfig{
 		Net:        host.Net(),
 		Interval:   200 * time.Millisecond,
 		MinRecheck: time.Second,
-		Reflexive: func() []holepunch.ReflexiveReport {
-			var out []holepunch.ReflexiveReport
+		Reflexive: func() []natcheck.ReflexiveReport {
+			var out []natcheck.ReflexiveReport
 			for _, o := range node.Observed() {
-				out = append(out, holepunch.ReflexiveReport{By: o.By, Addr: o.Addr})
+				out = append(out, natcheck.ReflexiveReport{By: o.By, Addr: o.Addr})
 			}
 			return out
 		},
-		CheckConfig: holepunch.CheckConfig{
+		CheckConfig: natcheck.CheckConfig{
 			Prober:    p,
 			Servers:   servers[:1],
 			Local:     node.LocalAddr(),
@@ -85,14 +85,14 @@ func TestMonitorNATLab(t *testing.T) {
 				return servers, node.Bootstrap(ctx)
 			},
 		},
-		OnChange: func(_, n holepunch.NATReport) { reports <- n },
+		OnChange: func(_, n natcheck.Report) { reports <- n },
 	})
 	if err := mon.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer mon.Close()
 
-	next := func(stage string) holepunch.NATReport {
+	next := func(stage string) natcheck.Report {
 		t.Helper()
 		select {
 		case r := <-reports:
@@ -102,10 +102,10 @@ func TestMonitorNATLab(t *testing.T) {
 		case <-time.After(monitorLabTimeout):
 			t.Fatalf("%s: no report within %v (stats %+v)", stage, monitorLabTimeout, mon.Stats())
 		}
-		return holepunch.NATReport{}
+		return natcheck.Report{}
 	}
 	first := next("before the move")
-	if first.Class != holepunch.ClassFullCone || first.PublicAddr.Addr() != rA.PublicIP() {
+	if first.Class != natcheck.ClassFullCone || first.PublicAddr.Addr() != rA.PublicIP() {
 		t.Fatalf("first report %s at %s, want fullcone at %s", first.Class, first.PublicAddr, rA.PublicIP())
 	}
 
@@ -117,7 +117,7 @@ func TestMonitorNATLab(t *testing.T) {
 	if second.PublicAddr.Addr() != rB.PublicIP() {
 		t.Fatalf("after the move: public %s, want IP %s", second.PublicAddr, rB.PublicIP())
 	}
-	if second.Class != holepunch.ClassPortRestricted {
+	if second.Class != natcheck.ClassPortRestricted {
 		t.Fatalf("after the move: class %s, want portrestricted", second.Class)
 	}
 	if s := mon.Stats(); s.ByReason["local-address"] < 1 {

@@ -1,4 +1,4 @@
-package holepunch
+package natcheck
 
 import (
 	"cmp"
@@ -146,7 +146,7 @@ type Observations struct {
 	Hairpin *bool
 }
 
-// ServerResult is one server's line of a NATReport.
+// ServerResult is one server's line of a Report.
 type ServerResult struct {
 	Server   netip.AddrPort `json:"server"`
 	Answered bool           `json:"answered"`
@@ -156,8 +156,8 @@ type ServerResult struct {
 	Error    string         `json:"error,omitempty"`
 }
 
-// NATReport is what a node knows about its NAT.
-type NATReport struct {
+// Report is what a node knows about its NAT.
+type Report struct {
 	// PublicAddr is the reflexive address most servers agreed on.
 	PublicAddr netip.AddrPort `json:"public_addr,omitzero"`
 	// PublicAddrs are all distinct reflexive addresses, most reported
@@ -177,7 +177,7 @@ type NATReport struct {
 	// IPv6 is the report of the node's IPv6 socket, when it has one that
 	// reached IPv6 DHT nodes; the fields above are then the IPv4 socket's
 	// (class unknown and nothing answered for a host without IPv4).
-	IPv6 *NATReport `json:"ipv6,omitempty"`
+	IPv6 *Report `json:"ipv6,omitempty"`
 }
 
 // Classify turns observations into a report. It is pure: the same input
@@ -189,8 +189,8 @@ type NATReport struct {
 // from a stranger's IP means endpoint-independent filtering, one from the
 // server's IP but another port means address-dependent filtering, none at
 // all means address-and-port-dependent filtering.
-func Classify(obs Observations) NATReport {
-	r := NATReport{Queried: len(obs.Servers), Hairpin: obs.Hairpin, PublicAddrs: []netip.AddrPort{}}
+func Classify(obs Observations) Report {
+	r := Report{Queried: len(obs.Servers), Hairpin: obs.Hairpin, PublicAddrs: []netip.AddrPort{}}
 	counts := map[netip.AddrPort]int{}
 	allLocal := true
 	for _, s := range obs.Servers {
@@ -285,7 +285,7 @@ func classOf(m Mapping, f Filtering) Class {
 	return ClassUnknown
 }
 
-func confidenceOf(r NATReport) Confidence {
+func confidenceOf(r Report) Confidence {
 	switch {
 	case r.Answered == 0:
 		return ConfidenceNone

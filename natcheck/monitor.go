@@ -1,4 +1,4 @@
-package holepunch
+package natcheck
 
 import (
 	"context"
@@ -96,7 +96,7 @@ type MonitorConfig struct {
 	Reflexive func() []ReflexiveReport
 	// Check measures the NAT. Nil means Check(ctx, CheckConfig) with
 	// CheckConfig.LocalIPs set to the polled local addresses.
-	Check func(ctx context.Context) (NATReport, error)
+	Check func(ctx context.Context) (Report, error)
 	// CheckConfig is used when Check is nil.
 	CheckConfig CheckConfig
 	// OnChange is called after a measurement whose result differs from
@@ -104,7 +104,7 @@ type MonitorConfig struct {
 	// first successful report comes with a zero old. It runs on the
 	// monitor's goroutine, without locks held; it may call Report or
 	// Remeasure but not Close.
-	OnChange func(old, new NATReport)
+	OnChange func(old, new Report)
 	// Confirm is the hysteresis (see DefaultConfirm). Zero means 2.
 	Confirm int
 	// MinRecheck is the least time between two measurements. Zero means
@@ -149,7 +149,7 @@ type MonitorStats struct {
 	ByReason map[string]int // measurements by Trigger name
 }
 
-// Monitor keeps a NATReport current: it measures once at Start, then again
+// Monitor keeps a Report current: it measures once at Start, then again
 // whenever the local addresses or the reported reflexive addresses change.
 type Monitor struct {
 	// Immutable after New.
@@ -163,7 +163,7 @@ type Monitor struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	report  NATReport
+	report  Report
 	have    bool
 	stats   MonitorStats
 
@@ -196,7 +196,7 @@ func (m *Monitor) Start() error {
 		return ErrMonitorClosed
 	}
 	if m.cfg.Net == nil {
-		return errors.New("holepunch: monitor: no network available")
+		return errors.New("natcheck: monitor: no network available")
 	}
 	m.started = true
 	m.wg.Add(1)
@@ -220,7 +220,7 @@ func (m *Monitor) Close() error {
 }
 
 // Report returns the latest successful report and whether there is one.
-func (m *Monitor) Report() (NATReport, bool) {
+func (m *Monitor) Report() (Report, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.report, m.have
@@ -295,7 +295,7 @@ func (m *Monitor) measure(trig Trigger, local []netip.Addr, refl []ReflexiveRepo
 	}
 	old, had := m.report, m.have
 	m.report, m.have = rep, true
-	changed := !had || reportChanged(old, rep)
+	changed := !had || Changed(old, rep)
 	if changed {
 		m.stats.Changes++
 	}
@@ -307,7 +307,7 @@ func (m *Monitor) measure(trig Trigger, local []netip.Addr, refl []ReflexiveRepo
 	}
 }
 
-func (m *Monitor) check(ctx context.Context, local []netip.Addr) (NATReport, error) {
+func (m *Monitor) check(ctx context.Context, local []netip.Addr) (Report, error) {
 	if m.cfg.Check != nil {
 		return m.cfg.Check(ctx)
 	}
@@ -358,11 +358,11 @@ func (m *Monitor) localAddrs() []netip.Addr {
 	return slices.Compact(out)
 }
 
-// reportChanged reports whether new differs from old in a way the node must
+// Changed reports whether new differs from old in a way the node must
 // act on (re-announce, reconnect). Under endpoint-dependent mapping every
 // measurement sees fresh ports, so only the IP counts.
-func reportChanged(old, new NATReport) bool {
-	if (old.IPv6 == nil) != (new.IPv6 == nil) || old.IPv6 != nil && reportChanged(*old.IPv6, *new.IPv6) {
+func Changed(old, new Report) bool {
+	if (old.IPv6 == nil) != (new.IPv6 == nil) || old.IPv6 != nil && Changed(*old.IPv6, *new.IPv6) {
 		return true
 	}
 	if old.Mapping != new.Mapping || old.Filtering != new.Filtering || old.Class != new.Class {
@@ -396,7 +396,7 @@ type changeWatch struct {
 	measuredOnce bool
 	lastCheck    time.Time
 	failed       bool
-	report       NATReport
+	report       Report
 	haveReport   bool
 	baseLocal    []netip.Addr
 	baseRefl     map[netip.Addr]netip.AddrPort // latest report per peer at the last measurement
@@ -478,7 +478,7 @@ func (w *changeWatch) reportHas(addr netip.AddrPort) bool {
 
 // measured records a measurement's outcome and its baseline: the local
 // addresses and reflexive reports polled before it ran.
-func (w *changeWatch) measured(now time.Time, local []netip.Addr, refl []ReflexiveReport, rep NATReport, err error) {
+func (w *changeWatch) measured(now time.Time, local []netip.Addr, refl []ReflexiveReport, rep Report, err error) {
 	w.measuredOnce = true
 	w.lastCheck = now
 	w.manualDue = false
@@ -500,4 +500,11 @@ func latestByPeer(refl []ReflexiveReport) map[netip.Addr]netip.AddrPort {
 		}
 	}
 	return out
+}
+
+// globalIPv6 reports a public IPv6 address: one a peer on another site can
+// reach (not link-local, loopback or unique-local). holepunch applies the
+// same rule to the candidates it offers.
+func globalIPv6(ip netip.Addr) bool {
+	return ip.Is6() && !ip.Is4In6() && ip.IsGlobalUnicast() && !ip.IsPrivate()
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/pion/transport/v2"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/natcheck"
 )
 
 // MeasureConfig configures Measure. The zero value works.
@@ -20,7 +20,7 @@ type MeasureConfig struct {
 	// address. Nil means it cannot (CheckConfig.LocalIPs stays empty).
 	Net transport.Net
 	// ProbeWait is the wait for a filtering probe's packet. Zero means
-	// holepunch.DefaultProbeWait.
+	// natcheck.DefaultProbeWait.
 	ProbeWait time.Duration
 	// Hairpin asks for the hairpin check in each family.
 	Hairpin bool
@@ -29,7 +29,7 @@ type MeasureConfig struct {
 }
 
 // Measure measures the NAT (or firewall) in front of each of node's
-// sockets with holepunch.Check, against that family's bootstrap nodes and
+// sockets with natcheck.Check, against that family's bootstrap nodes and
 // the nodes a random lookup finds, and joins the node to the DHT on the
 // way (Check's Discover step). The report is the IPv4 one with the IPv6 one
 // in its IPv6 field; a node without IPv4 (or whose IPv4 reached nobody)
@@ -41,7 +41,7 @@ type MeasureConfig struct {
 // heard from us, so the join, which contacts both families' nodes, waits
 // until both checks have sent them. Without IPv6 bootstrap nodes the IPv6
 // side is measured after the join, against the IPv6 nodes it found.
-func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (holepunch.NATReport, error) {
+func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (natcheck.Report, error) {
 	var ips []netip.Addr
 	if cfg.Net != nil {
 		ips = LocalIPs(cfg.Net)
@@ -60,10 +60,10 @@ func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (ho
 	early6 := has(dht.IPv6) && len(servers[dht.IPv6]) > 0
 	early4 := has(dht.IPv4) && len(servers[dht.IPv4]) > 0
 	probed := newBarrier(btoi(early4) + btoi(early6))
-	check := func(fam dht.Family, b *barrier) (holepunch.NATReport, error) {
+	check := func(fam dht.Family, b *barrier) (natcheck.Report, error) {
 		var arrived sync.Once
 		defer arrived.Do(b.arrive)
-		return holepunch.Check(ctx, holepunch.CheckConfig{
+		return natcheck.Check(ctx, natcheck.CheckConfig{
 			Prober:    p,
 			Servers:   servers[fam],
 			Local:     n.LocalAddrIn(fam),
@@ -92,8 +92,8 @@ func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (ho
 		})
 	}
 	var (
-		r4, r6     holepunch.NATReport
-		err4, err6 = holepunch.ErrNoServers, holepunch.ErrNoServers
+		r4, r6     natcheck.Report
+		err4, err6 = natcheck.ErrNoServers, natcheck.ErrNoServers
 		wg         sync.WaitGroup
 	)
 	if early6 {
@@ -116,7 +116,7 @@ func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (ho
 		if err6 != nil {
 			return r4, err4
 		}
-		r4 = holepunch.Classify(holepunch.Observations{}) // IPv4 unmeasured
+		r4 = natcheck.Classify(natcheck.Observations{}) // IPv4 unmeasured
 	}
 	if err6 == nil {
 		r4.IPv6 = &r6

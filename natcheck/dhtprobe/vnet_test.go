@@ -11,9 +11,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/holepunch"
-	"github.com/swarmdb/swarmdb/holepunch/dhtprobe"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/natcheck"
+	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,18 +41,18 @@ func TestVNetClassify(t *testing.T) {
 	type cell struct {
 		name string
 		nat  *vnet.NATType // nil: host directly on the WAN
-		want holepunch.Class
+		want natcheck.Class
 	}
 	natOf := func(m, f vnet.EndpointDependencyType) *vnet.NATType {
 		return &vnet.NATType{MappingBehavior: m, FilteringBehavior: f}
 	}
 	cells := []cell{
-		{"open", nil, holepunch.ClassOpen},
-		{"fullcone", natOf(vnet.EndpointIndependent, vnet.EndpointIndependent), holepunch.ClassFullCone},
-		{"restricted", natOf(vnet.EndpointIndependent, vnet.EndpointAddrDependent), holepunch.ClassRestricted},
-		{"portrestricted", natOf(vnet.EndpointIndependent, vnet.EndpointAddrPortDependent), holepunch.ClassPortRestricted},
-		{"symmetric", natOf(vnet.EndpointAddrPortDependent, vnet.EndpointAddrPortDependent), holepunch.ClassSymmetric},
-		{"symmetric-address-dependent-mapping", natOf(vnet.EndpointAddrDependent, vnet.EndpointAddrPortDependent), holepunch.ClassSymmetric},
+		{"open", nil, natcheck.ClassOpen},
+		{"fullcone", natOf(vnet.EndpointIndependent, vnet.EndpointIndependent), natcheck.ClassFullCone},
+		{"restricted", natOf(vnet.EndpointIndependent, vnet.EndpointAddrDependent), natcheck.ClassRestricted},
+		{"portrestricted", natOf(vnet.EndpointIndependent, vnet.EndpointAddrPortDependent), natcheck.ClassPortRestricted},
+		{"symmetric", natOf(vnet.EndpointAddrPortDependent, vnet.EndpointAddrPortDependent), natcheck.ClassSymmetric},
+		{"symmetric-address-dependent-mapping", natOf(vnet.EndpointAddrDependent, vnet.EndpointAddrPortDependent), natcheck.ClassSymmetric},
 	}
 	clientNets := make([]*vnet.Net, len(cells))
 	clientIPs := make([]string, len(cells))
@@ -93,7 +93,7 @@ func TestVNetClassify(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer node.Close()
-			rep, err := holepunch.Check(ctx, holepunch.CheckConfig{
+			rep, err := natcheck.Check(ctx, natcheck.CheckConfig{
 				Prober:    p,
 				Servers:   boot,
 				Local:     node.LocalAddr(),
@@ -114,7 +114,7 @@ func TestVNetClassify(t *testing.T) {
 			if rep.Class != c.want {
 				t.Fatalf("class %s, want %s (report %+v)", rep.Class, c.want, rep)
 			}
-			if rep.Answered != len(allServers) || rep.Confidence != holepunch.ConfidenceHigh {
+			if rep.Answered != len(allServers) || rep.Confidence != natcheck.ConfidenceHigh {
 				t.Fatalf("answered %d of %d, confidence %s", rep.Answered, len(allServers), rep.Confidence)
 			}
 			wantIP := fmt.Sprintf("203.0.113.%d", 100+i)
