@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -27,7 +28,7 @@ func TestMeshOneConnectionPerPair(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 swarms")
 	}
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	nw := startNet(t, 10)
 	swarms := make([]*testSwarm, meshSize)
 	victimNet := newCrashNet(t)
