@@ -315,12 +315,12 @@ func settleMembership(t *testing.T, all []*node.Node) {
 	t.Helper()
 	start := time.Now()
 	last, quiet := membershipSum(all).PriorityAdmitted, time.Now()
-	for time.Since(quiet) < 5*time.Second && time.Since(start) < 2*time.Minute {
-		time.Sleep(time.Second)
+	testutil.Poll(2*time.Minute, time.Second, func() bool { // not settling in time is logged, not a failure
 		if cur := membershipSum(all).PriorityAdmitted; cur != last {
 			last, quiet = cur, time.Now()
 		}
-	}
+		return time.Since(quiet) >= 5*time.Second
+	})
 	t.Logf("membership settled in %v", time.Since(start).Round(time.Second))
 }
 
