@@ -201,14 +201,8 @@ func TestServerDialerBothWays(t *testing.T) {
 		if _, err := w.from.Put(ctx, key, []byte(`1`)); err != nil {
 			t.Fatal(err)
 		}
-		for {
-			if _, err := w.to.store.Get(key); err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("%s never reached the other node", key)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		deadline, _ := ctx.Deadline() // one budget for both directions
+		testutil.Eventually(t, time.Until(deadline), func() bool { _, err := w.to.store.Get(key); return err == nil },
+			"%s to reach the other node", key)
 	}
 }
