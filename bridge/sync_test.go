@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/db"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 func mustPut(t testing.TB, s *db.Store, recs ...db.Record) {
@@ -140,7 +141,7 @@ func TestAntiEntropyEqualStoresCheap(t *testing.T) {
 	_, pb := link(t, a, b)
 	// After the pong a sends its root summary (b's second message in); b handles it in order
 	// before the query that follows on the same connection, and finds nothing to say.
-	eventually(t, func() bool { return pb.Status().MessagesIn >= 2 })
+	testutil.Eventually(t, waitLimit, func() bool { return pb.Status().MessagesIn >= 2 }, "2 messages in")
 	f, _ := newFakePeer(t, b, false)
 	f.hello(DefaultTopic, false, false)
 	f.usable()
@@ -248,7 +249,7 @@ func TestPeriodicSyncRepairs(t *testing.T) {
 	// Once a second round has begun, the one on connect is not the one that repairs: a
 	// record written now can only reach b by a periodic comparison (it never goes out as a
 	// put, and only accepted repairs are announced).
-	eventually(t, func() bool { return a.Stats().SyncRounds+b.Stats().SyncRounds >= 2 })
+	testutil.Eventually(t, waitLimit, func() bool { return a.Stats().SyncRounds+b.Stats().SyncRounds >= 2 }, "2 sync rounds")
 	r := record(t, testUser, "quiet", `1`)
 	mustPut(t, a.Store(), r)
 	start := time.Now()
@@ -385,9 +386,9 @@ func TestLostLinkComparesSoon(t *testing.T) {
 	c := newBridge(t, Config{Server: true, SyncInterval: time.Hour})
 	link(t, c, a)
 	toB, _ := link(t, c, b)
-	eventually(t, func() bool { return c.Stats().SyncRounds == 2 }) // one per link c opened
+	testutil.Eventually(t, waitLimit, func() bool { return c.Stats().SyncRounds == 2 }, "2 sync rounds") // one per link c opened
 	start := time.Now()
 	toB.Close()
-	eventually(t, func() bool { return c.Stats().SyncRounds == 3 }) // not an hour later
+	testutil.Eventually(t, waitLimit, func() bool { return c.Stats().SyncRounds == 3 }, "3 sync rounds") // not an hour later
 	t.Logf("compared with the remaining peer %v after the link ended", time.Since(start).Round(time.Millisecond))
 }

@@ -9,10 +9,10 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/swarmdb/swarmdb/db"
-	"go.uber.org/goleak"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
 // waitLimit bounds every wait in these tests: generous for a loaded 2-core CI machine, and only
 // ever reached when something is broken.
@@ -218,30 +218,12 @@ func putMsg(rec db.Record) *Message {
 
 func keyN(i int) string { return fmt.Sprintf("key-%05d", i) }
 
-// eventually polls cond until it holds, failing after waitLimit. Only for counters that have no
-// event to wait on.
-func eventually(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in time")
-		}
-		<-tick.C
-	}
-}
-
 // waitAccepted waits until s has counted want accepted records and fails if
 // it counts another number. A record is readable a moment before the store
 // counts it, so a test reads the count through here, not right after Get.
 func waitAccepted(t testing.TB, s *db.Store, want uint64) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for s.Stats().Accepted < want && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Poll(waitLimit, 0, func() bool { return s.Stats().Accepted >= want })
 	if got := s.Stats().Accepted; got != want {
 		t.Fatalf("store accepted %d records, want %d", got, want)
 	}

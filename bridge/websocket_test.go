@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 func serveWS(t *testing.T, b *Bridge) (host string, port int) {
@@ -177,18 +179,21 @@ func TestWebSocketBurstRateLimited(t *testing.T) {
 	}
 	t.Logf("%d gets: %d answered with the record, %d with RATE_LIMITED", gets, gets-limited, limited)
 	// Still connected, and served again once the bucket has refilled a little.
-	deadline := time.Now().Add(waitLimit)
-	for {
+	var m Message
+	served := testutil.Poll(waitLimit, 0, func() bool {
 		g := &Message{Type: TypeGet, ID: newID(), Key: "burst"}
 		f.sendMsg(g)
-		m := f.next()
+		m = f.next()
 		if m.Type == TypePut && m.ID == g.ID {
-			break
+			return true
 		}
-		if m.Type != TypeError || m.Code != "RATE_LIMITED" || time.Now().After(deadline) {
+		if m.Type != TypeError || m.Code != "RATE_LIMITED" {
 			t.Fatalf("after the burst: %+v", m)
 		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+	if !served {
+		t.Fatalf("after the burst: %+v", m)
 	}
 }
 

@@ -12,13 +12,13 @@ import (
 	"time"
 
 	"github.com/pion/stun/v2"
-	"go.uber.org/goleak"
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
 func newKey(t testing.TB) ed25519.PrivateKey {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -169,19 +169,16 @@ func TestUnannounceAndExpiry(t *testing.T) {
 	if _, err := a.Announce(ctx, topic, key); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// Polling an expiry clock; each check is a lookup, so not too often.
+	expired := testutil.Poll(5*time.Second, 100*time.Millisecond, func() bool {
 		res, err = b.Lookup(ctx, topic)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !hasPeer(res.Peers, pub) {
-			break // expired
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("record did not expire")
-		}
-		time.Sleep(100 * time.Millisecond) // polling an expiry clock, not synchronising
+		return !hasPeer(res.Peers, pub)
+	})
+	if !expired {
+		t.Fatal("record did not expire")
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // rawClient sends hand-made DHT requests from its own loopback socket, to
@@ -120,13 +122,9 @@ func TestForgedAnnouncesRefused(t *testing.T) {
 	t.Run("stale token", func(t *testing.T) {
 		tok := c.token(n)
 		// Two rotations make a token stale (valid for one to two intervals).
-		deadline := time.Now().Add(2 * time.Second)
-		for n.tokenValid(tok, c.conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr()) {
-			if time.Now().After(deadline) {
-				t.Fatal("token never went stale")
-			}
-			time.Sleep(50 * time.Millisecond) // waiting on the rotation clock
-		}
+		testutil.Eventually(t, 2*time.Second, func() bool { // waiting on the rotation clock
+			return !n.tokenValid(tok, c.conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr())
+		}, "the token to go stale")
 		reply, _ := c.do(n.LocalAddr(), &Message{Command: CmdAnnounce, Target: &topic, Token: &tok, Value: signAnnounce(priv, topic, self, tok, rec)}, nil)
 		if reply == nil || reply.Error != CodeBadToken {
 			t.Fatalf("stale token: reply %+v", reply)

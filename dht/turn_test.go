@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 func testOffer() TURNOffer {
@@ -122,13 +124,9 @@ func TestTURNOfferOverDHT(t *testing.T) {
 		if tok == nil {
 			t.Fatal("no cached token")
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for srv.tokenValid(*tok, c.LocalAddr().Addr()) {
-			if time.Now().After(deadline) {
-				t.Fatal("token never went stale")
-			}
-			time.Sleep(20 * time.Millisecond) // waiting on the rotation clock
-		}
+		testutil.Eventually(t, 5*time.Second, func() bool { // waiting on the rotation clock
+			return !srv.tokenValid(*tok, c.LocalAddr().Addr())
+		}, "the cached token to go stale")
 		if _, err := c.TURNOffer(ctx, srv.LocalAddr()); err != nil {
 			t.Fatal(err)
 		}

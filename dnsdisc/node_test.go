@@ -10,12 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
 // TestFindOnLAN: a node that serves and a node that only asks find each
 // other, inside a namespace the test makes (multicast never leaves it);
@@ -65,27 +64,24 @@ func TestFindOnLANChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var got []netip.AddrPort
+	ok := testutil.Poll(10*time.Second, 0, func() bool {
 		mu.Lock()
-		got := append([]netip.AddrPort(nil), found["client"]...)
+		got = append([]netip.AddrPort(nil), found["client"]...)
 		self := len(found["server"])
 		mu.Unlock()
 		if self != 0 {
 			t.Fatalf("the server reported its own answer: %v", found["server"])
 		}
-		if len(got) > 0 {
-			// 0.0.0.0 in the answer is the sender: an address of this
-			// namespace, whichever the kernel picked as the source.
-			if got[0].Port() != 7000 || !isLocal(t, got[0].Addr()) {
-				t.Fatalf("client found %v, want port 7000 at an address of this host", got)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("client found nothing in 10 s; stats server %+v client %+v", server.Stats(), client.Stats())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return len(got) > 0
+	})
+	if !ok {
+		t.Fatalf("client found nothing in 10 s; stats server %+v client %+v", server.Stats(), client.Stats())
+	}
+	// 0.0.0.0 in the answer is the sender: an address of this
+	// namespace, whichever the kernel picked as the source.
+	if got[0].Port() != 7000 || !isLocal(t, got[0].Addr()) {
+		t.Fatalf("client found %v, want port 7000 at an address of this host", got)
 	}
 	if s := server.Stats(); s.Answers == 0 {
 		t.Fatalf("server stats %+v: no answer sent", s)

@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // birthdayTrials is how many independent punches the lab test runs: each
@@ -42,7 +41,7 @@ var reflexiveQuery = natlab.ProbeConfig{Timeout: 500 * time.Millisecond, Attempt
 // in every trial, carrying data both ways afterwards. Root only: without
 // root it skips, unless CI=true.
 func TestBirthdayNATLab(t *testing.T) {
-	t.Cleanup(func() { goleak.VerifyNone(t) }) // runs after the lab's teardown
+	testutil.CheckLeaks(t) // runs after the lab's teardown
 	lab := natlab.New(t)
 	refl := lab.AddReflector("refl")
 	sym := lab.AddRouter(natlab.RouterConfig{Name: "sym", Type: natlab.Symmetric})

@@ -17,7 +17,8 @@ import (
 
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
-	"go.uber.org/goleak"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 var testSecret = [BirthdaySecretSize]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
@@ -533,7 +534,7 @@ func checkPath(t *testing.T, e *easySocket, r punchResult) {
 // search to hit one of the hard ports. Sampling without replacement makes
 // a budget of the window size a certain hit.
 func TestPunchLoopbackSearch(t *testing.T) {
-	t.Cleanup(func() { goleak.VerifyNone(t) }) // first registered, so it runs after the other cleanups
+	testutil.CheckLeaks(t) // first registered, so it runs after the other cleanups
 	sn, err := stdnet.NewNet()
 	if err != nil {
 		t.Fatal(err)
@@ -574,7 +575,7 @@ func TestPunchLoopbackSearch(t *testing.T) {
 // first one and the punch completes without a search: its range here does
 // not even contain the hard ports, and the budget is a handful of probes.
 func TestPunchLoopbackHardProbeAnswered(t *testing.T) {
-	t.Cleanup(func() { goleak.VerifyNone(t) }) // first registered, so it runs after the other cleanups
+	testutil.CheckLeaks(t) // first registered, so it runs after the other cleanups
 	lc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -601,7 +602,7 @@ func TestPunchLoopbackHardProbeAnswered(t *testing.T) {
 // with nobody answering, the deadline ends the punch with ErrPunchTimeout
 // and every socket is closed.
 func TestPunchHardSendsFirstAndTimesOut(t *testing.T) {
-	t.Cleanup(func() { goleak.VerifyNone(t) }) // first registered, so it runs after the other cleanups
+	testutil.CheckLeaks(t) // first registered, so it runs after the other cleanups
 	sink, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -643,7 +644,7 @@ func TestPunchHardSendsFirstAndTimesOut(t *testing.T) {
 // first, does not win; the right probe from another address does, and the
 // socket that got it is the one returned.
 func TestPunchHardIgnoresWrongSecret(t *testing.T) {
-	t.Cleanup(func() { goleak.VerifyNone(t) }) // first registered, so it runs after the other cleanups
+	testutil.CheckLeaks(t) // first registered, so it runs after the other cleanups
 	easy, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

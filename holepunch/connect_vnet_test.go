@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/pion/transport/v2/vnet"
-	"go.uber.org/goleak"
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/turnserver"
 )
 
@@ -78,8 +78,7 @@ type vnetHost struct {
 //     would; the endpoint must compare addresses unmapped (it once did not,
 //     and the birthday cells timed out here).
 func TestConnectVNet(t *testing.T) {
-	ignore := goleak.IgnoreCurrent()                   // goroutines of earlier tests
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // first registered: runs after every other cleanup
+	testutil.CheckLeaks(t) // first registered: runs after every other cleanup
 
 	v, err := testnet.NewVNet()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // TestRelayLoss is issue 9's relay-loss fault: the DHT nodes that relay a
@@ -51,18 +52,14 @@ func TestRelayLoss(t *testing.T) {
 	if killed == 0 {
 		t.Skip("every relay was the bootstrap node")
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		now := server.node.Relays(server.pub)
-		if len(now) == len(relays) && !overlaps(now, relays, n.Bootstrap[0]) {
-			t.Logf("server re-registered at %v", now)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server still lists relays %v", now)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var now []netip.AddrPort
+	if !testutil.Poll(20*time.Second, 0, func() bool {
+		now = server.node.Relays(server.pub)
+		return len(now) == len(relays) && !overlaps(now, relays, n.Bootstrap[0])
+	}) {
+		t.Fatalf("server still lists relays %v", now)
 	}
+	t.Logf("server re-registered at %v", now)
 	echo(t, oc, os, []byte("the old connection is unaffected"))
 
 	// A new client holding only the dead relays (as from a stale topic

@@ -8,6 +8,8 @@ import (
 
 	"github.com/anacrolix/dht/v2/krpc"
 	"github.com/anacrolix/torrent/bencode"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // TestForgedAnnounceFlood: 10,000 announces from 100 source addresses, for
@@ -44,10 +46,10 @@ func TestForgedAnnounceFlood(t *testing.T) {
 		c.conn.Close()
 	}
 	var s Stats
-	waitFor(t, func() bool {
+	testutil.Eventually(t, waitLimit, func() bool {
 		s = n.Stats()
 		return s.AnnouncesReceived+s.DroppedBusy >= uint64(sent)
-	})
+	}, "all %d announces received or dropped", sent)
 	if s.StoredInfohashes > maxHashes || s.StoredPeers > maxHashes*maxPer {
 		t.Fatalf("after %d announces: %d infohashes, %d peers stored; caps %d, %d",
 			sent, s.StoredInfohashes, s.StoredPeers, maxHashes, maxHashes*maxPer)

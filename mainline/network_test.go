@@ -10,10 +10,11 @@ import (
 
 	"github.com/anacrolix/dht/v2/krpc"
 	"github.com/anacrolix/torrent/bencode"
-	"go.uber.org/goleak"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
 // listen opens a loopback UDP socket for a standalone node.
 func listen(t testing.TB, addr string) net.PacketConn {
@@ -149,7 +150,7 @@ func TestGetPeersHasTokenAndValues(t *testing.T) {
 	if _, ok := c.query(n.LocalAddr(), "announce_peer", krpc.MsgArgs{ID: id, InfoHash: krpc.ID(ih), Port: &port, Token: *r.R.Token}, 2*time.Second); !ok {
 		t.Fatal("announce_peer not answered")
 	}
-	waitFor(t, func() bool { _, p, _ := n.store.counts(); return p == 1 }) // the library stores on a goroutine
+	testutil.Eventually(t, waitLimit, func() bool { _, p, _ := n.store.counts(); return p == 1 }, "the announce to be stored") // the library stores on a goroutine
 	r, ok = c.query(n.LocalAddr(), "get_peers", krpc.MsgArgs{ID: id, InfoHash: krpc.ID(ih)}, 2*time.Second)
 	if !ok || r.R == nil || len(r.R.Values) != 1 || r.R.Values[0].Port != port || !r.R.Values[0].IP.Equal(net.IPv4(127, 0, 0, 1)) {
 		t.Fatalf("get_peers after announce: %+v, want 127.0.0.1:%d", r.R, port)
@@ -180,7 +181,7 @@ func TestReadOnlyUntilReachable(t *testing.T) {
 	if _, err := ro.Lookup(ctx, TopicInfohash("x"), nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return ro.Stats().Nodes >= 1 })
+	testutil.Eventually(t, waitLimit, func() bool { return ro.Stats().Nodes >= 1 }, "the read-only node to know a node")
 	for _, n := range nodes {
 		for _, a := range n.Nodes() {
 			if a == ro.LocalAddr() {
@@ -208,22 +209,14 @@ func TestMalformedDropped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return n.Stats().DroppedBadKRPC == 5 })
+	testutil.Eventually(t, waitLimit, func() bool { return n.Stats().DroppedBadKRPC == 5 }, "5 malformed datagrams dropped")
 	var id krpc.ID
 	if _, ok := c.query(n.LocalAddr(), "ping", krpc.MsgArgs{ID: id}, 2*time.Second); !ok {
 		t.Fatal("no answer to a ping after junk")
 	}
 }
 
-// waitFor polls cond for up to 15 s (a bound for loaded machines; the
-// conditions hold within milliseconds on an idle one).
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 15 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// waitLimit bounds the waits for state the library changes on its own
+// goroutines: a bound for loaded machines; the conditions hold within
+// milliseconds on an idle one.
+const waitLimit = 15 * time.Second

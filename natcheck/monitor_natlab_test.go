@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
@@ -29,7 +28,7 @@ const monitorLabTimeout = 30 * time.Second
 // Root only: natlab skips without root, ip and nft, and fails with CI=true.
 func TestMonitorNATLab(t *testing.T) {
 	// Registered first, so it runs after every other cleanup (LIFO).
-	t.Cleanup(func() { goleak.VerifyNone(t) })
+	testutil.CheckLeaks(t)
 	lab := natlab.New(t)
 	var servers []netip.AddrPort
 	var nodes []*dht.Node

@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/pion/transport/v2"
-	"go.uber.org/goleak"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 var (
@@ -238,7 +239,7 @@ func (f *fakeNAT) check(_ context.Context) (Report, error) {
 }
 
 func TestMonitorLocalMove(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	testutil.CheckLeaks(t)
 	synctest.Test(t, func(t *testing.T) {
 		fn := &fakeNet{addrs: monLAN1}
 		nat := &fakeNAT{net: fn}
@@ -288,7 +289,7 @@ func TestMonitorLocalMove(t *testing.T) {
 }
 
 func TestMonitorReflexive(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	testutil.CheckLeaks(t)
 	synctest.Test(t, func(t *testing.T) {
 		fn := &fakeNet{addrs: monLAN1}
 		var mu sync.Mutex
@@ -355,7 +356,7 @@ func TestMonitorReflexive(t *testing.T) {
 }
 
 func TestMonitorRetryAndRemeasure(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	testutil.CheckLeaks(t)
 	synctest.Test(t, func(t *testing.T) {
 		fn := &fakeNet{} // offline: no address, Check fails
 		nat := &fakeNAT{net: fn}
@@ -396,7 +397,7 @@ func TestMonitorRetryAndRemeasure(t *testing.T) {
 }
 
 func TestMonitorLifecycle(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	testutil.CheckLeaks(t)
 	m := NewMonitor(MonitorConfig{Net: &fakeNet{}, Check: func(ctx context.Context) (Report, error) {
 		<-ctx.Done() // a measurement in progress when Close comes
 		return Report{}, ctx.Err()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/node"
 	"github.com/swarmdb/swarmdb/swarm"
 )
@@ -262,16 +263,12 @@ func TestLoadChurn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		reached, joined := graph.sample()
-		if reached == nodes && joined == nodes {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d nodes not one component after 5 min: %d of %d joined reach each other", nodes, reached, joined)
-		}
-		time.Sleep(200 * time.Millisecond)
+	var reached, joined int
+	if !testutil.Poll(5*time.Minute, 200*time.Millisecond, func() bool { // each check walks the whole graph
+		reached, joined = graph.sample()
+		return reached == nodes && joined == nodes
+	}) {
+		t.Fatalf("%d nodes not one component after 5 min: %d of %d joined reach each other", nodes, reached, joined)
 	}
 	t.Logf("%d nodes (MaxPeers %d) started and one component in %v; heap %d MiB, %d goroutines",
 		nodes, maxPeers, time.Since(setupStart).Round(time.Second), heapInUse()>>20, runtime.NumGoroutine())

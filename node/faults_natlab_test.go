@@ -154,8 +154,8 @@ func writeUntil(nd *node.Node, prefix string, interval time.Duration, next *atom
 // waitAllStored waits until nd's own store holds every acked key.
 func waitAllStored(t *testing.T, nd *node.Node, prefix string, acked []ackedWrite, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	missing := 0
+	stored := testutil.Poll(within, 200*time.Millisecond, func() bool { // each check reads every key
 		keys, err := nd.Query(prefix)
 		if err != nil {
 			t.Fatal(err)
@@ -164,19 +164,16 @@ func waitAllStored(t *testing.T, nd *node.Node, prefix string, acked []ackedWrit
 		for _, k := range keys {
 			have[k] = true
 		}
-		missing := 0
+		missing = 0
 		for _, w := range acked {
 			if !have[w.key] {
 				missing++
 			}
 		}
-		if missing == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d acknowledged writes never reached the other node", missing, len(acked))
-		}
-		time.Sleep(200 * time.Millisecond)
+		return missing == 0
+	})
+	if !stored {
+		t.Fatalf("%d of %d acknowledged writes never reached the other node", missing, len(acked))
 	}
 }
 
@@ -293,19 +290,15 @@ func testConntrackFlush(t *testing.T, writer, reader natlab.NATType, flushBoth b
 	}
 	// Keep writing until a write made after the flush has arrived, plus
 	// two seconds, so acknowledged writes span the outage and beyond.
-	deadline := time.Now().Add(bound)
-	for !arrivedFrom(arr, "flush", firstAfter) {
-		if time.Now().After(deadline) {
-			close(stop)
-			r := <-res
-			sa, sb := a.Stats().Swarm, b.Stats().Swarm
-			t.Fatalf("no write made after the flush replicated within %v (%d acked, %d failed); events a %v b %v; "+
-				"dials a %d (failed %v, refused %v) b %d (failed %v, refused %v); membership a %+v b %+v",
-				bound, len(r.acked), r.failed, summarise(la.since(fault), fault), summarise(lb.since(fault), fault),
-				sa.Attempts, sa.FailuresByReason, sa.InboundRefused, sb.Attempts, sb.FailuresByReason, sb.InboundRefused,
-				sa.Membership, sb.Membership)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testutil.Poll(bound, 50*time.Millisecond, func() bool { return arrivedFrom(arr, "flush", firstAfter) }) {
+		close(stop)
+		r := <-res
+		sa, sb := a.Stats().Swarm, b.Stats().Swarm
+		t.Fatalf("no write made after the flush replicated within %v (%d acked, %d failed); events a %v b %v; "+
+			"dials a %d (failed %v, refused %v) b %d (failed %v, refused %v); membership a %+v b %+v",
+			bound, len(r.acked), r.failed, summarise(la.since(fault), fault), summarise(lb.since(fault), fault),
+			sa.Attempts, sa.FailuresByReason, sa.InboundRefused, sb.Attempts, sb.FailuresByReason, sb.InboundRefused,
+			sa.Membership, sb.Membership)
 	}
 	time.Sleep(2 * time.Second) // more writes after recovery, not synchronisation
 	close(stop)
@@ -336,15 +329,8 @@ func testConntrackFlush(t *testing.T, writer, reader natlab.NATType, flushBoth b
 // waitArrived waits until key has arrived.
 func waitArrived(t *testing.T, arr *arrivals, key string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		if _, ok := arr.get(key); ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not arrive within %v", key, within)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testutil.Poll(within, 0, func() bool { _, ok := arr.get(key); return ok }) {
+		t.Fatalf("%s did not arrive within %v", key, within)
 	}
 }
 
@@ -416,15 +402,16 @@ func TestMoveNATLab(t *testing.T) {
 	t.Logf("moved %s from %s (%s) to %s (%s)", mover.Name(), mover.IP(), r1.PublicIP(), nh.IP(), r2.PublicIP())
 
 	// Both sides must see a new connection after the move.
-	deadline := moved.Add(faultRecovery)
 	var mUp, pUp time.Duration
-	for mUp == 0 || pUp == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("not reconnected within %v: mover events %s, peer events %s, network changes %d",
-				faultRecovery, summarise(lm.since(moved), moved), summarise(lp.since(moved), moved), m.Stats().Swarm.NetworkChanges-before)
-		}
+	reconnected := testutil.Poll(time.Until(moved.Add(faultRecovery)), 100*time.Millisecond, func() bool {
 		mUp, pUp = firstUp(lm.since(moved), moved), firstUp(lp.since(moved), moved)
-		time.Sleep(100 * time.Millisecond)
+		// The bound is on when the connections came up, not on when
+		// this check saw them.
+		return mUp != 0 && pUp != 0 && max(mUp, pUp) <= faultRecovery
+	})
+	if !reconnected {
+		t.Fatalf("not reconnected within %v: mover events %s, peer events %s, network changes %d",
+			faultRecovery, summarise(lm.since(moved), moved), summarise(lp.since(moved), moved), m.Stats().Swarm.NetworkChanges-before)
 	}
 	changes := m.Stats().Swarm.NetworkChanges - before
 	if changes == 0 {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/node"
 	"github.com/swarmdb/swarmdb/swarm"
 )
@@ -133,21 +134,17 @@ func TestLoad64(t *testing.T) {
 		all = append(all, nd)
 	}
 	mesh.keys(keys)
-	deadline := time.Now().Add(2 * time.Minute)
-	for !mesh.connected() {
-		if time.Now().After(deadline) {
-			for i, nd := range all {
-				if s := nd.Stats().Swarm; s.Connections == 0 {
-					t.Logf("isolated node %d: announces %d, lookups %d, known peers %v, attempts %d, failures %v, refused %v", i, s.Announces, s.Lookups, s.PeersByTopic, s.Attempts, s.FailuresByReason, s.InboundRefused)
-				}
+	if !testutil.Poll(2*time.Minute, 100*time.Millisecond, mesh.connected) {
+		for i, nd := range all {
+			if s := nd.Stats().Swarm; s.Connections == 0 {
+				t.Logf("isolated node %d: announces %d, lookups %d, known peers %v, attempts %d, failures %v, refused %v", i, s.Announces, s.Lookups, s.PeersByTopic, s.Attempts, s.FailuresByReason, s.InboundRefused)
 			}
-			for i, nd := range all {
-				st := nd.Stats()
-				t.Logf("node %d: swarm connections %d, bridge peers %d, abuse disconnects %d, slow %d", i, st.Swarm.Connections, st.Bridge.Peers, st.Bridge.AbuseDisconnects, st.Bridge.SlowDisconnects)
-			}
-			t.Fatalf("mesh of %d nodes not connected after 2 min: %s", nodes, mesh.degrees())
 		}
-		time.Sleep(100 * time.Millisecond)
+		for i, nd := range all {
+			st := nd.Stats()
+			t.Logf("node %d: swarm connections %d, bridge peers %d, abuse disconnects %d, slow %d", i, st.Swarm.Connections, st.Bridge.Peers, st.Bridge.AbuseDisconnects, st.Bridge.SlowDisconnects)
+		}
+		t.Fatalf("mesh of %d nodes not connected after 2 min: %s", nodes, mesh.degrees())
 	}
 	for _, nd := range all {
 		waitPeers(t, nd, 1) // the message layer identified at least one peer
@@ -318,12 +315,12 @@ func settleMembership(t *testing.T, all []*node.Node) {
 	t.Helper()
 	start := time.Now()
 	last, quiet := membershipSum(all).PriorityAdmitted, time.Now()
-	for time.Since(quiet) < 5*time.Second && time.Since(start) < 2*time.Minute {
-		time.Sleep(time.Second)
+	testutil.Poll(2*time.Minute, time.Second, func() bool { // not settling in time is logged, not a failure
 		if cur := membershipSum(all).PriorityAdmitted; cur != last {
 			last, quiet = cur, time.Now()
 		}
-	}
+		return time.Since(quiet) >= 5*time.Second
+	})
 	t.Logf("membership settled in %v", time.Since(start).Round(time.Second))
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // TestWSReachable: the WebSocket is announced under the topic only where a
@@ -145,12 +147,8 @@ func startLoopbackNode(t *testing.T, ws string) *Node {
 
 func waitLinked(t *testing.T, d *serverDialer, want int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for d.linked() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d links after %v, want %d", d.linked(), within, want)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testutil.Poll(within, 0, func() bool { return d.linked() == want }) {
+		t.Fatalf("%d links after %v, want %d", d.linked(), within, want)
 	}
 }
 
@@ -203,14 +201,8 @@ func TestServerDialerBothWays(t *testing.T) {
 		if _, err := w.from.Put(ctx, key, []byte(`1`)); err != nil {
 			t.Fatal(err)
 		}
-		for {
-			if _, err := w.to.store.Get(key); err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("%s never reached the other node", key)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		deadline, _ := ctx.Deadline() // one budget for both directions
+		testutil.Eventually(t, time.Until(deadline), func() bool { _, err := w.to.store.Get(key); return err == nil },
+			"%s to reach the other node", key)
 	}
 }

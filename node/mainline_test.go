@@ -11,6 +11,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/mainline"
 	"github.com/swarmdb/swarmdb/node"
 )
@@ -156,20 +157,17 @@ func TestBootstrapCandidatesVerified(t *testing.T) {
 	b := startBootstrap(t, routerAddrs)
 	nd := startMainlineNode(t, "verify-test", t.TempDir(), routerAddrs, nil)
 	defer nd.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, _ := nd.MainlineStats()
+	var st node.MainlineStats
+	joined := testutil.Poll(30*time.Second, 0, func() bool {
+		st, _ = nd.MainlineStats()
 		dst, _ := nd.DHTStats()
-		if st.JoinsByName > 0 && dst.RoutingTable > 0 {
-			if st.Rejected < 2 {
-				t.Fatalf("joined with %d candidates rejected, want the 2 forged ones", st.Rejected)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no join through %v after 30 s: %+v", b.DHT().LocalAddr(), st)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return st.JoinsByName > 0 && dst.RoutingTable > 0
+	})
+	if !joined {
+		t.Fatalf("no join through %v after 30 s: %+v", b.DHT().LocalAddr(), st)
+	}
+	if st.Rejected < 2 {
+		t.Fatalf("joined with %d candidates rejected, want the 2 forged ones", st.Rejected)
 	}
 }
 

@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/node"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
 // loopbackNet starts a small persistent DHT on loopback.
 func loopbackNet(t *testing.T) *testnet.Network {
@@ -72,30 +72,24 @@ func startConfigured(t *testing.T, cfg node.Config) *node.Node {
 // waitPeers waits until nd's message layer has want identified peers.
 func waitPeers(t *testing.T, nd *node.Node, want int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for nd.Stats().Bridge.Peers < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d peers after 30 s, want %d", nd.Stats().Bridge.Peers, want)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testutil.Poll(30*time.Second, 0, func() bool { return nd.Stats().Bridge.Peers >= want }) {
+		t.Fatalf("%d peers after 30 s, want %d", nd.Stats().Bridge.Peers, want)
 	}
 }
 
 // waitValue waits until nd stores key with value.
 func waitValue(t *testing.T, nd *node.Node, key string, value []byte) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var rec db.Record
+	var err error
+	arrived := testutil.Poll(30*time.Second, 50*time.Millisecond, func() bool { // each check may ask the peers
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		rec, err := nd.Get(ctx, key)
-		cancel()
-		if err == nil && bytes.Equal(rec.Value, value) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("key %q never arrived (last: %v %s)", key, err, rec.Value)
-		}
-		time.Sleep(50 * time.Millisecond)
+		defer cancel()
+		rec, err = nd.Get(ctx, key)
+		return err == nil && bytes.Equal(rec.Value, value)
+	})
+	if !arrived {
+		t.Fatalf("key %q never arrived (last: %v %s)", key, err, rec.Value)
 	}
 }
 
@@ -191,16 +185,10 @@ func TestRestartCatchesUp(t *testing.T) {
 	}
 	// Query reads the local store only (Get would ask the peers), so this
 	// waits for the anti-entropy catch-up itself.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		keys, err := b.Query("")
-		if err == nil && len(keys) == 21 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("restarted node holds %d of 21 records (%v)", len(keys), err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var keys []string
+	var err error
+	if !testutil.Poll(30*time.Second, 0, func() bool { keys, err = b.Query(""); return err == nil && len(keys) == 21 }) {
+		t.Fatalf("restarted node holds %d of 21 records (%v)", len(keys), err)
 	}
 }
 

@@ -159,9 +159,10 @@ func TestNodePortMapNATLab(t *testing.T) {
 
 	// The mainline announce carries the mapped port, and a client on the
 	// public segment reaches the WebSocket's server there.
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	const within = 40 * time.Second // for the announce and the lookup together
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	waitFor(ctx, t, "the websocket announced", func() bool { st, _ := nd.MainlineStats(); return st.WebSocketAnnounced })
+	testutil.Eventually(t, within, func() bool { st, _ := nd.MainlineStats(); return st.WebSocketAnnounced }, "the websocket announced")
 	found := lookupMainline(ctx, t, client, routers, "natlab-portmap")
 	if !slices.Contains(found, pm.TCP.External) {
 		t.Fatalf("mainline lookup found %v, want the mapped websocket %s", found, pm.TCP.External)
@@ -192,25 +193,8 @@ func TestNodePortMapNATLab(t *testing.T) {
 
 func waitNAT(t *testing.T, nd *node.Node) natcheck.Report {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for nd.NAT().Class == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("no NAT measurement after 30 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return nd.NAT().Class != "" }, "a NAT measurement")
 	return nd.NAT()
-}
-
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // lookupMainline looks topic up on the lab's mainline DHT from a public

@@ -25,6 +25,7 @@ import (
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -254,20 +255,17 @@ func TestTLSServesAndReloads(t *testing.T) {
 	second := selfSigned(t, dir, "second")
 	pool2 := x509.NewCertPool()
 	pool2.AddCert(second)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := client(pool2).Get(httpURL(nd) + "/status.json")
-		if err == nil {
-			served := resp.TLS.PeerCertificates[0].Subject.CommonName
-			resp.Body.Close()
-			if served == "second" {
-				break
-			}
+	var err error
+	served := testutil.Poll(10*time.Second, 100*time.Millisecond, func() bool { // each check is a TLS handshake
+		var resp *http.Response
+		if resp, err = client(pool2).Get(httpURL(nd) + "/status.json"); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the rewritten certificate is not served after 10 s (last error %v)", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		defer resp.Body.Close()
+		return resp.TLS.PeerCertificates[0].Subject.CommonName == "second"
+	})
+	if !served {
+		t.Fatalf("the rewritten certificate is not served after 10 s (last error %v)", err)
 	}
 	rawPing(t, nd.WebSocketURL(), topic, client(pool2))
 }
@@ -297,17 +295,13 @@ func TestPeersJSONFromDHT(t *testing.T) {
 	c := startWebNode(t, nw, topic, func(c *node.Config) { c.PeersInterval = interval })
 
 	want := map[string]string{a.Status().PublicKey: "ws://127.0.0.1:" + strconv.Itoa(pa), b.Status().PublicKey: "ws://127.0.0.1:" + strconv.Itoa(pb)}
-	deadline := time.Now().Add(30 * time.Second)
 	var doc node.PeersDoc
-	for {
+	listed := testutil.Poll(30*time.Second, 100*time.Millisecond, func() bool {
 		getJSON(t, http.DefaultClient, httpURL(c)+"/peers.json", &doc)
-		if len(doc.Peers) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("peers.json after 30 s: %+v", doc)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return len(doc.Peers) == 2
+	})
+	if !listed {
+		t.Fatalf("peers.json after 30 s: %+v", doc)
 	}
 	for _, p := range doc.Peers {
 		if want[p.PublicKey] != p.URL || p.Self || time.Since(p.Verified) > 3*interval+5*time.Second {

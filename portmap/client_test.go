@@ -13,12 +13,15 @@ import (
 	"time"
 
 	"github.com/pion/transport/v2/stdnet"
-	"go.uber.org/goleak"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
+
+// waitLimit bounds the waits for the client's state: checks and renewals
+// come every few hundred milliseconds here.
+const waitLimit = 5 * time.Second
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
@@ -87,15 +90,11 @@ func TestClientPCP(t *testing.T) {
 	}
 	f.next(t, "announce")
 	f.restart()
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Status().Losses == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("restart not noticed: %+v", c.Status())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testutil.Poll(waitLimit, 0, func() bool { return c.Status().Losses > 0 }) {
+		t.Fatalf("restart not noticed: %+v", c.Status())
 	}
 	f.next(t, "map") // mapped again after the restart
-	waitFor(t, func() bool { return c.Status().State == StateMapped }, "mapped again after the restart")
+	testutil.Eventually(t, waitLimit, func() bool { return c.Status().State == StateMapped }, "mapped again after the restart")
 	c.Close()
 	got := map[Transport]bool{}
 	for range 2 {
@@ -106,17 +105,6 @@ func TestClientPCP(t *testing.T) {
 	}
 	if st := c.Status(); st.UDP != nil || st.TCP != nil {
 		t.Fatalf("status after Close still holds mappings: %+v", st)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -142,8 +130,8 @@ func TestClientNATPMP(t *testing.T) {
 	}
 	f.next(t, "external")
 	f.restart()
-	waitFor(t, func() bool { return c.Status().Losses > 0 }, "restart noticed")
-	waitFor(t, func() bool { return c.Status().State == StateMapped }, "mapped again")
+	testutil.Eventually(t, waitLimit, func() bool { return c.Status().Losses > 0 }, "restart noticed")
+	testutil.Eventually(t, waitLimit, func() bool { return c.Status().State == StateMapped }, "mapped again")
 	c.Close()
 	if e := f.next(t, "delete"); e.transport != UDP {
 		t.Fatalf("deleted %s, want udp", e.transport)
@@ -173,8 +161,8 @@ func TestClientUPnP(t *testing.T) {
 	}
 	igd.next(t, "check")
 	igd.forget()
-	waitFor(t, func() bool { return c.Status().Losses > 0 }, "lost entry noticed")
-	waitFor(t, func() bool { return c.Status().State == StateMapped }, "mapped again")
+	testutil.Eventually(t, waitLimit, func() bool { return c.Status().Losses > 0 }, "lost entry noticed")
+	testutil.Eventually(t, waitLimit, func() bool { return c.Status().State == StateMapped }, "mapped again")
 	c.Close()
 	got := map[Transport]bool{}
 	for range 2 {
@@ -213,7 +201,7 @@ func TestClientNoService(t *testing.T) {
 		t.Fatalf("ready after %v: a closed gateway should be known at once", took)
 	}
 	t.Logf("no service known after %v: %v", took, st.Err)
-	waitFor(t, func() bool { return changes.Load() == 1 }, "one change reported")
+	testutil.Eventually(t, waitLimit, func() bool { return changes.Load() == 1 }, "one change reported")
 }
 
 func TestConfig(t *testing.T) {

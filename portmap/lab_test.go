@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/portmap"
 )
 
@@ -305,12 +306,8 @@ func TestLabNATPMPChild(t *testing.T) {
 		t.Fatalf("no datagram through the mapping: %v", err)
 	}
 	fmt.Println("GOT")
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Status().Renewals == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no renewal: %+v", c.Status())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testutil.Poll(10*time.Second, 0, func() bool { return c.Status().Renewals > 0 }) {
+		t.Fatalf("no renewal: %+v", c.Status())
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)

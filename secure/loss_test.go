@@ -94,7 +94,7 @@ func transfer(t *testing.T, p sessionPair, size int, onWritten func()) transferR
 // about 20,000 datagrams each way there are hundreds of losses, some of them
 // retransmissions.
 func TestSessionNoStallAtTwoPercentLoss(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	p := newPipeSessions(t, pipeOptions{loss: 0.02, delay: lossTestOneWay, seed: 2}, Config{})
 	res := transfer(t, p, 16<<20, nil)
 	st := p.client.Stats()
@@ -113,7 +113,7 @@ func TestSessionNoStallAtTwoPercentLoss(t *testing.T) {
 // lost go out about one RTT in, inside the outage, and are lost too; they
 // must be found again without a timer-sized stall.
 func TestSessionRecoversLostRetransmission(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	const outage = 4 * lossTestOneWay // two RTTs
 	var (
 		mu      sync.Mutex
@@ -165,7 +165,7 @@ func TestSessionRecoversLostTail(t *testing.T) { testLostTail(t, 1) }
 func TestSessionRecoversLostTailRetransmission(t *testing.T) { testLostTail(t, 2) }
 
 func testLostTail(t *testing.T, drops int32) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	var armed, dropped atomic.Int32
 	tamper := func(dir int, b []byte) [][]byte {
 		if dir == 0 && len(b) > 1000 && armed.Add(-1) >= 0 {

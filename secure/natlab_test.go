@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // TestWANThroughputNATLab: 64 MiB through two port-restricted NATs (real
@@ -28,7 +29,7 @@ func TestWANThroughputNATLab(t *testing.T) {
 		timeout = 120 * time.Second
 		port    = 40000
 	)
-	checkLeaks(t) // first, so it runs after the lab's teardown
+	testutil.CheckLeaks(t) // first, so it runs after the lab's teardown
 	lab := natlab.New(t)
 	link := &natlab.LinkConfig{Delay: oneWay}
 	rs := lab.AddRouter(natlab.RouterConfig{Name: "srv", Type: natlab.PortRestricted, Link: link})

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // udpPeer adapts an unconnected UDP socket to a datagram net.Conn talking to one peer,
@@ -184,13 +184,13 @@ func testEcho(t *testing.T, c, s *Session) {
 }
 
 func TestSessionEchoPipe(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	p := newPipeSessions(t, pipeOptions{}, Config{})
 	testEcho(t, p.client, p.server)
 }
 
 func TestSessionEchoUDP(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	a, b := newUDPPair(t)
 	c, s := newSessions(t, a, b, Config{})
 	testEcho(t, c, s)
@@ -202,7 +202,7 @@ func TestSessionEchoUDP(t *testing.T) {
 // A lossy, reordering path: QUIC recovers, the replay window lets reordered datagrams
 // through.
 func TestSessionEchoLossyPipe(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	p := newPipeSessions(t, pipeOptions{loss: 0.01, reorder: 0.05, seed: 7}, Config{})
 	testEcho(t, p.client, p.server)
 	if st := p.server.Stats().Datagram; st.Dropped() != 0 {
@@ -211,7 +211,7 @@ func TestSessionEchoLossyPipe(t *testing.T) {
 }
 
 func TestSessionConcurrentStreams(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	a, b := newUDPPair(t)
 	c, s := newSessions(t, a, b, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -257,7 +257,7 @@ func TestSessionConcurrentStreams(t *testing.T) {
 // An attacker on the path corrupts, forges and replays datagrams; the application sees
 // exactly the bytes that were sent, and every bad datagram is counted.
 func TestSessionTamperedDatagramsNeverReachApp(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	var n int
 	var mu sync.Mutex
 	tamper := func(dir int, p []byte) [][]byte {
@@ -301,7 +301,7 @@ func TestSessionTamperedDatagramsNeverReachApp(t *testing.T) {
 // A peer that vanishes (no SHUTDOWN, no ABORT, no datagrams) is declared dead within
 // DeadTimeout plus half a keepalive interval, on both sides.
 func TestSessionDeadPeerDetected(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	cfg := Config{KeepaliveInterval: 100 * time.Millisecond, DeadTimeout: time.Second}
 	p := newPipeSessions(t, pipeOptions{}, cfg)
 
@@ -343,7 +343,7 @@ func TestSessionDeadPeerDetected(t *testing.T) {
 func TestSessionCloseCleanBothEnds(t *testing.T) {
 	for _, transport := range []string{"pipe", "udp"} {
 		t.Run(transport, func(t *testing.T) {
-			checkLeaks(t)
+			testutil.CheckLeaks(t)
 			var c, s *Session
 			if transport == "pipe" {
 				p := newPipeSessions(t, pipeOptions{}, Config{})
@@ -392,7 +392,7 @@ func TestSessionCloseCleanBothEnds(t *testing.T) {
 // One write of at most MaxMessageSize is one message; larger writes are split; a small
 // read buffer gets a message in pieces; ReadMessage gets a whole one.
 func TestStreamMessageSemantics(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	p := newPipeSessions(t, pipeOptions{}, Config{})
 	w, r := p.client.Stream0(), p.server.Stream0()
 
@@ -439,7 +439,7 @@ func TestStreamMessageSemantics(t *testing.T) {
 }
 
 func TestStreamCloseAndBacklog(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	p := newPipeSessions(t, pipeOptions{}, Config{AcceptBacklog: 2})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -475,17 +475,14 @@ func TestStreamCloseAndBacklog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for p.server.Stats().StreamsRefused < 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // polling a counter, bounded
-	}
+	testutil.Poll(5*time.Second, 0, func() bool { return p.server.Stats().StreamsRefused >= 2 }) // a counter: no event to wait on
 	if got := p.server.Stats().StreamsRefused; got != 2 {
 		t.Fatalf("StreamsRefused = %d, want 2", got)
 	}
 }
 
 func TestSessionSetupCancelled(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	ik, rk := testKeys(t)
 	pa, pb := newPipe(pipeOptions{})
 	pa.blackhole.Store(true) // the server never hears the client
@@ -504,11 +501,4 @@ func TestSessionSetupCancelled(t *testing.T) {
 			t.Fatal("setup ignored its context")
 		}
 	}
-}
-
-// checkLeaks verifies, after every cleanup of the test has run (it is registered first,
-// so it runs last), that no goroutine is left behind.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	t.Cleanup(func() { goleak.VerifyNone(t) })
 }

@@ -14,18 +14,13 @@ import (
 
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
-	"go.uber.org/goleak"
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
-// checkLeaks verifies, after every other cleanup of the test ran (it is
-// registered first, so it runs last), that no goroutine is left behind.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	t.Cleanup(func() { goleak.VerifyNone(t) })
-}
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
 // startNet starts a loopback DHT of n persistent nodes.
 func startNet(t testing.TB, n int) *testnet.Network {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 var membershipRuns = flag.Int("membership.runs", 20, "TestMembershipOneComponent: runs")
@@ -58,7 +60,7 @@ func TestMembershipOneComponent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 runs of 16 swarms")
 	}
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	nw := startNet(t, 6)
 	const (
 		nodes    = 16
@@ -83,15 +85,11 @@ func TestMembershipOneComponent(t *testing.T) {
 				t.Fatalf("run %d: flush: %v", run, err)
 			}
 		}
-		deadline := time.Now().Add(30 * time.Second)
 		var reached, maxDeg int
-		for {
+		testutil.Poll(30*time.Second, 50*time.Millisecond, func() bool { // a split is reported below
 			reached, maxDeg = component(swarms)
-			if reached == nodes || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return reached == nodes
+		})
 		var peak int
 		var demoted, admitted uint64
 		degrees := make([]int, 0, nodes)

@@ -28,7 +28,7 @@ func TestMeshOneConnectionPerPair(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 swarms")
 	}
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	nw := startNet(t, 10)
 	swarms := make([]*testSwarm, meshSize)
 	victimNet := newCrashNet(t)

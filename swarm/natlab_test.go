@@ -16,6 +16,7 @@ import (
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/turnserver"
 )
 
@@ -45,7 +46,7 @@ func labSwarm(t *testing.T, h *natlab.Host, boot []netip.AddrPort) *testSwarm {
 // symmetric) join one topic at once and all six pairs connect, each as one
 // live session. Root only (natlab).
 func TestNATLabFourNATsOneTopic(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	lab := natlab.New(t)
 	boot := testnet.LabDHT(t, lab, 3, func(i int, h *natlab.Host, c *dht.Config) {
 		if i != 0 {

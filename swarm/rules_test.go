@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // lookupKeys returns the keys announced on topic, as a fresh DHT client
@@ -29,7 +30,7 @@ func lookupKeys(t *testing.T, node *dht.Node, topic Topic) map[string]bool {
 }
 
 func TestLeaveUnannouncesAndStopsDialling(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	nw := startNet(t, 6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -88,7 +89,7 @@ func TestLeaveUnannouncesAndStopsDialling(t *testing.T) {
 }
 
 func TestFirewallRefusesBothWays(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	nw := startNet(t, 6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -141,17 +142,13 @@ func TestFirewallRefusesBothWays(t *testing.T) {
 }
 
 func TestBanClosesAndRefuses(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	nw := startNet(t, 6)
 	a := startSwarm(t, nw, nil, nil)
 	b := startSwarm(t, nw, nil, func(c *Config) {
 		c.Backoff = Backoff{Short: 100 * time.Millisecond, Medium: 200 * time.Millisecond, Long: 300 * time.Millisecond, Explicit: 300 * time.Millisecond}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := waitListening(ctx, b, a); err != nil {
-		t.Fatal(err)
-	}
+	waitListening(t, b, a, 30*time.Second)
 	if err := b.JoinPeer(a.PublicKey()); err != nil {
 		t.Fatal(err)
 	}
@@ -175,24 +172,22 @@ func TestBanClosesAndRefuses(t *testing.T) {
 }
 
 // waitListening waits until from can find the relays of to's key (to's
-// endpoint finished Listen).
-func waitListening(ctx context.Context, from, to *testSwarm) error {
-	for {
-		if _, err := from.Node().FindRelays(ctx, to.PublicKey()); err == nil {
-			return nil
-		}
-		t := time.NewTimer(100 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
+// endpoint finished Listen). Each check is a lookup: one every 100 ms.
+func waitListening(t *testing.T, from, to *testSwarm, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	found := testutil.Poll(within, 100*time.Millisecond, func() bool {
+		_, err := from.Node().FindRelays(ctx, to.PublicKey())
+		return err == nil
+	})
+	if !found {
+		t.Fatalf("%x never found the relays of %x within %v", from.PublicKey()[:4], to.PublicKey()[:4], within)
 	}
 }
 
 func TestInboundLimitEnforced(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	nw := startNet(t, 6)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -235,7 +230,7 @@ func TestInboundLimitEnforced(t *testing.T) {
 }
 
 func TestMaxPeersBoundsDialling(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	nw := startNet(t, 6)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -263,7 +258,7 @@ func TestMaxPeersBoundsDialling(t *testing.T) {
 // connection whose peer went silent is closed within LivenessCheck instead
 // of the 15 s dead timeout, and live connections stay.
 func TestNetworkChangedDropsSilentConnections(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	nw := startNet(t, 6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -5,10 +5,12 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 func TestTwoSwarmsConnectByTopic(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckLeaks(t)
 	nw := startNet(t, 8)
 	a := startSwarm(t, nw, nil, nil)
 	b := startSwarm(t, nw, nil, nil)

@@ -16,9 +16,9 @@ import (
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
 	"github.com/pion/turn/v2"
-	"go.uber.org/goleak"
 
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // turnTestWait bounds every wait of these tests: pion answers on loopback
@@ -84,8 +84,7 @@ func TestVerifyTURNCredentials(t *testing.T) {
 func startTURN(t *testing.T, cfg Config, setup ...func(*Server)) *Server {
 	t.Helper()
 	// Registered first, so it runs after every other cleanup of the test.
-	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	testutil.CheckLeaks(t)
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = "127.0.0.1:0"
 	}
@@ -326,7 +325,7 @@ func TestTURNLimits(t *testing.T) {
 		defer r.Close()
 		// Releasing an allocation (refresh with lifetime 0) frees its slot.
 		relays[0].Close()
-		waitFor(t, "slot released", func() bool { return s.Stats().Allocations == 2 })
+		testutil.Eventually(t, turnTestWait, func() bool { return s.Stats().Allocations == 2 }, "slot released") // pion's state: no event to wait on
 		r2, err := newTURNClient(t, nil, "127.0.0.1:0", s.Addr(), user, pass).Allocate()
 		if err != nil {
 			t.Fatalf("after release: %v", err)
@@ -361,10 +360,10 @@ func TestTURNLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer r.Close()
-		waitFor(t, "allocation capped", func() bool {
+		testutil.Eventually(t, turnTestWait, func() bool {
 			st := s.Stats()
 			return st.LifetimeCapped == 1 && st.Allocations == 0
-		})
+		}, "allocation capped")
 	})
 	t.Run("private peers", func(t *testing.T) {
 		s := startTURN(t, Config{})
@@ -387,19 +386,6 @@ func TestTURNLimits(t *testing.T) {
 			t.Fatalf("stats %+v", st)
 		}
 	})
-}
-
-// waitFor polls cond (state owned by pion's goroutines, with no event to
-// wait on) until it holds or turnTestWait passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(turnTestWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling, not synchronisation
-	}
 }
 
 func TestTURNCloseIdempotent(t *testing.T) {

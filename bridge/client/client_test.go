@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"go.uber.org/goleak"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/bridge/client"
 	"github.com/swarmdb/swarmdb/db"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
 // waitLimit bounds every exchange with the in-process server.
 const waitLimit = 20 * time.Second

@@ -16,6 +16,7 @@ import (
 	"github.com/swarmdb/swarmdb/bridge/client"
 	"github.com/swarmdb/swarmdb/db"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -48,13 +49,8 @@ func twoNodes(t *testing.T, topic string, conns *connMetrics) (a, b *node.Node) 
 		hook = conns.observe
 	}
 	a, b = start(hook), start(nil)
-	deadline := time.Now().Add(30 * time.Second)
-	for a.Stats().Bridge.Peers < 1 || b.Stats().Bridge.Peers < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("nodes did not connect in 30 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return a.Stats().Bridge.Peers >= 1 && b.Stats().Bridge.Peers >= 1 },
+		"the two nodes to connect")
 	return a, b
 }
 
@@ -234,10 +230,7 @@ func TestMetrics(t *testing.T) {
 	}
 	// put confirms by reading the record back, which can see it a moment
 	// before the store counts it (db/store.go, the group commit).
-	deadline := time.Now().Add(5 * time.Second)
-	for a.Stats().Store.Accepted == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Poll(5*time.Second, 0, func() bool { return a.Stats().Store.Accepted > 0 }) // the metrics below show if not
 	srv := httptest.NewServer(metricsHandler(a, conns))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL + "/metrics")

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -161,12 +162,11 @@ func TestNodeRestart(t *testing.T) {
 	// the 5 records it missed, before any get (a get B cannot answer is
 	// relayed to A, which would hide a missing catch-up).
 	metrics := ready2["metrics"].(string)
-	deadline := time.Now().Add(30 * time.Second)
-	for scrapeValue(t, metrics, `swarmdb_records_total{result="accepted"}`) < 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("restarted B did not catch up in 30 s:\n%s", b2.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
+	caughtUp := testutil.Poll(30*time.Second, 20*time.Millisecond, func() bool { // each check is an HTTP scrape
+		return scrapeValue(t, metrics, `swarmdb_records_total{result="accepted"}`) >= 5
+	})
+	if !caughtUp {
+		t.Fatalf("restarted B did not catch up in 30 s:\n%s", b2.stderr)
 	}
 	t.Logf("restarted B caught up on 5 missed records %v after its restart (process start included)", time.Since(restarted).Round(time.Millisecond))
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/natcheck"
 )
 
@@ -340,12 +341,8 @@ func TestPipeSenderStopped(t *testing.T) {
 			if _, err := feed.Write(part); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(pipeTestTimeout)
-			for cli.out.Len() < len(part) {
-				if time.Now().After(deadline) {
-					t.Fatalf("receiver got %d of %d bytes; events %v %s", cli.out.Len(), len(part), cli.all, cli.other)
-				}
-				time.Sleep(10 * time.Millisecond)
+			if !testutil.Poll(pipeTestTimeout, 0, func() bool { return cli.out.Len() >= len(part) }) {
+				t.Fatalf("receiver got %d of %d bytes; events %v %s", cli.out.Len(), len(part), cli.all, cli.other)
 			}
 			if err := srv.cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)

@@ -52,13 +52,8 @@ func MainlineRouters(t testing.TB, n int, listen func(i int) (net.PacketConn, er
 	// and the first has heard from one after it.
 	deadline := time.Now().Add(testutil.Scaled(20 * time.Second))
 	for i, r := range nodes {
-		known := func() bool { st := r.Stats(); return st.GoodNodes > 0 || (i == 0 && st.Nodes > 0) }
-		for n > 1 && !known() {
-			if time.Now().After(deadline) {
-				t.Fatalf("mainline router %v knows no other router after %v", r.LocalAddr(), testutil.Scaled(20*time.Second))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		known := func() bool { st := r.Stats(); return n == 1 || st.GoodNodes > 0 || (i == 0 && st.Nodes > 0) }
+		testutil.Eventually(t, time.Until(deadline), known, "mainline router %v to know another router", r.LocalAddr())
 	}
 	return nodes, addrs
 }

@@ -8,15 +8,15 @@ import (
 	"time"
 
 	"github.com/pion/transport/v2/vnet"
-	"go.uber.org/goleak"
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
 // vnetTimeout bounds one classification on the virtual network, where a
 // round trip takes microseconds: only the probe waits take real time.

@@ -1,0 +1,9 @@
+package turnserver
+
+import (
+	"testing"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
+)
+
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
