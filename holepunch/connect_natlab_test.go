@@ -83,8 +83,9 @@ func TestConnectNATLab(t *testing.T) {
 		clients[typ] = labPeer(t, lab.AddRouter(natlab.RouterConfig{Type: typ}).AddHost("c"), boot)
 	}
 	for typ, p := range servers {
-		if got := p.ep.NAT().Class; string(got) != string(typ) {
-			t.Fatalf("server behind %s measured its NAT as %s", typ, got)
+		if r := p.ep.NAT(); string(r.Class) != string(typ) {
+			t.Fatalf("server behind %s measured its NAT as %s (mapping %s, filtering %s; %d of %d nodes answered, %d agree; servers %+v)",
+				typ, r.Class, r.Mapping, r.Filtering, r.Answered, r.Queried, r.Agreeing, r.Servers)
 		}
 	}
 	var cells []gridCell
