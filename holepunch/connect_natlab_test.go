@@ -109,17 +109,7 @@ func TestConnectNATLab(t *testing.T) {
 	results := map[string]string{}
 	for _, c := range cells {
 		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-			defer cancel()
-			conn, err := c.client.ep.Connect(ctx, c.server.pub, nil)
-			if err != nil {
-				results[c.name] = "FAIL"
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			s := c.server.accept(t)
-			defer s.Close()
-			echo(t, conn, s, bytes.Repeat([]byte{0x5d}, 1<<20))
+			conn, s := connectEcho(t, c.client, c.server, 40*time.Second, bytes.Repeat([]byte{0x5d}, 1<<20), results, c.name)
 			results[c.name] = fmt.Sprintf("%s %dms", conn.Path, conn.ConnectTime.Milliseconds())
 			if conn.Path != c.want || s.Path != c.want {
 				t.Fatalf("path client %s server %s, want %s", conn.Path, s.Path, c.want)

@@ -200,17 +200,7 @@ func TestConnectVNet(t *testing.T) {
 	results := map[string]string{}
 	for _, c := range cells {
 		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), vnetCellTimeout)
-			defer cancel()
-			conn, err := c.client.ep.Connect(ctx, c.server.pub, nil)
-			if err != nil {
-				results[c.name] = "FAIL"
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			s := c.server.accept(t)
-			defer s.Close()
-			echo(t, conn, s, bytes.Repeat([]byte{0xa5}, vnetEcho))
+			conn, s := connectEcho(t, c.client, c.server, vnetCellTimeout, bytes.Repeat([]byte{0xa5}, vnetEcho), results, c.name)
 			results[c.name] = fmt.Sprintf("%s %dms", conn.Path, conn.ConnectTime.Milliseconds())
 			if conn.Path != c.want || s.Path != c.want {
 				results[c.name] += " WRONG"

@@ -129,6 +129,26 @@ func (p *peer) accept(t *testing.T) *holepunch.Conn {
 	}
 }
 
+// connectEcho is one cell of the connect grids: client dials server's key
+// within timeout, server takes the connection and msg is echoed through
+// it. Both ends close when the test ends. A dial that fails marks the cell
+// FAIL in results (the grid printed at the end) before the test stops.
+func connectEcho(t *testing.T, client, server *peer, timeout time.Duration, msg []byte, results map[string]string, cell string) (conn, accepted *holepunch.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn, err := client.ep.Connect(ctx, server.pub, nil)
+	if err != nil {
+		results[cell] = "FAIL"
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	accepted = server.accept(t)
+	t.Cleanup(func() { accepted.Close() })
+	echo(t, conn, accepted, msg)
+	return conn, accepted
+}
+
 // echo writes msg on the client's stream 0 and checks the server echoes it.
 func echo(t *testing.T, client, server *holepunch.Conn, msg []byte) {
 	t.Helper()

@@ -2,7 +2,6 @@ package holepunch_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -108,17 +107,7 @@ func TestConnectIPv6NATLab(t *testing.T) {
 	results := map[string]string{}
 	for _, c := range cells {
 		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-			defer cancel()
-			conn, err := c.client.ep.Connect(ctx, c.server.pub, nil)
-			if err != nil {
-				results[c.name] = "FAIL"
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			s := c.server.accept(t)
-			defer s.Close()
-			echo(t, conn, s, bytes.Repeat([]byte{0x66}, 64<<10))
+			conn, s := connectEcho(t, c.client, c.server, 40*time.Second, bytes.Repeat([]byte{0x66}, 64<<10), results, c.name)
 			fam := "v4"
 			if conn.Remote.Addr().Is6() {
 				fam = "v6"
@@ -129,7 +118,7 @@ func TestConnectIPv6NATLab(t *testing.T) {
 				want = holepunch.PathLAN
 			}
 			if conn.Path != want || s.Path != want {
-				t.Fatalf("path client %s server %s, want %s", conn.Path, s.Path, c.want)
+				t.Fatalf("path client %s server %s, want %s", conn.Path, s.Path, want)
 			}
 			if !c.anyFamily && conn.Remote.Addr().Is6() != c.v6 {
 				t.Fatalf("path to %s, want IPv6 %v", conn.Remote, c.v6)
