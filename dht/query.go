@@ -672,16 +672,10 @@ func (n *Node) storeAtClosest(ctx context.Context, fam Family, target ID, ready 
 			continue // ephemeral nodes store nothing
 		}
 		tried++
-		m := build(*c.reply.ID, *c.reply.Token, false)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			reply, err := n.request(ctx, c.addr, m)
-			if err == nil && reply.Error == CodeBadRequest {
-				if m1 := build(*c.reply.ID, *c.reply.Token, true); !bytes.Equal(m1.Value, m.Value) {
-					reply, err = n.request(ctx, c.addr, m1)
-				}
-			}
+			reply, err := n.requestAnnounce(ctx, c.addr, func(v1 bool) *Message { return build(*c.reply.ID, *c.reply.Token, v1) })
 			if err == nil && reply.Error != CodeOK {
 				err = fmt.Errorf("%w: %s from %s", reply.Error.asError(), reply.Error, c.addr)
 			}
@@ -838,12 +832,34 @@ func (n *Node) registerAt(ctx context.Context, addr netip.AddrPort, target ID, p
 		}
 		tok = reply.Token
 	}
-	value := signAnnounce(priv, target, NodeID(addr), *tok, rec)
-	reply, err := n.request(ctx, addr, &Message{Command: CmdAnnounce, Target: &target, Token: tok, Value: value})
+	reply, err := n.requestAnnounce(ctx, addr, func(v1 bool) *Message {
+		r := rec
+		if v1 {
+			r = rec.WithoutExt()
+		}
+		return &Message{Command: CmdAnnounce, Target: &target, Token: tok, Value: signAnnounce(priv, target, NodeID(addr), *tok, r)}
+	})
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
 	return unmapAddrPort(reply.Addr), reply.Error.asError()
+}
+
+// requestAnnounce sends addr the announce build makes. A node from before
+// record extensions refuses a record with them as a bad request (see
+// recordExtFlag); it then gets the version-1 form, build(true), when that
+// differs. Topic announces and relay registrations both go through here:
+// registrations had no fallback, so a dual-stack key whose IPv4 relays
+// were all old nodes got no IPv4 relay, and old lookers could not reach it.
+func (n *Node) requestAnnounce(ctx context.Context, addr netip.AddrPort, build func(v1 bool) *Message) (*Message, error) {
+	m := build(false)
+	reply, err := n.request(ctx, addr, m)
+	if err == nil && reply.Error == CodeBadRequest {
+		if m1 := build(true); !bytes.Equal(m1.Value, m.Value) {
+			reply, err = n.request(ctx, addr, m1)
+		}
+	}
+	return reply, err
 }
 
 // orderLike returns the elements of subset in the order they have in all.
