@@ -195,19 +195,19 @@ func (p *Peer) close(err error) {
 	}
 	p.err = err
 	p.mu.Unlock()
+	// A client closed for abuse hears why when its connection can say it; the reason goes
+	// out before the cancel below, which would otherwise reset the connection first.
+	if c, ok := p.conn.(interface{ CloseFor(error) }); ok && errors.Is(err, ErrAbuse) {
+		c.CloseFor(err)
+		p.cancel()
+		return
+	}
 	p.cancel()
 	// Closing can block (a secure stream's close waits behind a write stuck
 	// on a full send buffer, which is exactly the slow consumer's state),
 	// and close runs on whoever noticed: the writer of a put broadcasting
 	// to every peer. Close in the background so no caller ever waits on it.
-	go func() {
-		// A client closed for abuse hears why when its connection can say it.
-		if c, ok := p.conn.(interface{ CloseFor(error) error }); ok && errors.Is(err, ErrAbuse) {
-			_ = c.CloseFor(err)
-			return
-		}
-		_ = p.conn.Close()
-	}()
+	go func() { _ = p.conn.Close() }()
 }
 
 // run is the read loop; when it ends it waits for the peer's other goroutines, removes the peer

@@ -11,6 +11,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 )
@@ -27,6 +28,10 @@ type WSConn struct {
 	remote  string
 	maxSize int
 	rbuf    []byte // owned by the reader
+	// closingFor is set once CloseFor has begun: from then on a cancelled read or write
+	// context no longer tears the connection down (the library would, with a bare reset,
+	// racing the close frame that says why); the closing handshake ends it instead.
+	closingFor atomic.Bool
 }
 
 var _ Conn = (*WSConn)(nil)
@@ -42,6 +47,8 @@ func newWSConn(c *websocket.Conn, remote string, maxSize int) *WSConn {
 // ReadMessage reads one frame. An oversized frame is drained and reported as
 // ErrMessageTooLarge; a binary frame as ErrBadMessage. Both leave the connection usable.
 func (w *WSConn) ReadMessage(ctx context.Context) ([]byte, error) {
+	ctx, stop := w.unlessClosingFor(ctx)
+	defer stop()
 	typ, r, err := w.c.Reader(ctx)
 	if err != nil {
 		return nil, err
@@ -81,7 +88,26 @@ func (w *WSConn) WriteMessage(ctx context.Context, msg []byte) error {
 	if len(msg) > w.maxSize {
 		return fmt.Errorf("%w: %d bytes", ErrMessageTooLarge, len(msg))
 	}
+	ctx, stop := w.unlessClosingFor(ctx)
+	defer stop()
 	return w.c.Write(ctx, websocket.MessageText, msg)
+}
+
+// unlessClosingFor is ctx, except that its cancellation is ignored once CloseFor has begun.
+// The library closes the connection outright when a read or write context ends, and a peer
+// cancels its contexts the moment it closes, so without this the close frame of CloseFor
+// loses the race about as often as it wins (seen: a flooding client got EOF, not the reason).
+func (w *WSConn) unlessClosingFor(ctx context.Context) (context.Context, func()) {
+	if ctx.Done() == nil {
+		return ctx, func() {}
+	}
+	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		if !w.closingFor.Load() {
+			cancel()
+		}
+	})
+	return inner, func() { stop(); cancel() }
 }
 
 // Close closes the WebSocket without waiting for the peer's close frame.
@@ -93,15 +119,15 @@ func (w *WSConn) Close() error {
 	return err
 }
 
-// CloseFor closes the WebSocket with a close frame saying why (policy violation, the
-// reason truncated to what a close frame holds), so the client is not left with a bare
-// reset. It waits for the client's close frame, at most a few seconds.
-func (w *WSConn) CloseFor(why error) error {
-	err := w.c.Close(websocket.StatusPolicyViolation, truncate(why.Error(), maxCloseReason))
-	if errors.Is(err, net.ErrClosed) {
-		return nil
-	}
-	return err
+// CloseFor starts closing the WebSocket with a close frame saying why (policy violation, the
+// reason truncated to what a close frame holds), so the client is not left with a bare reset,
+// and returns at once: the closing handshake (at most a few seconds) runs in the background.
+// From this call on a read or write ends with the connection, whatever its context does (see
+// unlessClosingFor), so the caller may cancel them right after.
+func (w *WSConn) CloseFor(why error) {
+	w.closingFor.Store(true)
+	reason := truncate(why.Error(), maxCloseReason)
+	go func() { _ = w.c.Close(websocket.StatusPolicyViolation, reason) }()
 }
 
 // maxCloseReason: a close frame's reason is at most 123 bytes.
