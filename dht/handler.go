@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/swarmdb/swarmdb/internal/demux"
@@ -545,7 +546,7 @@ func (n *Node) handleNATProbe(m *Message, src netip.AddrPort) ErrorCode {
 		_ = pc.Close()
 		return CodeOK
 	case probeOtherNode:
-		helper, ok := n.strangerFor(src)
+		helper, ok := n.strangerFor(src, readContacted(m.Value[9:]))
 		if !ok {
 			return CodeUnknownPeer
 		}
@@ -575,7 +576,11 @@ func (n *Node) handleNATProbe(m *Message, src netip.AddrPort) ErrorCode {
 // far nodes are the ones it most likely never sent to; but its own id is
 // random until it is persistent, and when its lookups had gone that way
 // the five farthest were often all contacted.
-func (n *Node) strangerFor(src netip.AddrPort) (netip.AddrPort, bool) {
+//
+// The requester may list the IPs it has already sent to (appendContacted); none of them is
+// picked. Without the list (older nodes), a requester that had to move on from a first
+// server that failed often got that server as its "stranger", and filtering unknown.
+func (n *Node) strangerFor(src netip.AddrPort, contacted []netip.Addr) (netip.AddrPort, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	// The point farthest from src's id is its bitwise complement.
@@ -587,7 +592,7 @@ func (n *Node) strangerFor(src netip.AddrPort) (netip.AddrPort, bool) {
 	pub := n.publicAddrLocked(st).Addr()
 	var picks []netip.AddrPort
 	for _, c := range st.table.closest(far, 3*n.cfg.K) {
-		if a := c.addr.Addr(); a != src.Addr() && a != pub && a != st.local.Addr() {
+		if a := c.addr.Addr(); a != src.Addr() && a != pub && a != st.local.Addr() && !slices.Contains(contacted, a) {
 			picks = append(picks, c.addr)
 			if len(picks) == n.cfg.K {
 				break
@@ -598,6 +603,50 @@ func (n *Node) strangerFor(src netip.AddrPort) (netip.AddrPort, bool) {
 		return netip.AddrPort{}, false
 	}
 	return picks[rand.IntN(len(picks))], true
+}
+
+// maxProbeContacted bounds the contacted IPs a NAT probe request lists: enough for a
+// measurement, which runs before the node joins and has sent to a few nodes at most. A node
+// that has sent to more lists none; the requester's own check (ProbeResult.Unsolicited)
+// still catches a helper it had contacted.
+const maxProbeContacted = 16
+
+// appendContacted appends to a NAT probe request the IPs of family fam this node has sent
+// to, as a count byte and addresses (port 0), or a zero count when there are too many.
+func (n *Node) appendContacted(b []byte, fam Family) []byte {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var ips []netip.Addr
+	for ip := range n.sentIPs {
+		if FamilyOf(netip.AddrPortFrom(ip, 0)) == fam {
+			ips = append(ips, ip)
+		}
+	}
+	if len(ips) > maxProbeContacted || n.sentOverflow {
+		ips = nil
+	}
+	b = append(b, byte(len(ips)))
+	for _, ip := range ips {
+		b = AppendAddr(b, netip.AddrPortFrom(ip, 0))
+	}
+	return b
+}
+
+// readContacted parses the list appendContacted wrote; a missing or malformed list is empty.
+func readContacted(b []byte) []netip.Addr {
+	if len(b) == 0 {
+		return nil
+	}
+	r := reader{b: b[1:]}
+	var ips []netip.Addr
+	for range min(int(b[0]), maxProbeContacted) {
+		a := r.addr()
+		if r.err != nil {
+			return nil
+		}
+		ips = append(ips, a.Addr())
+	}
+	return ips
 }
 
 func (n *Node) handleProbeReply(m *Message, src netip.AddrPort) {

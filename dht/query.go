@@ -948,6 +948,9 @@ func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode
 		n.mu.Unlock()
 	}()
 	value := binary.BigEndian.AppendUint64([]byte{byte(mode)}, nonce)
+	if mode == ProbeOtherNode {
+		value = n.appendContacted(value, FamilyOf(unmapAddrPort(addr)))
+	}
 	reply, err := n.request(ctx, addr, &Message{Command: CmdNATProbe, Value: value})
 	if err != nil {
 		return ProbeResult{}, err

@@ -84,8 +84,8 @@ func TestConnectNATLab(t *testing.T) {
 	}
 	for typ, p := range servers {
 		if r := p.ep.NAT(); string(r.Class) != string(typ) {
-			t.Fatalf("server behind %s measured its NAT as %s (mapping %s, filtering %s; %d of %d nodes answered, %d agree; servers %+v)",
-				typ, r.Class, r.Mapping, r.Filtering, r.Answered, r.Queried, r.Agreeing, r.Servers)
+			t.Fatalf("server behind %s measured its NAT as %s (mapping %s, filtering %s; %d of %d nodes answered, %d agree; servers %+v; filtering probes %+v)",
+				typ, r.Class, r.Mapping, r.Filtering, r.Answered, r.Queried, r.Agreeing, r.Servers, r.Probes)
 		}
 	}
 	var cells []gridCell

@@ -63,7 +63,7 @@ func TestConnectIPv6NATLab(t *testing.T) {
 	for typ, p := range servers {
 		r := p.ep.NAT()
 		if string(r.Class) != string(typ) || r.IPv6 == nil {
-			t.Fatalf("server behind %s measured IPv4 %s, IPv6 %+v", typ, r.Class, r.IPv6)
+			t.Fatalf("server behind %s measured IPv4 %s (filtering probes %+v), IPv6 %+v", typ, r.Class, r.Probes, r.IPv6)
 		}
 		want6 := natcheck.ClassFirewall // a router's stateful firewall
 		if typ == natlab.Open {

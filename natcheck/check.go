@@ -1,6 +1,7 @@
 package natcheck
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -103,46 +104,17 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 	obs := Observations{Local: cfg.Local, LocalIPs: cfg.LocalIPs}
 
 	for _, s := range cfg.Servers {
-		wait := cfg.ProbeWait
-		if wait == 0 {
-			// Adaptive: a Binding to the same server (which we are about to
-			// send to anyway) measures the RTT, and the unsolicited packets
-			// get a few of those. A filtered probe costs its whole wait, and
-			// behind a port-restricted NAT both are filtered: at a fixed
-			// second each they were two seconds of every start-up.
-			_, rtt, err := cfg.Prober.Binding(ctx, s)
-			if err != nil {
-				log.Debug("nat probe failed", "addr", s, "stage", "rtt", "err", err)
-				if ctx.Err() != nil {
-					return Report{}, ctx.Err()
-				}
-				continue
-			}
-			wait = min(max(probeWaitRTTs*rtt+probeWaitMargin, minProbeWait), DefaultProbeWait)
-		}
-		// Both probes at once: each involves only this server and its
-		// helpers, so neither can open the filter for the other.
-		var node, port ProbeObservation
-		var nodeErr error
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, ProbeOtherNode, wait)
-			node, nodeErr = ProbeObservation{Measured: err == nil, Arrived: arrived, Unsolicited: unsolicited}, err
-		})
-		wg.Go(func() {
-			arrived, _, err := cfg.Prober.Probe(ctx, s, ProbeOtherPort, wait)
-			port = ProbeObservation{Measured: err == nil, Arrived: arrived}
-		})
-		wg.Wait()
-		if nodeErr != nil {
-			log.Debug("nat probe failed", "addr", s, "stage", "other-node", "err", nodeErr)
+		a := probe(ctx, cfg, s)
+		obs.Probes = append(obs.Probes, a)
+		if a.Err != nil || a.OtherNode.Err != nil {
+			log.Debug("nat probe failed", "addr", s, "err", cmp.Or(a.Err, a.OtherNode.Err))
 			if ctx.Err() != nil {
 				return Report{}, ctx.Err()
 			}
 			continue
 		}
-		obs.OtherNode, obs.OtherPort = node, port
-		log.Debug("nat probes done", "addr", s, "wait", wait, "other_node", obs.OtherNode, "other_port", obs.OtherPort)
+		obs.OtherNode, obs.OtherPort = a.OtherNode, a.OtherPort
+		log.Debug("nat probes done", "addr", s, "wait", a.Wait, "other_node", a.OtherNode, "other_port", a.OtherPort)
 		break
 	}
 
@@ -175,6 +147,34 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 		report = Classify(obs)
 	}
 	return report, nil
+}
+
+// probe runs one round of filtering probes against server s.
+func probe(ctx context.Context, cfg CheckConfig, s netip.AddrPort) ProbeAttempt {
+	a := ProbeAttempt{Server: s, Wait: cfg.ProbeWait}
+	if a.Wait == 0 {
+		// Adaptive: a Binding to the same server (which we are about to send to anyway)
+		// measures the RTT, and the unsolicited packets get a few of those. A filtered
+		// probe costs its whole wait, and behind a port-restricted NAT both are filtered:
+		// at a fixed second each they were two seconds of every start-up.
+		_, rtt, err := cfg.Prober.Binding(ctx, s)
+		if err != nil {
+			a.Err = fmt.Errorf("rtt binding: %w", err)
+			return a
+		}
+		a.Wait = min(max(probeWaitRTTs*rtt+probeWaitMargin, minProbeWait), DefaultProbeWait)
+	}
+	// Both probes at once: each involves only this server and its helpers, so neither can
+	// open the filter for the other.
+	observe := func(kind ProbeKind) ProbeObservation {
+		arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, kind, a.Wait)
+		return ProbeObservation{Measured: err == nil, Arrived: arrived, Unsolicited: unsolicited, Err: err}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { a.OtherNode = observe(ProbeOtherNode) })
+	wg.Go(func() { a.OtherPort = observe(ProbeOtherPort) })
+	wg.Wait()
+	return a
 }
 
 // bindings asks every server in parallel; results keep the servers' order.

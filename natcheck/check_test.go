@@ -91,6 +91,14 @@ func TestCheckSkipsDeadBootstrap(t *testing.T) {
 	if rep.Class != ClassFullCone || rep.Queried != 4 || rep.Answered != 3 || rep.Hairpin != nil {
 		t.Fatalf("report %+v", rep)
 	}
+	// The report says which server the probes went to and why the first was skipped.
+	want := []ProbeResult{
+		{Server: dead, Error: "rtt binding: timeout"},
+		{Server: servers[0], WaitMilli: 150, OtherNode: "stranger", OtherPort: "arrived"},
+	}
+	if !slices.Equal(rep.Probes, want) {
+		t.Fatalf("probes %+v, want %+v", rep.Probes, want)
+	}
 }
 
 func TestCheckErrors(t *testing.T) {

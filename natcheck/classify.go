@@ -123,6 +123,58 @@ type ProbeObservation struct {
 	// Unsolicited: it came from an IP we had never sent to. An arrival
 	// from a contacted IP says nothing about endpoint-independent filtering.
 	Unsolicited bool
+	// Err is why the probe's request failed, when it did.
+	Err error
+}
+
+// String says what the probe saw, for reports and logs: "stranger" (arrived from an IP we
+// never sent to), "contacted" (arrived, from one we did), "arrived" (other-port probes, where
+// the sender is the server by design), "filtered" (did not arrive), or why it did not run.
+func (o ProbeObservation) String() string {
+	switch {
+	case o.Err != nil:
+		return "failed: " + o.Err.Error()
+	case !o.Measured:
+		return "not run"
+	case !o.Arrived:
+		return "filtered"
+	case o.Unsolicited:
+		return "stranger"
+	}
+	return "arrived"
+}
+
+// ProbeAttempt is one server's round of filtering probes. Check moves on to the next server
+// when a round fails, so a report can hold several; the last one decided the filtering.
+type ProbeAttempt struct {
+	Server netip.AddrPort
+	// Wait is how long each probe waited for its packet.
+	Wait time.Duration
+	// Err is why the round did not run (the RTT Binding failed).
+	Err                  error
+	OtherNode, OtherPort ProbeObservation
+}
+
+// ProbeResult is one ProbeAttempt as a report shows it.
+type ProbeResult struct {
+	Server    netip.AddrPort `json:"server"`
+	WaitMilli float64        `json:"wait_ms,omitempty"`
+	Error     string         `json:"error,omitempty"`
+	OtherNode string         `json:"other_node,omitempty"`
+	OtherPort string         `json:"other_port,omitempty"`
+}
+
+func (a ProbeAttempt) result() ProbeResult {
+	r := ProbeResult{Server: a.Server, WaitMilli: float64(a.Wait.Microseconds()) / 1000}
+	if a.Err != nil {
+		r.Error = a.Err.Error()
+		return r
+	}
+	r.OtherNode, r.OtherPort = a.OtherNode.String(), a.OtherPort.String()
+	if a.OtherPort.Arrived {
+		r.OtherPort = "arrived" // its sender is the server's IP by design, never a stranger
+	}
+	return r
 }
 
 // Observations is everything Classify needs, gathered by Check (or by a
@@ -141,6 +193,9 @@ type Observations struct {
 	// OtherPort: a server answered from another port on its own IP
 	// (decides address- versus address-and-port-dependent filtering).
 	OtherPort ProbeObservation
+	// Probes are every round of filtering probes, in order; OtherNode and OtherPort are
+	// the last complete one. For the report only: Classify decides nothing from them.
+	Probes []ProbeAttempt
 	// Hairpin is whether a Binding request to our own public address came
 	// back (RFC 4787 REQ-9). Nil means not measured.
 	Hairpin *bool
@@ -174,6 +229,9 @@ type Report struct {
 	Answered int            `json:"answered"`
 	Agreeing int            `json:"agreeing"`
 	Servers  []ServerResult `json:"servers"`
+	// Probes are the filtering probes as they went, server by server: why a filtering
+	// is unknown is read here.
+	Probes []ProbeResult `json:"probes,omitempty"`
 	// IPv6 is the report of the node's IPv6 socket, when it has one that
 	// reached IPv6 DHT nodes; the fields above are then the IPv4 socket's
 	// (class unknown and nothing answered for a host without IPv4).
@@ -214,6 +272,9 @@ func Classify(obs Observations) Report {
 			sr.Error = "no mapped address"
 		}
 		r.Servers = append(r.Servers, sr)
+	}
+	for _, a := range obs.Probes {
+		r.Probes = append(r.Probes, a.result())
 	}
 	// Most reported first; ties keep the order the servers were given in.
 	slices.SortStableFunc(r.PublicAddrs, func(a, b netip.AddrPort) int {

@@ -23,6 +23,9 @@ import (
 type (
 	// NATReport is one NAT measurement (natcheck.Report).
 	NATReport = natcheck.Report
+	// NATProbeResult is one round of a NAT measurement's filtering probes
+	// (natcheck.ProbeResult).
+	NATProbeResult = natcheck.ProbeResult
 	// PortMapStatus is the router port mapping's state (portmap.Status).
 	PortMapStatus = portmap.Status
 )

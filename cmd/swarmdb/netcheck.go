@@ -97,6 +97,9 @@ func printFamily(w io.Writer, r node.NATReport, pm *node.PortMapStatus) {
 	fmt.Fprintf(w, "NAT type:       %s\n", r.Class)
 	fmt.Fprintf(w, "  mapping:      %s (RFC 4787)\n", r.Mapping)
 	fmt.Fprintf(w, "  filtering:    %s (RFC 4787)\n", r.Filtering)
+	for _, p := range r.Probes {
+		fmt.Fprintf(w, "    probed via %s: %s\n", p.Server, probeLine(p))
+	}
 	hp := "not measured"
 	if r.Hairpin != nil {
 		hp = fmt.Sprint(*r.Hairpin)
@@ -116,6 +119,14 @@ func printFamily(w io.Writer, r node.NATReport, pm *node.PortMapStatus) {
 		}
 	}
 	_ = tw.Flush()
+}
+
+// probeLine describes one round of filtering probes in one line, for people.
+func probeLine(p node.NATProbeResult) string {
+	if p.Error != "" {
+		return p.Error
+	}
+	return fmt.Sprintf("other node %s, other port %s (waited %.0f ms)", p.OtherNode, p.OtherPort, p.WaitMilli)
 }
 
 // portMapLine describes a port mapping status in one line, for people.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/natlab"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // LabPort is the DHT port of the public nodes LabDHT starts.
@@ -46,6 +47,12 @@ func LabDHT(t testing.TB, lab *natlab.Lab, n int, tweak func(i int, h *natlab.Ho
 		if err := node.Bootstrap(ctx); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// NAT measurements ask a lab node for a stranger to send a probe from, which it picks
+	// from the nodes it knows: every node knows every other before the lab is used.
+	for i, node := range nodes {
+		testutil.Eventually(t, 10*time.Second, func() bool { return len(node.Contacts()) >= n-1 },
+			"lab dht%d to know the other %d nodes", i, n-1)
 	}
 	return addrs
 }

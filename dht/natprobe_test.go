@@ -1,0 +1,64 @@
+package dht_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
+)
+
+// TestNATProbeStrangerIsNeverContacted: the node that sends the other-node probe's packet is
+// one the requester never sent to. The requester lists the IPs it contacted and the server
+// picks among the rest; before, the server picked among its far contacts at random, and a
+// requester that had spoken to one of them (the first server, when a measurement had to move
+// on) got that one about half the time: a contacted sender, filtering unknown.
+func TestNATProbeStrangerIsNeverContacted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	v, err := testnet.NewVNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.AddDHTServers(3); err != nil {
+		t.Fatal(err)
+	}
+	vn, err := v.AddPublic("203.0.113.6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	server, contacted, stranger := v.Servers[0], v.Servers[1], v.Servers[2]
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(server.Contacts()) == 2 }, "the server to know both other nodes")
+
+	client := dht.New(dht.Config{Net: vn, ListenAddr: "203.0.113.6:49737", Mode: dht.ModeEphemeral})
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if err := client.VerifyNode(ctx, contacted.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		res, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Arrived || !res.Unsolicited || res.From != stranger.LocalAddr() {
+			t.Fatalf("probe %d: %+v, want a packet from the stranger %s", i, res, stranger.LocalAddr())
+		}
+	}
+	// With every other node contacted there is no stranger left, and the server says so.
+	if err := client.VerifyNode(ctx, stranger.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, time.Second); !errors.Is(err, dht.ErrNoRelay) {
+		t.Fatalf("probe with no stranger left: %v, want %v", err, dht.ErrNoRelay)
+	}
+}
