@@ -69,6 +69,9 @@ const (
 	// lists it in a "have" (see wantMissing); askedSize bounds how many are remembered.
 	askedFor  = time.Minute
 	askedSize = 1 << 15
+	// crossedGrace: how long a crossed connection that lost after it identified, and that its
+	// remote dialled, is left for that remote to close (see Peer.endCrossed).
+	crossedGrace = 5 * time.Second
 	// rateStrikeInterval: going over the rate costs at most one strike per interval (see
 	// Peer.rateLimited), so a burst is answered, not punished.
 	rateStrikeInterval = time.Second

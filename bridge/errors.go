@@ -22,6 +22,9 @@ var (
 	// ErrIDClaimed: a ping/pong claiming a client id that is not derived from its own verified
 	// address, that is ours, or that another live connection already holds.
 	ErrIDClaimed = errors.New("bridge: client id claimed by another peer")
+	// ErrCrossedLink: two nodes dialled each other's WebSocket at once; both keep the
+	// connection the one with the smaller client id dialled and close the other with this.
+	ErrCrossedLink = errors.New("bridge: crossed connection; the one dialled by the smaller client id is kept")
 	// ErrRateLimited: the peer sent more messages than Limits.MessagesPerSecond allows.
 	ErrRateLimited = errors.New("bridge: rate limit exceeded")
 	// ErrSlowConsumer: the peer's outbound queue filled up; the connection is closed.

@@ -101,8 +101,8 @@ func (p *Peer) onPing(m *Message) bool {
 	if err := VerifyPeerDesc(m.Peer, b.cfg.Topic, b.cfg.Now()); err != nil {
 		return p.bad(m.ID, err)
 	}
-	if err := p.identify(m.ClientID, m.Peer, m.IsServer, m.Swarmdb); err != nil {
-		return p.bad(m.ID, err)
+	if err := p.identify(m.ClientID, m.Peer, m.IsServer, m.Swarmdb); err != nil && !p.crossedAccepted(err) {
+		return p.identifyFailed(m.ID, err)
 	}
 	p.send(&Message{Type: TypePong, ID: m.ID, To: []string{b.clientID}, IsServer: b.cfg.Server,
 		ClientID: b.clientID, Servers: b.serverList(), Peer: &b.desc, Swarmdb: b.protocolVersion()})
@@ -134,7 +134,10 @@ func (p *Peer) onPong(m *Message) bool {
 		return p.bad(m.ID, err)
 	}
 	if err := p.identify(m.ClientID, d, m.IsServer, m.Swarmdb); err != nil {
-		return p.bad(m.ID, err)
+		if p.crossedAccepted(err) {
+			return true
+		}
+		return p.identifyFailed(m.ID, err)
 	}
 	now := b.cfg.Now()
 	for i := range m.Servers {
@@ -174,7 +177,11 @@ func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int
 	case p.clientID != "" && p.clientID != clientID:
 		return fmt.Errorf("%w: connection already identified as %q", ErrIDClaimed, p.clientID)
 	}
-	if err := b.claim(p, clientID, d, isServer, version); err != nil {
+	displaced, err := b.claim(p, clientID, d, isServer, version)
+	if displaced != nil {
+		displaced.endCrossed(fmt.Errorf("%w (%s)", ErrCrossedLink, clientID))
+	}
+	if err != nil {
 		return err
 	}
 	if p.clientID != "" {
@@ -200,11 +207,28 @@ func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int
 // claim makes p the holder of clientID, unless another live connection holds it, and notes
 // what p said it is. Its flags are set under b.mu with the claim, so whoever finds p among
 // b.byClient sees them.
-func (b *Bridge) claim(p *Peer, clientID string, d *PeerDesc, isServer bool, version int) error {
+//
+// Two nodes that find each other (both servers of a topic) may dial each other's WebSocket at
+// once. Keeping whichever identified first, as for any other second connection, let each side
+// keep a different one and wait out the other dial's timeout, then drop both (seen: 11 s
+// instead of 0.1 s to link). So for two WebSocket connections of opposite directions both
+// sides keep the one the smaller client id dialled: p may displace the holder, which the
+// caller closes. The losing connection is closed by its dialler, which so learns that the link
+// is up over the other (ErrCrossedLink); its acceptor answers its ping as usual, which is how
+// the dialler can tell, and leaves it unidentified until then (Peer.crossedAccepted). A
+// replayed descriptor can do no more than before (hold the id first).
+func (b *Bridge) claim(p *Peer, clientID string, d *PeerDesc, isServer bool, version int) (displaced *Peer, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if q := b.byClient[clientID]; q != nil && q != p {
-		return fmt.Errorf("%w: %q is held by another connection", ErrIDClaimed, clientID)
+		switch crossedKeeper(b.clientID, clientID, q, p) {
+		case q:
+			return nil, fmt.Errorf("%w (%s)", ErrCrossedLink, clientID)
+		case p:
+			displaced = q
+		default:
+			return nil, fmt.Errorf("%w: %q is held by another connection", ErrIDClaimed, clientID)
+		}
 	}
 	b.byClient[clientID] = p
 	p.isServer.Store(isServer)
@@ -213,7 +237,21 @@ func (b *Bridge) claim(p *Peer, clientID string, d *PeerDesc, isServer bool, ver
 	if isServer && d.Address != b.desc.Address && len(b.servers) < maxKnownServers {
 		b.servers[d.Address] = *d
 	}
-	return nil
+	return displaced, nil
+}
+
+// crossedKeeper says which of two WebSocket connections to the same remote both ends keep:
+// the one dialled by the smaller of the two client ids. It returns nil unless held and
+// arrived are WebSocket connections of opposite directions.
+func crossedKeeper(self, remote string, held, arrived *Peer) *Peer {
+	if held.kind != KindWebSocket || arrived.kind != KindWebSocket || held.initiator == arrived.initiator {
+		return nil
+	}
+	weDial := self < remote
+	if held.initiator == weDial {
+		return held
+	}
+	return arrived
 }
 
 // serverList is pong.servers: ourselves when we are a server (ToolDb's serverPeers includes the

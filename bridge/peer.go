@@ -376,6 +376,39 @@ func (p *Peer) bad(ref string, err error) bool {
 	return p.strike(err)
 }
 
+// identifyFailed handles a ping or pong that could not identify the peer: the loser of two
+// crossed connections that we dialled is closed (it is no fault, and our dialer learns at once
+// that the other connection carries the link); anything else is a bad message.
+func (p *Peer) identifyFailed(ref string, err error) bool {
+	if errors.Is(err, ErrCrossedLink) {
+		p.b.log.Debug("crossed connection closed", "remote", p.conn.RemoteID(), "err", err)
+		p.close(err)
+		return false
+	}
+	return p.bad(ref, err)
+}
+
+// endCrossed ends p, which lost to a crossed connection after it had identified. We dialled
+// it: close it now, so our dialer learns. Its remote dialled it: that remote closes it once it
+// sees the kept connection, and closing it here could drop the pong it still needs to tell
+// (queued answers die with the connection); so it gets crossedGrace, then is closed anyway
+// (a ToolDb dialler keeps both).
+func (p *Peer) endCrossed(err error) {
+	if p.initiator {
+		p.close(err)
+		return
+	}
+	t := time.AfterFunc(crossedGrace, func() { p.close(err) })
+	context.AfterFunc(p.ctx, func() { t.Stop() })
+}
+
+// crossedAccepted reports whether err says p lost to a crossed connection that p's remote
+// dialled: p stays, unidentified and with no strike, and its ping is answered, so that its
+// dialler sees the kept connection and closes this one (see Bridge.claim).
+func (p *Peer) crossedAccepted(err error) bool {
+	return !p.initiator && errors.Is(err, ErrCrossedLink)
+}
+
 // strike uses one of the peer's strikes; with none left the peer is closed for abuse.
 func (p *Peer) strike(err error) bool {
 	p.strikeMu.Lock()

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -238,4 +239,61 @@ func wsClient(ctx context.Context, t *testing.T, b *Bridge) (*WSConn, *fakePeer)
 	f := &fakePeer{t: t, c: c, user: testUser, id: ClientID(testUser.Address())}
 	f.hello(DefaultTopic, false, false)
 	return c, f
+}
+
+// TestWebSocketCrossedDials: two servers that dial each other at once end with one link, the
+// connection the smaller client id dialled, at both ends; the other dial ends at once with
+// ErrCrossedLink. Before, each end could keep a different connection and leave the other
+// dial waiting for an identification that never came.
+func TestWebSocketCrossedDials(t *testing.T) {
+	for i := range 10 {
+		a := newBridge(t, Config{Server: true})
+		b := newBridge(t, Config{Server: true})
+		ha, pa := serveWS(t, a)
+		hb, pb := serveWS(t, b)
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		dials := make(chan error, 2)
+		for _, d := range []struct {
+			from *Bridge
+			host string
+			port int
+		}{{a, hb, pb}, {b, ha, pa}} {
+			go func() {
+				p, err := d.from.ConnectTo(ctx, d.host, d.port)
+				if err == nil {
+					err = p.WaitIdentified(ctx)
+				}
+				if err == nil {
+					// Identified first, it may still be displaced by the other dial.
+					select {
+					case <-p.Done():
+						err = p.Err()
+					case <-time.After(200 * time.Millisecond):
+					}
+				}
+				dials <- err
+			}()
+		}
+		for range 2 {
+			if err := <-dials; err != nil && !errors.Is(err, ErrCrossedLink) {
+				t.Fatalf("round %d: dial: %v", i, err)
+			}
+		}
+		cancel()
+		for _, side := range []struct{ self, other *Bridge }{{a, b}, {b, a}} {
+			var kept []PeerStatus
+			testutil.Eventually(t, waitLimit, func() bool {
+				kept = kept[:0]
+				for _, st := range side.self.Peers() {
+					if st.Identified {
+						kept = append(kept, st)
+					}
+				}
+				return len(side.self.Peers()) == 1 && len(kept) == 1
+			}, "round %d: one connection left", i)
+			if want := side.self.ClientID() < side.other.ClientID(); kept[0].Initiator != want || kept[0].ClientID != side.other.ClientID() {
+				t.Fatalf("round %d: kept %+v, want the connection the smaller id dialled (initiator %v)", i, kept[0], want)
+			}
+		}
+	}
 }

@@ -205,4 +205,13 @@ func TestServerDialerBothWays(t *testing.T) {
 		testutil.Eventually(t, time.Until(deadline), func() bool { _, err := w.to.store.Get(key); return err == nil },
 			"%s to reach the other node", key)
 	}
+	// One link, the same connection at both ends (the one the smaller client id dialled);
+	// the other dial gave way at once instead of waiting out its identification timeout.
+	for _, n := range []*Node{a, b} {
+		testutil.Eventually(t, 10*time.Second, func() bool { return len(n.bridge.Peers()) == 1 && n.dialer.linked() <= 1 },
+			"one connection left at %s", n.Address()[:8])
+	}
+	if pa, pb := a.bridge.Peers()[0], b.bridge.Peers()[0]; pa.Initiator == pb.Initiator || !pa.Identified || !pb.Identified {
+		t.Fatalf("ends keep different connections: %+v and %+v", pa, pb)
+	}
 }

@@ -32,7 +32,11 @@ import (
 // than on a swarm: what it reports (the announce's relays and stores, that
 // nobody serves the topic, why the one connect failed) and its one-shot
 // life (no retries, the record taken down once the connection is taken)
-// are not what a swarm does.
+// are not what a swarm does. Putting it on a swarm was tried on paper
+// (issue 16): the swarm would need single-use modes for each of these, and
+// for a fatal bootstrap failure, the NAT measured before the join, a dial
+// bound to the caller's deadline and no membership traffic, while the pipe
+// kept most of its setup; see the README's design notes.
 
 // Timeouts of a pipe.
 const (

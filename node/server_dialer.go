@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -60,6 +61,9 @@ const (
 	// be this node, or a node already linked over the swarm, is left alone.
 	avoidSelf      = time.Hour
 	avoidDuplicate = 15 * time.Minute
+	// avoidCrossed: how long an address whose server dialled us at the same time is left to
+	// that server's connection (see serverDialer.gaveWay).
+	avoidCrossed = time.Minute
 )
 
 // serverBackoff is the wait after the n-th consecutive failure (n >= 1).
@@ -128,6 +132,10 @@ func (d *serverDialer) dial(addr netip.AddrPort, e *serverEntry) {
 	}
 	cancel()
 	<-d.sem
+	if errors.Is(err, bridge.ErrCrossedLink) {
+		d.gaveWay(addr, e)
+		return
+	}
 	if err != nil {
 		if p != nil {
 			p.Close()
@@ -155,6 +163,10 @@ func (d *serverDialer) dial(addr netip.AddrPort, e *serverEntry) {
 		dropped := e.dropped
 		e.dropped = false
 		d.mu.Unlock()
+		if errors.Is(p.Err(), bridge.ErrCrossedLink) {
+			d.gaveWay(addr, e)
+			return
+		}
 		if !dropped {
 			d.log.Info("tooldb server link closed", "addr", addr, "err", p.Err())
 			d.failed(addr, e)
@@ -179,6 +191,17 @@ func (d *serverDialer) redundant(p *bridge.Peer) (time.Duration, string) {
 		}
 	}
 	return 0, ""
+}
+
+// gaveWay handles a dial that crossed the server's dial to us: both ends keep the connection
+// the smaller client id dialled (bridge.ErrCrossedLink), so the link is up, over the other
+// connection, and that side owns it. No failure, no redial; the next find after avoidCrossed
+// dials again, in case that side cannot.
+func (d *serverDialer) gaveWay(addr netip.AddrPort, e *serverEntry) {
+	d.log.Debug("tooldb server dial gave way to its dial to us", "addr", addr)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e.dialing, e.fails, e.next = false, 0, time.Now().Add(avoidCrossed)
 }
 
 // failed counts a failure and schedules a redial, or leaves the address
