@@ -27,7 +27,7 @@ type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	events chan map[string]any
-	stderr *strings.Builder
+	stderr *lockedBuffer // read on failure while the process may still write it
 }
 
 // startProc runs bin with args and reads one JSON event per stdout line.
@@ -38,7 +38,7 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, cmd: cmd, events: make(chan map[string]any, 64), stderr: &strings.Builder{}}
+	p := &proc{t: t, cmd: cmd, events: make(chan map[string]any, 64), stderr: &lockedBuffer{}}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -64,6 +64,7 @@ func (l *lockedBuffer) Bytes() []byte {
 	return bytes.Clone(l.b.Bytes())
 }
 
+// String is what was written so far, for failure messages.
 func (l *lockedBuffer) String() string { return string(l.Bytes()) }
 
 // startPipe runs the binary with args and stdin; events are the JSON lines
