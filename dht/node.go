@@ -82,6 +82,17 @@ type relaySet struct {
 	// seen is our address as each relay saw our registration come from:
 	// where it forwards signaling to (see reregisterIfMoved).
 	seen map[netip.AddrPort]netip.AddrPort
+	// flight is the registration in progress, which overlapping calls share
+	// (see ensureRelays); nil when none is.
+	flight *relayFlight
+}
+
+// relayFlight is one registration round; relays and err are set before done
+// is closed.
+type relayFlight struct {
+	done   chan struct{}
+	relays []netip.AddrPort
+	err    error
 }
 
 const (

@@ -718,15 +718,44 @@ func (n *Node) Relays(pub ed25519.PublicKey) []netip.AddrPort {
 // from. The record names every relay, so a relay of one family can
 // forward to us over the other. The maintenance loop pings the relays so
 // the NAT (or firewall) pinhole to each stays open.
+//
+// Calls for one key that overlap share one registration: a swarm's start
+// both listens (Register) and announces, and each did the whole lookup and
+// registration round.
 func (n *Node) ensureRelays(ctx context.Context, priv ed25519.PrivateKey) ([]netip.AddrPort, error) {
 	pub := priv.Public().(ed25519.PublicKey)
-	target := KeyTarget(pub)
 	n.mu.Lock()
 	set := n.announced[keyOf(pub)]
 	if set == nil {
 		set = &relaySet{priv: priv}
 		n.announced[keyOf(pub)] = set
 	}
+	f := set.flight
+	if f == nil {
+		f = &relayFlight{done: make(chan struct{})}
+		set.flight = f
+		n.mu.Unlock()
+		f.relays, f.err = n.registerRelays(ctx, priv, set)
+		n.mu.Lock()
+		set.flight = nil
+		n.mu.Unlock()
+		close(f.done)
+		return f.relays, f.err
+	}
+	n.mu.Unlock()
+	select {
+	case <-f.done:
+		return slices.Clone(f.relays), f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// registerRelays is one round of ensureRelays for set, the key's relay set.
+func (n *Node) registerRelays(ctx context.Context, priv ed25519.PrivateKey, set *relaySet) ([]netip.AddrPort, error) {
+	pub := priv.Public().(ed25519.PublicKey)
+	target := KeyTarget(pub)
+	n.mu.Lock()
 	relays := append([]netip.AddrPort(nil), set.relays...)
 	n.mu.Unlock()
 
