@@ -23,7 +23,10 @@ var (
 	ErrBadSignature = errors.New("dht: bad signature")
 	ErrBadToken     = errors.New("dht: missing, stale or foreign token")
 	ErrNoRelay      = errors.New("dht: relay does not know the target peer")
-	ErrRateLimited  = errors.New("dht: rate limited")
+	// ErrNoStranger: an other-node NAT probe's server knows no node on an IP the requester
+	// has not sent to, so nobody could send the unsolicited packet.
+	ErrNoStranger  = errors.New("dht: nat probe: the server knows no node we never sent to")
+	ErrRateLimited = errors.New("dht: rate limited")
 	// ErrNotPersistent: the node answered without the id its address
 	// implies, so it is no persistent swarmdb DHT node (VerifyNode).
 	ErrNotPersistent = errors.New("dht: not a persistent dht node")

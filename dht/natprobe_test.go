@@ -58,7 +58,7 @@ func TestNATProbeStrangerIsNeverContacted(t *testing.T) {
 	if err := client.VerifyNode(ctx, stranger.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, time.Second); !errors.Is(err, dht.ErrNoRelay) {
-		t.Fatalf("probe with no stranger left: %v, want %v", err, dht.ErrNoRelay)
+	if _, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, time.Second); !errors.Is(err, dht.ErrNoStranger) {
+		t.Fatalf("probe with no stranger left: %v, want %v", err, dht.ErrNoStranger)
 	}
 }

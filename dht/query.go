@@ -984,6 +984,9 @@ func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode
 	if err != nil {
 		return ProbeResult{}, err
 	}
+	if reply.Error == CodeUnknownPeer && mode == ProbeOtherNode {
+		return ProbeResult{}, fmt.Errorf("dht: nat probe %s: %w", addr, ErrNoStranger)
+	}
 	if reply.Error != CodeOK {
 		return ProbeResult{}, fmt.Errorf("dht: nat probe %s: %w (%s)", addr, reply.Error.asError(), reply.Error)
 	}

@@ -106,16 +106,23 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 	for _, s := range cfg.Servers {
 		a := probe(ctx, cfg, s)
 		obs.Probes = append(obs.Probes, a)
-		if a.Err != nil || a.OtherNode.Err != nil {
+		if ctx.Err() != nil {
+			return Report{}, ctx.Err()
+		}
+		if a.Err != nil || (a.OtherNode.Err != nil && a.OtherPort.Err != nil) {
 			log.Debug("nat probe failed", "addr", s, "err", cmp.Or(a.Err, a.OtherNode.Err))
-			if ctx.Err() != nil {
-				return Report{}, ctx.Err()
-			}
 			continue
 		}
+		// One probe may decide alone: a filtered other-port packet means
+		// address-and-port-dependent filtering whatever the other-node
+		// probe did (it fails when the server knows no node we have not
+		// contacted, as after a join). A round that decides nothing is
+		// kept, and the next server is tried.
 		obs.OtherNode, obs.OtherPort = a.OtherNode, a.OtherPort
 		log.Debug("nat probes done", "addr", s, "wait", a.Wait, "other_node", a.OtherNode, "other_port", a.OtherPort)
-		break
+		if classifyFiltering(a.OtherNode, a.OtherPort) != FilteringUnknown {
+			break
+		}
 	}
 
 	servers := append([]netip.AddrPort(nil), cfg.Servers...)

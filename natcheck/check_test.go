@@ -15,6 +15,7 @@ import (
 type fakeProber struct {
 	mapped               map[netip.AddrPort]netip.AddrPort
 	nodeArrived, portArr bool
+	nodeErr              error // the other-node probe's request fails (no stranger left)
 
 	mu    sync.Mutex
 	calls []string
@@ -43,7 +44,7 @@ func (f *fakeProber) Probe(_ context.Context, server netip.AddrPort, kind ProbeK
 	}
 	if kind == ProbeOtherNode {
 		f.log("other-node")
-		return f.nodeArrived, f.nodeArrived, nil
+		return f.nodeArrived, f.nodeArrived, f.nodeErr
 	}
 	f.log("other-port")
 	return f.portArr, false, nil
@@ -98,6 +99,34 @@ func TestCheckSkipsDeadBootstrap(t *testing.T) {
 	}
 	if !slices.Equal(rep.Probes, want) {
 		t.Fatalf("probes %+v, want %+v", rep.Probes, want)
+	}
+}
+
+// TestCheckPortProbeDecidesAlone: when the other-node probe cannot run (the server knows no
+// node we have not sent to, as after a join), a filtered other-port packet still shows
+// address-and-port-dependent filtering; one with no decision moves on to the next server.
+func TestCheckPortProbeDecidesAlone(t *testing.T) {
+	noStranger := errors.New("unknown peer")
+	for _, tc := range []struct {
+		name      string
+		portArr   bool
+		filtering Filtering
+		rounds    int
+	}{
+		{"filtered", false, FilteringAddressAndPortDependent, 1},
+		{"arrived", true, FilteringUnknown, 3}, // address-dependent or independent: every server tried
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeProber{mapped: map[netip.AddrPort]netip.AddrPort{servers[0]: pubB, servers[1]: pubB, servers[2]: pubB},
+				portArr: tc.portArr, nodeErr: noStranger}
+			rep, err := Check(context.Background(), CheckConfig{Prober: f, Servers: servers, Local: local})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Filtering != tc.filtering || len(rep.Probes) != tc.rounds || rep.Probes[0].OtherNode != "failed: unknown peer" {
+				t.Fatalf("filtering %s after %d rounds, want %s after %d: %+v", rep.Filtering, len(rep.Probes), tc.filtering, tc.rounds, rep.Probes)
+			}
+		})
 	}
 }
 

@@ -57,7 +57,7 @@ func TestNetcheckIPv6NATLab(t *testing.T) {
 			r6 := *rep.IPv6
 			if r6.Class != natcheck.ClassFirewall || r6.Mapping != natcheck.MappingNone ||
 				r6.Filtering != natcheck.FilteringAddressAndPortDependent || r6.PublicAddr.Addr() != c.host.IP6() {
-				t.Fatalf("IPv6 report %s (%s, %s) at %s", r6.Class, r6.Mapping, r6.Filtering, r6.PublicAddr)
+				t.Fatalf("IPv6 report %s (%s, %s) at %s; filtering probes %+v", r6.Class, r6.Mapping, r6.Filtering, r6.PublicAddr, r6.Probes)
 			}
 			var out bytes.Buffer
 			printReport(&out, rep)
