@@ -251,6 +251,15 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	return nil
 }
 
+// Bootstrapped reports whether a Bootstrap has succeeded, so that a caller
+// whose NAT measurement already joined (dhtprobe.Measure does) need not pay
+// the round trips again.
+func (n *Node) Bootstrapped() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.bootstrapped
+}
+
 // pingBootstrap pings addrs (those of families the node has a socket for)
 // at once and returns how many answered in each family. Each ping asks
 // for the nodes of the node's other families; those the replies name are

@@ -37,8 +37,14 @@ func TestVNet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
+	if client.Bootstrapped() {
+		t.Fatal("bootstrapped before Bootstrap")
+	}
 	if err := client.Bootstrap(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if !client.Bootstrapped() {
+		t.Fatal("not bootstrapped after Bootstrap")
 	}
 
 	key := newKey(t)

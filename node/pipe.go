@@ -238,8 +238,13 @@ func (p *Pipe) join(ctx, tctx context.Context) error {
 	jctx, cancel := context.WithTimeout(tctx, pipeJoinTimeout)
 	defer cancel()
 	nat := p.ep.WaitNAT(jctx)
-	if err := p.dn.Bootstrap(jctx); err != nil {
-		return &PipeError{Kind: PipeFailed, Reason: "bootstrap-failed", Err: err, Timeout: tctx.Err() != nil && ctx.Err() == nil}
+	// The measurement joined the DHT on its way (its Discover step); a
+	// second bootstrap cost four round trips to the DHT for nothing. One is
+	// needed only when the measurement could not join.
+	if !p.dn.Bootstrapped() {
+		if err := p.dn.Bootstrap(jctx); err != nil {
+			return &PipeError{Kind: PipeFailed, Reason: "bootstrap-failed", Err: err, Timeout: tctx.Err() != nil && ctx.Err() == nil}
+		}
 	}
 	p.info = PipeInfo{Server: p.cfg.Server, Topic: p.cfg.Topic, PublicKey: p.cfg.Key.Public().(ed25519.PublicKey),
 		LocalAddr: p.dn.LocalAddr(), PublicAddr: p.dn.PublicAddr(), NAT: nat.Class}
