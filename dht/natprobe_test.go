@@ -46,7 +46,7 @@ func TestNATProbeStrangerIsNeverContacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 12 {
-		res, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, 2*time.Second)
+		res, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, func(time.Duration) time.Duration { return 2 * time.Second })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +58,7 @@ func TestNATProbeStrangerIsNeverContacted(t *testing.T) {
 	if err := client.VerifyNode(ctx, stranger.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, time.Second); !errors.Is(err, dht.ErrNoStranger) {
+	if _, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, func(time.Duration) time.Duration { return time.Second }); !errors.Is(err, dht.ErrNoStranger) {
 		t.Fatalf("probe with no stranger left: %v, want %v", err, dht.ErrNoStranger)
 	}
 }

@@ -398,7 +398,7 @@ func (n *Node) checkPersistence(ctx context.Context, fam Family) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, err := n.NATProbe(probeCtx, c.addr, ProbeOtherNode, 2*n.cfg.RequestTimeout)
+			p, err := n.NATProbe(probeCtx, c.addr, ProbeOtherNode, func(time.Duration) time.Duration { return 2 * n.cfg.RequestTimeout })
 			if err == nil && p.Unsolicited {
 				reachable.Store(true)
 				cancel()
@@ -972,9 +972,11 @@ type ProbeResult struct {
 }
 
 // NATProbe asks the node at addr for an unsolicited packet (see ProbeMode)
-// and waits up to wait for it. Err is set only when the request itself
-// failed; a packet that never came is Arrived == false.
-func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode, wait time.Duration) (ProbeResult, error) {
+// and, once the node has answered, waits up to wait(rtt) for it, rtt being
+// the request's round trip (from the first send: an upper bound when it was
+// retransmitted). Err is set only when the request itself failed; a packet
+// that never came is Arrived == false.
+func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode, wait func(rtt time.Duration) time.Duration) (ProbeResult, error) {
 	nonce := rand.Uint64()
 	ch := make(chan netip.AddrPort, 1)
 	n.mu.Lock()
@@ -989,17 +991,19 @@ func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode
 	if mode == ProbeOtherNode {
 		value = n.appendContacted(value, FamilyOf(unmapAddrPort(addr)))
 	}
+	sent := time.Now()
 	reply, err := n.request(ctx, addr, &Message{Command: CmdNATProbe, Value: value})
 	if err != nil {
 		return ProbeResult{}, err
 	}
+	rtt := time.Since(sent)
 	if reply.Error == CodeUnknownPeer && mode == ProbeOtherNode {
 		return ProbeResult{}, fmt.Errorf("dht: nat probe %s: %w", addr, ErrNoStranger)
 	}
 	if reply.Error != CodeOK {
 		return ProbeResult{}, fmt.Errorf("dht: nat probe %s: %w (%s)", addr, reply.Error.asError(), reply.Error)
 	}
-	timer := time.NewTimer(wait)
+	timer := time.NewTimer(wait(rtt))
 	defer timer.Stop()
 	select {
 	case from := <-ch:

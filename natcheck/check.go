@@ -1,7 +1,6 @@
 package natcheck
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -29,9 +28,10 @@ type Prober interface {
 	// Binding sends a STUN Binding request to server and returns the
 	// reflexive address it saw and the round-trip time.
 	Binding(ctx context.Context, server netip.AddrPort) (mapped netip.AddrPort, rtt time.Duration, err error)
-	// Probe asks server for an unsolicited packet of the given kind and
-	// waits up to wait for it. Err is set only when the request failed.
-	Probe(ctx context.Context, server netip.AddrPort, kind ProbeKind, wait time.Duration) (arrived, unsolicited bool, err error)
+	// Probe asks server for an unsolicited packet of the given kind and,
+	// once the server has answered, waits up to wait(rtt) for it, rtt being
+	// the request's round trip. Err is set only when the request failed.
+	Probe(ctx context.Context, server netip.AddrPort, kind ProbeKind, wait func(rtt time.Duration) time.Duration) (arrived, unsolicited bool, err error)
 }
 
 // DefaultProbeWait is the longest Check waits for a probe's unsolicited
@@ -109,8 +109,8 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 		if ctx.Err() != nil {
 			return Report{}, ctx.Err()
 		}
-		if a.Err != nil || (a.OtherNode.Err != nil && a.OtherPort.Err != nil) {
-			log.Debug("nat probe failed", "addr", s, "err", cmp.Or(a.Err, a.OtherNode.Err))
+		if a.OtherNode.Err != nil && a.OtherPort.Err != nil {
+			log.Debug("nat probe failed", "addr", s, "err", a.OtherNode.Err)
 			continue
 		}
 		// One probe may decide alone: a filtered other-port packet means
@@ -119,7 +119,7 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 		// contacted, as after a join). A round that decides nothing is
 		// kept, and the next server is tried.
 		obs.OtherNode, obs.OtherPort = a.OtherNode, a.OtherPort
-		log.Debug("nat probes done", "addr", s, "wait", a.Wait, "other_node", a.OtherNode, "other_port", a.OtherPort)
+		log.Debug("nat probes done", "addr", s, "other_node", a.OtherNode, "other_port", a.OtherPort)
 		if classifyFiltering(a.OtherNode, a.OtherPort) != FilteringUnknown {
 			break
 		}
@@ -158,25 +158,27 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 
 // probe runs one round of filtering probes against server s.
 func probe(ctx context.Context, cfg CheckConfig, s netip.AddrPort) ProbeAttempt {
-	a := ProbeAttempt{Server: s, Wait: cfg.ProbeWait}
-	if a.Wait == 0 {
-		// Adaptive: a Binding to the same server (which we are about to send to anyway)
-		// measures the RTT, and the unsolicited packets get a few of those. A filtered
-		// probe costs its whole wait, and behind a port-restricted NAT both are filtered:
-		// at a fixed second each they were two seconds of every start-up.
-		_, rtt, err := cfg.Prober.Binding(ctx, s)
-		if err != nil {
-			a.Err = fmt.Errorf("rtt binding: %w", err)
-			return a
+	// Adaptive: the probe request's own round trip times the wait, and the unsolicited
+	// packet gets a few of those. A filtered probe costs its whole wait, and behind a
+	// port-restricted NAT both are filtered: at a fixed second each they were two seconds
+	// of every start-up. (A Binding first measured the RTT: one round trip more.)
+	waitFor := func(rtt time.Duration) time.Duration {
+		if cfg.ProbeWait != 0 {
+			return cfg.ProbeWait
 		}
-		a.Wait = min(max(probeWaitRTTs*rtt+probeWaitMargin, minProbeWait), DefaultProbeWait)
+		return min(max(probeWaitRTTs*rtt+probeWaitMargin, minProbeWait), DefaultProbeWait)
 	}
 	// Both probes at once: each involves only this server and its helpers, so neither can
 	// open the filter for the other.
 	observe := func(kind ProbeKind) ProbeObservation {
-		arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, kind, a.Wait)
-		return ProbeObservation{Measured: err == nil, Arrived: arrived, Unsolicited: unsolicited, Err: err}
+		var waited time.Duration
+		arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, kind, func(rtt time.Duration) time.Duration {
+			waited = waitFor(rtt)
+			return waited
+		})
+		return ProbeObservation{Measured: err == nil, Arrived: arrived, Unsolicited: unsolicited, Err: err, Wait: waited}
 	}
+	a := ProbeAttempt{Server: s}
 	var wg sync.WaitGroup
 	wg.Go(func() { a.OtherNode = observe(ProbeOtherNode) })
 	wg.Go(func() { a.OtherPort = observe(ProbeOtherPort) })

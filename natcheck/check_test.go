@@ -38,10 +38,11 @@ func (f *fakeProber) Binding(_ context.Context, server netip.AddrPort) (netip.Ad
 	return m, time.Millisecond, nil
 }
 
-func (f *fakeProber) Probe(_ context.Context, server netip.AddrPort, kind ProbeKind, _ time.Duration) (bool, bool, error) {
+func (f *fakeProber) Probe(_ context.Context, server netip.AddrPort, kind ProbeKind, wait func(time.Duration) time.Duration) (bool, bool, error) {
 	if _, ok := f.mapped[server]; !ok {
 		return false, false, errors.New("timeout")
 	}
+	wait(time.Millisecond)
 	if kind == ProbeOtherNode {
 		f.log("other-node")
 		return f.nodeArrived, f.nodeArrived, f.nodeErr
@@ -70,12 +71,12 @@ func TestCheckOrderAndClass(t *testing.T) {
 	if rep.Class != ClassRestricted || rep.Answered != 3 || rep.Hairpin == nil || !*rep.Hairpin {
 		t.Fatalf("report %+v", rep)
 	}
-	// The filtering probes (at once, after a Binding to the same server that
-	// times them) must run before discovery contacts other nodes.
-	want := []string{"binding", "other-node", "other-port", "discover", "binding", "binding", "binding", "binding"}
+	// The filtering probes (at once, timed by their own requests' round
+	// trips) must run before discovery contacts other nodes.
+	want := []string{"other-node", "other-port", "discover", "binding", "binding", "binding", "binding"}
 	got := slices.Clone(f.calls)
-	if len(got) > 2 && got[1] == "other-port" {
-		got[1], got[2] = got[2], got[1] // the two probes run concurrently
+	if len(got) > 1 && got[0] == "other-port" {
+		got[0], got[1] = got[1], got[0] // the two probes run concurrently
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("calls %v, want %v", f.calls, want)
@@ -94,7 +95,7 @@ func TestCheckSkipsDeadBootstrap(t *testing.T) {
 	}
 	// The report says which server the probes went to and why the first was skipped.
 	want := []ProbeResult{
-		{Server: dead, Error: "rtt binding: timeout"},
+		{Server: dead, OtherNode: "failed: timeout", OtherPort: "failed: timeout"},
 		{Server: servers[0], WaitMilli: 150, OtherNode: "stranger", OtherPort: "arrived"},
 	}
 	if !slices.Equal(rep.Probes, want) {

@@ -125,6 +125,8 @@ type ProbeObservation struct {
 	Unsolicited bool
 	// Err is why the probe's request failed, when it did.
 	Err error
+	// Wait is how long the probe waited for its packet after the server answered.
+	Wait time.Duration
 }
 
 // String says what the probe saw, for reports and logs: "stranger" (arrived from an IP we
@@ -145,13 +147,9 @@ func (o ProbeObservation) String() string {
 }
 
 // ProbeAttempt is one server's round of filtering probes. Check moves on to the next server
-// when a round fails, so a report can hold several; the last one decided the filtering.
+// when a round decides nothing, so a report can hold several; the last one measured decided.
 type ProbeAttempt struct {
-	Server netip.AddrPort
-	// Wait is how long each probe waited for its packet.
-	Wait time.Duration
-	// Err is why the round did not run (the RTT Binding failed).
-	Err                  error
+	Server               netip.AddrPort
 	OtherNode, OtherPort ProbeObservation
 }
 
@@ -159,18 +157,14 @@ type ProbeAttempt struct {
 type ProbeResult struct {
 	Server    netip.AddrPort `json:"server"`
 	WaitMilli float64        `json:"wait_ms,omitempty"`
-	Error     string         `json:"error,omitempty"`
-	OtherNode string         `json:"other_node,omitempty"`
-	OtherPort string         `json:"other_port,omitempty"`
+	OtherNode string         `json:"other_node"`
+	OtherPort string         `json:"other_port"`
 }
 
 func (a ProbeAttempt) result() ProbeResult {
-	r := ProbeResult{Server: a.Server, WaitMilli: float64(a.Wait.Microseconds()) / 1000}
-	if a.Err != nil {
-		r.Error = a.Err.Error()
-		return r
-	}
-	r.OtherNode, r.OtherPort = a.OtherNode.String(), a.OtherPort.String()
+	wait := max(a.OtherNode.Wait, a.OtherPort.Wait)
+	r := ProbeResult{Server: a.Server, WaitMilli: float64(wait.Microseconds()) / 1000,
+		OtherNode: a.OtherNode.String(), OtherPort: a.OtherPort.String()}
 	if a.OtherPort.Arrived {
 		r.OtherPort = "arrived" // its sender is the server's IP by design, never a stranger
 	}

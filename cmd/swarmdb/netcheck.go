@@ -123,9 +123,6 @@ func printFamily(w io.Writer, r node.NATReport, pm *node.PortMapStatus) {
 
 // probeLine describes one round of filtering probes in one line, for people.
 func probeLine(p node.NATProbeResult) string {
-	if p.Error != "" {
-		return p.Error
-	}
 	return fmt.Sprintf("other node %s, other port %s (waited %.0f ms)", p.OtherNode, p.OtherPort, p.WaitMilli)
 }
 
