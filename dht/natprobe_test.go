@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/internal/testnet"
 	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
@@ -19,21 +18,8 @@ import (
 func TestNATProbeStrangerIsNeverContacted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	v, err := testnet.NewVNet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.AddDHTServers(3); err != nil {
-		t.Fatal(err)
-	}
-	vn, err := v.AddPublic("203.0.113.6")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v, nets := startVNet(t, ctx, 0, 3, "203.0.113.6")
+	vn := nets[0]
 	server, contacted, stranger := v.Servers[0], v.Servers[1], v.Servers[2]
 	testutil.Eventually(t, 10*time.Second, func() bool { return len(server.Contacts()) == 2 }, "the server to know both other nodes")
 

@@ -5,10 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/transport/v2/vnet"
-
 	"github.com/swarmdb/swarmdb/dht"
-	"github.com/swarmdb/swarmdb/internal/testnet"
 )
 
 // TestRegisterOverlapsShareOneRound: overlapping registrations of one key (a swarm's start
@@ -19,26 +16,8 @@ import (
 func TestRegisterOverlapsShareOneRound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	v, err := testnet.NewVNetDelay(50 * time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.AddDHTServers(6); err != nil {
-		t.Fatal(err)
-	}
 	ips := []string{"203.0.113.20", "203.0.113.21"}
-	var nets []*vnet.Net
-	for _, ip := range ips {
-		vn, err := v.AddPublic(ip)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nets = append(nets, vn)
-	}
-	if err := v.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v, nets := startVNet(t, ctx, 50*time.Millisecond, 6, ips...)
 	var clients []*dht.Node
 	for i, ip := range ips {
 		clients = append(clients, dht.New(dht.Config{Net: nets[i], ListenAddr: ip + ":49737", Mode: dht.ModeEphemeral, Bootstrap: v.Bootstrap}))

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/transport/v2/vnet"
+
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/testnet"
 )
@@ -17,21 +19,8 @@ import (
 func TestVNet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	v, err := testnet.NewVNet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.AddDHTServers(5); err != nil {
-		t.Fatal(err)
-	}
-	vn, err := v.AddPublic("203.0.113.6")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v, nets := startVNet(t, ctx, 0, 5, "203.0.113.6")
+	vn := nets[0]
 	client := dht.New(dht.Config{Net: vn, ListenAddr: "203.0.113.6:49737", Mode: dht.ModeEphemeral, Bootstrap: v.Bootstrap})
 	if err := client.Start(); err != nil {
 		t.Fatal(err)
@@ -59,4 +48,31 @@ func TestVNet(t *testing.T) {
 	if got := client.PublicAddr(); got.Addr() != netip.MustParseAddr("203.0.113.6") {
 		t.Fatalf("public addr %s", got)
 	}
+}
+
+// startVNet starts a vnet WAN delaying every packet by delay, with servers persistent DHT
+// servers and a public host at each of ips (their nets returned in order); it closes when
+// the test ends. Hosts at ips must not take the servers' addresses (203.0.113.1 on).
+func startVNet(t *testing.T, ctx context.Context, delay time.Duration, servers int, ips ...string) (*testnet.VNet, []*vnet.Net) {
+	t.Helper()
+	v, err := testnet.NewVNetDelay(delay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.AddDHTServers(servers); err != nil {
+		t.Fatal(err)
+	}
+	var nets []*vnet.Net
+	for _, ip := range ips {
+		vn, err := v.AddPublic(ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nets = append(nets, vn)
+	}
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v, nets
 }
