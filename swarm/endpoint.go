@@ -127,6 +127,8 @@ func (t *endpointTransport) Connect(ctx context.Context, remote ed25519.PublicKe
 
 func (t *endpointTransport) NAT() natcheck.Report { return t.ep.NAT() }
 
+func (t *endpointTransport) WaitNAT(ctx context.Context) natcheck.Report { return t.ep.WaitNAT(ctx) }
+
 func (t *endpointTransport) RemeasureNAT(ctx context.Context) (natcheck.Report, error) {
 	return t.ep.Remeasure(ctx)
 }

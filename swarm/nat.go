@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/swarmdb/swarmdb/natcheck"
 )
@@ -85,11 +86,27 @@ func (s *Swarm) startNATMonitor() error {
 			}
 			return out
 		},
-		Check:    s.tr.RemeasureNAT,
+		Check:    s.monitorCheck(),
 		OnChange: s.natChanged,
 		Logger:   s.log.With("component", "monitor"),
 	})
 	return s.monitor.Start()
+}
+
+// monitorCheck is the monitor's Check. Its first measurement is the one the transport runs
+// at start: it takes that one instead of measuring again beside it (two measurements at
+// once sent two sets of filtering probes, each spoiling the other's strangers, and whichever
+// ended last became the endpoint's report). Later ones measure again.
+func (s *Swarm) monitorCheck() func(context.Context) (natcheck.Report, error) {
+	var started atomic.Bool
+	return func(ctx context.Context) (natcheck.Report, error) {
+		if started.CompareAndSwap(false, true) {
+			if r := s.tr.WaitNAT(ctx); r.Class != "" {
+				return r, nil
+			}
+		}
+		return s.tr.RemeasureNAT(ctx)
+	}
 }
 
 // natChanged is the monitor's OnChange: a report that differs from the

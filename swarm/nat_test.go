@@ -72,3 +72,45 @@ func TestOnNATChange(t *testing.T) {
 		}
 	})
 }
+
+// measuringTransport has a start measurement (initial) and counts re-measurements.
+type measuringTransport struct {
+	failingTransport
+	initial    natcheck.Report
+	remeasured int
+}
+
+func (f *measuringTransport) WaitNAT(context.Context) natcheck.Report { return f.initial }
+
+func (f *measuringTransport) RemeasureNAT(context.Context) (natcheck.Report, error) {
+	f.remeasured++
+	return f.initial, nil
+}
+
+// TestMonitorTakesTheStartMeasurement: the NAT monitor's first measurement is the one the
+// transport made at start, not a second one beside it; later ones measure again, and so
+// does the first when the start measurement failed.
+func TestMonitorTakesTheStartMeasurement(t *testing.T) {
+	fullcone := natcheck.Report{Class: natcheck.ClassFullCone, Answered: 3}
+	for _, tc := range []struct {
+		name    string
+		initial natcheck.Report
+		want    []int // re-measurements counted after each call
+	}{
+		{"measured", fullcone, []int{0, 1, 2}},
+		{"start-failed", natcheck.Report{}, []int{1, 2, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := &measuringTransport{initial: tc.initial}
+			check := (&Swarm{tr: tr}).monitorCheck()
+			for i, want := range tc.want {
+				if _, err := check(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if tr.remeasured != want {
+					t.Fatalf("call %d: %d re-measurements, want %d", i+1, tr.remeasured, want)
+				}
+			}
+		})
+	}
+}

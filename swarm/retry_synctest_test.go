@@ -67,6 +67,8 @@ func (f *failingTransport) Connect(ctx context.Context, remote ed25519.PublicKey
 func (f *failingTransport) Close() error         { return nil }
 func (f *failingTransport) NAT() natcheck.Report { return natcheck.Report{} }
 
+func (f *failingTransport) WaitNAT(context.Context) natcheck.Report { return natcheck.Report{} }
+
 func (f *failingTransport) RemeasureNAT(context.Context) (natcheck.Report, error) {
 	return natcheck.Report{}, ErrNoEndpoint
 }

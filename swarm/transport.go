@@ -25,6 +25,9 @@ type connector interface {
 	Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort, hello []byte) (*holepunch.Conn, error)
 	// NAT returns the last NAT measurement (zero before the first).
 	NAT() natcheck.Report
+	// WaitNAT waits until no measurement is in flight (the transport's own
+	// at start, a RemeasureNAT) or ctx ends, and returns the last report.
+	WaitNAT(ctx context.Context) natcheck.Report
 	// RemeasureNAT measures the NAT in front of the socket again and uses
 	// the new report in the next handshakes. A transport that cannot
 	// measure returns ErrNoEndpoint.
