@@ -119,6 +119,7 @@ func (n *Node) keepRelays() {
 				}
 			}
 			j.set.relays = kept
+			j.set.dropped++
 			priv := j.set.priv
 			n.mu.Unlock()
 			if _, err := n.ensureRelays(ctx, priv); err != nil {

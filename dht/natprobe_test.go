@@ -18,7 +18,7 @@ import (
 func TestNATProbeStrangerIsNeverContacted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	v, nets := startVNet(t, ctx, 0, 3, "203.0.113.6")
+	v, nets := startVNet(t, ctx, 3, "203.0.113.6")
 	vn := nets[0]
 	server, contacted, stranger := v.Servers[0], v.Servers[1], v.Servers[2]
 	testutil.Eventually(t, 10*time.Second, func() bool { return len(server.Contacts()) == 2 }, "the server to know both other nodes")

@@ -85,14 +85,17 @@ type relaySet struct {
 	// flight is the registration in progress, which overlapping calls share
 	// (see ensureRelays); nil when none is.
 	flight *relayFlight
+	// dropped counts the relays keepRelays dropped from the set.
+	dropped int
 }
 
 // relayFlight is one registration round; relays and err are set before done
 // is closed.
 type relayFlight struct {
-	done   chan struct{}
-	relays []netip.AddrPort
-	err    error
+	done           chan struct{}
+	droppedAtStart int // relaySet.dropped when the round began
+	relays         []netip.AddrPort
+	err            error
 }
 
 const (

@@ -730,33 +730,42 @@ func (n *Node) Relays(pub ed25519.PublicKey) []netip.AddrPort {
 //
 // Calls for one key that overlap share one registration: a swarm's start
 // both listens (Register) and announces, and each did the whole lookup and
-// registration round.
+// registration round. A call that waits for a round which began before the
+// set last lost a relay (keepRelays) runs one of its own after it, so that
+// two relays dying at once are both replaced.
 func (n *Node) ensureRelays(ctx context.Context, priv ed25519.PrivateKey) ([]netip.AddrPort, error) {
 	pub := priv.Public().(ed25519.PublicKey)
-	n.mu.Lock()
-	set := n.announced[keyOf(pub)]
-	if set == nil {
-		set = &relaySet{priv: priv}
-		n.announced[keyOf(pub)] = set
-	}
-	f := set.flight
-	if f == nil {
-		f = &relayFlight{done: make(chan struct{})}
-		set.flight = f
-		n.mu.Unlock()
-		f.relays, f.err = n.registerRelays(ctx, priv, set)
+	for {
 		n.mu.Lock()
-		set.flight = nil
+		set := n.announced[keyOf(pub)]
+		if set == nil {
+			set = &relaySet{priv: priv}
+			n.announced[keyOf(pub)] = set
+		}
+		f := set.flight
+		if f == nil {
+			f = &relayFlight{done: make(chan struct{}), droppedAtStart: set.dropped}
+			set.flight = f
+			n.mu.Unlock()
+			f.relays, f.err = n.registerRelays(ctx, priv, set)
+			n.mu.Lock()
+			set.flight = nil
+			n.mu.Unlock()
+			close(f.done)
+			return f.relays, f.err
+		}
 		n.mu.Unlock()
-		close(f.done)
-		return f.relays, f.err
-	}
-	n.mu.Unlock()
-	select {
-	case <-f.done:
-		return slices.Clone(f.relays), f.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		n.mu.Lock()
+		stale := set.dropped != f.droppedAtStart
+		n.mu.Unlock()
+		if !stale {
+			return slices.Clone(f.relays), f.err
+		}
 	}
 }
 

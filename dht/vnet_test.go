@@ -19,7 +19,7 @@ import (
 func TestVNet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	v, nets := startVNet(t, ctx, 0, 5, "203.0.113.6")
+	v, nets := startVNet(t, ctx, 5, "203.0.113.6")
 	vn := nets[0]
 	client := dht.New(dht.Config{Net: vn, ListenAddr: "203.0.113.6:49737", Mode: dht.ModeEphemeral, Bootstrap: v.Bootstrap})
 	if err := client.Start(); err != nil {
@@ -50,12 +50,12 @@ func TestVNet(t *testing.T) {
 	}
 }
 
-// startVNet starts a vnet WAN delaying every packet by delay, with servers persistent DHT
-// servers and a public host at each of ips (their nets returned in order); it closes when
-// the test ends. Hosts at ips must not take the servers' addresses (203.0.113.1 on).
-func startVNet(t *testing.T, ctx context.Context, delay time.Duration, servers int, ips ...string) (*testnet.VNet, []*vnet.Net) {
+// startVNet starts a vnet WAN with servers persistent DHT servers and a public host at each
+// of ips (their nets returned in order); it closes when the test ends. Hosts at ips must not
+// take the servers' addresses (203.0.113.1 on).
+func startVNet(t *testing.T, ctx context.Context, servers int, ips ...string) (*testnet.VNet, []*vnet.Net) {
 	t.Helper()
-	v, err := testnet.NewVNetDelay(delay)
+	v, err := testnet.NewVNet()
 	if err != nil {
 		t.Fatal(err)
 	}

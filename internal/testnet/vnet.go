@@ -36,14 +36,10 @@ type VNet struct {
 }
 
 // NewVNet returns an empty WAN.
-func NewVNet() (*VNet, error) { return NewVNetDelay(0) }
-
-// NewVNetDelay returns an empty WAN that delays every packet by delay, for tests that need
-// round trips to take a while.
-func NewVNetDelay(delay time.Duration) (*VNet, error) {
+func NewVNet() (*VNet, error) {
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
-	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "203.0.113.0/24", LoggerFactory: lf, MinDelay: delay})
+	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "203.0.113.0/24", LoggerFactory: lf})
 	if err != nil {
 		return nil, fmt.Errorf("testnet: vnet WAN: %w", err)
 	}
