@@ -69,6 +69,7 @@ type Peer struct {
 	swarmdb                            atomic.Bool
 	proto                              atomic.Int32 // its swarmdb protocol version (0: ToolDb)
 	identified                         atomic.Bool
+	crossedLost                        atomic.Bool // lost a crossed-connection tie (see Bridge.claim)
 	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
 
 	// mu guards the fields below. It is a leaf: nothing else is locked while it is held, and
@@ -404,9 +405,16 @@ func (p *Peer) endCrossed(err error) {
 
 // crossedAccepted reports whether err says p lost to a crossed connection that p's remote
 // dialled: p stays, unidentified and with no strike, and its ping is answered, so that its
-// dialler sees the kept connection and closes this one (see Bridge.claim).
+// dialler sees the kept connection and closes this one (see Bridge.claim); if it has not
+// within crossedGrace, we do (endCrossed).
 func (p *Peer) crossedAccepted(err error) bool {
-	return !p.initiator && errors.Is(err, ErrCrossedLink)
+	if p.initiator || !errors.Is(err, ErrCrossedLink) {
+		return false
+	}
+	if p.crossedLost.CompareAndSwap(false, true) {
+		p.endCrossed(err)
+	}
+	return true
 }
 
 // strike uses one of the peer's strikes; with none left the peer is closed for abuse.
