@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,12 +184,19 @@ func waitConns(t testing.TB, s *testSwarm, d time.Duration, peers ...ed25519.Pub
 	t.Helper()
 	s.rec.wait(t, d, fmt.Sprintf("%x connected to %d peers", s.PublicKey()[:4], len(peers)), func() bool {
 		for _, p := range peers {
-			if s.Conn(p) == nil {
+			// The connection, and its OnConnection event (which comes after, from the
+			// event queue): tests read the events next.
+			if s.Conn(p) == nil || !s.rec.openedLocked(p) {
 				return false
 			}
 		}
 		return true
 	})
+}
+
+// openedLocked reports whether an OnConnection event for peer came.
+func (r *recorder) openedLocked(peer ed25519.PublicKey) bool {
+	return slices.ContainsFunc(r.opened, func(info PeerInfo) bool { return info.PublicKey.Equal(peer) })
 }
 
 // pingPairEventually is pingPair for a pair that may still be settling: if
