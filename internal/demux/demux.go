@@ -9,8 +9,31 @@
 // only place the byte values are written. dht, holepunch, secure and
 // mainline take their tags from here.
 //
+// Handlers is the socket's dispatch table: each layer registers a Handler
+// for the classes it owns, and the read loop hands every datagram to the
+// handler of its class. On a node's socket (dht.Node.Handle registers):
+//
+//	DHT       dht itself
+//	STUN      dht answers Binding requests without USERNAME (every node is
+//	          a STUN server); the rest go to holepunch/dhtlink, which
+//	          offers them to the NAT prober (natcheck/dhtprobe: responses to
+//	          its own requests), then to the hole-punching endpoint (ICE
+//	          checks, routed like Sealed)
+//	KRPC      node's mainline part (mainline.Node.HandlePacket)
+//	Birthday  the hole-punching endpoint's birthday punching
+//	Sealed    the hole-punching endpoint: the punched path that owns the
+//	          source address, else the ICE connection through its mux
+//
+// A class nobody registered for is dropped and counted by the socket's
+// owner (dht.Stats.DroppedMalformed).
+//
 // This package imports nothing of ours, so every layer may use it.
 package demux
+
+import (
+	"net/netip"
+	"sync/atomic"
+)
 
 // Class is the protocol a datagram on the shared socket belongs to.
 type Class uint8
@@ -35,6 +58,8 @@ const (
 	// Sealed is a datagram sealed with a Noise session's keys (package
 	// secure).
 	Sealed
+
+	numClasses // not a class: how many there are
 )
 
 // First bytes. Each is written here once; the table maps them to classes.
@@ -104,4 +129,46 @@ func (c Class) String() string {
 		return "sealed"
 	}
 	return "unknown"
+}
+
+// Handler takes one datagram of the class it was registered for. It runs
+// on the read loop of the socket the datagram arrived on, so it must not
+// block; a node has a socket per address family, so it may run on two
+// loops at once. b is the loop's buffer: copy what you keep.
+type Handler func(b []byte, from netip.AddrPort)
+
+// Handlers is the dispatch table of a socket's read loop: at most one
+// Handler per class. The zero value has none. Handle and Dispatch may run
+// at the same time: a layer registers when it starts and removes its
+// handler when it closes, while the loop goes on reading.
+type Handlers struct {
+	by [numClasses]atomic.Pointer[Handler]
+}
+
+// Handle makes h the handler of class c, replacing any before it; a nil h
+// removes it. Registering for Unknown is a programming error and panics.
+func (t *Handlers) Handle(c Class, h Handler) {
+	if c == Unknown || c >= numClasses {
+		panic("demux: no handler can take class " + c.String())
+	}
+	if h == nil {
+		t.by[c].Store(nil)
+		return
+	}
+	t.by[c].Store(&h)
+}
+
+// Dispatch hands b, already classified as c (Classify, once, by the read
+// loop), to the handler of c and reports whether there was one. The caller
+// counts the datagrams nobody took.
+func (t *Handlers) Dispatch(c Class, b []byte, from netip.AddrPort) bool {
+	if c >= numClasses {
+		return false
+	}
+	h := t.by[c].Load()
+	if h == nil {
+		return false
+	}
+	(*h)(b, from)
+	return true
 }
