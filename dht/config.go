@@ -9,6 +9,8 @@ import (
 
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
+
+	"github.com/swarmdb/swarmdb/internal/demux"
 )
 
 // Mode says whether a node stores records and enters routing tables.
@@ -43,11 +45,6 @@ func (m Mode) String() string {
 // the announced key to. It returns the answer, or nil to send none. It runs
 // on its own goroutine and must return promptly: the relay waits for it.
 type SignalHandler func(to ed25519.PublicKey, from netip.AddrPort, payload []byte) []byte
-
-// PacketHandler receives datagrams of another protocol sharing the node's
-// socket (OnPacket, OnKRPC). It runs on the read loop: copy b and return at
-// once.
-type PacketHandler func(b []byte, from netip.AddrPort)
 
 // Config configures a Node. The zero value is a working ephemeral-capable
 // node on a random port of all interfaces with no bootstrap nodes.
@@ -133,14 +130,10 @@ type Config struct {
 
 	// OnSignal answers relayed signaling for keys this node announced.
 	OnSignal SignalHandler
-	// OnPacket receives the datagrams of the other protocols sharing the
-	// socket (ICE checks and STUN responses, punching probes, sealed
-	// transport datagrams): every known class but DHT, KRPC and the STUN
-	// binding requests the node answers itself.
-	OnPacket PacketHandler
-	// OnKRPC receives BitTorrent mainline DHT (KRPC) datagrams. Nil means
-	// they are dropped.
-	OnKRPC PacketHandler
+	// OnPacket and OnKRPC are registered with Node.Handle by New: OnPacket
+	// for STUN, Birthday and Sealed, OnKRPC for KRPC.
+	OnPacket demux.Handler
+	OnKRPC   demux.Handler
 	// OnTURN makes TURN relay offers (CmdTURN) for requesters that proved
 	// their address. Zero means this node serves no TURN relay.
 	OnTURN TURNHandler
