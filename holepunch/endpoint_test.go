@@ -53,7 +53,7 @@ func addPeerDHT(t testing.TB, n *testnet.Network, dhtTweak func(*dht.Config), tw
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	link := dhtlink.New()
-	cfg := dht.Config{Mode: dht.ModeEphemeral, OnSignal: link.HandleSignal, OnPacket: link.HandlePacket}
+	cfg := dht.Config{Mode: dht.ModeEphemeral, OnSignal: link.HandleSignal}
 	if dhtTweak != nil {
 		dhtTweak(&cfg)
 	}
