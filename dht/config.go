@@ -9,8 +9,6 @@ import (
 
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
-
-	"github.com/swarmdb/swarmdb/internal/demux"
 )
 
 // Mode says whether a node stores records and enters routing tables.
@@ -130,10 +128,6 @@ type Config struct {
 
 	// OnSignal answers relayed signaling for keys this node announced.
 	OnSignal SignalHandler
-	// OnPacket and OnKRPC are registered with Node.Handle by New: OnPacket
-	// for STUN, Birthday and Sealed, OnKRPC for KRPC.
-	OnPacket demux.Handler
-	OnKRPC   demux.Handler
 	// OnTURN makes TURN relay offers (CmdTURN) for requesters that proved
 	// their address. Zero means this node serves no TURN relay.
 	OnTURN TURNHandler

@@ -128,16 +128,6 @@ func New(cfg Config) *Node {
 	}
 	n.primary, _, _ = cfg.plan() // Start reports a bad address
 	n.addBootstrapLocked(cfg.Bootstrap)
-	// Transitional: the hooks become registrations until their users
-	// register themselves.
-	if cfg.OnKRPC != nil {
-		n.Handle(demux.KRPC, cfg.OnKRPC)
-	}
-	if cfg.OnPacket != nil {
-		for _, c := range []demux.Class{demux.STUN, demux.Birthday, demux.Sealed} {
-			n.Handle(c, cfg.OnPacket)
-		}
-	}
 	return n
 }
 
