@@ -5,24 +5,25 @@
 // a STUN server, and ICE checks are STUN), our own DHT, the BitTorrent
 // mainline DHT (KRPC), birthday-paradox punching probes and the sealed
 // datagrams of package secure. A datagram's first byte alone says which;
-// Classify is the only place that decides it, and the table below is the
-// only place the byte values are written. dht, holepunch, secure and
+// Classify is the only place that decides it, and its table of first bytes
+// is the only place the byte values are written. dht, holepunch, secure and
 // mainline take their tags from here.
 //
-// Handlers is the socket's dispatch table: each layer registers a Handler
+// Handlers is a socket's dispatch table: each layer registers a Handler
 // for the classes it owns, and the read loop hands every datagram to the
 // handler of its class. On a node's socket (dht.Node.Handle registers):
 //
 //	DHT       dht itself
-//	STUN      dht answers Binding requests without USERNAME (every node is
-//	          a STUN server); the rest go to holepunch/dhtlink, which
-//	          offers them to the NAT prober (natcheck/dhtprobe: responses to
-//	          its own requests), then to the hole-punching endpoint (ICE
-//	          checks, routed like Sealed)
-//	KRPC      node's mainline part (mainline.Node.HandlePacket)
-//	Birthday  the hole-punching endpoint's birthday punching
-//	Sealed    the hole-punching endpoint: the punched path that owns the
-//	          source address, else the ICE connection through its mux
+//	STUN      1. dht: Binding requests without USERNAME (every DHT node is
+//	             a STUN server)
+//	          2. natcheck/dhtprobe: Binding responses to its own requests
+//	          3. holepunch: the rest (ICE checks), routed as Sealed is
+//	          (dht answers 1 before dispatching; holepunch/dhtlink's STUN
+//	          handler offers 2 then 3; node.Netcheck registers 2 alone)
+//	KRPC      mainline, through package node's mainline part
+//	Birthday  holepunch: probes of the birthday punches in progress
+//	Sealed    holepunch: the punched path that owns the source address,
+//	          else the ICE connection (through ICE's UDP mux)
 //
 // A class nobody registered for is dropped and counted by the socket's
 // owner (dht.Stats.DroppedMalformed).
