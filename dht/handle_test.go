@@ -93,3 +93,14 @@ func TestHandle(t *testing.T) {
 	default:
 	}
 }
+
+// TestHandleDHTPanics: the DHT class is the node's own.
+func TestHandleDHTPanics(t *testing.T) {
+	n := dht.New(dht.Config{})
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Handle(DHT) did not panic")
+		}
+	}()
+	n.Handle(demux.DHT, func([]byte, netip.AddrPort) {})
+}

@@ -270,7 +270,7 @@ func TestSignalingOverDHT(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := next(t, ha.packets, "datagram"); got.from != b.LocalAddr() || !bytes.Equal(got.payload, dgram) {
-		t.Fatalf("a's onPacket got %x from %v, want %x from %v", got.payload, got.from, dgram, b.LocalAddr())
+		t.Fatalf("a's Sealed handler got %x from %v, want %x from %v", got.payload, got.from, dgram, b.LocalAddr())
 	}
 }
 
@@ -371,8 +371,8 @@ func TestTURNBeyondBootstrap(t *testing.T) {
 	}
 }
 
-// TestMeasureNAT: the NAT measurement runs through the link, whose packet
-// hook hands the STUN answers to the measurement and not to the endpoint.
+// TestMeasureNAT: the NAT measurement runs through the link, whose STUN
+// handler hands the STUN answers to the measurement and not to the endpoint.
 // On loopback there is no NAT: the public address is the socket's own.
 func TestMeasureNAT(t *testing.T) {
 	nw := startNet(t, 4, nil)
