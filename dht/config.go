@@ -44,11 +44,6 @@ func (m Mode) String() string {
 // on its own goroutine and must return promptly: the relay waits for it.
 type SignalHandler func(to ed25519.PublicKey, from netip.AddrPort, payload []byte) []byte
 
-// PacketHandler receives datagrams of another protocol sharing the node's
-// socket (OnPacket, OnKRPC). It runs on the read loop: copy b and return at
-// once.
-type PacketHandler func(b []byte, from netip.AddrPort)
-
 // Config configures a Node. The zero value is a working ephemeral-capable
 // node on a random port of all interfaces with no bootstrap nodes.
 type Config struct {
@@ -133,14 +128,6 @@ type Config struct {
 
 	// OnSignal answers relayed signaling for keys this node announced.
 	OnSignal SignalHandler
-	// OnPacket receives the datagrams of the other protocols sharing the
-	// socket (ICE checks and STUN responses, punching probes, sealed
-	// transport datagrams): every known class but DHT, KRPC and the STUN
-	// binding requests the node answers itself.
-	OnPacket PacketHandler
-	// OnKRPC receives BitTorrent mainline DHT (KRPC) datagrams. Nil means
-	// they are dropped.
-	OnKRPC PacketHandler
 	// OnTURN makes TURN relay offers (CmdTURN) for requesters that proved
 	// their address. Zero means this node serves no TURN relay.
 	OnTURN TURNHandler

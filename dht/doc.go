@@ -4,8 +4,10 @@
 // probes, TURN offers), the routing tables, the record store and the
 // lookups. Every DHT node is also a STUN server on its DHT port (stun.go).
 // The other protocols sharing the sockets (ICE, sealed sessions, birthday
-// probes, mainline KRPC) reach their owners through Config.OnPacket and
-// Config.OnKRPC; internal/demux says which is which.
+// probes, mainline KRPC) reach their owners through the handlers each
+// registers for its classes with Node.Handle; internal/demux says which
+// class is which and who takes it. The handlers run on the sockets' read
+// loops and must not block.
 //
 // Users: swarm, holepunch/dhtlink and natcheck/dhtprobe, node, cmd. It
 // imports nothing of swarmdb's but internal/demux.

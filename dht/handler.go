@@ -13,11 +13,11 @@ import (
 	"github.com/swarmdb/swarmdb/internal/demux"
 )
 
-// readLoop owns the read side of one family's socket. It demultiplexes by the first byte
-// (internal/demux): DHT packets handled here, plain STUN binding requests
-// answered here, mainline KRPC to OnKRPC, the other known classes (ICE
-// checks, punching probes, transport datagrams) to OnPacket. Unknown first
-// bytes are dropped.
+// readLoop owns the read side of one family's socket. It classifies each
+// datagram by its first byte (internal/demux): DHT packets are handled
+// here and plain STUN binding requests answered here; every other class
+// goes to the handler registered for it (Handle). Unknown first bytes, and
+// classes nobody registered for, are dropped.
 func (n *Node) readLoop(st *stack) {
 	defer n.wg.Done()
 	buf := make([]byte, 64<<10)
@@ -43,12 +43,13 @@ func (n *Node) readLoop(st *stack) {
 		case class == demux.DHT:
 			n.handlePacket(b, src)
 		case class == demux.STUN && n.answerSTUN(b, src):
-		case class == demux.KRPC && n.cfg.OnKRPC != nil:
-			n.ctr.krpcPackets.Add(1)
-			n.cfg.OnKRPC(b, src)
-		case class != demux.Unknown && class != demux.KRPC && n.cfg.OnPacket != nil:
-			n.ctr.otherPackets.Add(1)
-			n.cfg.OnPacket(b, src)
+			// a Binding request to this node as a STUN server
+		case n.handlers.Dispatch(class, b, src):
+			if class == demux.KRPC {
+				n.ctr.krpcPackets.Add(1)
+			} else {
+				n.ctr.otherPackets.Add(1)
+			}
 		default:
 			n.ctr.droppedMalformed.Add(1)
 		}

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/demux"
 )
 
 // Node is one DHT node: a UDP socket, a routing table, a record store and
@@ -34,8 +36,9 @@ type Node struct {
 	stacks  [numFamilies]*stack
 	primary Family // the family of ListenAddr: LocalAddr, PublicAddr, ID
 
-	ctr counters
-	rto rttEstimator // its own lock
+	ctr      counters
+	rto      rttEstimator   // its own lock
+	handlers demux.Handlers // the other protocols' handlers (Handle); its own sync
 
 	// Guarded by mu.
 	mu           sync.Mutex
@@ -473,6 +476,25 @@ func (n *Node) noteSent(ip netip.Addr) {
 func (n *Node) contactedLocked(ip netip.Addr) bool {
 	_, ok := n.sentIPs[ip]
 	return ok || n.sentOverflow
+}
+
+// Handle makes h the handler of the datagrams of class c on the node's
+// sockets (both families), replacing any before it; a nil h removes it.
+// It serves the protocols that share the sockets without being the DHT
+// (internal/demux lists who takes what): KRPC, Birthday, Sealed and STUN.
+// The node keeps the DHT class and answers plain STUN Binding requests
+// (no USERNAME) itself, so the STUN handler gets every other STUN message.
+// A datagram of a class with no handler is dropped (DroppedMalformed).
+//
+// h runs on a socket's read loop, and the IPv4 and IPv6 loops may run it
+// at once: it must not block, and must copy b to keep it. Handle may be
+// called at any time, before Start or while the node runs. Registering
+// for DHT or Unknown panics.
+func (n *Node) Handle(c demux.Class, h demux.Handler) {
+	if c == demux.DHT {
+		panic("dht: the node handles DHT datagrams itself")
+	}
+	n.handlers.Handle(c, h)
 }
 
 // WritePacket sends a raw datagram from the node's socket of addr's

@@ -24,9 +24,9 @@ type Stats struct {
 	RelaysForwarded         uint64
 	SignalsAnswered         uint64
 	AnnouncesStored         uint64
-	OtherPackets            uint64 // handed to OnPacket (ICE, transport)
-	KRPCPackets             uint64 // handed to OnKRPC (mainline DHT)
-	DroppedMalformed        uint64 // truncated, oversized, garbage
+	OtherPackets            uint64 // handed to the STUN, Birthday and Sealed handlers (Node.Handle)
+	KRPCPackets             uint64 // handed to the KRPC handler (mainline DHT)
+	DroppedMalformed        uint64 // truncated, oversized, garbage, or of a class with no handler
 	DroppedBadVersion       uint64
 	DroppedRateLimited      uint64
 	DroppedUnexpectedReply  uint64 // unknown tid or wrong source

@@ -40,7 +40,7 @@ func labPeerWith(t testing.TB, h *natlab.Host, boot []netip.AddrPort, tweak func
 	var tn transport.Net = h.Net()
 	cfg := dht.Config{
 		Net: tn, ListenAddr: netip.AddrPortFrom(h.IP(), 0).String(), Bootstrap: boot, Mode: dht.ModeEphemeral,
-		OnSignal: link.HandleSignal, OnPacket: link.HandlePacket,
+		OnSignal: link.HandleSignal,
 	}
 	if tweak != nil {
 		tweak(&cfg)

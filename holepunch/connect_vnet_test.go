@@ -160,7 +160,7 @@ func TestConnectVNet(t *testing.T) {
 	for name, h := range hosts {
 		link := dhtlink.New()
 		node := dht.New(dht.Config{Net: h.net, ListenAddr: h.ip + ":0", Bootstrap: v.Bootstrap, Mode: dht.ModeEphemeral,
-			OnSignal: link.HandleSignal, OnPacket: link.HandlePacket})
+			OnSignal: link.HandleSignal})
 		if err := node.Start(); err != nil {
 			t.Fatal(err)
 		}

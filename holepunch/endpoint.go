@@ -18,6 +18,7 @@ import (
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
 
+	"github.com/swarmdb/swarmdb/internal/demux"
 	"github.com/swarmdb/swarmdb/internal/pionlog"
 	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/secure"
@@ -198,7 +199,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 // in the background.
 func (e *Endpoint) Start() error {
 	e.mux = newMuxes(e.cfg.Link, e.cfg.Net, e.pion.NewLogger("icemux"))
-	e.cfg.Link.SetHandlers(e.handleSignal, e.handlePacket)
+	e.setHandlers(true)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -226,7 +227,7 @@ func (e *Endpoint) Close() error {
 		}()
 	}
 	wg.Wait()
-	e.cfg.Link.SetHandlers(nil, nil)
+	e.setHandlers(false)
 	e.cancel()
 	e.wg.Wait()
 	if e.mux != nil {
@@ -822,14 +823,27 @@ func (e *Endpoint) spawn(f func()) bool {
 	return true
 }
 
-// handlePacket demultiplexes the datagrams the DHT did not take: those
-// from an address a punched path owns go to it, everything else (ICE checks
-// and ICE-path session data) to the ICE mux.
-func (e *Endpoint) handlePacket(b []byte, from netip.AddrPort) {
-	if IsBirthday(b) {
-		e.handleBirthday(b, from)
-		return
+// setHandlers installs the endpoint's handlers on the link, or removes
+// them: it is the list of what the endpoint takes from the node's socket
+// (internal/demux has the whole table). The packet handlers run on the
+// node's read loop and must not block: each copies what it keeps and hands
+// it on through a buffered channel or queue, dropping it when that is full.
+func (e *Endpoint) setHandlers(on bool) {
+	signal, birthday, bySource := e.handleSignal, e.handleBirthday, e.routeBySource
+	if !on {
+		signal, birthday, bySource = nil, nil, nil
 	}
+	l := e.cfg.Link
+	l.SetSignalHandler(signal)
+	l.Handle(demux.Birthday, birthday) // probes of punches in progress
+	l.Handle(demux.Sealed, bySource)   // sessions, on a punched path or over ICE
+	l.Handle(demux.STUN, bySource)     // ICE checks
+}
+
+// routeBySource takes the session datagrams and ICE checks on the node's
+// socket: those from an address a punched path owns go to it, everything
+// else (ICE checks and ICE-path session data) to the ICE mux.
+func (e *Endpoint) routeBySource(b []byte, from netip.AddrPort) {
 	e.paths.mu.Lock()
 	rc := e.paths.routes[from]
 	e.paths.mu.Unlock()

@@ -184,8 +184,8 @@ func (p *pendingHandshakes) endIncoming(key string, h *inbound) {
 	}
 }
 
-// punchedPaths holds the paths found outside ICE that the packet demux
-// (handlePacket) feeds. mu guards both maps.
+// punchedPaths holds the paths found outside ICE that the endpoint's packet
+// handlers (handleBirthday, routeBySource) feed. mu guards both maps.
 type punchedPaths struct {
 	mu        sync.Mutex
 	routes    map[netip.AddrPort]*routedConn             // easy-side birthday paths by remote address

@@ -53,7 +53,7 @@ func addPeerDHT(t testing.TB, n *testnet.Network, dhtTweak func(*dht.Config), tw
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	link := dhtlink.New()
-	cfg := dht.Config{Mode: dht.ModeEphemeral, OnSignal: link.HandleSignal, OnPacket: link.HandlePacket}
+	cfg := dht.Config{Mode: dht.ModeEphemeral, OnSignal: link.HandleSignal}
 	if dhtTweak != nil {
 		dhtTweak(&cfg)
 	}
@@ -69,7 +69,8 @@ func addPeerDHT(t testing.TB, n *testnet.Network, dhtTweak func(*dht.Config), tw
 	})
 }
 
-// newPeer puts an endpoint on a started node whose hooks go to link.
+// newPeer puts an endpoint on a started node whose signaling hook goes to
+// link; Attach and the endpoint's Start register the packet handlers.
 func newPeer(t testing.TB, node *dht.Node, link *dhtlink.Link, boot []netip.AddrPort, tn transport.Net, tweak func(*holepunch.EndpointConfig)) *peer {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(nil)

@@ -14,6 +14,8 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/stun" // ice/v2's config types use stun v0.6.1; keep it in this file
 	"github.com/pion/transport/v2"
+
+	"github.com/swarmdb/swarmdb/internal/demux"
 )
 
 // ICE tuning, measured in go-deps.md §2.5–2.6.
@@ -59,11 +61,15 @@ type Link interface {
 	// Signal sends payload for the key pub through relay and returns the
 	// answer.
 	Signal(ctx context.Context, relay netip.AddrPort, pub []byte, payload []byte) ([]byte, error)
-	// SetHandlers installs the endpoint's handlers: onSignal answers
-	// signaling relayed to us (return nil for no answer); onPacket gets
-	// every datagram that is neither DHT nor plain STUN. onPacket runs on
-	// the node's read loop and must not block or keep b.
-	SetHandlers(onSignal func(from netip.AddrPort, payload []byte) []byte, onPacket func(b []byte, from netip.AddrPort))
+	// SetSignalHandler installs the endpoint's answer to signaling relayed
+	// to us (h returns nil for no answer); nil removes it.
+	SetSignalHandler(h func(from netip.AddrPort, payload []byte) []byte)
+	// Handle makes h the handler of the datagrams of class c arriving on
+	// the node's socket (demux.Birthday, demux.Sealed or demux.STUN); nil
+	// removes it. The STUN handler gets what the node and the link's NAT
+	// measurement leave: ICE checks and their responses. h runs on the
+	// node's read loop and must not block or keep b.
+	Handle(c demux.Class, h demux.Handler)
 	// WritePacket sends a datagram from the node's socket.
 	WritePacket(b []byte, to netip.AddrPort) error
 	// LocalAddr is the bound address of the node's socket of its primary

@@ -50,7 +50,7 @@ func familyPeer(t testing.TB, nw *testnet.Network, listen, listen6 string) *peer
 	}
 	link := dhtlink.New()
 	node := dht.New(dht.Config{Mode: dht.ModeEphemeral, ListenAddr: listen, ListenAddr6: listen6, Bootstrap: boot, RateLimit: -1,
-		OnSignal: link.HandleSignal, OnPacket: link.HandlePacket})
+		OnSignal: link.HandleSignal})
 	if err := node.Start(); err != nil {
 		t.Fatal(err)
 	}

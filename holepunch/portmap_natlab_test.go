@@ -29,7 +29,7 @@ func labMappedPeer(t testing.TB, h *natlab.Host, boot []netip.AddrPort) *peer {
 	var tn transport.Net = h.Net()
 	node := dht.New(dht.Config{
 		Net: tn, ListenAddr: h.IP().String() + ":0", Bootstrap: boot, Mode: dht.ModeEphemeral,
-		OnSignal: link.HandleSignal, OnPacket: link.HandlePacket,
+		OnSignal: link.HandleSignal,
 	})
 	if err := node.Start(); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/internal/demux"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/natcheck"
@@ -56,7 +57,8 @@ func TestMonitorNATLab(t *testing.T) {
 
 	p := dhtprobe.New()
 	node := dht.New(dht.Config{Net: host.Net(), ListenAddr: "0.0.0.0:0", Mode: dht.ModeEphemeral, Bootstrap: servers[:1],
-		OnPacket: p.HandlePacket, RequestTimeout: 500 * time.Millisecond})
+		RequestTimeout: 500 * time.Millisecond})
+	node.Handle(demux.STUN, p.HandlePacket)
 	p.Attach(node)
 	if err := node.Start(); err != nil {
 		t.Fatal(err)

@@ -68,7 +68,6 @@ type Bootstrap struct {
 	dn       *dht.Node
 	relay    atomic.Pointer[turnserver.Server]
 	turnErr  error // why the relay is off when TURNAddr was set
-	krpc     krpcHook
 	mainline *mainlinePart
 	cache    *nodeCache
 
@@ -114,7 +113,7 @@ func (b *Bootstrap) Start(ctx context.Context) (err error) {
 		boot = validAddrs(append(append([]netip.AddrPort(nil), boot...), c.DHT...))
 	}
 	b.dn = dht.New(dht.Config{Net: b.cfg.Net, ListenAddr: b.cfg.ListenAddr, ListenAddr6: b.cfg.ListenAddr6, Bootstrap: boot, Mode: dht.ModePersistent,
-		PublicAddr: b.cfg.PublicAddr, OnTURN: b.turnOffer, OnKRPC: b.krpc.handle, Logger: b.log.With("component", "dht")})
+		PublicAddr: b.cfg.PublicAddr, OnTURN: b.turnOffer, Logger: b.log.With("component", "dht")})
 	if err := b.dn.Start(); err != nil {
 		return err
 	}
@@ -191,9 +190,7 @@ func (b *Bootstrap) startMainline(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: mainline: %w", err)
 	}
-	b.krpc.part.Store(part)
 	if err := part.start(); err != nil {
-		b.krpc.part.Store(nil)
 		return fmt.Errorf("node: mainline: %w", err)
 	}
 	b.mainline = part
@@ -237,7 +234,6 @@ func (b *Bootstrap) shutdown() error {
 	}
 	if b.mainline != nil {
 		b.mainline.close()
-		b.krpc.part.Store(nil)
 	}
 	var errs []error
 	if srv := b.relay.Load(); srv != nil {

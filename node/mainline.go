@@ -16,6 +16,7 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/internal/demux"
 	"github.com/swarmdb/swarmdb/mainline"
 	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
@@ -172,8 +173,8 @@ type mainlinePart struct {
 	nameAnnounces atomic.Uint64 // announces under the bootstrap name
 }
 
-// newMainlinePart builds the mainline node on dn's socket. dn's config must
-// send KRPC datagrams to the returned part's HandlePacket (see krpcHook).
+// newMainlinePart builds the mainline node on dn's socket. start registers
+// it for dn's KRPC datagrams; close removes it.
 func newMainlinePart(dn *dht.Node, cfg mainlineConfig) (*mainlinePart, error) {
 	ml, err := mainline.New(mainline.Config{
 		Write:     dn.WritePacket,
@@ -191,7 +192,11 @@ func newMainlinePart(dn *dht.Node, cfg mainlineConfig) (*mainlinePart, error) {
 }
 
 func (m *mainlinePart) start() error {
+	// mainline.Node.HandlePacket copies and never blocks, as a handler on
+	// the DHT socket's read loop must.
+	m.dn.Handle(demux.KRPC, m.ml.HandlePacket)
 	if err := m.ml.Start(); err != nil {
+		m.dn.Handle(demux.KRPC, nil)
 		return err
 	}
 	m.wg.Add(1)
@@ -204,13 +209,11 @@ func (m *mainlinePart) start() error {
 }
 
 func (m *mainlinePart) close() {
+	m.dn.Handle(demux.KRPC, nil)
 	m.cancel()
 	m.wg.Wait()
 	_ = m.ml.Close()
 }
-
-// handlePacket is the DHT socket's OnKRPC.
-func (m *mainlinePart) handlePacket(b []byte, from netip.AddrPort) { m.ml.HandlePacket(b, from) }
 
 // report tells OnPeer about p the first time it is found.
 func (m *mainlinePart) report(p MainlinePeer) {
@@ -493,17 +496,6 @@ func (m *mainlinePart) stats() MainlineStats {
 	return s
 }
 
-// krpcHook forwards KRPC datagrams to a mainline part that is made after
-// the socket opens (the part needs the socket to write). Until then, and
-// after it closes, they are dropped.
-type krpcHook struct{ part atomic.Pointer[mainlinePart] }
-
-func (h *krpcHook) handle(b []byte, from netip.AddrPort) {
-	if p := h.part.Load(); p != nil {
-		p.handlePacket(b, from)
-	}
-}
-
 // resolveTimeout bounds the name resolution of the mainline routers.
 const resolveTimeout = 10 * time.Second
 
@@ -577,9 +569,7 @@ func (n *Node) startMainline(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: mainline: %w", err)
 	}
-	n.krpc.part.Store(part)
 	if err := part.start(); err != nil {
-		n.krpc.part.Store(nil)
 		return fmt.Errorf("node: mainline: %w", err)
 	}
 	n.mainline = part

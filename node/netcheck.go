@@ -12,6 +12,7 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/internal/demux"
 	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 	"github.com/swarmdb/swarmdb/portmap"
@@ -83,8 +84,9 @@ func Netcheck(ctx context.Context, cfg NetcheckConfig) (NetcheckReport, error) {
 	p := dhtprobe.New()
 	dn := dht.New(dht.Config{
 		Net: cfg.Net, ListenAddr: cfg.ListenAddr, ListenAddr6: cfg.ListenAddr6, Bootstrap: cfg.Bootstrap, Mode: dht.ModeEphemeral,
-		OnPacket: p.HandlePacket, Logger: cfg.Logger,
+		Logger: cfg.Logger,
 	})
+	dn.Handle(demux.STUN, p.HandlePacket) // nothing else here takes STUN
 	p.Attach(dn)
 	if err := dn.Start(); err != nil {
 		return NetcheckReport{}, err

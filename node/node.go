@@ -44,7 +44,6 @@ type Node struct {
 	tlsConfig *tls.Config
 	peers     *peerDirectory
 	startedAt time.Time
-	krpc      krpcHook
 	mainline  *mainlinePart // nil when Config.Mainline is empty
 	dnsdisc   *dnsdisc.Node // nil with DisableLAN or when mDNS failed
 	dialer    *serverDialer // nil when nothing finds ToolDb servers
@@ -195,7 +194,7 @@ func (n *Node) startSwarm(ctx context.Context) error {
 	// hole punching their component: a component here would repeat the key.
 	n.swarm, err = swarm.New(swarm.Config{
 		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: boot,
-		DHT:      dht.Config{OnKRPC: n.krpc.handle, WebSocketURL: n.cfg.PublicWebSocketURL, ListenAddr6: n.cfg.ListenAddr6},
+		DHT:      dht.Config{WebSocketURL: n.cfg.PublicWebSocketURL, ListenAddr6: n.cfg.ListenAddr6},
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
 		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session, StaleAfter: n.cfg.StaleAfter,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
@@ -300,7 +299,6 @@ func (n *Node) shutdown() error {
 	}
 	if n.mainline != nil {
 		n.mainline.close()
-		n.krpc.part.Store(nil)
 	}
 	n.closeHTTP()
 	if n.peers != nil {

@@ -177,7 +177,7 @@ func (p *Pipe) start(ctx context.Context) error {
 	}
 	p.dn = dht.New(dht.Config{
 		Net: p.cfg.Net, ListenAddr: p.cfg.ListenAddr, Bootstrap: p.cfg.Bootstrap, Mode: mode,
-		OnSignal: link.HandleSignal, OnPacket: link.HandlePacket, Logger: p.cfg.Logger.With("component", "dht"),
+		OnSignal: link.HandleSignal, Logger: p.cfg.Logger.With("component", "dht"),
 	})
 	if err := p.dn.Start(); err != nil {
 		return pipeFailed(PipeFailed, "listen", err)

@@ -91,8 +91,8 @@ type Config struct {
 	// Bootstrap lists DHT nodes to join through. Empty means no DHT
 	// discovery beyond this node (LAN discovery still works).
 	Bootstrap []netip.AddrPort
-	// DHT tunes the DHT node. Its Net, ListenAddr, Bootstrap, Logger,
-	// OnSignal and OnPacket are set by the swarm. Zero Mode means adaptive.
+	// DHT tunes the DHT node. Its Net, ListenAddr, Bootstrap, Logger and
+	// OnSignal are set by the swarm. Zero Mode means adaptive.
 	DHT dht.Config
 
 	// MaxPeers bounds open connections of both directions plus dials in

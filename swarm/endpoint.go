@@ -46,7 +46,6 @@ func defaultTransport(cfg Config) transportFactory {
 func (f *endpointFactory) configure(c *dht.Config) {
 	f.link = dhtlink.New()
 	c.OnSignal = f.link.HandleSignal
-	c.OnPacket = f.link.HandlePacket
 }
 
 func (f *endpointFactory) start(ctx context.Context, node *dht.Node, h transportHooks) (connector, error) {

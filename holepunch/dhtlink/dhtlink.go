@@ -3,10 +3,12 @@
 // measures the NAT with natcheck/dhtprobe on the same socket. It is the only
 // place where holepunch meets dht.
 //
-// Wire it before the node starts, since dht.Config takes the hooks:
+// Wire it before the node starts, since dht.Config takes the signaling
+// hook; Attach registers the link's STUN handler with the node, and the
+// endpoint's Start registers its handlers through the link (Handle):
 //
 //	link := dhtlink.New()
-//	cfg.OnSignal, cfg.OnPacket = link.HandleSignal, link.HandlePacket
+//	cfg.OnSignal = link.HandleSignal
 //	node := dht.New(cfg)
 //	link.Attach(node, tn)
 //	ep, _ := holepunch.NewEndpoint(holepunch.EndpointConfig{Key: priv, Link: link, MeasureNAT: link.MeasureNAT})
@@ -28,6 +30,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/holepunch"
+	"github.com/swarmdb/swarmdb/internal/demux"
 	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/natcheck/dhtprobe"
 )
@@ -42,26 +45,32 @@ type Link struct {
 	node     *dht.Node
 	net      transport.Net
 	onSignal func(from netip.AddrPort, payload []byte) []byte
-	onPacket func(b []byte, from netip.AddrPort)
-	turn     dht.TURNOffer // last offer, reused until turnReuse before expiry
+	ice      demux.Handler                 // the endpoint's STUN handler (handleSTUN)
+	handlers map[demux.Class]demux.Handler // the endpoint's others, for Attach to register
+	turn     dht.TURNOffer                 // last offer, reused until turnReuse before expiry
 }
 
 var _ holepunch.Link = (*Link)(nil)
 
 // New returns a Link with no node attached.
 func New() *Link {
-	return &Link{prober: dhtprobe.New()}
+	return &Link{prober: dhtprobe.New(), handlers: map[demux.Class]demux.Handler{}}
 }
 
 // Attach sets the node the link works through. Its bootstrap nodes
 // (dht.Node.BootstrapNodes, which may grow after the start) are the first
 // servers the NAT measurement and the TURN request ask; tn lists the host's
 // interfaces for the NAT check (nil: it cannot recognise an unspecified
-// bind address).
+// bind address). It registers the link's STUN handler with the node, and
+// the endpoint's handlers if the endpoint started first.
 func (l *Link) Attach(node *dht.Node, tn transport.Net) {
 	l.mu.Lock()
 	l.node, l.net = node, tn
+	for c, h := range l.handlers {
+		node.Handle(c, h)
+	}
 	l.mu.Unlock()
+	node.Handle(demux.STUN, l.handleSTUN)
 	l.prober.Attach(node)
 }
 
@@ -85,25 +94,44 @@ func (l *Link) HandleSignal(to ed25519.PublicKey, from netip.AddrPort, payload [
 	return h(from, payload)
 }
 
-// HandlePacket is the node's dht.PacketHandler: STUN responses to the NAT
-// measurement go to the prober, everything else to the endpoint.
-func (l *Link) HandlePacket(b []byte, from netip.AddrPort) {
+// SetSignalHandler implements holepunch.Link.
+func (l *Link) SetSignalHandler(h func(netip.AddrPort, []byte) []byte) {
+	l.mu.Lock()
+	l.onSignal = h
+	l.mu.Unlock()
+}
+
+// Handle implements holepunch.Link. Birthday probes and sealed datagrams
+// go from the node straight to the endpoint's handlers; STUN goes through
+// handleSTUN. It may come before Attach, which then registers h.
+func (l *Link) Handle(c demux.Class, h demux.Handler) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c == demux.STUN {
+		l.ice = h
+		return
+	}
+	l.handlers[c] = h
+	if l.node != nil {
+		l.node.Handle(c, h) // only stores h: no lock of the node, no callback
+	}
+}
+
+// handleSTUN is the node's STUN handler, the one place that orders the
+// STUN class's three takers: the node has answered plain Binding requests
+// itself (every DHT node is a STUN server); responses to the NAT
+// measurement's own requests go to the prober; the rest (ICE checks and
+// their responses) to the endpoint. It runs on the node's read loop.
+func (l *Link) handleSTUN(b []byte, from netip.AddrPort) {
 	if l.prober.Handle(b, from) {
 		return
 	}
 	l.mu.RLock()
-	h := l.onPacket
+	h := l.ice
 	l.mu.RUnlock()
 	if h != nil {
 		h(b, from)
 	}
-}
-
-// SetHandlers implements holepunch.Link.
-func (l *Link) SetHandlers(onSignal func(netip.AddrPort, []byte) []byte, onPacket func([]byte, netip.AddrPort)) {
-	l.mu.Lock()
-	l.onSignal, l.onPacket = onSignal, onPacket
-	l.mu.Unlock()
 }
 
 // Register implements holepunch.Link.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -49,11 +50,11 @@ func startNet(t *testing.T, persistent int, tweak func(int, *dht.Config)) *testn
 }
 
 // addLink starts an ephemeral node on nw wired to a new link, as swarm
-// does: the link's hooks in the node's config, then Attach.
+// does: the link's signaling hook in the node's config, then Attach.
 func addLink(t *testing.T, nw *testnet.Network, tweak func(*dht.Config)) (*dhtlink.Link, *dht.Node) {
 	t.Helper()
 	link := dhtlink.New()
-	cfg := dht.Config{Mode: dht.ModeEphemeral, OnSignal: link.HandleSignal, OnPacket: link.HandlePacket}
+	cfg := dht.Config{Mode: dht.ModeEphemeral, OnSignal: link.HandleSignal}
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -71,8 +72,9 @@ type received struct {
 	payload []byte
 }
 
-// handlers are an endpoint's onSignal and onPacket that record their input;
-// onSignal answers "re:" and the payload.
+// handlers are an endpoint's signal handler and packet handler (for each
+// of its classes) that record their input; onSignal answers "re:" and the
+// payload.
 type handlers struct {
 	signals chan received
 	packets chan received
@@ -82,7 +84,12 @@ func newHandlers() *handlers {
 	return &handlers{signals: make(chan received, 16), packets: make(chan received, 16)}
 }
 
-func (h *handlers) install(l *dhtlink.Link) { l.SetHandlers(h.onSignal, h.onPacket) }
+func (h *handlers) install(l *dhtlink.Link) {
+	l.SetSignalHandler(h.onSignal)
+	for _, c := range []demux.Class{demux.Birthday, demux.Sealed, demux.STUN} {
+		l.Handle(c, h.onPacket)
+	}
+}
 
 func (h *handlers) onSignal(from netip.AddrPort, payload []byte) []byte {
 	h.signals <- received{from, bytes.Clone(payload)}
@@ -108,9 +115,9 @@ func next(t *testing.T, ch chan received, what string) received {
 }
 
 // TestNotAttached: before Attach every operation that needs the node fails
-// with ErrNotAttached, the addresses are unknown, and the hooks, which the
-// node may call before the endpoint installed its handlers, drop what they
-// get.
+// with ErrNotAttached, the addresses are unknown, and the signaling hook,
+// which the node may call before the endpoint installed its handler,
+// answers nothing.
 func TestNotAttached(t *testing.T) {
 	l := dhtlink.New()
 	ctx := testContext(t)
@@ -142,17 +149,29 @@ func TestNotAttached(t *testing.T) {
 	if ans := l.HandleSignal(pub, netip.MustParseAddrPort("127.0.0.1:1"), []byte("x")); ans != nil {
 		t.Errorf("HandleSignal with no handler answered %q", ans)
 	}
-	l.HandlePacket([]byte{demux.TagSealed}, netip.MustParseAddrPort("127.0.0.1:1")) // dropped, no panic
 }
 
-// TestHandlersRouting: the node's hooks reach the endpoint's handlers, and
+// TestHandlersRouting: the node's signaling hook and the datagrams on its
+// socket reach the endpoint's handlers, installed before Attach as after;
 // a STUN response that the NAT measurement did not ask for is the
-// endpoint's too (ICE's connectivity checks are STUN).
+// endpoint's too (ICE's connectivity checks are STUN), while the node
+// answers a plain Binding request itself.
 func TestHandlersRouting(t *testing.T) {
 	l := dhtlink.New()
 	h := newHandlers()
 	h.install(l)
-	from := netip.MustParseAddrPort("127.0.0.9:4000")
+	n := dht.New(dht.Config{Mode: dht.ModeEphemeral, ListenAddr: "127.0.0.1:0", ListenAddr6: dht.ListenOff, OnSignal: l.HandleSignal})
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	l.Attach(n, nil)
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	from := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	pub, _, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -167,11 +186,26 @@ func TestHandlersRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range [][]byte{{demux.TagSealed, 1, 2, 3}, resp.Raw} {
-		l.HandlePacket(b, from)
-		if got := next(t, h.packets, "packet"); got.from != from || !bytes.Equal(got.payload, b) {
-			t.Fatalf("onPacket got %x from %v, want %x from %v", got.payload, got.from, b, from)
+	birthday := holepunch.BirthdayPacket{Kind: holepunch.BirthdayProbe}.Append(nil)
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw // the node's to answer
+	for _, b := range [][]byte{req, {demux.TagSealed, 1, 2, 3}, resp.Raw, birthday} {
+		if _, err := conn.WriteToUDPAddrPort(b, n.LocalAddr()); err != nil {
+			t.Fatal(err)
 		}
+		if bytes.Equal(b, req) {
+			continue
+		}
+		if got := next(t, h.packets, "packet"); got.from != from || !bytes.Equal(got.payload, b) {
+			t.Fatalf("the endpoint got %x from %v, want %x from %v", got.payload, got.from, b, from)
+		}
+	}
+	// The read loop counts a datagram once its handler returns.
+	if !testutil.Poll(testWait, 10*time.Millisecond, func() bool {
+		st := n.Stats()
+		return st.STUNAnswered == 1 && st.OtherPackets == 3
+	}) {
+		st := n.Stats()
+		t.Fatalf("stats: STUN answered %d, handed off %d; want 1 and 3", st.STUNAnswered, st.OtherPackets)
 	}
 }
 
@@ -236,7 +270,7 @@ func TestSignalingOverDHT(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := next(t, ha.packets, "datagram"); got.from != b.LocalAddr() || !bytes.Equal(got.payload, dgram) {
-		t.Fatalf("a's onPacket got %x from %v, want %x from %v", got.payload, got.from, dgram, b.LocalAddr())
+		t.Fatalf("a's Sealed handler got %x from %v, want %x from %v", got.payload, got.from, dgram, b.LocalAddr())
 	}
 }
 
@@ -337,8 +371,8 @@ func TestTURNBeyondBootstrap(t *testing.T) {
 	}
 }
 
-// TestMeasureNAT: the NAT measurement runs through the link, whose packet
-// hook hands the STUN answers to the measurement and not to the endpoint.
+// TestMeasureNAT: the NAT measurement runs through the link, whose STUN
+// handler hands the STUN answers to the measurement and not to the endpoint.
 // On loopback there is no NAT: the public address is the socket's own.
 func TestMeasureNAT(t *testing.T) {
 	nw := startNet(t, 4, nil)
@@ -377,7 +411,7 @@ func TestIPv6(t *testing.T) {
 
 	lan := dhtlink.New()
 	ln := dht.New(dht.Config{Mode: dht.ModeEphemeral, ListenAddr: "127.0.0.1:0", ListenAddr6: "[::1]:0",
-		OnSignal: lan.HandleSignal, OnPacket: lan.HandlePacket})
+		OnSignal: lan.HandleSignal})
 	if err := ln.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,9 @@
 package demux
 
-import "testing"
+import (
+	"net/netip"
+	"testing"
+)
 
 // TestTableDisjoint: no first byte belongs to two classes, and every row
 // is well formed.
@@ -34,7 +37,7 @@ func TestClassifyKnownPackets(t *testing.T) {
 		{"stun binding success", []byte{0x01, 0x01}, STUN},
 		{"dht request", []byte{TagDHTRequest, 1}, DHT},
 		{"dht response", []byte{TagDHTResponse, 1}, DHT},
-		{"krpc ping", []byte("d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe"), KRPC},
+		{"krpc ping", []byte("d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:hs:aa1:y1:qe"), KRPC},
 		{"birthday", []byte{TagBirthday, 0, 0}, Birthday},
 		{"sealed", []byte{TagSealed, 0, 0, 0, 0, 0, 0, 0, 1}, Sealed},
 		{"turn channel data", []byte{0x40, 0x00, 0x00, 0x04}, Unknown},
@@ -70,4 +73,69 @@ func FuzzClassify(f *testing.F) {
 			t.Fatalf("first byte %#x: %s, table says %s", b[0], c, want)
 		}
 	})
+}
+
+// TestHandlersDispatch: a datagram reaches the handler of its class and no
+// other; without one, or after it is removed, Dispatch says nobody took it.
+func TestHandlersDispatch(t *testing.T) {
+	var hs Handlers
+	from := netip.MustParseAddrPort("192.0.2.1:6881")
+	got := map[Class]int{}
+	for _, c := range []Class{STUN, KRPC, Birthday, Sealed} {
+		hs.Handle(c, func(b []byte, f netip.AddrPort) {
+			if f != from {
+				t.Errorf("%s handler: from %s, want %s", c, f, from)
+			}
+			got[c]++
+		})
+	}
+	for _, b := range [][]byte{{0x01, 0x01}, []byte("d1:y1:qe"), {TagBirthday}, {TagSealed}} {
+		if !hs.Dispatch(Classify(b), b, from) {
+			t.Errorf("first byte %#x: not taken", b[0])
+		}
+	}
+	for _, c := range []Class{STUN, KRPC, Birthday, Sealed} {
+		if got[c] != 1 {
+			t.Errorf("%s handler ran %d times, want 1", c, got[c])
+		}
+	}
+	if hs.Dispatch(DHT, []byte{TagDHTRequest}, from) {
+		t.Error("DHT taken with no handler registered")
+	}
+	if hs.Dispatch(Unknown, []byte{0xFF}, from) {
+		t.Error("Unknown taken")
+	}
+	hs.Handle(KRPC, nil)
+	if hs.Dispatch(KRPC, []byte("d1:y1:qe"), from) {
+		t.Error("KRPC taken after its handler was removed")
+	}
+}
+
+// TestHandlersUnknownPanics: nothing may register for Unknown.
+func TestHandlersUnknownPanics(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Handle(Unknown) did not panic")
+		}
+	}()
+	var hs Handlers
+	hs.Handle(Unknown, func([]byte, netip.AddrPort) {})
+}
+
+// TestHandlersConcurrent: a layer may register while the read loop
+// dispatches (run with -race).
+func TestHandlersConcurrent(t *testing.T) {
+	var hs Handlers
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 1000 {
+			hs.Dispatch(Sealed, []byte{TagSealed}, netip.AddrPort{})
+		}
+	}()
+	for range 1000 {
+		hs.Handle(Sealed, func([]byte, netip.AddrPort) {})
+		hs.Handle(Sealed, nil)
+	}
+	<-done
 }

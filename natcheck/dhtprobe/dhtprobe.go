@@ -44,13 +44,13 @@ var (
 )
 
 // Prober sends STUN Binding requests through the node's socket and matches
-// responses, which the node hands to its OnPacket hook, by transaction id.
+// responses, which the node hands to its STUN handler, by transaction id.
 //
 // Wire it before the node starts:
 //
 //	p := dhtprobe.New()
-//	cfg.OnPacket = p.HandlePacket // or call it from your own hook
 //	node := dht.New(cfg)
+//	node.Handle(demux.STUN, p.HandlePacket) // or call p.Handle from yours
 //	p.Attach(node)
 type Prober struct {
 	// Guarded by mu.
@@ -71,13 +71,14 @@ func (p *Prober) Attach(n Node) {
 	p.mu.Unlock()
 }
 
-// HandlePacket is a dht.PacketHandler: it consumes Binding responses to
-// our requests and ignores everything else.
+// HandlePacket is a demux.Handler for the STUN class: it consumes Binding
+// responses to our requests and ignores everything else.
 func (p *Prober) HandlePacket(b []byte, from netip.AddrPort) { p.Handle(b, from) }
 
 // Handle consumes a STUN Binding success response that answers one of our
-// requests and reports whether it did, for callers that chain OnPacket to
-// other protocols. It runs on the read loop and does not block.
+// requests and reports whether it did, for a STUN handler that offers the
+// rest to another protocol (holepunch/dhtlink: ICE). It runs on the read
+// loop and does not block.
 func (p *Prober) Handle(b []byte, from netip.AddrPort) bool {
 	if !stun.IsMessage(b) {
 		return false

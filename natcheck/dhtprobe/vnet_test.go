@@ -10,6 +10,7 @@ import (
 	"github.com/pion/transport/v2/vnet"
 
 	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/internal/demux"
 	"github.com/swarmdb/swarmdb/internal/testnet"
 	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/natcheck"
@@ -23,10 +24,11 @@ func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 const vnetTimeout = 15 * time.Second
 
 // TestVNetClassify runs the whole netcheck path (DHT node, STUN through
-// OnPacket, NAT_PROBE, Classify) behind each of pion vnet's NAT types and
-// asserts the classic class. vnet implements endpoint-independent,
-// address-dependent and address-and-port-dependent mapping and filtering
-// (not hairpinning), so every classic type has a cell here.
+// the node's STUN handler, NAT_PROBE, Classify) behind each of pion vnet's
+// NAT types and asserts the classic class. vnet implements
+// endpoint-independent, address-dependent and address-and-port-dependent
+// mapping and filtering (not hairpinning), so every classic type has a cell
+// here.
 func TestVNetClassify(t *testing.T) {
 	// Four persistent public DHT servers on distinct IPs: the other-node
 	// probe needs a helper on an IP other than the server's and the client's.
@@ -87,7 +89,8 @@ func TestVNetClassify(t *testing.T) {
 			defer cancel()
 			p := dhtprobe.New()
 			node := dht.New(dht.Config{Net: clientNets[i], ListenAddr: clientIPs[i] + ":0", Mode: dht.ModeEphemeral,
-				Bootstrap: boot, OnPacket: p.HandlePacket, RequestTimeout: time.Second})
+				Bootstrap: boot, RequestTimeout: time.Second})
+			node.Handle(demux.STUN, p.HandlePacket)
 			p.Attach(node)
 			if err := node.Start(); err != nil {
 				t.Fatal(err)
