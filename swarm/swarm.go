@@ -437,6 +437,12 @@ func (s *Swarm) Flush(ctx context.Context) error {
 // for LivenessCheck is closed as dead (a live peer sends keepalives), so
 // the peers reconnect over the new network. The node calls it from its
 // address watcher.
+//
+// Silence is counted from a fifth of LivenessCheck after the call, not from
+// the call: a packet the peer sent before the change and still on its way
+// (late on a loaded machine) proved nothing, and kept a dead connection
+// for the minute membership takes to notice. The rest of the window still
+// holds two keepalive intervals of a live peer.
 func (s *Swarm) NetworkChanged() {
 	s.mu.Lock()
 	if s.closed || !s.started {
@@ -448,13 +454,9 @@ func (s *Swarm) NetworkChanged() {
 	}
 	s.table.requeueAll(time.Now())
 	s.kickLocked()
-	type probe struct {
-		c    *Conn
-		recv uint64
-	}
-	var probes []probe
+	conns := make([]*Conn, 0, len(s.conns))
 	for _, c := range s.conns {
-		probes = append(probes, probe{c, c.received()})
+		conns = append(conns, c)
 	}
 	s.stats.networkChanges++
 	s.wg.Add(1)
@@ -464,23 +466,40 @@ func (s *Swarm) NetworkChanged() {
 	}
 	go func() {
 		defer s.wg.Done()
-		t := time.NewTimer(s.cfg.LivenessCheck)
-		defer t.Stop()
-		select {
-		case <-s.ctx.Done():
+		settle := s.cfg.LivenessCheck / 5
+		if !sleepCtx(s.ctx, settle) {
 			return
-		case <-t.C:
 		}
-		for _, p := range probes {
-			if p.c.received() == p.recv {
-				s.log.Info("swarm: connection silent after network change", "peer", shortKey(p.c.RemotePublicKey()))
-				s.mu.Lock()
-				s.stats.deadAfterChange++
-				s.mu.Unlock()
-				s.drop(p.c, ErrDead)
+		recv := make([]uint64, len(conns))
+		for i, c := range conns {
+			recv[i] = c.received()
+		}
+		if !sleepCtx(s.ctx, s.cfg.LivenessCheck-settle) {
+			return
+		}
+		for i, c := range conns {
+			if c.received() != recv[i] {
+				continue
 			}
+			s.log.Info("swarm: connection silent after network change", "peer", shortKey(c.RemotePublicKey()))
+			s.mu.Lock()
+			s.stats.deadAfterChange++
+			s.mu.Unlock()
+			s.drop(c, ErrDead)
 		}
 	}()
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether the wait was complete.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // drop closes c and reports it with err (instead of the session's own
