@@ -619,12 +619,15 @@ func (n *Node) appendContacted(b []byte, fam Family) []byte {
 	defer n.mu.Unlock()
 	var ips []netip.Addr
 	for ip := range n.sentIPs {
-		if FamilyOf(netip.AddrPortFrom(ip, 0)) == fam {
-			ips = append(ips, ip)
+		if FamilyOf(netip.AddrPortFrom(ip, 0)) != fam {
+			continue
 		}
-	}
-	if len(ips) > maxProbeContacted || n.sentOverflow {
-		ips = nil
+		if len(ips) == maxProbeContacted || n.sentOverflow {
+			// Too many to list: stop here rather than walk up to maxSentIPs under n.mu.
+			ips = nil
+			break
+		}
+		ips = append(ips, ip)
 	}
 	b = append(b, byte(len(ips)))
 	for _, ip := range ips {
