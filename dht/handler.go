@@ -336,7 +336,10 @@ func (n *Node) crossCloser(m *Message, src netip.AddrPort, target ID) []netip.Ad
 
 // maybeAdd puts a node that sent us a request with a valid id into the
 // routing table — after a ping proves the address is real, since a request
-// source can be spoofed and a reply cannot.
+// source can be spoofed and a reply cannot. The ping is sent twice if need
+// be: a newcomer may contact us only during its join, and one lost or late
+// reply (a loaded machine, a lossy path) would otherwise leave it out of our
+// table until a bucket refresh happens to find it.
 func (n *Node) maybeAdd(id ID, addr netip.AddrPort) {
 	n.mu.Lock()
 	st := n.stackFor(addr)
@@ -348,7 +351,7 @@ func (n *Node) maybeAdd(id ID, addr netip.AddrPort) {
 	n.mu.Unlock()
 	n.goTracked(func() {
 		// The reply's id is checked and added by handleResponse.
-		_, _ = n.requestTries(n.closedCtx(), addr, &Message{Command: CmdPing}, 1)
+		_, _ = n.requestTries(n.closedCtx(), addr, &Message{Command: CmdPing}, 2)
 		n.mu.Lock()
 		delete(n.verifying, addr)
 		n.mu.Unlock()

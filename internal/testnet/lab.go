@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -27,9 +28,12 @@ func LabDHT(t testing.TB, lab *natlab.Lab, n int, tweak func(i int, h *natlab.Ho
 	for i := range n {
 		h := lab.AddPublicHost(fmt.Sprintf("dht%d", i))
 		cfg := dht.Config{Net: h.Net(), ListenAddr: fmt.Sprintf("%s:%d", h.IP(), LabPort), Mode: dht.ModePersistent}
-		if i > 0 {
-			cfg.Bootstrap = addrs[:1]
-		}
+		// Each node bootstraps from every earlier one, so that each earlier
+		// node hears from it directly: through the first node alone, the
+		// second learns the third only if the first had finished verifying
+		// the second when the third asked it (a few round trips; not always
+		// on a loaded machine) — CI once waited 10 s for that.
+		cfg.Bootstrap = slices.Clone(addrs)
 		if tweak != nil {
 			tweak(i, h, &cfg)
 		}
