@@ -20,12 +20,25 @@ import (
 // with nil (no answer). It runs on a goroutine of the DHT node and must
 // return quickly: everything slow (ICE, the session) happens on the
 // endpoint's own goroutine after the answer.
-func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
+func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) (msg2 []byte) {
 	now := time.Now()
 	sum := sha256.Sum256(msg1)
-	if msg2, ok := e.admit.answered(sum, now); ok {
-		return msg2
+	for {
+		earlier, ok, wait := e.admit.claim(sum, now)
+		if ok {
+			return earlier
+		}
+		if wait == nil {
+			break // ours to answer
+		}
+		select {
+		case <-wait:
+		case <-e.ctx.Done():
+			return nil
+		}
+		now = time.Now()
 	}
+	defer func() { e.admit.settle(sum, msg2, now) }()
 	if e.conns.isClosed() || e.cfg.OnConnection == nil {
 		return nil
 	}
@@ -34,9 +47,6 @@ func (e *Endpoint) handleSignal(from netip.AddrPort, msg1 []byte) []byte {
 	}
 	in := &inbound{ip: from.Addr(), start: now, done: make(chan struct{})}
 	msg2, started := e.answer(in, from, msg1)
-	if msg2 != nil {
-		e.admit.remember(sum, msg2, now)
-	}
 	if started && e.spawn(func() {
 		defer e.finish(in)
 		e.accept(in)

@@ -9,11 +9,16 @@ import (
 )
 
 // This file is admission: which incoming message 1 the endpoint spends
-// work on. It is a pure core (no I/O, no goroutines, the time passed in);
+// work on. It is a pure core (no I/O, no goroutines, the time passed in; the
+// one channel it hands out is closed when a claim settles);
 // handleSignal (accept.go) asks it, in this order, cheapest first:
 //
-//  1. answered: a retransmitted message 1 (the DHT retries requests) gets
-//     the message 2 it got before, and nothing else happens.
+//  1. claim: a retransmitted message 1 (the DHT retries requests) gets the
+//     message 2 it got before, and nothing else happens; a copy that comes
+//     while another is being answered waits for that answer. Two copies can
+//     arrive at once: a relay retrying its forward of the first meets the
+//     client's own retransmission. Without the wait, the second was read
+//     as a replay and answered with nothing.
 //  2. reserve: a handshake slot, within the limits per source IP and in
 //     total, before any cryptography (reading message 1 costs two X25519
 //     operations). release gives it back when the handshake ends.
@@ -30,13 +35,14 @@ type admission struct {
 	maxTotal, maxPerIP int // immutable
 
 	mu            sync.Mutex
-	total         int                 // handshakes holding a slot
-	perIP         map[netip.Addr]int  // slots by source IP
-	answers       map[[32]byte]answer // message 1 hash -> message 2
-	stamps        map[string]stamp    // newest message 1 timestamp by key
-	busy          uint64              // refused at the limits
-	replays       uint64              // refused as stale or replayed
-	retransmitted uint64              // answered from answers
+	total         int                        // handshakes holding a slot
+	perIP         map[netip.Addr]int         // slots by source IP
+	answers       map[[32]byte]answer        // message 1 hash -> message 2
+	answering     map[[32]byte]chan struct{} // claimed hashes; closed by settle
+	stamps        map[string]stamp           // newest message 1 timestamp by key
+	busy          uint64                     // refused at the limits
+	replays       uint64                     // refused as stale or replayed
+	retransmitted uint64                     // answered from answers
 }
 
 type answer struct {
@@ -55,32 +61,46 @@ const maxStamps = 4096
 
 func newAdmission(maxTotal, maxPerIP int) *admission {
 	return &admission{
-		maxTotal: maxTotal,
-		maxPerIP: maxPerIP,
-		perIP:    map[netip.Addr]int{},
-		answers:  map[[32]byte]answer{},
-		stamps:   map[string]stamp{},
+		maxTotal:  maxTotal,
+		maxPerIP:  maxPerIP,
+		perIP:     map[netip.Addr]int{},
+		answers:   map[[32]byte]answer{},
+		answering: map[[32]byte]chan struct{}{},
+		stamps:    map[string]stamp{},
 	}
 }
 
-// answered returns the message 2 a message 1 with hash sum got within
-// answerTTL before now.
-func (a *admission) answered(sum [32]byte, now time.Time) ([]byte, bool) {
+// claim looks for the message 2 of an earlier copy of the message 1 with
+// hash sum. It returns that message 2 (ok) when one was sent within
+// answerTTL before now, or a channel closed once the copy being answered
+// right now settles (then claim again). Otherwise the caller holds the
+// claim — msg2 nil, ok false, wait nil — and must call settle.
+func (a *admission) claim(sum [32]byte, now time.Time) (msg2 []byte, ok bool, wait <-chan struct{}) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ans, ok := a.answers[sum]
-	if !ok || !now.Before(ans.expires) {
-		return nil, false
+	if ans, found := a.answers[sum]; found && now.Before(ans.expires) {
+		a.retransmitted++
+		return ans.msg2, true, nil
 	}
-	a.retransmitted++
-	return ans.msg2, true
+	if ch, busy := a.answering[sum]; busy {
+		return nil, false, ch
+	}
+	a.answering[sum] = make(chan struct{})
+	return nil, false, nil
 }
 
-// remember keeps msg2 as the answer to the message 1 with hash sum, for
-// answerTTL from now, and forgets expired answers.
-func (a *admission) remember(sum [32]byte, msg2 []byte, now time.Time) {
+// settle ends the claim on sum. A non-nil msg2 answers later copies for
+// answerTTL from now; expired answers are forgotten.
+func (a *admission) settle(sum [32]byte, msg2 []byte, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if ch, ok := a.answering[sum]; ok {
+		close(ch)
+		delete(a.answering, sum)
+	}
+	if msg2 == nil {
+		return
+	}
 	for k, ans := range a.answers {
 		if now.After(ans.expires) {
 			delete(a.answers, k)

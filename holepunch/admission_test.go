@@ -130,25 +130,64 @@ func TestAdmissionStampSweep(t *testing.T) {
 func TestAdmissionRetransmission(t *testing.T) {
 	a := newAdmission(1, 1)
 	sum := [32]byte{1}
-	if _, ok := a.answered(sum, admitT0); ok {
-		t.Fatal("answered before any answer")
+	if _, ok, wait := a.claim(sum, admitT0); ok || wait != nil {
+		t.Fatal("answered or busy before any answer")
 	}
-	a.remember(sum, []byte("msg2"), admitT0)
+	a.settle(sum, []byte("msg2"), admitT0)
 	for _, c := range []struct {
 		after time.Duration
 		want  bool
-	}{{0, true}, {answerTTL - time.Nanosecond, true}, {answerTTL, false}} {
-		got, ok := a.answered(sum, admitT0.Add(c.after))
+	}{{0, true}, {answerTTL - time.Nanosecond, true}} {
+		got, ok, _ := a.claim(sum, admitT0.Add(c.after))
 		if ok != c.want || ok && string(got) != "msg2" {
 			t.Fatalf("after %v: answered %q %v, want %v", c.after, got, ok, c.want)
 		}
 	}
+	if _, ok, wait := a.claim(sum, admitT0.Add(answerTTL)); ok || wait != nil {
+		t.Fatal("answered after answerTTL")
+	}
 	if st := a.stats(); st.retransmitted != 2 {
 		t.Fatalf("retransmissions counted %d, want 2", st.retransmitted)
 	}
-	a.remember([32]byte{2}, []byte("other"), admitT0.Add(answerTTL+time.Second))
+	a.settle(sum, nil, admitT0.Add(answerTTL))
+	a.settle([32]byte{2}, []byte("other"), admitT0.Add(answerTTL+time.Second))
 	if _, ok := a.answers[sum]; ok || len(a.answers) != 1 {
 		t.Fatalf("expired answer kept: %d answers", len(a.answers))
+	}
+}
+
+// TestAdmissionCopiesAtOnce: a copy of a message 1 that comes while
+// another is being answered waits for that answer and gets it; when the
+// first copy got no answer the next claims it afresh.
+func TestAdmissionCopiesAtOnce(t *testing.T) {
+	a := newAdmission(1, 1)
+	sum := [32]byte{1}
+	a.claim(sum, admitT0)
+	_, ok, wait := a.claim(sum, admitT0)
+	if ok || wait == nil {
+		t.Fatal("a second copy did not wait for the first's answer")
+	}
+	select {
+	case <-wait:
+		t.Fatal("wait ended before the answer")
+	default:
+	}
+	a.settle(sum, []byte("msg2"), admitT0)
+	<-wait
+	if got, ok, _ := a.claim(sum, admitT0); !ok || string(got) != "msg2" {
+		t.Fatalf("after the wait: %q %v, want the first copy's message 2", got, ok)
+	}
+
+	other := [32]byte{2}
+	a.claim(other, admitT0)
+	_, _, wait = a.claim(other, admitT0)
+	a.settle(other, nil, admitT0) // no answer (refused before reading)
+	<-wait
+	if _, ok, wait := a.claim(other, admitT0); ok || wait != nil {
+		t.Fatal("a copy of an unanswered message 1 neither claimed nor answered it")
+	}
+	if len(a.answering) != 1 {
+		t.Fatalf("%d claims outstanding, want 1", len(a.answering))
 	}
 }
 

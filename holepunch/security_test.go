@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,4 +293,59 @@ func floodPayload() []byte {
 	b = append(b, "0123456789abcdefghijkl"...)
 	b = append(b, 1, 1, 4, 127, 0, 0, 1, 0, 9) // host 127.0.0.1:9
 	return b
+}
+
+// dupLink sends every message 1 twice at once, as a relay does when the
+// client's retransmission reaches it while its forward of the first copy
+// is still being retried, and hands the dialer the second copy's answer.
+type dupLink struct {
+	holepunch.Link
+	failed *atomic.Int32 // copies that got no message 2
+}
+
+func (l dupLink) Signal(ctx context.Context, relay netip.AddrPort, pub, msg1 []byte) ([]byte, error) {
+	var wg sync.WaitGroup
+	var ans [2][]byte
+	var errs [2]error
+	for i := range 2 {
+		wg.Go(func() { ans[i], errs[i] = l.Link.Signal(ctx, relay, pub, msg1) })
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		// The dialer would try its next relay: count it, or the test
+		// could not tell.
+		l.failed.Add(1)
+		return nil, errors.Join(errs[0], errs[1])
+	}
+	if string(ans[0]) != string(ans[1]) {
+		return nil, errors.New("the two copies of message 1 got different answers")
+	}
+	return ans[1], nil
+}
+
+// TestConcurrentRetransmission: two copies of one message 1 that reach the
+// server at once both get its message 2. The copy that came second used
+// to be taken for a replay and answered with nothing ("relay failed"),
+// which failed TestLossyLinkNATLab when a lost forward made the relay's
+// retry meet the client's retransmission.
+func TestConcurrentRetransmission(t *testing.T) {
+	n := startNet(t, 6)
+	server := addPeer(t, n, nil)
+	server.listen(t)
+	var failed atomic.Int32
+	client := addPeer(t, n, func(c *holepunch.EndpointConfig) { c.Link = dupLink{c.Link, &failed} })
+	for i := range 5 {
+		c, err := client.ep.Connect(dialTimeout(t), server.pub, nil)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		s := server.accept(t)
+		c.Close()
+		s.Close()
+	}
+	st := server.ep.Stats()
+	t.Logf("server: accepted %d, answered from the cache %d, replays %d", st.Accepted, st.RetransmittedAnswered, st.Replays)
+	if st.Accepted != 5 || failed.Load() != 0 {
+		t.Fatalf("accepted %d, want 5; %d signals got no message 2", st.Accepted, failed.Load())
+	}
 }
