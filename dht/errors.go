@@ -27,6 +27,9 @@ var (
 	// has not sent to, so nobody could send the unsolicited packet.
 	ErrNoStranger  = errors.New("dht: nat probe: the server knows no node we never sent to")
 	ErrRateLimited = errors.New("dht: rate limited")
+	// ErrHeldForProbe: the address is the sender of a NAT probe's packet that the node is
+	// waiting for, and nothing is sent to it until the wait ends (see NATProbe).
+	ErrHeldForProbe = errors.New("dht: address held while its nat probe packet is awaited")
 	// ErrNotPersistent: the node answered without the id its address
 	// implies, so it is no persistent swarmdb DHT node (VerifyNode).
 	ErrNotPersistent = errors.New("dht: not a persistent dht node")

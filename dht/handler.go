@@ -196,7 +196,7 @@ func (n *Node) handleRequest(m *Message, src netip.AddrPort, reqLen int) {
 			return
 		}
 	case CmdNATProbe:
-		reply.Error = n.handleNATProbe(m, src)
+		reply.Error = n.handleNATProbe(m, src, reply)
 	case CmdProbeReply:
 		n.handleProbeReply(m, src)
 		return // unsolicited by design: never answered
@@ -532,8 +532,11 @@ const (
 
 // handleNATProbe serves the filtering check of NAT classification (RFC
 // 5780 §4.4 in spirit, without a second IP on this node): the requester
-// learns whether packets from an address it never sent to reach it.
-func (n *Node) handleNATProbe(m *Message, src netip.AddrPort) ErrorCode {
+// learns whether packets from an address it never sent to reach it. An
+// other-node probe's reply names the helper that sends the packet, so the
+// requester can hold its own packets to it while it waits (older
+// requesters ignore the value).
+func (n *Node) handleNATProbe(m *Message, src netip.AddrPort, reply *Message) ErrorCode {
 	if len(m.Value) < 9 {
 		return CodeBadRequest
 	}
@@ -557,6 +560,7 @@ func (n *Node) handleNATProbe(m *Message, src netip.AddrPort) ErrorCode {
 		fwd := append([]byte{probeForward}, nonce...)
 		fwd = AppendAddr(fwd, src)
 		_ = n.send(helper, &Message{Command: CmdNATProbe, TID: rand.Uint32(), Addr: helper, Value: fwd})
+		reply.Value = AppendAddr(nil, helper)
 		return CodeOK
 	case probeForward:
 		// Only routing-table nodes may make us send to a third address.

@@ -32,7 +32,7 @@ func TestNATProbeStrangerIsNeverContacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 12 {
-		res, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, func(time.Duration) time.Duration { return 2 * time.Second })
+		res, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, func(time.Duration, bool) time.Duration { return 2 * time.Second })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +44,54 @@ func TestNATProbeStrangerIsNeverContacted(t *testing.T) {
 	if err := client.VerifyNode(ctx, stranger.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, func(time.Duration) time.Duration { return time.Second }); !errors.Is(err, dht.ErrNoStranger) {
+	if _, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, func(time.Duration, bool) time.Duration { return time.Second }); !errors.Is(err, dht.ErrNoStranger) {
 		t.Fatalf("probe with no stranger left: %v, want %v", err, dht.ErrNoStranger)
+	}
+}
+
+// TestNATProbeHoldsTheHelper: while an other-node probe waits for its packet, the requester
+// sends nothing to the helper the server named (a packet of ours would open the filter being
+// measured), so it may contact other nodes meanwhile; the hold ends with the probe.
+func TestNATProbeHoldsTheHelper(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	v, nets := startVNet(t, ctx, 3, "203.0.113.6")
+	server := v.Servers[0]
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(server.Contacts()) == 2 }, "the server to know both other nodes")
+	client := dht.New(dht.Config{Net: nets[0], ListenAddr: "203.0.113.6:49737", Mode: dht.ModeEphemeral})
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	var during [2]error
+	var isolated bool
+	res, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, func(_ time.Duration, held bool) time.Duration {
+		isolated = held
+		for i, s := range v.Servers[1:] {
+			during[i] = client.VerifyNode(ctx, s.LocalAddr())
+		}
+		return 2 * time.Second
+	})
+	if err != nil || !res.Arrived || !res.Unsolicited {
+		t.Fatalf("probe: %+v, %v", res, err)
+	}
+	if !isolated {
+		t.Fatal("the other-node probe's wait was not isolated: the server named no helper")
+	}
+	for i, s := range v.Servers[1:] {
+		helper := s.LocalAddr() == res.From
+		if got := errors.Is(during[i], dht.ErrHeldForProbe); got != helper {
+			t.Errorf("sending to %s during the wait: %v (helper %v)", s.LocalAddr(), during[i], helper)
+		}
+	}
+	if err := client.VerifyNode(ctx, res.From); err != nil {
+		t.Fatalf("the helper is still held after the probe: %v", err)
+	}
+	if _, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherPort, func(_ time.Duration, held bool) time.Duration {
+		isolated = held
+		return time.Second
+	}); err != nil || !isolated {
+		t.Fatalf("other-port probe: isolated %v, %v", isolated, err)
 	}
 }

@@ -40,6 +40,13 @@ type Node struct {
 	rto      rttEstimator   // its own lock
 	handlers demux.Handlers // the other protocols' handlers (Handle); its own sync
 
+	// Probe helpers nothing is sent to (hold), with the number of probes
+	// waiting on each. heldMu is a leaf lock: writeTo takes it, and writeTo
+	// may run under mu; holding (len(held)) spares it when nothing is held.
+	heldMu  sync.Mutex
+	held    map[netip.Addr]int
+	holding atomic.Int32
+
 	// Guarded by mu.
 	mu           sync.Mutex
 	started      bool
@@ -56,7 +63,7 @@ type Node struct {
 	announced    map[[ed25519.PublicKeySize]byte]*relaySet
 	verifying    map[netip.AddrPort]bool // addresses being pinged before entering the table
 	bootstrap    []netip.AddrPort        // cfg.Bootstrap, then AddBootstrap's, deduplicated
-	bootstrapped bool
+	joined       chan struct{}           // closed by the first Bootstrap that succeeds
 
 	wg sync.WaitGroup
 }
@@ -134,6 +141,8 @@ func New(cfg Config) *Node {
 		tokenCache: make(map[netip.AddrPort]cachedToken),
 		sentIPs:    make(map[netip.Addr]struct{}),
 		probeWaits: make(map[uint64]chan netip.AddrPort),
+		held:       make(map[netip.Addr]int),
+		joined:     make(chan struct{}),
 		announced:  make(map[[ed25519.PublicKeySize]byte]*relaySet),
 		verifying:  make(map[netip.AddrPort]bool),
 	}
@@ -441,6 +450,9 @@ func (n *Node) writeTo(b []byte, addr netip.AddrPort) error {
 	if conn == nil {
 		return fmt.Errorf("dht: send to %s: %w", addr, ErrNoFamily)
 	}
+	if n.holding.Load() > 0 && n.isHeld(addr.Addr()) {
+		return fmt.Errorf("dht: send to %s: %w", addr, ErrHeldForProbe)
+	}
 	if _, err := conn.WriteTo(b, net.UDPAddrFromAddrPort(addr)); err != nil {
 		n.log.Debug("dht write failed", "addr", addr, "err", err)
 		return err
@@ -470,6 +482,33 @@ func (n *Node) noteSent(ip netip.Addr) {
 		return
 	}
 	n.sentIPs[ip] = struct{}{}
+}
+
+// hold makes the node send nothing to ip until release is called: ip
+// sends the unsolicited packet of a NAT probe we wait for, and one packet of
+// ours would open the very filter the probe measures. Holds nest.
+func (n *Node) hold(ip netip.Addr) (release func()) {
+	n.heldMu.Lock()
+	n.held[ip]++
+	n.holding.Store(int32(len(n.held)))
+	n.heldMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			n.heldMu.Lock()
+			if n.held[ip]--; n.held[ip] <= 0 {
+				delete(n.held, ip)
+			}
+			n.holding.Store(int32(len(n.held)))
+			n.heldMu.Unlock()
+		})
+	}
+}
+
+func (n *Node) isHeld(ip netip.Addr) bool {
+	n.heldMu.Lock()
+	defer n.heldMu.Unlock()
+	return n.held[ip] > 0
 }
 
 // contactedLocked reports whether we may have sent to ip.

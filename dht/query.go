@@ -246,7 +246,11 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 		return fmt.Errorf("dht: bootstrap: %w", ctx.Err())
 	}
 	n.mu.Lock()
-	n.bootstrapped = true
+	select {
+	case <-n.joined:
+	default:
+		close(n.joined)
+	}
 	n.mu.Unlock()
 	return nil
 }
@@ -255,10 +259,18 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 // whose NAT measurement already joined (dhtprobe.Measure does) need not pay
 // the round trips again.
 func (n *Node) Bootstrapped() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.bootstrapped
+	select {
+	case <-n.joined:
+		return true
+	default:
+		return false
+	}
 }
+
+// Joined is closed once a Bootstrap has succeeded: a caller can wait for
+// the join that a NAT measurement makes on its way instead of contacting
+// the nodes beside it.
+func (n *Node) Joined() <-chan struct{} { return n.joined }
 
 // pingBootstrap pings addrs (those of families the node has a socket for)
 // at once and returns how many answered in each family. Each ping asks
@@ -398,7 +410,7 @@ func (n *Node) checkPersistence(ctx context.Context, fam Family) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, err := n.NATProbe(probeCtx, c.addr, ProbeOtherNode, func(time.Duration) time.Duration { return 2 * n.cfg.RequestTimeout })
+			p, err := n.NATProbe(probeCtx, c.addr, ProbeOtherNode, func(time.Duration, bool) time.Duration { return 2 * n.cfg.RequestTimeout })
 			if err == nil && p.Unsolicited {
 				reachable.Store(true)
 				cancel()
@@ -981,11 +993,16 @@ type ProbeResult struct {
 }
 
 // NATProbe asks the node at addr for an unsolicited packet (see ProbeMode)
-// and, once the node has answered, waits up to wait(rtt) for it, rtt being
-// the request's round trip (from the first send: an upper bound when it was
-// retransmitted). Err is set only when the request itself failed; a packet
-// that never came is Arrived == false.
-func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode, wait func(rtt time.Duration) time.Duration) (ProbeResult, error) {
+// and, once the node has answered, waits up to wait(rtt, isolated) for it,
+// rtt being the request's round trip (from the first send: an upper bound
+// when it was retransmitted). Isolated means that the packet's sender is
+// known and the node sends nothing to its IP (ErrHeldForProbe) until
+// NATProbe returns: the other-port packet comes from addr's IP, which we
+// just sent to anyway; the other-node packet from a helper the reply names
+// (a server from before that field names none). The caller may then
+// contact other nodes during the wait. Err is set only when the request
+// itself failed; a packet that never came is Arrived == false.
+func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode, wait func(rtt time.Duration, isolated bool) time.Duration) (ProbeResult, error) {
 	nonce := rand.Uint64()
 	ch := make(chan netip.AddrPort, 1)
 	n.mu.Lock()
@@ -1012,7 +1029,15 @@ func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode
 	if reply.Error != CodeOK {
 		return ProbeResult{}, fmt.Errorf("dht: nat probe %s: %w (%s)", addr, reply.Error.asError(), reply.Error)
 	}
-	timer := time.NewTimer(wait(rtt))
+	isolated := mode == ProbeOtherPort
+	if mode == ProbeOtherNode {
+		r := reader{b: reply.Value}
+		if helper := r.addr(); r.err == nil && helper.IsValid() {
+			defer n.hold(helper.Addr())()
+			isolated = true
+		}
+	}
+	timer := time.NewTimer(wait(rtt, isolated))
 	defer timer.Stop()
 	select {
 	case from := <-ch:

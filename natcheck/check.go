@@ -29,9 +29,13 @@ type Prober interface {
 	// reflexive address it saw and the round-trip time.
 	Binding(ctx context.Context, server netip.AddrPort) (mapped netip.AddrPort, rtt time.Duration, err error)
 	// Probe asks server for an unsolicited packet of the given kind and,
-	// once the server has answered, waits up to wait(rtt) for it, rtt being
-	// the request's round trip. Err is set only when the request failed.
-	Probe(ctx context.Context, server netip.AddrPort, kind ProbeKind, wait func(rtt time.Duration) time.Duration) (arrived, unsolicited bool, err error)
+	// once the server has answered, waits up to wait(rtt, isolated) for it,
+	// rtt being the request's round trip. Isolated promises that until
+	// Probe returns nothing is sent to the packet's sender (the node sending
+	// it is known and held), so the caller may contact other nodes during
+	// the wait without opening the filter being measured. Err is set only
+	// when the request failed.
+	Probe(ctx context.Context, server netip.AddrPort, kind ProbeKind, wait func(rtt time.Duration, isolated bool) time.Duration) (arrived, unsolicited bool, err error)
 }
 
 // DefaultProbeWait is the longest Check waits for a probe's unsolicited
@@ -56,10 +60,11 @@ type CheckConfig struct {
 	// filtering probes go to the first that answers. Required.
 	Servers []netip.AddrPort
 	// Discover, when set, returns more servers for the Binding requests.
-	// Check calls it only after the filtering probes, because discovering
-	// servers sends to them, and a server we sent to could then pass a
-	// filter it should not (the other-node probe must come from a
-	// stranger). Zero means use Servers only.
+	// Discovering servers sends to them, and a server we sent to could then
+	// pass a filter it should not (the other-node probe must come from a
+	// stranger), so Check calls it once a round of filtering probes is
+	// isolated (both waits under way, their senders held: see Prober.Probe)
+	// or, failing that, after the probes. Zero means use Servers only.
 	Discover func(ctx context.Context) ([]netip.AddrPort, error)
 	// MaxServers bounds the servers asked for a Binding. Zero means 5.
 	MaxServers int
@@ -90,8 +95,10 @@ func (c CheckConfig) withDefaults() CheckConfig {
 
 // Check measures the NAT in front of the prober's socket and classifies it.
 // The order matters (see Discover): the filtering probes (other-node and
-// other-port, at once) go first, while we have sent to only one server; then
-// Bindings to all servers in parallel; then the hairpin check.
+// other-port, at once) go first, while we have sent to only one server;
+// then Discover and Bindings to all servers in parallel — during the
+// probes' wait when the prober isolates them, after the probes otherwise;
+// then the hairpin check.
 func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Prober == nil {
@@ -103,8 +110,12 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 	log := cfg.Logger
 	obs := Observations{Local: cfg.Local, LocalIPs: cfg.LocalIPs}
 
+	// The mapping half — Discover (the DHT join: a few round trips) and the
+	// Bindings — costs no time of its own when it runs during an isolated
+	// probe's wait (3 RTT + 100 ms).
+	mapping := &background{run: func(ctx context.Context) { obs.Servers = askServers(ctx, cfg) }}
 	for _, s := range cfg.Servers {
-		a := probe(ctx, cfg, s)
+		a := probe(ctx, cfg, s, func() { mapping.start(ctx) })
 		obs.Probes = append(obs.Probes, a)
 		if ctx.Err() != nil {
 			return Report{}, ctx.Err()
@@ -125,18 +136,9 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 		}
 	}
 
-	servers := append([]netip.AddrPort(nil), cfg.Servers...)
-	if cfg.Discover != nil {
-		more, err := cfg.Discover(ctx)
-		if err != nil {
-			log.Debug("server discovery failed", "err", err)
-		}
-		servers = appendNew(servers, more...)
+	if err := mapping.wait(ctx); err != nil {
+		return Report{}, err
 	}
-	if len(servers) > cfg.MaxServers {
-		servers = servers[:cfg.MaxServers]
-	}
-	obs.Servers = bindings(ctx, cfg.Prober, servers)
 
 	report := Classify(obs)
 	if report.Answered == 0 {
@@ -156,8 +158,9 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 	return report, nil
 }
 
-// probe runs one round of filtering probes against server s.
-func probe(ctx context.Context, cfg CheckConfig, s netip.AddrPort) ProbeAttempt {
+// probe runs one round of filtering probes against server s. It calls
+// isolated once both probes wait for their packets with their senders held.
+func probe(ctx context.Context, cfg CheckConfig, s netip.AddrPort, isolated func()) ProbeAttempt {
 	// Adaptive: the probe request's own round trip times the wait, and the unsolicited
 	// packet gets a few of those. A filtered probe costs its whole wait, and behind a
 	// port-restricted NAT both are filtered: at a fixed second each they were two seconds
@@ -170,12 +173,16 @@ func probe(ctx context.Context, cfg CheckConfig, s netip.AddrPort) ProbeAttempt 
 	}
 	// Both probes at once: each involves only this server and its helpers, so neither can
 	// open the filter for the other.
+	round := &isolation{left: 2, held: true, then: isolated}
 	observe := func(kind ProbeKind) ProbeObservation {
 		var waited time.Duration
-		arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, kind, func(rtt time.Duration) time.Duration {
+		var once sync.Once
+		arrived, unsolicited, err := cfg.Prober.Probe(ctx, s, kind, func(rtt time.Duration, held bool) time.Duration {
+			once.Do(func() { round.waiting(held) })
 			waited = waitFor(rtt)
 			return waited
 		})
+		once.Do(func() { round.waiting(false) }) // the request failed: nothing held
 		return ProbeObservation{Measured: err == nil, Arrived: arrived, Unsolicited: unsolicited, Err: err, Wait: waited}
 	}
 	a := ProbeAttempt{Server: s}
@@ -184,6 +191,73 @@ func probe(ctx context.Context, cfg CheckConfig, s netip.AddrPort) ProbeAttempt 
 	wg.Go(func() { a.OtherPort = observe(ProbeOtherPort) })
 	wg.Wait()
 	return a
+}
+
+// isolation calls then once every probe of a round waits for its packet
+// with the sender held (Prober.Probe's isolated).
+type isolation struct {
+	mu   sync.Mutex
+	left int  // probes that have not reached their wait
+	held bool // every probe so far waits isolated
+	then func()
+}
+
+// waiting reports that one probe reached its wait (or failed: held false).
+func (r *isolation) waiting(held bool) {
+	r.mu.Lock()
+	r.left--
+	r.held = r.held && held
+	all := r.left == 0 && r.held
+	r.mu.Unlock()
+	if all {
+		r.then()
+	}
+}
+
+// background runs run once, in the background: started early by an
+// isolated probe round, or by wait after the probes.
+type background struct {
+	run  func(ctx context.Context)
+	once sync.Once
+	done chan struct{}
+}
+
+func (b *background) start(ctx context.Context) {
+	b.once.Do(func() {
+		b.done = make(chan struct{})
+		go func() {
+			defer close(b.done)
+			b.run(ctx)
+		}()
+	})
+}
+
+// wait starts run if no probe round did and waits for it to end.
+func (b *background) wait(ctx context.Context) error {
+	b.start(ctx)
+	select {
+	case <-b.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// askServers discovers servers (CheckConfig.Discover) and asks the first
+// MaxServers of them for our mapped address.
+func askServers(ctx context.Context, cfg CheckConfig) []ServerObservation {
+	servers := append([]netip.AddrPort(nil), cfg.Servers...)
+	if cfg.Discover != nil {
+		more, err := cfg.Discover(ctx)
+		if err != nil {
+			cfg.Logger.Debug("server discovery failed", "err", err)
+		}
+		servers = appendNew(servers, more...)
+	}
+	if len(servers) > cfg.MaxServers {
+		servers = servers[:cfg.MaxServers]
+	}
+	return bindings(ctx, cfg.Prober, servers)
 }
 
 // bindings asks every server in parallel; results keep the servers' order.

@@ -15,7 +15,10 @@ import (
 type fakeProber struct {
 	mapped               map[netip.AddrPort]netip.AddrPort
 	nodeArrived, portArr bool
-	nodeErr              error // the other-node probe's request fails (no stranger left)
+	nodeErr              error         // the other-node probe's request fails (no stranger left)
+	held                 [2]bool       // the other-node and other-port probes wait isolated
+	during               chan struct{} // when set, probes wait (up to patience) for it to close
+	patience             time.Duration
 
 	mu    sync.Mutex
 	calls []string
@@ -38,11 +41,17 @@ func (f *fakeProber) Binding(_ context.Context, server netip.AddrPort) (netip.Ad
 	return m, time.Millisecond, nil
 }
 
-func (f *fakeProber) Probe(_ context.Context, server netip.AddrPort, kind ProbeKind, wait func(time.Duration) time.Duration) (bool, bool, error) {
+func (f *fakeProber) Probe(_ context.Context, server netip.AddrPort, kind ProbeKind, wait func(time.Duration, bool) time.Duration) (bool, bool, error) {
 	if _, ok := f.mapped[server]; !ok {
 		return false, false, errors.New("timeout")
 	}
-	wait(time.Millisecond)
+	wait(time.Millisecond, f.held[kind-ProbeOtherNode])
+	if f.during != nil {
+		select {
+		case <-f.during:
+		case <-time.After(f.patience):
+		}
+	}
 	if kind == ProbeOtherNode {
 		f.log("other-node")
 		return f.nodeArrived, f.nodeArrived, f.nodeErr
@@ -80,6 +89,48 @@ func TestCheckOrderAndClass(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("calls %v, want %v", f.calls, want)
+	}
+}
+
+// TestCheckDiscoversDuringIsolatedWait: discovery (the join) runs while the
+// probes wait for their packets only when both probes' senders are held; with
+// one not held it waits until both probes are done.
+func TestCheckDiscoversDuringIsolatedWait(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		held  [2]bool
+		early bool
+	}{
+		{"both-held", [2]bool{true, true}, true},
+		{"other-node-not-held", [2]bool{false, true}, false},
+		{"other-port-not-held", [2]bool{true, false}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeProber{mapped: map[netip.AddrPort]netip.AddrPort{servers[0]: pubB, servers[1]: pubB},
+				held: tc.held, during: make(chan struct{}), patience: 100 * time.Millisecond}
+			if tc.early {
+				f.patience = 10 * time.Second // a loaded machine must not make it look late
+			}
+			var once sync.Once
+			rep, err := Check(context.Background(), CheckConfig{
+				Prober: f, Servers: servers[:1], Local: local,
+				Discover: func(context.Context) ([]netip.AddrPort, error) {
+					f.log("discover")
+					once.Do(func() { close(f.during) }) // the probes' packets "arrive" now
+					return servers[1:2], nil
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Answered != 2 || rep.Filtering != FilteringAddressAndPortDependent {
+				t.Fatalf("report %+v", rep)
+			}
+			first := slices.Index(f.calls, "discover") == 0
+			if first != tc.early {
+				t.Fatalf("calls %v: discovery first %v, want %v", f.calls, first, tc.early)
+			}
+		})
 	}
 }
 

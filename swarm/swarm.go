@@ -195,6 +195,7 @@ func (s *Swarm) start(ctx context.Context) error {
 	s.mu.Unlock()
 	if len(s.cfg.Bootstrap) > 0 {
 		bctx, cancel := context.WithTimeout(ctx, bootstrapTimeout)
+		awaitMeasuredJoin(bctx, node, tr)
 		if err := disc.ready(bctx); err != nil {
 			s.log.Warn("swarm: bootstrap failed; will retry", "err", err)
 		}
@@ -214,6 +215,30 @@ func (s *Swarm) start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// awaitMeasuredJoin waits while the transport's first NAT measurement
+// joins the DHT on its way (dhtprobe.Measure: after its filtering probes are
+// isolated), until the node has joined or the measurement has ended. A
+// bootstrap of our own beside it contacted, in a small DHT, the very nodes
+// the probes needed as strangers, and filtering read unknown. Everything a
+// swarm does first (announce, dial) waits for the measurement anyway.
+func awaitMeasuredJoin(ctx context.Context, node *dht.Node, tr connector) {
+	if node == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	measured := make(chan struct{})
+	go func() {
+		defer close(measured)
+		tr.WaitNAT(ctx)
+	}()
+	select {
+	case <-node.Joined():
+	case <-measured:
+	case <-ctx.Done():
+	}
 }
 
 // Close leaves nothing running: it stops discovery and dialling, closes

@@ -35,7 +35,7 @@ const (
 // Node is the part of *dht.Node a Prober uses.
 type Node interface {
 	WritePacket(b []byte, addr netip.AddrPort) error
-	NATProbe(ctx context.Context, addr netip.AddrPort, mode dht.ProbeMode, wait func(rtt time.Duration) time.Duration) (dht.ProbeResult, error)
+	NATProbe(ctx context.Context, addr netip.AddrPort, mode dht.ProbeMode, wait func(rtt time.Duration, isolated bool) time.Duration) (dht.ProbeResult, error)
 }
 
 var (
@@ -154,7 +154,7 @@ func (p *Prober) Binding(ctx context.Context, server netip.AddrPort) (netip.Addr
 }
 
 // Probe implements natcheck.Prober with the DHT's NAT_PROBE command.
-func (p *Prober) Probe(ctx context.Context, server netip.AddrPort, kind natcheck.ProbeKind, wait func(rtt time.Duration) time.Duration) (bool, bool, error) {
+func (p *Prober) Probe(ctx context.Context, server netip.AddrPort, kind natcheck.ProbeKind, wait func(rtt time.Duration, isolated bool) time.Duration) (bool, bool, error) {
 	p.mu.Lock()
 	n := p.node
 	p.mu.Unlock()

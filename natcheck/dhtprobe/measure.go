@@ -38,7 +38,9 @@ type MeasureConfig struct {
 // Both families are measured at once when both have bootstrap nodes from
 // the start; each check's filtering probes must come from nodes that never
 // heard from us, so the join, which contacts both families' nodes, waits
-// until both checks have sent them. Without IPv6 bootstrap nodes the IPv6
+// until both checks' probes are waiting for their packets with the senders
+// held (the node sends nothing to a probe's helper meanwhile: dht.NATProbe),
+// or, with a server too old to name the helper, done. Without IPv6 bootstrap nodes the IPv6
 // side is measured after the join, against the IPv6 nodes it found.
 func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (natcheck.Report, error) {
 	var ips []netip.Addr
@@ -71,10 +73,10 @@ func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (na
 			Hairpin:   cfg.Hairpin,
 			Logger:    cfg.Logger,
 			Discover: func(ctx context.Context) ([]netip.AddrPort, error) {
-				// Check calls Discover after its filtering probes, which
-				// must reach a node that never heard from us; measuring
-				// before the first bootstrap gets the best filtering
-				// result, so join here.
+				// Check calls Discover once its filtering probes, whose
+				// packets must come from a node that never heard from us,
+				// are isolated or done; measuring before the first
+				// bootstrap gets the best filtering result, so join here.
 				arrived.Do(b.arrive)
 				if err := b.wait(ctx); err != nil {
 					return nil, err
