@@ -114,6 +114,12 @@ type Pipe struct {
 	taken     atomic.Bool          // the server's one connection is spoken for
 	incoming  chan *holepunch.Conn // the server's one connection
 	closeOnce sync.Once
+
+	// A client's first lookup (lookupEarly), run as soon as the node has
+	// joined the DHT; stopEarly ends it at Close.
+	early     chan []dht.PeerRecord
+	stopEarly context.CancelFunc
+	earlyDone sync.WaitGroup
 }
 
 // StartPipe opens the socket, joins the DHT (measuring the NAT) and, for a
@@ -189,6 +195,11 @@ func (p *Pipe) start(ctx context.Context) error {
 	// The timeout bounds everything up to the connection, the join included.
 	tctx, cancel := context.WithDeadline(ctx, p.deadline)
 	defer cancel()
+	if !p.cfg.Server {
+		ectx, stop := context.WithDeadline(context.Background(), p.deadline)
+		p.early, p.stopEarly = make(chan []dht.PeerRecord, 1), stop
+		p.earlyDone.Go(func() { p.lookupEarly(ectx) })
+	}
 	if err := p.join(ctx, tctx); err != nil {
 		return err
 	}
@@ -341,9 +352,16 @@ func (p *Pipe) unannounce() {
 // the order the DHT returned them; cctx (the pipe's deadline) bounds both.
 func (p *Pipe) dial(ctx, cctx context.Context) (*PipeConn, error) {
 	start := time.Now()
-	peers, err := p.lookup(ctx, cctx)
-	if err != nil {
-		return nil, err
+	var peers []dht.PeerRecord
+	select {
+	case peers = <-p.early:
+	case <-cctx.Done():
+	}
+	if len(peers) == 0 {
+		var err error
+		if peers, err = p.lookup(ctx, cctx); err != nil {
+			return nil, err
+		}
 	}
 	var lastErr error
 	for _, peer := range peers {
@@ -372,22 +390,51 @@ func (p *Pipe) lookup(ctx, cctx context.Context) ([]dht.PeerRecord, error) {
 		}
 		return nil, pipeFailed(PipeFailed, "lookup-failed", err)
 	}
-	var peers []dht.PeerRecord
-	for _, peer := range res.Peers {
-		if !peer.PublicKey.Equal(p.info.PublicKey) {
-			peers = append(peers, peer)
-		}
-	}
+	peers := p.others(res.Peers)
 	if len(peers) == 0 {
 		return nil, pipeFailed(PipeNotFound, "no-peers", fmt.Errorf("nobody announced %q (%d DHT nodes asked)", p.cfg.Topic, res.Queried))
 	}
 	return peers, nil
 }
 
+// lookupEarly looks the topic up once the node has joined the DHT, which
+// the NAT measurement does on its way, while the measurement's filtering
+// probes still wait (up to 3 RTT + 100 ms): a client whose dial then found
+// the peers at hand saved the lookup's round trips. It sends the peers
+// found, or none (then dial looks up itself).
+func (p *Pipe) lookupEarly(ctx context.Context) {
+	var peers []dht.PeerRecord
+	defer func() { p.early <- peers }()
+	select {
+	case <-p.dn.Joined():
+	case <-ctx.Done():
+		return
+	}
+	if res, err := p.dn.Lookup(ctx, p.topic); err == nil {
+		peers = p.others(res.Peers)
+	}
+}
+
+// others is peers without our own record.
+func (p *Pipe) others(peers []dht.PeerRecord) []dht.PeerRecord {
+	own := p.cfg.Key.Public().(ed25519.PublicKey)
+	var out []dht.PeerRecord
+	for _, peer := range peers {
+		if !peer.PublicKey.Equal(own) {
+			out = append(out, peer)
+		}
+	}
+	return out
+}
+
 // Close closes the endpoint and the DHT node. Idempotent.
 func (p *Pipe) Close() error {
 	var errs []error
 	p.closeOnce.Do(func() {
+		if p.stopEarly != nil {
+			p.stopEarly()
+			p.earlyDone.Wait()
+		}
 		if p.ep != nil {
 			errs = append(errs, p.ep.Close())
 		}
