@@ -3,6 +3,8 @@ package dht_test
 import (
 	"context"
 	"errors"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -66,8 +68,10 @@ func TestNATProbeHoldsTheHelper(t *testing.T) {
 
 	var during [2]error
 	var isolated bool
+	var heldDuring []netip.AddrPort
 	res, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, func(_ time.Duration, held bool) time.Duration {
 		isolated = held
+		heldDuring = client.HeldForProbes()
 		for i, s := range v.Servers[1:] {
 			during[i] = client.VerifyNode(ctx, s.LocalAddr())
 		}
@@ -85,8 +89,11 @@ func TestNATProbeHoldsTheHelper(t *testing.T) {
 			t.Errorf("sending to %s during the wait: %v (helper %v)", s.LocalAddr(), during[i], helper)
 		}
 	}
-	if err := client.VerifyNode(ctx, res.From); err != nil {
-		t.Fatalf("the helper is still held after the probe: %v", err)
+	if !slices.Equal(heldDuring, []netip.AddrPort{res.From}) {
+		t.Errorf("held during the wait: %v, want the helper %s", heldDuring, res.From)
+	}
+	if err := client.VerifyNode(ctx, res.From); err != nil || len(client.HeldForProbes()) != 0 {
+		t.Fatalf("the helper is still held after the probe: %v %v", err, client.HeldForProbes())
 	}
 	if _, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherPort, func(_ time.Duration, held bool) time.Duration {
 		isolated = held

@@ -44,7 +44,7 @@ type Node struct {
 	// waiting on each. heldMu is a leaf lock: writeTo takes it, and writeTo
 	// may run under mu; holding (len(held)) spares it when nothing is held.
 	heldMu  sync.Mutex
-	held    map[netip.Addr]int
+	held    map[netip.Addr]heldHelper
 	holding atomic.Int32
 
 	// Guarded by mu.
@@ -141,7 +141,7 @@ func New(cfg Config) *Node {
 		tokenCache: make(map[netip.AddrPort]cachedToken),
 		sentIPs:    make(map[netip.Addr]struct{}),
 		probeWaits: make(map[uint64]chan netip.AddrPort),
-		held:       make(map[netip.Addr]int),
+		held:       make(map[netip.Addr]heldHelper),
 		joined:     make(chan struct{}),
 		announced:  make(map[[ed25519.PublicKeySize]byte]*relaySet),
 		verifying:  make(map[netip.AddrPort]bool),
@@ -484,20 +484,33 @@ func (n *Node) noteSent(ip netip.Addr) {
 	n.sentIPs[ip] = struct{}{}
 }
 
-// hold makes the node send nothing to ip until release is called: ip
-// sends the unsolicited packet of a NAT probe we wait for, and one packet of
-// ours would open the very filter the probe measures. Holds nest.
-func (n *Node) hold(ip netip.Addr) (release func()) {
+// heldHelper is a probe helper the node sends nothing to (hold).
+type heldHelper struct {
+	addr    netip.AddrPort
+	waiting int // probes waiting for its packet
+}
+
+// hold makes the node send nothing to helper's IP until release is called:
+// helper sends the unsolicited packet of a NAT probe we wait for, and one
+// packet of ours would open the very filter the probe measures. Holds nest.
+func (n *Node) hold(helper netip.AddrPort) (release func()) {
+	ip := helper.Addr()
 	n.heldMu.Lock()
-	n.held[ip]++
+	h := n.held[ip]
+	h.addr = helper
+	h.waiting++
+	n.held[ip] = h
 	n.holding.Store(int32(len(n.held)))
 	n.heldMu.Unlock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			n.heldMu.Lock()
-			if n.held[ip]--; n.held[ip] <= 0 {
+			if h := n.held[ip]; h.waiting <= 1 {
 				delete(n.held, ip)
+			} else {
+				h.waiting--
+				n.held[ip] = h
 			}
 			n.holding.Store(int32(len(n.held)))
 			n.heldMu.Unlock()
@@ -508,7 +521,21 @@ func (n *Node) hold(ip netip.Addr) (release func()) {
 func (n *Node) isHeld(ip netip.Addr) bool {
 	n.heldMu.Lock()
 	defer n.heldMu.Unlock()
-	return n.held[ip] > 0
+	return n.held[ip].waiting > 0
+}
+
+// HeldForProbes returns the nodes whose NAT probe packets the node is
+// waiting for, which it sends nothing to until then (ErrHeldForProbe): a
+// caller collecting DHT nodes while the probes wait (the NAT check's join)
+// learns of them here, since it could not contact them.
+func (n *Node) HeldForProbes() []netip.AddrPort {
+	n.heldMu.Lock()
+	defer n.heldMu.Unlock()
+	out := make([]netip.AddrPort, 0, len(n.held))
+	for _, h := range n.held {
+		out = append(out, h.addr)
+	}
+	return out
 }
 
 // contactedLocked reports whether we may have sent to ip.

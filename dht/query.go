@@ -1033,7 +1033,7 @@ func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode
 	if mode == ProbeOtherNode {
 		r := reader{b: reply.Value}
 		if helper := r.addr(); r.err == nil && helper.IsValid() {
-			defer n.hold(helper.Addr())()
+			defer n.hold(helper)()
 			isolated = true
 		}
 	}

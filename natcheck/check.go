@@ -2,6 +2,7 @@ package natcheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -26,7 +27,8 @@ const (
 // peers will see.
 type Prober interface {
 	// Binding sends a STUN Binding request to server and returns the
-	// reflexive address it saw and the round-trip time.
+	// reflexive address it saw and the round-trip time. It fails with
+	// ErrHeld while server sends a probe packet we wait for.
 	Binding(ctx context.Context, server netip.AddrPort) (mapped netip.AddrPort, rtt time.Duration, err error)
 	// Probe asks server for an unsolicited packet of the given kind and,
 	// once the server has answered, waits up to wait(rtt, isolated) for it,
@@ -138,6 +140,9 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 
 	if err := mapping.wait(ctx); err != nil {
 		return Report{}, err
+	}
+	if answered(obs.Servers) < highConfidenceServers {
+		askHeldAgain(ctx, cfg.Prober, obs.Servers)
 	}
 
 	report := Classify(obs)
@@ -258,6 +263,38 @@ func askServers(ctx context.Context, cfg CheckConfig) []ServerObservation {
 		servers = servers[:cfg.MaxServers]
 	}
 	return bindings(ctx, cfg.Prober, servers)
+}
+
+// highConfidenceServers is how many answering servers a report needs for
+// ConfidenceHigh.
+const highConfidenceServers = 3
+
+func answered(obs []ServerObservation) int {
+	n := 0
+	for _, o := range obs {
+		if o.Err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// askHeldAgain repeats, in parallel, the Bindings that were refused with
+// ErrHeld during the probes' wait (one round trip after it): in a small DHT
+// the node that sent a probe's packet is one of the few servers there are.
+// Check asks only when fewer than highConfidenceServers answered.
+func askHeldAgain(ctx context.Context, p Prober, obs []ServerObservation) {
+	var wg sync.WaitGroup
+	for i := range obs {
+		if !errors.Is(obs[i].Err, ErrHeld) {
+			continue
+		}
+		wg.Go(func() {
+			o := &obs[i]
+			o.Mapped, o.RTT, o.Err = p.Binding(ctx, o.Server)
+		})
+	}
+	wg.Wait()
 }
 
 // bindings asks every server in parallel; results keep the servers' order.

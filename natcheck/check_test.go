@@ -19,6 +19,7 @@ type fakeProber struct {
 	held                 [2]bool       // the other-node and other-port probes wait isolated
 	during               chan struct{} // when set, probes wait (up to patience) for it to close
 	patience             time.Duration
+	refuse               map[netip.AddrPort]int // Bindings to refuse with ErrHeld first
 
 	mu    sync.Mutex
 	calls []string
@@ -34,6 +35,15 @@ func (f *fakeProber) log(s string) {
 
 func (f *fakeProber) Binding(_ context.Context, server netip.AddrPort) (netip.AddrPort, time.Duration, error) {
 	f.log("binding")
+	f.mu.Lock()
+	refused := f.refuse[server] > 0
+	if refused {
+		f.refuse[server]--
+	}
+	f.mu.Unlock()
+	if refused {
+		return netip.AddrPort{}, 0, ErrHeld
+	}
 	m, ok := f.mapped[server]
 	if !ok {
 		return netip.AddrPort{}, 0, errors.New("timeout")
@@ -107,7 +117,8 @@ func TestCheckDiscoversDuringIsolatedWait(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeProber{mapped: map[netip.AddrPort]netip.AddrPort{servers[0]: pubB, servers[1]: pubB},
-				held: tc.held, during: make(chan struct{}), patience: 100 * time.Millisecond}
+				held: tc.held, during: make(chan struct{}), patience: 100 * time.Millisecond,
+				refuse: map[netip.AddrPort]int{servers[1]: 1}} // the probe's helper, held during the wait
 			if tc.early {
 				f.patience = 10 * time.Second // a loaded machine must not make it look late
 			}
@@ -124,7 +135,7 @@ func TestCheckDiscoversDuringIsolatedWait(t *testing.T) {
 				t.Fatal(err)
 			}
 			if rep.Answered != 2 || rep.Filtering != FilteringAddressAndPortDependent {
-				t.Fatalf("report %+v", rep)
+				t.Fatalf("report %+v (a Binding refused while held must be asked again)", rep)
 			}
 			first := slices.Index(f.calls, "discover") == 0
 			if first != tc.early {

@@ -346,7 +346,7 @@ func confidenceOf(r Report) Confidence {
 		return ConfidenceNone
 	case r.Class == ClassUnknown:
 		return ConfidenceLow
-	case r.Answered >= 3 && (r.Filtering != FilteringUnknown || r.Mapping == MappingEndpointDependent):
+	case r.Answered >= highConfidenceServers && (r.Filtering != FilteringUnknown || r.Mapping == MappingEndpointDependent):
 		return ConfidenceHigh
 	case r.Answered >= 2:
 		return ConfidenceMedium

@@ -11,6 +11,10 @@ var (
 	ErrNoAnswer = errors.New("natcheck: no server answered")
 	// ErrNoProber means Check was called without a Prober.
 	ErrNoProber = errors.New("natcheck: no prober configured")
+	// ErrHeld means a Binding could not be sent yet: the server is the
+	// sender of a filtering probe's packet that is still awaited (see
+	// Prober.Probe's isolated). Check asks it again once the probes end.
+	ErrHeld = errors.New("natcheck: server held until the filtering probes end")
 )
 
 // ErrMonitorClosed means the Monitor was closed (or Start called twice).

@@ -138,6 +138,9 @@ func (p *Prober) Binding(ctx context.Context, server netip.AddrPort) (netip.Addr
 		// A retransmission reuses the transaction id (RFC 5389 §7.2.1), so
 		// the RTT is measured from the first send: an upper bound.
 		if err := n.WritePacket(req.Raw, server); err != nil {
+			if errors.Is(err, dht.ErrHeldForProbe) {
+				err = fmt.Errorf("%w: %w", natcheck.ErrHeld, err)
+			}
 			return netip.AddrPort{}, 0, fmt.Errorf("dhtprobe: binding %s: %w", server, err)
 		}
 		select {

@@ -87,8 +87,10 @@ func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (na
 				// The join's lookup filled the routing table: more
 				// servers to compare mappings with, at no extra round
 				// trip (a lookup of a random target cost three or four).
+				// The probes' helpers too: the join could not contact
+				// them, and in a small DHT they are a good part of it.
 				var more []netip.AddrPort
-				for _, c := range n.Contacts() {
+				for _, c := range append(n.Contacts(), n.HeldForProbes()...) {
 					if dht.FamilyOf(c) == fam {
 						more = append(more, c)
 					}
