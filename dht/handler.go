@@ -434,10 +434,12 @@ func (n *Node) handleRelay(m *Message, src netip.AddrPort, verified bool, reply 
 		// We are the announcer: answer directly.
 		return n.answerSignal(ed25519.PublicKey(pub), src, m.Value[ed25519.PublicKeySize:], reply)
 	}
-	n.mu.Lock()
-	to, ok := n.store.forwardFor(pub, time.Now())
-	n.mu.Unlock()
-	if !ok {
+	forwardTo := func() (netip.AddrPort, bool) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.store.forwardFor(pub, time.Now())
+	}
+	if _, ok := forwardTo(); !ok {
 		reply.Error = CodeUnknownPeer
 		reply.Closer = n.closerNodes(n.stackFor(src), *m.Target, src)
 		return false
@@ -452,7 +454,20 @@ func (n *Node) handleRelay(m *Message, src netip.AddrPort, verified bool, reply 
 	fwd = append(fwd, m.Value[ed25519.PublicKeySize:]...)
 	n.goTracked(func() {
 		defer func() { <-n.relaySem }()
-		ans, err := n.requestTries(n.closedCtx(), to, &Message{Command: CmdSignal, Value: fwd}, 2)
+		// Two tries, each to the address registered at that moment: an
+		// announcer whose NAT mapping changed registers again, and the
+		// retry then finds it.
+		var ans *Message
+		err := ErrNoRelay // the registration expired meanwhile
+		for range relayForwardTries {
+			to, ok := forwardTo()
+			if !ok {
+				break
+			}
+			if ans, err = n.requestTries(n.closedCtx(), to, &Message{Command: CmdSignal, Value: fwd}, 1); err == nil {
+				break
+			}
+		}
 		switch {
 		case err != nil:
 			reply.Error = CodeRelayFailed
@@ -466,6 +481,10 @@ func (n *Node) handleRelay(m *Message, src netip.AddrPort, verified bool, reply 
 	})
 	return true
 }
+
+// relayForwardTries is how often a relay sends a forwarded signal to the
+// announcer before it answers CodeRelayFailed.
+const relayForwardTries = 2
 
 // handleSignal runs on the announcer: a relay forwards a client's payload.
 func (n *Node) handleSignal(m *Message, src netip.AddrPort, reply *Message) bool {

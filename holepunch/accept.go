@@ -88,6 +88,16 @@ func (e *Endpoint) answer(in *inbound, from netip.AddrPort, msg1 []byte) (msg2 [
 		return refusal, false
 	}
 	msg2, err = e.begin(in, resp, remote, peer)
+	if err != nil && e.pending.dialingTo(string(remote)) && dialWins(e.pub, remote) {
+		// Our own dial to remote started meanwhile, won the tie-break and
+		// cancelled this handshake (Connect). Say so, as settle would have:
+		// with no answer the peer's dial failed as "relay failed" instead of
+		// giving way (and re-registering, if our dial cannot reach it).
+		refusal, _, werr := resp.WriteMsg2(appendSignal(nil, &signal{Code: CodeSimultaneous}))
+		if werr == nil {
+			return refusal, false
+		}
+	}
 	return msg2, err == nil
 }
 

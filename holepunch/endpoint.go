@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v2"
@@ -153,6 +154,9 @@ type Endpoint struct {
 	conns    connTable         // live connections by remote key; closed
 	paths    punchedPaths      // non-ICE paths the packet demux feeds
 	counters counters          // atomic
+
+	listened      atomic.Bool // Listen registered our key at relays
+	reregistering atomic.Bool // a reregister runs
 
 	// NAT measurement, guarded by natMu.
 	natMu     sync.Mutex
@@ -337,7 +341,33 @@ func (e *Endpoint) Listen(ctx context.Context) ([]netip.AddrPort, error) {
 	if err != nil {
 		return nil, fmt.Errorf("holepunch: listen: %w", err)
 	}
+	e.listened.Store(true)
 	return relays, nil
+}
+
+// reregisterTimeout bounds the registration reregister starts.
+const reregisterTimeout = 10 * time.Second
+
+// reregister registers our key at its relays again, in the background, when
+// a peer answers our dial with CodeSimultaneous but its own message 1 has
+// not reached us: its signaling goes through our relays, which may forward
+// to an address our NAT no longer maps (a router that lost its conntrack
+// gave us a new port). Registering from the current mapping updates them,
+// and a relay's second forward attempt uses the new address. Without it
+// the peer's dial, which won the tie-break, stalled for two relay timeouts
+// while ours had given way (TestConntrackFlushNATLab, symmetric writer).
+func (e *Endpoint) reregister(remote ed25519.PublicKey) {
+	if !e.listened.Load() || e.pending.incomingFrom(string(remote)) != nil || !e.reregistering.CompareAndSwap(false, true) {
+		return
+	}
+	e.spawn(func() {
+		defer e.reregistering.Store(false)
+		ctx, cancel := context.WithTimeout(e.ctx, reregisterTimeout)
+		defer cancel()
+		if _, err := e.cfg.Link.Register(ctx, e.cfg.Key); err != nil {
+			e.log.Debug("registering again failed", "err", err)
+		}
+	})
 }
 
 // Stats returns a snapshot of the counters.
@@ -536,6 +566,9 @@ func (e *Endpoint) dial(ctx context.Context, remote ed25519.PublicKey, relays []
 		return nil, err
 	}
 	if peer.Code != CodeOK {
+		if peer.Code == CodeSimultaneous {
+			e.reregister(remote)
+		}
 		return nil, codeError(peer.Code)
 	}
 	e.log.Debug("handshake done", "peer", short(remote), "mode", mode, "nat", peer.Mapping)

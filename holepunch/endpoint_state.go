@@ -127,6 +127,13 @@ func (p *pendingHandshakes) incomingFrom(key string) *inbound {
 	return p.incoming[key]
 }
 
+// dialingTo reports whether a dial of ours to key is in progress.
+func (p *pendingHandshakes) dialingTo(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dialing[key] != nil
+}
+
 // startDial records ds as our dial to key and returns the incoming
 // handshake from key in progress, if any; ErrDialInProgress when we dial
 // key already.
