@@ -104,3 +104,16 @@ func (c *cleanupT) runCleanups() {
 		c.cleanups[i]()
 	}
 }
+
+// TestLastLines: the writer keeps the last lines, whole, across writes that split them.
+func TestLastLines(t *testing.T) {
+	w := &lastLines{max: 2}
+	for _, s := range []string{"one\ntw", "o\nthree\n", "fo", "ur\n"} {
+		if n, err := w.Write([]byte(s)); n != len(s) || err != nil {
+			t.Fatalf("write %q: %d %v", s, n, err)
+		}
+	}
+	if got := w.String(); got != "three\nfour" {
+		t.Fatalf("kept %q, want the last two lines", got)
+	}
+}
