@@ -141,7 +141,7 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 	if err := mapping.wait(ctx); err != nil {
 		return Report{}, err
 	}
-	if answered(obs.Servers) < highConfidenceServers {
+	if Classify(obs).Answered < highConfidenceServers {
 		askHeldAgain(ctx, cfg.Prober, obs.Servers)
 	}
 
@@ -269,32 +269,21 @@ func askServers(ctx context.Context, cfg CheckConfig) []ServerObservation {
 // ConfidenceHigh.
 const highConfidenceServers = 3
 
-func answered(obs []ServerObservation) int {
-	n := 0
-	for _, o := range obs {
-		if o.Err == nil {
-			n++
-		}
-	}
-	return n
-}
-
 // askHeldAgain repeats, in parallel, the Bindings that were refused with
 // ErrHeld during the probes' wait (one round trip after it): in a small DHT
 // the node that sent a probe's packet is one of the few servers there are.
 // Check asks only when fewer than highConfidenceServers answered.
 func askHeldAgain(ctx context.Context, p Prober, obs []ServerObservation) {
-	var wg sync.WaitGroup
-	for i := range obs {
-		if !errors.Is(obs[i].Err, ErrHeld) {
-			continue
+	var at []int
+	var held []netip.AddrPort
+	for i, o := range obs {
+		if errors.Is(o.Err, ErrHeld) {
+			at, held = append(at, i), append(held, o.Server)
 		}
-		wg.Go(func() {
-			o := &obs[i]
-			o.Mapped, o.RTT, o.Err = p.Binding(ctx, o.Server)
-		})
 	}
-	wg.Wait()
+	for j, o := range bindings(ctx, p, held) {
+		obs[at[j]] = o
+	}
 }
 
 // bindings asks every server in parallel; results keep the servers' order.

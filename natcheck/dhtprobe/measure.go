@@ -40,8 +40,9 @@ type MeasureConfig struct {
 // heard from us, so the join, which contacts both families' nodes, waits
 // until both checks' probes are waiting for their packets with the senders
 // held (the node sends nothing to a probe's helper meanwhile: dht.NATProbe),
-// or, with a server too old to name the helper, done. Without IPv6 bootstrap nodes the IPv6
-// side is measured after the join, against the IPv6 nodes it found.
+// or, with a server too old to name the helper, done. Without IPv6
+// bootstrap nodes the IPv6 side is measured after the join, against the
+// IPv6 nodes it found.
 func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (natcheck.Report, error) {
 	var ips []netip.Addr
 	if cfg.Net != nil {
