@@ -73,8 +73,9 @@ type stack struct {
 	fam Family
 
 	// Set by Start, then immutable.
-	conn  net.PacketConn // nil: the node has no socket of this family
-	local netip.AddrPort
+	conn   net.PacketConn // nil: the node has no socket of this family
+	local  netip.AddrPort
+	noFrag bool // conn sends with the IP Don't Fragment bit (udpopt.SetDontFragment)
 
 	// Guarded by Node.mu.
 	persistent bool

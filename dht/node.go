@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/internal/demux"
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // Node is one DHT node: a UDP socket, a routing table, a record store and
@@ -256,6 +257,9 @@ func (n *Node) openLocked(plans []listenPlan) error {
 			opened = append(opened, conn)
 			st := n.stacks[p.fam]
 			st.conn, st.local = conn, addrPortOf(conn.LocalAddr())
+			// Don't Fragment, so that the sessions above can find the path MTU: DHT
+			// messages stay far below any MTU and never notice.
+			st.noFrag = udpopt.SetDontFragment(conn)
 		}
 		if !retry {
 			return nil
@@ -303,6 +307,23 @@ func (n *Node) Close() error {
 // family (the family of Config.ListenAddr; IPv4 unless that is an IPv6
 // address).
 func (n *Node) LocalAddr() netip.AddrPort { return n.stacks[n.primary].local }
+
+// DontFragment reports whether every socket of the node sends with the IP Don't
+// Fragment bit set, so that a datagram too large for the path is lost rather than
+// fragmented: the condition for path MTU discovery above it (secure.Config).
+func (n *Node) DontFragment() bool {
+	found := false
+	for _, st := range n.stacks {
+		if st.conn == nil {
+			continue
+		}
+		if !st.noFrag {
+			return false
+		}
+		found = true
+	}
+	return found
+}
 
 // LocalAddrIn returns the bound address of the node's socket of fam, or the
 // zero value when it has none.

@@ -772,14 +772,18 @@ func (c agentConn) Close() error { return c.close() }
 // openSession runs the secure session over tr and registers the result.
 func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secure.Keys, start time.Time, initiator bool) (*Conn, error) {
 	dc := secure.NewDatagramConn(tr.conn, keys, secure.DatagramConfig{})
+	cfg := e.cfg.Session
+	if ff, ok := e.cfg.Link.(FragmentFree); ok && ff.DontFragment() {
+		cfg.PathMTUDiscovery = true
+	}
 	var (
 		sess *secure.Session
 		err  error
 	)
 	if initiator {
-		sess, err = secure.Client(ctx, dc, e.cfg.Session)
+		sess, err = secure.Client(ctx, dc, cfg)
 	} else {
-		sess, err = secure.Server(ctx, dc, e.cfg.Session)
+		sess, err = secure.Server(ctx, dc, cfg)
 	}
 	if err != nil {
 		_ = dc.Close()

@@ -85,6 +85,15 @@ type Link interface {
 	TURN(ctx context.Context) (TURNServerInfo, error)
 }
 
+// FragmentFree is what a Link may also implement: DontFragment reports that
+// its socket sends with the IP Don't Fragment bit, so a datagram too large for
+// the path is lost, never fragmented. Sessions over such a link find the path
+// MTU (secure.Config.PathMTUDiscovery); over any other they keep to 1200-byte
+// packets.
+type FragmentFree interface {
+	DontFragment() bool
+}
+
 // TURNServerInfo is a TURN server and short-lived credentials for it.
 type TURNServerInfo struct {
 	Addr     netip.AddrPort

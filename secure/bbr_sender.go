@@ -37,6 +37,7 @@ func newBBRSender(mss int64, srtt time.Duration, seed uint64) *bbrSender {
 // bbrStats is a snapshot for SessionStats.
 type bbrStats struct {
 	Mode       string
+	MSS        uint64 // the packet size quic-go reports (path MTU discovery raises it)
 	CWND       uint64
 	PacingRate float64 // bytes per second
 	BtlBw      float64 // bytes per second
@@ -51,7 +52,7 @@ func (s *bbrSender) stats() bbrStats {
 	defer s.mu.Unlock()
 	b := s.b
 	return bbrStats{
-		Mode: b.mode.String(), CWND: uint64(b.cwnd), PacingRate: b.pacingRate, BtlBw: b.btlBw.get(),
+		Mode: b.mode.String(), MSS: uint64(b.mss), CWND: uint64(b.cwnd), PacingRate: b.pacingRate, BtlBw: b.btlBw.get(),
 		MinRTT: time.Duration(b.minRTT), Inflight: uint64(b.inflight), LossEvents: uint64(b.lossEvents), LostBytes: uint64(b.lost),
 	}
 }

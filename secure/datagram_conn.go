@@ -17,11 +17,11 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// DefaultMaxPayload is the default largest datagram payload: QUIC packet size of 1200 (the
-// session default) plus headroom. A sealed 1200-byte payload is 1225 bytes, which fits
-// the 1232-byte UDP payload of the IPv6 minimum MTU and survives TURN ChannelData
-// framing.
-const DefaultMaxPayload = 1400
+// DefaultMaxPayload is the default largest datagram payload: MaxMTU, the largest packet
+// path MTU discovery may send. Sessions start at DefaultMTU (1200 bytes, sealed 1225,
+// which fits the 1232-byte UDP payload of the IPv6 minimum MTU and survives TURN
+// ChannelData framing) and send more only where the path has carried it.
+const DefaultMaxPayload = MaxMTU
 
 // defaultQueueLen bounds opened-but-unread datagrams per conn; beyond it the read loop
 // stops reading and the socket's own buffer takes over (and drops, as UDP does).

@@ -13,6 +13,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testutil"
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // TestWANThroughputNATLab: 64 MiB through two port-restricted NATs (real
@@ -47,6 +48,9 @@ func TestWANThroughputNATLab(t *testing.T) {
 		uc := c.(*net.UDPConn)
 		uc.SetReadBuffer(4 << 20)
 		uc.SetWriteBuffer(4 << 20)
+		if !udpopt.SetDontFragment(uc) {
+			t.Fatal("cannot set Don't Fragment")
+		}
 		return uc
 	}
 	cs, cc := listen(hs), listen(hc)
@@ -58,7 +62,7 @@ func TestWANThroughputNATLab(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c, s := newSessions(t, &udpPeer{cc, toS}, &udpPeer{cs, toC}, Config{})
+	c, s := newSessions(t, &udpPeer{cc, toS}, &udpPeer{cs, toC}, Config{PathMTUDiscovery: true})
 
 	w, err := c.OpenStream(ctx)
 	if err != nil {
@@ -100,13 +104,18 @@ func TestWANThroughputNATLab(t *testing.T) {
 	}
 	st := c.Stats()
 	lc, _ := rc.LossCounts(ctx)
-	t.Logf("64 MiB in %v (%.1f MiB/s) over RTT %v (min RTT %v) with %.0f %% loss each way: the router dropped %d of %d packets; client lost %d bytes in %d loss events, %s, bw %.1f MB/s",
+	t.Logf("64 MiB in %v (%.1f MiB/s) over RTT %v (min RTT %v) with %.0f %% loss each way: the router dropped %d of %d packets; client lost %d bytes in %d loss events and sent %.1f MB, %s, bw %.1f MB/s, %d-byte packets",
 		took.Round(time.Millisecond), float64(size)/(1<<20)/took.Seconds(), st.SRTT.Round(time.Millisecond), st.MinRTT.Round(time.Millisecond),
-		loss*100, lc.Dropped, lc.Seen, st.LostBytes, st.LossEvents, st.CCState, st.BtlBw/1e6)
+		loss*100, lc.Dropped, lc.Seen, st.LostBytes, st.LossEvents, float64(st.Datagram.SentBytes)/1e6, st.CCState, st.BtlBw/1e6, st.PacketSize)
 	// "Well within the timeout": a loss-based stack needs minutes here
 	// (about 0.5 MiB/s at 2 % and 40 ms, reference/transport.md §1.6).
 	if took > timeout/2 {
 		t.Errorf("64 MiB took %v, want well under %v", took, timeout)
+	}
+	// Path MTU discovery over Ethernet's 1500 bytes: within quic-go's 20-byte
+	// search tolerance of the largest sealed packet that fits, never above it.
+	if fits := uint64(1500 - 20 - 8 - PacketOverhead); st.PacketSize > fits || st.PacketSize < fits-21 {
+		t.Errorf("packet size %d after path MTU discovery, want %d-%d", st.PacketSize, fits-21, fits)
 	}
 	if st.MinRTT < 4*oneWay {
 		t.Errorf("min RTT %v: the delay lines are not in the path (want about %v)", st.MinRTT, 4*oneWay)

@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
@@ -8,6 +9,7 @@ import (
 	"math/big"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	quic "github.com/apernet/quic-go"
@@ -69,11 +71,14 @@ const (
 // firing first would end an idle but healthy session.
 const quicIdleTimeout = 24 * time.Hour
 
-func (c *Config) quicConfig() *quic.Config {
+func (c *Config) quicConfig(dc *DatagramConn) *quic.Config {
 	return &quic.Config{
-		MaxIdleTimeout:          quicIdleTimeout,
-		InitialPacketSize:       uint16(c.MTU),
-		DisablePathMTUDiscovery: true,
+		MaxIdleTimeout:    quicIdleTimeout,
+		InitialPacketSize: uint16(c.MTU),
+		// quic-go probes up to MaxMTU whatever we say, so a DatagramConn that cannot
+		// carry that much gets no probes: a Write it refused would end the connection.
+		// (quic-go believes the DF bit set: sealedPacketConn has no SyscallConn.)
+		DisablePathMTUDiscovery: !c.PathMTUDiscovery || dc.cfg.MaxPayload < MaxMTU,
 		// The whole window from the start: quic-go's auto-tuning grows a small
 		// initial window too slowly on a lossy WAN path (1 MiB per 40 ms RTT
 		// capped one stream at 20 MiB/s in TestWANThroughputNATLab). Windows
@@ -117,18 +122,96 @@ func clientTLS() *tls.Config {
 // sealedPacketConn presents a DatagramConn (connected to one peer) as the
 // net.PacketConn quic-go wants: every datagram comes from, and goes to, the
 // peer.
-type sealedPacketConn struct{ dc *DatagramConn }
+//
+// It also keeps quic-go from throwing away what arrived. quic-go reads packets
+// in one goroutine and processes them in the connection's, and drops every
+// packet that arrives while 256 wait (protocol.MaxConnUnprocessedPackets),
+// silently. On a CPU-starved receiver that is most of the loss there is: in
+// the NAT lab with no loss at all, 64 MiB over 40 ms cost 35 MB of
+// retransmissions, and BBR, which rightly does not slow down for random loss,
+// never learned of it. So ReadFrom hands quic-go nothing more while
+// maxUnprocessed bytes wait: unread datagrams stay in the DatagramConn's queue
+// and the socket buffer, and if those fill, the kernel drops, as for any slow
+// UDP reader. Progress is quic-go's count of bytes its connection has taken up
+// (ConnectionStats.BytesReceived); no event announces it, so a waiting ReadFrom
+// polls it.
+type sealedPacketConn struct {
+	dc *DatagramConn
 
-var _ net.PacketConn = sealedPacketConn{}
+	progress   atomic.Value  // quicProgress, once the connection exists
+	handed     atomic.Uint64 // bytes ReadFrom returned
+	stuckAfter time.Duration // awaitStuck; tests change it
+}
 
-func (c sealedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+// quicProgress is what awaitQUIC needs of a *quic.Conn.
+type quicProgress interface {
+	ConnectionStats() quic.ConnectionStats
+	Context() context.Context
+}
+
+const (
+	// maxUnprocessed is what ReadFrom lets wait in quic-go: 132 to 160
+	// full-size packets, well below the 256 it drops at.
+	maxUnprocessed = 160 * DefaultMTU
+	// awaitPoll is how often a waiting ReadFrom looks at quic-go's progress.
+	awaitPoll = 50 * time.Microsecond
+	// awaitStuck: with no progress for this long, ReadFrom takes quic-go's
+	// count as the truth and goes on. Packets quic-go discards before its
+	// connection sees them (an unknown connection ID, a closing connection)
+	// are never counted, so without this the gap could only grow.
+	awaitStuck = 20 * time.Millisecond
+)
+
+var _ net.PacketConn = (*sealedPacketConn)(nil)
+
+func newSealedPacketConn(dc *DatagramConn) *sealedPacketConn {
+	return &sealedPacketConn{dc: dc, stuckAfter: awaitStuck}
+}
+
+// attach starts the back-pressure on qc's progress.
+func (c *sealedPacketConn) attach(qc quicProgress) { c.progress.Store(qc) }
+
+func (c *sealedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	c.awaitQUIC()
 	n, err := c.dc.Read(p)
+	c.handed.Add(uint64(n))
 	return n, c.dc.RemoteAddr(), err
 }
 
-func (c sealedPacketConn) WriteTo(p []byte, _ net.Addr) (int, error) { return c.dc.Write(p) }
-func (c sealedPacketConn) Close() error                              { return c.dc.Close() }
-func (c sealedPacketConn) LocalAddr() net.Addr                       { return c.dc.LocalAddr() }
-func (c sealedPacketConn) SetDeadline(t time.Time) error             { return c.dc.SetDeadline(t) }
-func (c sealedPacketConn) SetReadDeadline(t time.Time) error         { return c.dc.SetReadDeadline(t) }
-func (c sealedPacketConn) SetWriteDeadline(t time.Time) error        { return c.dc.SetWriteDeadline(t) }
+// awaitQUIC returns once quic-go's connection has taken up all but
+// maxUnprocessed of the bytes handed to it (or it is stuck, or closed).
+func (c *sealedPacketConn) awaitQUIC() {
+	qc, _ := c.progress.Load().(quicProgress)
+	if qc == nil {
+		return
+	}
+	var last uint64
+	var since time.Time
+	for {
+		done := qc.ConnectionStats().BytesReceived
+		if c.handed.Load() <= done+maxUnprocessed {
+			return
+		}
+		now := time.Now()
+		if since.IsZero() || done != last {
+			last, since = done, now
+		} else if now.Sub(since) >= c.stuckAfter {
+			c.handed.Store(done)
+			return
+		}
+		select {
+		case <-qc.Context().Done():
+			return
+		case <-c.dc.closing:
+			return
+		case <-time.After(awaitPoll):
+		}
+	}
+}
+
+func (c *sealedPacketConn) WriteTo(p []byte, _ net.Addr) (int, error) { return c.dc.Write(p) }
+func (c *sealedPacketConn) Close() error                              { return c.dc.Close() }
+func (c *sealedPacketConn) LocalAddr() net.Addr                       { return c.dc.LocalAddr() }
+func (c *sealedPacketConn) SetDeadline(t time.Time) error             { return c.dc.SetDeadline(t) }
+func (c *sealedPacketConn) SetReadDeadline(t time.Time) error         { return c.dc.SetReadDeadline(t) }
+func (c *sealedPacketConn) SetWriteDeadline(t time.Time) error        { return c.dc.SetWriteDeadline(t) }

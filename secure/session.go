@@ -20,9 +20,14 @@ import (
 
 // Session defaults. Each is a Config field's zero value.
 const (
-	// DefaultMTU is QUIC's packet size: with PacketOverhead and UDP/IPv6 headers it fits
-	// the IPv6 minimum MTU (1280), so no path needs IP fragmentation.
+	// DefaultMTU is QUIC's first packet size: with PacketOverhead and UDP/IPv6 headers it
+	// fits the IPv6 minimum MTU (1280), so no path needs IP fragmentation. Path MTU
+	// discovery (Config.PathMTUDiscovery) raises it towards MaxMTU.
 	DefaultMTU = 1200
+	// MaxMTU is the largest QUIC packet path MTU discovery may try (quic-go's limit).
+	// Sealed and with IPv4/UDP headers it is 1505 bytes, just above Ethernet's 1500, so
+	// the search ends at what the path carries: 1447 on IPv4, 1427 on IPv6.
+	MaxMTU = 1452
 	// DefaultMaxReceiveBufferSize is the largest receive window of one stream (the
 	// connection's is twice that). Windows start at 1 MiB and grow while the reader
 	// keeps up; 8 MiB is a 100 ms path at 80 MB/s.
@@ -50,6 +55,15 @@ type Config struct {
 	// MTU is the QUIC packet size before sealing. Zero means DefaultMTU. It must not
 	// exceed Datagram.MaxPayload.
 	MTU uint32
+	// PathMTUDiscovery lets the session raise its packet size from MTU towards MaxMTU
+	// by probing with larger packets (DPLPMTUD, RFC 8899: a probe is a padded PING
+	// that counts only when acknowledged, so a lost probe costs nothing but itself).
+	// Set it only when the socket below sets the IP Don't Fragment bit, so that a
+	// packet too large for the path is lost rather than fragmented; the holepunch
+	// endpoint sets it when its link says so. It is ignored when the DatagramConn's
+	// MaxPayload is below MaxMTU. Once found, the size is kept: a path whose MTU later
+	// shrinks loses the larger packets, and the session ends as a dead peer.
+	PathMTUDiscovery bool
 	// MaxReceiveBufferSize is the largest receive window of one stream in bytes (the
 	// connection's is twice that). Zero means DefaultMaxReceiveBufferSize.
 	MaxReceiveBufferSize uint32
@@ -120,6 +134,7 @@ type SessionStats struct {
 	CWND                     uint64        // BBR's congestion window, bytes
 	PacingRate, BtlBw        float64       // BBR's pacing rate and bandwidth estimate, bytes/s
 	CCState                  string        // BBR's mode: startup, drain, probe_bw, probe_rtt
+	PacketSize               uint64        // QUIC's packet size now: MTU, raised by path MTU discovery
 	LossEvents               uint64        // ACKs that reported loss
 	Datagram                 DatagramStats
 }
@@ -187,13 +202,15 @@ func Open(ctx context.Context, inner net.Conn, keys Keys, cfg Config) (*Session,
 // and opens stream 0. conn is owned by the session from now on, also on error.
 func Client(ctx context.Context, conn *DatagramConn, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
-	tr := &quic.Transport{Conn: sealedPacketConn{conn}}
-	qc, err := tr.Dial(ctx, conn.RemoteAddr(), clientTLS(), cfg.quicConfig())
+	pc := newSealedPacketConn(conn)
+	tr := &quic.Transport{Conn: pc}
+	qc, err := tr.Dial(ctx, conn.RemoteAddr(), clientTLS(), cfg.quicConfig(conn))
 	if err != nil {
 		tr.Close()
 		conn.Close()
 		return nil, fmt.Errorf("secure: quic client: %w", err)
 	}
+	pc.attach(qc)
 	s := newSession(cfg, conn, tr, qc, true)
 	st, err := qc.OpenStream()
 	if err == nil {
@@ -214,13 +231,14 @@ func Client(ctx context.Context, conn *DatagramConn, cfg Config) (*Session, erro
 // and accepts stream 0. conn is owned by the session from now on, also on error.
 func Server(ctx context.Context, conn *DatagramConn, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
-	tr := &quic.Transport{Conn: sealedPacketConn{conn}}
+	pc := newSealedPacketConn(conn)
+	tr := &quic.Transport{Conn: pc}
 	fail := func(err error) (*Session, error) {
 		tr.Close()
 		conn.Close()
 		return nil, err
 	}
-	ln, err := tr.Listen(serverTLS(), cfg.quicConfig())
+	ln, err := tr.Listen(serverTLS(), cfg.quicConfig(conn))
 	if err != nil {
 		return fail(fmt.Errorf("secure: quic server: %w", err))
 	}
@@ -229,6 +247,7 @@ func Server(ctx context.Context, conn *DatagramConn, cfg Config) (*Session, erro
 	if err != nil {
 		return fail(fmt.Errorf("secure: quic server: %w", err))
 	}
+	pc.attach(qc)
 	s := newSession(cfg, conn, tr, qc, false)
 	st, err := s.awaitStream0(ctx)
 	if err != nil {
@@ -607,6 +626,7 @@ func (s *Session) Stats() SessionStats {
 		PacingRate:      b.PacingRate,
 		BtlBw:           b.BtlBw,
 		CCState:         b.Mode,
+		PacketSize:      b.MSS,
 		LossEvents:      b.LossEvents,
 		Datagram:        s.dc.Stats(),
 	}

@@ -50,7 +50,10 @@ type Link struct {
 	turn     dht.TURNOffer                 // last offer, reused until turnReuse before expiry
 }
 
-var _ holepunch.Link = (*Link)(nil)
+var (
+	_ holepunch.Link         = (*Link)(nil)
+	_ holepunch.FragmentFree = (*Link)(nil)
+)
 
 // New returns a Link with no node attached.
 func New() *Link {
@@ -168,6 +171,13 @@ func (l *Link) WritePacket(b []byte, to netip.AddrPort) error {
 		return ErrNotAttached
 	}
 	return n.WritePacket(b, to)
+}
+
+// DontFragment implements holepunch.FragmentFree: the node's sockets set the
+// IP Don't Fragment bit.
+func (l *Link) DontFragment() bool {
+	n := l.nodeOrNil()
+	return n != nil && n.DontFragment()
 }
 
 // LocalAddr implements holepunch.Link.
