@@ -124,14 +124,7 @@ func (e *Endpoint) punchEasy(ctx context.Context, local, peer *signal) (transpor
 		return transportPath{}, fmt.Errorf("%w: birthday (easy side): %w", ErrPunchFailed, err)
 	}
 	e.log.Debug("birthday punch done", "stage", "easy", "addr", hard, "took", time.Since(start))
-	rc := newRoutedConn(e.cfg.Link, hard, func() {
-		e.paths.mu.Lock()
-		delete(e.paths.routes, hard)
-		e.paths.mu.Unlock()
-	})
-	e.paths.mu.Lock()
-	e.paths.routes[hard] = rc
-	e.paths.mu.Unlock()
+	rc := e.route(hard, nil)
 	return transportPath{conn: rc, path: PathDirect, remote: hard, release: func() { _ = rc.Close() }}, nil
 }
 

@@ -126,6 +126,7 @@ type EndpointStats struct {
 	ByPath                map[Path]uint64
 	Live                  int            // open connections
 	MuxDropped            uint64         // datagrams lost between the node and ICE
+	Routed                uint64         // session datagrams handed straight to a path (birthday, ICE pair), not through pion
 	NAT                   natcheck.Class // last measured class
 	HandshakesInProgress  int
 	RetransmittedAnswered uint64
@@ -152,7 +153,7 @@ type Endpoint struct {
 	admit    *admission        // which message 1 we answer (admission.go)
 	pending  pendingHandshakes // handshakes in progress by remote key
 	conns    connTable         // live connections by remote key; closed
-	paths    punchedPaths      // non-ICE paths the packet demux feeds
+	paths    punchedPaths      // routed paths the packet demux feeds (birthday, ICE)
 	counters counters          // atomic
 
 	listened      atomic.Bool // Listen registered our key at relays
@@ -378,6 +379,7 @@ func (e *Endpoint) Stats() EndpointStats {
 		Accepted:      e.counters.accepted.Load(),
 		Refused:       e.counters.refused.Load(),
 		BadHandshakes: e.counters.badHandshakes.Load(),
+		Routed:        e.counters.routed.Load(),
 		NAT:           e.NAT().Class,
 	}
 	s.Live, s.ByPath = e.conns.stats()
@@ -758,6 +760,9 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 	// channel twice and panic (seen in the swarm tests). Both go through
 	// one Once.
 	closeAgent := sync.OnceValue(agent.Close)
+	if rc := e.routeICE(conn, path, remote, closeAgent); rc != nil {
+		return transportPath{conn: rc, path: path, remote: remote, release: func() { _ = rc.Close() }}, nil
+	}
 	return transportPath{conn: agentConn{Conn: conn, close: closeAgent}, path: path, remote: remote, release: func() { _ = closeAgent() }}, nil
 }
 
@@ -866,28 +871,36 @@ func (e *Endpoint) spawn(f func()) bool {
 // node's read loop and must not block: each copies what it keeps and hands
 // it on through a buffered channel or queue, dropping it when that is full.
 func (e *Endpoint) setHandlers(on bool) {
-	signal, birthday, bySource := e.handleSignal, e.handleBirthday, e.routeBySource
+	signal, birthday, bySource, stun := e.handleSignal, e.handleBirthday, e.routeBySource, e.toMux
 	if !on {
-		signal, birthday, bySource = nil, nil, nil
+		signal, birthday, bySource, stun = nil, nil, nil, nil
 	}
 	l := e.cfg.Link
 	l.SetSignalHandler(signal)
 	l.Handle(demux.Birthday, birthday) // probes of punches in progress
 	l.Handle(demux.Sealed, bySource)   // sessions, on a punched path or over ICE
-	l.Handle(demux.STUN, bySource)     // ICE checks
+	l.Handle(demux.STUN, stun)         // ICE checks, keepalives and consent
 }
 
-// routeBySource takes the session datagrams and ICE checks on the node's
-// socket: those from an address a punched path owns go to it, everything
-// else (ICE checks and ICE-path session data) to the ICE mux.
+// routeBySource takes the session datagrams on the node's socket: those from
+// an address a path owns (a birthday path, or an ICE pair, see routeICE) go
+// to it, the rest to the ICE mux.
 func (e *Endpoint) routeBySource(b []byte, from netip.AddrPort) {
 	e.paths.mu.Lock()
 	rc := e.paths.routes[from]
 	e.paths.mu.Unlock()
 	if rc != nil {
 		rc.deliver(b)
+		e.counters.routed.Add(1)
 		return
 	}
+	e.toMux(b, from)
+}
+
+// toMux hands a datagram to the ICE mux of its family: every STUN message
+// (ICE keeps its pairs alive even when a path owns the address) and the
+// session datagrams no path owns.
+func (e *Endpoint) toMux(b []byte, from netip.AddrPort) {
 	if e.mux != nil {
 		if s := e.mux.sockFor(from); s != nil {
 			s.deliver(b, from)

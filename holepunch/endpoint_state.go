@@ -191,11 +191,11 @@ func (p *pendingHandshakes) endIncoming(key string, h *inbound) {
 	}
 }
 
-// punchedPaths holds the paths found outside ICE that the endpoint's packet
-// handlers (handleBirthday, routeBySource) feed. mu guards both maps.
+// punchedPaths holds the paths that the endpoint's packet handlers
+// (handleBirthday, routeBySource) feed. mu guards both maps.
 type punchedPaths struct {
 	mu        sync.Mutex
-	routes    map[netip.AddrPort]*routedConn             // easy-side birthday paths by remote address
+	routes    map[netip.AddrPort]*routedConn             // easy-side birthday paths and ICE pairs by remote address
 	birthdays map[[BirthdaySecretSize]byte]chan Datagram // easy-side punches in progress by secret
 }
 
@@ -209,4 +209,5 @@ type counters struct {
 	dials, dialFailures atomic.Uint64
 	accepted, refused   atomic.Uint64
 	badHandshakes       atomic.Uint64
+	routed              atomic.Uint64
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/secure"
 )
 
 // peer is a DHT node with an endpoint on its socket.
@@ -207,6 +208,14 @@ func TestConnectByKeyLoopback(t *testing.T) {
 	t.Logf("connected in %v over %s", c.ConnectTime, c.Path)
 	msg := bytes.Repeat([]byte("swarmdb!"), 128<<10) // 1 MiB
 	echo(t, c, s, msg)
+	// The session's datagrams went from the node's read loop straight to it,
+	// not through pion's ICE data path (ice_direct.go): at least the 1 MiB
+	// each way, in packets of at most secure.MaxMTU.
+	for name, p := range map[string]*peer{"client": client, "server": server} {
+		if got, want := p.ep.Stats().Routed, uint64(len(msg)/secure.MaxMTU); got < want {
+			t.Errorf("%s: %d datagrams routed straight to the session, want at least %d", name, got, want)
+		}
+	}
 }
 
 // TestConnectRefusedByFirewall: the server's firewall sees the dialler's

@@ -9,8 +9,9 @@ import (
 )
 
 // routedConn is a net.Conn to one remote address over the node's shared
-// socket, for paths found outside ICE (birthday punching on the easy side).
-// The endpoint's packet demux hands it every datagram from that address.
+// socket, for birthday paths (on the easy side) and ICE pairs (routeICE).
+// The endpoint's packet demux hands it every session datagram from that
+// address.
 type routedConn struct {
 	link   Link
 	remote netip.AddrPort
@@ -23,6 +24,27 @@ type routedConn struct {
 }
 
 var _ net.Conn = (*routedConn)(nil)
+
+// route returns a routedConn that gets the session datagrams from remote
+// from now on, in place of any path that had them. Closing it removes the
+// route (unless a newer path has taken the address) and then calls onClose.
+func (e *Endpoint) route(remote netip.AddrPort, onClose func()) *routedConn {
+	var rc *routedConn
+	rc = newRoutedConn(e.cfg.Link, remote, func() {
+		e.paths.mu.Lock()
+		if e.paths.routes[remote] == rc {
+			delete(e.paths.routes, remote)
+		}
+		e.paths.mu.Unlock()
+		if onClose != nil {
+			onClose()
+		}
+	})
+	e.paths.mu.Lock()
+	e.paths.routes[remote] = rc
+	e.paths.mu.Unlock()
+	return rc
+}
 
 func newRoutedConn(link Link, remote netip.AddrPort, onDone func()) *routedConn {
 	return &routedConn{link: link, remote: remote, in: make(chan []byte, socketQueue), done: make(chan struct{}), onDone: onDone}
