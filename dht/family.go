@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // Family is an IP address family. A node has one UDP socket per family it
@@ -73,9 +75,10 @@ type stack struct {
 	fam Family
 
 	// Set by Start, then immutable.
-	conn   net.PacketConn // nil: the node has no socket of this family
-	local  netip.AddrPort
-	noFrag bool // conn sends with the IP Don't Fragment bit (udpopt.SetDontFragment)
+	conn     net.PacketConn // nil: the node has no socket of this family
+	local    netip.AddrPort
+	noFrag   bool                  // conn sends with the IP Don't Fragment bit (udpopt.SetDontFragment)
+	segments *udpopt.SegmentWriter // conn's batched sends (WriteSegments)
 
 	// Guarded by Node.mu.
 	persistent bool

@@ -260,6 +260,7 @@ func (n *Node) openLocked(plans []listenPlan) error {
 			// Don't Fragment, so that the sessions above can find the path MTU: DHT
 			// messages stay far below any MTU and never notice.
 			st.noFrag = udpopt.SetDontFragment(conn)
+			st.segments = udpopt.NewSegmentWriter(conn)
 		}
 		if !retry {
 			return nil
@@ -601,6 +602,22 @@ func (n *Node) WritePacket(b []byte, addr netip.AddrPort) error {
 		n.noteSent(addr.Addr())
 	}
 	return err
+}
+
+// WriteSegments sends b to addr as datagrams of segSize bytes, the last one possibly
+// shorter, with one system call where the kernel can segment (udpopt.SegmentWriter):
+// a session's burst of equal-size packets. At most udpopt.MaxSegments datagrams.
+func (n *Node) WriteSegments(b []byte, segSize int, addr netip.AddrPort) error {
+	addr = unmapAddrPort(addr)
+	st := n.stackFor(addr)
+	if st.conn == nil {
+		return n.WritePacket(b, addr) // the same errors
+	}
+	if err := st.segments.WriteSegments(b, segSize, addr); err != nil {
+		return err
+	}
+	n.noteSent(addr.Addr())
+	return nil
 }
 
 // request sends m to addr and waits for the matching response, resending

@@ -94,6 +94,14 @@ type FragmentFree interface {
 	DontFragment() bool
 }
 
+// SegmentLink is what a Link may also implement: WriteSegments sends b to
+// `to` as datagrams of segSize bytes (the last one possibly shorter) with
+// one system call where the kernel can (UDP segmentation offload). Sessions
+// on routed paths then send their bursts that way (secure.SegmentWriter).
+type SegmentLink interface {
+	WriteSegments(b []byte, segSize int, to netip.AddrPort) error
+}
+
 // TURNServerInfo is a TURN server and short-lived credentials for it.
 type TURNServerInfo struct {
 	Addr     netip.AddrPort

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/swarmdb/swarmdb/secure"
 )
 
 // routedConn is a net.Conn to one remote address over the node's shared
@@ -15,7 +17,7 @@ import (
 type routedConn struct {
 	link   Link
 	remote netip.AddrPort
-	in     chan []byte
+	in     chan *[]byte // copies from datagramPool
 	done   chan struct{}
 	once   sync.Once
 	onDone func()
@@ -23,7 +25,10 @@ type routedConn struct {
 	dropped atomic.Uint64
 }
 
-var _ net.Conn = (*routedConn)(nil)
+var (
+	_ net.Conn             = (*routedConn)(nil)
+	_ secure.SegmentWriter = (*routedConn)(nil)
+)
 
 // route returns a routedConn that gets the session datagrams from remote
 // from now on, in place of any path that had them. Closing it removes the
@@ -47,21 +52,36 @@ func (e *Endpoint) route(remote netip.AddrPort, onClose func()) *routedConn {
 }
 
 func newRoutedConn(link Link, remote netip.AddrPort, onDone func()) *routedConn {
-	return &routedConn{link: link, remote: remote, in: make(chan []byte, socketQueue), done: make(chan struct{}), onDone: onDone}
+	return &routedConn{link: link, remote: remote, in: make(chan *[]byte, socketQueue), done: make(chan struct{}), onDone: onDone}
+}
+
+// datagramPool recycles the copies deliver hands to Read: a bulk transfer
+// delivers a hundred thousand datagrams a second, and allocating each cost
+// the receiving node a tenth of its CPU in garbage collection.
+var datagramPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+func copyDatagram(b []byte) *[]byte {
+	bp := datagramPool.Get().(*[]byte)
+	*bp = append((*bp)[:0], b...)
+	return bp
 }
 
 func (c *routedConn) deliver(b []byte) {
+	bp := copyDatagram(b)
 	select {
-	case c.in <- append([]byte(nil), b...):
+	case c.in <- bp:
 	default:
+		datagramPool.Put(bp)
 		c.dropped.Add(1)
 	}
 }
 
 func (c *routedConn) Read(p []byte) (int, error) {
 	select {
-	case b := <-c.in:
-		return copy(p, b), nil
+	case bp := <-c.in:
+		n := copy(p, *bp)
+		datagramPool.Put(bp)
+		return n, nil
 	case <-c.done:
 		return 0, net.ErrClosed
 	}
@@ -77,6 +97,25 @@ func (c *routedConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// WriteSegments implements secure.SegmentWriter: a burst of the session's
+// datagrams in one system call where the link can.
+func (c *routedConn) WriteSegments(b []byte, segSize int) error {
+	select {
+	case <-c.done:
+		return net.ErrClosed
+	default:
+	}
+	if sl, ok := c.link.(SegmentLink); ok {
+		return sl.WriteSegments(b, segSize, c.remote)
+	}
+	for off := 0; off < len(b); off += segSize {
+		if err := c.link.WritePacket(b[off:min(off+segSize, len(b))], c.remote); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *routedConn) Close() error {

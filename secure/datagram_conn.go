@@ -96,10 +96,13 @@ type DatagramConn struct {
 	lastRecv    atomic.Int64 // nanoseconds after created of the last authenticated datagram
 	lastSend    atomic.Int64 // nanoseconds after created of the last datagram sent
 
-	mu      sync.Mutex // guards started, closed
-	started bool
-	closed  bool
-	wg      sync.WaitGroup // the read loop
+	batch *sendBatch // non-nil when inner is a SegmentWriter (batch.go)
+
+	mu            sync.Mutex // guards started, writerStarted, closed
+	started       bool
+	writerStarted bool
+	closed        bool
+	wg            sync.WaitGroup // the read loop
 
 	readErr  error        // written by the read loop before readDone closes
 	window   replayWindow // owned by the read loop
@@ -149,6 +152,9 @@ func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramCon
 		b := make([]byte, bufSize)
 		return &b
 	}
+	if sw, ok := inner.(SegmentWriter); ok {
+		c.batch = newSendBatch(sw)
+	}
 	return c
 }
 
@@ -195,6 +201,13 @@ func (c *DatagramConn) Write(p []byte) (int, error) {
 	ctr := c.sendCounter.Add(1) - 1
 	if ctr >= MaxCounter {
 		return 0, ErrCounterExhausted
+	}
+	if c.batch != nil {
+		if !c.startWriter() || !c.batch.add(func(dst []byte) []byte { return appendSealed(dst, c.send, ctr, p) }) {
+			return 0, fmt.Errorf("secure: datagram write: %w", net.ErrClosed)
+		}
+		c.lastSend.Store(int64(time.Since(c.created)))
+		return len(p), nil
 	}
 	bp := c.bufPool.Get().(*[]byte)
 	pkt := appendSealed((*bp)[:0], c.send, ctr, p)
@@ -260,6 +273,34 @@ func (c *DatagramConn) startReader() {
 	c.started = true
 	c.wg.Add(1)
 	go c.readLoop()
+}
+
+// startWriter starts the batch writer once; false once the conn is closed.
+func (c *DatagramConn) startWriter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	if !c.writerStarted {
+		c.writerStarted = true
+		go c.batch.run(c.closing, c.batchSent)
+	}
+	return true
+}
+
+// batchSent counts one WriteSegments call of the batch writer. Failures other than
+// closure are datagram loss, as in Write.
+func (c *DatagramConn) batchSent(n, bytes int, err error) {
+	if err != nil {
+		if !isClosedErr(err) {
+			c.stats.sendErrors.Add(uint64(n))
+			c.cfg.Logger.Debug("secure: datagram write failed", "datagrams", n, "err", err)
+		}
+		return
+	}
+	c.stats.sentPackets.Add(uint64(n))
+	c.stats.sentBytes.Add(uint64(bytes))
 }
 
 // readLoop reads, opens and checks datagrams until the inner conn fails or is closed.
@@ -357,13 +398,18 @@ func (c *DatagramConn) readError() error {
 	}
 }
 
-// Close closes the inner conn and waits for the read loop. Idempotent.
+// Close sends what is still batched, closes the inner conn and waits for the read
+// loop. Idempotent.
 func (c *DatagramConn) Close() error {
 	c.once.Do(func() {
 		c.mu.Lock()
 		c.closed = true
+		writer := c.writerStarted
 		c.mu.Unlock()
 		close(c.closing)
+		if writer {
+			<-c.batch.done // a closing session's last packets go out first
+		}
 		c.closeErr = c.inner.Close()
 		c.rdeadline.stop()
 	})

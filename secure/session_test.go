@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/internal/testutil"
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // udpPeer adapts an unconnected UDP socket to a datagram net.Conn talking to one peer,
@@ -21,6 +22,16 @@ import (
 type udpPeer struct {
 	*net.UDPConn
 	peer *net.UDPAddr
+	seg  *udpopt.SegmentWriter // made by the first WriteSegments (the batch writer's goroutine)
+}
+
+// WriteSegments makes the sessions over udpPeer send in batches, with UDP segmentation
+// offload (secure.SegmentWriter), as they do over the node's socket.
+func (u *udpPeer) WriteSegments(b []byte, segSize int) error {
+	if u.seg == nil {
+		u.seg = udpopt.NewSegmentWriter(u.UDPConn)
+	}
+	return u.seg.WriteSegments(b, segSize, u.peer.AddrPort())
 }
 
 func (u *udpPeer) Read(p []byte) (int, error) {
@@ -52,7 +63,7 @@ func newUDPPair(t testing.TB) (net.Conn, net.Conn) {
 		return c
 	}
 	a, b := listen(), listen()
-	return &udpPeer{a, b.LocalAddr().(*net.UDPAddr)}, &udpPeer{b, a.LocalAddr().(*net.UDPAddr)}
+	return &udpPeer{UDPConn: a, peer: b.LocalAddr().(*net.UDPAddr)}, &udpPeer{UDPConn: b, peer: a.LocalAddr().(*net.UDPAddr)}
 }
 
 type sessionPair struct {

@@ -53,6 +53,7 @@ type Link struct {
 var (
 	_ holepunch.Link         = (*Link)(nil)
 	_ holepunch.FragmentFree = (*Link)(nil)
+	_ holepunch.SegmentLink  = (*Link)(nil)
 )
 
 // New returns a Link with no node attached.
@@ -171,6 +172,15 @@ func (l *Link) WritePacket(b []byte, to netip.AddrPort) error {
 		return ErrNotAttached
 	}
 	return n.WritePacket(b, to)
+}
+
+// WriteSegments implements holepunch.SegmentLink.
+func (l *Link) WriteSegments(b []byte, segSize int, to netip.AddrPort) error {
+	n := l.nodeOrNil()
+	if n == nil {
+		return ErrNotAttached
+	}
+	return n.WriteSegments(b, segSize, to)
 }
 
 // DontFragment implements holepunch.FragmentFree: the node's sockets set the
