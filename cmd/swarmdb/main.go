@@ -38,6 +38,8 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
 	"syscall"
 )
 
@@ -70,9 +72,36 @@ func usage(w io.Writer) {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	stopProfile := startCPUProfile(os.Getenv("SWARMDB_CPUPROFILE"), os.Stderr)
 	code := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr})
+	stopProfile()
 	stop()
 	os.Exit(code)
+}
+
+// startCPUProfile writes a CPU profile of the whole process to prefix.PID
+// (one file per process, so that the nodes of a test each get theirs) until
+// the returned function runs; an empty prefix profiles nothing. Read it with
+// `go tool pprof swarmdb prefix.PID`.
+func startCPUProfile(prefix string, errw io.Writer) func() {
+	if prefix == "" {
+		return func() {}
+	}
+	f, err := os.Create(prefix + "." + strconv.Itoa(os.Getpid()))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(errw, "swarmdb: SWARMDB_CPUPROFILE: %v\n", err)
+		if f != nil {
+			_ = f.Close()
+		}
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
 }
 
 // run dispatches to the command named by args[0] and returns the exit code.

@@ -3,9 +3,12 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -66,4 +69,22 @@ func TestBootstrapCommand(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v", err)
 	}
+}
+
+// SWARMDB_CPUPROFILE writes a profile per process; a path that cannot be created is
+// reported and profiles nothing, and no variable means no profile.
+func TestStartCPUProfile(t *testing.T) {
+	dir := t.TempDir()
+	stop := startCPUProfile(filepath.Join(dir, "cpu"), io.Discard)
+	stop()
+	fi, err := os.Stat(filepath.Join(dir, "cpu."+strconv.Itoa(os.Getpid())))
+	if err != nil || fi.Size() == 0 {
+		t.Fatalf("no profile written: %v", err)
+	}
+	var msg strings.Builder
+	startCPUProfile(filepath.Join(dir, "missing", "cpu"), &msg)()
+	if !strings.Contains(msg.String(), "SWARMDB_CPUPROFILE") {
+		t.Fatalf("no error reported for an impossible path: %q", msg.String())
+	}
+	startCPUProfile("", io.Discard)()
 }
