@@ -34,13 +34,19 @@ type sendBatch struct {
 
 	mu     sync.Mutex
 	room   *sync.Cond // signalled when the writer takes the batch or stops
-	buf    []byte     // sealed datagrams, back to back
+	buf    *[]byte    // sealed datagrams, back to back; from batchPool, nil when empty
 	sizes  []int      // their lengths
 	closed bool       // the writer has stopped: Write fails
 
 	wake chan struct{} // 1-buffered: the batch went from empty to non-empty
 	done chan struct{} // closed when the writer has sent its last batch
 }
+
+// batchPool holds the batch buffers of all conns: a conn holds one only while it has
+// datagrams waiting or being sent, so an idle connection keeps none of its bursts'
+// memory. A new buffer holds one datagram and grows (to about 94 KB in a bulk
+// transfer): a keepalive does not cost a bulk transfer's buffer.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxMTU+PacketOverhead); return &b }}
 
 func newSendBatch(w SegmentWriter) *sendBatch {
 	b := &sendBatch{w: w, wake: make(chan struct{}, 1), done: make(chan struct{})}
@@ -59,9 +65,13 @@ func (b *sendBatch) add(seal func(dst []byte) []byte) bool {
 		b.mu.Unlock()
 		return false
 	}
-	before := len(b.buf)
-	b.buf = seal(b.buf)
-	b.sizes = append(b.sizes, len(b.buf)-before)
+	if b.buf == nil {
+		b.buf = batchPool.Get().(*[]byte)
+		*b.buf = (*b.buf)[:0]
+	}
+	before := len(*b.buf)
+	*b.buf = seal(*b.buf)
+	b.sizes = append(b.sizes, len(*b.buf)-before)
 	first := len(b.sizes) == 1
 	b.mu.Unlock()
 	if first {
@@ -73,11 +83,13 @@ func (b *sendBatch) add(seal func(dst []byte) []byte) bool {
 	return true
 }
 
-// take swaps the waiting batch for the empty buffers given.
-func (b *sendBatch) take(buf []byte, sizes []int) ([]byte, []int) {
+// take returns the waiting batch (buf nil when there is none), leaving sizes, empty, in
+// its place.
+func (b *sendBatch) take(sizes []int) (*[]byte, []int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	buf, b.buf = b.buf, buf[:0]
+	buf := b.buf
+	b.buf = nil
 	sizes, b.sizes = b.sizes, sizes[:0]
 	b.room.Broadcast()
 	return buf, sizes
@@ -87,24 +99,26 @@ func (b *sendBatch) take(buf []byte, sizes []int) ([]byte, []int) {
 // told of every WriteSegments call: datagrams, bytes and its error.
 func (b *sendBatch) run(closing <-chan struct{}, sent func(n, bytes int, err error)) {
 	defer close(b.done)
-	var buf []byte
 	var sizes []int
+	flush := func() {
+		var buf *[]byte
+		buf, sizes = b.take(sizes)
+		if buf != nil {
+			b.send(*buf, sizes, sent)
+			batchPool.Put(buf)
+		}
+	}
 	for {
-		stop := false
 		select {
 		case <-b.wake:
+			flush()
 		case <-closing:
-			stop = true
-		}
-		buf, sizes = b.take(buf, sizes)
-		b.send(buf, sizes, sent)
-		if stop {
+			flush()
 			b.mu.Lock()
 			b.closed = true
 			b.room.Broadcast()
 			b.mu.Unlock()
-			buf, sizes = b.take(buf, sizes) // a Write that got in before closed was set
-			b.send(buf, sizes, sent)
+			flush() // a Write that got in before closed was set
 			return
 		}
 	}
