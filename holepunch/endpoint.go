@@ -127,6 +127,7 @@ type EndpointStats struct {
 	Live                  int            // open connections
 	MuxDropped            uint64         // datagrams lost between the node and ICE
 	Routed                uint64         // session datagrams handed straight to a path (birthday, ICE pair), not through pion
+	EarlyPaths            uint64         // dials whose session started on the first answered ICE check (ice_early.go)
 	NAT                   natcheck.Class // last measured class
 	HandshakesInProgress  int
 	RetransmittedAnswered uint64
@@ -154,6 +155,7 @@ type Endpoint struct {
 	pending  pendingHandshakes // handshakes in progress by remote key
 	conns    connTable         // live connections by remote key; closed
 	paths    punchedPaths      // routed paths the packet demux feeds (birthday, ICE)
+	checks   checkWatches      // dials waiting for their first answered check
 	counters counters          // atomic
 
 	listened      atomic.Bool // Listen registered our key at relays
@@ -380,6 +382,7 @@ func (e *Endpoint) Stats() EndpointStats {
 		Refused:       e.counters.refused.Load(),
 		BadHandshakes: e.counters.badHandshakes.Load(),
 		Routed:        e.counters.routed.Load(),
+		EarlyPaths:    e.counters.earlyPaths.Load(),
 		NAT:           e.NAT().Class,
 	}
 	s.Live, s.ByPath = e.conns.stats()
@@ -696,6 +699,10 @@ type transportPath struct {
 	path    Path
 	remote  netip.AddrPort // the peer's end of the path (see Conn.Remote)
 	release func()
+	// settle, when set, is called once the session is up and returns the
+	// path it ended on (an early ICE path follows ICE's nomination; see
+	// dialICE), or path and remote when ctx ends first.
+	settle func(ctx context.Context) (Path, netip.AddrPort)
 }
 
 // punch runs ICE (and, when the NATs call for it, birthday punching beside
@@ -730,12 +737,22 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 		case <-ctx.Done():
 		}
 	}()
+	// The session closes its conn when it ends (ice.Conn.Close closes the
+	// agent) while releasePath may close the agent at the same moment;
+	// pion/ice v2's Agent.Close checks, then acts, so two at once close a
+	// channel twice and panic (seen in the swarm tests). Both go through
+	// one Once.
+	closeAgent := sync.OnceValue(agent.Close)
 	var (
 		conn *ice.Conn
 		err  error
 	)
 	if controlling {
-		conn, err = agent.Dial(ctx, peer.Ufrag, peer.Pwd)
+		var early transportPath
+		conn, early, err = e.dialICE(ctx, agent, local, peer, closeAgent)
+		if err == nil && conn == nil {
+			return early, nil
+		}
 	} else {
 		conn, err = agent.Accept(ctx, peer.Ufrag, peer.Pwd)
 	}
@@ -754,12 +771,6 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 	}
 	path, remote := selectedPath(agent)
 	e.log.Debug("ice connected", "path", path, "addr", remote)
-	// The session closes its conn when it ends (ice.Conn.Close closes the
-	// agent) while releasePath may close the agent at the same moment;
-	// pion/ice v2's Agent.Close checks, then acts, so two at once close a
-	// channel twice and panic (seen in the swarm tests). Both go through
-	// one Once.
-	closeAgent := sync.OnceValue(agent.Close)
 	if rc := e.routeICE(conn, path, remote, closeAgent); rc != nil {
 		return transportPath{conn: rc, path: path, remote: remote, release: func() { _ = rc.Close() }}, nil
 	}
@@ -803,7 +814,11 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 		}
 		return nil, fmt.Errorf("secure session: %w", err)
 	}
-	c := &Conn{Session: sess, Path: tr.path, Remote: tr.remote, ConnectTime: time.Since(start), Initiator: initiator, release: tr.release}
+	path, remote := tr.path, tr.remote
+	if tr.settle != nil {
+		path, remote = tr.settle(ctx)
+	}
+	c := &Conn{Session: sess, Path: path, Remote: remote, ConnectTime: time.Since(start), Initiator: initiator, release: tr.release}
 	key := string(keys.Remote)
 	old, err := e.conns.add(key, c)
 	if err != nil {
@@ -871,7 +886,7 @@ func (e *Endpoint) spawn(f func()) bool {
 // node's read loop and must not block: each copies what it keeps and hands
 // it on through a buffered channel or queue, dropping it when that is full.
 func (e *Endpoint) setHandlers(on bool) {
-	signal, birthday, bySource, stun := e.handleSignal, e.handleBirthday, e.routeBySource, e.toMux
+	signal, birthday, bySource, stun := e.handleSignal, e.handleBirthday, e.routeBySource, e.handleSTUN
 	if !on {
 		signal, birthday, bySource, stun = nil, nil, nil, nil
 	}
@@ -879,7 +894,7 @@ func (e *Endpoint) setHandlers(on bool) {
 	l.SetSignalHandler(signal)
 	l.Handle(demux.Birthday, birthday) // probes of punches in progress
 	l.Handle(demux.Sealed, bySource)   // sessions, on a punched path or over ICE
-	l.Handle(demux.STUN, stun)         // ICE checks, keepalives and consent
+	l.Handle(demux.STUN, stun)         // ICE checks, keepalives and consent (and dialICE's watch)
 }
 
 // routeBySource takes the session datagrams on the node's socket: those from
@@ -894,6 +909,13 @@ func (e *Endpoint) routeBySource(b []byte, from netip.AddrPort) {
 		e.counters.routed.Add(1)
 		return
 	}
+	e.toMux(b, from)
+}
+
+// handleSTUN shows a STUN message to the dials watching for their first
+// answered check (dialICE), then hands it to the ICE mux.
+func (e *Endpoint) handleSTUN(b []byte, from netip.AddrPort) {
+	e.checks.observe(b, from)
 	e.toMux(b, from)
 }
 

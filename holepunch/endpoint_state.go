@@ -209,5 +209,5 @@ type counters struct {
 	dials, dialFailures atomic.Uint64
 	accepted, refused   atomic.Uint64
 	badHandshakes       atomic.Uint64
-	routed              atomic.Uint64
+	routed, earlyPaths  atomic.Uint64
 }

@@ -35,20 +35,23 @@ func (e *Endpoint) routeICE(conn *ice.Conn, path Path, remote netip.AddrPort, cl
 		return nil
 	}
 	rc := e.route(remote, func() { _ = closeAgent() })
-	go func() {
-		buf := make([]byte, mergeBuffer)
-		for {
-			n, err := conn.Read(buf)
-			switch {
-			case errors.Is(err, io.ErrShortBuffer):
-				continue // larger than any sealed datagram: not ours
-			case err != nil:
-				return // the agent closed
-			}
-			rc.deliver(buf[:n])
-		}
-	}()
+	go mergeICE(conn, rc)
 	return rc
+}
+
+// mergeICE hands rc what pion's agent received, until the agent closes.
+func mergeICE(conn *ice.Conn, rc *routedConn) {
+	buf := make([]byte, mergeBuffer)
+	for {
+		n, err := conn.Read(buf)
+		switch {
+		case errors.Is(err, io.ErrShortBuffer):
+			continue // larger than any sealed datagram: not ours
+		case err != nil:
+			return // the agent closed
+		}
+		rc.deliver(buf[:n])
+	}
 }
 
 // mergeBuffer holds the largest sealed datagram (secure.MaxMTU sealed) with room to spare.

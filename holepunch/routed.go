@@ -11,12 +11,13 @@ import (
 )
 
 // routedConn is a net.Conn to one remote address over the node's shared
-// socket, for birthday paths (on the easy side) and ICE pairs (routeICE).
-// The endpoint's packet demux hands it every session datagram from that
-// address.
+// socket, for birthday paths (on the easy side) and ICE pairs (routeICE,
+// dialICE). The endpoint's packet demux hands it every session datagram from
+// that address. The address can move once (Endpoint.reroute): an early ICE
+// path follows the pair ICE nominates.
 type routedConn struct {
 	link   Link
-	remote netip.AddrPort
+	remote atomic.Pointer[netip.AddrPort]
 	in     chan *[]byte // copies from datagramPool
 	done   chan struct{}
 	once   sync.Once
@@ -37,8 +38,8 @@ func (e *Endpoint) route(remote netip.AddrPort, onClose func()) *routedConn {
 	var rc *routedConn
 	rc = newRoutedConn(e.cfg.Link, remote, func() {
 		e.paths.mu.Lock()
-		if e.paths.routes[remote] == rc {
-			delete(e.paths.routes, remote)
+		if at := rc.addr(); e.paths.routes[at] == rc {
+			delete(e.paths.routes, at)
 		}
 		e.paths.mu.Unlock()
 		if onClose != nil {
@@ -51,9 +52,26 @@ func (e *Endpoint) route(remote netip.AddrPort, onClose func()) *routedConn {
 	return rc
 }
 
-func newRoutedConn(link Link, remote netip.AddrPort, onDone func()) *routedConn {
-	return &routedConn{link: link, remote: remote, in: make(chan *[]byte, socketQueue), done: make(chan struct{}), onDone: onDone}
+// reroute moves rc to remote: its datagrams go there, and the datagrams from
+// there come to it, in place of its old address's.
+func (e *Endpoint) reroute(rc *routedConn, remote netip.AddrPort) {
+	e.paths.mu.Lock()
+	defer e.paths.mu.Unlock()
+	if old := rc.addr(); e.paths.routes[old] == rc {
+		delete(e.paths.routes, old)
+	}
+	rc.remote.Store(&remote)
+	e.paths.routes[remote] = rc
 }
+
+func newRoutedConn(link Link, remote netip.AddrPort, onDone func()) *routedConn {
+	c := &routedConn{link: link, in: make(chan *[]byte, socketQueue), done: make(chan struct{}), onDone: onDone}
+	c.remote.Store(&remote)
+	return c
+}
+
+// addr is the remote address now.
+func (c *routedConn) addr() netip.AddrPort { return *c.remote.Load() }
 
 // datagramPool recycles the copies deliver hands to Read: a bulk transfer
 // delivers a hundred thousand datagrams a second, and allocating each cost
@@ -93,7 +111,7 @@ func (c *routedConn) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
-	if err := c.link.WritePacket(p, c.remote); err != nil {
+	if err := c.link.WritePacket(p, c.addr()); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -108,10 +126,11 @@ func (c *routedConn) WriteSegments(b []byte, segSize int) error {
 	default:
 	}
 	if sl, ok := c.link.(SegmentLink); ok {
-		return sl.WriteSegments(b, segSize, c.remote)
+		return sl.WriteSegments(b, segSize, c.addr())
 	}
+	to := c.addr()
 	for off := 0; off < len(b); off += segSize {
-		if err := c.link.WritePacket(b[off:min(off+segSize, len(b))], c.remote); err != nil {
+		if err := c.link.WritePacket(b[off:min(off+segSize, len(b))], to); err != nil {
 			return err
 		}
 	}
@@ -129,7 +148,7 @@ func (c *routedConn) Close() error {
 }
 
 func (c *routedConn) LocalAddr() net.Addr  { return net.UDPAddrFromAddrPort(c.link.LocalAddr()) }
-func (c *routedConn) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(c.remote) }
+func (c *routedConn) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(c.addr()) }
 
 // Deadlines are kept by the secure layer above (secure.DatagramConn).
 func (c *routedConn) SetDeadline(time.Time) error      { return nil }

@@ -137,6 +137,11 @@ func clientTLS() *tls.Config {
 // polls it.
 type sealedPacketConn struct {
 	dc *DatagramConn
+	// peer is the address quic-go is shown for every datagram: the inner conn's
+	// at the start. The inner conn may move to another address of the same peer
+	// (holepunch's early ICE path follows ICE's nomination); quic-go must not see
+	// that as a migration, the peer being the key, not the address.
+	peer net.Addr
 
 	progress   atomic.Value  // quicProgress, once the connection exists
 	handed     atomic.Uint64 // bytes ReadFrom returned
@@ -165,7 +170,7 @@ const (
 var _ net.PacketConn = (*sealedPacketConn)(nil)
 
 func newSealedPacketConn(dc *DatagramConn) *sealedPacketConn {
-	return &sealedPacketConn{dc: dc, stuckAfter: awaitStuck}
+	return &sealedPacketConn{dc: dc, peer: dc.RemoteAddr(), stuckAfter: awaitStuck}
 }
 
 // attach starts the back-pressure on qc's progress.
@@ -175,7 +180,7 @@ func (c *sealedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	c.awaitQUIC()
 	n, err := c.dc.Read(p)
 	c.handed.Add(uint64(n))
-	return n, c.dc.RemoteAddr(), err
+	return n, c.peer, err
 }
 
 // awaitQUIC returns once quic-go's connection has taken up all but

@@ -204,7 +204,7 @@ func Client(ctx context.Context, conn *DatagramConn, cfg Config) (*Session, erro
 	cfg = cfg.withDefaults()
 	pc := newSealedPacketConn(conn)
 	tr := &quic.Transport{Conn: pc}
-	qc, err := tr.Dial(ctx, conn.RemoteAddr(), clientTLS(), cfg.quicConfig(conn))
+	qc, err := tr.Dial(ctx, pc.peer, clientTLS(), cfg.quicConfig(conn))
 	if err != nil {
 		tr.Close()
 		conn.Close()
