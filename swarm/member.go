@@ -29,6 +29,11 @@ func (s *Swarm) memberLoop() {
 			return c.received(), true
 		})
 		s.applyLocked()
+		// The tick may have queued a peer to dial (fill): the dial loop, asleep
+		// with nothing due, must look. Without this the peer waited for an
+		// unrelated kick, and Flush with it (TestInboundLimitEnforced hung
+		// 1 time in 6, a minute each).
+		s.kickLocked()
 		s.mu.Unlock()
 	}
 }
