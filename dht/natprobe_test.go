@@ -5,8 +5,11 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pion/transport/v2/vnet"
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/testutil"
@@ -100,5 +103,43 @@ func TestNATProbeHoldsTheHelper(t *testing.T) {
 		return time.Second
 	}); err != nil || !isolated {
 		t.Fatalf("other-port probe: isolated %v, %v", isolated, err)
+	}
+}
+
+// TestNATProbeWaitLeavesOutALostTry: when the first NAT_PROBE request is lost, the probe's
+// wait is timed from the answered try, not from the first send. Timed from the first send it
+// held the lost try's timeout (a second), and the adaptive wait (3 RTT + 100 ms, at most 1 s)
+// grew to its full second: at 5 % loss every second client took two seconds to start.
+func TestNATProbeWaitLeavesOutALostTry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	v, nets := startVNet(t, ctx, 3, "203.0.113.6")
+	server := v.Servers[0]
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(server.Contacts()) == 2 }, "the server to know both other nodes")
+	var dropped atomic.Int32
+	v.AddChunkFilter(func(c vnet.Chunk) bool {
+		if c.SourceAddr().String() == "203.0.113.6:49737" && c.DestinationAddr().String() == server.LocalAddr().String() {
+			return dropped.Add(1) > 1 // the first request is lost
+		}
+		return true
+	})
+	client := dht.New(dht.Config{Net: nets[0], ListenAddr: "203.0.113.6:49737", Mode: dht.ModeEphemeral})
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var rtt time.Duration
+	res, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, func(r time.Duration, _ bool) time.Duration {
+		rtt = r
+		return 2 * time.Second
+	})
+	if err != nil || !res.Arrived {
+		t.Fatalf("probe: %+v, %v", res, err)
+	}
+	if dropped.Load() < 2 {
+		t.Fatalf("%d requests reached the filter, want the lost one and its retry", dropped.Load())
+	}
+	if rtt >= 500*time.Millisecond {
+		t.Fatalf("the probe's wait was timed at %v: the lost try's timeout was counted", rtt)
 	}
 }

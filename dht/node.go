@@ -627,13 +627,21 @@ func (n *Node) request(ctx context.Context, addr netip.AddrPort, m *Message) (*M
 }
 
 func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message, tries int) (*Message, error) {
+	reply, _, err := n.requestLastSent(ctx, addr, m, tries)
+	return reply, err
+}
+
+// requestLastSent is requestTries that also returns when the answered try
+// was sent (the last one): what a caller timing the round trip needs, a
+// lost first try's timeout left out.
+func (n *Node) requestLastSent(ctx context.Context, addr netip.AddrPort, m *Message, tries int) (*Message, time.Time, error) {
 	addr = unmapAddrPort(addr)
 	st := n.stackFor(addr)
 	if st.conn == nil {
 		if n.stacks[n.primary].conn == nil {
-			return nil, ErrNotStarted
+			return nil, time.Time{}, ErrNotStarted
 		}
-		return nil, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, ErrNoFamily)
+		return nil, time.Time{}, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, ErrNoFamily)
 	}
 	m.Addr = addr
 	for try := 0; try < tries; try++ {
@@ -641,7 +649,7 @@ func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message
 		n.mu.Lock()
 		if n.isClosed {
 			n.mu.Unlock()
-			return nil, ErrClosed
+			return nil, time.Time{}, ErrClosed
 		}
 		if st.persistent {
 			id := st.id
@@ -664,7 +672,7 @@ func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message
 			n.mu.Lock()
 			delete(n.pending, m.TID)
 			n.mu.Unlock()
-			return nil, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, err)
+			return nil, time.Time{}, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, err)
 		}
 		wait := n.cfg.RequestTimeout
 		if answeredAtOnce(m.Command) {
@@ -691,13 +699,13 @@ func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message
 			if answeredAtOnce(m.Command) {
 				n.rto.sample(time.Since(sent))
 			}
-			return reply, nil
+			return reply, sent, nil
 		}
 		if !errors.Is(err, ErrTimeout) {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 	}
-	return nil, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, ErrTimeout)
+	return nil, time.Time{}, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, ErrTimeout)
 }
 
 // cachedTokenFor returns a token addr handed us recently.

@@ -1017,8 +1017,12 @@ func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode
 	if mode == ProbeOtherNode {
 		value = n.appendContacted(value, FamilyOf(unmapAddrPort(addr)))
 	}
-	sent := time.Now()
-	reply, err := n.request(ctx, addr, &Message{Command: CmdNATProbe, Value: value})
+	// The wait is timed from the answered try: a lost first request must not
+	// make the probe wait its whole second again (3 RTT + 100 ms of an RTT
+	// that held a 1 s timeout): at 5 % loss that cost every second client
+	// two seconds. Each try makes the helper send its packet again, so the
+	// last one's round trip is the one the packet follows.
+	reply, sent, err := n.requestLastSent(ctx, addr, &Message{Command: CmdNATProbe, Value: value}, n.cfg.Retries+1)
 	if err != nil {
 		return ProbeResult{}, err
 	}

@@ -60,12 +60,13 @@ func (e *rttEstimator) wait(try int, limit time.Duration) time.Duration {
 
 // answeredAtOnce reports whether the receiver of a request answers it itself,
 // at once: the requests whose round trips the estimator learns from and whose
-// waits it sets. The others wait for a third party (a relayed signal, the
-// announcer's answer, a NAT probe's helper) or for work (a TURN allocation) and
+// waits it sets. A NAT probe is one: its reply names the helper and leaves at
+// once, before the helper's packet. The others wait for a third party (a
+// relayed signal, the announcer's answer) or for work (a TURN allocation) and
 // keep the full RequestTimeout, so a slow answer is not resent as a duplicate.
 func answeredAtOnce(c Command) bool {
 	switch c {
-	case CmdPing, CmdFindNode, CmdAnnounce, CmdUnannounce, CmdLookup:
+	case CmdPing, CmdFindNode, CmdAnnounce, CmdUnannounce, CmdLookup, CmdNATProbe:
 		return true
 	}
 	return false

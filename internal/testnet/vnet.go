@@ -51,6 +51,10 @@ func (v *VNet) AddPublic(ip string) (*vnet.Net, error) {
 	return v.addNet(v.wan, ip)
 }
 
+// AddChunkFilter installs f on the WAN router: a chunk f returns false for is
+// dropped (a lost packet).
+func (v *VNet) AddChunkFilter(f vnet.ChunkFilter) { v.wan.AddChunkFilter(f) }
+
 // AddDHTServers adds n public hosts 203.0.113.1 ... 203.0.113.n, each to
 // run a persistent DHT node on VNetDHTPort once Start is called. The first
 // is the bootstrap node. Several servers on distinct IPs let netcheck's
