@@ -8,8 +8,11 @@ import (
 func TestRTTEstimatorWaits(t *testing.T) {
 	var e rttEstimator
 	const limit = time.Second
-	if got := e.wait(0, limit); got != limit {
-		t.Fatalf("no sample yet: wait %v, want the limit %v", got, limit)
+	if got := e.wait(0, limit); got != firstRequestWait {
+		t.Fatalf("no sample yet: wait %v, want %v", got, firstRequestWait)
+	}
+	if got := e.wait(1, limit); got != limit {
+		t.Fatalf("no sample yet, a retry: wait %v, want %v", got, limit)
 	}
 	for range 20 {
 		e.sample(40 * time.Millisecond)
