@@ -125,10 +125,10 @@ func (c *routedConn) WriteSegments(b []byte, segSize int) error {
 		return net.ErrClosed
 	default:
 	}
-	if sl, ok := c.link.(SegmentLink); ok {
-		return sl.WriteSegments(b, segSize, c.addr())
-	}
 	to := c.addr()
+	if sl, ok := c.link.(SegmentLink); ok {
+		return sl.WriteSegments(b, segSize, to)
+	}
 	for off := 0; off < len(b); off += segSize {
 		if err := c.link.WritePacket(b[off:min(off+segSize, len(b))], to); err != nil {
 			return err

@@ -2,6 +2,8 @@ package secure
 
 import (
 	"sync"
+
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // SegmentWriter is what a DatagramConn's inner conn may also implement: WriteSegments
@@ -21,8 +23,8 @@ type SegmentWriter interface {
 
 const (
 	// batchMax bounds the datagrams waiting in a batch; Write blocks beyond it. It is
-	// also Linux's limit on segments per send.
-	batchMax = 64
+	// the kernel's limit on segments per send, so no run needs cutting for it.
+	batchMax = udpopt.MaxSegments
 	// runMaxBytes bounds one WriteSegments call: one IP packet holds at most 65,535
 	// bytes with its headers.
 	runMaxBytes = 64000

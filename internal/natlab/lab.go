@@ -222,20 +222,25 @@ func (l *Lab) addNamespace(role string) string {
 	return ns
 }
 
-// connect creates a veth pair straight inside two namespaces (it never
-// exists in the root namespace): ifName in ns, peer in peerNS attached to
-// the bridge there.
+// connect creates a veth pair (vethPair) with peer attached to the bridge in
+// peerNS.
+func (l *Lab) connect(ns, ifName, peerNS, peer, bridge string) error {
+	if err := l.vethPair(ns, ifName, peerNS, peer); err != nil {
+		return err
+	}
+	return l.ip(peerNS, fmt.Sprintf("link set %s master %s", peer, bridge), fmt.Sprintf("link set %s up", peer))
+}
+
+// vethPair creates a veth pair straight inside two namespaces (it never
+// exists in the root namespace): ifName in ns, peer in peerNS.
 //
 // Both ends send one packet per frame (gso_max_segs 1), as a real NIC puts
 // them on the wire. A veth would otherwise pass a UDP segmentation offload
 // batch (up to 64 datagrams, see internal/udpopt) as one frame through the
 // routers, and their loss rules would drop whole batches: the same share
 // of bytes as random loss, but in bursts.
-func (l *Lab) connect(ns, ifName, peerNS, peer, bridge string) error {
-	if err := l.ip("", fmt.Sprintf("link add %s gso_max_segs 1 netns %s type veth peer name %s gso_max_segs 1 netns %s", ifName, ns, peer, peerNS)); err != nil {
-		return err
-	}
-	return l.ip(peerNS, fmt.Sprintf("link set %s master %s", peer, bridge), fmt.Sprintf("link set %s up", peer))
+func (l *Lab) vethPair(ns, ifName, peerNS, peer string) error {
+	return l.ip("", fmt.Sprintf("link add %s gso_max_segs 1 netns %s type veth peer name %s gso_max_segs 1 netns %s", ifName, ns, peer, peerNS))
 }
 
 // ip runs iproute2 commands (one per line, without the leading "ip") in ns,

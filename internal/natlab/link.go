@@ -54,7 +54,7 @@ type link struct {
 func (l *Lab) addLink(name, routerNS, upstreamNS, upstreamPort, bridge string, cfg LinkConfig) *link {
 	l.t.Helper()
 	ns := l.addNamespace(name + "-link")
-	l.must(l.ip("", fmt.Sprintf("link add %s gso_max_segs 1 netns %s type veth peer name %s gso_max_segs 1 netns %s", wanIf, routerNS, linkRouterIf, ns)))
+	l.must(l.vethPair(routerNS, wanIf, ns, linkRouterIf))
 	l.must(l.connect(ns, linkUpstreamIf, upstreamNS, upstreamPort, bridge))
 	l.must(l.ip(ns, "link set "+linkRouterIf+" up", "link set "+linkUpstreamIf+" up"))
 	// The link namespace is a wire: it must not answer or route anything.
