@@ -12,8 +12,27 @@ import (
 	"github.com/pion/transport/v2/vnet"
 
 	"github.com/swarmdb/swarmdb/dht"
+	"github.com/swarmdb/swarmdb/internal/testnet"
 	"github.com/swarmdb/swarmdb/internal/testutil"
 )
+
+// probeClientAddr is where probeSetup's client listens.
+const probeClientAddr = "203.0.113.6:49737"
+
+// probeSetup starts a three-server DHT on a vnet, waits until the first server (the
+// probes' server) knows the other two (its candidate helpers), and starts an ephemeral
+// client at probeClientAddr that has contacted nobody.
+func probeSetup(t *testing.T, ctx context.Context) (*testnet.VNet, *dht.Node) {
+	t.Helper()
+	v, nets := startVNet(t, ctx, 3, "203.0.113.6")
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(v.Servers[0].Contacts()) == 2 }, "the server to know both other nodes")
+	client := dht.New(dht.Config{Net: nets[0], ListenAddr: probeClientAddr, Mode: dht.ModeEphemeral})
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return v, client
+}
 
 // TestNATProbeStrangerIsNeverContacted: the node that sends the other-node probe's packet is
 // one the requester never sent to. The requester lists the IPs it contacted and the server
@@ -23,16 +42,8 @@ import (
 func TestNATProbeStrangerIsNeverContacted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	v, nets := startVNet(t, ctx, 3, "203.0.113.6")
-	vn := nets[0]
+	v, client := probeSetup(t, ctx)
 	server, contacted, stranger := v.Servers[0], v.Servers[1], v.Servers[2]
-	testutil.Eventually(t, 10*time.Second, func() bool { return len(server.Contacts()) == 2 }, "the server to know both other nodes")
-
-	client := dht.New(dht.Config{Net: vn, ListenAddr: "203.0.113.6:49737", Mode: dht.ModeEphemeral})
-	if err := client.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
 	if err := client.VerifyNode(ctx, contacted.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
@@ -60,14 +71,8 @@ func TestNATProbeStrangerIsNeverContacted(t *testing.T) {
 func TestNATProbeHoldsTheHelper(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	v, nets := startVNet(t, ctx, 3, "203.0.113.6")
+	v, client := probeSetup(t, ctx)
 	server := v.Servers[0]
-	testutil.Eventually(t, 10*time.Second, func() bool { return len(server.Contacts()) == 2 }, "the server to know both other nodes")
-	client := dht.New(dht.Config{Net: nets[0], ListenAddr: "203.0.113.6:49737", Mode: dht.ModeEphemeral})
-	if err := client.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
 
 	var during [2]error
 	var isolated bool
@@ -113,21 +118,15 @@ func TestNATProbeHoldsTheHelper(t *testing.T) {
 func TestNATProbeWaitLeavesOutALostTry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	v, nets := startVNet(t, ctx, 3, "203.0.113.6")
+	v, client := probeSetup(t, ctx)
 	server := v.Servers[0]
-	testutil.Eventually(t, 10*time.Second, func() bool { return len(server.Contacts()) == 2 }, "the server to know both other nodes")
 	var dropped atomic.Int32
 	v.AddChunkFilter(func(c vnet.Chunk) bool {
-		if c.SourceAddr().String() == "203.0.113.6:49737" && c.DestinationAddr().String() == server.LocalAddr().String() {
+		if c.SourceAddr().String() == probeClientAddr && c.DestinationAddr().String() == server.LocalAddr().String() {
 			return dropped.Add(1) > 1 // the first request is lost
 		}
 		return true
 	})
-	client := dht.New(dht.Config{Net: nets[0], ListenAddr: "203.0.113.6:49737", Mode: dht.ModeEphemeral})
-	if err := client.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
 	var rtt time.Duration
 	res, err := client.NATProbe(ctx, server.LocalAddr(), dht.ProbeOtherNode, func(r time.Duration, _ bool) time.Duration {
 		rtt = r
