@@ -18,7 +18,7 @@ import (
 type routedConn struct {
 	link   Link
 	remote atomic.Pointer[netip.AddrPort]
-	in     chan *[]byte // copies from datagramPool
+	in     datagramQueue
 	done   chan struct{}
 	once   sync.Once
 	onDone func()
@@ -65,7 +65,7 @@ func (e *Endpoint) reroute(rc *routedConn, remote netip.AddrPort) {
 }
 
 func newRoutedConn(link Link, remote netip.AddrPort, onDone func()) *routedConn {
-	c := &routedConn{link: link, in: make(chan *[]byte, socketQueue), done: make(chan struct{}), onDone: onDone}
+	c := &routedConn{link: link, in: newDatagramQueue(), done: make(chan struct{}), onDone: onDone}
 	c.remote.Store(&remote)
 	return c
 }
@@ -86,23 +86,86 @@ func copyDatagram(b []byte) *[]byte {
 
 func (c *routedConn) deliver(b []byte) {
 	bp := copyDatagram(b)
-	select {
-	case c.in <- bp:
-	default:
+	if !c.in.push(bp) {
 		datagramPool.Put(bp)
 		c.dropped.Add(1)
 	}
 }
 
 func (c *routedConn) Read(p []byte) (int, error) {
-	select {
-	case bp := <-c.in:
-		n := copy(p, *bp)
-		datagramPool.Put(bp)
-		return n, nil
-	case <-c.done:
-		return 0, net.ErrClosed
+	for {
+		if bp := c.in.pop(); bp != nil {
+			n := copy(p, *bp)
+			datagramPool.Put(bp)
+			return n, nil
+		}
+		select {
+		case <-c.in.ready:
+		case <-c.done:
+			return 0, net.ErrClosed
+		}
 	}
+}
+
+// datagramQueue holds up to socketQueue datagrams between the node's read
+// loop and one session. A channel of that capacity cost every connection
+// 32 KiB, idle or not; this queue's memory grows with a burst and, beyond
+// keptQueue slots (2 KiB), is let go when the queue drains.
+type datagramQueue struct {
+	mu    sync.Mutex
+	items []*[]byte // items[head:] wait, oldest first
+	head  int
+	ready chan struct{} // a token after each push, for a reader that found the queue empty
+}
+
+// keptQueue is the most slots a drained queue keeps for the next burst: a
+// few batches of a bulk transfer, which usually drain between bursts.
+const keptQueue = 256
+
+func newDatagramQueue() datagramQueue { return datagramQueue{ready: make(chan struct{}, 1)} }
+
+// push appends bp, or reports false when socketQueue datagrams already wait.
+func (q *datagramQueue) push(bp *[]byte) bool {
+	q.mu.Lock()
+	n := len(q.items) - q.head
+	if n >= socketQueue {
+		q.mu.Unlock()
+		return false
+	}
+	if len(q.items) == cap(q.items) && q.head > 0 {
+		// Reuse the slots already read before growing.
+		copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	q.items = append(q.items, bp)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// pop removes the oldest datagram, or returns nil when none waits.
+func (q *datagramQueue) pop() *[]byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.items) {
+		return nil
+	}
+	bp := q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	if q.head == len(q.items) {
+		q.head = 0
+		if cap(q.items) > keptQueue {
+			q.items = nil
+		} else {
+			q.items = q.items[:0]
+		}
+	}
+	return bp
 }
 
 func (c *routedConn) Write(p []byte) (int, error) {
