@@ -173,7 +173,9 @@ var errPipeTruncated = errors.New("the peer's stream ended without an end of inp
 // frame and half-closes. An error reading in is returned as is, so the
 // caller can tell local I/O from the connection.
 func sendPipe(st *secure.Stream, in io.Reader, sent *atomic.Int64) error {
-	buf := make([]byte, pipeFrameMax)
+	// An idle pipe holds its buffer while Read waits, so it starts small
+	// and grows to a whole frame once a read fills it: bulk input.
+	buf := make([]byte, pipeFrameStart)
 	buf[0] = pipeFrameData
 	for {
 		n, rerr := in.Read(buf[1:])
@@ -182,6 +184,10 @@ func sendPipe(st *secure.Stream, in io.Reader, sent *atomic.Int64) error {
 				return err
 			}
 			sent.Add(int64(n))
+			if n == len(buf)-1 && len(buf) < pipeFrameMax {
+				buf = make([]byte, pipeFrameMax)
+				buf[0] = pipeFrameData
+			}
 		}
 		if errors.Is(rerr, io.EOF) {
 			break
@@ -201,7 +207,7 @@ func sendPipe(st *secure.Stream, in io.Reader, sent *atomic.Int64) error {
 // when the stream ends before it, and errPipeFrame for anything else the
 // peer should not have sent.
 func receivePipe(st *secure.Stream, out io.Writer, received *atomic.Int64) error {
-	buf := make([]byte, pipeFrameMax)
+	var buf []byte // sized by the first message: an idle pipe holds none
 	for {
 		msg, err := st.ReadMessage(buf)
 		if errors.Is(err, io.EOF) {

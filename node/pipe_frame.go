@@ -30,6 +30,8 @@ const (
 
 	// pipeFrameMax is the largest frame: one secure stream message.
 	pipeFrameMax = secure.DefaultMaxMessageSize
+	// pipeFrameStart is the first read buffer's size (sendPipe).
+	pipeFrameStart = 4 << 10
 	// pipeEndFrameLen is the size of an end frame.
 	pipeEndFrameLen = 1 + 8
 )
