@@ -128,6 +128,7 @@ type EndpointStats struct {
 	MuxDropped            uint64         // datagrams lost between the node and ICE
 	Routed                uint64         // session datagrams handed straight to a path (birthday, ICE pair), not through pion
 	EarlyPaths            uint64         // dials whose session started on the first answered ICE check (ice_early.go)
+	AgentsRetired         uint64         // ICE agents closed agentLinger after their routed session settled (ice_direct.go)
 	NAT                   natcheck.Class // last measured class
 	HandshakesInProgress  int
 	RetransmittedAnswered uint64
@@ -383,6 +384,7 @@ func (e *Endpoint) Stats() EndpointStats {
 		BadHandshakes: e.counters.badHandshakes.Load(),
 		Routed:        e.counters.routed.Load(),
 		EarlyPaths:    e.counters.earlyPaths.Load(),
+		AgentsRetired: e.counters.agentsRetired.Load(),
 		NAT:           e.NAT().Class,
 	}
 	s.Live, s.ByPath = e.conns.stats()
@@ -703,6 +705,9 @@ type transportPath struct {
 	// path it ended on (an early ICE path follows ICE's nomination; see
 	// dialICE), or path and remote when ctx ends first.
 	settle func(ctx context.Context) (Path, netip.AddrPort)
+	// settled, when set, is called once the session is up and settled: an
+	// ICE path routed past pion lets its agent go then (retireAgent).
+	settled func()
 }
 
 // punch runs ICE (and, when the NATs call for it, birthday punching beside
@@ -772,7 +777,7 @@ func (e *Endpoint) punch(ctx context.Context, agent *ice.Agent, controlling bool
 	path, remote := selectedPath(agent)
 	e.log.Debug("ice connected", "path", path, "addr", remote)
 	if rc := e.routeICE(conn, path, remote, closeAgent); rc != nil {
-		return transportPath{conn: rc, path: path, remote: remote, release: func() { _ = rc.Close() }}, nil
+		return transportPath{conn: rc, path: path, remote: remote, release: func() { _ = rc.Close() }, settled: e.retireAgent(closeAgent)}, nil
 	}
 	return transportPath{conn: agentConn{Conn: conn, close: closeAgent}, path: path, remote: remote, release: func() { _ = closeAgent() }}, nil
 }
@@ -817,6 +822,9 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 	path, remote := tr.path, tr.remote
 	if tr.settle != nil {
 		path, remote = tr.settle(ctx)
+	}
+	if tr.settled != nil {
+		tr.settled()
 	}
 	c := &Conn{Session: sess, Path: path, Remote: remote, ConnectTime: time.Since(start), Initiator: initiator, release: tr.release}
 	key := string(keys.Remote)

@@ -210,4 +210,5 @@ type counters struct {
 	accepted, refused   atomic.Uint64
 	badHandshakes       atomic.Uint64
 	routed, earlyPaths  atomic.Uint64
+	agentsRetired       atomic.Uint64
 }

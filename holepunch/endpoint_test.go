@@ -218,6 +218,43 @@ func TestConnectByKeyLoopback(t *testing.T) {
 	}
 }
 
+// A session on a routed ICE pair closes its agent agentLinger after it
+// settles (retireAgent) and carries on without it: data still flows both
+// ways, on the same path.
+func TestSessionOutlivesItsAgent(t *testing.T) {
+	n := startNet(t, 6)
+	server := addPeer(t, n, nil)
+	client := addPeer(t, n, nil)
+	server.listen(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := client.ep.Connect(ctx, server.pub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := server.accept(t)
+	for name, p := range map[string]*peer{"client": client, "server": server} {
+		deadline := time.Now().Add(15 * time.Second)
+		for p.ep.Stats().AgentsRetired == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the agent was not retired within 15 s of the connection", name)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	routed := client.ep.Stats().Routed
+	echo(t, c, s, bytes.Repeat([]byte("agentless"), 16<<10))
+	if got := client.ep.Stats().Routed; got <= routed {
+		t.Errorf("no datagrams routed after the agent closed (%d before, %d after)", routed, got)
+	}
+	select {
+	case <-c.Done():
+		t.Fatalf("the session ended: %v", c.Err())
+	default:
+	}
+}
+
 // TestConnectRefusedByFirewall: the server's firewall sees the dialler's
 // key and hello; a refusal reaches the dialler as ErrRefused, and a dial
 // whose hello the firewall likes connects.

@@ -4,13 +4,14 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"time"
 
 	"github.com/pion/ice/v2"
 )
 
-// Sessions over ICE skip pion's data path. ICE finds the pair and keeps it
-// alive (its checks, keepalives and consent stay pion's, on STUN), but a
-// session's datagrams on a pair whose local end is the node's own socket —
+// Sessions over ICE skip pion's data path. ICE finds the pair (its checks
+// and nomination stay pion's, on STUN; the agent is closed a few seconds
+// after the session settles, see retireAgent), but a session's datagrams on a pair whose local end is the node's own socket —
 // every pair except a TURN relay's — go straight between the node's read
 // loop and the session, as on a birthday path: pion's path costs a copy and
 // a goroutine hand-off in the mux socket, the mux's worker, the candidate's
@@ -20,7 +21,8 @@ import (
 // The pair's remote address is routed to a routedConn from the moment ICE
 // connects. What pion had received before that (the peer may send its first
 // QUIC packet as soon as its own side connects), or receives later from
-// another of the agent's pairs, is read from the ice.Conn and merged in.
+// another of the agent's pairs while it lives, is read from the ice.Conn and
+// merged in.
 //
 // Two sessions on one remote address (a reconnecting peer, before the old
 // session is gone) cannot both get its datagrams; the newest takes the route,
@@ -37,6 +39,33 @@ func (e *Endpoint) routeICE(conn *ice.Conn, path Path, remote netip.AddrPort, cl
 	rc := e.route(remote, func() { _ = closeAgent() })
 	go mergeICE(conn, rc)
 	return rc
+}
+
+// agentLinger is how long an agent lives on once a session over its routed
+// pair has settled: the peer's own agent may still be nominating, or
+// retrying a check whose answer was lost, and needs ours to answer.
+const agentLinger = 5 * time.Second
+
+// retireAgent returns the settled hook of a routed ICE path: agentLinger
+// later it closes the agent (closeAgent is idempotent; the routed conn's
+// close calls it too). Past that point the agent has nothing left to do:
+// the session's datagrams go past it, the session's keepalives hold the
+// NAT mappings open and its dead-peer detection notices a dead path, and
+// pion/ice v2 never moves a connected agent to another pair. What it
+// would keep is five goroutines (checks, keepalives, a read loop per
+// candidate) and about 40 KB per connection, most of an idle
+// connection's cost beside the session.
+//
+// The peer's agent, when it outlives ours, sees its checks unanswered and
+// turns failed after pion's timeouts; nothing uses an agent's state once
+// the session is up, on either side.
+func (e *Endpoint) retireAgent(closeAgent func() error) func() {
+	return func() {
+		time.AfterFunc(agentLinger, func() {
+			_ = closeAgent()
+			e.counters.agentsRetired.Add(1)
+		})
+	}
 }
 
 // mergeICE hands rc what pion's agent received, until the agent closes.

@@ -152,7 +152,7 @@ func (e *Endpoint) dialICE(ctx context.Context, agent *ice.Agent, local, peer *s
 					return path, remote
 				}
 			}
-			return nil, transportPath{conn: rc, path: path, remote: remote, settle: settle, release: func() { _ = rc.Close() }}, nil
+			return nil, transportPath{conn: rc, path: path, remote: remote, settle: settle, release: func() { _ = rc.Close() }, settled: e.retireAgent(closeAgent)}, nil
 		}
 	}
 }
