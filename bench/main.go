@@ -57,11 +57,13 @@ type options struct {
 	mib     int
 	wanMiB  int
 	conns   int
-	out     string
-	js      string
-	tmp     string
-	root    string
-	log     *slog.Logger
+	// holdConns: connections to one swarm server (resources, bench/hold)
+	holdConns int
+	out       string
+	js        string
+	tmp       string
+	root      string
+	log       *slog.Logger
 }
 
 func main() {
@@ -81,6 +83,7 @@ func run() error {
 	flag.IntVar(&o.mib, "mib", 64, "MiB piped through one stream (loopback)")
 	flag.IntVar(&o.wanMiB, "wan-mib", 64, "MiB piped through one stream per WAN cell (wan)")
 	flag.IntVar(&o.conns, "conns", 1, "connections opened to one pipe server (resources); `swarmdb pipe --server` accepts one")
+	flag.IntVar(&o.holdConns, "hold-conns", 32, "connections opened to one swarm server (resources: bench/hold vs Hyperswarm)")
 	render := flag.Bool("render", false, "only re-render REPORT.md and the charts from results.json")
 	verbose := flag.Bool("v", false, "debug logging")
 	flag.Parse()
@@ -212,11 +215,13 @@ func repoRoot() (string, error) {
 	}
 }
 
-// swarmdbBin is the built command and whether it has `pipe`.
+// swarmdbBin is the built command and whether it has `pipe`, and the bench's
+// swarm holder (bench/hold).
 type swarmdbBin struct {
 	path string
 	pipe bool
 	why  string // why pipe is unavailable
+	hold string // "" when it did not build
 }
 
 // buildSwarmdb builds ./cmd/swarmdb once and checks for the pipe command.
@@ -231,7 +236,16 @@ func buildSwarmdb(ctx context.Context, o options) swarmdbBin {
 	if strings.Contains(string(out), "unknown command") {
 		return swarmdbBin{path: bin, why: "not available: `swarmdb pipe` is not implemented yet (issue 4)"}
 	}
-	return swarmdbBin{path: bin, pipe: true}
+	sw := swarmdbBin{path: bin, pipe: true}
+	hold := filepath.Join(o.tmp, "hold")
+	cmd = exec.CommandContext(ctx, "go", "build", "-o", hold, "./bench/hold")
+	cmd.Dir = o.root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		o.log.Warn("bench/hold did not build; the many-connection measurement is skipped", "err", firstLine(string(out)))
+	} else {
+		sw.hold = hold
+	}
+	return sw
 }
 
 // loadAvg returns the 1-minute load average from /proc/loadavg.

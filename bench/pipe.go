@@ -24,6 +24,10 @@ type pipeSide struct {
 	NA   string // non-empty: this side cannot run, and why
 	// command returns the argv of a pipe process.
 	command func(server bool, topic, bootstrap string) []string
+	// holder returns the argv of a process that joins topic with the side's
+	// swarm library and holds every connection (the same events as pipe);
+	// nil when there is none.
+	holder func(server bool, topic, bootstrap string) []string
 	// dhtNode returns the argv of one idle persistent DHT node joining bootstrap.
 	dhtNode func(bootstrap string) []string
 	// startDHT starts a small DHT for this side on loopback.
@@ -64,6 +68,15 @@ func sides(o options, sw swarmdbBin) []pipeSide {
 	if sw.path == "" {
 		swarm.NA = sw.why
 	}
+	if sw.hold != "" {
+		swarm.holder = func(server bool, topic, boot string) []string {
+			argv := []string{sw.hold}
+			if server {
+				argv = append(argv, "--server")
+			}
+			return append(argv, "--bootstrap", boot, topic)
+		}
+	}
 	script := filepath.Join(o.js, "bench.js")
 	hs := pipeSide{
 		Name: "Hyperswarm",
@@ -91,6 +104,9 @@ func sides(o options, sw swarmdbBin) []pipeSide {
 		},
 		dir: o.js,
 	}
+	// bench.js pipe holds every connection it accepts: it is Hyperswarm's
+	// holder as it stands.
+	hs.holder = hs.command
 	return []pipeSide{swarm, hs}
 }
 
@@ -306,6 +322,7 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 		fmt.Sprintf("Each side on its own %d-node loopback DHT. RSS from /proc/PID/status (VmRSS) after %v of settling; CPU = user+system time over a %v window, in %% of one core.", loopbackDHTSize, settle, measureWindow),
 		"Idle DHT node: `swarmdb bootstrap --listen 127.0.0.1:0` vs `bench.js dht-node` (one persistent HyperDHT node), each joined to its side's DHT.",
 		fmt.Sprintf("Idle pipe server: `pipe --server` announced, no connections. Per connection: %d client process(es) connect to that server; the server's RSS growth and extra CPU over idle, divided by %d (`swarmdb pipe --server` accepts one connection, so the default is 1 on both sides).", o.conns, o.conns),
+		fmt.Sprintf("Swarm server, %d connections: a server that joins a topic with the side's library and holds every connection (`bench/hold`, on the `swarm` package, vs `bench.js pipe --server`, which holds all it accepts), and %d clients of the same program; RSS growth over the idle server, divided by %d. The one-connection figure above is mostly one-time costs: code pages the first connection touches, and its setup garbage, which a Go process below its 4 MB heap goal has not yet collected (V8's collections, just as unrelated to the connection, make Hyperswarm's swing both ways); over %d connections they are spread thin and the figure is what each connection holds.", o.holdConns, o.holdConns, o.holdConns, o.holdConns),
 		fmt.Sprintf("%d repetitions per side, alternating.", reps),
 	}}
 	other := "Hyperswarm"
@@ -315,6 +332,8 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 	idleCPU := Comparison{Name: "idle pipe server CPU", Key: "res-idle-cpu", Unit: "% core", Other: other}
 	connRSS := Comparison{Name: "server RSS per connection", Key: "res-conn-rss", Unit: "KiB", Other: other}
 	connCPU := Comparison{Name: "server CPU per idle connection", Key: "res-conn-cpu", Unit: "% core", Other: other}
+	holdRSS := Comparison{Name: fmt.Sprintf("swarm server RSS per connection, %d connections", o.holdConns), Key: "res-hold-rss", Unit: "KiB", Other: other}
+	holdCPU := Comparison{Name: fmt.Sprintf("swarm server CPU per idle connection, %d connections", o.holdConns), Key: "res-hold-cpu", Unit: "% core", Other: other}
 	pick := func(s pipeSide, c *Comparison) *Sample {
 		if s.Name == "swarmdb" {
 			return &c.Swarm
@@ -326,6 +345,13 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 			for _, c := range []*Comparison{&idleRSS, &idleCPU, &connRSS, &connCPU} {
 				pick(s, c).NA = s.NA
 			}
+		}
+		if s.holder == nil || s.NA != "" || o.holdConns < 1 {
+			why := "not measured: bench/hold did not build"
+			if o.holdConns < 1 {
+				why = "not measured: -hold-conns 0"
+			}
+			pick(s, &holdRSS).NA, pick(s, &holdCPU).NA = why, why
 		}
 	}
 	boots := map[string]string{}
@@ -357,7 +383,7 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 			if s.NA != "" {
 				continue
 			}
-			m, err := serverUsage(ctx, s, boot, o.conns)
+			m, err := serverUsage(ctx, s, s.command, boot, o.conns)
 			if err != nil {
 				return pr, fmt.Errorf("%s server: %w", s.Name, err)
 			}
@@ -367,9 +393,20 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 			pick(s, &connCPU).Add(m.perConnCPU)
 			o.log.Info("pipe server", "side", s.Name, "rep", rep, "idle_MiB", num(m.idleRSS/(1<<20)), "idle_cpu_%", num(m.idleCPU),
 				"per_conn_KiB", num(m.perConnRSS/1024), "per_conn_cpu_%", num(m.perConnCPU))
+			if s.holder == nil || o.holdConns < 1 {
+				continue
+			}
+			h, err := serverUsage(ctx, s, s.holder, boot, o.holdConns)
+			if err != nil {
+				return pr, fmt.Errorf("%s swarm server: %w", s.Name, err)
+			}
+			pick(s, &holdRSS).Add(h.perConnRSS / 1024)
+			pick(s, &holdCPU).Add(h.perConnCPU)
+			o.log.Info("swarm server", "side", s.Name, "rep", rep, "conns", o.holdConns, "idle_MiB", num(h.idleRSS/(1<<20)),
+				"per_conn_KiB", num(h.perConnRSS/1024), "per_conn_cpu_%", num(h.perConnCPU))
 		}
 	}
-	pr.Comparisons = append(pr.Comparisons, nodeRSS, nodeCPU, idleRSS, idleCPU, connRSS, connCPU)
+	pr.Comparisons = append(pr.Comparisons, nodeRSS, nodeCPU, idleRSS, idleCPU, connRSS, connCPU, holdRSS, holdCPU)
 	return pr, nil
 }
 
@@ -394,10 +431,16 @@ type serverMeasure struct {
 	perConnRSS, perConnCPU float64
 }
 
-func serverUsage(ctx context.Context, s pipeSide, boot string, conns int) (serverMeasure, error) {
+// clientWave is how many clients serverUsage starts at once: a wave of
+// Node.js processes starting takes this 2-core machine a few seconds.
+const clientWave = 8
+
+// serverUsage starts a server with command, measures it idle, connects conns
+// clients of the same command and measures it again.
+func serverUsage(ctx context.Context, s pipeSide, command func(server bool, topic, boot string) []string, boot string, conns int) (serverMeasure, error) {
 	var m serverMeasure
 	topic := randomTopic()
-	srv, err := s.start(ctx, s.command(true, topic, boot))
+	srv, err := s.start(ctx, command(true, topic, boot))
 	if err != nil {
 		return m, err
 	}
@@ -411,14 +454,21 @@ func serverUsage(ctx context.Context, s pipeSide, boot string, conns int) (serve
 	if m.idleRSS, m.idleCPU, err = usageOver(ctx, srv.PID(), measureWindow); err != nil {
 		return m, err
 	}
-	for i := 0; i < conns; i++ {
-		c, err := s.start(ctx, s.command(false, topic, boot))
-		if err != nil {
-			return m, err
+	// Clients start in waves, each waiting for its connection before the next.
+	for first := 0; first < conns; first += clientWave {
+		var wave []*Proc
+		for i := first; i < min(first+clientWave, conns); i++ {
+			c, err := s.start(ctx, command(false, topic, boot))
+			if err != nil {
+				return m, err
+			}
+			defer c.Stop()
+			wave = append(wave, c)
 		}
-		defer c.Stop()
-		if _, err := c.Wait("connection", 30*time.Second); err != nil {
-			return m, fmt.Errorf("client %d: %w", i, err)
+		for i, c := range wave {
+			if _, err := c.Wait("connection", 60*time.Second); err != nil {
+				return m, fmt.Errorf("client %d: %w", first+i, err)
+			}
 		}
 	}
 	for i := 0; i < conns; i++ {
