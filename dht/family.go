@@ -78,6 +78,7 @@ type stack struct {
 	conn     net.PacketConn // nil: the node has no socket of this family
 	local    netip.AddrPort
 	noFrag   bool                  // conn sends with the IP Don't Fragment bit (udpopt.SetDontFragment)
+	gro      bool                  // conn coalesces received runs (udpopt.SetGRO); readLoop splits them
 	segments *udpopt.SegmentWriter // conn's batched sends (WriteSegments)
 
 	// Guarded by Node.mu.

@@ -1,8 +1,11 @@
 package dht_test
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/demux"
 	"github.com/swarmdb/swarmdb/internal/testutil"
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // TestHandle: each class reaches the handler registered for it and is
@@ -103,4 +107,78 @@ func TestHandleDHTPanics(t *testing.T) {
 		}
 	}()
 	n.Handle(demux.DHT, func([]byte, netip.AddrPort) {})
+}
+
+// TestHandleSegments: a burst sent with segmentation offload, which a
+// socket with receive offload reads in one go, is dispatched datagram by
+// datagram: each reaches its class's handler (or the node's own STUN
+// answer, or the drop count) and is counted, as if read alone.
+func TestHandleSegments(t *testing.T) {
+	n := dht.New(dht.Config{ListenAddr: "127.0.0.1:0", ListenAddr6: dht.ListenOff, Mode: dht.ModeEphemeral})
+	type got struct {
+		class demux.Class
+		b     []byte
+	}
+	ch := make(chan got, 8)
+	for _, c := range []demux.Class{demux.KRPC, demux.Birthday} {
+		n.Handle(c, func(b []byte, _ netip.AddrPort) {
+			ch <- got{c, append([]byte(nil), b...)}
+		})
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if runtime.GOOS == "linux" && !dht.ReceiveOffload(n, dht.IPv4) {
+		t.Fatal("no receive offload on the node's Linux socket")
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	// Five datagrams of one burst: all of the STUN request's 20 bytes but
+	// the last.
+	bindingRequest := stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw
+	seg := len(bindingRequest)
+	pad := func(b ...byte) []byte { return append(b, make([]byte, seg-len(b))...) }
+	birthday1 := pad(demux.TagBirthday, 1)
+	krpc := pad('d', '1', ':', 'y')
+	unknown := pad(0xff)
+	birthday2 := []byte{demux.TagBirthday, 2, 2}
+	burst := slices.Concat(birthday1, bindingRequest, krpc, unknown, birthday2)
+	w := udpopt.NewSegmentWriter(conn)
+	if err := w.WriteSegments(burst, seg, n.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, want := range []got{{demux.Birthday, birthday1}, {demux.KRPC, krpc}, {demux.Birthday, birthday2}} {
+		select {
+		case g := <-ch:
+			if g.class != want.class || !bytes.Equal(g.b, want.b) {
+				t.Fatalf("%s handler got %x, want %s %x", g.class, g.b, want.class, want.b)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s datagram %x not handed to its handler", want.class, want.b)
+		}
+	}
+	// The last datagram's count follows its handler: wait for it.
+	if !testutil.Poll(5*time.Second, 10*time.Millisecond, func() bool { return n.Stats().OtherPackets == 2 }) {
+		t.Fatalf("stats: %+v", n.Stats())
+	}
+	s := n.Stats()
+	if s.PacketsIn != 5 || s.STUNAnswered != 1 || s.KRPCPackets != 1 || s.DroppedMalformed != 1 {
+		t.Fatalf("after a burst of 5: in %d, STUN answered %d, KRPC %d, dropped %d; want 5, 1, 1, 1",
+			s.PacketsIn, s.STUNAnswered, s.KRPCPackets, s.DroppedMalformed)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp := make([]byte, 1500)
+	nr, err := conn.Read(resp)
+	if err != nil {
+		t.Fatalf("no answer to the burst's STUN request: %v", err)
+	}
+	if m := (&stun.Message{Raw: resp[:nr]}); m.Decode() != nil || m.Type != stun.BindingSuccess {
+		t.Fatalf("answer to the burst's STUN request: %x", resp[:nr])
+	}
 }

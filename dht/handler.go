@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/swarmdb/swarmdb/internal/demux"
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // readLoop owns the read side of one family's socket. It classifies each
@@ -18,11 +19,19 @@ import (
 // here and plain STUN binding requests answered here; every other class
 // goes to the handler registered for it (Handle). Unknown first bytes, and
 // classes nobody registered for, are dropped.
+//
+// Where the socket coalesces received runs (udpopt.SetGRO), one read may
+// bring a burst of a session's datagrams; each is dispatched and counted
+// on its own, exactly as if it had been read alone.
 func (n *Node) readLoop(st *stack) {
 	defer n.wg.Done()
+	// 64 KiB holds any datagram and any run the kernel coalesces with its
+	// default GRO limit (64 KiB); what a longer run loses past the whole
+	// datagrams that fit is counted as one dropped datagram.
 	buf := make([]byte, 64<<10)
+	r := udpopt.NewSegmentReader(st.conn)
 	for {
-		nr, from, err := st.conn.ReadFrom(buf)
+		segs, err := r.Read(buf)
 		if err != nil {
 			select {
 			case <-n.closed:
@@ -36,23 +45,34 @@ func (n *Node) readLoop(st *stack) {
 			n.log.Warn("dht socket read failed", "err", err)
 			return
 		}
-		n.ctr.packetsIn.Add(1)
-		src := addrPortOf(from)
-		b := buf[:nr]
-		switch class := demux.Classify(b); {
-		case class == demux.DHT:
-			n.handlePacket(b, src)
-		case class == demux.STUN && n.answerSTUN(b, src):
-			// a Binding request to this node as a STUN server
-		case n.handlers.Dispatch(class, b, src):
-			if class == demux.KRPC {
-				n.ctr.krpcPackets.Add(1)
-			} else {
-				n.ctr.otherPackets.Add(1)
-			}
-		default:
+		if segs.Truncated {
+			n.ctr.packetsIn.Add(1)
 			n.ctr.droppedMalformed.Add(1)
 		}
+		src := unmapAddrPort(segs.From)
+		for b, ok := segs.Next(); ok; b, ok = segs.Next() {
+			n.dispatch(b, src)
+		}
+	}
+}
+
+// dispatch handles one datagram the read loop got. b is a slice of the
+// loop's buffer: whoever keeps it copies it (demux.Handler).
+func (n *Node) dispatch(b []byte, src netip.AddrPort) {
+	n.ctr.packetsIn.Add(1)
+	switch class := demux.Classify(b); {
+	case class == demux.DHT:
+		n.handlePacket(b, src)
+	case class == demux.STUN && n.answerSTUN(b, src):
+		// a Binding request to this node as a STUN server
+	case n.handlers.Dispatch(class, b, src):
+		if class == demux.KRPC {
+			n.ctr.krpcPackets.Add(1)
+		} else {
+			n.ctr.otherPackets.Add(1)
+		}
+	default:
+		n.ctr.droppedMalformed.Add(1)
 	}
 }
 

@@ -261,6 +261,9 @@ func (n *Node) openLocked(plans []listenPlan) error {
 			// messages stay far below any MTU and never notice.
 			st.noFrag = udpopt.SetDontFragment(conn)
 			st.segments = udpopt.NewSegmentWriter(conn)
+			// Receive offload: a peer's burst, sent with one system call, is
+			// read with one too (readLoop reads through a SegmentReader).
+			st.gro = udpopt.SetGRO(conn)
 		}
 		if !retry {
 			return nil

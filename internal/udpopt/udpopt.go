@@ -1,4 +1,6 @@
-// Package udpopt sets socket options the standard library does not expose.
+// Package udpopt sets socket options the standard library does not expose, and moves
+// runs of datagrams in one system call where the kernel offloads them (SegmentWriter,
+// SegmentReader). dht and secure use it; it imports nothing of ours.
 package udpopt
 
 import (

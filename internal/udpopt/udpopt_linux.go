@@ -62,3 +62,37 @@ func segmentCmsg(size int) []byte {
 func gsoRefused(err error) bool {
 	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EOPNOTSUPP)
 }
+
+// setGRO turns UDP_GRO on; the option is the same for IPv4 and IPv6 sockets.
+func setGRO(raw syscall.RawConn) bool {
+	ok := false
+	if err := raw.Control(func(fd uintptr) {
+		ok = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	}); err != nil {
+		return false
+	}
+	return ok
+}
+
+// The recvmsg flags of a datagram (or run) longer than the buffer, and of control
+// messages longer than theirs.
+const (
+	msgTrunc  = unix.MSG_TRUNC
+	msgCtrunc = unix.MSG_CTRUNC
+)
+
+// groSize returns the segment size of the UDP_GRO control message in oob (an int,
+// udp(7)), or 0 when there is none: the read holds one datagram.
+func groSize(oob []byte) int {
+	for len(oob) >= unix.CmsgLen(0) {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 4 {
+			return int(*(*int32)(unsafe.Pointer(&data[0])))
+		}
+		oob = rest
+	}
+	return 0
+}
