@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/swarmdb/swarmdb/internal/fifo"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -18,10 +19,13 @@ import (
 type routedConn struct {
 	link   Link
 	remote atomic.Pointer[netip.AddrPort]
-	in     datagramQueue
-	done   chan struct{}
-	once   sync.Once
-	onDone func()
+	in     *fifo.Queue[*[]byte] // copies from datagramPool, for Read
+	// receiver, once set (SetReceiver), takes every datagram as it arrives
+	// in place of in and Read.
+	receiver atomic.Pointer[func([]byte)]
+	done     chan struct{}
+	once     sync.Once
+	onDone   func()
 
 	dropped atomic.Uint64
 }
@@ -29,6 +33,7 @@ type routedConn struct {
 var (
 	_ net.Conn             = (*routedConn)(nil)
 	_ secure.SegmentWriter = (*routedConn)(nil)
+	_ secure.PacketSource  = (*routedConn)(nil)
 )
 
 // route returns a routedConn that gets the session datagrams from remote
@@ -65,7 +70,7 @@ func (e *Endpoint) reroute(rc *routedConn, remote netip.AddrPort) {
 }
 
 func newRoutedConn(link Link, remote netip.AddrPort, onDone func()) *routedConn {
-	c := &routedConn{link: link, in: newDatagramQueue(), done: make(chan struct{}), onDone: onDone}
+	c := &routedConn{link: link, in: fifo.New[*[]byte](socketQueue), done: make(chan struct{}), onDone: onDone}
 	c.remote.Store(&remote)
 	return c
 }
@@ -84,88 +89,55 @@ func copyDatagram(b []byte) *[]byte {
 	return bp
 }
 
+// deliver hands b (the caller's; not kept) to the receiver, or queues a
+// copy for Read.
 func (c *routedConn) deliver(b []byte) {
+	if f := c.receiver.Load(); f != nil {
+		(*f)(b)
+		return
+	}
 	bp := copyDatagram(b)
-	if !c.in.push(bp) {
+	if !c.in.Push(bp) {
 		datagramPool.Put(bp)
 		c.dropped.Add(1)
+	}
+	if f := c.receiver.Load(); f != nil {
+		c.drain(*f) // set while we queued: it must not miss this one
+	}
+}
+
+// SetReceiver implements secure.PacketSource: f gets every datagram from
+// now on, on the goroutine that received it (the node's read loop), and
+// first whatever waited for Read. f must not keep b.
+func (c *routedConn) SetReceiver(f func(b []byte)) {
+	c.receiver.Store(&f)
+	c.drain(f)
+}
+
+func (c *routedConn) drain(f func([]byte)) {
+	for {
+		bp, ok := c.in.Pop()
+		if !ok {
+			return
+		}
+		f(*bp)
+		datagramPool.Put(bp)
 	}
 }
 
 func (c *routedConn) Read(p []byte) (int, error) {
 	for {
-		if bp := c.in.pop(); bp != nil {
+		if bp, ok := c.in.Pop(); ok {
 			n := copy(p, *bp)
 			datagramPool.Put(bp)
 			return n, nil
 		}
 		select {
-		case <-c.in.ready:
+		case <-c.in.Ready():
 		case <-c.done:
 			return 0, net.ErrClosed
 		}
 	}
-}
-
-// datagramQueue holds up to socketQueue datagrams between the node's read
-// loop and one session. A channel of that capacity cost every connection
-// 32 KiB, idle or not; this queue's memory grows with a burst and, beyond
-// keptQueue slots (2 KiB), is let go when the queue drains.
-type datagramQueue struct {
-	mu    sync.Mutex
-	items []*[]byte // items[head:] wait, oldest first
-	head  int
-	ready chan struct{} // a token after each push, for a reader that found the queue empty
-}
-
-// keptQueue is the most slots a drained queue keeps for the next burst: a
-// few batches of a bulk transfer, which usually drain between bursts.
-const keptQueue = 256
-
-func newDatagramQueue() datagramQueue { return datagramQueue{ready: make(chan struct{}, 1)} }
-
-// push appends bp, or reports false when socketQueue datagrams already wait.
-func (q *datagramQueue) push(bp *[]byte) bool {
-	q.mu.Lock()
-	n := len(q.items) - q.head
-	if n >= socketQueue {
-		q.mu.Unlock()
-		return false
-	}
-	if len(q.items) == cap(q.items) && q.head > 0 {
-		// Reuse the slots already read before growing.
-		copy(q.items, q.items[q.head:])
-		clear(q.items[n:])
-		q.items, q.head = q.items[:n], 0
-	}
-	q.items = append(q.items, bp)
-	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
-	return true
-}
-
-// pop removes the oldest datagram, or returns nil when none waits.
-func (q *datagramQueue) pop() *[]byte {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.head == len(q.items) {
-		return nil
-	}
-	bp := q.items[q.head]
-	q.items[q.head] = nil
-	q.head++
-	if q.head == len(q.items) {
-		q.head = 0
-		if cap(q.items) > keptQueue {
-			q.items = nil
-		} else {
-			q.items = q.items[:0]
-		}
-	}
-	return bp
 }
 
 func (c *routedConn) Write(p []byte) (int, error) {

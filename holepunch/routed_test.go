@@ -2,69 +2,11 @@ package holepunch
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 )
-
-func datagramOf(i int) *[]byte {
-	b := []byte(fmt.Sprint(i))
-	return &b
-}
-
-// The queue hands datagrams out oldest first across bursts that drain it and
-// bursts that do not, and refuses one more than socketQueue.
-func TestDatagramQueueOrderAndBound(t *testing.T) {
-	q := newDatagramQueue()
-	next, want := 0, 0
-	popN := func(n int) {
-		t.Helper()
-		for range n {
-			bp := q.pop()
-			if bp == nil {
-				t.Fatalf("queue empty, want datagram %d", want)
-			}
-			if got := string(*bp); got != fmt.Sprint(want) {
-				t.Fatalf("popped %s, want %d", got, want)
-			}
-			want++
-		}
-	}
-	pushN := func(n int) {
-		t.Helper()
-		for range n {
-			if !q.push(datagramOf(next)) {
-				t.Fatalf("push %d refused with %d waiting", next, next-want)
-			}
-			next++
-		}
-	}
-	// Reads that keep pace without ever draining the queue (it must reuse
-	// its read slots, not grow without end), then fall behind, then drain it.
-	pushN(1)
-	for range 4 * socketQueue {
-		pushN(2)
-		popN(2)
-	}
-	if cap(q.items) > keptQueue {
-		t.Errorf("queue of 1 to 3 datagrams grew to %d slots", cap(q.items))
-	}
-	pushN(socketQueue - (next - want))
-	if q.push(datagramOf(-1)) {
-		t.Fatalf("push beyond socketQueue (%d) accepted", socketQueue)
-	}
-	if cap(q.items) > 2*socketQueue {
-		t.Errorf("queue grew to %d slots for %d datagrams", cap(q.items), socketQueue)
-	}
-	popN(next - want)
-	if q.pop() != nil {
-		t.Fatal("drained queue returned a datagram")
-	}
-	if cap(q.items) > keptQueue {
-		t.Errorf("drained queue keeps %d slots, want at most %d", cap(q.items), keptQueue)
-	}
-}
 
 // A reader that found the queue empty is woken by the next push, and Read
 // returns each datagram's bytes.
@@ -98,5 +40,23 @@ func TestRoutedConnCloseWakesRead(t *testing.T) {
 	c.Close()
 	if err := <-errc; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Read after Close = %v, want net.ErrClosed", err)
+	}
+}
+
+// A receiver gets what waited for Read when it is set, then every datagram
+// as it is delivered, in order.
+func TestRoutedConnReceiver(t *testing.T) {
+	c := newRoutedConn(nil, netip.MustParseAddrPort("203.0.113.5:4000"), nil)
+	defer c.Close()
+	c.deliver([]byte("one"))
+	c.deliver([]byte("two"))
+	var got []string
+	c.SetReceiver(func(b []byte) { got = append(got, string(b)) })
+	c.deliver([]byte("three"))
+	if want := []string{"one", "two", "three"}; !slices.Equal(got, want) {
+		t.Fatalf("receiver got %q, want %q", got, want)
+	}
+	if n := c.in.Len(); n != 0 {
+		t.Errorf("%d datagrams left queued for Read", n)
 	}
 }

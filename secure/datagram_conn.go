@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/swarmdb/swarmdb/internal/fifo"
 )
 
 // DefaultMaxPayload is the default largest datagram payload: MaxMTU, the largest packet
@@ -23,16 +25,18 @@ import (
 // ChannelData framing) and send more only where the path has carried it.
 const DefaultMaxPayload = MaxMTU
 
-// defaultQueueLen bounds opened-but-unread datagrams per conn; beyond it the read loop
-// stops reading and the socket's own buffer takes over (and drops, as UDP does).
-const defaultQueueLen = 256
+// defaultQueueLen bounds opened-but-unread datagrams per conn; beyond it new ones are
+// dropped (and counted in QueueOverflows), as a full socket buffer drops them. The queue
+// holds memory only for what waits (internal/fifo), so the bound costs an idle
+// connection nothing.
+const defaultQueueLen = 4096
 
 // DatagramConfig configures a DatagramConn. The zero value works.
 type DatagramConfig struct {
 	// MaxPayload is the largest payload one Write may carry and one received datagram
 	// may hold. Zero means DefaultMaxPayload.
 	MaxPayload int
-	// QueueLen is how many opened datagrams may wait for Read. Zero means 256.
+	// QueueLen is how many opened datagrams may wait for Read. Zero means 4096.
 	QueueLen int
 	// Logger receives debug logs. Nil means discard.
 	Logger *slog.Logger
@@ -63,6 +67,9 @@ type DatagramStats struct {
 	DroppedAuth      uint64 // forged or corrupted: the AEAD tag did not verify
 	DroppedReplay    uint64 // counter already seen
 	DroppedTooOld    uint64 // counter behind the replay window
+	// QueueOverflows counts authenticated datagrams dropped because QueueLen of them
+	// waited unread: loss, as in a full socket buffer, not a bad datagram.
+	QueueOverflows uint64
 }
 
 // Dropped is the total of all drop reasons.
@@ -87,9 +94,10 @@ type DatagramConn struct {
 	cfg        DatagramConfig
 	created    time.Time
 	bufPool    sync.Pool
-	queue      chan datagram
+	queue      *fifo.Queue[datagram]
 	closing    chan struct{} // closed by Close
 	readDone   chan struct{} // closed when the read loop exits; readErr is then set
+	source     PacketSource  // inner, when it hands datagrams over (no read loop then)
 	rdeadline  *deadline
 
 	sendCounter atomic.Uint64
@@ -105,13 +113,14 @@ type DatagramConn struct {
 	wg            sync.WaitGroup // the read loop
 
 	readErr  error        // written by the read loop before readDone closes
-	window   replayWindow // owned by the read loop
+	openMu   sync.Mutex   // serializes open: a PacketSource may call from two goroutines
+	window   replayWindow // guarded by openMu
 	closeErr error        // set once by Close
 	once     sync.Once
 
 	stats struct {
 		sentPackets, sentBytes, recvPackets, recvBytes, keepalives, sendErrors atomic.Uint64
-		malformed, auth, replay, tooOld                                        atomic.Uint64
+		malformed, auth, replay, tooOld, overflows                             atomic.Uint64
 	}
 }
 
@@ -143,7 +152,7 @@ func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramCon
 		remote:    keys.Remote,
 		cfg:       cfg,
 		created:   time.Now(),
-		queue:     make(chan datagram, cfg.QueueLen),
+		queue:     fifo.New[datagram](cfg.QueueLen),
 		closing:   make(chan struct{}),
 		readDone:  make(chan struct{}),
 		rdeadline: newDeadline(),
@@ -155,7 +164,21 @@ func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramCon
 	if sw, ok := inner.(SegmentWriter); ok {
 		c.batch = newSendBatch(sw)
 	}
+	if src, ok := inner.(PacketSource); ok {
+		c.source = src
+	}
 	return c
+}
+
+// A PacketSource is an inner conn that can hand each datagram over as it arrives
+// instead of being read. A DatagramConn over one opens each datagram on the source's
+// goroutine (holepunch: the node's socket read loop) and needs no read loop of its own:
+// one goroutine, one queue and one copy fewer per connection and per datagram.
+type PacketSource interface {
+	// SetReceiver makes the conn call f with every datagram from now on, the ones
+	// already waiting for Read first, instead of queueing them for Read. f may be called
+	// from more than one goroutine (not at once is not promised) and must not keep b.
+	SetReceiver(f func(b []byte))
 }
 
 // RemotePublicKey is the authenticated identity of the peer.
@@ -181,6 +204,7 @@ func (c *DatagramConn) Stats() DatagramStats {
 		Keepalives: s.keepalives.Load(), SendErrors: s.sendErrors.Load(),
 		DroppedMalformed: s.malformed.Load(), DroppedAuth: s.auth.Load(),
 		DroppedReplay: s.replay.Load(), DroppedTooOld: s.tooOld.Load(),
+		QueueOverflows: s.overflows.Load(),
 	}
 }
 
@@ -232,25 +256,22 @@ func (c *DatagramConn) Write(p []byte) (int, error) {
 // shorter than the payload, the rest is discarded and io.ErrShortBuffer returned.
 func (c *DatagramConn) Read(p []byte) (int, error) {
 	c.startReader()
-	select {
-	case d := <-c.queue:
-		return c.deliver(p, d)
-	default:
-	}
-	select {
-	case d := <-c.queue:
-		return c.deliver(p, d)
-	case <-c.readDone:
-		select {
-		case d := <-c.queue:
+	for {
+		if d, ok := c.queue.Pop(); ok {
 			return c.deliver(p, d)
-		default:
-			return 0, c.readErr
 		}
-	case <-c.closing:
-		return 0, net.ErrClosed
-	case <-c.rdeadline.done():
-		return 0, os.ErrDeadlineExceeded
+		select {
+		case <-c.queue.Ready():
+		case <-c.readDone:
+			if d, ok := c.queue.Pop(); ok {
+				return c.deliver(p, d)
+			}
+			return 0, c.readErr
+		case <-c.closing:
+			return 0, net.ErrClosed
+		case <-c.rdeadline.done():
+			return 0, os.ErrDeadlineExceeded
+		}
 	}
 }
 
@@ -271,8 +292,53 @@ func (c *DatagramConn) startReader() {
 		return
 	}
 	c.started = true
+	if c.source != nil {
+		c.source.SetReceiver(c.receive)
+		return
+	}
 	c.wg.Add(1)
 	go c.readLoop()
+}
+
+// receive opens one datagram a PacketSource handed over (pkt is the source's) and
+// queues its payload for Read.
+func (c *DatagramConn) receive(pkt []byte) {
+	select {
+	case <-c.closing:
+		return
+	default:
+	}
+	bp := c.bufPool.Get().(*[]byte)
+	if len(pkt) > cap(*bp) {
+		c.bufPool.Put(bp)
+		c.stats.malformed.Add(1) // larger than MaxPayload sealed
+		return
+	}
+	buf := append((*bp)[:0], pkt...)
+	payload, ok := c.openLocked(buf)
+	if !ok || len(payload) == 0 {
+		if ok {
+			c.stats.keepalives.Add(1)
+		}
+		c.bufPool.Put(bp)
+		return
+	}
+	c.enqueue(datagram{buf: bp, payload: payload})
+}
+
+// enqueue queues d for Read, or drops and counts it when QueueLen already wait.
+func (c *DatagramConn) enqueue(d datagram) {
+	if !c.queue.Push(d) {
+		c.bufPool.Put(d.buf)
+		c.stats.overflows.Add(1)
+	}
+}
+
+// openLocked is open under openMu.
+func (c *DatagramConn) openLocked(pkt []byte) ([]byte, bool) {
+	c.openMu.Lock()
+	defer c.openMu.Unlock()
+	return c.open(pkt)
 }
 
 // startWriter starts the batch writer once; false once the conn is closed.
@@ -333,7 +399,7 @@ func (c *DatagramConn) readLoop() {
 			c.readErr = fmt.Errorf("secure: datagram read: %w", err)
 			return
 		}
-		payload, ok := c.open((*bp)[:n])
+		payload, ok := c.openLocked((*bp)[:n])
 		if !ok {
 			continue
 		}
@@ -341,13 +407,8 @@ func (c *DatagramConn) readLoop() {
 			c.stats.keepalives.Add(1)
 			continue
 		}
-		select {
-		case c.queue <- datagram{buf: bp, payload: payload}:
-			bp = nil
-		case <-c.closing:
-			c.readErr = net.ErrClosed
-			return
-		}
+		c.enqueue(datagram{buf: bp, payload: payload})
+		bp = nil
 	}
 }
 

@@ -25,10 +25,43 @@ func newDatagramPair(t testing.TB, opts pipeOptions) (*DatagramConn, *DatagramCo
 	t.Helper()
 	ik, rk := testKeys(t)
 	pa, pb := newPipe(opts)
-	a := NewDatagramConn(pa, ik, DatagramConfig{})
-	b := NewDatagramConn(pb, rk, DatagramConfig{})
+	var ia, ib net.Conn = pa, pb
+	if opts.push {
+		ia, ib = &pushEnd{pipeEnd: pa}, &pushEnd{pipeEnd: pb}
+	}
+	a := NewDatagramConn(ia, ik, DatagramConfig{QueueLen: opts.queueLen})
+	b := NewDatagramConn(ib, rk, DatagramConfig{QueueLen: opts.queueLen})
 	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b, pa, pb
+}
+
+// pushEnd is a pipe end that hands its datagrams over (PacketSource), from a goroutine
+// of its own as holepunch's routed conn does from the node's read loop.
+type pushEnd struct {
+	*pipeEnd
+	once sync.Once
+}
+
+func (e *pushEnd) SetReceiver(f func(b []byte)) {
+	e.once.Do(func() {
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, err := e.pipeEnd.Read(buf)
+				if err != nil {
+					return
+				}
+				f(buf[:n])
+			}
+		}()
+	})
+}
+
+// inBothModes runs test with the conn reading its inner conn and with the inner conn
+// handing datagrams over (PacketSource).
+func inBothModes(t *testing.T, test func(t *testing.T, push bool)) {
+	t.Run("read", func(t *testing.T) { test(t, false) })
+	t.Run("push", func(t *testing.T) { test(t, true) })
 }
 
 func readWithin(t *testing.T, c net.Conn, d time.Duration) ([]byte, error) {
@@ -40,8 +73,10 @@ func readWithin(t *testing.T, c net.Conn, d time.Duration) ([]byte, error) {
 	return buf[:n], err
 }
 
-func TestDatagramRoundTrip(t *testing.T) {
-	a, b, _, _ := newDatagramPair(t, pipeOptions{})
+func TestDatagramRoundTrip(t *testing.T) { inBothModes(t, testDatagramRoundTrip) }
+
+func testDatagramRoundTrip(t *testing.T, push bool) {
+	a, b, _, _ := newDatagramPair(t, pipeOptions{push: push})
 	for i := range 100 {
 		msg := fmt.Appendf(nil, "a->b %d", i)
 		if _, err := a.Write(msg); err != nil {
@@ -68,10 +103,12 @@ func TestDatagramRoundTrip(t *testing.T) {
 
 // Tampered, forged, replayed, truncated and stale datagrams never reach Read, and each
 // is counted under its reason.
-func TestDatagramDropsBadPackets(t *testing.T) {
+func TestDatagramDropsBadPackets(t *testing.T) { inBothModes(t, testDatagramDropsBadPackets) }
+
+func testDatagramDropsBadPackets(t *testing.T, push bool) {
 	var mu sync.Mutex
 	var captured [][]byte
-	a, b, _, pb := newDatagramPair(t, pipeOptions{tamper: func(dir int, p []byte) [][]byte {
+	a, b, _, pb := newDatagramPair(t, pipeOptions{push: push, tamper: func(dir int, p []byte) [][]byte {
 		if dir == 0 {
 			mu.Lock()
 			captured = append(captured, bytes.Clone(p))
@@ -132,8 +169,10 @@ func TestDatagramDropsBadPackets(t *testing.T) {
 
 // The pipe's deadlines do nothing (like ice.Conn); Close must still unblock Read, and
 // our own read deadline must work.
-func TestDatagramCloseUnblocksRead(t *testing.T) {
-	a, _, _, _ := newDatagramPair(t, pipeOptions{})
+func TestDatagramCloseUnblocksRead(t *testing.T) { inBothModes(t, testDatagramCloseUnblocksRead) }
+
+func testDatagramCloseUnblocksRead(t *testing.T, push bool) {
+	a, _, _, _ := newDatagramPair(t, pipeOptions{push: push})
 
 	start := time.Now()
 	_, err := readWithin(t, a, 50*time.Millisecond)
@@ -173,8 +212,10 @@ func TestDatagramCloseUnblocksRead(t *testing.T) {
 
 // A deadline set while a Read is blocked applies to that Read (a transport above may rely on this
 // to abort).
-func TestDatagramDeadlineWhileBlocked(t *testing.T) {
-	a, _, _, _ := newDatagramPair(t, pipeOptions{})
+func TestDatagramDeadlineWhileBlocked(t *testing.T) { inBothModes(t, testDatagramDeadlineWhileBlocked) }
+
+func testDatagramDeadlineWhileBlocked(t *testing.T, push bool) {
+	a, _, _, _ := newDatagramPair(t, pipeOptions{push: push})
 	done := make(chan error, 1)
 	go func() {
 		_, err := a.Read(make([]byte, 100))
@@ -193,7 +234,11 @@ func TestDatagramDeadlineWhileBlocked(t *testing.T) {
 }
 
 func TestDatagramReorderAndConcurrentWrites(t *testing.T) {
-	a, b, _, _ := newDatagramPair(t, pipeOptions{reorder: 0.3, seed: 1})
+	inBothModes(t, testDatagramReorderAndConcurrentWrites)
+}
+
+func testDatagramReorderAndConcurrentWrites(t *testing.T, push bool) {
+	a, b, _, _ := newDatagramPair(t, pipeOptions{reorder: 0.3, seed: 1, push: push})
 	const writers, per = 4, 200
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -264,4 +309,34 @@ func fuzzSessionKeys() (Keys, Keys) {
 	rk.Send, rk.Recv = ik.Recv, ik.Send
 	ik.Initiator = true
 	return ik, rk
+}
+
+// Datagrams beyond QueueLen that nobody reads are dropped and counted; the first
+// QueueLen still arrive, in order.
+func TestDatagramQueueOverflow(t *testing.T) { inBothModes(t, testDatagramQueueOverflow) }
+
+func testDatagramQueueOverflow(t *testing.T, push bool) {
+	a, b, _, _ := newDatagramPair(t, pipeOptions{push: push, queueLen: 4})
+	b.startReader() // what the first Read does
+	for i := range 10 {
+		if _, err := a.Write(fmt.Appendf(nil, "%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s := b.Stats(); s.RecvPackets < 10; s = b.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of 10 datagrams arrived: %+v", s.RecvPackets, s)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if s := b.Stats(); s.QueueOverflows != 6 || s.Dropped() != 0 {
+		t.Fatalf("stats %+v, want 6 queue overflows and nothing else dropped", s)
+	}
+	for i := range 4 {
+		got, err := readWithin(t, b, time.Second)
+		if err != nil || string(got) != fmt.Sprint(i) {
+			t.Fatalf("read %q, %v; want %d", got, err, i)
+		}
+	}
 }

@@ -22,6 +22,10 @@ type pipeOptions struct {
 	// and returns what is delivered instead: nothing, the datagram, changed bytes, or
 	// several datagrams (replays).
 	tamper func(dir int, b []byte) [][]byte
+	// push: the ends hand datagrams over (PacketSource) instead of being read.
+	push bool
+	// queueLen is the DatagramConns' QueueLen (newDatagramPair); zero: the default.
+	queueLen int
 }
 
 type pipeLink struct {
