@@ -137,18 +137,29 @@ func (p *peer) accept(t *testing.T) *holepunch.Conn {
 // FAIL in results (the grid printed at the end) before the test stops.
 func connectEcho(t *testing.T, client, server *peer, timeout time.Duration, msg []byte, results map[string]string, cell string) (conn, accepted *holepunch.Conn) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	conn, err := client.ep.Connect(ctx, server.pub, nil)
+	conn, accepted, err := dial(t, client, server, timeout)
 	if err != nil {
 		results[cell] = "FAIL"
 		t.Fatal(err)
 	}
+	echo(t, conn, accepted, msg)
+	return conn, accepted
+}
+
+// dial connects client to server's key within timeout and returns both
+// ends, which close when the test ends; err is the dial's.
+func dial(t *testing.T, client, server *peer, timeout time.Duration) (conn, accepted *holepunch.Conn, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn, err = client.ep.Connect(ctx, server.pub, nil)
+	if err != nil {
+		return nil, nil, err
+	}
 	t.Cleanup(func() { conn.Close() })
 	accepted = server.accept(t)
 	t.Cleanup(func() { accepted.Close() })
-	echo(t, conn, accepted, msg)
-	return conn, accepted
+	return conn, accepted, nil
 }
 
 // echo writes msg on the client's stream 0 and checks the server echoes it.
@@ -190,15 +201,10 @@ func TestConnectByKeyLoopback(t *testing.T) {
 	server := addPeer(t, n, nil)
 	client := addPeer(t, n, nil)
 	server.listen(t)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	c, err := client.ep.Connect(ctx, server.pub, nil)
+	c, s, err := dial(t, client, server, 15*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	s := server.accept(t)
 	if !bytes.Equal(c.RemotePublicKey(), server.pub) || !bytes.Equal(s.RemotePublicKey(), client.pub) {
 		t.Fatal("wrong identities")
 	}
@@ -226,14 +232,10 @@ func TestSessionOutlivesItsAgent(t *testing.T) {
 	server := addPeer(t, n, nil)
 	client := addPeer(t, n, nil)
 	server.listen(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	c, err := client.ep.Connect(ctx, server.pub, nil)
+	c, s, err := dial(t, client, server, 15*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	s := server.accept(t)
 	for name, p := range map[string]*peer{"client": client, "server": server} {
 		deadline := time.Now().Add(15 * time.Second)
 		for p.ep.Stats().AgentsRetired == 0 {

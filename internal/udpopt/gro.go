@@ -3,7 +3,6 @@ package udpopt
 import (
 	"net"
 	"net/netip"
-	"syscall"
 )
 
 // SetGRO turns on UDP generic receive offload (UDP_GRO, Linux 5.0+) for conn: the
@@ -17,15 +16,8 @@ import (
 // and systems other than Linux report false. Once it took, conn must be read only
 // through a SegmentReader: a plain read would take a run for one datagram.
 func SetGRO(conn net.PacketConn) bool {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	return setGRO(raw)
+	raw, ok := rawConn(conn)
+	return ok && setGRO(raw)
 }
 
 // A SegmentReader reads a socket's datagrams, a whole run of them per system call

@@ -19,13 +19,16 @@ import (
 // It reports whether the option took for the socket's family. Sockets without a file
 // descriptor (pion's vnet) and systems other than Linux report false.
 func SetDontFragment(conn net.PacketConn) bool {
+	raw, ok := rawConn(conn)
+	return ok && setDontFragment(raw)
+}
+
+// rawConn is conn's file descriptor access; false for a conn without one.
+func rawConn(conn net.PacketConn) (syscall.RawConn, bool) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return false
+		return nil, false
 	}
 	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	return setDontFragment(raw)
+	return raw, err == nil
 }
