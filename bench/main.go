@@ -83,7 +83,7 @@ func run() error {
 	flag.IntVar(&o.mib, "mib", 64, "MiB piped through one stream (loopback)")
 	flag.IntVar(&o.wanMiB, "wan-mib", 64, "MiB piped through one stream per WAN cell (wan)")
 	flag.IntVar(&o.conns, "conns", 1, "connections opened to one pipe server (resources); `swarmdb pipe --server` accepts one")
-	flag.IntVar(&o.holdConns, "hold-conns", 32, "connections opened to one swarm server (resources: bench/hold vs Hyperswarm)")
+	flag.IntVar(&o.holdConns, "hold-conns", 60, "connections opened to one swarm server (resources: bench/hold vs Hyperswarm; both allow 64 peers)")
 	render := flag.Bool("render", false, "only re-render REPORT.md and the charts from results.json")
 	verbose := flag.Bool("v", false, "debug logging")
 	flag.Parse()

@@ -333,6 +333,7 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 	connRSS := Comparison{Name: "server RSS per connection", Key: "res-conn-rss", Unit: "KiB", Other: other}
 	connCPU := Comparison{Name: "server CPU per idle connection", Key: "res-conn-cpu", Unit: "% core", Other: other}
 	holdRSS := Comparison{Name: fmt.Sprintf("swarm server RSS per connection, %d connections", o.holdConns), Key: "res-hold-rss", Unit: "KiB", Other: other}
+	holdTotal := Comparison{Name: fmt.Sprintf("swarm server RSS with %d connections", o.holdConns), Key: "res-hold-total", Unit: "MiB", Other: other}
 	holdCPU := Comparison{Name: fmt.Sprintf("swarm server CPU per idle connection, %d connections", o.holdConns), Key: "res-hold-cpu", Unit: "% core", Other: other}
 	pick := func(s pipeSide, c *Comparison) *Sample {
 		if s.Name == "swarmdb" {
@@ -351,7 +352,7 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 			if o.holdConns < 1 {
 				why = "not measured: -hold-conns 0"
 			}
-			pick(s, &holdRSS).NA, pick(s, &holdCPU).NA = why, why
+			pick(s, &holdRSS).NA, pick(s, &holdTotal).NA, pick(s, &holdCPU).NA = why, why, why
 		}
 	}
 	boots := map[string]string{}
@@ -401,12 +402,13 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 				return pr, fmt.Errorf("%s swarm server: %w", s.Name, err)
 			}
 			pick(s, &holdRSS).Add(h.perConnRSS / 1024)
+			pick(s, &holdTotal).Add((h.idleRSS + h.perConnRSS*float64(o.holdConns)) / (1 << 20))
 			pick(s, &holdCPU).Add(h.perConnCPU)
 			o.log.Info("swarm server", "side", s.Name, "rep", rep, "conns", o.holdConns, "idle_MiB", num(h.idleRSS/(1<<20)),
 				"per_conn_KiB", num(h.perConnRSS/1024), "per_conn_cpu_%", num(h.perConnCPU))
 		}
 	}
-	pr.Comparisons = append(pr.Comparisons, nodeRSS, nodeCPU, idleRSS, idleCPU, connRSS, connCPU, holdRSS, holdCPU)
+	pr.Comparisons = append(pr.Comparisons, nodeRSS, nodeCPU, idleRSS, idleCPU, connRSS, connCPU, holdRSS, holdTotal, holdCPU)
 	return pr, nil
 }
 
