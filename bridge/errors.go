@@ -20,11 +20,15 @@ var (
 	// ErrBadPeer: a peer descriptor whose signature, address, topic or time does not check out.
 	ErrBadPeer = errors.New("bridge: bad peer descriptor")
 	// ErrIDClaimed: a ping/pong claiming a client id that is not derived from its own verified
-	// address, that is ours, or that another live connection already holds.
+	// address, that is ours, or that another live connection already holds (except a
+	// connection of the same swarm peer, which a newer one replaces: ErrReplaced).
 	ErrIDClaimed = errors.New("bridge: client id claimed by another peer")
 	// ErrCrossedLink: two nodes dialled each other's WebSocket at once; both keep the
 	// connection the one with the smaller client id dialled and close the other with this.
 	ErrCrossedLink = errors.New("bridge: crossed connection; the one dialled by the smaller client id is kept")
+	// ErrReplaced: the same swarm peer identified over a newer connection, which the swarm
+	// keeps in this one's place.
+	ErrReplaced = errors.New("bridge: replaced by a newer connection of the same swarm peer")
 	// ErrRateLimited: the peer sent more messages than Limits.MessagesPerSecond allows.
 	ErrRateLimited = errors.New("bridge: rate limit exceeded")
 	// ErrSlowConsumer: the peer's outbound queue filled up; the connection is closed.

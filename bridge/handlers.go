@@ -178,7 +178,10 @@ func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int
 		return fmt.Errorf("%w: connection already identified as %q", ErrIDClaimed, p.clientID)
 	}
 	displaced, err := b.claim(p, clientID, d, isServer, version)
-	if displaced != nil {
+	switch {
+	case displaced != nil && sameSwarmPeer(displaced, p):
+		displaced.close(fmt.Errorf("%w (%s)", ErrReplaced, clientID))
+	case displaced != nil:
 		displaced.endCrossed(fmt.Errorf("%w (%s)", ErrCrossedLink, clientID))
 	}
 	if err != nil {
@@ -217,14 +220,20 @@ func (p *Peer) identify(clientID string, d *PeerDesc, isServer bool, version int
 // is up over the other (ErrCrossedLink); its acceptor answers its ping as usual, which is how
 // the dialler can tell, and leaves it unidentified until then (Peer.crossedAccepted). A
 // replayed descriptor can do no more than before (hold the id first).
+//
+// A swarm connection from the same swarm peer (the same authenticated key) displaces the
+// holder: the swarm keeps one connection per peer and has replaced the old one, whose peer
+// here ends a moment later, when its stream does. Refusing the new one for it left the
+// replacement unidentified, and nothing replicated over it (a writer whose NAT mapping
+// changed, TestConntrackFlushNATLab).
 func (b *Bridge) claim(p *Peer, clientID string, d *PeerDesc, isServer bool, version int) (displaced *Peer, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if q := b.byClient[clientID]; q != nil && q != p {
-		switch crossedKeeper(b.clientID, clientID, q, p) {
-		case q:
+		switch keeper := crossedKeeper(b.clientID, clientID, q, p); {
+		case keeper == q:
 			return nil, fmt.Errorf("%w (%s)", ErrCrossedLink, clientID)
-		case p:
+		case keeper == p, sameSwarmPeer(q, p):
 			displaced = q
 		default:
 			return nil, fmt.Errorf("%w: %q is held by another connection", ErrIDClaimed, clientID)
@@ -238,6 +247,12 @@ func (b *Bridge) claim(p *Peer, clientID string, d *PeerDesc, isServer bool, ver
 		b.servers[d.Address] = *d
 	}
 	return displaced, nil
+}
+
+// sameSwarmPeer reports whether two connections are both swarm connections of one swarm
+// peer: their remote ids are its authenticated public key.
+func sameSwarmPeer(a, b *Peer) bool {
+	return a.kind == KindSwarm && b.kind == KindSwarm && a.conn.RemoteID() == b.conn.RemoteID()
 }
 
 // crossedKeeper says which of two WebSocket connections to the same remote both ends keep:

@@ -232,3 +232,50 @@ func TestSubscriptionLimit(t *testing.T) {
 		t.Fatalf("want the push for b only, got %+v", m)
 	}
 }
+
+// A swarm peer whose connection the swarm replaced identifies over the new one while the old
+// one's peer has not ended yet: the new connection takes the client id and the old one is
+// closed (ErrReplaced), instead of the new one being refused as a claim of a held id.
+func TestSwarmPeerReplacesItsConnection(t *testing.T) {
+	b := newBridge(t, Config{Server: true})
+	attach := func() (*fakePeer, *Peer) {
+		ours, theirs := Pipe(256) // every pipe end is "pipe-b": one swarm peer's key
+		p, err := b.Attach(theirs, AttachOptions{Kind: KindSwarm})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ours.Close() })
+		return &fakePeer{t: t, c: ours}, p
+	}
+	old, oldPeer := attach()
+	u, err := db.NewUser(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.user, old.id = u, ClientID(u.Address())
+	old.hello(DefaultTopic, true, true)
+
+	renewed, newPeer := attach()
+	renewed.user, renewed.id = old.user, old.id
+	renewed.hello(DefaultTopic, true, true)
+	waitDone(t, oldPeer)
+	if !errors.Is(oldPeer.Err(), ErrReplaced) {
+		t.Fatalf("old connection ended with %v, want ErrReplaced", oldPeer.Err())
+	}
+	if !newPeer.Status().Identified {
+		t.Fatal("the new connection is not identified")
+	}
+
+	// A different swarm peer (another key) claiming the id is still refused.
+	ours, theirs := Pipe(256)
+	theirs.(*pipeConn).name = "another key"
+	if _, err := b.Attach(theirs, AttachOptions{Kind: KindSwarm}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ours.Close() })
+	other := &fakePeer{t: t, c: ours, user: old.user, id: old.id}
+	d, _ := SignPeerDesc(other.user, DefaultTopic, time.Now().UnixMilli(), "127.0.0.1", 8080)
+	ping := &Message{Type: TypePing, ID: newID(), ClientID: other.id, Peer: &d}
+	other.sendMsg(ping)
+	other.expectError("ID_CLAIMED", ping.ID)
+}
