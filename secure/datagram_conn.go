@@ -177,7 +177,7 @@ func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramCon
 type PacketSource interface {
 	// SetReceiver makes the conn call f with every datagram from now on, the ones
 	// already waiting for Read first, instead of queueing them for Read. f may be called
-	// from more than one goroutine (not at once is not promised) and must not keep b.
+	// from several goroutines, also at the same time, and must not keep b.
 	SetReceiver(f func(b []byte))
 }
 
@@ -314,31 +314,32 @@ func (c *DatagramConn) receive(pkt []byte) {
 		c.stats.malformed.Add(1) // larger than MaxPayload sealed
 		return
 	}
-	buf := append((*bp)[:0], pkt...)
-	payload, ok := c.openLocked(buf)
-	if !ok || len(payload) == 0 {
-		if ok {
-			c.stats.keepalives.Add(1)
-		}
+	if !c.admit(bp, append((*bp)[:0], pkt...)) {
 		c.bufPool.Put(bp)
-		return
 	}
-	c.enqueue(datagram{buf: bp, payload: payload})
 }
 
-// enqueue queues d for Read, or drops and counts it when QueueLen already wait.
-func (c *DatagramConn) enqueue(d datagram) {
-	if !c.queue.Push(d) {
-		c.bufPool.Put(d.buf)
+// admit opens pkt, which lies in *bp, and queues its payload for Read (both the read
+// loop and receive take datagrams this way). It reports whether bp went with the
+// payload: false for a dropped datagram or a keepalive, whose buffer the caller keeps.
+// When QueueLen datagrams already wait, the payload is dropped and counted, and its
+// buffer returned to the pool.
+func (c *DatagramConn) admit(bp *[]byte, pkt []byte) bool {
+	c.openMu.Lock()
+	payload, ok := c.open(pkt)
+	c.openMu.Unlock()
+	switch {
+	case !ok:
+		return false
+	case len(payload) == 0:
+		c.stats.keepalives.Add(1)
+		return false
+	}
+	if !c.queue.Push(datagram{buf: bp, payload: payload}) {
+		c.bufPool.Put(bp)
 		c.stats.overflows.Add(1)
 	}
-}
-
-// openLocked is open under openMu.
-func (c *DatagramConn) openLocked(pkt []byte) ([]byte, bool) {
-	c.openMu.Lock()
-	defer c.openMu.Unlock()
-	return c.open(pkt)
+	return true
 }
 
 // startWriter starts the batch writer once; false once the conn is closed.
@@ -399,16 +400,9 @@ func (c *DatagramConn) readLoop() {
 			c.readErr = fmt.Errorf("secure: datagram read: %w", err)
 			return
 		}
-		payload, ok := c.openLocked((*bp)[:n])
-		if !ok {
-			continue
+		if c.admit(bp, (*bp)[:n]) {
+			bp = nil
 		}
-		if len(payload) == 0 {
-			c.stats.keepalives.Add(1)
-			continue
-		}
-		c.enqueue(datagram{buf: bp, payload: payload})
-		bp = nil
 	}
 }
 
