@@ -49,9 +49,8 @@ func (n *Node) readLoop(st *stack) {
 			n.ctr.packetsIn.Add(1)
 			n.ctr.droppedMalformed.Add(1)
 		}
-		src := unmapAddrPort(segs.From)
 		for b, ok := segs.Next(); ok; b, ok = segs.Next() {
-			n.dispatch(b, src)
+			n.dispatch(b, segs.From)
 		}
 	}
 }

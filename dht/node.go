@@ -256,7 +256,7 @@ func (n *Node) openLocked(plans []listenPlan) error {
 			}
 			opened = append(opened, conn)
 			st := n.stacks[p.fam]
-			st.conn, st.local = conn, addrPortOf(conn.LocalAddr())
+			st.conn, st.local = conn, udpopt.AddrPortOf(conn.LocalAddr())
 			// Don't Fragment, so that the sessions above can find the path MTU: DHT
 			// messages stay far below any MTU and never notice.
 			st.noFrag = udpopt.SetDontFragment(conn)
@@ -741,14 +741,6 @@ func (n *Node) rememberToken(addr netip.AddrPort, tok *ID) {
 		}
 	}
 	n.tokenCache[addr] = cachedToken{tok: *tok, at: time.Now()}
-}
-
-func addrPortOf(a net.Addr) netip.AddrPort {
-	if u, ok := a.(*net.UDPAddr); ok {
-		return unmapAddrPort(u.AddrPort())
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return unmapAddrPort(ap)
 }
 
 func unmapAddrPort(a netip.AddrPort) netip.AddrPort {

@@ -54,13 +54,13 @@ func (r *SegmentReader) Read(buf []byte) (Segments, error) {
 		if err != nil {
 			return Segments{}, err
 		}
-		return Segments{From: addrPortOf(from), rest: buf[:n], more: true}, nil
+		return Segments{From: AddrPortOf(from), rest: buf[:n], more: true}, nil
 	}
 	n, oobn, flags, from, err := r.udp.ReadMsgUDPAddrPort(buf, r.oob)
 	if err != nil {
 		return Segments{}, err
 	}
-	s := Segments{From: from, rest: buf[:n], size: groSize(r.oob[:oobn]), more: true}
+	s := Segments{From: unmap(from), rest: buf[:n], size: groSize(r.oob[:oobn]), more: true}
 	switch {
 	case flags&msgCtrunc != 0:
 		// A lost UDP_GRO message would make a run look like one datagram.
@@ -82,7 +82,8 @@ func (r *SegmentReader) Read(buf []byte) (Segments, error) {
 // Segments is what one SegmentReader.Read got: one datagram, or a run of datagrams of
 // one sender that the kernel coalesced. Next walks them.
 type Segments struct {
-	// From is the sender of every datagram of the read.
+	// From is the sender of every datagram of the read; an IPv4 sender on a dual-stack
+	// socket is given as IPv4, not IPv4-mapped IPv6.
 	From netip.AddrPort
 	// Truncated: the read did not fit the buffer (or its control message did not fit
 	// the reader's), and datagrams were lost; Next returns only those that arrived
@@ -111,10 +112,14 @@ func (s *Segments) Next() ([]byte, bool) {
 	return d, true
 }
 
-func addrPortOf(a net.Addr) netip.AddrPort {
+// AddrPortOf is a socket address as an AddrPort, IPv4-mapped IPv6 given as IPv4; the
+// zero value for an address that is neither a *net.UDPAddr nor host:port.
+func AddrPortOf(a net.Addr) netip.AddrPort {
 	if u, ok := a.(*net.UDPAddr); ok {
-		return u.AddrPort()
+		return unmap(u.AddrPort())
 	}
 	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
+	return unmap(ap)
 }
+
+func unmap(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
