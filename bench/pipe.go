@@ -349,7 +349,10 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 		}
 		if s.holder == nil || s.NA != "" || o.holdConns < 1 {
 			why := "not measured: bench/hold did not build"
-			if o.holdConns < 1 {
+			switch {
+			case s.NA != "":
+				why = s.NA
+			case o.holdConns < 1:
 				why = "not measured: -hold-conns 0"
 			}
 			pick(s, &holdRSS).NA, pick(s, &holdTotal).NA, pick(s, &holdCPU).NA = why, why, why

@@ -11,12 +11,13 @@ import (
 
 // Sessions over ICE skip pion's data path. ICE finds the pair (its checks
 // and nomination stay pion's, on STUN; the agent is closed a few seconds
-// after the session settles, see retireAgent), but a session's datagrams on a pair whose local end is the node's own socket —
-// every pair except a TURN relay's — go straight between the node's read
-// loop and the session, as on a birthday path: pion's path costs a copy and
-// a goroutine hand-off in the mux socket, the mux's worker, the candidate's
-// read loop and the agent conn's buffer, for every datagram. Measured on
-// loopback, that was a fifth of the receiving node's CPU in a bulk transfer.
+// after the session settles, see retireAgent), but a session's datagrams
+// on a pair whose local end is the node's own socket — every pair except a
+// TURN relay's — go straight between the node's read loop and the session,
+// as on a birthday path: pion's path costs a copy and a goroutine hand-off
+// in the mux socket, the mux's worker, the candidate's read loop and the
+// agent conn's buffer, for every datagram. Measured on loopback, that was a
+// fifth of the receiving node's CPU in a bulk transfer.
 //
 // The pair's remote address is routed to a routedConn from the moment ICE
 // connects. What pion had received before that (the peer may send its first
@@ -53,8 +54,8 @@ const agentLinger = 5 * time.Second
 // NAT mappings open and its dead-peer detection notices a dead path, and
 // pion/ice v2 never moves a connected agent to another pair. What it
 // would keep is five goroutines (checks, keepalives, a read loop per
-// candidate) and about 40 KB per connection, most of an idle
-// connection's cost beside the session.
+// candidate) and about 20 KB of heap per connection (a swarm server with
+// 16 idle connections: 104 -> 85 KB and 20 -> 14 goroutines each).
 //
 // The peer's agent, when it outlives ours, sees its checks unanswered and
 // turns failed after pion's timeouts; nothing uses an agent's state once
