@@ -83,10 +83,3 @@ func (q *Queue[T]) Len() int {
 // empty waits on it and pops again. A token may be stale (the value was
 // popped already); Pop then finds nothing and the reader waits again.
 func (q *Queue[T]) Ready() <-chan struct{} { return q.ready }
-
-// slots is the queue's capacity in slots now (tests).
-func (q *Queue[T]) slots() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return cap(q.items)
-}

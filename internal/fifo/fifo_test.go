@@ -78,3 +78,10 @@ func TestReadyAfterPush(t *testing.T) {
 		t.Fatalf("got %q, want hello", v)
 	}
 }
+
+// slots is the queue's capacity in slots now.
+func (q *Queue[T]) slots() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return cap(q.items)
+}
