@@ -301,7 +301,7 @@ func (s *Session) awaitStream0(ctx context.Context) (*Stream, error) {
 	st := s.newStream(qs)
 	stop := context.AfterFunc(ctx, func() { qs.SetReadDeadline(time.Now()) })
 	defer stop()
-	hello, err := st.br.ReadByte()
+	hello, err := st.readOpenByte()
 	if err != nil {
 		return nil, fmt.Errorf("secure: reading session hello: %w", err)
 	}
@@ -326,7 +326,7 @@ func (s *Session) acceptLoop() {
 		st := s.newStream(qs)
 		// The opener's first byte; it is already on its way with the frame
 		// that made the stream visible.
-		if b, err := st.br.ReadByte(); err != nil || b != streamOpen {
+		if b, err := st.readOpenByte(); err != nil || b != streamOpen {
 			s.log.Debug("secure: stream without its open byte", "stream", st.ID(), "err", err)
 			st.reset()
 			continue

@@ -449,6 +449,45 @@ func TestStreamMessageSemantics(t *testing.T) {
 	}
 }
 
+// An idle stream holds no read buffer: it borrows one for a message and gives it back
+// once the message is read and nothing more is buffered. Messages whose length prefix
+// and body arrive in several pieces still come out whole.
+func TestStreamIdleHoldsNoReadBuffer(t *testing.T) {
+	testutil.CheckLeaks(t)
+	p := newPipeSessions(t, pipeOptions{}, Config{})
+	w, r := p.client.Stream0(), p.server.Stream0()
+	holds := func() bool {
+		r.rmu.Lock()
+		defer r.rmu.Unlock()
+		return r.br != nil
+	}
+	if holds() {
+		t.Fatal("stream 0 holds a read buffer before any message")
+	}
+	// 300 bytes have a two-byte length prefix, streamReadBuffer fills the buffer,
+	// MaxMessageSize exceeds it, and a write above MaxMessageSize arrives as two messages.
+	for _, n := range []int{1, 300, streamReadBuffer, DefaultMaxMessageSize, DefaultMaxMessageSize + 7} {
+		msg := bytes.Repeat([]byte{byte(n)}, n)
+		if _, err := w.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		for len(got) < n {
+			m, err := r.ReadMessage(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, m...)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("%d-byte message came out as %d bytes", n, len(got))
+		}
+		if holds() {
+			t.Fatalf("after a %d-byte message the idle stream still holds a read buffer", n)
+		}
+	}
+}
+
 func TestStreamCloseAndBacklog(t *testing.T) {
 	testutil.CheckLeaks(t)
 	p := newPipeSessions(t, pipeOptions{}, Config{AcceptBacklog: 2})

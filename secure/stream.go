@@ -35,8 +35,8 @@ type Stream struct {
 	sess *Session
 	st   *quic.Stream
 
-	rmu     sync.Mutex // guards br, rbuf, pending: held by the reader
-	br      *bufio.Reader
+	rmu     sync.Mutex    // guards br, rbuf, pending: held by the reader
+	br      *bufio.Reader // borrowed from readBuffers while it holds bytes; nil when idle
 	rbuf    []byte
 	pending []byte // rest of a message partly returned by Read
 
@@ -54,8 +54,15 @@ var _ net.Conn = (*Stream)(nil)
 // length prefixes cost no extra call, small next to a message.
 const streamReadBuffer = 4 << 10
 
+// readBuffers lend streams their read buffers. A stream borrows one when the first
+// byte of a message arrives and gives it back at a message boundary where it is empty,
+// so an idle stream, blocked on the next message, holds none: 8 KiB less per idle swarm
+// connection (stream 0 and the swarm's control stream), twice that in RSS once the
+// garbage collector's headroom is counted.
+var readBuffers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, streamReadBuffer) }}
+
 func (s *Session) newStream(qs *quic.Stream) *Stream {
-	st := &Stream{sess: s, st: qs, br: bufio.NewReaderSize(qs, streamReadBuffer)}
+	st := &Stream{sess: s, st: qs}
 	s.mu.Lock()
 	s.streams[st] = struct{}{}
 	s.mu.Unlock()
@@ -103,6 +110,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		if err := s.readFullLocked(p[:size]); err != nil {
 			return 0, err
 		}
+		s.releaseBufferLocked()
 		return size, nil
 	}
 	if cap(s.rbuf) < size {
@@ -112,6 +120,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	if err := s.readFullLocked(msg); err != nil {
 		return 0, err
 	}
+	s.releaseBufferLocked()
 	k := copy(p, msg)
 	s.pending = msg[k:]
 	return k, nil
@@ -138,13 +147,58 @@ func (s *Stream) ReadMessage(buf []byte) ([]byte, error) {
 	if err := s.readFullLocked(buf); err != nil {
 		return nil, err
 	}
+	s.releaseBufferLocked()
 	return buf, nil
 }
+
+// readByteLocked reads one byte. Without a read buffer it waits for the byte on the QUIC
+// stream itself and borrows a buffer once it has arrived.
+func (s *Stream) readByteLocked() (byte, error) {
+	if s.br != nil {
+		return s.br.ReadByte()
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(s.st, b[:]); err != nil {
+		return 0, err
+	}
+	s.br = readBuffers.Get().(*bufio.Reader)
+	s.br.Reset(s.st)
+	return b[0], nil
+}
+
+// releaseBufferLocked gives the read buffer back if it holds nothing; a message's end
+// is the only place to call it.
+func (s *Stream) releaseBufferLocked() {
+	if s.br == nil || s.br.Buffered() > 0 {
+		return
+	}
+	s.br.Reset(nil)
+	readBuffers.Put(s.br)
+	s.br = nil
+}
+
+// readOpenByte reads the byte that opens a stream (the session hello on stream 0)
+// before the stream is handed out.
+func (s *Stream) readOpenByte() (byte, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	b, err := s.readByteLocked()
+	if err == nil {
+		s.releaseBufferLocked()
+	}
+	return b, err
+}
+
+// lockedBytes reads a stream's bytes one at a time for binary.ReadUvarint; the caller
+// holds rmu.
+type lockedBytes Stream
+
+func (b *lockedBytes) ReadByte() (byte, error) { return (*Stream)(b).readByteLocked() }
 
 // readLengthLocked reads the next message's length prefix. A clean end of the stream
 // here is io.EOF.
 func (s *Stream) readLengthLocked() (int, error) {
-	n, err := binary.ReadUvarint(s.br)
+	n, err := binary.ReadUvarint((*lockedBytes)(s))
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			s.readFinished()
@@ -164,6 +218,8 @@ func (s *Stream) readLengthLocked() (int, error) {
 	return int(n), nil
 }
 
+// readFullLocked reads a message's bytes after readLengthLocked, which left a read
+// buffer borrowed.
 func (s *Stream) readFullLocked(p []byte) error {
 	if _, err := io.ReadFull(s.br, p); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
