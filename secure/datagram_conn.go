@@ -93,7 +93,7 @@ type DatagramConn struct {
 	remote     ed25519.PublicKey
 	cfg        DatagramConfig
 	created    time.Time
-	bufPool    sync.Pool
+	bufPool    *sync.Pool // datagramBuffers for this MaxPayload
 	queue      *fifo.Queue[datagram]
 	closing    chan struct{} // closed by Close
 	readDone   chan struct{} // closed when the read loop exits; readErr is then set
@@ -124,6 +124,22 @@ type DatagramConn struct {
 	}
 }
 
+// bufferPools holds one pool of datagram buffers per size, shared by every DatagramConn
+// with that MaxPayload: a pool per conn kept a few buffers (about 4 KB) for each idle
+// connection between garbage collections.
+var bufferPools sync.Map // buffer size → *sync.Pool of *[]byte
+
+func datagramBuffers(size int) *sync.Pool {
+	if p, ok := bufferPools.Load(size); ok {
+		return p.(*sync.Pool)
+	}
+	p, _ := bufferPools.LoadOrStore(size, &sync.Pool{New: func() any {
+		b := make([]byte, size)
+		return &b
+	}})
+	return p.(*sync.Pool)
+}
+
 type datagram struct {
 	buf     *[]byte
 	payload []byte // aliases *buf
@@ -152,14 +168,11 @@ func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramCon
 		remote:    keys.Remote,
 		cfg:       cfg,
 		created:   time.Now(),
+		bufPool:   datagramBuffers(bufSize),
 		queue:     fifo.New[datagram](cfg.QueueLen),
 		closing:   make(chan struct{}),
 		readDone:  make(chan struct{}),
 		rdeadline: newDeadline(),
-	}
-	c.bufPool.New = func() any {
-		b := make([]byte, bufSize)
-		return &b
 	}
 	if sw, ok := inner.(SegmentWriter); ok {
 		c.batch = newSendBatch(sw)
