@@ -836,14 +836,12 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 	if old != nil {
 		e.retire(old)
 	}
-	// If Close began since add, it closes c (it was in the table) and
-	// nothing needs watching.
-	e.spawn(func() {
-		select {
-		case <-sess.Done():
-		case <-e.ctx.Done():
-			_ = c.Close()
-		}
+	// When the session ends, its path goes and so does its table entry.
+	// No goroutine waits for that: AfterFunc registers with the session's
+	// context. Close closes every connection in the table itself, and
+	// Conn.Close releases the path before it returns, so Close needs no
+	// watcher to have finished.
+	context.AfterFunc(sess.Context(), func() {
 		c.releasePath()
 		e.conns.remove(key, c)
 	})

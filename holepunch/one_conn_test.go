@@ -136,3 +136,30 @@ func TestNewConnectionReplacesOld(t *testing.T) {
 		}
 	}
 }
+
+// TestEndedConnectionLeavesTable: a connection that ends, closed by either
+// side, leaves both endpoints' tables (nothing waits on it in a goroutine:
+// its session's context does).
+func TestEndedConnectionLeavesTable(t *testing.T) {
+	n := startNet(t, 6)
+	a := addPeer(t, n, nil)
+	b := addPeer(t, n, nil)
+	b.listen(t)
+	c, err := a.ep.Connect(dialTimeout(t), b.pub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := b.accept(t)
+	defer s.Close()
+	echo(t, c, s, []byte("before the close"))
+	c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range []*peer{a, b} {
+		for p.ep.Stats().Live != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d live connections after the close, want 0", p.ep.Stats().Live)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}

@@ -158,11 +158,13 @@ type Session struct {
 	client  bool
 	stream0 *Stream
 
-	accepted   chan *Stream   // backlog, fed by the accept loop
-	loopsDone  sync.WaitGroup // the accept loop and the goodbye listener
-	closeReq   chan struct{}  // closed by Close
-	goodbye    chan struct{}  // closed when the peer's goodbye arrives
-	done       chan struct{}  // closed when the session is fully torn down
+	accepted   chan *Stream            // backlog, fed by the accept loop
+	loopsDone  sync.WaitGroup          // the accept loop and the goodbye listener
+	closeReq   chan struct{}           // closed by Close
+	goodbye    chan struct{}           // closed when the peer's goodbye arrives
+	done       chan struct{}           // closed when the session is fully torn down
+	ctx        context.Context         // canceled, with Err as its cause, before done closes
+	cancel     context.CancelCauseFunc // called once, by supervise
 	closeOnce  sync.Once
 	byeOnce    sync.Once
 	streamDone chan struct{} // a stream finished reading (capacity 1: a wake-up)
@@ -265,7 +267,10 @@ func newSession(cfg Config, dc *DatagramConn, tr *quic.Transport, qc *quic.Conn,
 	st := qc.ConnectionStats()
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
+	ctx, cancel := context.WithCancelCause(context.Background())
 	s := &Session{
+		ctx:        ctx,
+		cancel:     cancel,
 		cfg:        cfg,
 		log:        cfg.Logger.With("peer", hex.EncodeToString(dc.RemotePublicKey())),
 		dc:         dc,
@@ -361,7 +366,10 @@ func (s *Session) goodbyeLoop() {
 // supervise runs the keepalive and tears the session down when it is closed locally,
 // by the peer, or found dead.
 func (s *Session) supervise() {
-	defer close(s.done)
+	defer func() {
+		s.cancel(s.Err())
+		close(s.done)
+	}()
 	live := liveness{interval: s.cfg.KeepaliveInterval, timeout: s.cfg.DeadTimeout}
 	tick := time.NewTicker(max(s.cfg.KeepaliveInterval/2, 5*time.Millisecond))
 	defer tick.Stop()
@@ -536,6 +544,11 @@ func (s *Session) Close() error {
 
 // Done is closed when the session has ended, for whatever reason (see Err).
 func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Context is canceled when the session has ended, just before Done is closed; its
+// cause (context.Cause) is Err. context.AfterFunc on it watches a session without a
+// goroutine of its own.
+func (s *Session) Context() context.Context { return s.ctx }
 
 // Err is why the session ended: ErrSessionClosed (local Close), ErrRemoteClosed or
 // ErrPeerDead, possibly wrapped. Nil while the session is up; ErrRemoteClosed once

@@ -387,6 +387,11 @@ func TestSessionCloseCleanBothEnds(t *testing.T) {
 			if !errors.Is(c.Err(), ErrSessionClosed) {
 				t.Fatalf("client Err = %v", c.Err())
 			}
+			for _, end := range []*Session{c, s} {
+				if ctx := end.Context(); ctx.Err() == nil || context.Cause(ctx) != end.Err() {
+					t.Fatalf("session ended but its context: %v, cause %v; want cause %v", ctx.Err(), context.Cause(ctx), end.Err())
+				}
+			}
 			if _, err := c.OpenStream(context.Background()); err == nil {
 				t.Fatal("OpenStream after Close succeeded")
 			}

@@ -750,26 +750,22 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 	s.queueEventLocked(event{conn: c, info: info})
 	s.applyLocked() // the hello to the new neighbour, after its open event
 	s.notifyLocked()
-	s.wg.Add(3)
+	s.wg.Add(2)
 	s.mu.Unlock()
 	if replaced != nil {
 		s.log.Debug("swarm: connection replaced", "peer", shortKey(remote))
 		go replaced.Conn.Close()
 	}
 	s.log.Debug("swarm: connected", "peer", shortKey(remote), "role", info.Role, "path", info.Path, "why", why.Kind)
-	go s.watch(c)
+	context.AfterFunc(c.Context(), func() { s.ended(c) })
 	go s.serveControl(c)
 	go s.acceptStreams(c)
 }
 
-// watch waits for c to close and records it.
-func (s *Swarm) watch(c *Conn) {
-	defer s.wg.Done()
-	select {
-	case <-s.ctx.Done():
-		return // Close reports it
-	case <-c.Done():
-	}
+// ended records that c has closed. It runs when c's session context ends,
+// with no goroutine waiting for that meanwhile; after Close, which reports
+// every connection itself, c is no longer in the table and nothing happens.
+func (s *Swarm) ended(c *Conn) {
 	err := c.Err()
 	if err == nil {
 		err = ErrClosed
