@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // Defaults for Config fields whose zero value means "default".
@@ -84,7 +86,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, ErrConfig
 	}
 	if c.Conn != nil {
-		c.LocalAddr, _ = addrPortOf(c.Conn.LocalAddr())
+		c.LocalAddr = udpopt.AddrPortOf(c.Conn.LocalAddr())
 	}
 	if c.PeerTTL <= 0 {
 		c.PeerTTL = DefaultPeerTTL

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // inboxSize bounds the KRPC datagrams waiting for the library's read loop.
@@ -84,8 +86,8 @@ func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
-	to, ok := addrPortOf(addr)
-	if !ok {
+	to := udpopt.AddrPortOf(addr)
+	if !to.IsValid() {
 		return 0, &net.AddrError{Err: "not a udp address", Addr: addr.String()}
 	}
 	if err := c.write(p, to); err != nil {
@@ -104,19 +106,3 @@ func (c *packetConn) LocalAddr() net.Addr              { return c.local }
 func (c *packetConn) SetDeadline(time.Time) error      { return nil }
 func (c *packetConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *packetConn) SetWriteDeadline(time.Time) error { return nil }
-
-// addrPortOf converts the library's addresses (*net.UDPAddr, or anything
-// whose String is ip:port) to an unmapped netip.AddrPort.
-func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
-	var ap netip.AddrPort
-	if u, ok := a.(*net.UDPAddr); ok {
-		ap = u.AddrPort()
-	} else {
-		var err error
-		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
-			return netip.AddrPort{}, false
-		}
-	}
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	return ap, ap.IsValid()
-}

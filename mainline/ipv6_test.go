@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // dualNode is a node that shares two sockets, one per family, the way a
@@ -17,8 +19,8 @@ import (
 func dualNode(t *testing.T, routers []netip.AddrPort) (*Node, netip.AddrPort, netip.AddrPort) {
 	t.Helper()
 	c4, c6 := listen(t, "127.0.0.1:0"), listen6(t)
-	a4, _ := addrPortOf(c4.LocalAddr())
-	a6, _ := addrPortOf(c6.LocalAddr())
+	a4 := udpopt.AddrPortOf(c4.LocalAddr())
+	a6 := udpopt.AddrPortOf(c6.LocalAddr())
 	write := func(b []byte, to netip.AddrPort) error {
 		c := c4
 		if !to.Addr().Unmap().Is4() {
@@ -43,7 +45,7 @@ func dualNode(t *testing.T, routers []netip.AddrPort) (*Node, netip.AddrPort, ne
 				if err != nil {
 					return
 				}
-				if ap, ok := addrPortOf(from); ok {
+				if ap := udpopt.AddrPortOf(from); ap.IsValid() {
 					n.HandlePacket(buf[:nr], ap)
 				}
 			}

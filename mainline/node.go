@@ -17,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/swarmdb/swarmdb/internal/demux"
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // closeWait bounds how long Close and SetReachable wait for the library's
@@ -211,7 +212,7 @@ func (n *Node) readLoop() {
 			}
 			return
 		}
-		if ap, ok := addrPortOf(from); ok && demux.Classify(buf[:nr]) == demux.KRPC {
+		if ap := udpopt.AddrPortOf(from); ap.IsValid() && demux.Classify(buf[:nr]) == demux.KRPC {
 			n.HandlePacket(buf[:nr], ap)
 		}
 	}

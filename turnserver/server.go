@@ -22,6 +22,7 @@ import (
 	"github.com/pion/turn/v2"
 
 	"github.com/swarmdb/swarmdb/internal/pionlog"
+	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // Defaults of Config.
@@ -263,7 +264,7 @@ func (s *Server) Start() error {
 		pc.Close()
 		return fmt.Errorf("turnserver: listen %s: not a UDP socket", s.cfg.ListenAddr)
 	}
-	s.local = unmapAP(ua.AddrPort())
+	s.local = udpopt.AddrPortOf(ua)
 	pub := s.cfg.PublicIP.Unmap()
 	if !pub.IsValid() {
 		pub = s.local.Addr()
@@ -373,7 +374,7 @@ func (s *Server) Close() error {
 // refresh itself and its permissions until MaxAllocationLifetime; new
 // allocations always need an unexpired one. It runs on pion's read loop.
 func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
-	from := addrPortOfNet(src)
+	from := udpopt.AddrPortOf(src)
 	pass, err := Password(s.cfg.Secret, username, s.now())
 	if errors.Is(err, ErrExpired) {
 		s.mu.Lock()
@@ -407,7 +408,7 @@ func (s *Server) permit(client net.Addr, peer net.IP) bool {
 	if !s.cfg.AllowPrivatePeers && (ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() ||
 		ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() || ip.IsInterfaceLocalMulticast()) {
 		s.refusedPeer.Add(1)
-		s.log.Debug("turn permission refused", "addr", addrPortOfNet(client), "peer", ip)
+		s.log.Debug("turn permission refused", "addr", udpopt.AddrPortOf(client), "peer", ip)
 		return false
 	}
 	return true
@@ -508,7 +509,7 @@ func (l *turnListenConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		return n, addr, err
 	}
 	l.mu.Lock()
-	l.src, l.user = addrPortOfNet(addr), ""
+	l.src, l.user = udpopt.AddrPortOf(addr), ""
 	l.mu.Unlock()
 	return n, addr, nil
 }
@@ -584,18 +585,6 @@ func (c *relayConn) release() {
 	if s.perIP[c.src.Addr()]--; s.perIP[c.src.Addr()] <= 0 {
 		delete(s.perIP, c.src.Addr())
 	}
-}
-
-func addrPortOfNet(a net.Addr) netip.AddrPort {
-	if ua, ok := a.(*net.UDPAddr); ok {
-		return unmapAP(ua.AddrPort())
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return unmapAP(ap)
-}
-
-func unmapAP(a netip.AddrPort) netip.AddrPort {
-	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
 var _ io.Closer = (*Server)(nil)
