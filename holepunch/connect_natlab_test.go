@@ -16,6 +16,7 @@ import (
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/turnserver"
 )
 
@@ -33,6 +34,20 @@ func labPeer(t testing.TB, h *natlab.Host, boot []netip.AddrPort) *peer {
 
 // labPeerWith is labPeer with the node's config adjusted by tweak.
 func labPeerWith(t testing.TB, h *natlab.Host, boot []netip.AddrPort, tweak func(*dht.Config)) *peer {
+	t.Helper()
+	return labPeerMeasured(t, h, boot, tweak, false)
+}
+
+// labPeerMappingOnly starts a peer whose endpoint knows only its NAT's
+// mapping until the test ends, as when a dial goes out before the
+// filtering probes have ended (holepunch's waitNAT lets it): its signaling
+// states the filtering unknown.
+func labPeerMappingOnly(t testing.TB, h *natlab.Host, boot []netip.AddrPort) *peer {
+	t.Helper()
+	return labPeerMeasured(t, h, boot, nil, true)
+}
+
+func labPeerMeasured(t testing.TB, h *natlab.Host, boot []netip.AddrPort, tweak func(*dht.Config), mappingOnly bool) *peer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -53,11 +68,45 @@ func labPeerWith(t testing.TB, h *natlab.Host, boot []netip.AddrPort, tweak func
 	// The endpoint measures the NAT before the node joins the DHT (the
 	// measurement's Discover step bootstraps it), so the filtering probe
 	// comes from a node that never heard from us.
-	p := newPeer(t, node, link, boot, tn, nil)
+	var epTweak func(*holepunch.EndpointConfig)
+	if mappingOnly {
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) })
+		epTweak = func(c *holepunch.EndpointConfig) { c.MeasureNAT = mappingFirst(c.MeasureNAT, release) }
+	}
+	p := newPeer(t, node, link, boot, tn, epTweak)
+	if mappingOnly {
+		if r := p.ep.WaitMapping(ctx); r.Mapping == natcheck.MappingUnknown || r.Filtering != natcheck.FilteringUnknown {
+			t.Fatalf("%s: early report %+v, want a mapping and no filtering", h.Name(), r)
+		}
+		return p
+	}
 	if r := p.ep.WaitNAT(ctx); r.Class == "" {
 		t.Fatalf("%s: no nat measurement", h.Name())
 	}
 	return p
+}
+
+// mappingFirst hands the endpoint the measurement's mapping with the
+// filtering unknown and holds the whole report back until release closes.
+func mappingFirst(measure holepunch.MeasureNATFunc, release <-chan struct{}) holepunch.MeasureNATFunc {
+	return func(ctx context.Context, early func(natcheck.Report)) (natcheck.Report, error) {
+		r, err := measure(ctx, nil)
+		if err != nil {
+			return r, err
+		}
+		partial := r
+		partial.Filtering, partial.Class, partial.Probes = natcheck.FilteringUnknown, natcheck.ClassUnknown, nil
+		if r.Mapping == natcheck.MappingEndpointDependent {
+			partial.Class = natcheck.ClassSymmetric
+		}
+		early(partial)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return r, nil
+	}
 }
 
 // gridCell is one client/server pair of the grid and the path it must take.
@@ -71,6 +120,11 @@ type gridCell struct {
 // a client dials a server by key and echoes 1 MiB, and the path must be
 // direct wherever one side has endpoint-independent mapping, relay when
 // both are symmetric, and lan for two hosts behind one NAT. Root only.
+//
+// The grid runs twice: with clients that have measured their NAT, and with
+// clients that know only its mapping (a dial before the filtering probes
+// end states the filtering unknown, which birthdayRole takes for
+// port-restricted); the paths must be the same.
 func TestConnectNATLab(t *testing.T) {
 	lab := natlab.New(t)
 	boot := labDHT(t, lab, 3, withTURN(t))
@@ -78,9 +132,11 @@ func TestConnectNATLab(t *testing.T) {
 	types := natlab.Types()
 	servers := map[natlab.NATType]*peer{}
 	clients := map[natlab.NATType]*peer{}
+	early := map[natlab.NATType]*peer{}
 	for _, typ := range types {
 		servers[typ] = labPeer(t, lab.AddRouter(natlab.RouterConfig{Type: typ}).AddHost("s"), boot)
 		clients[typ] = labPeer(t, lab.AddRouter(natlab.RouterConfig{Type: typ}).AddHost("c"), boot)
+		early[typ] = labPeerMappingOnly(t, lab.AddRouter(natlab.RouterConfig{Type: typ}).AddHost("e"), boot)
 	}
 	for typ, p := range servers {
 		if r := p.ep.NAT(); string(r.Class) != string(typ) {
@@ -96,6 +152,7 @@ func TestConnectNATLab(t *testing.T) {
 				want = holepunch.PathRelay
 			}
 			cells = append(cells, gridCell{fmt.Sprintf("%s-to-%s", ct, st), clients[ct], servers[st], want})
+			cells = append(cells, gridCell{fmt.Sprintf("%s-to-%s%s", ct, st, mappingOnlySuffix), early[ct], servers[st], want})
 		}
 	}
 	home := lab.AddRouter(natlab.RouterConfig{Type: natlab.PortRestricted})
@@ -116,11 +173,17 @@ func TestConnectNATLab(t *testing.T) {
 			}
 		})
 	}
-	t.Log("\n" + formatGrid(types, results))
+	t.Log("\n" + formatGrid(types, results, ""))
+	t.Log("clients that know only their mapping:\n" + formatGrid(types, results, mappingOnlySuffix))
 }
 
-// formatGrid prints the grid: rows are clients, columns servers.
-func formatGrid(types []natlab.NATType, results map[string]string) string {
+// mappingOnlySuffix names the grid cells whose client knows only its
+// NAT's mapping.
+const mappingOnlySuffix = "-mapping-only"
+
+// formatGrid prints the grid of the cells named with suffix: rows are
+// clients, columns servers.
+func formatGrid(types []natlab.NATType, results map[string]string, suffix string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-16s", "client\\server")
 	for _, st := range types {
@@ -130,9 +193,12 @@ func formatGrid(types []natlab.NATType, results map[string]string) string {
 	for _, ct := range types {
 		fmt.Fprintf(&b, "%-16s", ct)
 		for _, st := range types {
-			fmt.Fprintf(&b, "%-16s", results[fmt.Sprintf("%s-to-%s", ct, st)])
+			fmt.Fprintf(&b, "%-16s", results[fmt.Sprintf("%s-to-%s%s", ct, st, suffix)])
 		}
 		b.WriteString("\n")
+	}
+	if suffix != "" {
+		return b.String()
 	}
 	for _, k := range []string{"same-nat", "double-nat-to-portrestricted"} {
 		fmt.Fprintf(&b, "%-30s %s\n", k, results[k])

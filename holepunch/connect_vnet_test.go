@@ -209,5 +209,5 @@ func TestConnectVNet(t *testing.T) {
 		})
 	}
 	results["double-nat-to-portrestricted"] = "(lab only)"
-	t.Log("\n" + formatGrid(types, results))
+	t.Log("\n" + formatGrid(types, results, ""))
 }

@@ -76,7 +76,7 @@ type EndpointConfig struct {
 	// MeasureNAT measures the node's NAT; the endpoint calls it at Start and
 	// on Remeasure. Nil means unknown (no birthday punching, no early
 	// relay; a failed direct dial still falls back to the relay).
-	MeasureNAT func(ctx context.Context) (natcheck.Report, error)
+	MeasureNAT MeasureNATFunc
 	// Session configures the secure sessions. The zero value works.
 	Session secure.Config
 	// ConnectTimeout bounds one dial attempt. Zero means
@@ -167,7 +167,15 @@ type Endpoint struct {
 	nat       natcheck.Report
 	measuring int           // NAT measurements in flight (the first counts from New)
 	natIdle   chan struct{} // closed while measuring is zero
+	natMapped chan struct{} // closed once the mapping is known: an early report, or natIdle
+	isMapped  bool          // natMapped is closed
 }
+
+// MeasureNATFunc measures the node's NAT (dhtlink.Link.MeasureNAT). A
+// measurement that knows the mapping before its filtering probes end (they
+// wait 3 RTT + 100 ms) hands that report to early, if set: dials and Listen
+// go on with it (see waitNAT).
+type MeasureNATFunc func(ctx context.Context, early func(natcheck.Report)) (natcheck.Report, error)
 
 // NewEndpoint returns an endpoint; Start makes it run.
 func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
@@ -199,6 +207,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		paths:     newPunchedPaths(),
 		measuring: 1, // the first measurement, which Start runs
 		natIdle:   make(chan struct{}),
+		natMapped: make(chan struct{}),
 	}
 	return e, nil
 }
@@ -256,8 +265,8 @@ func (e *Endpoint) NAT() natcheck.Report {
 
 // Remeasure measures the NAT again, for instance after the local address
 // changed or the DHT was first joined. It blocks until done; dials and
-// Listen started meanwhile wait for it (at most natWait), so that they use
-// the new measurement.
+// Listen started meanwhile wait for its mapping (at most natWait), so that
+// they use the new measurement.
 func (e *Endpoint) Remeasure(ctx context.Context) (natcheck.Report, error) {
 	e.beginMeasure()
 	defer e.endMeasure()
@@ -268,7 +277,7 @@ func (e *Endpoint) remeasure(ctx context.Context) (natcheck.Report, error) {
 	if e.cfg.MeasureNAT == nil {
 		return natcheck.Report{}, nil
 	}
-	r, err := e.cfg.MeasureNAT(ctx)
+	r, err := e.cfg.MeasureNAT(ctx, e.earlyNAT)
 	if err != nil {
 		return r, err
 	}
@@ -278,6 +287,22 @@ func (e *Endpoint) remeasure(ctx context.Context) (natcheck.Report, error) {
 	return r, nil
 }
 
+// earlyNAT takes a measurement's early report (mapping known, filtering
+// not yet): dials and Listen waiting in waitNAT go on with it.
+func (e *Endpoint) earlyNAT(r natcheck.Report) {
+	e.natMu.Lock()
+	defer e.natMu.Unlock()
+	e.nat = r
+	e.markMappedLocked()
+}
+
+func (e *Endpoint) markMappedLocked() {
+	if !e.isMapped {
+		e.isMapped = true
+		close(e.natMapped)
+	}
+}
+
 // beginMeasure and endMeasure count measurements in flight; natIdle is
 // closed while there are none.
 func (e *Endpoint) beginMeasure() {
@@ -285,6 +310,7 @@ func (e *Endpoint) beginMeasure() {
 	defer e.natMu.Unlock()
 	if e.measuring == 0 {
 		e.natIdle = make(chan struct{})
+		e.natMapped, e.isMapped = make(chan struct{}), false
 	}
 	e.measuring++
 }
@@ -295,6 +321,7 @@ func (e *Endpoint) endMeasure() {
 	e.measuring--
 	if e.measuring == 0 {
 		close(e.natIdle)
+		e.markMappedLocked()
 	}
 }
 
@@ -314,11 +341,32 @@ func (e *Endpoint) measureNAT() {
 	e.log.Debug("nat measured", "nat", r.Class, "public", r.PublicAddr)
 }
 
-// waitNAT waits, at most natWait, until no NAT measurement is in flight.
+// waitNAT waits, at most natWait, until the NAT's mapping is known
+// (WaitMapping). A dial or Listen needs no more: the filtering probes'
+// wait, 3 RTT + 100 ms, would only delay them. A dial made before the
+// filtering is known states it unknown, which birthdayRole takes for the
+// stricter port-restricted kind, so a pair that needs birthday punching
+// still gets it; an easy side that turns out less strict pays with
+// birthday probes where ICE alone would have done.
 func (e *Endpoint) waitNAT(ctx context.Context) natcheck.Report {
 	ctx, cancel := context.WithTimeout(ctx, natWait)
 	defer cancel()
-	return e.WaitNAT(ctx)
+	return e.WaitMapping(ctx)
+}
+
+// WaitMapping waits until the NAT's mapping is known, the filtering
+// perhaps not yet: the measurement in flight reported it early (see
+// EndpointConfig.MeasureNAT) or none is in flight. It returns the current
+// measurement, or returns when ctx ends.
+func (e *Endpoint) WaitMapping(ctx context.Context) natcheck.Report {
+	e.natMu.Lock()
+	mapped := e.natMapped
+	e.natMu.Unlock()
+	select {
+	case <-mapped:
+	case <-ctx.Done():
+	}
+	return e.NAT()
 }
 
 // WaitNAT waits until no NAT measurement is in flight (the first one, which

@@ -17,6 +17,7 @@ import (
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -300,4 +301,47 @@ func TestConnectRefusedByFirewall(t *testing.T) {
 	if len(hellos) != 2 || hellos[0] != nil || string(hellos[1]) != "let me in" {
 		t.Errorf("firewall saw hellos %q, want [nil, \"let me in\"]", hellos)
 	}
+}
+
+// TestDialGoesOnWithTheMapping: a dial and Listen wait for the NAT's
+// mapping, not for the filtering probes. The client's measurement reports
+// its mapping early and then hangs in its probes: WaitMapping returns the
+// early report, WaitNAT still waits, and the dial connects meanwhile.
+func TestDialGoesOnWithTheMapping(t *testing.T) {
+	n := startNet(t, 6)
+	server := addPeer(t, n, nil)
+	server.listen(t)
+	early := natcheck.Report{Mapping: natcheck.MappingEndpointIndependent, Class: natcheck.ClassUnknown}
+	probing := make(chan struct{})
+	client := addPeer(t, n, func(c *holepunch.EndpointConfig) {
+		c.MeasureNAT = func(ctx context.Context, mapped func(natcheck.Report)) (natcheck.Report, error) {
+			mapped(early)
+			select { // the filtering probes, waiting
+			case <-probing:
+			case <-ctx.Done():
+			}
+			return natcheck.Report{}, ctx.Err()
+		}
+	})
+	defer close(probing)
+	if r := client.ep.WaitMapping(dialTimeout(t)); r.Mapping != early.Mapping || r.Filtering != natcheck.FilteringUnknown {
+		t.Fatalf("WaitMapping: %+v, want the early report", r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	client.ep.WaitNAT(ctx)
+	if ctx.Err() == nil {
+		t.Fatal("WaitNAT returned while the measurement was still probing")
+	}
+	// Waiting for the whole measurement, the dial would wait out natWait (3 s).
+	dctx, dcancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer dcancel()
+	c, err := client.ep.Connect(dctx, server.pub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := server.accept(t)
+	defer s.Close()
+	echo(t, c, s, []byte("dialled with the mapping alone"))
 }

@@ -14,7 +14,7 @@ import (
 
 // symmetric is a NAT measurement of endpoint-dependent mapping: two of
 // those make a server refuse direct dials (both would need a relay).
-func symmetric(context.Context) (natcheck.Report, error) {
+func symmetric(context.Context, func(natcheck.Report)) (natcheck.Report, error) {
 	return natcheck.Report{Mapping: natcheck.MappingEndpointDependent, Filtering: natcheck.FilteringAddressAndPortDependent,
 		Class: natcheck.ClassSymmetric}, nil
 }

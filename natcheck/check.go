@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -81,6 +82,12 @@ type CheckConfig struct {
 	// Hairpin asks for the hairpin check (a Binding to our own public
 	// address). False means not measured.
 	Hairpin bool
+	// OnMapping, when set, is called at most once, as soon as the Bindings
+	// show the mapping while the filtering probes still wait for their
+	// packets (3 RTT + 100 ms): with a report of the servers alone, its
+	// filtering unknown. A caller that needs only the mapping (and its
+	// public address) can go on with it; Check's result follows.
+	OnMapping func(Report)
 	// Logger receives debug logs. Zero means discard.
 	Logger *slog.Logger
 }
@@ -115,7 +122,17 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 	// The mapping half — Discover (the DHT join: a few round trips) and the
 	// Bindings — costs no time of its own when it runs during an isolated
 	// probe's wait (3 RTT + 100 ms).
-	mapping := &background{run: func(ctx context.Context) { obs.Servers = askServers(ctx, cfg) }}
+	var probesDone atomic.Bool
+	mapping := &background{run: func(ctx context.Context) {
+		obs.Servers = askServers(ctx, cfg)
+		if cfg.OnMapping == nil || probesDone.Load() {
+			return
+		}
+		early := Classify(Observations{Local: cfg.Local, LocalIPs: cfg.LocalIPs, Servers: obs.Servers})
+		if early.Mapping != MappingUnknown {
+			cfg.OnMapping(early)
+		}
+	}}
 	for _, s := range cfg.Servers {
 		a := probe(ctx, cfg, s, func() { mapping.start(ctx) })
 		obs.Probes = append(obs.Probes, a)
@@ -138,6 +155,7 @@ func Check(ctx context.Context, cfg CheckConfig) (Report, error) {
 		}
 	}
 
+	probesDone.Store(true)
 	if err := mapping.wait(ctx); err != nil {
 		return Report{}, err
 	}

@@ -205,3 +205,57 @@ func TestCheckErrors(t *testing.T) {
 		t.Fatalf("no answer: %v", err)
 	}
 }
+
+// TestCheckReportsMappingEarly: while isolated probes wait for their packets,
+// OnMapping gets the mapping from the Bindings (filtering still unknown);
+// Check's own report follows with the filtering. Without isolation the
+// Bindings come after the probes and OnMapping is not called.
+func TestCheckReportsMappingEarly(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		held  [2]bool
+		early bool
+	}{
+		{"isolated", [2]bool{true, true}, true},
+		{"not-isolated", [2]bool{false, true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeProber{mapped: map[netip.AddrPort]netip.AddrPort{servers[0]: pubB, servers[1]: pubB},
+				held: tc.held, during: make(chan struct{}), patience: 100 * time.Millisecond}
+			if tc.early {
+				f.patience = 10 * time.Second // the probes' packets "arrive" only with OnMapping
+			}
+			var early []Report
+			start := time.Now()
+			rep, err := Check(context.Background(), CheckConfig{
+				Prober: f, Servers: servers[:1], Local: local,
+				Discover: func(context.Context) ([]netip.AddrPort, error) { return servers[1:2], nil },
+				OnMapping: func(r Report) {
+					early = append(early, r)
+					close(f.during)
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Mapping != MappingEndpointIndependent || rep.Filtering != FilteringAddressAndPortDependent {
+				t.Fatalf("report %+v", rep)
+			}
+			if !tc.early {
+				if len(early) != 0 {
+					t.Fatalf("OnMapping called after the probes: %+v", early)
+				}
+				return
+			}
+			if len(early) != 1 {
+				t.Fatalf("OnMapping called %d times, want once", len(early))
+			}
+			if e := early[0]; e.Mapping != MappingEndpointIndependent || e.Filtering != FilteringUnknown || e.PublicAddr != pubB || e.Answered != 2 {
+				t.Fatalf("early report %+v", e)
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Fatalf("Check took %v: the probes waited out their patience, so OnMapping did not come during their wait", took)
+			}
+		})
+	}
+}

@@ -94,7 +94,10 @@ type PipeInfo struct {
 	PublicKey  ed25519.PublicKey
 	LocalAddr  netip.AddrPort
 	PublicAddr netip.AddrPort // zero when unknown
-	NAT        natcheck.Class
+	// NAT is the NAT class measured before the join. A client goes on once
+	// the mapping is known, before the filtering probes end, so its class
+	// may read unknown (a cone NAT's kind is its filtering).
+	NAT natcheck.Class
 	// Relays are the DHT nodes that relay signaling to a server, and
 	// Stored the nodes that took its record (servers only).
 	Relays []netip.AddrPort
@@ -244,11 +247,19 @@ func (p *Pipe) startEndpoint(link *dhtlink.Link) error {
 }
 
 // join measures the NAT and joins the DHT within pipeJoinTimeout and the
-// pipe's deadline (tctx); ctx is the caller's.
+// pipe's deadline (tctx); ctx is the caller's. A client waits only for the
+// mapping, which comes with the join, and not for the filtering probes
+// (3 RTT + 100 ms): its dial needs no more (holepunch's waitNAT). A server
+// waits for the whole measurement, which its ready event reports; a dial
+// finds its filtering known.
 func (p *Pipe) join(ctx, tctx context.Context) error {
 	jctx, cancel := context.WithTimeout(tctx, pipeJoinTimeout)
 	defer cancel()
-	nat := p.ep.WaitNAT(jctx)
+	wait := p.ep.WaitNAT
+	if !p.cfg.Server {
+		wait = p.ep.WaitMapping
+	}
+	nat := wait(jctx)
 	// The measurement joined the DHT on its way (its Discover step); a
 	// second bootstrap cost four round trips to the DHT for nothing. One is
 	// needed only when the measurement could not join.

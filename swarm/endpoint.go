@@ -134,9 +134,9 @@ func (t *endpointTransport) RemeasureNAT(ctx context.Context) (natcheck.Report, 
 
 // measuredBy wraps a NAT measurement so that every successful one is also
 // reported to measured.
-func measuredBy(measure func(context.Context) (natcheck.Report, error), measured func(natcheck.Report)) func(context.Context) (natcheck.Report, error) {
-	return func(ctx context.Context) (natcheck.Report, error) {
-		r, err := measure(ctx)
+func measuredBy(measure holepunch.MeasureNATFunc, measured func(natcheck.Report)) holepunch.MeasureNATFunc {
+	return func(ctx context.Context, early func(natcheck.Report)) (natcheck.Report, error) {
+		r, err := measure(ctx, early)
 		if err == nil && measured != nil {
 			measured(r)
 		}

@@ -303,13 +303,14 @@ func TURNHandler(srv TURNIssuer) dht.TURNHandler {
 
 // MeasureNAT measures the NAT in front of each of the node's sockets
 // (dhtprobe.Measure): the IPv4 report, with the IPv6 one in its IPv6
-// field.
-func (l *Link) MeasureNAT(ctx context.Context) (natcheck.Report, error) {
+// field. early, when set, gets the IPv4 report as soon as the mapping is
+// known, before the filtering probes end (dhtprobe.MeasureConfig.OnMapping).
+func (l *Link) MeasureNAT(ctx context.Context, early func(natcheck.Report)) (natcheck.Report, error) {
 	l.mu.RLock()
 	n, tn := l.node, l.net
 	l.mu.RUnlock()
 	if n == nil {
 		return natcheck.Report{}, ErrNotAttached
 	}
-	return dhtprobe.Measure(ctx, n, l.prober, dhtprobe.MeasureConfig{Net: tn})
+	return dhtprobe.Measure(ctx, n, l.prober, dhtprobe.MeasureConfig{Net: tn, OnMapping: early})
 }

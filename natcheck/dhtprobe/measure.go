@@ -23,6 +23,11 @@ type MeasureConfig struct {
 	ProbeWait time.Duration
 	// Hairpin asks for the hairpin check in each family.
 	Hairpin bool
+	// OnMapping, when set, receives the IPv4 check's early report
+	// (natcheck.CheckConfig.OnMapping): the mapping known, the filtering
+	// probes still waiting, the DHT joined. The IPv4 report is the one
+	// hole punching reads.
+	OnMapping func(natcheck.Report)
 	// Logger receives debug logs. Zero means discard.
 	Logger *slog.Logger
 }
@@ -65,7 +70,12 @@ func Measure(ctx context.Context, n *dht.Node, p *Prober, cfg MeasureConfig) (na
 	check := func(fam dht.Family, b *barrier) (natcheck.Report, error) {
 		var arrived sync.Once
 		defer arrived.Do(b.arrive)
+		var onMapping func(natcheck.Report)
+		if fam == dht.IPv4 {
+			onMapping = cfg.OnMapping
+		}
 		return natcheck.Check(ctx, natcheck.CheckConfig{
+			OnMapping: onMapping,
 			Prober:    p,
 			Servers:   servers[fam],
 			Local:     n.LocalAddrIn(fam),
