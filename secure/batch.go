@@ -48,7 +48,7 @@ type sendBatch struct {
 // datagrams waiting or being sent, so an idle connection keeps none of its bursts'
 // memory. A new buffer holds one datagram and grows (to about 94 KB in a bulk
 // transfer): a keepalive does not cost a bulk transfer's buffer.
-var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxMTU+PacketOverhead); return &b }}
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxMTU+PacketOverhead+nonceSize); return &b }}
 
 func newSendBatch(w SegmentWriter) *sendBatch {
 	b := &sendBatch{w: w, wake: make(chan struct{}, 1), done: make(chan struct{})}

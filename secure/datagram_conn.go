@@ -160,7 +160,8 @@ func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramCon
 	if err != nil {
 		panic(err)
 	}
-	bufSize := cfg.MaxPayload + PacketOverhead + 1 // +1 to detect oversize datagrams
+	// +1 to detect oversize datagrams, and room for the nonce (packet.go).
+	bufSize := cfg.MaxPayload + PacketOverhead + 1 + nonceSize
 	c := &DatagramConn{
 		inner:     inner,
 		send:      send,

@@ -340,3 +340,41 @@ func testDatagramQueueOverflow(t *testing.T, push bool) {
 		}
 	}
 }
+
+// discardConn is an inner conn that drops what is written to it; discardSegments
+// also takes runs of datagrams, as the node's socket does.
+type discardConn struct{ net.Conn }
+
+func (discardConn) Write(p []byte) (int, error) { return len(p), nil }
+func (discardConn) Close() error                { return nil }
+
+type discardSegments struct{ discardConn }
+
+func (discardSegments) WriteSegments(b []byte, segSize int) error { return nil }
+
+// Write allocates nothing per datagram, over a plain inner conn and over one that takes
+// batches.
+func TestDatagramWriteAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops buffers on purpose under the race detector")
+	}
+	ik, _ := testKeys(t)
+	for _, tc := range []struct {
+		name  string
+		inner net.Conn
+	}{{"plain", discardConn{}}, {"batched", discardSegments{}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewDatagramConn(tc.inner, ik, DatagramConfig{})
+			defer c.Close()
+			payload := make([]byte, 1200)
+			write := func() {
+				if _, err := c.Write(payload); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if a := testing.AllocsPerRun(200, write); a != 0 {
+				t.Fatalf("%.2f allocations per Write", a)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/cipher"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/swarmdb/swarmdb/internal/demux"
 )
@@ -41,20 +42,32 @@ const (
 // package (by its tag byte only; it authenticates nothing).
 func IsSealedPacket(b []byte) bool { return len(b) > 0 && b[0] == PacketTag }
 
-func packetNonce(counter uint64) [12]byte {
-	var n [12]byte
+// nonceSize is the AEAD's nonce length. Sealing and opening build the nonce in spare
+// capacity of the buffer they work in, beyond the bytes they write: the AEAD is an
+// interface, so a nonce array on the stack would escape to the heap, one allocation
+// per datagram. The conn's buffers leave that much room.
+const nonceSize = 12
+
+// putNonce writes the nonce for counter into b[:nonceSize] and returns it.
+func putNonce(b []byte, counter uint64) []byte {
+	n := b[:nonceSize]
+	clear(n[:4])
 	binary.LittleEndian.PutUint64(n[4:], counter)
 	return n
 }
 
 // appendSealed appends the sealed packet for payload under counter to dst. dst and
 // payload must not overlap unless payload starts exactly at len(dst)+packetHeaderLen.
+// The nonce goes in dst's capacity after the packet, which grows dst unless it has
+// nonceSize bytes to spare.
 func appendSealed(dst []byte, aead cipher.AEAD, counter uint64, payload []byte) []byte {
 	start := len(dst)
+	dst = slices.Grow(dst, packetHeaderLen+len(payload)+tagLen+nonceSize)
 	dst = append(dst, PacketTag)
 	dst = binary.BigEndian.AppendUint64(dst, counter)
-	nonce := packetNonce(counter)
-	return aead.Seal(dst, nonce[:], payload, dst[start:])
+	end := len(dst) + len(payload) + tagLen
+	nonce := putNonce(dst[end:end+nonceSize], counter)
+	return aead.Seal(dst, nonce, payload, dst[start:])
 }
 
 // parsePacketHeader returns the counter of a packet without authenticating it, so the
@@ -74,14 +87,21 @@ func parsePacketHeader(packet []byte) (uint64, error) {
 }
 
 // openSealed authenticates and decrypts a packet, appending the payload to dst. To
-// decrypt in place pass packet[packetHeaderLen:packetHeaderLen] as dst.
+// decrypt in place pass packet[packetHeaderLen:packetHeaderLen] as dst. The nonce goes
+// in packet's spare capacity if it has nonceSize bytes of it, else in new memory.
 func openSealed(dst []byte, aead cipher.AEAD, packet []byte) (uint64, []byte, error) {
 	c, err := parsePacketHeader(packet)
 	if err != nil {
 		return 0, nil, err
 	}
-	nonce := packetNonce(c)
-	out, err := aead.Open(dst, nonce[:], packet[packetHeaderLen:], packet[:packetHeaderLen])
+	var nonce []byte
+	if n := len(packet); cap(packet)-n >= nonceSize {
+		nonce = packet[n : n+nonceSize]
+	} else {
+		nonce = make([]byte, nonceSize)
+	}
+	nonce = putNonce(nonce, c)
+	out, err := aead.Open(dst, nonce, packet[packetHeaderLen:], packet[:packetHeaderLen])
 	if err != nil {
 		return 0, nil, fmt.Errorf("%w: counter %d", ErrAuthFailed, c)
 	}

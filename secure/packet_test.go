@@ -107,11 +107,30 @@ func FuzzOpenSealed(f *testing.F) {
 	})
 }
 
+// Sealing into a buffer with room, and opening one in place, allocate nothing.
+func TestPacketNoAllocs(t *testing.T) {
+	a := testAEAD(t, 0)
+	payload := make([]byte, 1200)
+	buf := make([]byte, 0, 1200+PacketOverhead+nonceSize)
+	var c uint64
+	allocs := testing.AllocsPerRun(100, func() {
+		buf = appendSealed(buf[:0], a, c, payload)
+		if _, _, err := openSealed(buf[packetHeaderLen:packetHeaderLen], a, buf); err != nil {
+			t.Fatal(err)
+		}
+		c++
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per datagram", allocs)
+	}
+}
+
 func BenchmarkSeal1200(b *testing.B) {
 	a := testAEAD(b, 0)
 	payload := make([]byte, 1200)
-	buf := make([]byte, 0, 1200+PacketOverhead)
+	buf := make([]byte, 0, 1200+PacketOverhead+nonceSize)
 	b.SetBytes(1200)
+	b.ReportAllocs()
 	var c uint64
 	for b.Loop() {
 		buf = appendSealed(buf[:0], a, c, payload)
