@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/crypto/chacha20poly1305"
-
 	"github.com/swarmdb/swarmdb/internal/fifo"
 )
 
@@ -58,6 +56,7 @@ func (c *DatagramConfig) withDefaults() DatagramConfig {
 
 // DatagramStats is a snapshot of a DatagramConn's counters. Bytes are wire bytes.
 type DatagramStats struct {
+	Cipher                 Cipher // the outer AEAD the handshake chose
 	SentPackets, SentBytes uint64
 	RecvPackets, RecvBytes uint64 // authenticated, accepted datagrams
 	Keepalives             uint64 // accepted datagrams with an empty payload
@@ -89,6 +88,7 @@ func (s DatagramStats) Dropped() uint64 {
 type DatagramConn struct {
 	// immutable after NewDatagramConn
 	inner      net.Conn
+	cipher     Cipher
 	send, recv cipher.AEAD
 	remote     ed25519.PublicKey
 	cfg        DatagramConfig
@@ -147,25 +147,18 @@ type datagram struct {
 
 var _ net.Conn = (*DatagramConn)(nil)
 
-// NewDatagramConn wraps inner with the keys of a completed handshake. It starts nothing;
-// the read loop starts with the first Read. inner is owned by the DatagramConn from now
-// on.
+// NewDatagramConn wraps inner with the keys of a completed handshake, sealing with the
+// cipher it chose (keys.Cipher). It starts nothing; the read loop starts with the first
+// Read. inner is owned by the DatagramConn from now on.
 func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramConn {
 	cfg = cfg.withDefaults()
-	send, err := chacha20poly1305.New(keys.Send[:])
-	if err != nil {
-		panic(err) // only fails for a wrong key length, which the array type rules out
-	}
-	recv, err := chacha20poly1305.New(keys.Recv[:])
-	if err != nil {
-		panic(err)
-	}
 	// +1 to detect oversize datagrams, and room for the nonce (packet.go).
 	bufSize := cfg.MaxPayload + PacketOverhead + 1 + nonceSize
 	c := &DatagramConn{
 		inner:     inner,
-		send:      send,
-		recv:      recv,
+		cipher:    keys.Cipher,
+		send:      newAEAD(keys.Cipher, &keys.Send),
+		recv:      newAEAD(keys.Cipher, &keys.Recv),
 		remote:    keys.Remote,
 		cfg:       cfg,
 		created:   time.Now(),
@@ -198,6 +191,9 @@ type PacketSource interface {
 // RemotePublicKey is the authenticated identity of the peer.
 func (c *DatagramConn) RemotePublicKey() ed25519.PublicKey { return c.remote }
 
+// Cipher is the AEAD that seals this conn's datagrams, as the handshake chose it.
+func (c *DatagramConn) Cipher() Cipher { return c.cipher }
+
 // LastReceive is when the last authenticated datagram arrived (the creation time if none
 // has). Forged datagrams do not move it, so it is a sound liveness signal.
 func (c *DatagramConn) LastReceive() time.Time {
@@ -213,6 +209,7 @@ func (c *DatagramConn) LastSend() time.Time {
 func (c *DatagramConn) Stats() DatagramStats {
 	s := &c.stats
 	return DatagramStats{
+		Cipher:      c.cipher,
 		SentPackets: s.sentPackets.Load(), SentBytes: s.sentBytes.Load(),
 		RecvPackets: s.recvPackets.Load(), RecvBytes: s.recvBytes.Load(),
 		Keepalives: s.keepalives.Load(), SendErrors: s.sendErrors.Load(),
@@ -241,14 +238,14 @@ func (c *DatagramConn) Write(p []byte) (int, error) {
 		return 0, ErrCounterExhausted
 	}
 	if c.batch != nil {
-		if !c.startWriter() || !c.batch.add(func(dst []byte) []byte { return appendSealed(dst, c.send, ctr, p) }) {
+		if !c.startWriter() || !c.batch.add(func(dst []byte) []byte { return appendSealed(dst, c.cipher, c.send, ctr, p) }) {
 			return 0, fmt.Errorf("secure: datagram write: %w", net.ErrClosed)
 		}
 		c.lastSend.Store(int64(time.Since(c.created)))
 		return len(p), nil
 	}
 	bp := c.bufPool.Get().(*[]byte)
-	pkt := appendSealed((*bp)[:0], c.send, ctr, p)
+	pkt := appendSealed((*bp)[:0], c.cipher, c.send, ctr, p)
 	_, err := c.inner.Write(pkt)
 	n := len(pkt)
 	c.bufPool.Put(bp)
@@ -433,7 +430,7 @@ func (c *DatagramConn) open(pkt []byte) ([]byte, bool) {
 	}
 	var payload []byte
 	if err == nil {
-		_, payload, err = openSealed(pkt[packetHeaderLen:packetHeaderLen], c.recv, pkt)
+		_, payload, err = openSealed(pkt[packetHeaderLen:packetHeaderLen], c.cipher, c.recv, pkt)
 	}
 	switch {
 	case err == nil:

@@ -21,6 +21,52 @@ func testKeys(t testing.TB) (Keys, Keys) {
 	return handshake(t, newKeyPair(t), newKeyPair(t), nil)
 }
 
+// keysFor are the keys of a handshake, set to seal with c whatever this machine would
+// negotiate.
+func keysFor(t testing.TB, c Cipher) (Keys, Keys) {
+	t.Helper()
+	ik, rk := testKeys(t)
+	ik.Cipher, rk.Cipher = c, c
+	return ik, rk
+}
+
+// datagramsBothWays sends a few datagrams each way over a pipe between DatagramConns
+// built from ik and rk.
+func datagramsBothWays(t *testing.T, ik, rk Keys) {
+	t.Helper()
+	pa, pb := newPipe(pipeOptions{})
+	a, b := NewDatagramConn(pa, ik, DatagramConfig{}), NewDatagramConn(pb, rk, DatagramConfig{})
+	defer a.Close()
+	defer b.Close()
+	if a.Cipher() != ik.Cipher || b.Stats().Cipher != rk.Cipher {
+		t.Fatalf("conns seal with %s and %s, keys say %s and %s", a.Cipher(), b.Stats().Cipher, ik.Cipher, rk.Cipher)
+	}
+	for i := range 3 {
+		for _, d := range []struct {
+			from, to *DatagramConn
+			name     string
+		}{{a, b, "initiator->responder"}, {b, a, "responder->initiator"}} {
+			msg := fmt.Appendf(nil, "%s %d", d.name, i)
+			if _, err := d.from.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := readWithin(t, d.to, 5*time.Second); err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("%s: read %q, %v", d.name, got, err)
+			}
+		}
+	}
+}
+
+// Both ciphers carry datagrams both ways, and the conns say which they use.
+func TestDatagramCiphers(t *testing.T) {
+	for _, cc := range bothCiphers {
+		t.Run(cc.String(), func(t *testing.T) {
+			ik, rk := keysFor(t, cc)
+			datagramsBothWays(t, ik, rk)
+		})
+	}
+}
+
 func newDatagramPair(t testing.TB, opts pipeOptions) (*DatagramConn, *DatagramConn, *pipeEnd, *pipeEnd) {
 	t.Helper()
 	ik, rk := testKeys(t)
@@ -131,7 +177,7 @@ func testDatagramDropsBadPackets(t *testing.T, push bool) {
 	counterFlip[8] ^= 1 // counter 0 -> 1: not replayed, but the tag no longer matches
 	wrongTag := bytes.Clone(first)
 	wrongTag[0] = 0x41 // a DHT tag
-	forged := appendSealed(nil, testAEAD(t, 9), 77, []byte("forged"))
+	forged := appendSealed(nil, a.Cipher(), testAEAD(t, a.Cipher(), 9), 77, []byte("forged"))
 
 	pb.inject(first)              // replay
 	pb.inject(flipped)            // replay too (counter 0 already seen): checked before auth
@@ -273,7 +319,7 @@ func testDatagramReorderAndConcurrentWrites(t *testing.T, push bool) {
 // genuine datagram sealed afterwards is still accepted.
 func FuzzDatagramOpen(f *testing.F) {
 	ik, rk := fuzzSessionKeys()
-	f.Add(appendSealed(nil, testAEAD(f, 0), 1, []byte("x")), []byte("y"))
+	f.Add(appendSealed(nil, ik.Cipher, testAEAD(f, ik.Cipher, 0), 1, []byte("x")), []byte("y"))
 	f.Add([]byte{PacketTag, 0, 0, 0, 0, 0, 0, 0, 5}, []byte{})
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		pa, pb := newPipe(pipeOptions{})
@@ -289,12 +335,12 @@ func FuzzDatagramOpen(f *testing.F) {
 		if len(b) > DefaultMaxPayload {
 			b = b[:DefaultMaxPayload]
 		}
-		pkt := appendSealed(nil, sender.send, 3, b)
+		pkt := appendSealed(nil, sender.cipher, sender.send, 3, b)
 		p, ok := recv.open(pkt)
 		if !ok || !bytes.Equal(p, b) {
 			t.Fatalf("genuine datagram rejected: %+v", recv.Stats())
 		}
-		if _, ok := recv.open(appendSealed(nil, sender.send, 3, b)); ok {
+		if _, ok := recv.open(appendSealed(nil, sender.cipher, sender.send, 3, b)); ok {
 			t.Fatal("replay accepted")
 		}
 	})
@@ -307,6 +353,7 @@ func fuzzSessionKeys() (Keys, Keys) {
 		ik.Send[i], ik.Recv[i] = byte(200+i), byte(100+i)
 	}
 	rk.Send, rk.Recv = ik.Recv, ik.Send
+	ik.Cipher, rk.Cipher = CipherAES256GCM, CipherAES256GCM
 	ik.Initiator = true
 	return ik, rk
 }
@@ -353,28 +400,30 @@ type discardSegments struct{ discardConn }
 func (discardSegments) WriteSegments(b []byte, segSize int) error { return nil }
 
 // Write allocates nothing per datagram, over a plain inner conn and over one that takes
-// batches.
+// batches, under either cipher.
 func TestDatagramWriteAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops buffers on purpose under the race detector")
 	}
-	ik, _ := testKeys(t)
 	for _, tc := range []struct {
 		name  string
 		inner net.Conn
 	}{{"plain", discardConn{}}, {"batched", discardSegments{}}} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := NewDatagramConn(tc.inner, ik, DatagramConfig{})
-			defer c.Close()
-			payload := make([]byte, 1200)
-			write := func() {
-				if _, err := c.Write(payload); err != nil {
-					t.Fatal(err)
+		for _, cc := range bothCiphers {
+			t.Run(tc.name+" "+cc.String(), func(t *testing.T) {
+				ik, _ := keysFor(t, cc)
+				c := NewDatagramConn(tc.inner, ik, DatagramConfig{})
+				defer c.Close()
+				payload := make([]byte, 1200)
+				write := func() {
+					if _, err := c.Write(payload); err != nil {
+						t.Fatal(err)
+					}
 				}
-			}
-			if a := testing.AllocsPerRun(200, write); a != 0 {
-				t.Fatalf("%.2f allocations per Write", a)
-			}
-		})
+				if a := testing.AllocsPerRun(200, write); a != 0 {
+					t.Fatalf("%.2f allocations per Write", a)
+				}
+			})
+		}
 	}
 }

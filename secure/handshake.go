@@ -23,7 +23,7 @@ const prologueLabel = "swarmdb/secure/1\x00"
 
 // Sizes of the handshake's products.
 const (
-	KeySize  = 32 // ChaCha20-Poly1305 key
+	KeySize  = 32 // a transport key: both Ciphers take 32-byte keys
 	HashSize = 64 // BLAKE2b handshake hash
 )
 
@@ -37,13 +37,16 @@ const (
 	minMsg2Len = dhLen + msg2EnvelopeHeader + tagLen
 )
 
-// Keys is what a completed handshake yields: one key per direction, the handshake hash
-// (a channel binding unique to this session) and the authenticated peer.
+// Keys is what a completed handshake yields: one key per direction, the cipher the
+// datagrams are sealed with, the handshake hash (a channel binding unique to this
+// session) and the authenticated peer.
 //
-// Initiator.Send == Responder.Recv and Initiator.Recv == Responder.Send.
+// Initiator.Send == Responder.Recv and Initiator.Recv == Responder.Send; both sides
+// have the same Cipher.
 type Keys struct {
 	Send      [KeySize]byte
 	Recv      [KeySize]byte
+	Cipher    Cipher // the zero value is ChaCha20-Poly1305
 	Hash      [HashSize]byte
 	Remote    ed25519.PublicKey // the authenticated peer identity
 	Initiator bool              // true on the side that wrote msg1; it becomes the QUIC client

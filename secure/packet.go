@@ -18,23 +18,24 @@ const PacketTag = demux.TagSealed
 //
 //	 0      1                              9                               n-16        n
 //	+------+------------------------------+-------------------------------+-----------+
-//	| 0xE5 | counter, uint64 big-endian    | ciphertext (ChaCha20)          | Poly1305  |
-//	|      |                              | of the payload                 | tag (16)  |
+//	| 0xE5 | counter, uint64 big-endian    | ciphertext of the payload      | AEAD tag  |
+//	|      |                              | (as long as the payload)       | (16)      |
 //	+------+------------------------------+-------------------------------+-----------+
 //
-// The AEAD key is the sender's Keys.Send (the receiver's Keys.Recv). The nonce is the
-// Noise ChaChaPoly nonce for the counter (4 zero bytes, then the counter little-endian;
-// Noise spec §12.3), and the 9-byte header is the associated data, so the tag, counter
-// and payload are all authenticated. The counter travels in the clear because datagrams
-// may be lost and reordered (WireGuard §5.4.6, nebula do the same); the receiver's replay
-// window rejects repeats. An empty payload is a valid packet (a keepalive).
+// The AEAD is the session's Cipher (Keys.Cipher): ChaCha20-Poly1305 or AES-256-GCM,
+// keyed with the sender's Keys.Send (the receiver's Keys.Recv). The nonce is the Noise nonce for the counter and cipher: 4 zero bytes,
+// then the counter little-endian for ChaChaPoly and big-endian for AESGCM (Noise spec
+// §12.3, §12.4). The 9-byte header is the associated data, so the tag, counter and
+// payload are all authenticated. The counter travels in the clear because datagrams
+// may be lost and reordered (WireGuard §5.4.6, nebula do the same); the receiver's
+// replay window rejects repeats. An empty payload is a valid packet (a keepalive).
 const (
 	packetHeaderLen = 1 + 8
 	// PacketOverhead is what sealing adds to a payload.
 	PacketOverhead = packetHeaderLen + tagLen
 	// MaxCounter: a sender never uses this counter or beyond and the receiver rejects
-	// them; reaching it needs a new handshake. 2^60 datagrams is 30 million years at
-	// one million datagrams per second, far below ChaCha20-Poly1305's 2^64 nonce limit.
+	// them; reaching it needs a new handshake. 2^60 datagrams is 36,000 years at
+	// one million datagrams per second, far below either cipher's 2^64 nonce limit.
 	MaxCounter = 1 << 60
 )
 
@@ -42,31 +43,35 @@ const (
 // package (by its tag byte only; it authenticates nothing).
 func IsSealedPacket(b []byte) bool { return len(b) > 0 && b[0] == PacketTag }
 
-// nonceSize is the AEAD's nonce length. Sealing and opening build the nonce in spare
-// capacity of the buffer they work in, beyond the bytes they write: the AEAD is an
-// interface, so a nonce array on the stack would escape to the heap, one allocation
+// nonceSize is the nonce length of both ciphers. Sealing and opening build the nonce in
+// spare capacity of the buffer they work in, beyond the bytes they write: the AEAD is
+// an interface, so a nonce array on the stack would escape to the heap, one allocation
 // per datagram. The conn's buffers leave that much room.
 const nonceSize = 12
 
-// putNonce writes the nonce for counter into b[:nonceSize] and returns it.
-func putNonce(b []byte, counter uint64) []byte {
+// putNonce writes the nonce for counter under c into b[:nonceSize] and returns it.
+func putNonce(b []byte, c Cipher, counter uint64) []byte {
 	n := b[:nonceSize]
 	clear(n[:4])
-	binary.LittleEndian.PutUint64(n[4:], counter)
+	if c == CipherAES256GCM {
+		binary.BigEndian.PutUint64(n[4:], counter)
+	} else {
+		binary.LittleEndian.PutUint64(n[4:], counter)
+	}
 	return n
 }
 
-// appendSealed appends the sealed packet for payload under counter to dst. dst and
-// payload must not overlap unless payload starts exactly at len(dst)+packetHeaderLen.
-// The nonce goes in dst's capacity after the packet, which grows dst unless it has
-// nonceSize bytes to spare.
-func appendSealed(dst []byte, aead cipher.AEAD, counter uint64, payload []byte) []byte {
+// appendSealed appends the sealed packet for payload under counter to dst, with aead,
+// an AEAD of cipher c. dst and payload must not overlap unless payload starts exactly
+// at len(dst)+packetHeaderLen. The nonce goes in dst's capacity after the packet, which
+// grows dst unless it has nonceSize bytes to spare.
+func appendSealed(dst []byte, c Cipher, aead cipher.AEAD, counter uint64, payload []byte) []byte {
 	start := len(dst)
 	dst = slices.Grow(dst, packetHeaderLen+len(payload)+tagLen+nonceSize)
 	dst = append(dst, PacketTag)
 	dst = binary.BigEndian.AppendUint64(dst, counter)
 	end := len(dst) + len(payload) + tagLen
-	nonce := putNonce(dst[end:end+nonceSize], counter)
+	nonce := putNonce(dst[end:end+nonceSize], c, counter)
 	return aead.Seal(dst, nonce, payload, dst[start:])
 }
 
@@ -86,11 +91,12 @@ func parsePacketHeader(packet []byte) (uint64, error) {
 	return c, nil
 }
 
-// openSealed authenticates and decrypts a packet, appending the payload to dst. To
-// decrypt in place pass packet[packetHeaderLen:packetHeaderLen] as dst. The nonce goes
-// in packet's spare capacity if it has nonceSize bytes of it, else in new memory.
-func openSealed(dst []byte, aead cipher.AEAD, packet []byte) (uint64, []byte, error) {
-	c, err := parsePacketHeader(packet)
+// openSealed authenticates and decrypts a packet with aead, an AEAD of cipher c,
+// appending the payload to dst. To decrypt in place pass
+// packet[packetHeaderLen:packetHeaderLen] as dst. The nonce goes in packet's spare
+// capacity if it has nonceSize bytes of it, else in new memory.
+func openSealed(dst []byte, c Cipher, aead cipher.AEAD, packet []byte) (uint64, []byte, error) {
+	ctr, err := parsePacketHeader(packet)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -100,10 +106,10 @@ func openSealed(dst []byte, aead cipher.AEAD, packet []byte) (uint64, []byte, er
 	} else {
 		nonce = make([]byte, nonceSize)
 	}
-	nonce = putNonce(nonce, c)
+	nonce = putNonce(nonce, c, ctr)
 	out, err := aead.Open(dst, nonce, packet[packetHeaderLen:], packet[:packetHeaderLen])
 	if err != nil {
-		return 0, nil, fmt.Errorf("%w: counter %d", ErrAuthFailed, c)
+		return 0, nil, fmt.Errorf("%w: counter %d", ErrAuthFailed, ctr)
 	}
-	return c, out, nil
+	return ctr, out, nil
 }

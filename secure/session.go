@@ -562,6 +562,9 @@ func (s *Session) Err() error {
 // RemotePublicKey is the peer's authenticated Ed25519 identity.
 func (s *Session) RemotePublicKey() ed25519.PublicKey { return s.dc.RemotePublicKey() }
 
+// Cipher is the AEAD that seals the session's datagrams, as the handshake chose it.
+func (s *Session) Cipher() Cipher { return s.dc.Cipher() }
+
 // LocalAddr and RemoteAddr are those of the underlying datagram conn.
 func (s *Session) LocalAddr() net.Addr  { return s.dc.LocalAddr() }
 func (s *Session) RemoteAddr() net.Addr { return s.dc.RemoteAddr() }
