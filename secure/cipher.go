@@ -15,10 +15,12 @@ type Cipher uint8
 
 const (
 	// CipherChaCha20Poly1305 is the zero value and what every peer speaks. Its key is
-	// the handshake's key itself, for the whole session.
+	// the handshake's key itself, for the whole session (rekey.go says why it needs no
+	// rekeying).
 	CipherChaCha20Poly1305 Cipher = 0
 	// CipherAES256GCM is the faster choice on CPUs with AES and carry-less multiply
-	// instructions. Nothing chooses it yet.
+	// instructions. Its keys change every 2^23 datagrams (rekey.go). Nothing chooses
+	// it yet.
 	CipherAES256GCM Cipher = 1
 )
 

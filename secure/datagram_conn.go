@@ -62,7 +62,7 @@ type DatagramStats struct {
 	Keepalives             uint64 // accepted datagrams with an empty payload
 	SendErrors             uint64 // inner writes that failed and were treated as loss
 	// Dropped datagrams, by reason; none of them ever reaches Read.
-	DroppedMalformed uint64 // too short, wrong tag, counter out of range, oversize
+	DroppedMalformed uint64 // too short, wrong tag, counter out of range or beyond the next key epoch, oversize
 	DroppedAuth      uint64 // forged or corrupted: the AEAD tag did not verify
 	DroppedReplay    uint64 // counter already seen
 	DroppedTooOld    uint64 // counter behind the replay window
@@ -87,20 +87,21 @@ func (s DatagramStats) Dropped() uint64 {
 // waits for that goroutine.
 type DatagramConn struct {
 	// immutable after NewDatagramConn
-	inner      net.Conn
-	cipher     Cipher
-	send, recv cipher.AEAD
-	remote     ed25519.PublicKey
-	cfg        DatagramConfig
-	created    time.Time
-	bufPool    *sync.Pool // datagramBuffers for this MaxPayload
-	queue      *fifo.Queue[datagram]
-	closing    chan struct{} // closed by Close
-	readDone   chan struct{} // closed when the read loop exits; readErr is then set
-	source     PacketSource  // inner, when it hands datagrams over (no read loop then)
-	rdeadline  *deadline
+	inner     net.Conn
+	cipher    Cipher
+	remote    ed25519.PublicKey
+	cfg       DatagramConfig
+	created   time.Time
+	bufPool   *sync.Pool // datagramBuffers for this MaxPayload
+	queue     *fifo.Queue[datagram]
+	closing   chan struct{} // closed by Close
+	readDone  chan struct{} // closed when the read loop exits; readErr is then set
+	source    PacketSource  // inner, when it hands datagrams over (no read loop then)
+	rdeadline *deadline
 
 	sendCounter atomic.Uint64
+	sendKeys    atomic.Pointer[epochKeys] // replaced, under sendKeysMu, at each epoch's first datagram
+	sendKeysMu  sync.Mutex
 	lastRecv    atomic.Int64 // nanoseconds after created of the last authenticated datagram
 	lastSend    atomic.Int64 // nanoseconds after created of the last datagram sent
 
@@ -115,6 +116,7 @@ type DatagramConn struct {
 	readErr  error        // written by the read loop before readDone closes
 	openMu   sync.Mutex   // serializes open: a PacketSource may call from two goroutines
 	window   replayWindow // guarded by openMu
+	recvKeys *epochKeys   // guarded by openMu; its epoch is that of the highest counter accepted
 	closeErr error        // set once by Close
 	once     sync.Once
 
@@ -157,8 +159,7 @@ func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramCon
 	c := &DatagramConn{
 		inner:     inner,
 		cipher:    keys.Cipher,
-		send:      newAEAD(keys.Cipher, &keys.Send),
-		recv:      newAEAD(keys.Cipher, &keys.Recv),
+		recvKeys:  newEpochKeys(keys.Cipher, keys.Recv),
 		remote:    keys.Remote,
 		cfg:       cfg,
 		created:   time.Now(),
@@ -168,6 +169,7 @@ func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramCon
 		readDone:  make(chan struct{}),
 		rdeadline: newDeadline(),
 	}
+	c.sendKeys.Store(newEpochKeys(keys.Cipher, keys.Send))
 	if sw, ok := inner.(SegmentWriter); ok {
 		c.batch = newSendBatch(sw)
 	}
@@ -237,15 +239,22 @@ func (c *DatagramConn) Write(p []byte) (int, error) {
 	if ctr >= MaxCounter {
 		return 0, ErrCounterExhausted
 	}
+	aead := c.sendKey(ctr)
+	if aead == nil {
+		// ctr's epoch is long past (this Write stalled for a whole epoch while others
+		// sent): the peer's replay window would refuse the datagram, so it is lost.
+		c.stats.sendErrors.Add(1)
+		return len(p), nil
+	}
 	if c.batch != nil {
-		if !c.startWriter() || !c.batch.add(func(dst []byte) []byte { return appendSealed(dst, c.cipher, c.send, ctr, p) }) {
+		if !c.startWriter() || !c.batch.add(func(dst []byte) []byte { return appendSealed(dst, c.cipher, aead, ctr, p) }) {
 			return 0, fmt.Errorf("secure: datagram write: %w", net.ErrClosed)
 		}
 		c.lastSend.Store(int64(time.Since(c.created)))
 		return len(p), nil
 	}
 	bp := c.bufPool.Get().(*[]byte)
-	pkt := appendSealed((*bp)[:0], c.cipher, c.send, ctr, p)
+	pkt := appendSealed((*bp)[:0], c.cipher, aead, ctr, p)
 	_, err := c.inner.Write(pkt)
 	n := len(pkt)
 	c.bufPool.Put(bp)
@@ -261,6 +270,27 @@ func (c *DatagramConn) Write(p []byte) (int, error) {
 	c.stats.sentPackets.Add(1)
 	c.stats.sentBytes.Add(uint64(n))
 	return len(p), nil
+}
+
+// sendKey returns the AEAD that seals counter ctr, or nil when ctr's epoch is neither
+// the current one nor next to it. The first datagram of an epoch makes it current,
+// deriving the next epoch's key (rekey.go); concurrent Writes read the keys without a
+// lock, and one holding a counter of the epoch before still finds its key.
+func (c *DatagramConn) sendKey(ctr uint64) cipher.AEAD {
+	e := epochOf(c.cipher, ctr)
+	k := c.sendKeys.Load()
+	if e == k.n {
+		return k.cur
+	}
+	if e == k.n+1 {
+		c.sendKeysMu.Lock()
+		if k = c.sendKeys.Load(); e == k.n+1 {
+			k = k.advance()
+			c.sendKeys.Store(k)
+		}
+		c.sendKeysMu.Unlock()
+	}
+	return k.key(e)
 }
 
 // Read returns the payload of the next authenticated, non-replayed datagram. If p is
@@ -428,9 +458,19 @@ func (c *DatagramConn) open(pkt []byte) ([]byte, bool) {
 	if err == nil {
 		err = c.window.check(ctr)
 	}
+	var aead cipher.AEAD
+	if err == nil {
+		// The window passed it, so ctr is at most ReplayWindowSize behind the highest
+		// counter accepted: its epoch is the current one, the one before or, if it is
+		// ahead, any. Only the next one has a key; beyond it would take 2^23 lost
+		// datagrams in a row, or a forger.
+		if aead = c.recvKeys.key(epochOf(c.cipher, ctr)); aead == nil {
+			err = fmt.Errorf("%w: counter %d beyond the next key epoch", ErrMalformedPacket, ctr)
+		}
+	}
 	var payload []byte
 	if err == nil {
-		_, payload, err = openSealed(pkt[packetHeaderLen:packetHeaderLen], c.cipher, c.recv, pkt)
+		_, payload, err = openSealed(pkt[packetHeaderLen:packetHeaderLen], c.cipher, aead, pkt)
 	}
 	switch {
 	case err == nil:
@@ -448,6 +488,9 @@ func (c *DatagramConn) open(pkt []byte) ([]byte, bool) {
 		return nil, false
 	}
 	c.window.accept(ctr)
+	if epochOf(c.cipher, ctr) == c.recvKeys.n+1 {
+		c.recvKeys = c.recvKeys.advance() // the peer has moved to the next epoch
+	}
 	c.lastRecv.Store(int64(time.Since(c.created)))
 	c.stats.recvPackets.Add(1)
 	c.stats.recvBytes.Add(uint64(len(pkt)))

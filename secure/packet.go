@@ -22,8 +22,10 @@ const PacketTag = demux.TagSealed
 //	|      |                              | (as long as the payload)       | (16)      |
 //	+------+------------------------------+-------------------------------+-----------+
 //
-// The AEAD is the session's Cipher (Keys.Cipher): ChaCha20-Poly1305 or AES-256-GCM,
-// keyed with the sender's Keys.Send (the receiver's Keys.Recv). The nonce is the Noise nonce for the counter and cipher: 4 zero bytes,
+// The AEAD is the session's Cipher (Keys.Cipher): ChaCha20-Poly1305 or AES-256-GCM.
+// Its key is the sender's Keys.Send (the receiver's Keys.Recv) for
+// ChaCha20-Poly1305, and for AES-256-GCM the key of the counter's epoch, derived from
+// it (rekey.go). The nonce is the Noise nonce for the counter and cipher: 4 zero bytes,
 // then the counter little-endian for ChaChaPoly and big-endian for AESGCM (Noise spec
 // §12.3, §12.4). The 9-byte header is the associated data, so the tag, counter and
 // payload are all authenticated. The counter travels in the clear because datagrams
@@ -35,7 +37,9 @@ const (
 	PacketOverhead = packetHeaderLen + tagLen
 	// MaxCounter: a sender never uses this counter or beyond and the receiver rejects
 	// them; reaching it needs a new handshake. 2^60 datagrams is 36,000 years at
-	// one million datagrams per second, far below either cipher's 2^64 nonce limit.
+	// one million datagrams per second, far below either cipher's 2^64 nonce limit
+	// (and ChaCha20-Poly1305's confidentiality limit; AES-256-GCM's keys change
+	// every 2^23 counters, rekey.go).
 	MaxCounter = 1 << 60
 )
 
