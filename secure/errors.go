@@ -16,6 +16,11 @@ var (
 	// ErrVersion: a handshake envelope carries a version this code does not speak.
 	ErrVersion = errors.New("secure: unknown version")
 
+	// ErrCipher: a handshake's two sides share no outer cipher, or the responder chose
+	// one the initiator did not offer. Both come from an authenticated peer breaking the
+	// protocol, so on the initiator it is fatal.
+	ErrCipher = errors.New("secure: no common cipher")
+
 	// ErrIdentityMismatch: the Ed25519 key in the initiator's envelope does not convert to
 	// the Noise static key that authenticated the message.
 	ErrIdentityMismatch = errors.New("secure: identity does not match static key")

@@ -11,7 +11,9 @@ import (
 	"github.com/flynn/noise"
 )
 
-// The one cipher suite. Fixed: there is no negotiation to downgrade.
+// The one cipher suite of the handshake. Fixed: there is no negotiation to downgrade.
+// (The datagrams after it are sealed with a Cipher the handshake negotiates inside its
+// authenticated payloads; see envelope.go.)
 var cipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2b)
 
 // ProtocolName is the Noise protocol this package speaks.
@@ -32,9 +34,9 @@ const (
 	tagLen = 16
 	// msg1 = e, s (encrypted), payload (encrypted); msg2 = e, payload (encrypted).
 	maxMsg1Len = dhLen + dhLen + tagLen + msg1EnvelopeHeader + MaxHandshakePayload + tagLen
-	minMsg1Len = dhLen + dhLen + tagLen + msg1EnvelopeHeader + tagLen
+	minMsg1Len = dhLen + dhLen + tagLen + msg1EnvelopeHeaderV1 + tagLen
 	maxMsg2Len = dhLen + msg2EnvelopeHeader + MaxHandshakePayload + tagLen
-	minMsg2Len = dhLen + msg2EnvelopeHeader + tagLen
+	minMsg2Len = dhLen + msg2EnvelopeHeaderV1 + tagLen
 )
 
 // Keys is what a completed handshake yields: one key per direction, the cipher the
@@ -46,7 +48,7 @@ const (
 type Keys struct {
 	Send      [KeySize]byte
 	Recv      [KeySize]byte
-	Cipher    Cipher // the zero value is ChaCha20-Poly1305
+	Cipher    Cipher // negotiated in the handshake; the zero value is ChaCha20-Poly1305
 	Hash      [HashSize]byte
 	Remote    ed25519.PublicKey // the authenticated peer identity
 	Initiator bool              // true on the side that wrote msg1; it becomes the QUIC client
@@ -69,8 +71,8 @@ const (
 // Failure rules (STYLE §11): a msg2 that fails to authenticate, or is truncated, leaves
 // the Initiator exactly as it was, so a forged or corrupted msg2 injected by a relay does
 // not prevent the genuine one from completing the handshake. Once a msg2 has
-// authenticated, anything wrong with it (unknown version, oversize payload) is fatal and
-// every later call returns ErrHandshakeState.
+// authenticated, anything wrong with it (unknown version, oversize payload, a cipher
+// not offered) is fatal and every later call returns ErrHandshakeState.
 type Initiator struct {
 	// immutable after NewInitiator
 	cfg      noise.Config
@@ -78,6 +80,7 @@ type Initiator struct {
 	remoteX  []byte
 	identity ed25519.PublicKey
 	ephPriv  []byte
+	offer    cipherSet // the outer ciphers msg1 offers
 
 	stage     handshakeStage
 	hs        *noise.HandshakeState
@@ -88,10 +91,12 @@ type Initiator struct {
 // prologue must be byte-for-byte the one the responder passes to ReadMsg1 (for example,
 // the topic key or signaling context); it is authenticated but not sent.
 func NewInitiator(local ed25519.PrivateKey, remote ed25519.PublicKey, prologue []byte) (*Initiator, error) {
-	return newInitiator(local, remote, prologue, rand.Reader)
+	return newInitiator(local, remote, prologue, rand.Reader, localCiphers)
 }
 
-func newInitiator(local ed25519.PrivateKey, remote ed25519.PublicKey, prologue []byte, rng io.Reader) (*Initiator, error) {
+// newInitiator is NewInitiator with the randomness and the offered ciphers as inputs
+// (tests play a machine without AES with them).
+func newInitiator(local ed25519.PrivateKey, remote ed25519.PublicKey, prologue []byte, rng io.Reader, offer cipherSet) (*Initiator, error) {
 	static, err := staticKeypair(local)
 	if err != nil {
 		return nil, fmt.Errorf("secure: initiator local key: %w", err)
@@ -118,6 +123,7 @@ func newInitiator(local ed25519.PrivateKey, remote ed25519.PublicKey, prologue [
 			PeerStatic:    remoteX,
 		},
 		ephPriv:  ephPriv,
+		offer:    offer | setOf(CipherChaCha20Poly1305),
 		remote:   bytes.Clone(remote),
 		remoteX:  remoteX,
 		identity: bytes.Clone(local.Public().(ed25519.PublicKey)),
@@ -126,8 +132,9 @@ func newInitiator(local ed25519.PrivateKey, remote ed25519.PublicKey, prologue [
 
 // WriteMsg1 returns handshake message 1 carrying payload (at most MaxHandshakePayload
 // bytes), encrypted to the responder's static key. now is stamped into the message so
-// the responder can reject replays (Responder.Timestamp). It may be called once; to
-// retransmit, resend the same bytes.
+// the responder can reject replays (Responder.Timestamp), and the outer ciphers this
+// machine does well are offered. It may be called once; to retransmit, resend the same
+// bytes.
 func (i *Initiator) WriteMsg1(now time.Time, payload []byte) ([]byte, error) {
 	if i.stage != stageStart {
 		return nil, fmt.Errorf("%w: WriteMsg1 twice", ErrHandshakeState)
@@ -135,7 +142,9 @@ func (i *Initiator) WriteMsg1(now time.Time, payload []byte) ([]byte, error) {
 	if len(payload) > MaxHandshakePayload {
 		return nil, fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
 	}
-	i.msg1Plain = appendMsg1Envelope(nil, msg1Envelope{Identity: i.identity, Timestamp: now, Payload: payload})
+	i.msg1Plain = appendMsg1Envelope(nil, msg1Envelope{
+		Version: envelopeVersion, Identity: i.identity, Timestamp: now, Offer: i.offer, Payload: payload,
+	})
 	hs, msg, err := i.writeMsg1()
 	if err != nil {
 		i.stage = stageFailed
@@ -162,9 +171,10 @@ func (i *Initiator) writeMsg1() (*noise.HandshakeState, []byte, error) {
 }
 
 // ReadMsg2 reads the responder's message 2 and completes the handshake. It returns the
-// responder's payload and the session keys. The responder's identity is the key given
-// to NewInitiator: IK authenticates it implicitly (only the holder of that key can
-// compute the es and ss terms msg2's encryption depends on).
+// responder's payload and the session keys, with the cipher the responder chose. The
+// responder's identity is the key given to NewInitiator: IK authenticates it implicitly
+// (only the holder of that key can compute the es and ss terms msg2's encryption
+// depends on).
 func (i *Initiator) ReadMsg2(msg []byte) ([]byte, Keys, error) {
 	if i.stage != stageSent {
 		return nil, Keys{}, fmt.Errorf("%w: ReadMsg2 in stage %d", ErrHandshakeState, i.stage)
@@ -193,14 +203,21 @@ func (i *Initiator) ReadMsg2(msg []byte) ([]byte, Keys, error) {
 	if !bytes.Equal(i.hs.PeerStatic(), i.remoteX) {
 		return nil, Keys{}, fmt.Errorf("%w: responder static key", ErrIdentityMismatch)
 	}
-	payload, err := parseMsg2Envelope(plain)
+	env, err := parseMsg2Envelope(plain)
 	if err != nil {
 		return nil, Keys{}, err
 	}
-	k := Keys{Send: cs1.UnsafeKey(), Recv: cs2.UnsafeKey(), Remote: i.remote, Initiator: true}
+	if env.Version != envelopeVersion {
+		// The responder answers in msg1's version, which was ours.
+		return nil, Keys{}, fmt.Errorf("%w: msg2 envelope version %d answers version %d", ErrVersion, env.Version, envelopeVersion)
+	}
+	if !i.offer.has(env.Cipher) {
+		return nil, Keys{}, fmt.Errorf("%w: responder chose %s", ErrCipher, env.Cipher)
+	}
+	k := Keys{Send: cs1.UnsafeKey(), Recv: cs2.UnsafeKey(), Cipher: env.Cipher, Remote: i.remote, Initiator: true}
 	copy(k.Hash[:], i.hs.ChannelBinding())
 	i.stage, i.hs = stageDone, nil
-	return payload, k, nil
+	return env.Payload, k, nil
 }
 
 // Responder is the answering side of a Noise IK handshake after msg1 has been read and
@@ -211,16 +228,26 @@ type Responder struct {
 	hs        *noise.HandshakeState
 	remote    ed25519.PublicKey
 	timestamp time.Time
+	version   byte   // msg1's envelope version, which msg2 answers in
+	cipher    Cipher // chosen from msg1's offer
 	stage     handshakeStage
 }
 
 // ReadMsg1 reads handshake message 1 addressed to local. It returns the initiator's
 // authenticated Ed25519 identity and its payload. Every call builds fresh state, so a
-// bad msg1 has no effect on anything (a failed read is never fatal).
+// bad msg1 has no effect on anything (a failed read is never fatal). Of the outer
+// ciphers msg1 offers it chooses AES-256-GCM if this machine does it well too, else
+// ChaCha20-Poly1305; a version-1 msg1 gets ChaCha20-Poly1305 (envelope.go).
 //
 // The cost of a bad msg1 is two X25519 operations; callers that face floods should rate
 // limit per source before calling it.
 func ReadMsg1(local ed25519.PrivateKey, prologue, msg []byte) (*Responder, ed25519.PublicKey, []byte, error) {
+	return readMsg1(local, prologue, msg, localCiphers)
+}
+
+// readMsg1 is ReadMsg1 choosing from the ciphers in accept (tests play a machine
+// without AES with it).
+func readMsg1(local ed25519.PrivateKey, prologue, msg []byte, accept cipherSet) (*Responder, ed25519.PublicKey, []byte, error) {
 	if len(msg) < minMsg1Len || len(msg) > maxMsg1Len {
 		return nil, nil, nil, fmt.Errorf("%w: msg1 of %d bytes", ErrHandshake, len(msg))
 	}
@@ -253,8 +280,12 @@ func ReadMsg1(local ed25519.PrivateKey, prologue, msg []byte) (*Responder, ed255
 	if !bytes.Equal(claimed, hs.PeerStatic()) {
 		return nil, nil, nil, fmt.Errorf("%w: msg1 identity %x", ErrIdentityMismatch, []byte(env.Identity))
 	}
+	chosen, ok := env.Offer.choose(accept)
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("%w: msg1 offers %#02x", ErrCipher, byte(env.Offer))
+	}
 	remote := bytes.Clone(env.Identity)
-	r := &Responder{hs: hs, remote: remote, timestamp: env.Timestamp, stage: stageRead}
+	r := &Responder{hs: hs, remote: remote, timestamp: env.Timestamp, version: env.Version, cipher: chosen, stage: stageRead}
 	return r, remote, bytes.Clone(env.Payload), nil
 }
 
@@ -278,7 +309,7 @@ func (r *Responder) WriteMsg2(payload []byte) ([]byte, Keys, error) {
 		return nil, Keys{}, fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
 	}
 	r.stage = stageFailed
-	msg, cs1, cs2, err := r.hs.WriteMessage(nil, appendMsg2Envelope(nil, payload))
+	msg, cs1, cs2, err := r.hs.WriteMessage(nil, appendMsg2Envelope(nil, msg2Envelope{Version: r.version, Cipher: r.cipher, Payload: payload}))
 	if err != nil {
 		return nil, Keys{}, fmt.Errorf("secure: write msg2: %w", err)
 	}
@@ -286,7 +317,7 @@ func (r *Responder) WriteMsg2(payload []byte) ([]byte, Keys, error) {
 		return nil, Keys{}, fmt.Errorf("%w: msg2 did not complete the handshake", ErrHandshake)
 	}
 	// cs1 encrypts initiator→responder, cs2 responder→initiator (Noise §5.2 Split).
-	k := Keys{Send: cs2.UnsafeKey(), Recv: cs1.UnsafeKey(), Remote: r.remote}
+	k := Keys{Send: cs2.UnsafeKey(), Recv: cs1.UnsafeKey(), Cipher: r.cipher, Remote: r.remote}
 	copy(k.Hash[:], r.hs.ChannelBinding())
 	r.stage, r.hs = stageDone, nil
 	return msg, k, nil

@@ -213,12 +213,12 @@ func rawMsg1(t *testing.T, from keyPair, to ed25519.PublicKey, envelope []byte) 
 func TestReadMsg1IdentityMismatch(t *testing.T) {
 	a, b, victim := newKeyPair(t), newKeyPair(t), newKeyPair(t)
 	// a authenticates with its own static key but claims to be victim.
-	env := appendMsg1Envelope(nil, msg1Envelope{Identity: victim.pub, Timestamp: testNow})
+	env := appendMsg1Envelope(nil, msg1Envelope{Version: envelopeVersion, Identity: victim.pub, Timestamp: testNow, Offer: allCiphers})
 	if _, _, _, err := ReadMsg1(b.priv, nil, rawMsg1(t, a, b.pub, env)); !errors.Is(err, ErrIdentityMismatch) {
 		t.Fatalf("claimed identity accepted: %v", err)
 	}
 	// Claiming its own identity works.
-	env = appendMsg1Envelope(nil, msg1Envelope{Identity: a.pub, Timestamp: testNow})
+	env = appendMsg1Envelope(nil, msg1Envelope{Version: envelopeVersion, Identity: a.pub, Timestamp: testNow, Offer: allCiphers})
 	r, remote, _, err := ReadMsg1(b.priv, nil, rawMsg1(t, a, b.pub, env))
 	if err != nil || !remote.Equal(a.pub) || !r.Timestamp().Equal(testNow) {
 		t.Fatalf("own identity: %v %x %v", err, remote, r.Timestamp())
@@ -227,10 +227,12 @@ func TestReadMsg1IdentityMismatch(t *testing.T) {
 
 func TestHandshakeUnknownVersion(t *testing.T) {
 	a, b := newKeyPair(t), newKeyPair(t)
-	env := appendMsg1Envelope(nil, msg1Envelope{Identity: a.pub, Timestamp: testNow})
-	env[0] = 2
-	if _, _, _, err := ReadMsg1(b.priv, nil, rawMsg1(t, a, b.pub, env)); !errors.Is(err, ErrVersion) {
-		t.Fatalf("msg1 version 2: %v", err)
+	for _, v := range []byte{0, 3, 0xff} {
+		env := appendMsg1Envelope(nil, msg1Envelope{Version: envelopeVersion, Identity: a.pub, Timestamp: testNow, Offer: allCiphers})
+		env[0] = v
+		if _, _, _, err := ReadMsg1(b.priv, nil, rawMsg1(t, a, b.pub, env)); !errors.Is(err, ErrVersion) {
+			t.Fatalf("msg1 version %d: %v", v, err)
+		}
 	}
 
 	// msg2 with an unknown version authenticates, so it is fatal for the initiator.
@@ -296,33 +298,68 @@ func TestHandshakeStateAndLimits(t *testing.T) {
 	}
 }
 
-// Golden layout of the msg1 envelope (the plaintext inside Noise msg1).
-func TestMsg1EnvelopeGolden(t *testing.T) {
+// Golden layout of the envelopes (the plaintexts inside Noise msg1 and msg2), in
+// version 2 and in version 1, which older peers still send.
+func TestEnvelopeGolden(t *testing.T) {
 	id := make([]byte, 32)
 	for i := range id {
 		id[i] = byte(0xa0 + i%16)
 	}
-	got := appendMsg1Envelope(nil, msg1Envelope{Identity: id, Timestamp: time.UnixMilli(0x0102030405), Payload: []byte("hi")})
-	const want = "01" + // version
-		"a0a1a2a3a4a5a6a7a8a9aaabacadaeafa0a1a2a3a4a5a6a7a8a9aaabacadaeaf" + // identity
-		"0000000102030405" + // unix ms
-		"6869" // payload
-	if hex.EncodeToString(got) != want {
-		t.Fatalf("envelope\n got %x\nwant %s", got, want)
+	const (
+		identity = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafa0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
+		unixMS   = "0000000102030405"
+	)
+	for _, tc := range []struct {
+		name     string
+		env      msg1Envelope
+		want     string
+		wantSeen cipherSet // the offer as parsed
+	}{
+		{"v2", msg1Envelope{Version: 2, Offer: allCiphers},
+			"02" + identity + unixMS + "03" + "6869", allCiphers}, // version, ..., offer (ChaCha, AES), payload
+		{"v2 chacha only", msg1Envelope{Version: 2, Offer: setOf(CipherChaCha20Poly1305)},
+			"02" + identity + unixMS + "01" + "6869", setOf(CipherChaCha20Poly1305)},
+		{"v1", msg1Envelope{Version: 1, Offer: allCiphers}, // a v1 envelope has no offer
+			"01" + identity + unixMS + "6869", setOf(CipherChaCha20Poly1305)},
+	} {
+		t.Run("msg1 "+tc.name, func(t *testing.T) {
+			tc.env.Identity, tc.env.Timestamp, tc.env.Payload = id, time.UnixMilli(0x0102030405), []byte("hi")
+			got := appendMsg1Envelope(nil, tc.env)
+			if hex.EncodeToString(got) != tc.want {
+				t.Fatalf("envelope\n got %x\nwant %s", got, tc.want)
+			}
+			env, err := parseMsg1Envelope(got)
+			if err != nil || env.Version != tc.env.Version || !bytes.Equal(env.Identity, id) ||
+				env.Timestamp.UnixMilli() != 0x0102030405 || env.Offer != tc.wantSeen || string(env.Payload) != "hi" {
+				t.Fatalf("parse: %+v %v", env, err)
+			}
+		})
 	}
-	env, err := parseMsg1Envelope(got)
-	if err != nil || !bytes.Equal(env.Identity, id) || env.Timestamp.UnixMilli() != 0x0102030405 || string(env.Payload) != "hi" {
-		t.Fatalf("parse: %+v %v", env, err)
-	}
-	if got := hex.EncodeToString(appendMsg2Envelope(nil, []byte("hi"))); got != "016869" {
-		t.Fatalf("msg2 envelope %s", got)
+	for _, tc := range []struct {
+		env  msg2Envelope
+		want string
+	}{
+		{msg2Envelope{Version: 2, Cipher: CipherAES256GCM, Payload: []byte("hi")}, "02" + "01" + "6869"},
+		{msg2Envelope{Version: 2, Cipher: CipherChaCha20Poly1305, Payload: []byte("hi")}, "02" + "00" + "6869"},
+		{msg2Envelope{Version: 1, Cipher: CipherChaCha20Poly1305, Payload: []byte("hi")}, "01" + "6869"},
+	} {
+		got := appendMsg2Envelope(nil, tc.env)
+		if hex.EncodeToString(got) != tc.want {
+			t.Fatalf("msg2 envelope %+v: %x, want %s", tc.env, got, tc.want)
+		}
+		env, err := parseMsg2Envelope(got)
+		if err != nil || env.Version != tc.env.Version || env.Cipher != tc.env.Cipher || string(env.Payload) != "hi" {
+			t.Fatalf("parse msg2 %x: %+v %v", got, env, err)
+		}
 	}
 }
 
 func FuzzParseMsg1Envelope(f *testing.F) {
-	f.Add(appendMsg1Envelope(nil, msg1Envelope{Identity: make([]byte, 32), Timestamp: testNow, Payload: []byte("x")}))
+	f.Add(appendMsg1Envelope(nil, msg1Envelope{Version: 2, Identity: make([]byte, 32), Timestamp: testNow, Offer: allCiphers, Payload: []byte("x")}))
+	f.Add(appendMsg1Envelope(nil, msg1Envelope{Version: 1, Identity: make([]byte, 32), Timestamp: testNow, Payload: []byte("x")}))
 	f.Add([]byte{1})
 	f.Add([]byte{2, 0, 0})
+	f.Add([]byte{3, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		env, err := parseMsg1Envelope(b)
 		if err != nil {
@@ -336,14 +373,16 @@ func FuzzParseMsg1Envelope(f *testing.F) {
 }
 
 func FuzzParseMsg2Envelope(f *testing.F) {
-	f.Add(appendMsg2Envelope(nil, []byte("x")))
+	f.Add(appendMsg2Envelope(nil, msg2Envelope{Version: 2, Cipher: CipherAES256GCM, Payload: []byte("x")}))
+	f.Add(appendMsg2Envelope(nil, msg2Envelope{Version: 1, Payload: []byte("x")}))
 	f.Add([]byte{})
+	f.Add([]byte{2})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := parseMsg2Envelope(b)
+		e, err := parseMsg2Envelope(b)
 		if err != nil {
 			return
 		}
-		if again := appendMsg2Envelope(nil, p); !bytes.Equal(again, b) {
+		if again := appendMsg2Envelope(nil, e); !bytes.Equal(again, b) {
 			t.Fatalf("round trip %x -> %x", b, again)
 		}
 	})

@@ -22,8 +22,8 @@ const PacketTag = demux.TagSealed
 //	|      |                              | (as long as the payload)       | (16)      |
 //	+------+------------------------------+-------------------------------+-----------+
 //
-// The AEAD is the session's Cipher (Keys.Cipher): ChaCha20-Poly1305 or AES-256-GCM.
-// Its key is the sender's Keys.Send (the receiver's Keys.Recv) for
+// The AEAD is the session's Cipher, negotiated in the handshake: ChaCha20-Poly1305 or
+// AES-256-GCM. Its key is the sender's Keys.Send (the receiver's Keys.Recv) for
 // ChaCha20-Poly1305, and for AES-256-GCM the key of the counter's epoch, derived from
 // it (rekey.go). The nonce is the Noise nonce for the counter and cipher: 4 zero bytes,
 // then the counter little-endian for ChaChaPoly and big-endian for AESGCM (Noise spec
