@@ -626,7 +626,7 @@ func (e *Endpoint) dial(ctx context.Context, remote ed25519.PublicKey, relays []
 		}
 		return nil, codeError(peer.Code)
 	}
-	e.log.Debug("handshake done", "peer", short(remote), "mode", mode, "nat", peer.Mapping)
+	e.log.Debug("handshake done", "peer", short(remote), "mode", mode, "nat", peer.Mapping, "cipher", keys.Cipher)
 	tr, err := e.punch(ctx, agent, true, local, peer)
 	if err != nil {
 		return nil, err

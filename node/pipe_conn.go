@@ -63,6 +63,9 @@ type PipeConn struct {
 // RemotePublicKey is the peer's identity.
 func (c *PipeConn) RemotePublicKey() ed25519.PublicKey { return c.conn.RemotePublicKey() }
 
+// Cipher is the AEAD that seals the connection's datagrams, as the handshake chose it.
+func (c *PipeConn) Cipher() secure.Cipher { return c.conn.Cipher() }
+
 // Path is how the connection runs (lan, direct, relay).
 func (c *PipeConn) Path() holepunch.Path { return c.conn.Path }
 

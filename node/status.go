@@ -71,6 +71,7 @@ type PeerStatus struct {
 	BytesSent     uint64    `json:"bytes_sent"`
 	BytesReceived uint64    `json:"bytes_received"`
 	RTTMS         float64   `json:"rtt_ms"`
+	Cipher        string    `json:"cipher"` // what seals the datagrams: ChaCha20-Poly1305 or AES-256-GCM
 }
 
 // DHTStatus is the node's own DHT.
@@ -158,7 +159,7 @@ func (n *Node) Status() Status {
 		s.Peers = append(s.Peers, PeerStatus{
 			PublicKey: hex.EncodeToString(info.PublicKey), Path: string(info.Path), Role: string(info.Role),
 			ConnectMS: ms(info.ConnectTime), ConnectedAt: since[c], BytesSent: st.BytesSent,
-			BytesReceived: st.BytesReceived, RTTMS: ms(st.SRTT),
+			BytesReceived: st.BytesReceived, RTTMS: ms(st.SRTT), Cipher: st.Datagram.Cipher.String(),
 		})
 	}
 	bs := n.bridge.Stats()

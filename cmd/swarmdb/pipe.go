@@ -149,7 +149,7 @@ func emitPipeReady(ev eventWriter, in node.PipeInfo) {
 func emitPipeConnection(ev eventWriter, c *node.PipeConn) {
 	ev.emit("connection", fmt.Sprintf("connected to %x over %s (%d ms)", []byte(c.RemotePublicKey()[:8]), c.Path(), c.ConnectTime.Milliseconds()),
 		map[string]any{"peer": hex.EncodeToString(c.RemotePublicKey()), "path": string(c.Path()),
-			"connect_ms": c.ConnectTime.Milliseconds(), "remote_addr": c.RemoteAddr().String()})
+			"connect_ms": c.ConnectTime.Milliseconds(), "remote_addr": c.RemoteAddr().String(), "cipher": c.Cipher().String()})
 }
 
 // loadOrCreateKey returns the identity in path (a hex Ed25519 seed), a new

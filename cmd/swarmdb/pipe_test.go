@@ -24,6 +24,7 @@ import (
 	"github.com/swarmdb/swarmdb/internal/testnet"
 	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/natcheck"
+	"github.com/swarmdb/swarmdb/secure"
 )
 
 // pipeTestTimeout bounds one pipe run (join, lookup, connect, 1 MiB).
@@ -221,6 +222,10 @@ func TestPipeLoopback(t *testing.T) {
 	}
 	if ms, ok := cc["connect_ms"].(float64); !ok || ms < 0 {
 		t.Fatalf("client connect_ms: %v", cc)
+	}
+	// Both ends run on this machine, so they chose the same outer cipher.
+	if c := cc["cipher"]; c != sc["cipher"] || (c != secure.CipherAES256GCM.String() && c != secure.CipherChaCha20Poly1305.String()) {
+		t.Fatalf("ciphers %v / %v", c, sc["cipher"])
 	}
 	for _, p := range []*pipeProc{cli, srv} {
 		d := p.event(t, "done")
