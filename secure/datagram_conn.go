@@ -274,8 +274,8 @@ func (c *DatagramConn) Write(p []byte) (int, error) {
 
 // sendKey returns the AEAD that seals counter ctr, or nil when ctr's epoch is neither
 // the current one nor next to it. The first datagram of an epoch makes it current,
-// deriving the next epoch's key (rekey.go); concurrent Writes read the keys without a
-// lock, and one holding a counter of the epoch before still finds its key.
+// deriving its key (rekey.go); concurrent Writes read the keys without a lock, and one
+// holding a counter of the epoch before still finds its key.
 func (c *DatagramConn) sendKey(ctr uint64) cipher.AEAD {
 	e := epochOf(c.cipher, ctr)
 	k := c.sendKeys.Load()
@@ -462,9 +462,13 @@ func (c *DatagramConn) open(pkt []byte) ([]byte, bool) {
 	if err == nil {
 		// The window passed it, so ctr is at most ReplayWindowSize behind the highest
 		// counter accepted: its epoch is the current one, the one before or, if it is
-		// ahead, any. Only the next one has a key; beyond it would take 2^23 lost
-		// datagrams in a row, or a forger.
-		if aead = c.recvKeys.key(epochOf(c.cipher, ctr)); aead == nil {
+		// ahead, any. Only the next one gets a key, derived once; beyond it would take
+		// 2^23 lost datagrams in a row, or a forger.
+		e := epochOf(c.cipher, ctr)
+		if e == c.recvKeys.n+1 {
+			c.recvKeys.deriveNext()
+		}
+		if aead = c.recvKeys.key(e); aead == nil {
 			err = fmt.Errorf("%w: counter %d beyond the next key epoch", ErrMalformedPacket, ctr)
 		}
 	}

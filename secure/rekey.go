@@ -45,15 +45,15 @@ import (
 // could be recomputed, as Noise's REKEY (spec §11.3) intends. REKEY itself is not used:
 // it encrypts under the key with the Noise suite's ChaChaPoly, and a key should serve
 // one algorithm only; deriving even epoch 0 keeps the handshake key itself away from
-// AES. Each direction holds the AEADs of the current epoch, the previous and the next.
-// The next is derived when the current one begins (by its first datagram, a few
-// microseconds once per epoch), so a datagram of the next epoch, even one reordered
-// ahead of the boundary, finds its key ready. The previous is there because the
+// AES. Each direction holds the AEADs of the current epoch and the previous one: the
 // receiver's replay window accepts a datagram up to ReplayWindowSize counters behind
-// the highest, which may lie across the boundary. A datagram of any other epoch is too
-// old for the window or, ahead of the next, could only follow 2^23 lost datagrams in a
-// row; it is dropped without deriving anything, so forged counters cost no key
-// derivation.
+// the highest, which may lie across the boundary. The next epoch's key is derived when
+// its first datagram is sent or arrives (a few microseconds, once per epoch; a forged
+// datagram of the next epoch derives it too, and it is kept, so forgeries cannot make
+// the receiver derive more often), not ahead of time: an AES-256-GCM AEAD holds 784
+// bytes of key schedule and GHASH table, and most sessions never reach a second epoch.
+// A datagram of any other epoch is too old for the window or, ahead of the next, could
+// only follow 2^23 lost datagrams in a row; it is dropped without deriving anything.
 const aesEpochBits = 23
 
 // epochOf is the key epoch of counter under c.
@@ -76,16 +76,16 @@ func deriveEpochKey(prev *[KeySize]byte, e uint64) [KeySize]byte {
 	return [KeySize]byte(k)
 }
 
-// epochKeys is one direction's keys around its current epoch n. A value never changes
-// once built; advance returns the next one, so a sender's concurrent Writes can read it
-// without a lock.
+// epochKeys is one direction's keys around its current epoch n. advance returns the
+// next epoch's as a new value, so a sender's concurrent Writes read one without a lock;
+// only the receiver, under its lock, fills in next (deriveNext).
 type epochKeys struct {
 	cipher Cipher
 	n      uint64
-	// prev, cur and next seal epochs n−1 (nil at n = 0), n and n+1 (nil for
-	// ChaCha20-Poly1305, which has one epoch).
+	// prev and cur seal epochs n−1 (nil at n = 0) and n; next seals n+1 once
+	// deriveNext has run (never for ChaCha20-Poly1305, which has one epoch).
 	prev, cur, next cipher.AEAD
-	nextKey         [KeySize]byte // k[n+1], from which k[n+2] is derived
+	curKey, nextKey [KeySize]byte // k[n], and k[n+1] with next
 }
 
 // newEpochKeys returns the keys of epoch 0 of a direction whose handshake key is k.
@@ -93,25 +93,34 @@ func newEpochKeys(c Cipher, k [KeySize]byte) *epochKeys {
 	if c != CipherAES256GCM {
 		return &epochKeys{cipher: c, cur: newAEAD(c, &k)}
 	}
-	k0 := deriveEpochKey(&k, 0)
-	e := &epochKeys{cipher: c, cur: newAEAD(c, &k0), nextKey: deriveEpochKey(&k0, 1)}
-	e.next = newAEAD(c, &e.nextKey)
+	e := &epochKeys{cipher: c, curKey: deriveEpochKey(&k, 0)}
+	e.cur = newAEAD(c, &e.curKey)
 	return e
 }
 
-// advance returns the keys of epoch n+1, deriving those of n+2. ChaCha20-Poly1305 has
-// no next epoch and never advances.
+// deriveNext derives the key of epoch n+1 into e, unless it is there already.
+func (e *epochKeys) deriveNext() {
+	if e.next == nil && e.cipher == CipherAES256GCM {
+		e.nextKey = deriveEpochKey(&e.curKey, e.n+1)
+		e.next = newAEAD(e.cipher, &e.nextKey)
+	}
+}
+
+// advance returns the keys of epoch n+1, deriving its key unless deriveNext has. It
+// does not change e. ChaCha20-Poly1305 never advances.
 func (e *epochKeys) advance() *epochKeys {
-	if e.next == nil {
+	if e.cipher != CipherAES256GCM {
 		return e
 	}
-	a := &epochKeys{cipher: e.cipher, n: e.n + 1, prev: e.cur, cur: e.next}
-	a.nextKey = deriveEpochKey(&e.nextKey, a.n+1)
-	a.next = newAEAD(a.cipher, &a.nextKey)
+	a := &epochKeys{cipher: e.cipher, n: e.n + 1, prev: e.cur, cur: e.next, curKey: e.nextKey}
+	if a.cur == nil {
+		a.curKey = deriveEpochKey(&e.curKey, a.n)
+		a.cur = newAEAD(a.cipher, &a.curKey)
+	}
 	return a
 }
 
-// key returns the AEAD of epoch m, or nil when m is not n−1, n or n+1.
+// key returns the AEAD of epoch m: n−1, n, or n+1 once derived; otherwise nil.
 func (e *epochKeys) key(m uint64) cipher.AEAD {
 	switch m {
 	case e.n:

@@ -195,6 +195,45 @@ func TestEpochReceiveWindow(t *testing.T) {
 	}
 }
 
+// A conn holds one AES-256-GCM AEAD per direction until an epoch ends. The receiver
+// derives the next epoch's key at that epoch's first datagram, once: a forged one
+// derives it too, but further forgeries find it there, and the genuine datagram then
+// uses it.
+func TestEpochNextKeyDerivedOnce(t *testing.T) {
+	ik, rk := aesKeys(t)
+	pa, pb := newPipe(pipeOptions{})
+	defer pa.Close()
+	c := NewDatagramConn(pb, rk, DatagramConfig{})
+	defer c.Close()
+	if c.recvKeys.next != nil || c.sendKeys.Load().next != nil {
+		t.Fatal("next epoch's keys derived ahead of time")
+	}
+	open := func(pkt []byte) bool {
+		c.openMu.Lock()
+		defer c.openMu.Unlock()
+		_, ok := c.open(pkt)
+		return ok
+	}
+	if !open(sealAt(ik.Send, 5, []byte("x"))) || c.recvKeys.next != nil {
+		t.Fatal("epoch 0")
+	}
+	forged := appendSealed(nil, CipherAES256GCM, testAEAD(t, CipherAES256GCM, 9), epochLen+1, []byte("forged"))
+	if open(forged) {
+		t.Fatal("forgery accepted")
+	}
+	next := c.recvKeys.next
+	if next == nil {
+		t.Fatal("next key not derived for a datagram of the next epoch")
+	}
+	forged[len(forged)-1] ^= 1
+	if open(forged) || c.recvKeys.next != next {
+		t.Fatal("next key derived again")
+	}
+	if !open(sealAt(ik.Send, epochLen+2, []byte("x"))) || c.recvKeys.n != 1 || c.recvKeys.cur != next || c.recvKeys.next != nil {
+		t.Fatalf("epoch 1: %+v", c.Stats())
+	}
+}
+
 // The sender changes keys at the first datagram of an epoch; a Write that took its
 // counter before the boundary still seals with the old key after another has crossed;
 // one whose epoch is older than that is dropped as lost.
