@@ -2,14 +2,17 @@
 //
 // It has three layers, bottom to top:
 //
-//   - The handshake core (handshake.go): a pure Noise IK state machine
+//   - The handshake core (handshake.go, envelope.go): a pure Noise IK state machine
 //     (Noise_IK_25519_ChaChaPoly_BLAKE2b) that turns a peer's Ed25519 identity into
-//     transport keys. Messages 1 and 2 are opaque bytes the caller carries in its
-//     signaling (through DHT relays); their payloads carry ICE credentials and candidates.
-//   - Sealed datagrams (datagram_conn.go, packet.go, replay_window.go): a net.Conn over a
-//     datagram conn (an ice.Conn, a UDP socket) that seals every datagram with
-//     ChaCha20-Poly1305 under an explicit 64-bit counter nonce and drops forged, corrupted
-//     and replayed datagrams behind a sliding replay window.
+//     transport keys and negotiates the cipher of the datagrams. Messages 1 and 2 are
+//     opaque bytes the caller carries in its signaling (through DHT relays); their
+//     payloads carry ICE credentials and candidates.
+//   - Sealed datagrams (datagram_conn.go, packet.go, cipher.go, rekey.go,
+//     replay_window.go): a net.Conn over a datagram conn (an ice.Conn, a UDP socket)
+//     that seals every datagram with AES-256-GCM (when both peers' CPUs have AES
+//     instructions; its keys change every 2^23 datagrams) or ChaCha20-Poly1305 under an
+//     explicit 64-bit counter nonce and drops forged, corrupted and replayed datagrams
+//     behind a sliding replay window.
 //   - Sessions (session.go, stream.go, quic.go): a QUIC connection (quic-go, the apernet
 //     fork for its congestion-control hook) over the sealed datagram conn, giving reliable,
 //     ordered, message-preserving streams without head-of-line blocking between them,
