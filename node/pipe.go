@@ -94,9 +94,10 @@ type PipeInfo struct {
 	PublicKey  ed25519.PublicKey
 	LocalAddr  netip.AddrPort
 	PublicAddr netip.AddrPort // zero when unknown
-	// NAT is the NAT class measured before the join. A client goes on once
-	// the mapping is known, before the filtering probes end, so its class
-	// may read unknown (a cone NAT's kind is its filtering).
+	// NAT is the NAT class measured. A client goes on once the mapping is
+	// known, before the filtering probes end, so its class may read unknown
+	// (a cone NAT's kind is its filtering); a server's is the whole
+	// measurement.
 	NAT natcheck.Class
 	// Relays are the DHT nodes that relay signaling to a server, and
 	// Stored the nodes that took its record (servers only).
@@ -206,9 +207,18 @@ func (p *Pipe) start(ctx context.Context) error {
 	if err := p.join(ctx, tctx); err != nil {
 		return err
 	}
-	if p.cfg.Server {
-		return p.announce(tctx)
+	if !p.cfg.Server {
+		return nil
 	}
+	if err := p.announce(tctx); err != nil {
+		return err
+	}
+	// The announce ran beside the filtering probes (the DHT node sends
+	// nothing to a probe's helper meanwhile); the ready event reports the
+	// whole measurement.
+	jctx, cancel := context.WithTimeout(tctx, pipeJoinTimeout)
+	defer cancel()
+	p.info.NAT = p.ep.WaitNAT(jctx).Class
 	return nil
 }
 
@@ -247,19 +257,14 @@ func (p *Pipe) startEndpoint(link *dhtlink.Link) error {
 }
 
 // join measures the NAT and joins the DHT within pipeJoinTimeout and the
-// pipe's deadline (tctx); ctx is the caller's. A client waits only for the
+// pipe's deadline (tctx); ctx is the caller's. It waits only for the
 // mapping, which comes with the join, and not for the filtering probes
-// (3 RTT + 100 ms): its dial needs no more (holepunch's waitNAT). A server
-// waits for the whole measurement, which its ready event reports; a dial
-// finds its filtering known.
+// (3 RTT + 100 ms): a client's dial needs no more (holepunch's waitNAT),
+// and a server announces meanwhile (start waits for the rest).
 func (p *Pipe) join(ctx, tctx context.Context) error {
 	jctx, cancel := context.WithTimeout(tctx, pipeJoinTimeout)
 	defer cancel()
-	wait := p.ep.WaitNAT
-	if !p.cfg.Server {
-		wait = p.ep.WaitMapping
-	}
-	nat := wait(jctx)
+	nat := p.ep.WaitMapping(jctx)
 	// The measurement joined the DHT on its way (its Discover step); a
 	// second bootstrap cost four round trips to the DHT for nothing. One is
 	// needed only when the measurement could not join.
@@ -275,8 +280,8 @@ func (p *Pipe) join(ctx, tctx context.Context) error {
 
 // announce makes the server reachable and announces the topic: the
 // announce registers the key at its relays as Endpoint.Listen would (the
-// NAT is measured by now), so one call does both, and its two lookups run
-// at once.
+// NAT's mapping is known by now), so one call does both, and its two
+// lookups run at once.
 func (p *Pipe) announce(tctx context.Context) error {
 	jctx, cancel := context.WithTimeout(tctx, pipeJoinTimeout)
 	defer cancel()
