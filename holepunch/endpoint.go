@@ -359,25 +359,24 @@ func (e *Endpoint) waitNAT(ctx context.Context) natcheck.Report {
 // EndpointConfig.MeasureNAT) or none is in flight. It returns the current
 // measurement, or returns when ctx ends.
 func (e *Endpoint) WaitMapping(ctx context.Context) natcheck.Report {
-	e.natMu.Lock()
-	mapped := e.natMapped
-	e.natMu.Unlock()
-	select {
-	case <-mapped:
-	case <-ctx.Done():
-	}
-	return e.NAT()
+	return e.waitClosed(ctx, &e.natMapped)
 }
 
 // WaitNAT waits until no NAT measurement is in flight (the first one, which
 // Start runs, or a Remeasure) or ctx ends, and returns the current
 // measurement.
 func (e *Endpoint) WaitNAT(ctx context.Context) natcheck.Report {
+	return e.waitClosed(ctx, &e.natIdle)
+}
+
+// waitClosed waits until the channel in *ch (natIdle or natMapped, read
+// under natMu) is closed or ctx ends, and returns the current measurement.
+func (e *Endpoint) waitClosed(ctx context.Context, ch *chan struct{}) natcheck.Report {
 	e.natMu.Lock()
-	idle := e.natIdle
+	c := *ch
 	e.natMu.Unlock()
 	select {
-	case <-idle:
+	case <-c:
 	case <-ctx.Done():
 	}
 	return e.NAT()
