@@ -162,8 +162,7 @@ type Session struct {
 	loopsDone  sync.WaitGroup          // the accept loop and the goodbye listener
 	closeReq   chan struct{}           // closed by Close
 	goodbye    chan struct{}           // closed when the peer's goodbye arrives
-	done       chan struct{}           // closed when the session is fully torn down
-	ctx        context.Context         // canceled, with Err as its cause, before done closes
+	ctx        context.Context         // canceled, with Err as its cause, when the session is fully torn down
 	cancel     context.CancelCauseFunc // called once, by supervise
 	closeOnce  sync.Once
 	byeOnce    sync.Once
@@ -281,7 +280,6 @@ func newSession(cfg Config, dc *DatagramConn, tr *quic.Transport, qc *quic.Conn,
 		accepted:   make(chan *Stream, cfg.AcceptBacklog),
 		closeReq:   make(chan struct{}),
 		goodbye:    make(chan struct{}),
-		done:       make(chan struct{}),
 		streamDone: make(chan struct{}, 1),
 		streams:    map[*Stream]struct{}{},
 	}
@@ -366,10 +364,7 @@ func (s *Session) goodbyeLoop() {
 // supervise runs the keepalive and tears the session down when it is closed locally,
 // by the peer, or found dead.
 func (s *Session) supervise() {
-	defer func() {
-		s.cancel(s.Err())
-		close(s.done)
-	}()
+	defer func() { s.cancel(s.Err()) }()
 	live := liveness{interval: s.cfg.KeepaliveInterval, timeout: s.cfg.DeadTimeout}
 	tick := time.NewTicker(max(s.cfg.KeepaliveInterval/2, 5*time.Millisecond))
 	defer tick.Stop()
@@ -538,15 +533,15 @@ func (s *Session) setErr(err error) {
 // of the session.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() { close(s.closeReq) })
-	<-s.done
+	<-s.ctx.Done()
 	return nil
 }
 
 // Done is closed when the session has ended, for whatever reason (see Err).
-func (s *Session) Done() <-chan struct{} { return s.done }
+func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
 
-// Context is canceled when the session has ended, just before Done is closed; its
-// cause (context.Cause) is Err. context.AfterFunc on it watches a session without a
+// Context is canceled when the session has ended (its Done is Done); its cause
+// (context.Cause) is Err. context.AfterFunc on it watches a session without a
 // goroutine of its own.
 func (s *Session) Context() context.Context { return s.ctx }
 
@@ -581,7 +576,7 @@ func (s *Session) OpenStream(ctx context.Context) (*Stream, error) {
 		return nil, err
 	}
 	select {
-	case <-s.done:
+	case <-s.ctx.Done():
 		return nil, fmt.Errorf("secure: open stream: %w", s.Err())
 	case <-s.closeReq:
 		return nil, fmt.Errorf("secure: open stream: %w", ErrSessionClosed)
@@ -620,7 +615,7 @@ func (s *Session) AcceptStream(ctx context.Context) (*Stream, error) {
 		return st, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	case <-s.done:
+	case <-s.ctx.Done():
 		return nil, fmt.Errorf("secure: accept stream: %w", s.Err())
 	}
 }

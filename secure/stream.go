@@ -316,7 +316,7 @@ func (s *Stream) mapErr(err error) error {
 	// The connection ended: say why, once the session has recorded it (the supervisor
 	// does so promptly after the connection's context ends).
 	select {
-	case <-s.sess.done:
+	case <-s.sess.ctx.Done():
 	case <-time.After(time.Second):
 		return fmt.Errorf("secure: stream %d: %w", s.ID(), err)
 	}
