@@ -459,12 +459,12 @@ func (c *DatagramConn) open(pkt []byte) ([]byte, bool) {
 		err = c.window.check(ctr)
 	}
 	var aead cipher.AEAD
+	e := epochOf(c.cipher, ctr)
 	if err == nil {
 		// The window passed it, so ctr is at most ReplayWindowSize behind the highest
 		// counter accepted: its epoch is the current one, the one before or, if it is
 		// ahead, any. Only the next one gets a key, derived once; beyond it would take
 		// 2^23 lost datagrams in a row, or a forger.
-		e := epochOf(c.cipher, ctr)
 		if e == c.recvKeys.n+1 {
 			c.recvKeys.deriveNext()
 		}
@@ -492,7 +492,7 @@ func (c *DatagramConn) open(pkt []byte) ([]byte, bool) {
 		return nil, false
 	}
 	c.window.accept(ctr)
-	if epochOf(c.cipher, ctr) == c.recvKeys.n+1 {
+	if e == c.recvKeys.n+1 {
 		c.recvKeys = c.recvKeys.advance() // the peer has moved to the next epoch
 	}
 	c.lastRecv.Store(int64(time.Since(c.created)))

@@ -76,6 +76,13 @@ func deriveEpochKey(prev *[KeySize]byte, e uint64) [KeySize]byte {
 	return [KeySize]byte(k)
 }
 
+// epochAEAD derives k[e] from the key before it and returns it with its AES-256-GCM
+// AEAD.
+func epochAEAD(prev *[KeySize]byte, e uint64) ([KeySize]byte, cipher.AEAD) {
+	k := deriveEpochKey(prev, e)
+	return k, newAEAD(CipherAES256GCM, &k)
+}
+
 // epochKeys is one direction's keys around its current epoch n. advance returns the
 // next epoch's as a new value, so a sender's concurrent Writes read one without a lock;
 // only the receiver, under its lock, fills in next (deriveNext).
@@ -93,16 +100,15 @@ func newEpochKeys(c Cipher, k [KeySize]byte) *epochKeys {
 	if c != CipherAES256GCM {
 		return &epochKeys{cipher: c, cur: newAEAD(c, &k)}
 	}
-	e := &epochKeys{cipher: c, curKey: deriveEpochKey(&k, 0)}
-	e.cur = newAEAD(c, &e.curKey)
+	e := &epochKeys{cipher: c}
+	e.curKey, e.cur = epochAEAD(&k, 0)
 	return e
 }
 
 // deriveNext derives the key of epoch n+1 into e, unless it is there already.
 func (e *epochKeys) deriveNext() {
 	if e.next == nil && e.cipher == CipherAES256GCM {
-		e.nextKey = deriveEpochKey(&e.curKey, e.n+1)
-		e.next = newAEAD(e.cipher, &e.nextKey)
+		e.nextKey, e.next = epochAEAD(&e.curKey, e.n+1)
 	}
 }
 
@@ -114,8 +120,7 @@ func (e *epochKeys) advance() *epochKeys {
 	}
 	a := &epochKeys{cipher: e.cipher, n: e.n + 1, prev: e.cur, cur: e.next, curKey: e.nextKey}
 	if a.cur == nil {
-		a.curKey = deriveEpochKey(&e.curKey, a.n)
-		a.cur = newAEAD(a.cipher, &a.curKey)
+		a.curKey, a.cur = epochAEAD(&e.curKey, a.n)
 	}
 	return a
 }
