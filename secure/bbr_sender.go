@@ -6,9 +6,11 @@ import (
 
 	"github.com/apernet/quic-go/congestion"
 	"github.com/apernet/quic-go/monotime"
+
+	"github.com/swarmdb/swarmdb/internal/reliable"
 )
 
-// bbrSender plugs the bbr state machine and its pacer into quic-go through
+// bbrSender plugs the BBR state machine and its pacer (internal/reliable) into quic-go through
 // the congestion-control hook of the apernet fork (see quic.go for why the
 // fork). quic-go calls it from the connection's run loop; Stats reads it from
 // other goroutines, hence the lock. Loss detection stays quic-go's (RFC 9002:
@@ -17,12 +19,11 @@ import (
 // retransmission is detected like any other loss).
 type bbrSender struct {
 	mu    sync.Mutex // guards everything below
-	b     *bbr
-	p     pacer
+	b     *reliable.BBR
 	rtt   congestion.RTTStatsProvider
 	ptos  int64 // OnRetransmissionTimeout calls (the fork makes none; kept honest)
-	acked []int64
-	lost  []int64
+	acked []uint64
+	lost  []uint64
 	// appIdle reports whether the application has no write pending (set by the
 	// session; nil means never idle).
 	appIdle func() bool
@@ -31,30 +32,13 @@ type bbrSender struct {
 var _ congestion.CongestionControlEx = (*bbrSender)(nil)
 
 func newBBRSender(mss int64, srtt time.Duration, seed uint64) *bbrSender {
-	return &bbrSender{b: newBBR(mss, srtt, seed)}
+	return &bbrSender{b: reliable.NewBBR(int(mss), srtt, seed)}
 }
 
-// bbrStats is a snapshot for SessionStats.
-type bbrStats struct {
-	Mode       string
-	MSS        uint64 // the packet size quic-go reports (path MTU discovery raises it)
-	CWND       uint64
-	PacingRate float64 // bytes per second
-	BtlBw      float64 // bytes per second
-	MinRTT     time.Duration
-	Inflight   uint64
-	LossEvents uint64
-	LostBytes  uint64
-}
-
-func (s *bbrSender) stats() bbrStats {
+func (s *bbrSender) stats() reliable.BBRStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := s.b
-	return bbrStats{
-		Mode: b.mode.String(), MSS: uint64(b.mss), CWND: uint64(b.cwnd), PacingRate: b.pacingRate, BtlBw: b.btlBw.get(),
-		MinRTT: time.Duration(b.minRTT), Inflight: uint64(b.inflight), LossEvents: uint64(b.lossEvents), LostBytes: uint64(b.lost),
-	}
+	return s.b.Stats()
 }
 
 func (s *bbrSender) SetRTTStatsProvider(p congestion.RTTStatsProvider) {
@@ -67,17 +51,17 @@ func (s *bbrSender) SetRTTStatsProvider(p congestion.RTTStatsProvider) {
 func (s *bbrSender) TimeUntilSend(congestion.ByteCount) monotime.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.p.budget >= float64(s.b.mss) {
-		return 0
+	now := int64(monotime.Now())
+	if t := s.b.NextSend(now); t > now {
+		return monotime.Time(t)
 	}
-	return monotime.Time(s.p.nextSend(s.b.mss, s.b.pacingRate))
+	return 0
 }
 
 func (s *bbrSender) HasPacingBudget(now monotime.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.p.refill(int64(now), s.b.pacingRate, s.b.maxBurst())
-	return s.p.budget >= float64(s.b.mss)
+	return s.b.HasBudget(int64(now))
 }
 
 // quic-go's own count of bytes in flight is the truth: it also drops packets
@@ -87,20 +71,18 @@ func (s *bbrSender) HasPacingBudget(now monotime.Time) bool {
 func (s *bbrSender) OnPacketSent(now monotime.Time, inflight congestion.ByteCount, pn congestion.PacketNumber, size congestion.ByteCount, ackEliciting bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	burst := s.b.maxBurst()
-	s.p.refill(int64(now), s.b.pacingRate, burst)
-	full := s.p.full(burst)
-	s.p.spend(int64(size))
-	if ackEliciting {
-		s.b.inflight = int64(inflight) - int64(size)
-		s.b.onSent(int64(now), int64(pn), int64(size), full, s.appIdle != nil && s.appIdle())
+	if !ackEliciting {
+		s.b.Spend(int64(now), int(size))
+		return
 	}
+	s.b.SetInflight(int64(inflight) - int64(size))
+	s.b.OnSent(int64(now), uint64(pn), int(size), s.appIdle != nil && s.appIdle())
 }
 
 func (s *bbrSender) CanSend(inflight congestion.ByteCount) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return int64(inflight) < s.b.cwnd
+	return int64(inflight) < s.b.Window()
 }
 
 func (s *bbrSender) MaybeExitSlowStart() {}
@@ -119,20 +101,20 @@ func (s *bbrSender) OnCongestionEventEx(prior congestion.ByteCount, now monotime
 	s.acked, s.lost = s.acked[:0], s.lost[:0]
 	after := int64(prior)
 	for _, a := range acked {
-		s.acked = append(s.acked, int64(a.PacketNumber))
+		s.acked = append(s.acked, uint64(a.PacketNumber))
 		after -= int64(a.BytesAcked)
 	}
 	for _, l := range lost {
-		s.lost = append(s.lost, int64(l.PacketNumber))
+		s.lost = append(s.lost, uint64(l.PacketNumber))
 		after -= int64(l.BytesLost)
 	}
-	s.b.inflight = int64(prior)
-	defer func() { s.b.inflight = max(after, 0) }()
+	s.b.SetInflight(int64(prior))
+	defer func() { s.b.SetInflight(after) }()
 	var rtt time.Duration
 	if s.rtt != nil && len(acked) > 0 {
 		rtt = s.rtt.LatestRTT()
 	}
-	s.b.onAck(int64(now), s.acked, s.lost, rtt)
+	s.b.OnAck(int64(now), s.acked, s.lost, rtt)
 }
 
 func (s *bbrSender) OnRetransmissionTimeout(bool) {
@@ -144,23 +126,23 @@ func (s *bbrSender) OnRetransmissionTimeout(bool) {
 func (s *bbrSender) SetMaxDatagramSize(size congestion.ByteCount) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.b.mss = int64(size)
+	s.b.SetPacketSize(int(size))
 }
 
 func (s *bbrSender) InSlowStart() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.b.mode == bbrStartup
+	return s.b.InStartup()
 }
 
 func (s *bbrSender) InRecovery() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.b.inRecovery
+	return s.b.InRecovery()
 }
 
 func (s *bbrSender) GetCongestionWindow() congestion.ByteCount {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return congestion.ByteCount(s.b.cwnd)
+	return congestion.ByteCount(s.b.Window())
 }

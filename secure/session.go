@@ -637,7 +637,7 @@ func (s *Session) Stats() SessionStats {
 		PacingRate:      b.PacingRate,
 		BtlBw:           b.BtlBw,
 		CCState:         b.Mode,
-		PacketSize:      b.MSS,
+		PacketSize:      b.PacketSize,
 		LossEvents:      b.LossEvents,
 		Datagram:        s.dc.Stats(),
 	}

@@ -1,4 +1,4 @@
-package secure
+package reliable
 
 import (
 	"math/rand/v2"

@@ -1,4 +1,4 @@
-package secure
+package reliable
 
 import (
 	"math"
@@ -508,7 +508,7 @@ func (f *maxFilter) update(v float64, t int64) {
 }
 
 // pacer is a token bucket in bytes refilled at the controller's pacing
-// rate: quic-go asks it when the next packet may go.
+// rate: the sender asks it when the next packet may go.
 type pacer struct {
 	budget   float64 // bytes available at last
 	last     int64   // ns of the last refill
@@ -541,4 +541,121 @@ func (p *pacer) nextSend(mss int64, rate float64) int64 {
 	}
 	need := float64(mss) - p.budget
 	return p.last + int64(math.Ceil(need/rate*1e9))
+}
+
+// Congestion is the congestion controller and pacer a Conn consults before
+// it sends an ack-eliciting packet and tells after. The secure package
+// supplies BBR; a test may supply a fixed window. Times are nanoseconds on
+// the Conn's clock.
+type Congestion interface {
+	// Window is the congestion window: the most bytes in flight.
+	Window() int64
+	// NextSend is when the pacer lets the next full-size packet go; at or
+	// before now means at once.
+	NextSend(now int64) int64
+	// OnSent: an ack-eliciting packet of size bytes went out. appLimited
+	// says the sender had nothing more to send, so what this packet's ACK
+	// measures is the application's rate, not the path's.
+	OnSent(now int64, pn uint64, size int, appLimited bool)
+	// OnAck: one ACK's newly acknowledged and newly lost packets, and the
+	// RTT sample it gave (zero if none).
+	OnAck(now int64, acked, lost []uint64, rtt time.Duration)
+	// SetPacketSize: the full packet size changed (path MTU discovery).
+	SetPacketSize(size int)
+}
+
+// BBR is the bbr state machine with its pacer: a Conn's Congestion. The
+// exported methods beyond Congestion's serve the secure package's quic-go
+// adapter, which keeps its own count of bytes in flight.
+type BBR struct {
+	b             *bbr
+	p             pacer
+	acked, lostPN []int64 // scratch for OnAck
+}
+
+var _ Congestion = (*BBR)(nil)
+
+// NewBBR returns a controller for packets of packetSize bytes. srtt is the
+// RTT known so far (zero if none); seed picks PROBE_BW's starting phase.
+func NewBBR(packetSize int, srtt time.Duration, seed uint64) *BBR {
+	return &BBR{b: newBBR(int64(packetSize), srtt, seed)}
+}
+
+// Window is the congestion window in bytes.
+func (x *BBR) Window() int64 { return x.b.cwnd }
+
+// NextSend is when the pacer has a full packet's budget again.
+func (x *BBR) NextSend(now int64) int64 {
+	if x.HasBudget(now) {
+		return now
+	}
+	return x.p.nextSend(x.b.mss, x.b.pacingRate)
+}
+
+// HasBudget refills the pacer to now and reports whether a full packet may go.
+func (x *BBR) HasBudget(now int64) bool {
+	x.p.refill(now, x.b.pacingRate, x.b.maxBurst())
+	return x.p.budget >= float64(x.b.mss)
+}
+
+// Spend takes a packet of size bytes out of the pacer's bucket at now and
+// reports whether the bucket was full before: the sender had been idle.
+func (x *BBR) Spend(now int64, size int) (wasFull bool) {
+	burst := x.b.maxBurst()
+	x.p.refill(now, x.b.pacingRate, burst)
+	wasFull = x.p.full(burst)
+	x.p.spend(int64(size))
+	return wasFull
+}
+
+// OnSent paces an ack-eliciting packet and starts its delivery-rate sample.
+func (x *BBR) OnSent(now int64, pn uint64, size int, appLimited bool) {
+	full := x.Spend(now, size)
+	x.b.onSent(now, int64(pn), int64(size), full, appLimited)
+}
+
+// OnAck feeds one ACK's newly acknowledged and lost packets to the model.
+func (x *BBR) OnAck(now int64, acked, lost []uint64, rtt time.Duration) {
+	x.acked, x.lostPN = x.acked[:0], x.lostPN[:0]
+	for _, pn := range acked {
+		x.acked = append(x.acked, int64(pn))
+	}
+	for _, pn := range lost {
+		x.lostPN = append(x.lostPN, int64(pn))
+	}
+	x.b.onAck(now, x.acked, x.lostPN, rtt)
+}
+
+// SetPacketSize changes the full packet size (path MTU discovery).
+func (x *BBR) SetPacketSize(size int) { x.b.mss = int64(size) }
+
+// SetInflight overrides the controller's count of bytes in flight with the
+// caller's (the quic-go adapter's: quic-go drops packets it never reports).
+func (x *BBR) SetInflight(n int64) { x.b.inflight = max(n, 0) }
+
+// InStartup and InRecovery report the mode and the loss response.
+func (x *BBR) InStartup() bool  { return x.b.mode == bbrStartup }
+func (x *BBR) InRecovery() bool { return x.b.inRecovery }
+
+// BBRStats is a snapshot of the controller.
+type BBRStats struct {
+	Mode       string // startup, drain, probe_bw, probe_rtt
+	PacketSize uint64
+	CWND       uint64
+	PacingRate float64 // bytes per second
+	BtlBw      float64 // bytes per second
+	MinRTT     time.Duration
+	Inflight   uint64
+	LossEvents uint64
+	LostBytes  uint64
+}
+
+// Stats returns a snapshot of the controller.
+func (x *BBR) Stats() BBRStats {
+	b := x.b
+	return BBRStats{
+		Mode: b.mode.String(), PacketSize: uint64(b.mss), CWND: uint64(b.cwnd), PacingRate: b.pacingRate,
+		BtlBw: b.btlBw.get(), MinRTT: time.Duration(b.minRTT), Inflight: uint64(b.inflight),
+		LossEvents: uint64(b.lossEvents), LostBytes: uint64(b.lost),
+	}
 }
