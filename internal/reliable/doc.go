@@ -35,7 +35,7 @@
 // The packet number is an RFC 9000 §16 variable-length integer, the whole
 // number (the Noise layer needs no header protection, so numbers are not
 // truncated). Numbers start at 0 and grow by one with every packet a side
-// sends, retransmissions included (RFC 9002 §2): a lost retransmission is
+// sends, retransmissions included (RFC 9002 §4.2): a lost retransmission is
 // then found like any other loss, by the packet and time thresholds.
 //
 // Frames use the encodings of RFC 9000 §19, a subset:

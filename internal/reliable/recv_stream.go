@@ -322,9 +322,10 @@ func (s *recvStream) onStopLost() {
 
 // maxDataOwed returns the limit a MAX_STREAM_DATA should advertise now, if
 // one is due (RFC 9000 §4.2): the first one, when the window is larger than
-// InitialMaxStreamData; then each time the application has read half a
-// window since the last, so that the peer never waits for one while the
-// reader keeps up, at one frame per half window; and again when the last
+// InitialMaxStreamData; then each time the application has read a
+// windowUpdateFraction of the window since the last, so that the peer never
+// waits for one while the reader keeps up (conn.go says why not half); and
+// again when the last
 // was lost (§13.3). None once the final size is known or the application
 // stopped reading: the peer needs no more credit then.
 func (s *recvStream) maxDataOwed() (max uint64, owed bool) {
@@ -335,7 +336,7 @@ func (s *recvStream) maxDataOwed() (max uint64, owed bool) {
 	if s.maxLost {
 		return max, true
 	}
-	if max > s.limit && (s.firstMax || max-s.limit >= s.window/2) {
+	if max > s.limit && (s.firstMax || max-s.limit >= s.window/windowUpdateFraction) {
 		return max, true
 	}
 	return 0, false

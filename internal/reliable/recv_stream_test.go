@@ -442,18 +442,19 @@ func TestRecvStreamMaxData(t *testing.T) {
 			readChecked(t, s, buf)
 		}
 	}
-	feed(window/2 - 1)
+	const step = window / windowUpdateFraction
+	feed(step - 1)
 	if _, owed := s.maxDataOwed(); owed {
-		t.Fatal("owed before half the window was read")
+		t.Fatal("owed before a quarter of the window was read")
 	}
 	feed(1)
 	max, owed = s.maxDataOwed()
-	if !owed || max != window/2+window {
-		t.Fatalf("after half a window: %d, %t", max, owed)
+	if !owed || max != step+window {
+		t.Fatalf("after a quarter of the window: %d, %t", max, owed)
 	}
 	feed(1000) // not sent yet: the value follows the reads
 	max, _ = s.maxDataOwed()
-	if max != window/2+window+1000 {
+	if max != step+window+1000 {
 		t.Fatalf("max = %d", max)
 	}
 	s.onMaxDataSent(max)

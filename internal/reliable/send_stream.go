@@ -139,6 +139,12 @@ func (s *sendStream) write(p []byte) int {
 	return n
 }
 
+// ended reports whether write will never take anything again, and why: the
+// stream was closed (FIN) or reset, with the reset's code.
+func (s *sendStream) ended() (closed, reset bool, code uint64) {
+	return s.closed, s.rst != resetNone, s.resetCode
+}
+
 // close ends the stream after the bytes written so far: written becomes the
 // final size (RFC 9000 §4.5), and a FIN goes out with or after the last
 // byte.
@@ -189,6 +195,15 @@ func (s *sendStream) hasData(connCredit uint64) bool {
 	default:
 		return s.finPending
 	}
+}
+
+// waiting reports whether the stream has data or a FIN it has not yet sent
+// (or must send again), whether or not flow control lets it go now. A
+// sender held back by flow control is not application-limited (BBR's sense:
+// the application did give it data), as Linux's TCP does not count a
+// receive-window limit as one either.
+func (s *sendStream) waiting() bool {
+	return s.rst == resetNone && (!s.lost.empty() || s.sent < s.written || s.finPending)
 }
 
 // next returns the next STREAM frame's worth: at most max bytes from offset,

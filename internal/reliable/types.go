@@ -49,7 +49,7 @@ type AckRange struct {
 //
 //	PADDING            Length (how many padding bytes, the type byte included)
 //	PING               —
-//	ACK                AckRanges (largest first, disjoint, descending), AckDelay
+//	ACK                AckRanges (largest first, descending, with at least one missing number between two ranges), AckDelay
 //	RESET_STREAM       StreamID, Code, Offset (the final size)
 //	STOP_SENDING       StreamID, Code
 //	STREAM             StreamID, Offset, Data, Fin
