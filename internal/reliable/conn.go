@@ -28,10 +28,14 @@ type Config struct {
 	PacketSize int
 	// StreamWindow is each stream's receive window. Zero means
 	// DefaultStreamWindow. Windows are limits, not allocations: only data
-	// received and not yet read takes memory.
+	// received and not yet read takes memory. A window below
+	// InitialMaxStreamData binds only past that offset: the peer starts
+	// from the initial limit, and there are no transport parameters to
+	// tell it less.
 	StreamWindow uint64
 	// ConnWindow is the connection's receive window over all streams. Zero
-	// means twice StreamWindow.
+	// means twice StreamWindow. Below InitialMaxData it binds only past
+	// that, as StreamWindow.
 	ConnWindow uint64
 	// SendBuffer is how many bytes written to one stream and not yet
 	// acknowledged Write accepts. Zero means twice StreamWindow: the peer's
@@ -41,7 +45,10 @@ type Config struct {
 	// never leaves STARTUP; measured in TestConnTransferLossy).
 	SendBuffer int
 	// MaxIncomingStreams is how many streams the peer may have open at once.
-	// Zero means DefaultMaxIncomingStreams.
+	// Zero means DefaultMaxIncomingStreams. The limit is raised (MAX_STREAMS)
+	// each time half of it has ended, so the peer has at least half of it
+	// free. Below InitialMaxStreams it binds only once the peer has opened
+	// that many, as StreamWindow.
 	MaxIncomingStreams uint64
 	// InitialRTT is the RTT known before the first sample (the handshake's).
 	// Zero means RFC 9002's 333 ms.
@@ -357,8 +364,13 @@ func (c *Conn) syncConsumed(st *stream) bool {
 	}
 	st.consumed += n
 	c.consumedData += n
-	if c.consumedData+c.cfg.ConnWindow-c.maxData >= c.cfg.ConnWindow/windowUpdateFraction {
-		c.maxData = c.consumedData + c.cfg.ConnWindow
+	// Compared as a sum, not a difference: with a ConnWindow below
+	// InitialMaxData, the limit the peer started from is above
+	// consumedData+ConnWindow, and a limit never goes down (RFC 9000 §4.1:
+	// the peer ignores a smaller MAX_DATA, so we would close the
+	// connection on data it was allowed to send).
+	if next := c.consumedData + c.cfg.ConnWindow; next >= c.maxData+c.cfg.ConnWindow/windowUpdateFraction {
+		c.maxData = next
 		c.maxDataOwed = true
 	}
 	return true
@@ -420,8 +432,12 @@ func (c *Conn) forgetIfDone(st *stream) {
 	}
 	if !c.isLocal(st.id) {
 		c.peerClosed++
-		if c.peerClosed+c.cfg.MaxIncomingStreams-c.maxStreams >= c.cfg.MaxIncomingStreams/2 {
-			c.maxStreams = c.peerClosed + c.cfg.MaxIncomingStreams
+		// As a sum, as in syncConsumed: with MaxIncomingStreams below
+		// InitialMaxStreams the peer keeps the initial limit until the
+		// streams it closed pass it (RFC 9000 §4.6: MAX_STREAMS never
+		// lowers a limit).
+		if next := c.peerClosed + c.cfg.MaxIncomingStreams; next >= c.maxStreams+c.cfg.MaxIncomingStreams/2 {
+			c.maxStreams = next
 			c.maxStreamsOwed = true
 		}
 	}

@@ -209,8 +209,15 @@ func (c *Conn) onChunkAcked(ch *chunk) {
 	}
 	switch ch.kind {
 	case chunkStream:
+		// Wake the writer only if it was blocked: Write takes all it can,
+		// so a writer waits only on a full buffer. Every ACK of a stream
+		// that is not full, or whose sending half is closed, would be a
+		// wake for nothing.
+		full := st.send.writable() == 0
 		st.send.onAcked(ch.offset, ch.length, ch.fin)
-		c.wakeStream(st) // room to write
+		if full && st.send.writable() > 0 {
+			c.wakeStream(st)
+		}
 	case chunkResetStream:
 		st.send.onResetAcked()
 	default:

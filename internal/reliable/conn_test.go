@@ -18,6 +18,7 @@ type netPath struct {
 	rate       float64       // bytes per second at the bottleneck; 0: none
 	queueBytes int           // the bottleneck's queue; 0: 256 KiB
 	reorder    float64       // chance a packet is held back an extra delay/4
+	mtu        int           // packets larger than this are dropped (a path MTU); 0: none
 }
 
 type netPacket struct {
@@ -59,7 +60,20 @@ type connPair struct {
 	linkFree [2]int64
 	buf      []byte
 
-	sent, dropped, queueDrops [2]int
+	sent, dropped, queueDrops, mtuDrops [2]int
+
+	// Test hooks, per packet, in the order a packet meets them: watch sees
+	// every packet a side sends, drop discards chosen ones, hold delays
+	// chosen ones by an extra time (reordering them). from is the sender.
+	watch func(from int, pkt []byte)
+	drop  func(from int, pkt []byte) bool
+	hold  func(from int, pkt []byte) time.Duration
+	// alarm, when set, is an event of the test's own: step stops there.
+	alarm int64
+	// recvErr is the first error each side's Receive returned; with
+	// allowErrors unset, any error fails the test.
+	recvErr     [2]error
+	allowErrors bool
 }
 
 func newConnPair(t testing.TB, path netPath, seed uint64, cfg Config) *connPair {
@@ -87,6 +101,18 @@ func (n *connPair) flush(i int) {
 			return
 		}
 		n.sent[i]++
+		if n.watch != nil {
+			n.watch(i, pkt)
+		}
+		if n.path.mtu > 0 && len(pkt) > n.path.mtu {
+			n.dropped[i]++
+			n.mtuDrops[i]++
+			continue
+		}
+		if n.drop != nil && n.drop(i, pkt) {
+			n.dropped[i]++
+			continue
+		}
 		if n.rng.Float64() < n.path.loss {
 			n.dropped[i]++
 			continue
@@ -107,6 +133,9 @@ func (n *connPair) flush(i int) {
 		if n.path.reorder > 0 && n.rng.Float64() < n.path.reorder {
 			at += int64(n.path.delay / 4)
 		}
+		if n.hold != nil {
+			at += int64(n.hold(i, pkt))
+		}
 		n.seq++
 		heap.Push(&n.wire, netPacket{at: at, seq: n.seq, to: 1 - i, data: append([]byte(nil), pkt...)})
 	}
@@ -125,6 +154,9 @@ func (n *connPair) step() bool {
 	if len(n.wire) > 0 {
 		consider(n.wire[0].at)
 	}
+	if n.alarm > n.now {
+		consider(n.alarm)
+	}
 	for _, c := range n.conns {
 		consider(c.Timer())
 		consider(c.PacingDelay(n.now))
@@ -136,7 +168,12 @@ func (n *connPair) step() bool {
 	for len(n.wire) > 0 && n.wire[0].at <= n.now {
 		p := heap.Pop(&n.wire).(netPacket)
 		if err := n.conns[p.to].Receive(n.now, p.data); err != nil {
-			n.t.Fatalf("conn %d: receive: %v", p.to, err)
+			if !n.allowErrors {
+				n.t.Fatalf("conn %d: receive: %v", p.to, err)
+			}
+			if n.recvErr[p.to] == nil {
+				n.recvErr[p.to] = err
+			}
 		}
 	}
 	for _, c := range n.conns {
@@ -240,6 +277,92 @@ func TestConnTransferLossy(t *testing.T) {
 		t.Logf("seed %d: 16 MiB in %v (%.1f MB/s), longest stall %v, sent %v dropped %v", seed, took, float64(16<<20)/took.Seconds()/1e6, stall, n.sent, n.dropped)
 		if stall > 300*time.Millisecond {
 			t.Errorf("seed %d: the receiver stalled for %v", seed, stall)
+		}
+	}
+}
+
+// run flushes both sides and advances virtual time until done reports true.
+// It fails the test if nothing is left to happen first, or after limit.
+func (n *connPair) run(limit time.Duration, done func() bool) {
+	n.t.Helper()
+	start := n.now
+	for {
+		n.flush(0)
+		n.flush(1)
+		if done() {
+			return
+		}
+		n.flush(0) // what done did may have made something to send
+		n.flush(1)
+		if !n.step() {
+			n.t.Fatalf("nothing left to happen after %v", time.Duration(n.now-start))
+		}
+		if time.Duration(n.now-start) > limit {
+			n.t.Fatalf("not done after %v of virtual time", limit)
+		}
+	}
+}
+
+// settle runs until nothing is left to happen: no packet on the wire, no
+// timer armed, nothing waiting on the pacer. It fails the test if that takes
+// longer than limit (two sides that keep answering each other never settle)
+// and returns how long it took.
+func (n *connPair) settle(limit time.Duration) time.Duration {
+	n.t.Helper()
+	start := n.now
+	for {
+		n.flush(0)
+		n.flush(1)
+		if !n.step() {
+			return time.Duration(n.now - start)
+		}
+		if time.Duration(n.now-start) > limit {
+			n.t.Fatalf("still busy after %v of virtual time", limit)
+		}
+	}
+}
+
+// inject delivers a hand-made packet of frames from conn from to the other
+// at once and returns what Receive said. It takes from's next packet number
+// and records the packet as one that awaits no ACK, so that the peer's ACK
+// of it is legal.
+func (n *connPair) inject(from int, frames []byte) error {
+	c := n.conns[from]
+	p := sentPacket{pn: c.nextPN, sentTime: n.now}
+	c.nextPN++
+	c.rec.onSent(&p)
+	pkt := append(AppendVarint(nil, p.pn), frames...)
+	return n.conns[1-from].Receive(n.now, pkt)
+}
+
+// packetFrames decodes a packet the Conn built; each frame is a copy.
+func packetFrames(t testing.TB, pkt []byte) (pn uint64, frames []Frame) {
+	t.Helper()
+	pn, k, err := ParseVarint(pkt)
+	if err != nil {
+		t.Fatalf("packet number: %v", err)
+	}
+	for b := pkt[k:]; len(b) > 0; {
+		var f Frame
+		m, err := ParseFrame(b, &f)
+		if err != nil {
+			t.Fatalf("packet %d: %v", pn, err)
+		}
+		frames = append(frames, f)
+		b = b[m:]
+	}
+	return pn, frames
+}
+
+// readAll reads stream id of c until Read returns nothing or an error.
+func readAll(c *Conn, id uint64) ([]byte, error) {
+	var out []byte
+	buf := make([]byte, 16<<10)
+	for {
+		k, err := c.Read(id, buf)
+		out = append(out, buf[:k]...)
+		if k == 0 || err != nil {
+			return out, err
 		}
 	}
 }
