@@ -30,6 +30,7 @@ type bbr struct {
 
 	// The delivery rate sampler (delivery-rate-estimation §3.1).
 	sent            map[int64]bbrPacket // ack-eliciting packets in flight, by number
+	sentPeak        int                 // the most packets sent has held since it was made
 	inflight        int64               // sum of their sizes
 	delivered       int64               // bytes delivered so far
 	deliveredTime   int64               // when delivered last grew
@@ -84,6 +85,15 @@ const (
 	bbrPruneAge   = 2 * time.Second
 )
 
+// bbrSentIdleSlots: a sent map that has held more packets than this is
+// replaced by an empty one when it empties. A Go map never shrinks, so
+// without this a connection that once had a bulk transfer's window in
+// flight would hold that table, tens of KiB, for as long as it lives
+// (TestConnIdleMemoryAfterBulk); a request/response pattern with a few
+// packets in flight keeps its map (eight slots are one group of the table)
+// and allocates nothing per exchange.
+const bbrSentIdleSlots = 8
+
 // prune forgets packets sent long ago and never reported.
 func (b *bbr) prune(now int64) {
 	horizon := now - int64(bbrPruneAge) - 8*b.minRTT
@@ -91,6 +101,14 @@ func (b *bbr) prune(now int64) {
 		if p.sentTime < horizon {
 			delete(b.sent, pn)
 		}
+	}
+	b.releaseSent()
+}
+
+// releaseSent replaces an empty sent map that grew large (bbrSentIdleSlots).
+func (b *bbr) releaseSent() {
+	if len(b.sent) == 0 && b.sentPeak > bbrSentIdleSlots {
+		b.sent, b.sentPeak = map[int64]bbrPacket{}, 0
 	}
 }
 
@@ -182,6 +200,7 @@ func (b *bbr) onSent(now, pn, size int64, pacerFull, appIdle bool) {
 		size: size, sentTime: now, delivered: b.delivered, deliveredTime: b.deliveredTime,
 		firstSentTime: b.firstSentTime, appLimited: b.appLimitedUntil != 0,
 	}
+	b.sentPeak = max(b.sentPeak, len(b.sent))
 	b.inflight += size
 }
 
@@ -235,6 +254,7 @@ func (b *bbr) onAck(now int64, acked, lost []int64, latestRTT time.Duration) {
 	if b.acks++; b.acks%bbrPruneEvery == 0 {
 		b.prune(now)
 	}
+	b.releaseSent()
 	b.updateMinRTT(now, int64(latestRTT))
 	var rate float64
 	if rs.valid {
@@ -624,7 +644,16 @@ func (x *BBR) OnAck(now int64, acked, lost []uint64, rtt time.Duration) {
 		x.lostPN = append(x.lostPN, int64(pn))
 	}
 	x.b.onAck(now, x.acked, x.lostPN, rtt)
+	if x.b.inflight == 0 && (cap(x.acked) > bbrScratchIdleCap || cap(x.lostPN) > bbrScratchIdleCap) {
+		// Nothing in flight: the scratch a burst grew goes, as the sent
+		// map's table does (releaseSent).
+		x.acked, x.lostPN = nil, nil
+	}
 }
+
+// bbrScratchIdleCap is the capacity of OnAck's scratch arrays kept while
+// idle: a request/response pattern allocates nothing per ACK.
+const bbrScratchIdleCap = 8
 
 // SetPacketSize changes the full packet size (path MTU discovery).
 func (x *BBR) SetPacketSize(size int) { x.b.mss = int64(size) }

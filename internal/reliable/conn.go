@@ -110,6 +110,7 @@ type Conn struct {
 	probes int // PTO probes owed (RFC 9002 §6.2.4)
 
 	streams     map[uint64]*stream
+	streamsPeak int       // the most streams held since the map was made
 	active      []*stream // streams that may have something to send, round-robin
 	wake        []uint64  // streams whose application side may proceed (see Wake)
 	acceptQueue []uint64  // streams the peer opened, not yet accepted
@@ -229,16 +230,19 @@ func (c *Conn) OpenStream() (uint64, error) {
 		id |= 1
 	}
 	c.localOpened++
-	c.streams[id] = c.newStream(id)
+	c.newStream(id)
 	return id, nil
 }
 
+// newStream adds stream id to the table.
 func (c *Conn) newStream(id uint64) *stream {
 	st := &stream{
 		id:   id,
 		send: newSendStream(id, InitialMaxStreamData, c.cfg.SendBuffer),
 		recv: newRecvStream(id, c.cfg.StreamWindow),
 	}
+	c.streams[id] = st
+	c.streamsPeak = max(c.streamsPeak, len(c.streams))
 	c.activate(st) // its first MAX_STREAM_DATA is owed at once
 	return st
 }
@@ -392,8 +396,25 @@ func (c *Conn) Wake(ids []uint64) []uint64 {
 		}
 		ids = append(ids, id)
 	}
-	c.wake = c.wake[:0]
+	// Many streams woke once, few now: let the large array go, or an idle
+	// connection keeps it.
+	c.wake = trimScratch(c.wake, len(c.wake) <= scratchIdleCap)
 	return ids
+}
+
+// scratchIdleCap is the capacity of a reused scratch array (the wake list,
+// the packet numbers of an ACK) that is kept however idle the connection:
+// enough for a request/response pattern to allocate nothing per exchange.
+// A larger one, grown by a burst, is let go once the burst is over.
+const scratchIdleCap = 8
+
+// trimScratch empties a scratch array for reuse, or drops it if it is
+// larger than scratchIdleCap and idle says the burst that grew it is over.
+func trimScratch[T any](s []T, idle bool) []T {
+	if idle && cap(s) > scratchIdleCap {
+		return nil
+	}
+	return s[:0]
 }
 
 func (c *Conn) wakeStream(st *stream) {
@@ -427,9 +448,7 @@ func (c *Conn) forgetIfDone(st *stream) {
 		return
 	}
 	delete(c.streams, st.id)
-	if len(c.streams) == 0 {
-		c.streams = map[uint64]*stream{} // let a map that once held many go
-	}
+	c.shrinkStreams()
 	if !c.isLocal(st.id) {
 		c.peerClosed++
 		// As a sum, as in syncConsumed: with MaxIncomingStreams below
@@ -441,6 +460,24 @@ func (c *Conn) forgetIfDone(st *stream) {
 			c.maxStreamsOwed = true
 		}
 	}
+}
+
+// streamsIdleSlots: a stream table that has held more streams than this is
+// rebuilt once it holds a quarter of its peak. A Go map never shrinks, so
+// without this a connection that once had thousands of streams open would
+// hold their table for as long as it lives; rebuilding at a quarter costs
+// one copy of each stream left per three forgotten.
+const streamsIdleSlots = 8
+
+func (c *Conn) shrinkStreams() {
+	if c.streamsPeak <= streamsIdleSlots || 4*len(c.streams) > c.streamsPeak {
+		return
+	}
+	m := make(map[uint64]*stream, len(c.streams))
+	for id, st := range c.streams {
+		m[id] = st
+	}
+	c.streams, c.streamsPeak = m, len(m)
 }
 
 // Timer is when OnTimer must run next (ns on the caller's clock); 0 means

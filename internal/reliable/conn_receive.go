@@ -157,7 +157,7 @@ func (c *Conn) peerStream(id uint64) (*stream, error) {
 	}
 	for ; c.peerOpened <= idx; c.peerOpened++ {
 		nid := c.peerOpened<<2 | id&3
-		c.streams[nid] = c.newStream(nid)
+		c.newStream(nid)
 		c.acceptQueue = append(c.acceptQueue, nid)
 	}
 	return c.streams[id], nil
@@ -188,6 +188,8 @@ func (c *Conn) onAck(now int64, f *Frame) error {
 		c.probes = 0 // the path works: no probe is needed any more
 	}
 	c.cc.OnAck(now, c.ackedPNs, c.lost, res.rttSample)
+	idle := c.rec.bytesInFlight() == 0
+	c.ackedPNs, c.lost = trimScratch(c.ackedPNs, idle), trimScratch(c.lost, idle)
 	return nil
 }
 
