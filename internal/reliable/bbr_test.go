@@ -135,6 +135,7 @@ func newTestBBR() *bbr { return newBBR(1200, 0, 3) }
 // 100 Mbit/s, 20 ms: STARTUP finds the bandwidth, DRAIN empties the queue it
 // built, and PROBE_BW then runs near the bottleneck rate with a small queue.
 func TestBBRFindsBandwidthAndDrains(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	p := simPath{rtt: 20 * time.Millisecond, rate: 12.5e6, queue: 500_000}
 	b := newTestBBR()
 	var at1s int64
@@ -172,6 +173,7 @@ func TestBBRFindsBandwidthAndDrains(t *testing.T) {
 // goodput stay near the bottleneck rate at 2 % and 5 %, where Reno would get
 // about MSS/RTT·1.22/√p (0.5 MB/s at 2 %).
 func TestBBRHoldsRateUnderRandomLoss(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	for _, loss := range []float64{0.005, 0.02, 0.05} {
 		p := simPath{rtt: 40 * time.Millisecond, rate: 12.5e6, queue: 500_000, loss: loss, seed: 11}
 		b := newTestBBR()
@@ -238,6 +240,7 @@ func TestBBRLossConservesThenRestores(t *testing.T) {
 // After ten seconds without a lower RTT sample BBR spends about 200 ms and a
 // round at four packets in flight, then goes back to PROBE_BW with its window.
 func TestBBRProbeRTT(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	p := simPath{rtt: 20 * time.Millisecond, rate: 5e6, queue: 300_000}
 	b := newTestBBR()
 	var inProbe, sawSmall bool
@@ -272,6 +275,7 @@ func TestBBRProbeRTT(t *testing.T) {
 // rounds are app-limited, so the real bandwidth is still found once it sends
 // in bulk.
 func TestBBRAppLimitedKeepsStartup(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	p := simPath{rtt: 20 * time.Millisecond, rate: 12.5e6, queue: 500_000, appRate: 0.5e6}
 	b := newTestBBR()
 	p.run(t, b, time.Second, nil)

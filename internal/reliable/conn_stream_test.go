@@ -64,6 +64,7 @@ func TestConnAcceptInOrder(t *testing.T) {
 // small message written on another stream meanwhile still arrives within
 // about the path's delay plus its queue, not behind the bulk data.
 func TestConnRoundRobinSmallStream(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	const delay = 10 * time.Millisecond
 	n := newConnPair(t, netPath{delay: delay, rate: 20e6}, 1, Config{})
 	a, b := n.conns[0], n.conns[1]
@@ -408,6 +409,7 @@ func TestConnStreamLimit(t *testing.T) {
 // several streams together at the connection window; once it reads,
 // everything arrives intact.
 func TestConnFlowControlStopsWriter(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	for _, tc := range []struct {
 		name           string
 		streams        int

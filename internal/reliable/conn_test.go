@@ -261,6 +261,7 @@ func (n *connPair) transfer(size int, limit time.Duration) (took, stall time.Dur
 }
 
 func TestConnTransferClean(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	n := newConnPair(t, netPath{delay: 10 * time.Millisecond, rate: 50e6}, 1, Config{})
 	took, stall := n.transfer(16<<20, time.Minute)
 	rate := float64(16<<20) / took.Seconds() / 1e6
@@ -271,6 +272,7 @@ func TestConnTransferClean(t *testing.T) {
 }
 
 func TestConnTransferLossy(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	for _, seed := range []uint64{1, 2, 3} {
 		n := newConnPair(t, netPath{delay: 20 * time.Millisecond, loss: 0.02, rate: 50e6, reorder: 0.01}, seed, Config{})
 		took, stall := n.transfer(16<<20, time.Minute)

@@ -150,6 +150,7 @@ func TestRangeSetHeapArray(t *testing.T) {
 // bitmap, checking after each that they hold the same values and that the
 // spans are sorted, disjoint and coalesced.
 func TestRangeSetModel(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	const size = 200
 	for seed := range uint64(50) {
 		rng := rand.New(rand.NewPCG(seed, 1))

@@ -530,6 +530,7 @@ func BenchmarkRecoverySendAck(b *testing.B) {
 // receiver did not get, nothing both acknowledged and lost, every packet
 // finally one or the other, every byte delivered, and the history empty.
 func TestRecoveryRandomized(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	for _, tc := range []struct {
 		loss   float64
 		jitter int64 // ns of random extra delay: reordering

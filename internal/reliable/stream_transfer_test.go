@@ -92,6 +92,7 @@ func (l *lossyLink) sendChunk(now int, off uint64, data []byte, fin bool) {
 // accounting, and that both halves finish holding no memory. Some transfers
 // end early: the sender resets, or the receiver stops reading.
 func TestStreamTransferLossy(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
 	const conn = 3 << 19
 	for _, c := range []transferCase{
 		{name: "16MiB", size: 16 << 20, loss: 0.05, dup: 0.03, connWindow: conn, seed: 1},
