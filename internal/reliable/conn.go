@@ -243,7 +243,14 @@ func (c *Conn) newStream(id uint64) *stream {
 	}
 	c.streams[id] = st
 	c.streamsPeak = max(c.streamsPeak, len(c.streams))
-	c.activate(st) // its first MAX_STREAM_DATA is owed at once
+	// Its first MAX_STREAM_DATA is owed at once; but a stream of ours
+	// sends it with its first frame (Write, CloseWrite, Reset and
+	// StopReading queue the stream): sent now, it would make the stream
+	// visible to the peer, in its accept queue and counted against its
+	// limit, before we use it (see OpenStream).
+	if !c.isLocal(id) {
+		c.activate(st)
+	}
 	return st
 }
 

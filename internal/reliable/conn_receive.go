@@ -88,8 +88,13 @@ func (c *Conn) onFrame(now int64, f *Frame) error {
 		if f.Max > c.peerMaxData {
 			c.peerMaxData = f.Max
 			// Streams that waited for connection credit may send again.
+			// Only those: queueing a stream of ours that was never used
+			// would send its first MAX_STREAM_DATA, and the peer would
+			// learn of it (newStream).
 			for _, st := range c.streams {
-				c.activate(st)
+				if st.send.waiting() {
+					c.activate(st)
+				}
 			}
 		}
 		return nil

@@ -60,6 +60,38 @@ func TestConnAcceptInOrder(t *testing.T) {
 	}
 }
 
+// A stream opened and not yet used is invisible to the peer: no packet
+// goes for it. Its first frame brings the window with it.
+func TestConnOpenedStreamInvisibleUntilUsed(t *testing.T) {
+	n := newConnPair(t, netPath{delay: 5 * time.Millisecond}, 1, Config{})
+	a, b := n.conns[0], n.conns[1]
+	var first []Frame // the first packet that names a stream
+	n.watch = func(from int, pkt []byte) {
+		_, frames := packetFrames(t, pkt)
+		for _, f := range frames {
+			switch f.Type {
+			case FrameStream, FrameResetStream, FrameStopSending, FrameMaxStreamData, FrameStreamDataBlocked:
+				if first == nil {
+					first = frames
+				}
+			}
+		}
+	}
+	id, _ := a.OpenStream()
+	n.settle(time.Second)
+	if _, ok := b.AcceptStream(); ok || first != nil {
+		t.Fatalf("an unused stream: accepted %t, frames sent %v", ok, first)
+	}
+	a.Write(id, []byte("now"))
+	n.settle(time.Second)
+	if got, ok := b.AcceptStream(); !ok || got != id {
+		t.Fatalf("accepted %d, %t", got, ok)
+	}
+	if len(first) != 2 || first[0].Type != FrameMaxStreamData || first[1].Type != FrameStream {
+		t.Errorf("first packet: %v", first)
+	}
+}
+
 // Round robin: a bulk transfer keeps its stream's send buffer full, and a
 // small message written on another stream meanwhile still arrives within
 // about the path's delay plus its queue, not behind the bulk data.
