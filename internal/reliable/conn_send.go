@@ -191,7 +191,11 @@ func (c *Conn) appendStream(pkt []byte, p *sentPacket, st *stream) []byte {
 		st.recv.onMaxDataSent(max)
 	}
 	for {
-		room := c.room(pkt, p) - streamFrameRoom
+		// The frame's overhead for this stream, not streamFrameRoom's
+		// worst case, which left every full packet 11 bytes short: no
+		// offset is beyond what was written, no length beyond the room.
+		room := c.room(pkt, p)
+		room -= 1 + VarintLen(st.id) + VarintLen(st.send.written) + VarintLen(uint64(room))
 		if room <= 0 {
 			return pkt
 		}

@@ -570,3 +570,21 @@ func TestConnSmallWindowsPausingReader(t *testing.T) {
 		t.Errorf("the pause did not test it: %d bytes arrived", b.recvData)
 	}
 }
+
+// A bulk transfer's packets are full: STREAM frames take all the room a
+// packet has left after their own header.
+func TestConnPacketsFull(t *testing.T) {
+	n := newConnPair(t, netPath{delay: 5 * time.Millisecond}, 1, Config{})
+	sizes := map[int]int{}
+	n.watch = func(from int, pkt []byte) {
+		if from == 0 {
+			sizes[len(pkt)]++
+		}
+	}
+	n.transfer(1<<20, 10*time.Second)
+	full := sizes[DefaultPacketSize]
+	t.Logf("%d of %d packets full", full, n.sent[0])
+	if full < n.sent[0]*9/10 {
+		t.Errorf("%d of %d packets full; sizes %v", full, n.sent[0], sizes)
+	}
+}
