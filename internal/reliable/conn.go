@@ -23,9 +23,15 @@ type Config struct {
 	// Client is true on the Noise initiator's side: it opens streams 0, 4,
 	// 8, …, the other side 1, 5, 9, ….
 	Client bool
-	// PacketSize is the largest packet, before sealing. Zero means
+	// PacketSize is the largest packet, before sealing, until path MTU
+	// discovery finds a larger one: every path must carry it. Zero means
 	// DefaultPacketSize.
 	PacketSize int
+	// MaxPacketSize is the largest packet path MTU discovery tries (RFC
+	// 9000 §14.3, pmtu.go), before sealing; the packet size grows up to it
+	// on a path that carries it. Zero means no discovery: packets stay at
+	// PacketSize.
+	MaxPacketSize int
 	// StreamWindow is each stream's receive window. Zero means
 	// DefaultStreamWindow. Windows are limits, not allocations: only data
 	// received and not yet read takes memory. A window below
@@ -91,7 +97,12 @@ type ConnStats struct {
 	ProbeTimeouts                uint64
 	SRTT, MinRTT, LatestRTT      time.Duration
 	BytesInFlight                int
-	PacketSize                   int
+	// PacketSize is the largest packet now: Config.PacketSize, or what path
+	// MTU discovery raised it to.
+	PacketSize int
+	// MTUProbes and MTUProbesLost count path MTU probes (not in the packet
+	// counts' losses); MTUBlackHoles counts falls back to Config.PacketSize.
+	MTUProbes, MTUProbesLost, MTUBlackHoles uint64
 }
 
 // Conn is one connection's transport state: its streams, what it has sent
@@ -108,6 +119,10 @@ type Conn struct {
 
 	nextPN uint64
 	probes int // PTO probes owed (RFC 9002 §6.2.4)
+
+	packetSize int        // the largest packet now (pmtu.go)
+	pmtu       pmtuSearch // path MTU discovery
+	dataSentAt int64      // when the last packet with more than a PING went out
 
 	streams     map[uint64]*stream
 	streamsPeak int       // the most streams held since the map was made
@@ -170,7 +185,10 @@ func NewConn(cfg Config) *Conn {
 		maxStreams:     InitialMaxStreams,
 		peerMaxData:    InitialMaxData,
 		maxData:        InitialMaxData,
+		packetSize:     cfg.PacketSize,
+		pmtu:           pmtuSearch{ceiling: cfg.MaxPacketSize},
 	}
+	c.pmtu.restart()
 	// No transport parameters: raise the initial limits at once (see the
 	// package comment).
 	if cfg.ConnWindow > c.maxData {
@@ -508,16 +526,17 @@ func (c *Conn) OnTimer(now int64) {
 	}
 	if t := c.rec.timer(); t != 0 && t <= now {
 		lost, probes := c.rec.onTimer(now)
-		if len(lost) > 0 {
-			c.lost = c.lost[:0]
-			for i := range lost {
-				c.onPacketLost(&lost[i])
-			}
+		c.lost = c.lost[:0]
+		for i := range lost {
+			c.onPacketLost(&lost[i])
+		}
+		if len(c.lost) > 0 { // MTU probes are not the controller's business
 			c.cc.OnAck(now, nil, c.lost, 0)
 		}
 		if probes > 0 {
 			c.stats.ProbeTimeouts++
 			c.probes = probes
+			c.onBlackHole()
 		}
 	}
 }
@@ -574,7 +593,7 @@ func (c *Conn) Stats() ConnStats {
 	r := c.rec.rtt()
 	s.SRTT, s.MinRTT, s.LatestRTT = r.Smoothed(), r.Min(), r.Latest()
 	s.BytesInFlight = c.rec.bytesInFlight()
-	s.PacketSize = c.cfg.PacketSize
+	s.PacketSize = c.packetSize
 	return s
 }
 

@@ -181,6 +181,10 @@ func (c *Conn) onAck(now int64, f *Frame) error {
 	c.ackedPNs, c.lost = c.ackedPNs[:0], c.lost[:0]
 	for i := range res.acked {
 		p := &res.acked[i]
+		if size := mtuProbeSize(p); size > 0 {
+			c.onMTUProbeAcked(size) // the controller never saw it sent
+			continue
+		}
 		c.ackedPNs = append(c.ackedPNs, p.pn)
 		for j := range p.chunks[:p.nchunks] {
 			c.onChunkAcked(&p.chunks[j])
@@ -198,8 +202,13 @@ func (c *Conn) onAck(now int64, f *Frame) error {
 	return nil
 }
 
-// onPacketLost makes what a lost packet carried owed again.
+// onPacketLost makes what a lost packet carried owed again; a lost MTU
+// probe only narrows the search (pmtu.go).
 func (c *Conn) onPacketLost(p *sentPacket) {
+	if size := mtuProbeSize(p); size > 0 {
+		c.onMTUProbeLost(size)
+		return
+	}
 	c.stats.PacketsLost++
 	c.stats.BytesLost += uint64(p.size)
 	c.lost = append(c.lost, p.pn)

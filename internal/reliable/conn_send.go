@@ -17,8 +17,9 @@ const streamFrameRoom = 1 + 8 + 8 + 2
 // again until nil, after every Receive, OnTimer and stream call. What may go:
 // an ACK when one is owed; ack-eliciting frames when the congestion window
 // has room and the pacer allows, or as a probe after a probe timeout (RFC
-// 9002 §6.2.4: probes ignore the window); a CONNECTION_CLOSE once, after
-// Close or a protocol error.
+// 9002 §6.2.4: probes ignore the window); a path MTU probe when one is due
+// (pmtu.go), ahead of the rest; a CONNECTION_CLOSE once, after Close or a
+// protocol error.
 func (c *Conn) Send(now int64, buf []byte) []byte {
 	if c.closed != nil {
 		if !c.closing {
@@ -28,7 +29,7 @@ func (c *Conn) Send(now int64, buf []byte) []byte {
 		pkt := AppendVarint(buf[:0], c.nextPN)
 		c.nextPN++
 		reason := c.closed.Reason
-		if max := c.cfg.PacketSize - len(pkt) - maxControlFrame; len(reason) > max {
+		if max := c.packetSize - len(pkt) - maxControlFrame; len(reason) > max {
 			reason = reason[:max]
 		}
 		pkt = AppendConnectionClose(pkt, c.closed.Code, []byte(reason))
@@ -37,6 +38,9 @@ func (c *Conn) Send(now int64, buf []byte) []byte {
 	}
 	probe := c.probes > 0
 	mayElicit := probe || (int64(c.rec.bytesInFlight()) < c.cc.Window() && c.cc.NextSend(now) <= now)
+	if size := c.mtuProbeDue(now); size > 0 && mayElicit && !probe {
+		return c.appendMTUProbe(now, buf, size)
+	}
 	ackAt := c.ack.deadline()
 	ackDue := ackAt != 0 && ackAt <= now
 	if !ackDue && !probe && !(mayElicit && c.hasData()) {
@@ -83,6 +87,9 @@ func (c *Conn) Send(now int64, buf []byte) []byte {
 	c.rec.onSent(&p) // ACK-only packets too: the peer may acknowledge them
 	if p.ackEliciting {
 		c.cc.OnSent(now, p.pn, p.size, !c.waiting())
+		if p.nchunks > 1 || p.chunks[0].kind != chunkPing {
+			c.dataSentAt = now
+		}
 	}
 	c.countSent(pkt)
 	return pkt
@@ -143,7 +150,7 @@ func (c *Conn) room(pkt []byte, p *sentPacket) int {
 	if p.nchunks == maxChunks {
 		return 0
 	}
-	return c.cfg.PacketSize - len(pkt)
+	return c.packetSize - len(pkt)
 }
 
 // appendStreams fills the packet from the streams in the send queue, round
@@ -219,7 +226,7 @@ func (c *Conn) requeue(ch *chunk) {
 	case chunkMaxStreams:
 		c.maxStreamsOwed = true
 		return
-	case chunkPing:
+	case chunkPing, chunkMTUProbe:
 		return
 	}
 	st, ok := c.streams[ch.id]

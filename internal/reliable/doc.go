@@ -28,7 +28,9 @@
 //
 // # Wire format
 //
-// A packet is the payload of one sealed datagram:
+// A packet is the payload of one sealed datagram, at most
+// Config.PacketSize bytes, or the larger size path MTU discovery found
+// (pmtu.go):
 //
 //	packet = packet-number frame...
 //

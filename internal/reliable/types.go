@@ -83,7 +83,8 @@ const (
 	chunkMaxStreamData                      // a MAX_STREAM_DATA for id (resend the current limit if lost)
 	chunkMaxData                            // a MAX_DATA (resend the current limit if lost)
 	chunkMaxStreams                         // a MAX_STREAMS (resend the current limit if lost)
-	chunkPing                               // a PING, or a path MTU probe: nothing to resend
+	chunkPing                               // a PING: nothing to resend
+	chunkMTUProbe                           // a path MTU probe of length bytes (pmtu.go): nothing to resend
 )
 
 // chunk is one retransmittable thing a packet carried, as the sender
