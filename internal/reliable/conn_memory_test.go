@@ -97,7 +97,7 @@ func TestConnIdleMemory(t *testing.T) {
 // the connection is idle: its memory returns to the small exchange's.
 func TestConnIdleMemoryAfterBulk(t *testing.T) {
 	per := measureIdleConns(t, 100, netPath{delay: 5 * time.Millisecond, rate: 50e6, loss: 0.01}, func(n *connPair) {
-		n.transfer(1<<20, 10*time.Second) // on stream 0
+		n.transfer(256<<10, 10*time.Second) // on stream 0
 		n.conns[1].CloseWrite(0)
 		n.run(time.Second, func() bool {
 			_, err := readAll(n.conns[0], 0)
@@ -105,7 +105,7 @@ func TestConnIdleMemoryAfterBulk(t *testing.T) {
 		})
 		smallExchange(n)
 	})
-	t.Logf("an idle Conn after a 1 MiB transfer and a small exchange holds %.0f bytes", per)
+	t.Logf("an idle Conn after a 256 KiB transfer and a small exchange holds %.0f bytes", per)
 	if per > idleConnBudget {
 		t.Errorf("an idle Conn holds %.0f bytes, budget %d", per, idleConnBudget)
 	}

@@ -109,10 +109,10 @@ func TestConnRoundRobinSmallStream(t *testing.T) {
 	var sentAt []int64 // when each small message was written
 	var latencies []time.Duration
 	var smallRead, bulkRead int
-	peer := map[uint64]uint64{} // the peer's id → ours
-	nextMsg := n.now + int64(200*time.Millisecond)
-	end := n.now + int64(2*time.Second)
-	n.run(3*time.Second, func() bool {
+	var accepted []uint64
+	nextMsg := n.now + int64(200*time.Millisecond) // BBR has left STARTUP
+	end := n.now + int64(time.Second)
+	n.run(2*time.Second, func() bool {
 		for a.Writable(bulk) > 0 {
 			a.Write(bulk, chunk)
 		}
@@ -121,12 +121,12 @@ func TestConnRoundRobinSmallStream(t *testing.T) {
 				t.Fatalf("small write: %d, %v", k, err)
 			}
 			sentAt = append(sentAt, n.now)
-			nextMsg += int64(100 * time.Millisecond)
+			nextMsg += int64(50 * time.Millisecond)
 		}
 		for id, ok := b.AcceptStream(); ok; id, ok = b.AcceptStream() {
-			peer[id] = id
+			accepted = append(accepted, id)
 		}
-		for id := range peer {
+		for _, id := range accepted {
 			for {
 				k, _ := b.Read(id, rbuf)
 				if k == 0 {
@@ -147,7 +147,7 @@ func TestConnRoundRobinSmallStream(t *testing.T) {
 		t.Fatalf("%d small messages arrived", len(latencies))
 	}
 	worst := slices.Max(latencies)
-	rate := float64(bulkRead) / 2 / 1e6
+	rate := float64(bulkRead) / 1e6 // in one second
 	t.Logf("bulk %.1f MB/s; small message latency: worst %v, all %v", rate, worst, latencies)
 	if rate < 10 {
 		t.Errorf("bulk stream moved %.1f MB/s through 20 MB/s", rate)
