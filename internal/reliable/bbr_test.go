@@ -1,6 +1,7 @@
 package reliable
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -175,23 +176,26 @@ func TestBBRFindsBandwidthAndDrains(t *testing.T) {
 func TestBBRHoldsRateUnderRandomLoss(t *testing.T) {
 	t.Parallel() // a long simulation: run beside the others
 	for _, loss := range []float64{0.005, 0.02, 0.05} {
-		p := simPath{rtt: 40 * time.Millisecond, rate: 12.5e6, queue: 500_000, loss: loss, seed: 11}
-		b := newTestBBR()
-		var at1s int64
-		res := p.run(t, b, 4*time.Second, func(now time.Duration, b *bbr) {
-			if now == time.Second {
-				at1s = b.delivered
+		t.Run(fmt.Sprintf("loss %.1f%%", loss*100), func(t *testing.T) {
+			t.Parallel() // three long simulations: beside each other too
+			p := simPath{rtt: 40 * time.Millisecond, rate: 12.5e6, queue: 500_000, loss: loss, seed: 11}
+			b := newTestBBR()
+			var at1s int64
+			res := p.run(t, b, 4*time.Second, func(now time.Duration, b *bbr) {
+				if now == time.Second {
+					at1s = b.delivered
+				}
+			})
+			goodput := float64(res.delivered-at1s) / 3
+			t.Logf("goodput %.2f MB/s of %.2f (loss-free share %.2f), bw %.2f MB/s, loss events %d, mode %v",
+				goodput/1e6, p.rate/1e6, 1-loss, b.btlBw.get()/1e6, b.lossEvents, b.mode)
+			if goodput < 0.8*(1-loss)*p.rate {
+				t.Errorf("goodput %.2f MB/s, want at least 80 %% of the %.2f left after loss", goodput/1e6, (1-loss)*p.rate/1e6)
+			}
+			if bw := b.btlBw.get(); bw < 0.8*p.rate {
+				t.Errorf("bandwidth estimate fell to %.2f MB/s", bw/1e6)
 			}
 		})
-		goodput := float64(res.delivered-at1s) / 3
-		t.Logf("loss %.1f %%: goodput %.2f MB/s of %.2f (loss-free share %.2f), bw %.2f MB/s, loss events %d, mode %v",
-			loss*100, goodput/1e6, p.rate/1e6, 1-loss, b.btlBw.get()/1e6, b.lossEvents, b.mode)
-		if goodput < 0.8*(1-loss)*p.rate {
-			t.Errorf("loss %.1f %%: goodput %.2f MB/s, want at least 80 %% of the %.2f left after loss", loss*100, goodput/1e6, (1-loss)*p.rate/1e6)
-		}
-		if bw := b.btlBw.get(); bw < 0.8*p.rate {
-			t.Errorf("loss %.1f %%: bandwidth estimate fell to %.2f MB/s", loss*100, bw/1e6)
-		}
 	}
 }
 

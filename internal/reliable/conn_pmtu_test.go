@@ -63,7 +63,13 @@ func TestConnPMTUDiscovery(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newConnPair(t, netPath{delay: 10 * time.Millisecond, mtu: tc.mtu}, 1, Config{MaxPacketSize: tc.maxSize})
 			w, rw := watchPMTU(t, n)
-			n.transfer(4<<20, 10*time.Second)
+			// Bulk data until the search is over, and a little more.
+			for i := 0; i < 2 || n.conns[0].pmtu.next(n.conns[0].packetSize) != 0; i++ {
+				if i == 40 {
+					t.Fatalf("the search is not over after 40 transfers; probes %v", w.probes)
+				}
+				n.transfer(128<<10, 10*time.Second)
+			}
 			s := n.conns[0].Stats()
 			t.Logf("packet size %d after probes %v (%d lost); largest data packet %d; %d packets dropped by the MTU",
 				s.PacketSize, w.probes, s.MTUProbesLost, w.largestData, n.mtuDrops[0])

@@ -23,7 +23,7 @@ func TestConnStreamsShareEvenly(t *testing.T) {
 	chunk := make([]byte, 64<<10)
 	rbuf := make([]byte, 64<<10)
 	read := map[uint64]int{}
-	end := n.now + int64(time.Second)
+	end := n.now + int64(500*time.Millisecond)
 	n.run(2*time.Second, func() bool {
 		for _, id := range ids {
 			for a.Writable(id) > 0 {
@@ -50,7 +50,7 @@ func TestConnStreamsShareEvenly(t *testing.T) {
 	for _, k := range read {
 		total += k
 	}
-	t.Logf("%.1f MB/s in all; per stream %v", float64(total)/1e6, read)
+	t.Logf("%.1f MB/s in all; per stream %v", float64(total)/0.5/1e6, read)
 	for _, id := range ids {
 		if share := float64(read[id]) / float64(total); share < 0.8/streams || share > 1.2/streams {
 			t.Errorf("stream %d got %.0f %% of the bytes", id, 100*share)
@@ -65,7 +65,7 @@ func TestConnBothDirections(t *testing.T) {
 	t.Parallel() // a long simulation: run beside the others
 	n := newConnPair(t, netPath{delay: 10 * time.Millisecond, rate: 20e6}, 1, Config{})
 	a, b := n.conns[0], n.conns[1]
-	const size = 8 << 20
+	const size = 4 << 20
 	id, _ := a.OpenStream()
 	var written, read [2]int // by the side that writes
 	var eof [2]bool
@@ -119,8 +119,8 @@ func TestConnBothDirections(t *testing.T) {
 	})
 	for w := range 2 {
 		rate := float64(size) / took[w].Seconds() / 1e6
-		t.Logf("direction %d: 8 MiB in %v, %.1f MB/s", w, took[w], rate)
-		if read[w] != size || rate < 12 {
+		t.Logf("direction %d: 4 MiB in %v, %.1f MB/s", w, took[w], rate)
+		if read[w] != size || rate < 10 { // STARTUP included
 			t.Errorf("direction %d: %d bytes at %.1f MB/s through 20 MB/s", w, read[w], rate)
 		}
 	}

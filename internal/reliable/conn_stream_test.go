@@ -458,7 +458,7 @@ func TestConnFlowControlStopsWriter(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newConnPair(t, netPath{delay: 5 * time.Millisecond, rate: 50e6}, 1, Config{StreamWindow: tc.stream, ConnWindow: tc.conn})
 			a, b := n.conns[0], n.conns[1]
-			const size = 1 << 20
+			const size = 768 << 10 // more than every window here
 			data := make([]byte, size)
 			for i := range data {
 				data[i] = pattern(uint64(i))
