@@ -13,7 +13,9 @@ const maxControlFrame = 1 + 3*8
 const streamFrameRoom = 1 + 8 + 8 + 2
 
 // Send builds the next packet into buf[:0] and returns it, or nil when
-// nothing may go now. The caller seals and sends each packet and calls Send
+// nothing may go now. A packet is at most Stats().PacketSize bytes, which
+// path MTU discovery raises up to Config.MaxPacketSize: a buf with that
+// capacity is never outgrown. The caller seals and sends each packet and calls Send
 // again until nil, after every Receive, OnTimer and stream call. What may go:
 // an ACK when one is owed; ack-eliciting frames when the congestion window
 // has room and the pacer allows, or as a probe after a probe timeout (RFC

@@ -23,7 +23,8 @@ const (
 	// pmtuSearchGap ends the search: once the largest size known to pass
 	// and the smallest known to fail (or the ceiling) are closer than this,
 	// another probe would gain less than a STREAM frame header's worth per
-	// packet. RFC 8899 §5.3 leaves the search to the implementation.
+	// packet. RFC 8899 §5.3.2 leaves the choice of probe sizes to the
+	// implementation.
 	pmtuSearchGap = 16
 	// pmtuBlackHolePTOs: after this many probe timeouts in a row without an
 	// ACK, packets larger than Config.PacketSize are assumed to have
