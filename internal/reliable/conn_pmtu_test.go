@@ -187,3 +187,29 @@ func TestConnPMTUBlackHole(t *testing.T) {
 		t.Errorf("packet size %d after the change to 1300", s.PacketSize)
 	}
 }
+
+// A path whose MTU is below the start size (which Config.PacketSize says
+// every path carries) changes nothing: small messages still pass, every
+// probe is lost, and the search ends without lowering the packet size.
+func TestConnPMTUPathBelowStartSize(t *testing.T) {
+	n := newConnPair(t, netPath{delay: 10 * time.Millisecond, mtu: 1000}, 1, Config{MaxPacketSize: testMaxPacketSize})
+	w, _ := watchPMTU(t, n)
+	a, b := n.conns[0], n.conns[1]
+	id, _ := a.OpenStream()
+	for i := range 20 {
+		a.Write(id, make([]byte, 100))
+		n.run(time.Second, func() bool {
+			b.AcceptStream()
+			p, _ := readAll(b, id)
+			return len(p) == 100
+		})
+		if i > 0 && a.pmtu.next(a.packetSize) == 0 {
+			break
+		}
+	}
+	s := a.Stats()
+	t.Logf("probes %v, packet size %d", w.probes, s.PacketSize)
+	if s.PacketSize != DefaultPacketSize || a.pmtu.next(a.packetSize) != 0 || s.MTUProbesLost != s.MTUProbes {
+		t.Errorf("packet size %d, search over %t, %d of %d probes lost", s.PacketSize, a.pmtu.next(a.packetSize) == 0, s.MTUProbesLost, s.MTUProbes)
+	}
+}
