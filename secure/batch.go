@@ -2,6 +2,7 @@ package secure
 
 import (
 	"sync"
+	"time"
 
 	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
@@ -13,7 +14,9 @@ import (
 //
 // Over such a conn a DatagramConn does not send each datagram as it is written: Write
 // seals it into a batch, and a goroutine of the conn's own sends the batch, each run of
-// equal-size datagrams with one call. A datagram waits only while the previous batch is
+// equal-size datagrams with one call. The goroutine runs only while there is sending
+// to do: it starts with a batch and leaves after writerIdleExit without one, so an idle
+// connection has none. A datagram waits only while the previous batch is
 // being sent; a sender that writes faster than the system sends gets larger batches.
 // The kernel's per-datagram work, most of what a bulk sender spends, is then paid once
 // per run (on loopback, 44 datagrams of a bulk transfer cost about what 3 did).
@@ -32,17 +35,27 @@ const (
 
 // sendBatch is the batch a DatagramConn fills and its writer goroutine sends.
 type sendBatch struct {
-	w SegmentWriter
+	w    SegmentWriter
+	sent func(n, bytes int, err error) // told of every WriteSegments call
 
-	mu     sync.Mutex
-	room   *sync.Cond // signalled when the writer takes the batch or stops
-	buf    *[]byte    // sealed datagrams, back to back; from batchPool, nil when empty
-	sizes  []int      // their lengths
-	closed bool       // the writer has stopped: Write fails
+	mu       sync.Mutex
+	room     *sync.Cond // signalled when the writer takes the batch
+	buf      *[]byte    // sealed datagrams, back to back; from batchPool, nil when empty
+	sizes    []int      // their lengths
+	running  bool       // a writer goroutine is up
+	stopping bool       // close has begun: no writer starts any more
+	closed   bool       // close has sent the last batch: add fails
 
-	wake chan struct{} // 1-buffered: the batch went from empty to non-empty
-	done chan struct{} // closed when the writer has sent its last batch
+	wake    chan struct{} // 1-buffered: the batch went from empty to non-empty
+	stop    chan struct{} // closed by close
+	writers sync.WaitGroup
 }
+
+// writerIdleExit is how long a batch writer waits for more before it leaves. Long
+// enough that a bulk sender's writer never leaves (its batches come microseconds
+// apart), short enough that a connection sending a keepalive every two seconds has no
+// writer most of the time; starting one again costs a microsecond.
+const writerIdleExit = 100 * time.Millisecond
 
 // batchPool holds the batch buffers of all conns: a conn holds one only while it has
 // datagrams waiting or being sent, so an idle connection keeps none of its bursts'
@@ -50,14 +63,14 @@ type sendBatch struct {
 // transfer): a keepalive does not cost a bulk transfer's buffer.
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxMTU+PacketOverhead+nonceSize); return &b }}
 
-func newSendBatch(w SegmentWriter) *sendBatch {
-	b := &sendBatch{w: w, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newSendBatch(w SegmentWriter, sent func(n, bytes int, err error)) *sendBatch {
+	b := &sendBatch{w: w, sent: sent, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	b.room = sync.NewCond(&b.mu)
 	return b
 }
 
-// add seals p with seal into the batch, waiting while the batch is full. It reports
-// false when the writer has stopped.
+// add seals p with seal into the batch, waiting while the batch is full, and starts
+// the writer if none is up. It reports false once the batch is closed.
 func (b *sendBatch) add(seal func(dst []byte) []byte) bool {
 	b.mu.Lock()
 	for len(b.sizes) >= batchMax && !b.closed {
@@ -75,8 +88,15 @@ func (b *sendBatch) add(seal func(dst []byte) []byte) bool {
 	*b.buf = seal(*b.buf)
 	b.sizes = append(b.sizes, len(*b.buf)-before)
 	first := len(b.sizes) == 1
+	start := !b.running && !b.stopping
+	if start {
+		b.running = true
+		b.writers.Add(1)
+	}
 	b.mu.Unlock()
-	if first {
+	if start {
+		go b.run()
+	} else if first {
 		select {
 		case b.wake <- struct{}{}:
 		default:
@@ -97,33 +117,59 @@ func (b *sendBatch) take(sizes []int) (*[]byte, []int) {
 	return buf, sizes
 }
 
-// run sends batches until closing closes, then sends what is left and stops. sent is
-// told of every WriteSegments call: datagrams, bytes and its error.
-func (b *sendBatch) run(closing <-chan struct{}, sent func(n, bytes int, err error)) {
-	defer close(b.done)
+// run is the writer: it sends batches until none comes for writerIdleExit, or close
+// stops it.
+func (b *sendBatch) run() {
+	defer b.writers.Done()
+	idle := time.NewTimer(writerIdleExit)
+	defer idle.Stop()
 	var sizes []int
-	flush := func() {
-		var buf *[]byte
-		buf, sizes = b.take(sizes)
-		if buf != nil {
-			b.send(*buf, sizes, sent)
-			batchPool.Put(buf)
-		}
-	}
 	for {
+		sizes = b.flush(sizes)
+		idle.Reset(writerIdleExit)
 		select {
 		case <-b.wake:
-			flush()
-		case <-closing:
-			flush()
-			b.mu.Lock()
-			b.closed = true
-			b.room.Broadcast()
-			b.mu.Unlock()
-			flush() // a Write that got in before closed was set
+		case <-b.stop:
+			b.flush(sizes)
 			return
+		case <-idle.C:
+			b.mu.Lock()
+			leave := len(b.sizes) == 0
+			if leave {
+				b.running = false
+			}
+			b.mu.Unlock()
+			if leave {
+				return
+			}
 		}
 	}
+}
+
+// flush sends the waiting batch, if any.
+func (b *sendBatch) flush(sizes []int) []int {
+	var buf *[]byte
+	buf, sizes = b.take(sizes)
+	if buf != nil {
+		b.send(*buf, sizes, b.sent)
+		batchPool.Put(buf)
+	}
+	return sizes
+}
+
+// close stops the writer and sends what is left (a closing session's last packets go
+// out first); add fails from then on.
+func (b *sendBatch) close() {
+	b.mu.Lock()
+	b.stopping = true
+	b.mu.Unlock()
+	close(b.stop)
+	b.writers.Wait()
+	b.mu.Lock()
+	b.closed = true
+	b.room.Broadcast()
+	b.mu.Unlock()
+	b.flush(nil) // what was added while no writer was up
 }
 
 // send cuts a batch into runs (datagrams of one size, the last of a run possibly

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
 // segmentRecorder is a SegmentWriter that keeps what it was given.
@@ -135,5 +137,29 @@ func TestBatchBackPressure(t *testing.T) {
 	// wait, and the next Write blocks.
 	if n := <-wrote; n > 2*batchMax {
 		t.Fatalf("%d Writes returned while the writer was stuck, want at most %d", n, 2*batchMax)
+	}
+}
+
+// The writer goroutine leaves once there is nothing to send, so an idle connection
+// has none, and the next datagram brings one back.
+func TestBatchWriterLeavesWhenIdle(t *testing.T) {
+	ik, _ := testKeys(t)
+	rec := &segmentRecorder{}
+	c := NewDatagramConn(rec, ik, DatagramConfig{})
+	defer c.Close()
+	running := func() bool {
+		c.batch.mu.Lock()
+		defer c.batch.mu.Unlock()
+		return c.batch.running
+	}
+	sent := func() int { _, data := rec.snapshot(); return len(data) }
+	for i := 1; i <= 2; i++ {
+		if _, err := c.Write([]byte("datagram")); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Poll(5*time.Second, 0, func() bool { return sent() == i && !running() })
+		if sent() != i || running() {
+			t.Fatalf("after datagram %d: %d sent, writer up: %v", i, sent(), running())
+		}
 	}
 }

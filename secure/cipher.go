@@ -10,8 +10,8 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// Cipher is the AEAD that seals a session's datagrams: the outer layer of packet.go,
-// around the one QUIC runs inside. The handshake negotiates it (envelope.go), inside
+// Cipher is the AEAD that seals a session's datagrams (packet.go), the only encryption
+// the session's packets get. The handshake negotiates it (envelope.go), inside
 // Noise's encrypted and authenticated payloads, so a relay can neither read nor
 // downgrade the choice. The Noise handshake itself always runs ProtocolName.
 type Cipher uint8

@@ -1,17 +1,13 @@
 package secure
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
-	"time"
-
-	"github.com/flynn/noise"
-	"golang.org/x/crypto/chacha20poly1305"
 )
 
 var (
@@ -94,7 +90,7 @@ func TestCipherChaChaAlwaysOffered(t *testing.T) {
 func TestCipherNoCommonCipher(t *testing.T) {
 	a, b := newKeyPair(t), newKeyPair(t)
 	for _, offer := range []cipherSet{0, 0x80, setOf(CipherAES256GCM)} {
-		env := appendMsg1Envelope(nil, msg1Envelope{Version: envelopeVersion, Identity: a.pub, Timestamp: testNow, Offer: offer})
+		env := appendMsg1Envelope(nil, msg1Envelope{Identity: a.pub, Timestamp: testNow, Offer: offer})
 		if _, _, _, err := readMsg1(b.priv, nil, rawMsg1(t, a, b.pub, env), chachaOnly); !errors.Is(err, ErrCipher) {
 			t.Fatalf("offer %#02x: %v", byte(offer), err)
 		}
@@ -102,7 +98,7 @@ func TestCipherNoCommonCipher(t *testing.T) {
 }
 
 // An authenticated msg2 that names a cipher the initiator did not offer, an unknown
-// cipher, or answers in version 1, is fatal. (A relay cannot produce one: Noise
+// cipher, or answers in an older version, is fatal. (A relay cannot produce one: Noise
 // authenticates msg2's payload, and TestHandshakeMITMRewrite flips every byte.)
 func TestCipherMsg2Violations(t *testing.T) {
 	for _, tc := range []struct {
@@ -113,8 +109,9 @@ func TestCipherMsg2Violations(t *testing.T) {
 	}{
 		{"AES not offered", chachaOnly, []byte{envelopeVersion, byte(CipherAES256GCM), 'x'}, ErrCipher},
 		{"unknown cipher", withAES, []byte{envelopeVersion, 7, 'x'}, ErrCipher},
-		{"version 1 answer", withAES, []byte{envelopeVersion1, 'x'}, ErrVersion},
-		{"version 2 without cipher", withAES, []byte{envelopeVersion}, ErrHandshake},
+		{"version 2 answer", withAES, []byte{2, byte(CipherAES256GCM), 'x'}, ErrVersion},
+		{"version 1 answer", withAES, []byte{1, 'x'}, ErrVersion},
+		{"version 3 without cipher", withAES, []byte{envelopeVersion}, ErrHandshake},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := newKeyPair(t), newKeyPair(t)
@@ -138,86 +135,20 @@ func TestCipherMsg2Violations(t *testing.T) {
 	}
 }
 
-// A version-1 initiator (before cipher negotiation) is still served: it gets a
-// version-1 msg2 and ChaCha20-Poly1305 under the handshake keys, exactly the packets
-// it sealed and opened before, even where an AES-256-GCM session would have changed
-// keys.
-func TestCipherVersion1PeerGetsChaCha(t *testing.T) {
+// Initiators of envelope versions 1 and 2 ran their streams on QUIC, which this
+// version does not speak: their msg1 is refused with ErrVersion, naming the reason,
+// before the responder spends anything on them.
+func TestOlderEnvelopeVersionsRefused(t *testing.T) {
 	a, b := newKeyPair(t), newKeyPair(t)
-	// The old initiator, written against flynn/noise as the old code was.
-	static, err := staticKeypair(a.priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bX, _ := X25519PublicKey(b.pub)
-	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite: cipherSuite, Pattern: noise.HandshakeIK, Initiator: true,
-		Prologue: fullPrologue(nil), StaticKeypair: static, PeerStatic: bX,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := binary.BigEndian.AppendUint64(append([]byte{1}, a.pub...), uint64(testNow.UnixMilli()))
-	m1, _, _, err := hs.WriteMessage(nil, append(env, "old offer"...))
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	resp, remote, p1, err := readMsg1(b.priv, nil, m1, withAES)
-	if err != nil || !remote.Equal(a.pub) || string(p1) != "old offer" {
-		t.Fatalf("version-1 msg1: %v %q", err, p1)
-	}
-	m2, rk, err := resp.WriteMsg2([]byte("answer"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rk.Cipher != CipherChaCha20Poly1305 {
-		t.Fatalf("responder chose %s for a version-1 peer", rk.Cipher)
-	}
-	plain, cs1, cs2, err := hs.ReadMessage(nil, m2)
-	if err != nil || cs1 == nil || cs2 == nil {
-		t.Fatalf("old initiator reads msg2: %v", err)
-	}
-	if want := append([]byte{1}, "answer"...); !bytes.Equal(plain, want) {
-		t.Fatalf("msg2 envelope %x, want the version-1 %x", plain, want)
-	}
-	oldSend, oldRecv := cs1.UnsafeKey(), cs2.UnsafeKey()
-	if oldSend != rk.Recv || oldRecv != rk.Send {
-		t.Fatal("keys differ")
-	}
-
-	// The old packet format, written out here rather than taken from packet.go.
-	oldSeal := func(key [32]byte, ctr uint64, p []byte) []byte {
-		aead, _ := chacha20poly1305.New(key[:])
-		hdr := binary.BigEndian.AppendUint64([]byte{PacketTag}, ctr)
-		nonce := binary.LittleEndian.AppendUint64(make([]byte, 4), ctr)
-		return aead.Seal(hdr, nonce, p, hdr)
-	}
-	oldOpen := func(key [32]byte, pkt []byte) ([]byte, error) {
-		aead, _ := chacha20poly1305.New(key[:])
-		nonce := binary.LittleEndian.AppendUint64(make([]byte, 4), binary.BigEndian.Uint64(pkt[1:9]))
-		return aead.Open(nil, nonce, pkt[9:], pkt[:9])
-	}
-	pa, pb := newPipe(pipeOptions{})
-	defer pa.Close()
-	c := NewDatagramConn(pb, rk, DatagramConfig{})
-	defer c.Close()
-	for _, ctr := range []uint64{0, 1, 1<<aesEpochBits + 5} { // no rekeying at 2^23
-		c.sendCounter.Store(ctr)
-		if _, err := c.Write([]byte("to old")); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 2048)
-		n, err := pa.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p, err := oldOpen(oldRecv, buf[:n]); err != nil || string(p) != "to old" {
-			t.Fatalf("counter %d: the old peer opens %q, %v", ctr, p, err)
-		}
-		pa.Write(oldSeal(oldSend, ctr, []byte("from old")))
-		if got, err := readWithin(t, c, 5*time.Second); err != nil || string(got) != "from old" {
-			t.Fatalf("counter %d: read %q, %v", ctr, got, err)
+	for _, env := range [][]byte{
+		// version 1: version, identity, timestamp, payload
+		binary.BigEndian.AppendUint64(append([]byte{1}, a.pub...), uint64(testNow.UnixMilli())),
+		// version 2: version 3's layout
+		append(binary.BigEndian.AppendUint64(append([]byte{2}, a.pub...), uint64(testNow.UnixMilli())), byte(allCiphers)),
+	} {
+		_, _, _, err := readMsg1(b.priv, nil, rawMsg1(t, a, b.pub, env), withAES)
+		if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "older swarmdb") {
+			t.Fatalf("version %d msg1: %v", env[0], err)
 		}
 	}
 }

@@ -107,11 +107,14 @@ type DatagramConn struct {
 
 	batch *sendBatch // non-nil when inner is a SegmentWriter (batch.go)
 
-	mu            sync.Mutex // guards started, writerStarted, closed
-	started       bool
-	writerStarted bool
-	closed        bool
-	wg            sync.WaitGroup // the read loop
+	// onPayload, once set (receivePayloads), takes every payload as it is opened,
+	// instead of the queue that Read takes them from.
+	onPayload atomic.Pointer[func([]byte)]
+
+	mu      sync.Mutex // guards started, closed
+	started bool
+	closed  bool
+	wg      sync.WaitGroup // the read loop
 
 	readErr  error        // written by the read loop before readDone closes
 	openMu   sync.Mutex   // serializes open: a PacketSource may call from two goroutines
@@ -171,7 +174,7 @@ func NewDatagramConn(inner net.Conn, keys Keys, cfg DatagramConfig) *DatagramCon
 	}
 	c.sendKeys.Store(newEpochKeys(keys.Cipher, keys.Send))
 	if sw, ok := inner.(SegmentWriter); ok {
-		c.batch = newSendBatch(sw)
+		c.batch = newSendBatch(sw, c.batchSent)
 	}
 	if src, ok := inner.(PacketSource); ok {
 		c.source = src
@@ -247,7 +250,7 @@ func (c *DatagramConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if c.batch != nil {
-		if !c.startWriter() || !c.batch.add(func(dst []byte) []byte { return appendSealed(dst, c.cipher, aead, ctr, p) }) {
+		if !c.batch.add(func(dst []byte) []byte { return appendSealed(dst, c.cipher, aead, ctr, p) }) {
 			return 0, fmt.Errorf("secure: datagram write: %w", net.ErrClosed)
 		}
 		c.lastSend.Store(int64(time.Since(c.created)))
@@ -326,19 +329,33 @@ func (c *DatagramConn) deliver(p []byte, d datagram) (int, error) {
 	return n, nil
 }
 
+// receivePayloads makes the conn hand every authenticated payload to f as it is
+// opened, on the goroutine that received it (the PacketSource's, or the read loop's),
+// instead of queueing it for Read; it starts receiving. f may be called from several
+// goroutines at the same time and must not keep the slice. Call it once, before any
+// Read; Read then returns nothing.
+func (c *DatagramConn) receivePayloads(f func([]byte)) {
+	c.onPayload.Store(&f)
+	c.startReader()
+}
+
 func (c *DatagramConn) startReader() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.started || c.closed {
+		c.mu.Unlock()
 		return
 	}
 	c.started = true
+	if c.source == nil {
+		c.wg.Add(1)
+		go c.readLoop()
+	}
+	c.mu.Unlock()
+	// Outside the lock: SetReceiver hands over the datagrams already waiting at once,
+	// and a payload receiver answers them, which writes, which takes the lock.
 	if c.source != nil {
 		c.source.SetReceiver(c.receive)
-		return
 	}
-	c.wg.Add(1)
-	go c.readLoop()
 }
 
 // receive opens one datagram a PacketSource handed over (pkt is the source's) and
@@ -360,9 +377,10 @@ func (c *DatagramConn) receive(pkt []byte) {
 	}
 }
 
-// admit opens pkt, which lies in *bp, and queues its payload for Read (both the read
-// loop and receive take datagrams this way). It reports whether bp went with the
-// payload: false for a dropped datagram or a keepalive, whose buffer the caller keeps.
+// admit opens pkt, which lies in *bp, and queues its payload for Read, or hands it to
+// the payload receiver (both the read loop and receive take datagrams this way). It
+// reports whether bp went with the payload: false for a dropped datagram, a keepalive
+// or a payload the receiver took, whose buffer the caller keeps.
 // When QueueLen datagrams already wait, the payload is dropped and counted, and its
 // buffer returned to the pool.
 func (c *DatagramConn) admit(bp *[]byte, pkt []byte) bool {
@@ -376,23 +394,13 @@ func (c *DatagramConn) admit(bp *[]byte, pkt []byte) bool {
 		c.stats.keepalives.Add(1)
 		return false
 	}
+	if f := c.onPayload.Load(); f != nil {
+		(*f)(payload)
+		return false
+	}
 	if !c.queue.Push(datagram{buf: bp, payload: payload}) {
 		c.bufPool.Put(bp)
 		c.stats.overflows.Add(1)
-	}
-	return true
-}
-
-// startWriter starts the batch writer once; false once the conn is closed.
-func (c *DatagramConn) startWriter() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return false
-	}
-	if !c.writerStarted {
-		c.writerStarted = true
-		go c.batch.run(c.closing, c.batchSent)
 	}
 	return true
 }
@@ -517,11 +525,10 @@ func (c *DatagramConn) Close() error {
 	c.once.Do(func() {
 		c.mu.Lock()
 		c.closed = true
-		writer := c.writerStarted
 		c.mu.Unlock()
 		close(c.closing)
-		if writer {
-			<-c.batch.done // a closing session's last packets go out first
+		if c.batch != nil {
+			c.batch.close() // a closing session's last packets go out first
 		}
 		c.closeErr = c.inner.Close()
 		c.rdeadline.stop()

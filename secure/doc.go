@@ -13,12 +13,14 @@
 //     instructions; its keys change every 2^23 datagrams) or ChaCha20-Poly1305 under an
 //     explicit 64-bit counter nonce and drops forged, corrupted and replayed datagrams
 //     behind a sliding replay window.
-//   - Sessions (session.go, stream.go, quic.go): a QUIC connection (quic-go, the apernet
-//     fork for its congestion-control hook) over the sealed datagram conn, giving reliable,
+//   - Sessions (session.go, stream.go, transport.go, protocol.go): internal/reliable,
+//     swarmdb's own stream transport (RFC 9000 streams and flow control, RFC 9002 loss
+//     recovery, BBR v1 with pacing, path MTU discovery; a pure state machine), driven
+//     over the sealed datagram conn without a goroutine of its own, giving reliable,
 //     ordered, message-preserving streams without head-of-line blocking between them,
-//     with stream 0 reserved for the database layer and keepalives that detect a dead peer.
-//   - Congestion control (bbr.go, bbr_sender.go): our BBR v1 as a pure state machine
-//     (time as input) with its pacer, plugged into quic-go.
+//     with stream 0 reserved for the database layer and keepalives that detect a dead
+//     peer. Until issue 17 they ran on quic-go; internal/reliable's package comment says
+//     why they no longer do.
 //
 // Identity: a peer is an Ed25519 public key. Its Noise static key is the X25519 form of the
 // same key (identity.go), so the key that signs DHT records and the key that completes the
@@ -26,5 +28,6 @@
 //
 // Users: holepunch (which carries msg1/msg2 in its signaling and hands the connected
 // ice.Conn to NewDatagramConn) and swarm (which owns Sessions). This package must not
-// import any other swarmdb package; it knows nothing about ICE, the DHT or the database.
+// import any other swarmdb package but internal ones; it knows nothing about ICE, the
+// DHT or the database.
 package secure

@@ -47,7 +47,7 @@ var (
 	// ErrPeerDead: no authenticated datagram arrived within Config.DeadTimeout.
 	ErrPeerDead = errors.New("secure: peer dead")
 
-	// ErrRemoteClosed: the peer closed the session (its goodbye, or a QUIC CONNECTION_CLOSE).
+	// ErrRemoteClosed: the peer closed the session (its goodbye, or a CONNECTION_CLOSE).
 	ErrRemoteClosed = errors.New("secure: session closed by peer")
 
 	// ErrSessionClosed: the session was closed locally.

@@ -34,9 +34,12 @@ const (
 	tagLen = 16
 	// msg1 = e, s (encrypted), payload (encrypted); msg2 = e, payload (encrypted).
 	maxMsg1Len = dhLen + dhLen + tagLen + msg1EnvelopeHeader + MaxHandshakePayload + tagLen
-	minMsg1Len = dhLen + dhLen + tagLen + msg1EnvelopeHeaderV1 + tagLen
+	// The minimums are version 1's envelope, which had no cipher byte, so that an
+	// older peer's messages are read far enough to be refused with the reason
+	// (ErrVersion, envelope.go).
+	minMsg1Len = dhLen + dhLen + tagLen + msg1EnvelopeHeader - 1 + tagLen
 	maxMsg2Len = dhLen + msg2EnvelopeHeader + MaxHandshakePayload + tagLen
-	minMsg2Len = dhLen + msg2EnvelopeHeaderV1 + tagLen
+	minMsg2Len = dhLen + msg2EnvelopeHeader - 1 + tagLen
 )
 
 // Keys is what a completed handshake yields: one key per direction, the cipher the
@@ -51,7 +54,7 @@ type Keys struct {
 	Cipher    Cipher // negotiated in the handshake; the zero value is ChaCha20-Poly1305
 	Hash      [HashSize]byte
 	Remote    ed25519.PublicKey // the authenticated peer identity
-	Initiator bool              // true on the side that wrote msg1; it becomes the QUIC client
+	Initiator bool              // true on the side that wrote msg1; it becomes the transport's client
 }
 
 type handshakeStage uint8
@@ -143,7 +146,7 @@ func (i *Initiator) WriteMsg1(now time.Time, payload []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
 	}
 	i.msg1Plain = appendMsg1Envelope(nil, msg1Envelope{
-		Version: envelopeVersion, Identity: i.identity, Timestamp: now, Offer: i.offer, Payload: payload,
+		Identity: i.identity, Timestamp: now, Offer: i.offer, Payload: payload,
 	})
 	hs, msg, err := i.writeMsg1()
 	if err != nil {
@@ -207,10 +210,6 @@ func (i *Initiator) ReadMsg2(msg []byte) ([]byte, Keys, error) {
 	if err != nil {
 		return nil, Keys{}, err
 	}
-	if env.Version != envelopeVersion {
-		// The responder answers in msg1's version, which was ours.
-		return nil, Keys{}, fmt.Errorf("%w: msg2 envelope version %d answers version %d", ErrVersion, env.Version, envelopeVersion)
-	}
 	if !i.offer.has(env.Cipher) {
 		return nil, Keys{}, fmt.Errorf("%w: responder chose %s", ErrCipher, env.Cipher)
 	}
@@ -228,7 +227,6 @@ type Responder struct {
 	hs        *noise.HandshakeState
 	remote    ed25519.PublicKey
 	timestamp time.Time
-	version   byte   // msg1's envelope version, which msg2 answers in
 	cipher    Cipher // chosen from msg1's offer
 	stage     handshakeStage
 }
@@ -237,7 +235,7 @@ type Responder struct {
 // authenticated Ed25519 identity and its payload. Every call builds fresh state, so a
 // bad msg1 has no effect on anything (a failed read is never fatal). Of the outer
 // ciphers msg1 offers it chooses AES-256-GCM if this machine does it well too, else
-// ChaCha20-Poly1305; a version-1 msg1 gets ChaCha20-Poly1305 (envelope.go).
+// ChaCha20-Poly1305. A msg1 of another envelope version is ErrVersion (envelope.go).
 //
 // The cost of a bad msg1 is two X25519 operations; callers that face floods should rate
 // limit per source before calling it.
@@ -285,7 +283,7 @@ func readMsg1(local ed25519.PrivateKey, prologue, msg []byte, accept cipherSet) 
 		return nil, nil, nil, fmt.Errorf("%w: msg1 offers %#02x", ErrCipher, byte(env.Offer))
 	}
 	remote := bytes.Clone(env.Identity)
-	r := &Responder{hs: hs, remote: remote, timestamp: env.Timestamp, version: env.Version, cipher: chosen, stage: stageRead}
+	r := &Responder{hs: hs, remote: remote, timestamp: env.Timestamp, cipher: chosen, stage: stageRead}
 	return r, remote, bytes.Clone(env.Payload), nil
 }
 
@@ -309,7 +307,7 @@ func (r *Responder) WriteMsg2(payload []byte) ([]byte, Keys, error) {
 		return nil, Keys{}, fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
 	}
 	r.stage = stageFailed
-	msg, cs1, cs2, err := r.hs.WriteMessage(nil, appendMsg2Envelope(nil, msg2Envelope{Version: r.version, Cipher: r.cipher, Payload: payload}))
+	msg, cs1, cs2, err := r.hs.WriteMessage(nil, appendMsg2Envelope(nil, msg2Envelope{Cipher: r.cipher, Payload: payload}))
 	if err != nil {
 		return nil, Keys{}, fmt.Errorf("secure: write msg2: %w", err)
 	}

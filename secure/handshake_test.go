@@ -213,12 +213,12 @@ func rawMsg1(t *testing.T, from keyPair, to ed25519.PublicKey, envelope []byte) 
 func TestReadMsg1IdentityMismatch(t *testing.T) {
 	a, b, victim := newKeyPair(t), newKeyPair(t), newKeyPair(t)
 	// a authenticates with its own static key but claims to be victim.
-	env := appendMsg1Envelope(nil, msg1Envelope{Version: envelopeVersion, Identity: victim.pub, Timestamp: testNow, Offer: allCiphers})
+	env := appendMsg1Envelope(nil, msg1Envelope{Identity: victim.pub, Timestamp: testNow, Offer: allCiphers})
 	if _, _, _, err := ReadMsg1(b.priv, nil, rawMsg1(t, a, b.pub, env)); !errors.Is(err, ErrIdentityMismatch) {
 		t.Fatalf("claimed identity accepted: %v", err)
 	}
 	// Claiming its own identity works.
-	env = appendMsg1Envelope(nil, msg1Envelope{Version: envelopeVersion, Identity: a.pub, Timestamp: testNow, Offer: allCiphers})
+	env = appendMsg1Envelope(nil, msg1Envelope{Identity: a.pub, Timestamp: testNow, Offer: allCiphers})
 	r, remote, _, err := ReadMsg1(b.priv, nil, rawMsg1(t, a, b.pub, env))
 	if err != nil || !remote.Equal(a.pub) || !r.Timestamp().Equal(testNow) {
 		t.Fatalf("own identity: %v %x %v", err, remote, r.Timestamp())
@@ -227,8 +227,8 @@ func TestReadMsg1IdentityMismatch(t *testing.T) {
 
 func TestHandshakeUnknownVersion(t *testing.T) {
 	a, b := newKeyPair(t), newKeyPair(t)
-	for _, v := range []byte{0, 3, 0xff} {
-		env := appendMsg1Envelope(nil, msg1Envelope{Version: envelopeVersion, Identity: a.pub, Timestamp: testNow, Offer: allCiphers})
+	for _, v := range []byte{0, 1, 2, 4, 0xff} {
+		env := appendMsg1Envelope(nil, msg1Envelope{Identity: a.pub, Timestamp: testNow, Offer: allCiphers})
 		env[0] = v
 		if _, _, _, err := ReadMsg1(b.priv, nil, rawMsg1(t, a, b.pub, env)); !errors.Is(err, ErrVersion) {
 			t.Fatalf("msg1 version %d: %v", v, err)
@@ -298,8 +298,7 @@ func TestHandshakeStateAndLimits(t *testing.T) {
 	}
 }
 
-// Golden layout of the envelopes (the plaintexts inside Noise msg1 and msg2), in
-// version 2 and in version 1, which older peers still send.
+// Golden layout of the envelopes (the plaintexts inside Noise msg1 and msg2).
 func TestEnvelopeGolden(t *testing.T) {
 	id := make([]byte, 32)
 	for i := range id {
@@ -315,12 +314,10 @@ func TestEnvelopeGolden(t *testing.T) {
 		want     string
 		wantSeen cipherSet // the offer as parsed
 	}{
-		{"v2", msg1Envelope{Version: 2, Offer: allCiphers},
-			"02" + identity + unixMS + "03" + "6869", allCiphers}, // version, ..., offer (ChaCha, AES), payload
-		{"v2 chacha only", msg1Envelope{Version: 2, Offer: setOf(CipherChaCha20Poly1305)},
-			"02" + identity + unixMS + "01" + "6869", setOf(CipherChaCha20Poly1305)},
-		{"v1", msg1Envelope{Version: 1, Offer: allCiphers}, // a v1 envelope has no offer
-			"01" + identity + unixMS + "6869", setOf(CipherChaCha20Poly1305)},
+		{"v3", msg1Envelope{Offer: allCiphers},
+			"03" + identity + unixMS + "03" + "6869", allCiphers}, // version, ..., offer (ChaCha, AES), payload
+		{"v3 chacha only", msg1Envelope{Offer: setOf(CipherChaCha20Poly1305)},
+			"03" + identity + unixMS + "01" + "6869", setOf(CipherChaCha20Poly1305)},
 	} {
 		t.Run("msg1 "+tc.name, func(t *testing.T) {
 			tc.env.Identity, tc.env.Timestamp, tc.env.Payload = id, time.UnixMilli(0x0102030405), []byte("hi")
@@ -329,7 +326,7 @@ func TestEnvelopeGolden(t *testing.T) {
 				t.Fatalf("envelope\n got %x\nwant %s", got, tc.want)
 			}
 			env, err := parseMsg1Envelope(got)
-			if err != nil || env.Version != tc.env.Version || !bytes.Equal(env.Identity, id) ||
+			if err != nil || !bytes.Equal(env.Identity, id) ||
 				env.Timestamp.UnixMilli() != 0x0102030405 || env.Offer != tc.wantSeen || string(env.Payload) != "hi" {
 				t.Fatalf("parse: %+v %v", env, err)
 			}
@@ -339,24 +336,22 @@ func TestEnvelopeGolden(t *testing.T) {
 		env  msg2Envelope
 		want string
 	}{
-		{msg2Envelope{Version: 2, Cipher: CipherAES256GCM, Payload: []byte("hi")}, "02" + "01" + "6869"},
-		{msg2Envelope{Version: 2, Cipher: CipherChaCha20Poly1305, Payload: []byte("hi")}, "02" + "00" + "6869"},
-		{msg2Envelope{Version: 1, Cipher: CipherChaCha20Poly1305, Payload: []byte("hi")}, "01" + "6869"},
+		{msg2Envelope{Cipher: CipherAES256GCM, Payload: []byte("hi")}, "03" + "01" + "6869"},
+		{msg2Envelope{Cipher: CipherChaCha20Poly1305, Payload: []byte("hi")}, "03" + "00" + "6869"},
 	} {
 		got := appendMsg2Envelope(nil, tc.env)
 		if hex.EncodeToString(got) != tc.want {
 			t.Fatalf("msg2 envelope %+v: %x, want %s", tc.env, got, tc.want)
 		}
 		env, err := parseMsg2Envelope(got)
-		if err != nil || env.Version != tc.env.Version || env.Cipher != tc.env.Cipher || string(env.Payload) != "hi" {
+		if err != nil || env.Cipher != tc.env.Cipher || string(env.Payload) != "hi" {
 			t.Fatalf("parse msg2 %x: %+v %v", got, env, err)
 		}
 	}
 }
 
 func FuzzParseMsg1Envelope(f *testing.F) {
-	f.Add(appendMsg1Envelope(nil, msg1Envelope{Version: 2, Identity: make([]byte, 32), Timestamp: testNow, Offer: allCiphers, Payload: []byte("x")}))
-	f.Add(appendMsg1Envelope(nil, msg1Envelope{Version: 1, Identity: make([]byte, 32), Timestamp: testNow, Payload: []byte("x")}))
+	f.Add(appendMsg1Envelope(nil, msg1Envelope{Identity: make([]byte, 32), Timestamp: testNow, Offer: allCiphers, Payload: []byte("x")}))
 	f.Add([]byte{1})
 	f.Add([]byte{2, 0, 0})
 	f.Add([]byte{3, 0, 0})
@@ -373,8 +368,7 @@ func FuzzParseMsg1Envelope(f *testing.F) {
 }
 
 func FuzzParseMsg2Envelope(f *testing.F) {
-	f.Add(appendMsg2Envelope(nil, msg2Envelope{Version: 2, Cipher: CipherAES256GCM, Payload: []byte("x")}))
-	f.Add(appendMsg2Envelope(nil, msg2Envelope{Version: 1, Payload: []byte("x")}))
+	f.Add(appendMsg2Envelope(nil, msg2Envelope{Cipher: CipherAES256GCM, Payload: []byte("x")}))
 	f.Add([]byte{})
 	f.Add([]byte{2})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -9,9 +9,9 @@ import "time"
 // WireGuard-style passive keepalives: each side makes sure the other hears from it at
 // least every interval (an empty sealed datagram if it has nothing else to send), and
 // declares the peer dead after timeout without an authenticated datagram (forgeries
-// cannot move LastReceive). It runs below QUIC, whose own idle timeout is set far
-// out, so an idle session costs one 25-byte datagram per interval and QUIC sees none of
-// it.
+// cannot move LastReceive). It runs below the stream transport, which has no idle
+// timeout of its own, so an idle session costs one 25-byte datagram per interval and
+// the transport sees none of it.
 type liveness struct {
 	interval time.Duration // send a keepalive after this long without sending
 	timeout  time.Duration // dead after this long without receiving

@@ -3,28 +3,25 @@ package secure
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	quic "github.com/apernet/quic-go"
+	"github.com/swarmdb/swarmdb/internal/reliable"
 )
 
 // Session defaults. Each is a Config field's zero value.
 const (
-	// DefaultMTU is QUIC's first packet size: with PacketOverhead and UDP/IPv6 headers it
+	// DefaultMTU is the transport's first packet size: with PacketOverhead and UDP/IPv6 headers it
 	// fits the IPv6 minimum MTU (1280), so no path needs IP fragmentation. Path MTU
 	// discovery (Config.PathMTUDiscovery) raises it towards MaxMTU.
 	DefaultMTU = 1200
-	// MaxMTU is the largest QUIC packet path MTU discovery may try (quic-go's limit).
+	// MaxMTU is the largest packet path MTU discovery may try.
 	// Sealed and with IPv4/UDP headers it is 1505 bytes, just above Ethernet's 1500, so
 	// the search ends at what the path carries: 1447 on IPv4, 1427 on IPv6.
 	MaxMTU = 1452
@@ -52,7 +49,7 @@ const (
 type Config struct {
 	// Logger receives session logs. Nil means discard.
 	Logger *slog.Logger
-	// MTU is the QUIC packet size before sealing. Zero means DefaultMTU. It must not
+	// MTU is the transport's packet size before sealing. Zero means DefaultMTU. It must not
 	// exceed Datagram.MaxPayload.
 	MTU uint32
 	// PathMTUDiscovery lets the session raise its packet size from MTU towards MaxMTU
@@ -125,70 +122,56 @@ func (c *Config) withDefaults() Config {
 
 // SessionStats is a snapshot of a session's counters.
 type SessionStats struct {
-	BytesSent, BytesReceived uint64        // QUIC bytes (before sealing)
+	BytesSent, BytesReceived uint64        // transport packet bytes (before sealing)
 	LostBytes                uint64        // bytes of packets declared lost (RFC 9002 loss detection)
 	StreamsOpened            uint64        // by OpenStream
 	StreamsAccepted          uint64        // delivered to AcceptStream
 	StreamsRefused           uint64        // reset because the accept backlog was full
-	SRTT, MinRTT             time.Duration // QUIC's smoothed RTT; BBR's windowed minimum
+	SRTT, MinRTT             time.Duration // the smoothed RTT (RFC 9002); BBR's windowed minimum
 	CWND                     uint64        // BBR's congestion window, bytes
 	PacingRate, BtlBw        float64       // BBR's pacing rate and bandwidth estimate, bytes/s
 	CCState                  string        // BBR's mode: startup, drain, probe_bw, probe_rtt
-	PacketSize               uint64        // QUIC's packet size now: MTU, raised by path MTU discovery
+	PacketSize               uint64        // the packet size now: MTU, raised by path MTU discovery
 	LossEvents               uint64        // ACKs that reported loss
 	Datagram                 DatagramStats
 }
 
-// Session is an authenticated, encrypted QUIC connection with one peer over
-// sealed datagrams: reliable, ordered, BBR-paced streams. Stream 0 exists
-// from the start (Stream0) and belongs to the database layer; applications
-// open more with OpenStream/AcceptStream.
+// Session is an authenticated, encrypted connection with one peer over sealed
+// datagrams: reliable, ordered, BBR-paced streams (internal/reliable, driven by
+// transport.go). Stream 0 exists from the start (Stream0) and belongs to the database
+// layer; applications open more with OpenStream/AcceptStream.
 //
-// Client and Server start the session's goroutines (the supervisor, which
-// also runs the keepalive, the stream acceptor and the goodbye listener, plus
-// quic-go's and the DatagramConn's); Close stops them all and waits.
+// A session has no goroutine of its own while it is up: packets are processed on the
+// goroutine that receives them, stream calls on their callers', the keepalive and
+// dead-peer check on a timer. The teardown runs on the goroutine of what ended it.
+// Close stops everything and waits.
 type Session struct {
 	// immutable after setup
 	cfg     Config
 	log     *slog.Logger
 	dc      *DatagramConn
-	tr      *quic.Transport
-	conn    *quic.Conn
-	cc      *bbrSender
+	tr      *transport
 	client  bool
 	stream0 *Stream
 
-	accepted   chan *Stream            // backlog, fed by the accept loop
-	loopsDone  sync.WaitGroup          // the accept loop and the goodbye listener
 	closeReq   chan struct{}           // closed by Close
-	goodbye    chan struct{}           // closed when the peer's goodbye arrives
 	ctx        context.Context         // canceled, with Err as its cause, when the session is fully torn down
-	cancel     context.CancelCauseFunc // called once, by supervise
+	cancel     context.CancelCauseFunc // called once, by teardown
 	closeOnce  sync.Once
-	byeOnce    sync.Once
+	live       liveness
+	keepalive  *time.Timer   // runs tick; armed by start
+	tearing    atomic.Bool   // teardown has begun
 	streamDone chan struct{} // a stream finished reading (capacity 1: a wake-up)
 
 	mu      sync.Mutex // guards err, streams
 	err     error
 	streams map[*Stream]struct{} // streams whose read side is not finished
 
-	opened, acceptedN, refused atomic.Uint64
-	writers                    atomic.Int64 // Stream.Writes in progress: BBR's app-limited signal
-	lastWrite                  atomic.Int64 // unix nanos when a Stream.Write last started or ended
-}
-
-// appIdleAfter: the application counts as idle (BBR's app-limited signal) when no
-// Stream.Write is in progress and none has been for this long. A bulk writer's gaps
-// between writes are microseconds; without the grace they would mark whole rounds
-// app-limited and keep BBR in STARTUP.
-const appIdleAfter = time.Millisecond
-
-func (s *Session) appIdle() bool {
-	return s.writers.Load() == 0 && time.Now().UnixNano()-s.lastWrite.Load() > int64(appIdleAfter)
+	opened, acceptedN atomic.Uint64
 }
 
 // Open wraps inner (a connected datagram conn, e.g. an ice.Conn) in a DatagramConn with
-// the handshake's keys and establishes the session. The handshake initiator is the QUIC
+// the handshake's keys and establishes the session. The handshake initiator is the
 // client. inner is owned by the session from now on, also on error.
 func Open(ctx context.Context, inner net.Conn, keys Keys, cfg Config) (*Session, error) {
 	full := cfg.withDefaults()
@@ -199,61 +182,36 @@ func Open(ctx context.Context, inner net.Conn, keys Keys, cfg Config) (*Session,
 	return Server(ctx, dc, cfg)
 }
 
-// Client establishes a session as the QUIC client (the handshake initiator) over conn
-// and opens stream 0. conn is owned by the session from now on, also on error.
+// Client establishes a session as the client (the handshake initiator) over conn and
+// opens stream 0. There is no round trip to wait for: the Noise handshake has done all
+// the establishing there is. conn is owned by the session from now on, also on error.
 func Client(ctx context.Context, conn *DatagramConn, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
-	pc := newSealedPacketConn(conn)
-	tr := &quic.Transport{Conn: pc}
-	qc, err := tr.Dial(ctx, pc.peer, clientTLS(), cfg.quicConfig(conn))
-	if err != nil {
-		tr.Close()
-		conn.Close()
-		return nil, fmt.Errorf("secure: quic client: %w", err)
-	}
-	pc.attach(qc)
-	s := newSession(cfg, conn, tr, qc, true)
-	st, err := qc.OpenStream()
+	s := newSession(cfg, conn, true)
+	st, err := s.tr.openStream(ctx)
 	if err == nil {
 		s.stream0 = s.newStream(st)
 		_, err = st.Write([]byte{sessionVersion})
 	}
 	if err != nil {
-		s.start()
-		s.Close()
-		return nil, fmt.Errorf("secure: open stream 0: %w", err)
+		err = fmt.Errorf("secure: open stream 0: %w", err)
+		s.abort(err)
+		return nil, err
 	}
 	s.start()
 	s.log.Debug("secure: session established", "stage", "client")
 	return s, nil
 }
 
-// Server establishes a session as the QUIC server (the handshake responder) over conn
-// and accepts stream 0. conn is owned by the session from now on, also on error.
+// Server establishes a session as the server (the handshake responder) over conn and
+// waits for the client's stream 0. conn is owned by the session from now on, also on
+// error.
 func Server(ctx context.Context, conn *DatagramConn, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
-	pc := newSealedPacketConn(conn)
-	tr := &quic.Transport{Conn: pc}
-	fail := func(err error) (*Session, error) {
-		tr.Close()
-		conn.Close()
-		return nil, err
-	}
-	ln, err := tr.Listen(serverTLS(), cfg.quicConfig(conn))
-	if err != nil {
-		return fail(fmt.Errorf("secure: quic server: %w", err))
-	}
-	qc, err := ln.Accept(ctx)
-	ln.Close() // one connection per session; the accepted one lives on
-	if err != nil {
-		return fail(fmt.Errorf("secure: quic server: %w", err))
-	}
-	pc.attach(qc)
-	s := newSession(cfg, conn, tr, qc, false)
+	s := newSession(cfg, conn, false)
 	st, err := s.awaitStream0(ctx)
 	if err != nil {
-		s.start()
-		s.Close()
+		s.abort(err)
 		return nil, err
 	}
 	s.stream0 = st
@@ -262,10 +220,7 @@ func Server(ctx context.Context, conn *DatagramConn, cfg Config) (*Session, erro
 	return s, nil
 }
 
-func newSession(cfg Config, dc *DatagramConn, tr *quic.Transport, qc *quic.Conn, client bool) *Session {
-	st := qc.ConnectionStats()
-	var seed [8]byte
-	_, _ = rand.Read(seed[:])
+func newSession(cfg Config, dc *DatagramConn, client bool) *Session {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	s := &Session{
 		ctx:        ctx,
@@ -273,43 +228,39 @@ func newSession(cfg Config, dc *DatagramConn, tr *quic.Transport, qc *quic.Conn,
 		cfg:        cfg,
 		log:        cfg.Logger.With("peer", hex.EncodeToString(dc.RemotePublicKey())),
 		dc:         dc,
-		tr:         tr,
-		conn:       qc,
-		cc:         newBBRSender(int64(cfg.MTU), st.SmoothedRTT, binary.LittleEndian.Uint64(seed[:])),
+		tr:         newTransport(dc, cfg, client),
 		client:     client,
-		accepted:   make(chan *Stream, cfg.AcceptBacklog),
 		closeReq:   make(chan struct{}),
-		goodbye:    make(chan struct{}),
+		live:       liveness{interval: cfg.KeepaliveInterval, timeout: cfg.DeadTimeout},
 		streamDone: make(chan struct{}, 1),
 		streams:    map[*Stream]struct{}{},
 	}
-	s.cc.appIdle = s.appIdle
-	qc.SetCongestionControl(s.cc)
+	s.tr.start()
 	return s
 }
 
+// start arms the keepalive and the watch on the transport; the session has no
+// goroutine of its own until it ends.
 func (s *Session) start() {
-	s.loopsDone.Add(2)
-	go s.acceptLoop()
-	go s.goodbyeLoop()
-	go s.supervise()
+	s.keepalive = time.AfterFunc(s.tickEvery(), s.tick)
+	s.tr.onEnd(func() { s.teardown(causeEnded, nil) })
 }
 
 // awaitStream0 waits for the client's stream 0 and checks its hello.
 func (s *Session) awaitStream0(ctx context.Context) (*Stream, error) {
-	qs, err := s.conn.AcceptStream(ctx)
+	ts, err := s.tr.accept(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("secure: waiting for stream 0: %w", err)
 	}
-	st := s.newStream(qs)
-	stop := context.AfterFunc(ctx, func() { qs.SetReadDeadline(time.Now()) })
+	st := s.newStream(ts)
+	stop := context.AfterFunc(ctx, func() { ts.SetReadDeadline(time.Now()) })
 	defer stop()
 	hello, err := st.readOpenByte()
 	if err != nil {
 		return nil, fmt.Errorf("secure: reading session hello: %w", err)
 	}
-	if qs.StreamID() != 0 {
-		return nil, fmt.Errorf("%w: first stream is %d", ErrProtocol, qs.StreamID())
+	if ts.id != 0 {
+		return nil, fmt.Errorf("%w: first stream is %d", ErrProtocol, ts.id)
 	}
 	if hello != sessionVersion {
 		return nil, fmt.Errorf("%w: session version %d", ErrVersion, hello)
@@ -317,106 +268,82 @@ func (s *Session) awaitStream0(ctx context.Context) (*Stream, error) {
 	return st, nil
 }
 
-// acceptLoop moves the streams the peer opens into the backlog until the
-// connection ends. QUIC hands them over in stream-id order.
-func (s *Session) acceptLoop() {
-	defer s.loopsDone.Done()
-	for {
-		qs, err := s.conn.AcceptStream(context.Background())
-		if err != nil {
-			return
-		}
-		st := s.newStream(qs)
-		// The opener's first byte; it is already on its way with the frame
-		// that made the stream visible.
-		if b, err := st.readOpenByte(); err != nil || b != streamOpen {
-			s.log.Debug("secure: stream without its open byte", "stream", st.ID(), "err", err)
-			st.reset()
-			continue
-		}
-		select {
-		case s.accepted <- st:
-			s.acceptedN.Add(1)
-		default:
-			s.refused.Add(1)
-			st.reset()
-			s.log.Debug("secure: accept backlog full, stream reset", "stream", st.ID())
-		}
-	}
+// abort ends a session whose setup failed, at once and without a goodbye.
+func (s *Session) abort(err error) {
+	s.start()
+	s.teardown(causeAbort, err)
 }
 
-// goodbyeLoop waits for the peer's goodbye on a unidirectional stream.
-func (s *Session) goodbyeLoop() {
-	defer s.loopsDone.Done()
-	for {
-		u, err := s.conn.AcceptUniStream(context.Background())
-		if err != nil {
-			return
-		}
-		var b [1]byte
-		if _, err := io.ReadFull(u, b[:]); err == nil && b[0] == goodbye {
-			s.byeOnce.Do(func() { close(s.goodbye) })
-		}
-		u.CancelRead(codeStreamClosed)
+// tick is the keepalive, on its own timer: it sends an empty sealed datagram when the
+// session has sent nothing for a KeepaliveInterval, and tears the session down when
+// the peer has been silent for DeadTimeout.
+func (s *Session) tick() {
+	if s.tearing.Load() {
+		return
 	}
+	now := time.Now()
+	ping, dead := s.live.tick(now, s.dc.LastSend(), s.dc.LastReceive())
+	if dead {
+		s.teardown(causeDead, fmt.Errorf("%w: silent for %v", ErrPeerDead, now.Sub(s.dc.LastReceive()).Round(time.Millisecond)))
+		return
+	}
+	if ping {
+		s.dc.Write(nil) // an empty sealed datagram: a keepalive
+	}
+	s.keepalive.Reset(s.tickEvery())
 }
 
-// supervise runs the keepalive and tears the session down when it is closed locally,
-// by the peer, or found dead.
-func (s *Session) supervise() {
-	defer func() { s.cancel(s.Err()) }()
-	live := liveness{interval: s.cfg.KeepaliveInterval, timeout: s.cfg.DeadTimeout}
-	tick := time.NewTicker(max(s.cfg.KeepaliveInterval/2, 5*time.Millisecond))
-	defer tick.Stop()
+func (s *Session) tickEvery() time.Duration {
+	return max(s.cfg.KeepaliveInterval/2, 5*time.Millisecond)
+}
 
-	var reason error
+// Why a session ends.
+type endCause uint8
+
+const (
+	causeClose endCause = iota // local Close
+	causeEnded                 // the transport closed: the peer said goodbye or broke off, or broke the protocol
+	causeDead                  // the peer went silent
+	causeAbort                 // the setup failed: no goodbye, nothing to say it to
+)
+
+// teardown ends the session, once, whichever cause comes first; it runs on the
+// goroutine of that cause (Close's caller, the keepalive timer's, or one the transport
+// starts when it ends) and returns at once on any other. reason is why, for causeDead
+// and causeAbort.
+func (s *Session) teardown(cause endCause, reason error) {
+	if !s.tearing.CompareAndSwap(false, true) {
+		return
+	}
+	s.keepalive.Stop()
 	code := codeAbort
-	silent := false // leave without a CONNECTION_CLOSE (see sayGoodbye)
-	var byeFromPeer <-chan struct{} = s.goodbye
-loop:
-	for {
-		select {
-		case <-s.closeReq:
-			reason, code = ErrSessionClosed, codeClosed
-			// A peer silent for longer than a keepalive interval cannot hear
-			// or acknowledge a goodbye (the path back is broken: a NAT lost
-			// its mapping, ICE failed). Close at once, so the CONNECTION_CLOSE
-			// still goes out while the path out may work.
-			if time.Since(s.dc.LastReceive()) <= s.cfg.KeepaliveInterval {
-				silent = s.sayGoodbye()
-			}
-			break loop
-		case <-byeFromPeer:
-			// The peer is closing. Its streams are finished on its side;
-			// keep the connection until our application has read what it
-			// sent (or CloseTimeout), since closing a QUIC connection throws
-			// away data that is received but not yet read.
+	switch cause {
+	case causeClose:
+		reason, code = ErrSessionClosed, codeClosed
+		// A peer silent for longer than a keepalive interval cannot hear
+		// or acknowledge a goodbye (the path back is broken: a NAT lost
+		// its mapping, ICE failed). Close at once, so the CONNECTION_CLOSE
+		// still goes out while the path out may work. (A session younger
+		// than that counts as heard: LastReceive starts at its creation.)
+		if time.Since(s.dc.LastReceive()) <= s.cfg.KeepaliveInterval {
+			s.sayGoodbye()
+		}
+	case causeDead, causeAbort:
+	case causeEnded:
+		err := s.tr.err()
+		var ce *reliable.CloseError
+		switch {
+		case errors.As(err, &ce) && ce.Remote && ce.Code == codeClosed:
+			// The peer said goodbye: its streams are finished on its side.
+			// What it sent stays readable after the close; keep the session
+			// until our application has read it (or CloseTimeout, or Close).
 			s.setErr(ErrRemoteClosed)
-			byeFromPeer = nil
-			code = codeClosed
-			if s.awaitDrained() {
-				reason = ErrRemoteClosed
-				break loop
-			}
-		case <-s.conn.Context().Done():
+			s.awaitDrained()
 			reason = ErrRemoteClosed
-			var appErr *quic.ApplicationError
-			if cause := context.Cause(s.conn.Context()); !errors.As(cause, &appErr) || appErr.ErrorCode != codeClosed {
-				if err := s.dc.readError(); err != nil && !errors.Is(err, net.ErrClosed) {
-					cause = err
-				}
-				reason = fmt.Errorf("%w: %w", ErrRemoteClosed, cause)
-			}
-			break loop
-		case now := <-tick.C:
-			ping, dead := live.tick(now, s.dc.LastSend(), s.dc.LastReceive())
-			if dead {
-				reason = fmt.Errorf("%w: silent for %v", ErrPeerDead, now.Sub(s.dc.LastReceive()).Round(time.Millisecond))
-				break loop
-			}
-			if ping {
-				s.dc.Write(nil) // an empty sealed datagram: a keepalive
-			}
+		case errors.As(err, &ce) && ce.Remote:
+			reason = fmt.Errorf("%w: %w", ErrRemoteClosed, err)
+		default:
+			reason = fmt.Errorf("%w: %w", ErrProtocol, err) // we closed it: the peer broke the protocol
 		}
 	}
 	s.mu.Lock()
@@ -425,21 +352,16 @@ loop:
 	}
 	s.mu.Unlock()
 	s.log.Debug("secure: session closing", "stage", "close", "reason", reason)
-	if !silent {
-		s.conn.CloseWithError(code, "")
-	}
-	s.tr.Close() // also closes the DatagramConn; a connection still open is dropped silently
+	s.tr.close(uint64(code)) // a CONNECTION_CLOSE, unless the Conn has closed already
 	s.dc.Close()
-	s.loopsDone.Wait()
+	s.cancel(s.Err())
 }
 
-// sayGoodbye is the graceful half of Close: finish every stream we write, tell the
-// peer, and wait (at most CloseTimeout) until the peer has acknowledged all of it. It
-// reports whether it did; the connection may then vanish without a CONNECTION_CLOSE,
-// which would make the peer's QUIC discard data it holds but its application has not
-// read yet. The peer keeps its end until its application has read everything (see
-// awaitDrained).
-func (s *Session) sayGoodbye() bool {
+// sayGoodbye is the graceful half of Close: finish every stream we write and wait (at
+// most CloseTimeout) until the peer has acknowledged all of it. The CONNECTION_CLOSE
+// that follows (code codeClosed) is the goodbye: the peer's transport keeps what it
+// received, so its application can still read all of it (see awaitDrained).
+func (s *Session) sayGoodbye() {
 	s.mu.Lock()
 	streams := make([]*Stream, 0, len(s.streams)+1)
 	for st := range s.streams {
@@ -452,51 +374,29 @@ func (s *Session) sayGoodbye() bool {
 			st.st.Close() // FIN after the data written so far
 		}
 	}
-	u, err := s.conn.OpenUniStream()
-	if err != nil {
-		return false
-	}
-	if _, err := u.Write([]byte{goodbye}); err != nil {
-		return false
-	}
-	u.Close()
 	deadline := time.NewTimer(s.cfg.CloseTimeout)
 	defer deadline.Stop()
 	poll := time.NewTicker(closePoll)
 	defer poll.Stop()
-	quiet := 0
-	for quiet < 2 {
+	for !s.tr.idle() {
 		select {
-		case <-s.conn.Context().Done():
-			return false
-		case <-s.goodbye:
-			// Both ends are closing: neither application reads any more,
-			// and the peer may leave before it acknowledges us.
-			return false
+		case <-s.tr.ended:
+			return // the peer closed too, or broke the protocol
 		case <-deadline.C:
 			s.log.Debug("secure: peer did not acknowledge everything in time")
-			return false
+			return
 		case <-poll.C:
 		}
-		// Nothing in flight twice in a row: the peer has every byte, FIN and the
-		// goodbye (a frame still queued would be in flight by the second poll).
-		if s.cc.stats().Inflight == 0 {
-			quiet++
-		} else {
-			quiet = 0
-		}
 	}
-	return true
 }
 
 // closePoll is how often a closing session checks whether the peer has acknowledged
 // everything.
 const closePoll = 2 * time.Millisecond
 
-// awaitDrained waits, after the peer's goodbye, until every stream has been
-// read to its end or closed, bounded by CloseTimeout or a local Close. It
-// returns false if the connection ended first (the caller's select sees it).
-func (s *Session) awaitDrained() bool {
+// awaitDrained waits, after the peer's goodbye, until every stream has been read to
+// its end or closed, bounded by CloseTimeout or a local Close.
+func (s *Session) awaitDrained() {
 	t := time.NewTimer(s.cfg.CloseTimeout)
 	defer t.Stop()
 	for {
@@ -504,16 +404,14 @@ func (s *Session) awaitDrained() bool {
 		n := len(s.streams)
 		s.mu.Unlock()
 		if n == 0 {
-			return true
+			return
 		}
 		select {
 		case <-s.streamDone:
 		case <-t.C:
-			return true
+			return
 		case <-s.closeReq:
-			return true
-		case <-s.conn.Context().Done():
-			return false
+			return
 		}
 	}
 }
@@ -529,10 +427,11 @@ func (s *Session) setErr(err error) {
 // Close shuts the session down gracefully: every stream's write side is
 // finished, the peer is told, and Close waits (at most Config.CloseTimeout) until
 // the peer has acknowledged all of it; the peer's application can still read it
-// all. The peer notices the close at once. Close is idempotent and waits for every goroutine
-// of the session.
+// all. The peer notices the close at once. Close is idempotent and returns once the
+// session has ended.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() { close(s.closeReq) })
+	s.teardown(causeClose, nil) // returns at once if another cause is tearing down
 	<-s.ctx.Done()
 	return nil
 }
@@ -569,8 +468,8 @@ func (s *Session) RemoteAddr() net.Addr { return s.dc.RemoteAddr() }
 func (s *Session) Stream0() *Stream { return s.stream0 }
 
 // OpenStream opens a new stream. The peer's AcceptStream returns it at once, before any
-// data is written. It blocks while the peer allows no more streams (QUIC's stream
-// limit, 1024 open at a time).
+// data is written. It blocks while the peer allows no more streams (1024 open at a
+// time).
 func (s *Session) OpenStream(ctx context.Context) (*Stream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -580,19 +479,19 @@ func (s *Session) OpenStream(ctx context.Context) (*Stream, error) {
 		return nil, fmt.Errorf("secure: open stream: %w", s.Err())
 	case <-s.closeReq:
 		return nil, fmt.Errorf("secure: open stream: %w", ErrSessionClosed)
-	case <-s.goodbye:
-		return nil, fmt.Errorf("secure: open stream: %w", ErrRemoteClosed)
+	case <-s.tr.ended:
+		return nil, fmt.Errorf("secure: open stream: %w", s.errOr(ErrRemoteClosed))
 	default:
 	}
-	qs, err := s.conn.OpenStreamSync(ctx)
+	ts, err := s.tr.openStream(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, fmt.Errorf("secure: open stream: %w", s.errOr(err))
 	}
-	st := s.newStream(qs)
-	if _, err := qs.Write([]byte{streamOpen}); err != nil {
+	st := s.newStream(ts)
+	if _, err := ts.Write([]byte{streamOpen}); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("secure: open stream %d: %w", st.ID(), st.mapErr(err))
 	}
@@ -608,36 +507,62 @@ func (s *Session) errOr(err error) error {
 	return err
 }
 
-// AcceptStream returns the next stream the peer opened.
+// openByteWait bounds how long AcceptStream waits for a new stream's first byte,
+// which the opener sends with the stream's first frame: a peer that opens streams and
+// sends nothing on them cannot hold AcceptStream up for longer.
+const openByteWait = 5 * time.Second
+
+// AcceptStream returns the next stream the peer opened. Streams beyond the accept
+// backlog were reset as they arrived (SessionStats.StreamsRefused).
 func (s *Session) AcceptStream(ctx context.Context) (*Stream, error) {
-	select {
-	case st := <-s.accepted:
+	for {
+		ts, err := s.tr.accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			select {
+			case <-s.ctx.Done():
+			case <-time.After(time.Second):
+			}
+			return nil, fmt.Errorf("secure: accept stream: %w", s.errOr(err))
+		}
+		st := s.newStream(ts)
+		ts.SetReadDeadline(time.Now().Add(openByteWait))
+		stop := context.AfterFunc(ctx, func() { ts.SetReadDeadline(time.Now()) })
+		b, err := st.readOpenByte()
+		stop()
+		ts.SetReadDeadline(time.Time{})
+		if err != nil || b != streamOpen {
+			s.log.Debug("secure: stream without its open byte", "stream", st.ID(), "err", err)
+			st.reset()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		s.acceptedN.Add(1)
 		return st, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-s.ctx.Done():
-		return nil, fmt.Errorf("secure: accept stream: %w", s.Err())
 	}
 }
 
 // Stats returns a snapshot of the session's counters.
 func (s *Session) Stats() SessionStats {
-	q := s.conn.ConnectionStats()
-	b := s.cc.stats()
+	q, b, refused := s.tr.stats()
 	return SessionStats{
 		BytesSent:       q.BytesSent,
 		BytesReceived:   q.BytesReceived,
-		LostBytes:       b.LostBytes,
+		LostBytes:       q.BytesLost,
 		StreamsOpened:   s.opened.Load(),
 		StreamsAccepted: s.acceptedN.Load(),
-		StreamsRefused:  s.refused.Load(),
-		SRTT:            q.SmoothedRTT,
+		StreamsRefused:  refused,
+		SRTT:            q.SRTT,
 		MinRTT:          b.MinRTT,
 		CWND:            b.CWND,
 		PacingRate:      b.PacingRate,
 		BtlBw:           b.BtlBw,
 		CCState:         b.Mode,
-		PacketSize:      b.PacketSize,
+		PacketSize:      uint64(q.PacketSize),
 		LossEvents:      b.LossEvents,
 		Datagram:        s.dc.Stats(),
 	}

@@ -536,6 +536,9 @@ func TestStreamCloseAndBacklog(t *testing.T) {
 	}
 }
 
+// The client's setup needs no round trip (the Noise handshake did the establishing),
+// so it succeeds even when the server never hears it; the server's waits for stream 0
+// and gives up with its context.
 func TestSessionSetupCancelled(t *testing.T) {
 	testutil.CheckLeaks(t)
 	ik, rk := testKeys(t)
@@ -543,17 +546,32 @@ func TestSessionSetupCancelled(t *testing.T) {
 	pa.blackhole.Store(true) // the server never hears the client
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	errs := make(chan error, 2)
-	go func() { _, err := Open(ctx, pa, ik, Config{}); errs <- err }()
-	go func() { _, err := Open(ctx, pb, rk, Config{}); errs <- err }()
-	for range 2 {
-		select {
-		case err := <-errs:
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("setup error %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("setup ignored its context")
+	type result struct {
+		s   *Session
+		err error
+	}
+	client, server := make(chan result, 1), make(chan result, 1)
+	go func() {
+		s, err := Open(ctx, pa, ik, Config{CloseTimeout: 200 * time.Millisecond})
+		client <- result{s, err}
+	}()
+	go func() { s, err := Open(ctx, pb, rk, Config{}); server <- result{s, err} }()
+	select {
+	case r := <-server:
+		if !errors.Is(r.err, context.DeadlineExceeded) {
+			t.Fatalf("server setup error %v", r.err)
 		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("server setup ignored its context")
+	}
+	r := <-client
+	if r.err != nil {
+		t.Fatalf("client setup: %v", r.err)
+	}
+	start := time.Now()
+	r.s.Close()
+	// Its hello is never acknowledged: the goodbye waits out CloseTimeout, no more.
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Close took %v with a CloseTimeout of 200ms", took)
 	}
 }

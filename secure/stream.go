@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	quic "github.com/apernet/quic-go"
+	"github.com/swarmdb/swarmdb/internal/reliable"
 )
 
 // Stream is one reliable, ordered stream of a Session. It implements net.Conn.
@@ -24,8 +24,8 @@ import (
 // io.ErrShortBuffer), so a Stream also works as a plain byte stream (io.Copy, bufio).
 // ReadMessage returns one whole message whatever its size.
 //
-// On the wire a QUIC stream is a byte stream; each message is framed as its length
-// (a uvarint) and its bytes.
+// On the wire a stream is a byte stream; each message is framed as its length (a
+// uvarint) and its bytes.
 //
 // Close ends both directions: the peer's Read returns io.EOF after the data already
 // sent, and its Writes fail. CloseWrite only ends our direction. Streams are safe for
@@ -33,7 +33,7 @@ import (
 type Stream struct {
 	// immutable after newStream
 	sess *Session
-	st   *quic.Stream
+	st   *tstream
 
 	rmu     sync.Mutex    // guards br, rbuf, pending: held by the reader
 	br      *bufio.Reader // borrowed from readBuffers while it holds bytes; nil when idle
@@ -50,7 +50,7 @@ type Stream struct {
 
 var _ net.Conn = (*Stream)(nil)
 
-// streamReadBuffer is the bufio size in front of a QUIC stream: large enough that
+// streamReadBuffer is the bufio size in front of a transport stream: large enough that
 // length prefixes cost no extra call, small next to a message.
 const streamReadBuffer = 4 << 10
 
@@ -61,8 +61,8 @@ const streamReadBuffer = 4 << 10
 // garbage collector's headroom is counted.
 var readBuffers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, streamReadBuffer) }}
 
-func (s *Session) newStream(qs *quic.Stream) *Stream {
-	st := &Stream{sess: s, st: qs}
+func (s *Session) newStream(ts *tstream) *Stream {
+	st := &Stream{sess: s, st: ts}
 	s.mu.Lock()
 	s.streams[st] = struct{}{}
 	s.mu.Unlock()
@@ -73,6 +73,7 @@ func (s *Session) newStream(qs *quic.Stream) *Stream {
 // for every registered stream.
 func (s *Stream) readFinished() {
 	s.readOnce.Do(func() {
+		s.st.finishRead()
 		s.sess.mu.Lock()
 		delete(s.sess.streams, s)
 		s.sess.mu.Unlock()
@@ -84,9 +85,10 @@ func (s *Stream) readFinished() {
 }
 
 // ID is the stream's number: 0 for Stream0, even for streams the client opens and odd
-// for those the server opens (QUIC's bidirectional stream ids 4n and 4n+1, halved).
+// for those the server opens (the transport's stream ids 4n and 4n+1, RFC 9000 §2.1,
+// halved).
 func (s *Stream) ID() uint64 {
-	id := uint64(s.st.StreamID())
+	id := s.st.id
 	return id/4*2 + id&1
 }
 
@@ -151,8 +153,8 @@ func (s *Stream) ReadMessage(buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// readByteLocked reads one byte. Without a read buffer it waits for the byte on the QUIC
-// stream itself and borrows a buffer once it has arrived.
+// readByteLocked reads one byte. Without a read buffer it waits for the byte on the
+// transport stream itself and borrows a buffer once it has arrived.
 func (s *Stream) readByteLocked() (byte, error) {
 	if s.br != nil {
 		return s.br.ReadByte()
@@ -244,12 +246,6 @@ func (s *Stream) readErr(err error) error {
 func (s *Stream) Write(p []byte) (int, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.sess.writers.Add(1)
-	s.sess.lastWrite.Store(time.Now().UnixNano())
-	defer func() {
-		s.sess.lastWrite.Store(time.Now().UnixNano())
-		s.sess.writers.Add(-1)
-	}()
 	maxMsg := int(s.sess.cfg.MaxMessageSize)
 	total := 0
 	for len(p) > 0 {
@@ -298,7 +294,7 @@ func (s *Stream) reset() {
 	s.readFinished()
 }
 
-// mapErr turns quic-go's errors into this package's: local close is net.ErrClosed, a
+// mapErr turns the transport's errors into this package's: local close is net.ErrClosed, a
 // graceful end of the session or the stream is io.EOF, a stream the peer stopped is
 // io.ErrClosedPipe, anything else carries the session's reason.
 func (s *Stream) mapErr(err error) error {
@@ -308,7 +304,7 @@ func (s *Stream) mapErr(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return err
 	}
-	var serr *quic.StreamError
+	var serr *reliable.StreamResetError
 	if errors.As(err, &serr) {
 		// The peer stopped the stream: like writing to a closed pipe.
 		return fmt.Errorf("secure: stream %d: %w", s.ID(), io.ErrClosedPipe)
