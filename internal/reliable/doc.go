@@ -15,7 +15,7 @@
 // layer already gives what QUIC's handshake and packet protection exist for
 // (peer identity, confidentiality, integrity, replay protection), so this
 // package is the rest of QUIC: RFC 9000's streams and flow control and RFC
-// 9002's loss detection, with BBR (see secure's bbr.go) instead of NewReno.
+// 9002's loss detection, with BBR (bbr.go) instead of NewReno.
 //
 // # What it owns, who uses it, what it must not import
 //
