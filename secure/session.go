@@ -242,7 +242,9 @@ func newSession(cfg Config, dc *DatagramConn, client bool) *Session {
 // start arms the keepalive and the watch on the transport; the session has no
 // goroutine of its own until it ends.
 func (s *Session) start() {
-	s.keepalive = time.AfterFunc(s.tickEvery(), s.tick)
+	// Armed only once the field is set: tick re-arms it, and may run at once.
+	s.keepalive = time.AfterFunc(time.Hour, s.tick)
+	s.keepalive.Reset(s.tickEvery())
 	s.tr.onEnd(func() { s.teardown(causeEnded, nil) })
 }
 
