@@ -381,6 +381,9 @@ func (s *tstream) op(f func(*reliable.Conn) error, read, write bool) error {
 	if f != nil {
 		err = f(t.c)
 		t.afterLocked(monoNow())
+		// A Read or Write waiting on this stream must see what changed: the Conn's
+		// Wake reports what the peer did, not what we did.
+		s.wake()
 	}
 	s.dmu.Lock()
 	s.readDone = s.readDone || read
