@@ -298,7 +298,7 @@ func (p *Peer) onRaw(raw []byte) bool {
 
 // throttle keeps a swarmdb node to its rate by reading it late. It is slowed down, never
 // dropped: it relays what its own clients wrote, and a dropped put would only come back by
-// anti-entropy. While we do not read, its transport holds back (QUIC flow control), so what it
+// anti-entropy. While we do not read, its transport holds back (the stream's flow control), so what it
 // costs us stays bounded. It reports false when the peer ended during the wait.
 func (p *Peer) throttle(now time.Time) bool {
 	d := p.rate.borrow(now)

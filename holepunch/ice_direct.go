@@ -21,7 +21,7 @@ import (
 //
 // The pair's remote address is routed to a routedConn from the moment ICE
 // connects. What pion had received before that (the peer may send its first
-// QUIC packet as soon as its own side connects), or receives later from
+// session packet as soon as its own side connects), or receives later from
 // another of the agent's pairs while it lives, is read from the ice.Conn and
 // merged in.
 //

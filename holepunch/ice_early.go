@@ -15,13 +15,15 @@ import (
 // pion/ice v2 nominates regularly (it has no aggressive nomination): the
 // dialler's first check that is answered finds a working pair, and only a
 // second check, carrying USE-CANDIDATE, nominates it; Dial returns when that
-// one is answered. The QUIC handshake then took a third round trip. But the
+// one is answered. The session's setup then took a third round trip (a QUIC
+// handshake while the streams ran on quic-go; none since). But the
 // first answer already proves the pair works both ways: the peer got our
 // request, and its response came back signed with the peer's ICE password. So
 // the dialler starts its session on the answering address at once and lets ICE
-// nominate beside it. Its QUIC Initial travels with the nominating check; the
-// answerer's ICE connects on that check and finds the Initial waiting in its
-// agent, which routeICE's merge hands on. One round trip less for the dialler.
+// nominate beside it. Its first session packet travels with the nominating
+// check; the answerer's ICE connects on that check and finds the packet waiting
+// in its agent, which routeICE's merge hands on. One round trip less for the
+// dialler.
 //
 // ICE goes on as before and nominates a pair, usually the answering one. If
 // it nominates another (a dual-stack peer answers on IPv6 first but the

@@ -78,8 +78,8 @@ type bbr struct {
 }
 
 // bbrPruneEvery and bbrPruneAge: packets the caller never reports acknowledged
-// or lost (quic-go drops some silently) are forgotten once this old, checked
-// every so many ACKs.
+// or lost are forgotten once this old, checked every so many ACKs. A Conn
+// reports every packet; the prune is a bound on memory should a caller not.
 const (
 	bbrPruneEvery = 1024
 	bbrPruneAge   = 2 * time.Second
@@ -145,7 +145,7 @@ const (
 	bbrFullBwGrowth  = 1.25 // STARTUP ends when bandwidth grew less than this...
 	bbrFullBwRounds  = 3    // ...for this many rounds
 	bbrMinCwndPkts   = 4    // the window never falls below four packets
-	bbrInitCwndPkts  = 32   // quic-go's initial window, so the handover is seamless
+	bbrInitCwndPkts  = 32   // as quic-go's, whose streams this controller drove first
 	bbrPacingMargin  = 0.99 // pace 1 % under the estimate so the bottleneck queue drains (Linux)
 	bbrGainCycleLen  = 8
 	bbrDefaultRTTNs  = int64(time.Millisecond) // the initial pacing rate's RTT when none is known
@@ -584,9 +584,7 @@ type Congestion interface {
 	SetPacketSize(size int)
 }
 
-// BBR is the bbr state machine with its pacer: a Conn's Congestion. The
-// exported methods beyond Congestion's serve the secure package's quic-go
-// adapter, which keeps its own count of bytes in flight.
+// BBR is the bbr state machine with its pacer: a Conn's Congestion.
 type BBR struct {
 	b             *bbr
 	p             pacer
@@ -606,21 +604,21 @@ func (x *BBR) Window() int64 { return x.b.cwnd }
 
 // NextSend is when the pacer has a full packet's budget again.
 func (x *BBR) NextSend(now int64) int64 {
-	if x.HasBudget(now) {
+	if x.hasBudget(now) {
 		return now
 	}
 	return x.p.nextSend(x.b.mss, x.b.pacingRate)
 }
 
-// HasBudget refills the pacer to now and reports whether a full packet may go.
-func (x *BBR) HasBudget(now int64) bool {
+// hasBudget refills the pacer to now and reports whether a full packet may go.
+func (x *BBR) hasBudget(now int64) bool {
 	x.p.refill(now, x.b.pacingRate, x.b.maxBurst())
 	return x.p.budget >= float64(x.b.mss)
 }
 
-// Spend takes a packet of size bytes out of the pacer's bucket at now and
+// spend takes a packet of size bytes out of the pacer's bucket at now and
 // reports whether the bucket was full before: the sender had been idle.
-func (x *BBR) Spend(now int64, size int) (wasFull bool) {
+func (x *BBR) spend(now int64, size int) (wasFull bool) {
 	burst := x.b.maxBurst()
 	x.p.refill(now, x.b.pacingRate, burst)
 	wasFull = x.p.full(burst)
@@ -630,7 +628,7 @@ func (x *BBR) Spend(now int64, size int) (wasFull bool) {
 
 // OnSent paces an ack-eliciting packet and starts its delivery-rate sample.
 func (x *BBR) OnSent(now int64, pn uint64, size int, appLimited bool) {
-	full := x.Spend(now, size)
+	full := x.spend(now, size)
 	x.b.onSent(now, int64(pn), int64(size), full, appLimited)
 }
 
@@ -657,14 +655,6 @@ const bbrScratchIdleCap = 8
 
 // SetPacketSize changes the full packet size (path MTU discovery).
 func (x *BBR) SetPacketSize(size int) { x.b.mss = int64(size) }
-
-// SetInflight overrides the controller's count of bytes in flight with the
-// caller's (the quic-go adapter's: quic-go drops packets it never reports).
-func (x *BBR) SetInflight(n int64) { x.b.inflight = max(n, 0) }
-
-// InStartup and InRecovery report the mode and the loss response.
-func (x *BBR) InStartup() bool  { return x.b.mode == bbrStartup }
-func (x *BBR) InRecovery() bool { return x.b.inRecovery }
 
 // BBRStats is a snapshot of the controller.
 type BBRStats struct {
