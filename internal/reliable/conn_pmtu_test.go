@@ -76,8 +76,9 @@ func TestConnPMTUDiscovery(t *testing.T) {
 			if s.PacketSize < tc.lo || s.PacketSize > tc.hi {
 				t.Errorf("packet size %d, want %d-%d", s.PacketSize, tc.lo, tc.hi)
 			}
-			if len(w.probes) > tc.probes || uint64(len(w.probes)) != s.MTUProbes {
-				t.Errorf("%d probes (stats %d), want at most %d", len(w.probes), s.MTUProbes, tc.probes)
+			// Each size that fails is tried 1 times.
+			if len(w.probes) > tc.probes*pmtuMaxProbes || uint64(len(w.probes)) != s.MTUProbes {
+				t.Errorf("%d probes (stats %d), want at most %d", len(w.probes), s.MTUProbes, tc.probes*pmtuMaxProbes)
 			}
 			if len(w.probes) > 0 && w.probes[0] != tc.maxSize {
 				t.Errorf("first probe %d bytes, want the ceiling %d", w.probes[0], tc.maxSize)
@@ -152,7 +153,12 @@ func TestConnPMTUProbePacing(t *testing.T) {
 	// Busy again: the search goes on and finishes.
 	b.AcceptStream()
 	readAll(b, id)
-	n.transfer(1<<20, 10*time.Second)
+	for i := 0; i == 0 || a.pmtu.next(a.packetSize) != 0; i++ {
+		if i == 40 {
+			t.Fatalf("the search is not over after 40 transfers; probes %v", w.probes)
+		}
+		n.transfer(1<<20, 10*time.Second)
+	}
 	s := a.Stats()
 	if s.PacketSize < 1300-pmtuSearchGap+1 || s.PacketSize > 1300 {
 		t.Errorf("packet size %d after probes %v", s.PacketSize, w.probes)
@@ -196,7 +202,7 @@ func TestConnPMTUPathBelowStartSize(t *testing.T) {
 	w, _ := watchPMTU(t, n)
 	a, b := n.conns[0], n.conns[1]
 	id, _ := a.OpenStream()
-	for i := range 20 {
+	for i := range 100 {
 		a.Write(id, make([]byte, 100))
 		n.run(time.Second, func() bool {
 			b.AcceptStream()
@@ -211,5 +217,24 @@ func TestConnPMTUPathBelowStartSize(t *testing.T) {
 	t.Logf("probes %v, packet size %d", w.probes, s.PacketSize)
 	if s.PacketSize != DefaultPacketSize || a.pmtu.next(a.packetSize) != 0 || s.MTUProbesLost != s.MTUProbes {
 		t.Errorf("packet size %d, search over %t, %d of %d probes lost", s.PacketSize, a.pmtu.next(a.packetSize) == 0, s.MTUProbesLost, s.MTUProbes)
+	}
+}
+
+// Random loss does not end the search low: a size counts as too large only
+// after pmtuMaxProbes probes of it are lost in a row. With one probe a size,
+// 2 % loss each way settled a loaded lab run at 1412 of 1447 bytes.
+func TestConnPMTURandomLoss(t *testing.T) {
+	for seed := uint64(1); seed <= 8; seed++ {
+		n := newConnPair(t, netPath{delay: 10 * time.Millisecond, loss: 0.05, mtu: 1400}, seed, Config{MaxPacketSize: testMaxPacketSize})
+		w, _ := watchPMTU(t, n)
+		for i := 0; i < 2 || n.conns[0].pmtu.next(n.conns[0].packetSize) != 0; i++ {
+			if i == 60 {
+				t.Fatalf("seed %d: the search is not over after 60 transfers; probes %v", seed, w.probes)
+			}
+			n.transfer(128<<10, 10*time.Second)
+		}
+		if s := n.conns[0].Stats(); s.PacketSize < 1400-pmtuSearchGap+1 || s.PacketSize > 1400 {
+			t.Errorf("seed %d: packet size %d at 5 %% loss on a 1400-byte path; probes %v", seed, s.PacketSize, w.probes)
+		}
 	}
 }
