@@ -151,7 +151,6 @@ type Session struct {
 	log     *slog.Logger
 	dc      *DatagramConn
 	tr      *transport
-	client  bool
 	stream0 *Stream
 
 	closeReq   chan struct{}           // closed by Close
@@ -229,7 +228,6 @@ func newSession(cfg Config, dc *DatagramConn, client bool) *Session {
 		log:        cfg.Logger.With("peer", hex.EncodeToString(dc.RemotePublicKey())),
 		dc:         dc,
 		tr:         newTransport(dc, cfg, client),
-		client:     client,
 		closeReq:   make(chan struct{}),
 		live:       liveness{interval: cfg.KeepaliveInterval, timeout: cfg.DeadTimeout},
 		streamDone: make(chan struct{}, 1),
@@ -378,23 +376,14 @@ func (s *Session) sayGoodbye() {
 	}
 	deadline := time.NewTimer(s.cfg.CloseTimeout)
 	defer deadline.Stop()
-	poll := time.NewTicker(closePoll)
-	defer poll.Stop()
-	for !s.tr.idle() {
-		select {
-		case <-s.tr.ended:
-			return // the peer closed too, or broke the protocol
-		case <-deadline.C:
-			s.log.Debug("secure: peer did not acknowledge everything in time")
-			return
-		case <-poll.C:
-		}
+	select {
+	case <-s.tr.whenIdle():
+	case <-s.tr.ended:
+		// the peer closed too, or broke the protocol
+	case <-deadline.C:
+		s.log.Debug("secure: peer did not acknowledge everything in time")
 	}
 }
-
-// closePoll is how often a closing session checks whether the peer has acknowledged
-// everything.
-const closePoll = 2 * time.Millisecond
 
 // awaitDrained waits, after the peer's goodbye, until every stream has been read to
 // its end or closed, bounded by CloseTimeout or a local Close.

@@ -40,7 +40,8 @@ type transport struct {
 	timerAt int64 // what the timer is armed for; 0: not armed
 	woken   []uint64
 	isEnded bool
-	onEnded func() // onEnd's f
+	onEnded func()        // onEnd's f
+	idleCh  chan struct{} // whenIdle's, until the Conn is idle
 }
 
 // packetBuffers lend the transports a packet's room while they send: a buffer per
@@ -153,6 +154,10 @@ func (t *transport) afterLocked(now int64) {
 			st.wake()
 		}
 	}
+	if t.idleCh != nil && t.c.Idle() {
+		close(t.idleCh)
+		t.idleCh = nil
+	}
 	if t.c.Err() != nil && !t.isEnded {
 		t.isEnded = true
 		close(t.ended)
@@ -200,11 +205,21 @@ func (t *transport) err() error {
 	return t.c.Err()
 }
 
-// idle reports whether everything sent has been acknowledged and nothing waits.
-func (t *transport) idle() bool {
+// whenIdle returns a channel that is closed once everything sent has been
+// acknowledged and nothing waits to be sent: at once if that is so now, else when an
+// ACK makes it so (afterLocked checks only while someone waits).
+func (t *transport) whenIdle() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.c.Idle()
+	if t.idleCh == nil {
+		t.idleCh = make(chan struct{})
+	}
+	ch := t.idleCh
+	if t.c.Idle() {
+		close(ch)
+		t.idleCh = nil
+	}
+	return ch
 }
 
 func (t *transport) stats() (reliable.ConnStats, reliable.BBRStats, uint64) {

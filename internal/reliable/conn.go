@@ -139,14 +139,12 @@ type Conn struct {
 	maxStreamsOwed bool
 
 	// Connection flow control (RFC 9000 §4.1).
-	peerMaxData   uint64 // how far we may send, summed over streams
-	sentData      uint64 // highest offsets sent, summed
-	maxData       uint64 // how far the peer may send, as advertised
-	recvData      uint64 // highest offsets received, summed
-	consumedData  uint64 // bytes the application has read, summed
-	maxDataOwed   bool
-	blockedOwed   bool   // a DATA_BLOCKED is owed at peerMaxData
-	blockedSentAt uint64 // the limit the last DATA_BLOCKED reported
+	peerMaxData  uint64 // how far we may send, summed over streams
+	sentData     uint64 // highest offsets sent, summed
+	maxData      uint64 // how far the peer may send, as advertised
+	recvData     uint64 // highest offsets received, summed
+	consumedData uint64 // bytes the application has read, summed
+	maxDataOwed  bool
 
 	closing  bool        // a CONNECTION_CLOSE is owed
 	closed   *CloseError // set once closed either way
