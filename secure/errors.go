@@ -58,4 +58,8 @@ var (
 
 	// ErrProtocol: the peer broke the session protocol (wrong first stream, bad hello).
 	ErrProtocol = errors.New("secure: session protocol violation")
+
+	// ErrHandled: the stream's messages go to a handler (Stream.HandleMessages), so
+	// Read and ReadMessage have nothing to return.
+	ErrHandled = errors.New("secure: stream read by a message handler")
 )

@@ -518,23 +518,31 @@ func (s *Session) AcceptStream(ctx context.Context) (*Stream, error) {
 			}
 			return nil, fmt.Errorf("secure: accept stream: %w", s.errOr(err))
 		}
-		st := s.newStream(ts)
-		ts.SetReadDeadline(time.Now().Add(openByteWait))
-		stop := context.AfterFunc(ctx, func() { ts.SetReadDeadline(time.Now()) })
-		b, err := st.readOpenByte()
-		stop()
-		ts.SetReadDeadline(time.Time{})
-		if err != nil || b != streamOpen {
-			s.log.Debug("secure: stream without its open byte", "stream", st.ID(), "err", err)
-			st.reset()
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			continue
+		if st := s.checkOpened(ctx, ts); st != nil {
+			return st, nil
 		}
-		s.acceptedN.Add(1)
-		return st, nil
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 	}
+}
+
+// checkOpened waits (up to openByteWait, or until ctx ends) for the open byte of a
+// stream the peer opened and returns the stream, or resets it and returns nil.
+func (s *Session) checkOpened(ctx context.Context, ts *tstream) *Stream {
+	st := s.newStream(ts)
+	ts.SetReadDeadline(time.Now().Add(openByteWait))
+	stop := context.AfterFunc(ctx, func() { ts.SetReadDeadline(time.Now()) })
+	b, err := st.readOpenByte()
+	stop()
+	ts.SetReadDeadline(time.Time{})
+	if err != nil || b != streamOpen {
+		s.log.Debug("secure: stream without its open byte", "stream", st.ID(), "err", err)
+		st.reset()
+		return nil
+	}
+	s.acceptedN.Add(1)
+	return st
 }
 
 // Stats returns a snapshot of the session's counters.

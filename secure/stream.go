@@ -38,7 +38,8 @@ type Stream struct {
 	rmu     sync.Mutex    // guards br, rbuf, pending: held by the reader
 	br      *bufio.Reader // borrowed from readBuffers while it holds bytes; nil when idle
 	rbuf    []byte
-	pending []byte // rest of a message partly returned by Read
+	pending []byte          // rest of a message partly returned by Read
+	h       *messageHandler // set by HandleMessages: messages go to it, not to Read
 
 	wmu sync.Mutex // guards hdr: held by the writer
 	hdr [binary.MaxVarintLen64]byte
@@ -96,6 +97,9 @@ func (s *Stream) ID() uint64 {
 func (s *Stream) Read(p []byte) (int, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
+	if s.h != nil {
+		return 0, fmt.Errorf("secure: stream %d: %w", s.ID(), ErrHandled)
+	}
 	if len(s.pending) > 0 {
 		n := copy(p, s.pending)
 		s.pending = s.pending[n:]
@@ -133,6 +137,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 func (s *Stream) ReadMessage(buf []byte) ([]byte, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
+	if s.h != nil {
+		return nil, fmt.Errorf("secure: stream %d: %w", s.ID(), ErrHandled)
+	}
 	if len(s.pending) > 0 {
 		out := append(buf[:0], s.pending...)
 		s.pending = nil

@@ -31,17 +31,18 @@ type transport struct {
 	acceptReady chan struct{} // capacity 1: a stream may wait in pending
 	ended       chan struct{} // closed once the Conn has closed, either way
 
-	mu      sync.Mutex // guards everything below
-	c       *reliable.Conn
-	streams map[uint64]*tstream // streams a Stream reads or writes, for wake-ups
-	pending []uint64            // streams the peer opened, not yet accepted
-	refused uint64
-	timer   *time.Timer
-	timerAt int64 // what the timer is armed for; 0: not armed
-	woken   []uint64
-	isEnded bool
-	onEnded func()        // onEnd's f
-	idleCh  chan struct{} // whenIdle's, until the Conn is idle
+	mu       sync.Mutex // guards everything below
+	c        *reliable.Conn
+	streams  map[uint64]*tstream // streams a Stream reads or writes, for wake-ups
+	pending  []uint64            // streams the peer opened, not yet accepted
+	refused  uint64
+	timer    *time.Timer
+	timerAt  int64 // what the timer is armed for; 0: not armed
+	woken    []uint64
+	isEnded  bool
+	onEnded  func()        // onEnd's f
+	onAccept func()        // notifyAccept's f: a stream waits in pending
+	idleCh   chan struct{} // whenIdle's, until the Conn is idle
 }
 
 // packetBuffers lend the transports a packet's room while they send: a buffer per
@@ -136,6 +137,9 @@ func (t *transport) afterLocked(now int64) {
 		}
 		t.pending = append(t.pending, id)
 		signal(t.acceptReady)
+		if t.onAccept != nil {
+			t.onAccept()
+		}
 	}
 	bp := packetBuffers.Get().(*[]byte)
 	for {
@@ -151,7 +155,7 @@ func (t *transport) afterLocked(now int64) {
 	t.woken = t.c.Wake(t.woken[:0])
 	for _, id := range t.woken {
 		if st := t.streams[id]; st != nil {
-			st.wake()
+			st.wakeLocked()
 		}
 	}
 	if t.idleCh != nil && t.c.Idle() {
@@ -162,7 +166,7 @@ func (t *transport) afterLocked(now int64) {
 		t.isEnded = true
 		close(t.ended)
 		for _, st := range t.streams {
-			st.wake()
+			st.wakeLocked()
 		}
 		if t.onEnded != nil {
 			go t.onEnded()
@@ -258,23 +262,9 @@ const streamLimitPoll = 10 * time.Millisecond
 // accept returns the next stream the peer opened.
 func (t *transport) accept(ctx context.Context) (*tstream, error) {
 	for {
-		t.mu.Lock()
-		if len(t.pending) > 0 {
-			id := t.pending[0]
-			t.pending = t.pending[1:]
-			if len(t.pending) == 0 {
-				t.pending = nil
-			} else {
-				signal(t.acceptReady)
-			}
-			st := t.addLocked(id)
-			t.mu.Unlock()
-			return st, nil
-		}
-		err := t.c.Err()
-		t.mu.Unlock()
-		if err != nil {
-			return nil, err
+		st, err := t.tryAccept()
+		if st != nil || err != nil {
+			return st, err
 		}
 		select {
 		case <-t.acceptReady:
@@ -283,6 +273,33 @@ func (t *transport) accept(ctx context.Context) (*tstream, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// tryAccept returns the next stream the peer opened without waiting: nil and no
+// error when none waits, the Conn's error once it has ended.
+func (t *transport) tryAccept() (*tstream, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.pending) > 0 {
+		id := t.pending[0]
+		t.pending = t.pending[1:]
+		if len(t.pending) == 0 {
+			t.pending = nil
+		} else {
+			signal(t.acceptReady)
+		}
+		return t.addLocked(id), nil
+	}
+	return nil, t.c.Err()
+}
+
+// notifyAccept makes the transport call f (with its lock held: f must not block)
+// whenever a stream the peer opened starts waiting to be accepted, and once now.
+func (t *transport) notifyAccept(f func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.onAccept = f
+	f()
 }
 
 func (t *transport) addLocked(id uint64) *tstream {
@@ -298,6 +315,7 @@ type tstream struct {
 	id         uint64
 	readReady  chan struct{} // capacity 1: a reader may proceed
 	writeReady chan struct{} // capacity 1: a writer may proceed
+	notify     func()        // notifyRead's f; guarded by t.mu
 
 	dmu       sync.Mutex // guards the deadlines and done flags
 	rdl, wdl  *deadline  // nil until set
@@ -308,6 +326,36 @@ type tstream struct {
 func (s *tstream) wake() {
 	signal(s.readReady)
 	signal(s.writeReady)
+}
+
+// wakeLocked wakes the stream's callers and its notify function, if it has one.
+func (s *tstream) wakeLocked() {
+	s.wake()
+	if s.notify != nil {
+		s.notify()
+	}
+}
+
+// notifyRead makes the transport call f (with its lock held: f must not block)
+// whenever the stream may have become readable or has ended, and once now.
+func (s *tstream) notifyRead(f func()) {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	s.notify = f
+	f()
+}
+
+// tryRead reads what has arrived without waiting: 0 and no error when nothing has.
+// Its errors are Read's.
+func (s *tstream) tryRead(p []byte) (int, error) {
+	t := s.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.c.Read(s.id, p)
+	if n > 0 || err != nil {
+		t.afterLocked(monoNow()) // a window update may be owed
+	}
+	return n, err
 }
 
 func signal(ch chan struct{}) {
