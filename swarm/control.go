@@ -3,8 +3,10 @@ package swarm
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/swarmdb/swarmdb/internal/ondemand"
 	"github.com/swarmdb/swarmdb/secure"
 )
 
@@ -14,6 +16,13 @@ import (
 // its control stream and hands every other stream to the application
 // (Conn.AcceptStream); Stream0 is left alone (the message layer, or
 // whatever the application sends on it).
+//
+// An idle connection holds no goroutine of the swarm's: the session hands
+// new streams and control messages to handlers (secure.Session.HandleStreams,
+// secure.Stream.HandleMessages), and queued control messages are written by a
+// worker that runs only while the queue is not empty (package ondemand). Three
+// goroutines blocked in reads and a channel receive cost about 25 KiB of
+// stack per connection; a swarm server holds dozens.
 const (
 	streamKindControl = "swarmdb/control/1"
 	streamKindApp     = "swarmdb/app/1"
@@ -36,30 +45,47 @@ const (
 
 // control is one connection's control stream.
 type control struct {
-	out      chan []byte         // encoded messages to write
-	accepted chan *secure.Stream // the peer's control stream, found by acceptStreams; buffered 1
-	demote   chan struct{}       // closed when the connection is demoted: flush, then close
-	apps     chan *secure.Stream // application streams for Conn.AcceptStream
-	demoted  bool                // demote is closed; guarded by Swarm.mu
+	// immutable after newControl
+	apps   chan *secure.Stream // application streams for Conn.AcceptStream
+	writer ondemand.Worker     // writes out; Run is Swarm.writeControl
+
+	mu       sync.Mutex // guards the fields below
+	st       *secure.Stream
+	out      [][]byte // encoded messages waiting for st
+	claimed  bool     // the peer's control stream was accepted (we did not dial)
+	broken   bool     // there is no control stream, or writing to it failed: out is dropped
+	demoted  bool     // close the connection once out is written
+	flushing bool     // demoted and the write deadline is set
 }
 
-func newControl() *control {
-	return &control{
-		out:      make(chan []byte, controlQueue),
-		accepted: make(chan *secure.Stream, 1),
-		demote:   make(chan struct{}),
-		apps:     make(chan *secure.Stream, appStreamBacklog),
-	}
+// newControl returns a control whose writer runs write (Swarm.writeControl).
+func newControl(write func()) *control {
+	ctl := &control{apps: make(chan *secure.Stream, appStreamBacklog)}
+	ctl.writer.Run = write
+	return ctl
 }
 
-// send queues m without blocking; it reports false when the queue is full.
+// send queues m without blocking; it reports false when it is dropped (the
+// queue is full, or the stream broken).
 func (ctl *control) send(m *memberMsg) bool {
-	select {
-	case ctl.out <- appendMember(nil, m):
-		return true
-	default:
+	ctl.mu.Lock()
+	if ctl.broken || len(ctl.out) >= controlQueue {
+		ctl.mu.Unlock()
 		return false
 	}
+	ctl.out = append(ctl.out, appendMember(nil, m))
+	ctl.mu.Unlock()
+	ctl.writer.Kick()
+	return true
+}
+
+// demote makes the writer close the connection once what is queued (the
+// disconnect) is written; at once if there is no control stream.
+func (ctl *control) demote() {
+	ctl.mu.Lock()
+	ctl.demoted = true
+	ctl.mu.Unlock()
+	ctl.writer.Kick()
 }
 
 // OpenStream opens a new stream to the peer for the application; the
@@ -90,137 +116,139 @@ func (c *Conn) AcceptStream(ctx context.Context) (*secure.Stream, error) {
 	}
 }
 
-// serveControl runs c's control stream until the connection ends: it opens
-// it (we dialled) or waits for the peer's, then reads messages into the
-// overlay while a writer sends ours. A demoted connection is closed once
-// its disconnect message is written.
-func (s *Swarm) serveControl(c *Conn) {
-	defer s.wg.Done()
-	ctl := c.ctl
-	var st *secure.Stream
-	if c.Initiator {
-		ctx, cancel := context.WithTimeout(s.ctx, streamKindWait)
-		var err error
-		st, err = c.Session.OpenStream(ctx)
-		cancel()
-		if err == nil {
-			if _, err = st.Write([]byte(streamKindControl)); err != nil {
-				st.Close()
-				st = nil
-			}
-		}
-		if err != nil {
-			s.log.Debug("swarm: no control stream", "peer", shortKey(c.RemotePublicKey()), "err", err)
-		}
-	} else {
-		select {
-		case st = <-ctl.accepted:
-		case <-c.Done():
-		case <-s.ctx.Done():
-		case <-ctl.demote:
-			c.Conn.Close()
-		}
-	}
-	if st == nil {
-		s.waitDemoteOrEnd(c)
+// startControl sets up c's control stream: the streams the peer opens go to
+// acceptStream, and the side that dialled opens the control stream (a local
+// step: it waits for no round trip). It returns at once.
+func (s *Swarm) startControl(c *Conn) {
+	c.Session.HandleStreams(func(st *secure.Stream) { s.acceptStream(c, st) })
+	if !c.Initiator {
 		return
 	}
-	s.wg.Add(1)
-	go s.readControl(c, st)
-	s.writeControl(c, st)
-}
-
-// waitDemoteOrEnd is the writer of a connection without a control stream:
-// it only closes the connection when it is demoted.
-func (s *Swarm) waitDemoteOrEnd(c *Conn) {
-	select {
-	case <-c.ctl.demote:
-		c.Conn.Close()
-	case <-c.Done():
-	case <-s.ctx.Done():
+	ctx, cancel := context.WithTimeout(s.ctx, streamKindWait)
+	st, err := c.Session.OpenStream(ctx)
+	cancel()
+	if err == nil {
+		if _, err = st.Write([]byte(streamKindControl)); err != nil {
+			st.Close()
+		}
 	}
+	if err != nil {
+		s.log.Debug("swarm: no control stream", "peer", shortKey(c.RemotePublicKey()), "err", err)
+		s.attachControl(c, nil)
+		return
+	}
+	s.attachControl(c, st)
 }
 
-// writeControl writes queued control messages until the connection ends;
-// once demoted it writes what is queued (the disconnect) and closes the
-// connection.
-func (s *Swarm) writeControl(c *Conn, st *secure.Stream) {
+// attachControl makes st c's control stream: its messages go to the overlay
+// and the queue is written to it. A nil st marks the connection as having
+// none, so a demotion closes it at once.
+func (s *Swarm) attachControl(c *Conn, st *secure.Stream) {
+	if st != nil {
+		err := st.HandleMessages(func(msg []byte, err error) {
+			if err == nil {
+				s.controlMessage(c, msg)
+			}
+		})
+		if err != nil {
+			st.Close()
+			st = nil
+		}
+	}
+	c.ctl.mu.Lock()
+	c.ctl.st = st
+	if st == nil {
+		c.ctl.broken = true
+		c.ctl.out = nil
+	}
+	c.ctl.mu.Unlock()
+	c.ctl.writer.Kick()
+}
+
+// writeControl is c's writer: it writes the queued messages and returns once
+// none is left; a demoted connection is then closed. It may block in a Write
+// while the peer's window is full, as any writer does.
+func (s *Swarm) writeControl(c *Conn) {
 	ctl := c.ctl
 	for {
-		select {
-		case msg := <-ctl.out:
-			if _, err := st.Write(msg); err != nil {
-				s.waitDemoteOrEnd(c)
-				return
+		ctl.mu.Lock()
+		st, demoted := ctl.st, ctl.demoted
+		if st == nil || len(ctl.out) == 0 {
+			// Written, or nowhere to write it (no control stream yet, or a
+			// broken one): a demoted connection closes now.
+			ctl.mu.Unlock()
+			if demoted {
+				c.Conn.Close()
 			}
-		case <-ctl.demote:
+			return
+		}
+		msg := ctl.out[0]
+		ctl.out[0] = nil
+		ctl.out = ctl.out[1:]
+		if len(ctl.out) == 0 {
+			ctl.out = nil // an idle connection keeps no queue
+		}
+		setDeadline := demoted && !ctl.flushing
+		ctl.flushing = ctl.flushing || demoted
+		ctl.mu.Unlock()
+		if setDeadline {
 			_ = st.SetWriteDeadline(time.Now().Add(demoteFlushWait))
-			for len(ctl.out) > 0 {
-				if _, err := st.Write(<-ctl.out); err != nil {
-					break
-				}
+		}
+		if _, err := st.Write(msg); err != nil {
+			ctl.mu.Lock()
+			ctl.st, ctl.broken, ctl.out = nil, true, nil
+			ctl.mu.Unlock()
+			if demoted {
+				c.Conn.Close()
 			}
-			c.Conn.Close()
-			return
-		case <-c.Done():
-			return
-		case <-s.ctx.Done():
 			return
 		}
 	}
 }
 
-// readControl reads the peer's control messages into the overlay.
-func (s *Swarm) readControl(c *Conn, st *secure.Stream) {
-	defer s.wg.Done()
-	var buf []byte
-	for {
-		msg, err := st.ReadMessage(buf)
-		if err != nil {
-			return
-		}
-		buf = msg[:0]
-		m, err := parseMember(msg)
-		if err != nil {
-			s.log.Debug("swarm: bad control message", "peer", shortKey(c.RemotePublicKey()), "err", err)
-			continue
-		}
-		s.mu.Lock()
-		if s.conns[peerKey(c.RemotePublicKey())] == c {
-			s.overlay.receive(c.RemotePublicKey(), m, time.Now())
-			s.applyLocked()
-		}
-		s.mu.Unlock()
+// controlMessage takes one of the peer's control messages into the overlay.
+func (s *Swarm) controlMessage(c *Conn, msg []byte) {
+	m, err := parseMember(msg)
+	if err != nil {
+		s.log.Debug("swarm: bad control message", "peer", shortKey(c.RemotePublicKey()), "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns[peerKey(c.RemotePublicKey())] == c {
+		s.overlay.receive(c.RemotePublicKey(), m, time.Now())
+		s.applyLocked()
 	}
 }
 
-// acceptStreams takes every stream the peer opens: the first control
-// stream goes to serveControl, application streams to Conn.AcceptStream.
-func (s *Swarm) acceptStreams(c *Conn) {
-	defer s.wg.Done()
-	haveControl := false
-	for {
-		st, err := c.Session.AcceptStream(s.ctx)
-		if err != nil {
-			return
-		}
-		_ = st.SetReadDeadline(time.Now().Add(streamKindWait))
-		kind, err := st.ReadMessage(nil)
-		_ = st.SetReadDeadline(time.Time{})
-		switch {
-		case err != nil:
-			st.Close()
-		case string(kind) == streamKindControl && !haveControl && !c.Initiator:
-			haveControl = true
-			c.ctl.accepted <- st
-		case string(kind) == streamKindApp:
-			select {
-			case c.ctl.apps <- st:
-			default:
-				st.Close()
-			}
+// acceptStream sorts a stream the peer opened by its kind message: the
+// first control stream (the peer dialled) becomes c's, application streams
+// go to Conn.AcceptStream, anything else is closed.
+func (s *Swarm) acceptStream(c *Conn, st *secure.Stream) {
+	_ = st.SetReadDeadline(time.Now().Add(streamKindWait))
+	kind, err := st.ReadMessage(nil)
+	_ = st.SetReadDeadline(time.Time{})
+	switch {
+	case err != nil:
+		st.Close()
+	case string(kind) == streamKindControl && !c.Initiator && c.ctl.claim():
+		s.attachControl(c, st)
+	case string(kind) == streamKindApp:
+		select {
+		case c.ctl.apps <- st:
 		default:
 			st.Close()
 		}
+	default:
+		st.Close()
 	}
+}
+
+// claim reports whether this is the first control stream the peer opened.
+func (ctl *control) claim() bool {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	first := !ctl.claimed
+	ctl.claimed = true
+	return first
 }

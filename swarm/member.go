@@ -64,10 +64,7 @@ func (s *Swarm) applyLocked() {
 			s.table.disconnected(c.RemotePublicKey(), now, false)
 			s.stats.closed[c.info.Role]++
 			s.queueEventLocked(event{conn: c, info: c.info, close: true, err: ErrDemoted})
-			if !c.ctl.demoted {
-				c.ctl.demoted = true
-				close(c.ctl.demote) // serveControl writes the disconnect and closes
-			}
+			c.ctl.demote() // the writer writes the disconnect and closes
 			s.notifyLocked()
 		case a.redial:
 			// The path is gone (a NAT mapping changed under it, the peer

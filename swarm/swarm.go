@@ -280,7 +280,7 @@ func (s *Swarm) Close() error {
 	var wg sync.WaitGroup
 	for _, c := range conns {
 		wg.Add(1)
-		go func() { defer wg.Done(); c.Conn.Close() }()
+		go func() { defer wg.Done(); c.Conn.Close(); c.ctl.writer.Wait() }()
 	}
 	wg.Wait()
 	s.wg.Wait()
@@ -719,7 +719,8 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 		}
 		s.table.connected(remote, inbound, now)
 	}
-	c := &Conn{Conn: hc, openedAt: now, ctl: newControl()}
+	c := &Conn{Conn: hc, openedAt: now}
+	c.ctl = newControl(func() { s.writeControl(c) })
 	s.conns[key] = c
 	if replaced == nil {
 		// Past MaxPeers (a priority dial), this demotes another connection
@@ -750,7 +751,6 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 	s.queueEventLocked(event{conn: c, info: info})
 	s.applyLocked() // the hello to the new neighbour, after its open event
 	s.notifyLocked()
-	s.wg.Add(2)
 	s.mu.Unlock()
 	if replaced != nil {
 		s.log.Debug("swarm: connection replaced", "peer", shortKey(remote))
@@ -758,8 +758,7 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 	}
 	s.log.Debug("swarm: connected", "peer", shortKey(remote), "role", info.Role, "path", info.Path, "why", why.Kind)
 	context.AfterFunc(c.Context(), func() { s.ended(c) })
-	go s.serveControl(c)
-	go s.acceptStreams(c)
+	s.startControl(c)
 }
 
 // ended records that c has closed. It runs when c's session context ends,
