@@ -133,7 +133,7 @@ func newDelayLine(ifA, ifB string) (*delayLine, error) {
 			l.release()
 			return nil, fmt.Errorf("natlab: delay line eventfd: %w", err)
 		}
-		l.dirs[i] = &lineDir{l: l, in: l.socks[i], out: l.socks[1-i].fd, wake: fd, q: newFrameQueue()}
+		l.dirs[i] = &lineDir{l: l, in: l.socks[i], out: l.socks[1-i].fd, wake: fd, q: newFrameQueue(lineQueueFrames)}
 	}
 	return l, nil
 }
@@ -393,7 +393,7 @@ type heldFrame struct {
 	due  time.Duration // since the line's epoch
 }
 
-func newFrameQueue() frameQueue { return frameQueue{frames: make([]heldFrame, lineQueueFrames)} }
+func newFrameQueue(n int) frameQueue { return frameQueue{frames: make([]heldFrame, n)} }
 
 func (q *frameQueue) len() int { return q.count }
 
