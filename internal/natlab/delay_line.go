@@ -113,6 +113,12 @@ type delayLine struct {
 	kdrops                            atomic.Uint64 // accumulated ring and copy drops
 
 	closeOnce sync.Once
+
+	// mu guards released, which is set once the sockets and eventfds are
+	// closed: signal and stats use them from other goroutines, and a
+	// closed descriptor's number may already name another file.
+	mu       sync.Mutex
+	released bool
 }
 
 // newDelayLine opens the two packet sockets. It must run on a thread inside
@@ -146,6 +152,11 @@ func (l *delayLine) setDelay(d time.Duration) {
 
 // signal wakes both directions.
 func (l *delayLine) signal() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return
+	}
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	for _, d := range l.dirs {
@@ -345,9 +356,13 @@ func isNeighbourDiscovery(eth []byte) bool {
 // stats returns the counters, including the sockets' kernel drops since the
 // last call (PACKET_STATISTICS resets on read, so they are accumulated).
 func (l *delayLine) stats() LineStats {
-	for _, s := range l.socks {
-		l.kdrops.Add(s.drops())
+	l.mu.Lock()
+	if !l.released {
+		for _, s := range l.socks {
+			l.kdrops.Add(s.drops())
+		}
 	}
+	l.mu.Unlock()
 	return LineStats{
 		Frames: l.frames.Load(), Bytes: l.bytes.Load(), Overflow: l.overflow.Load(),
 		TxErrors: l.txErrors.Load(), KernelDrops: l.kdrops.Load(),
@@ -366,8 +381,12 @@ func (l *delayLine) close() {
 
 // release closes what newDelayLine opened.
 func (l *delayLine) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.released = true
 	for _, s := range l.socks {
 		if s != nil {
+			l.kdrops.Add(s.drops()) // what stats would have read
 			s.close()
 		}
 	}
