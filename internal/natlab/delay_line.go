@@ -23,13 +23,12 @@ import (
 // frames read from a receive ring without a system call (packet_ring.go) and
 // written in batches of up to lineBatch with one sendmmsg.
 //
-// Timing: a frame is due its delay after the kernel stamped it into the ring,
-// and leaves at its due time or later, never before. While it holds frames
-// and the delay is at least lineRingWaitMin, the line does not wake for each
-// arrival: it sleeps until the first held frame is due, or at most
-// lineRingWait, and then takes everything the ring gathered meanwhile (which
-// cannot be due yet, since it arrived after the last look). With nothing
-// held, or a delay shorter than that, an arrival wakes it at once.
+// Timing: a frame is due its delay after the kernel stamped it into the
+// ring, and leaves at its due time or later, never before. The direction
+// sleeps in ppoll until the first held frame is due or a frame arrives.
+// (Sleeping past arrivals while holding frames, to take them in batches,
+// saved no measurable CPU in the bench, where a busy line finds frames
+// waiting anyway, and would have delayed neighbour discovery.)
 //
 // Three details would make a naive line lie:
 //   - veth hands frames over with checksums still to be done
@@ -68,14 +67,6 @@ const (
 	lineSmallFrame = ringFrameSize
 	// lineBatch is the most frames one sendmmsg sends.
 	lineBatch = 64
-	// lineRingWait is the longest a line holding frames leaves arrivals in
-	// the ring: at 300k frames/s that is 300 of its 8192 slots.
-	lineRingWait = time.Millisecond
-	// lineRingWaitMin is the shortest delay for which the line sleeps past
-	// arrivals at all: twice lineRingWait, so a frame the kernel was still
-	// copying when the line last looked is not due before the line looks
-	// again.
-	lineRingWaitMin = 2 * lineRingWait
 	// lineMaxAge bounds how old a kernel timestamp may be to be believed;
 	// beyond it (a wall clock step) the frame counts as arriving when read.
 	lineMaxAge = time.Second
@@ -184,10 +175,6 @@ type lineDir struct {
 	wake int // eventfd: the line's close and setDelay
 	q    frameQueue
 
-	// lastLook is when the ring was last found empty: anything in it now
-	// arrived later and is due no earlier than lastLook plus the delay.
-	lastLook time.Duration
-
 	msgs [lineBatch]unix.Mmsghdr // sendmmsg's arguments
 	iovs [lineBatch]unix.Iovec
 	poll [2]unix.PollFd
@@ -237,7 +224,6 @@ func (d *lineDir) take() {
 		}
 		d.in.release()
 	}
-	d.lastLook = now
 }
 
 // send writes every held frame that is due, in order, lineBatch at a time.
@@ -291,37 +277,27 @@ func (d *lineDir) writeNow(frame []byte) {
 	d.l.bytes.Add(uint64(len(frame) - vnetHdrLen))
 }
 
-// wait sleeps until there may be work: a held frame is due, the ring must be
-// looked at, or the line is woken. It returns false once the line closes.
+// wait sleeps until a frame arrives, the first held frame is due, or the
+// line is woken. It returns false once the line closes.
 func (d *lineDir) wait() bool {
 	if d.l.closed.Load() {
 		return false
 	}
-	delay := time.Duration(d.l.delay.Load())
 	var timeout *unix.Timespec // nil: none
-	arrivals := true           // whether an arrival wakes us
 	if d.q.len() > 0 {
-		until := d.q.at(0).due
-		if delay >= lineRingWaitMin {
-			arrivals = false
-			until = min(until, d.lastLook+lineRingWait)
-		}
-		left := until - d.l.now()
+		left := d.q.at(0).due - d.l.now()
 		if left <= 0 {
 			return true
 		}
 		ts := unix.NsecToTimespec(left.Nanoseconds())
 		timeout = &ts
 	}
-	d.poll[0] = unix.PollFd{Fd: int32(d.in.fd)}
-	if arrivals {
-		d.poll[0].Events = unix.POLLIN
-	}
+	d.poll[0] = unix.PollFd{Fd: int32(d.in.fd), Events: unix.POLLIN}
 	d.poll[1] = unix.PollFd{Fd: int32(d.wake), Events: unix.POLLIN}
 	if _, err := unix.Ppoll(d.poll[:], timeout, nil); err != nil && err != unix.EINTR {
 		// Not expected with valid descriptors; look again later rather
 		// than spin or give up.
-		time.Sleep(lineRingWait)
+		time.Sleep(time.Millisecond)
 	}
 	if d.poll[0].Revents&unix.POLLERR != 0 {
 		// The interface went down (ENETDOWN); reading the error clears it.
