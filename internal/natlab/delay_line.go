@@ -67,6 +67,11 @@ const (
 	lineSmallFrame = ringFrameSize
 	// lineBatch is the most frames one sendmmsg sends.
 	lineBatch = 64
+	// lineTake is the most frames taken from the ring before sending the
+	// due ones: a direction slower than the arrivals (under -race) would
+	// otherwise never stop taking, and fill its queue with frames it does
+	// not send.
+	lineTake = 4 * lineBatch
 	// lineMaxAge bounds how old a kernel timestamp may be to be believed;
 	// beyond it (a wall clock step) the frame counts as arriving when read.
 	lineMaxAge = time.Second
@@ -192,13 +197,13 @@ func (d *lineDir) run() {
 	}
 }
 
-// take moves the frames waiting in the ring into the queue, stamped with
-// their due time; neighbour discovery goes straight out.
+// take moves up to lineTake frames waiting in the ring into the queue,
+// stamped with their due time; neighbour discovery goes straight out.
 func (d *lineDir) take() {
 	t := time.Now()
 	now := t.Sub(d.l.epoch)
 	delay := time.Duration(d.l.delay.Load())
-	for {
+	for range lineTake {
 		f, ok := d.in.peek()
 		if !ok {
 			break
