@@ -1,9 +1,13 @@
 package natlab_test
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,12 +19,13 @@ import (
 	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
-// The capacity subtest's bounds, for an unloaded machine (both are divided
-// by testutil.LoadFactor).
+// The capacity subtest's bounds, for an unloaded machine without the race
+// detector (both are divided by testutil.LoadFactor and raceSlowdown).
 const (
 	// lineCapacityMiB is the least the line must forward of 1242-byte
-	// frames one way, in MiB/s of payload.
-	lineCapacityMiB = 100
+	// frames one way, in MiB/s of payload: well above the 40-75 MiB/s the
+	// transports reach through two lines (the bench).
+	lineCapacityMiB = 120
 	// lineShareOfPath is the least share of what the lab's path carries
 	// without a line that it must carry with one.
 	lineShareOfPath = 0.5
@@ -80,26 +85,37 @@ func TestLink(t *testing.T) {
 		// lets through. The sender is cheap per datagram (blast), so when
 		// the line cannot keep up its ring overflows (KernelDrops) and the
 		// second figure is the line's.
-		base := blast(t, plain.Net(), sinkHost, time.Second)
-		before, _ := shaped.LinkStats()
-		got := blast(t, host.Net(), sinkHost, time.Second)
-		after, _ := shaped.LinkStats()
-		t.Logf("1242-byte frames one way: %.1f MiB/s (%.0fk frames/s) without the line, %.1f MiB/s (%.0fk frames/s) through it; the line forwarded %d frames and its ring dropped %d",
-			base.mibps(), base.kfps(), got.mibps(), got.kfps(), after.Frames-before.Frames, after.KernelDrops-before.KernelDrops)
-		// The transports reach 40-75 MiB/s through two lines at WAN delays
-		// (the bench); the line must forward well above that while it,
-		// the blaster and the sink share the CPU, and keep most of what
-		// the path carries without it. The line is a userspace process:
-		// on a machine loaded beyond its cores (load 22 on 2 cores once
-		// gave 19 MiB/s) it slows down as the transports measured through
-		// it do, and the bounds scale with the load.
-		lf := testutil.LoadFactor()
-		if want := lineCapacityMiB / lf; got.mibps() < want {
-			t.Errorf("the line forwarded only %.1f MiB/s, want %.1f (load factor %.1f)", got.mibps(), want, lf)
+		//
+		// The line must forward well above what the transports reach
+		// while it, the blaster and the sink share the CPU, and keep at
+		// least half of what the path carries without it. The line is
+		// userspace code: on a machine loaded beyond its cores (load 22
+		// on 2 cores once gave 19 MiB/s) it slows down as the transports
+		// measured through it do, and the bounds scale with the load. A
+		// capacity is a maximum and load only lowers it, but the load
+		// average lags a burst of other work: the best of three tries
+		// counts.
+		var fails []string
+		for try := 1; try <= 3; try++ {
+			base := blast(t, plain, sinkHost, time.Second)
+			before, _ := shaped.LinkStats()
+			got := blast(t, host, sinkHost, time.Second)
+			after, _ := shaped.LinkStats()
+			t.Logf("1242-byte frames one way: %.1f MiB/s (%.0fk frames/s) without the line, %.1f MiB/s (%.0fk frames/s) through it; the line forwarded %d frames, its ring dropped %d, its queue %d",
+				base.mibps(), base.kfps(), got.mibps(), got.kfps(), after.Frames-before.Frames, after.KernelDrops-before.KernelDrops, after.Overflow-before.Overflow)
+			lf := testutil.LoadFactor() * raceSlowdown
+			fails = fails[:0]
+			if want := lineCapacityMiB / lf; got.mibps() < want {
+				fails = append(fails, fmt.Sprintf("the line forwarded only %.1f MiB/s, want %.1f (load factor × race slowdown %.1f)", got.mibps(), want, lf))
+			}
+			if want := lineShareOfPath * base.mibps() / lf; got.mibps() < want {
+				fails = append(fails, fmt.Sprintf("the line forwarded %.1f MiB/s of the %.1f the path carries without it, want %.1f (load factor × race slowdown %.1f)", got.mibps(), base.mibps(), want, lf))
+			}
+			if len(fails) == 0 {
+				return
+			}
 		}
-		if want := lineShareOfPath * base.mibps() / lf; got.mibps() < want {
-			t.Errorf("the line forwarded %.1f MiB/s of the %.1f the path carries without it, want %.1f (load factor %.1f)", got.mibps(), base.mibps(), want, lf)
-		}
+		t.Error(strings.Join(fails, "; "))
 	})
 
 	t.Run("bottleneck", func(t *testing.T) {
@@ -108,7 +124,7 @@ func TestLink(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer shaped.SetLink(natlab.LinkConfig{Delay: oneWay})
-		rate := blast(t, host.Net(), sinkHost, time.Second).rate()
+		rate := blast(t, host, sinkHost, time.Second).rate()
 		// IP+UDP headers and the Ethernet header count against the rate;
 		// the payload share of a 1242-byte frame is 1200/1242.
 		want := float64(bits) / 8 * 1200 / 1242
@@ -175,35 +191,84 @@ func (r blastResult) rate() float64  { return float64(r.bytes) / r.span.Seconds(
 func (r blastResult) mibps() float64 { return r.rate() / (1 << 20) }
 func (r blastResult) kfps() float64  { return float64(r.datagrams) / r.span.Seconds() / 1e3 }
 
-// blast sends 1200-byte datagrams from n to a sink on sinkHost as fast as
-// the sender can for d and returns what the sink received. The sender hands
-// the kernel 48 datagrams per system call (UDP_SEGMENT, as the transports
-// do); the lab's veths cut them into 1242-byte frames before the first router
-// (vethPair), so routers and lines see a transport's packets. The sink reads
-// up to 64 datagrams per recvmmsg. Neither end is then what limits a line.
-func blast(t *testing.T, n transport.Net, sinkHost *natlab.Host, d time.Duration) blastResult {
+// The blast's settings in its processes' environment (TestLinkBlast).
+const (
+	blastRoleEnv = "NATLAB_BLAST_ROLE" // "sink" or "send"
+	blastToEnv   = "NATLAB_BLAST_TO"   // the sink's address, for the sender
+	blastForEnv  = "NATLAB_BLAST_FOR"  // how long the sender sends
+	// blastGrace is how long the sink listens past the sending time, from
+	// its first datagram: what the line still holds comes by then.
+	blastGrace = 500 * time.Millisecond
+	blastPort  = 5001 // the sink's port
+	blastSize  = 1200 // payload bytes per datagram
+	blastBurst = 48   // datagrams per send
+)
+
+// blast sends 1200-byte datagrams from src to a sink on sinkHost as fast as
+// the sender can for d and returns what the sink received. Both ends are
+// processes of their own in their hosts' namespaces (TestLinkBlast): a line
+// then shares the CPU with them as it does with a bench's endpoints, but not
+// this process's Go scheduler, and neither end is what limits it. The sender
+// hands the kernel 48 datagrams per system call (UDP_SEGMENT, as the
+// transports do); the lab's veths cut them into 1242-byte frames before the
+// first router (vethPair), so routers and lines see a transport's packets.
+// The sink reads up to 64 datagrams per recvmmsg.
+func blast(t *testing.T, src, sinkHost *natlab.Host, d time.Duration) blastResult {
 	t.Helper()
-	const size, burst = 1200, 48
-	sink := listen(t, sinkHost.Net())
-	uc, ok := sink.(*net.UDPConn)
-	if !ok {
-		t.Fatalf("sink is a %T, not a kernel socket", sink)
+	ctx, cancel := context.WithTimeout(context.Background(), d+testTimeout)
+	defer cancel()
+	sink, err := sinkHost.StartTest(ctx, "TestLinkBlast", blastRoleEnv+"=sink", blastForEnv+"="+d.String())
+	if err != nil {
+		t.Fatal(err)
 	}
-	_ = uc.SetReadBuffer(16 << 20)
-	to := netip.AddrPortFrom(sinkHost.IP(), addrPort(sink.LocalAddr()).Port())
+	to := netip.AddrPortFrom(sinkHost.IP(), blastPort)
+	if out, err := src.RunTest(ctx, "TestLinkBlast", blastRoleEnv+"=send", blastToEnv+"="+to.String(), blastForEnv+"="+d.String()); err != nil {
+		t.Fatalf("blast sender: %v\n%s", err, out)
+	}
+	if err := sink.Wait(); err != nil {
+		t.Fatalf("blast sink: %v\n%s", err, sink.Output())
+	}
 	var r blastResult
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	for _, line := range strings.Split(sink.Output(), "\n") {
+		if _, err := fmt.Sscanf(line, "blast-sink %d %d %d", &r.bytes, &r.datagrams, &r.span); err == nil {
+			break
+		}
+	}
+	if r.span <= 0 {
+		t.Fatalf("the sink received nothing:\n%s", sink.Output())
+	}
+	return r
+}
+
+// TestLinkBlast is one end of blast, run by it inside a lab host's namespace:
+// the sender sends for the given time, the sink listens as long (and
+// blastGrace) from its first datagram and prints what it received.
+func TestLinkBlast(t *testing.T) {
+	if os.Getenv(natlab.ChildEnv) == "" {
+		t.Skip("helper for TestLink's blasts; runs only inside a lab namespace")
+	}
+	switch os.Getenv(blastRoleEnv) {
+	case "sink":
+		d, err := time.ParseDuration(os.Getenv(blastForEnv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: blastPort})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetReadBuffer(16 << 20)
 		msgs := make([]ipv4.Message, 64)
 		for i := range msgs {
 			msgs[i].Buffers = [][]byte{make([]byte, 2048)}
 		}
-		pc := ipv4.NewPacketConn(uc)
+		pc := ipv4.NewPacketConn(c)
+		var r blastResult
 		var first, last time.Time
-		// One deadline: the sender stops after d, the line delivers what it
-		// holds soon after.
-		_ = sink.SetReadDeadline(time.Now().Add(d + 500*time.Millisecond))
+		// Until the sender has started, then for its sending time and the
+		// grace.
+		_ = c.SetReadDeadline(time.Now().Add(testTimeout))
 		for {
 			k, err := pc.ReadBatch(msgs, 0)
 			if err != nil {
@@ -212,26 +277,35 @@ func blast(t *testing.T, n transport.Net, sinkHost *natlab.Host, d time.Duration
 			last = time.Now()
 			if first.IsZero() {
 				first = last
+				_ = c.SetReadDeadline(first.Add(d + blastGrace))
 			}
 			for _, m := range msgs[:k] {
 				r.bytes += int64(m.N)
 			}
 			r.datagrams += int64(k)
 		}
-		r.span = last.Sub(first)
-	}()
-	c := listen(t, n)
-	if cu, ok := c.(*net.UDPConn); ok {
-		_ = cu.SetWriteBuffer(4 << 20)
+		fmt.Printf("blast-sink %d %d %d\n", r.bytes, r.datagrams, last.Sub(first))
+	case "send":
+		to, err := netip.ParseAddrPort(os.Getenv(blastToEnv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := time.ParseDuration(os.Getenv(blastForEnv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetWriteBuffer(4 << 20)
+		w := udpopt.NewSegmentWriter(c)
+		payload := make([]byte, blastSize*blastBurst)
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			_ = w.WriteSegments(payload, blastSize, to)
+		}
+	default:
+		t.Fatalf("%s=%q", blastRoleEnv, os.Getenv(blastRoleEnv))
 	}
-	w := udpopt.NewSegmentWriter(c)
-	payload := make([]byte, size*burst)
-	for end := time.Now().Add(d); time.Now().Before(end); {
-		_ = w.WriteSegments(payload, size, to)
-	}
-	<-done
-	if r.span <= 0 {
-		t.Fatal("the sink received nothing")
-	}
-	return r
 }
