@@ -39,16 +39,27 @@ type Config struct {
 	// from the initial limit, and there are no transport parameters to
 	// tell it less.
 	StreamWindow uint64
+	// MaxStreamWindow is how far a stream's window may grow (window.go): it
+	// doubles, up to this, while the application reads so fast that the
+	// window, not the path, would set the rate. Zero means StreamWindow: the
+	// window stays as it is.
+	MaxStreamWindow uint64
 	// ConnWindow is the connection's receive window over all streams. Zero
 	// means twice StreamWindow. Below InitialMaxData it binds only past
 	// that, as StreamWindow.
 	ConnWindow uint64
+	// MaxConnWindow is how far the connection's window may grow, as
+	// MaxStreamWindow; it is kept at least twice the largest stream window.
+	// Zero means twice MaxStreamWindow when streams may grow, else
+	// ConnWindow.
+	MaxConnWindow uint64
 	// SendBuffer is how many bytes written to one stream and not yet
-	// acknowledged Write accepts. Zero means twice StreamWindow: the peer's
-	// window in flight, plus as much again, so that one loss, which holds
-	// back the release of everything after it until it is repaired, does not
-	// starve the sender (then BBR sees the application as the limit and
-	// never leaves STARTUP; measured in TestConnTransferLossy).
+	// acknowledged Write accepts, at least: the peer's window in flight,
+	// plus as much again, so that one loss, which holds back the release of
+	// everything after it until it is repaired, does not starve the sender
+	// (then BBR sees the application as the limit and never leaves STARTUP;
+	// measured in TestConnTransferLossy). The buffer follows the peer's
+	// window when that grows past half of it. Zero means twice StreamWindow.
 	SendBuffer int
 	// MaxIncomingStreams is how many streams the peer may have open at once.
 	// Zero means DefaultMaxIncomingStreams. The limit is raised (MAX_STREAMS)
@@ -72,6 +83,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnWindow == 0 {
 		c.ConnWindow = 2 * c.StreamWindow
+	}
+	if c.MaxStreamWindow < c.StreamWindow {
+		c.MaxStreamWindow = c.StreamWindow
+	}
+	if c.MaxConnWindow == 0 && c.MaxStreamWindow > c.StreamWindow {
+		c.MaxConnWindow = 2 * c.MaxStreamWindow
+	}
+	if c.MaxConnWindow < c.ConnWindow {
+		c.MaxConnWindow = c.ConnWindow
 	}
 	if c.SendBuffer == 0 {
 		c.SendBuffer = int(min(2*c.StreamWindow, 1<<30))
@@ -142,6 +162,8 @@ type Conn struct {
 	peerMaxData  uint64 // how far we may send, summed over streams
 	sentData     uint64 // highest offsets sent, summed
 	maxData      uint64 // how far the peer may send, as advertised
+	connWindow   uint64 // the connection's window now: Config.ConnWindow, grown (window.go)
+	connTuner    windowTuner
 	recvData     uint64 // highest offsets received, summed
 	consumedData uint64 // bytes the application has read, summed
 	maxDataOwed  bool
@@ -183,6 +205,7 @@ func NewConn(cfg Config) *Conn {
 		maxStreams:     InitialMaxStreams,
 		peerMaxData:    InitialMaxData,
 		maxData:        InitialMaxData,
+		connWindow:     cfg.ConnWindow,
 		packetSize:     cfg.PacketSize,
 		pmtu:           pmtuSearch{ceiling: cfg.MaxPacketSize},
 	}
@@ -257,6 +280,10 @@ func (c *Conn) newStream(id uint64) *stream {
 		send: newSendStream(id, InitialMaxStreamData, c.cfg.SendBuffer),
 		recv: newRecvStream(id, c.cfg.StreamWindow),
 	}
+	st.recv.maxWindow = c.cfg.MaxStreamWindow
+	// A send buffer may grow as far as the windows may (the peers' configs
+	// match): SendBuffer, times MaxStreamWindow/StreamWindow.
+	st.send.bufferMax = int(min(uint64(c.cfg.SendBuffer)*(c.cfg.MaxStreamWindow/c.cfg.StreamWindow), 1<<30))
 	c.streams[id] = st
 	c.streamsPeak = max(c.streamsPeak, len(c.streams))
 	// Its first MAX_STREAM_DATA is owed at once; but a stream of ours
@@ -396,7 +423,7 @@ func (c *Conn) syncConsumed(st *stream) bool {
 	// consumedData+ConnWindow, and a limit never goes down (RFC 9000 §4.1:
 	// the peer ignores a smaller MAX_DATA, so we would close the
 	// connection on data it was allowed to send).
-	if next := c.consumedData + c.cfg.ConnWindow; next >= c.maxData+c.cfg.ConnWindow/windowUpdateFraction {
+	if next := c.consumedData + c.connWindow; next >= c.maxData+c.connWindow/windowUpdateFraction {
 		c.maxData = next
 		c.maxDataOwed = true
 	}

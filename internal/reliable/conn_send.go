@@ -57,8 +57,8 @@ func (c *Conn) Send(now int64, buf []byte) []byte {
 		c.ack.onAckSent()
 	}
 	if mayElicit {
-		pkt = c.appendControl(pkt, &p)
-		pkt = c.appendStreams(pkt, &p)
+		pkt = c.appendControl(now, pkt, &p)
+		pkt = c.appendStreams(now, pkt, &p)
 		if probe && p.nchunks == 0 {
 			// Nothing new to send: a probe carries what the oldest packet in
 			// flight did, so that if it was the one lost, the probe repairs
@@ -68,8 +68,8 @@ func (c *Conn) Send(now int64, buf []byte) []byte {
 				for i := range old.chunks[:old.nchunks] {
 					c.requeue(&old.chunks[i])
 				}
-				pkt = c.appendControl(pkt, &p)
-				pkt = c.appendStreams(pkt, &p)
+				pkt = c.appendControl(now, pkt, &p)
+				pkt = c.appendStreams(now, pkt, &p)
 			}
 			if p.nchunks == 0 {
 				pkt = AppendPing(pkt)
@@ -131,9 +131,17 @@ func (p *sentPacket) addChunk(ch chunk) bool {
 	return true
 }
 
+// tuneConnWindow grows the connection's window as a MAX_DATA goes out, as a
+// stream's (window.go), and raises the limit with it.
+func (c *Conn) tuneConnWindow(now int64) {
+	c.connWindow = c.connTuner.grow(now, c.rec.rttStats.sample(), c.consumedData, c.connWindow, c.cfg.MaxConnWindow)
+	c.maxData = max(c.maxData, c.consumedData+c.connWindow)
+}
+
 // appendControl adds the connection's owed limits (MAX_DATA, MAX_STREAMS).
-func (c *Conn) appendControl(pkt []byte, p *sentPacket) []byte {
+func (c *Conn) appendControl(now int64, pkt []byte, p *sentPacket) []byte {
 	if c.maxDataOwed && c.room(pkt, p) >= maxControlFrame {
+		c.tuneConnWindow(now)
 		pkt = AppendMaxData(pkt, c.maxData)
 		p.addChunk(chunk{kind: chunkMaxData})
 		c.maxDataOwed = false
@@ -159,10 +167,10 @@ func (c *Conn) room(pkt []byte, p *sentPacket) int {
 // robin: each stream's owed control frames, then its data. A stream that
 // still has something to send after its turn goes to the back of the queue;
 // one that has nothing leaves it.
-func (c *Conn) appendStreams(pkt []byte, p *sentPacket) []byte {
+func (c *Conn) appendStreams(now int64, pkt []byte, p *sentPacket) []byte {
 	for turns := len(c.active); turns > 0 && len(c.active) > 0; turns-- {
 		st := c.active[0]
-		pkt = c.appendStream(pkt, p, st)
+		pkt = c.appendStream(now, pkt, p, st)
 		more := c.streamHasData(st)
 		copy(c.active, c.active[1:])
 		c.active = c.active[:len(c.active)-1]
@@ -183,7 +191,7 @@ func (c *Conn) appendStreams(pkt []byte, p *sentPacket) []byte {
 
 // appendStream adds what stream st owes: RESET_STREAM, STOP_SENDING,
 // MAX_STREAM_DATA, then STREAM frames while they fit.
-func (c *Conn) appendStream(pkt []byte, p *sentPacket, st *stream) []byte {
+func (c *Conn) appendStream(now int64, pkt []byte, p *sentPacket, st *stream) []byte {
 	if code, final, owed := st.send.resetOwed(); owed && c.room(pkt, p) >= maxControlFrame {
 		pkt = AppendResetStream(pkt, st.id, code, final)
 		p.addChunk(chunk{kind: chunkResetStream, id: st.id})
@@ -194,7 +202,13 @@ func (c *Conn) appendStream(pkt []byte, p *sentPacket, st *stream) []byte {
 		p.addChunk(chunk{kind: chunkStopSending, id: st.id})
 		st.recv.onStopSent()
 	}
-	if max, owed := st.recv.maxDataOwed(); owed && c.room(pkt, p) >= maxControlFrame {
+	if _, owed := st.recv.maxDataOwed(); owed && c.room(pkt, p) >= maxControlFrame {
+		if st.recv.tuneWindow(now, c.rec.rttStats.sample()) {
+			// The connection's window stays at least twice the stream's,
+			// so that it does not bind in the stream's place.
+			c.connWindow = min(max(c.connWindow, 2*st.recv.window), c.cfg.MaxConnWindow)
+		}
+		max, _ := st.recv.maxDataOwed()
 		pkt = AppendMaxStreamData(pkt, st.id, max)
 		p.addChunk(chunk{kind: chunkMaxStreamData, id: st.id})
 		st.recv.onMaxDataSent(max)

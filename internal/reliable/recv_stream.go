@@ -3,6 +3,7 @@ package reliable
 import (
 	"fmt"
 	"io"
+	"time"
 )
 
 // The receiving half of a stream (RFC 9000 §3.2): STREAM frames arrive at
@@ -48,13 +49,15 @@ const (
 //	[readOff, contig)   received, in order: readable now
 //	[contig, highest)   received where beyond says, missing elsewhere
 type recvStream struct {
-	id      uint64
-	window  uint64 // how far beyond readOff the peer may send
-	limit   uint64 // the highest limit advertised: InitialMaxStreamData or a MAX_STREAM_DATA sent
-	readOff uint64 // bytes the application has read
-	contig  uint64 // every byte below it has arrived
-	highest uint64 // the highest offset received: what flow control charged
-	final   uint64 // the final size, when finKnown
+	id        uint64
+	window    uint64 // how far beyond readOff the peer may send
+	maxWindow uint64 // how far window may grow (window.go)
+	tuner     windowTuner
+	limit     uint64 // the highest limit advertised: InitialMaxStreamData or a MAX_STREAM_DATA sent
+	readOff   uint64 // bytes the application has read
+	contig    uint64 // every byte below it has arrived
+	highest   uint64 // the highest offset received: what flow control charged
+	final     uint64 // the final size, when finKnown
 
 	beyond rangeSet // ranges received above contig
 
@@ -84,11 +87,20 @@ func newRecvStream(id, window uint64) *recvStream {
 		window = InitialMaxStreamData
 	}
 	return &recvStream{
-		id:       id,
-		window:   window,
-		limit:    InitialMaxStreamData,
-		firstMax: window > InitialMaxStreamData,
+		id:        id,
+		window:    window,
+		maxWindow: window,
+		limit:     InitialMaxStreamData,
+		firstMax:  window > InitialMaxStreamData,
 	}
+}
+
+// tuneWindow grows the window, if the reads since the last raise say it binds
+// (window.go), as a raise is about to go out, and reports whether it grew.
+func (s *recvStream) tuneWindow(now int64, srtt time.Duration) bool {
+	old := s.window
+	s.window = s.tuner.grow(now, srtt, s.readOff, s.window, s.maxWindow)
+	return s.window > old
 }
 
 // discarding reports whether arriving data is dropped rather than kept: the

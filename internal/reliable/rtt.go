@@ -75,6 +75,14 @@ func (r *rttStats) update(sample, ackDelay time.Duration) {
 	r.smoothed = (7*r.smoothed + adjusted) / 8
 }
 
+// sample returns smoothed_rtt once there is a sample, else zero.
+func (r *rttStats) sample() time.Duration {
+	if !r.hasSample {
+		return 0
+	}
+	return r.smoothed
+}
+
 // Smoothed is smoothed_rtt (RFC 9002 §5.3).
 func (r *rttStats) Smoothed() time.Duration { return r.smoothed }
 

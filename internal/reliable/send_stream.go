@@ -74,6 +74,7 @@ type sendStream struct {
 	id          uint64
 	peerMax     uint64 // the peer's limit for this stream (RFC 9000 §4.1)
 	bufferLimit int    // most bytes held, written but not acknowledged
+	bufferMax   int    // most bytes held when the peer's window grows (writable)
 
 	written uint64 // bytes the application wrote; the final size once closed
 	sent    uint64 // the highest offset sent: what flow control has charged
@@ -110,12 +111,19 @@ func newSendStream(id, peerMax uint64, bufferLimit int) *sendStream {
 // acknowledged beyond a gap are held until the gap is acknowledged).
 func (s *sendStream) buffered() int { return int(s.written - s.acked) }
 
-// writable returns how many bytes write would take now.
+// writable returns how many bytes write would take now: up to bufferLimit
+// buffered, or twice the peer's window when that is more (a window the peer
+// grew, window.go), so that a loss does not starve the sender; never more
+// than bufferMax, whatever the peer advertises.
 func (s *sendStream) writable() int {
 	if s.closed || s.rst != resetNone {
 		return 0
 	}
-	return max(0, s.bufferLimit-s.buffered())
+	limit := s.bufferLimit
+	if s.peerMax > s.acked {
+		limit = max(limit, int(min(2*(s.peerMax-s.acked), uint64(s.bufferMax))))
+	}
+	return max(0, limit-s.buffered())
 }
 
 // write copies as much of p as the buffer limit lets in and returns how much
