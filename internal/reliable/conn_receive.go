@@ -103,7 +103,11 @@ func (c *Conn) onFrame(now int64, f *Frame) error {
 		if st == nil || err != nil {
 			return err
 		}
+		full := st.send.writable() == 0
 		st.send.setPeerMax(f.Max)
+		if full && st.send.writable() > 0 {
+			c.wakeStream(st) // a grown window grew the send buffer
+		}
 		c.activate(st)
 		return nil
 	case FrameMaxStreams:

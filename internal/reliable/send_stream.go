@@ -74,7 +74,7 @@ type sendStream struct {
 	id          uint64
 	peerMax     uint64 // the peer's limit for this stream (RFC 9000 §4.1)
 	bufferLimit int    // most bytes held, written but not acknowledged
-	bufferMax   int    // most bytes held when the peer's window grows (writable)
+	bufferMax   int    // how far bufferLimit may grow with the peer's window (setPeerMax)
 
 	written uint64 // bytes the application wrote; the final size once closed
 	sent    uint64 // the highest offset sent: what flow control has charged
@@ -111,19 +111,12 @@ func newSendStream(id, peerMax uint64, bufferLimit int) *sendStream {
 // acknowledged beyond a gap are held until the gap is acknowledged).
 func (s *sendStream) buffered() int { return int(s.written - s.acked) }
 
-// writable returns how many bytes write would take now: up to bufferLimit
-// buffered, or twice the peer's window when that is more (a window the peer
-// grew, window.go), so that a loss does not starve the sender; never more
-// than bufferMax, whatever the peer advertises.
+// writable returns how many bytes write would take now.
 func (s *sendStream) writable() int {
 	if s.closed || s.rst != resetNone {
 		return 0
 	}
-	limit := s.bufferLimit
-	if s.peerMax > s.acked {
-		limit = max(limit, int(min(2*(s.peerMax-s.acked), uint64(s.bufferMax))))
-	}
-	return max(0, limit-s.buffered())
+	return max(0, s.bufferLimit-s.buffered())
 }
 
 // write copies as much of p as the buffer limit lets in and returns how much
@@ -358,9 +351,17 @@ func (s *sendStream) onLost(offset uint64, length uint32, fin bool) {
 
 // setPeerMax applies a MAX_STREAM_DATA: a limit only grows, and a smaller
 // one (reordered, RFC 9000 §4.1) is ignored.
-func (s *sendStream) setPeerMax(max uint64) {
-	if max > s.peerMax {
-		s.peerMax = max
+//
+// The buffer limit grows with the peer's window (window.go): to twice what
+// the peer lets us have outstanding, so that a loss does not starve the
+// sender, but never past bufferMax, whatever the peer advertises. It never
+// shrinks, so an ACK never takes room a writer was promised.
+func (s *sendStream) setPeerMax(limit uint64) {
+	if limit > s.peerMax {
+		s.peerMax = limit
+	}
+	if s.peerMax > s.acked {
+		s.bufferLimit = max(s.bufferLimit, int(min(2*(s.peerMax-s.acked), uint64(s.bufferMax))))
 	}
 }
 

@@ -76,3 +76,40 @@ func TestConnWindowGrowsForFastReader(t *testing.T) {
 		t.Errorf("the receiver's connection window is %d, past its max %d", tuned.conns[1].connWindow, 32<<20)
 	}
 }
+
+// TestSendBufferGrowsWithPeerWindow: a writer blocked on a full send buffer
+// is woken when the peer's window grows (MAX_STREAM_DATA), since the buffer
+// grows with it; without the wake it would sleep with room to write (found
+// as a 64 MiB NAT-lab transfer that hung).
+func TestSendBufferGrowsWithPeerWindow(t *testing.T) {
+	n := newConnPair(t, netPath{delay: 5 * time.Millisecond}, 1, Config{StreamWindow: 64 << 10, MaxStreamWindow: 1 << 20})
+	a := n.conns[0]
+	id, err := a.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 16<<10)
+	for {
+		k, err := a.Write(id, chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k < len(chunk) {
+			break
+		}
+	}
+	a.Wake(nil)
+	if w := a.Writable(id); w != 0 {
+		t.Fatalf("the buffer is full, yet %d bytes are writable", w)
+	}
+	// The peer's window grew to 1 MiB: what we may have outstanding is 1 MiB.
+	if err := n.inject(1, AppendMaxStreamData(nil, id, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if woke := a.Wake(nil); len(woke) != 1 || woke[0] != id {
+		t.Errorf("the grown window woke %v, want the blocked writer of stream %d", woke, id)
+	}
+	if w := a.Writable(id); w <= 0 {
+		t.Errorf("after the peer's window grew, %d bytes are writable", w)
+	}
+}
