@@ -49,6 +49,12 @@ type sendBatch struct {
 	wake    chan struct{} // 1-buffered: the batch went from empty to non-empty
 	stop    chan struct{} // closed by close
 	writers sync.WaitGroup
+
+	// Owned by the writer, of which there is one at a time (running), and by close
+	// once the last has left. They outlive a writer, so that a writer started for a
+	// keepalive allocates nothing.
+	idle  *time.Timer // the writer's writerIdleExit; made by the first writer
+	spare []int       // the sizes array last sent, for take to swap in
 }
 
 // writerIdleExit is how long a batch writer waits for more before it leaves. Long
@@ -121,18 +127,21 @@ func (b *sendBatch) take(sizes []int) (*[]byte, []int) {
 // stops it.
 func (b *sendBatch) run() {
 	defer b.writers.Done()
-	idle := time.NewTimer(writerIdleExit)
-	defer idle.Stop()
-	var sizes []int
+	if b.idle == nil {
+		b.idle = time.NewTimer(writerIdleExit)
+	}
 	for {
-		sizes = b.flush(sizes)
-		idle.Reset(writerIdleExit)
+		b.flush()
+		b.idle.Reset(writerIdleExit)
 		select {
 		case <-b.wake:
 		case <-b.stop:
-			b.flush(sizes)
+			// Stopped here, not on every exit: once running is false the next
+			// writer may already have reset it.
+			b.idle.Stop()
+			b.flush()
 			return
-		case <-idle.C:
+		case <-b.idle.C:
 			b.mu.Lock()
 			leave := len(b.sizes) == 0
 			if leave {
@@ -147,14 +156,13 @@ func (b *sendBatch) run() {
 }
 
 // flush sends the waiting batch, if any.
-func (b *sendBatch) flush(sizes []int) []int {
+func (b *sendBatch) flush() {
 	var buf *[]byte
-	buf, sizes = b.take(sizes)
+	buf, b.spare = b.take(b.spare)
 	if buf != nil {
-		b.send(*buf, sizes, b.sent)
+		b.send(*buf, b.spare, b.sent)
 		batchPool.Put(buf)
 	}
-	return sizes
 }
 
 // close stops the writer and sends what is left (a closing session's last packets go
@@ -169,7 +177,7 @@ func (b *sendBatch) close() {
 	b.closed = true
 	b.room.Broadcast()
 	b.mu.Unlock()
-	b.flush(nil) // what was added while no writer was up
+	b.flush() // what was added while no writer was up
 }
 
 // send cuts a batch into runs (datagrams of one size, the last of a run possibly
