@@ -317,7 +317,7 @@ type tstream struct {
 	writeReady chan struct{} // capacity 1: a writer may proceed
 	notify     func()        // notifyRead's f; guarded by t.mu
 
-	dmu       sync.Mutex // guards the deadlines and done flags
+	dmu       sync.Mutex // guards the deadlines and done flags; taken before a deadline's mu
 	rdl, wdl  *deadline  // nil until set
 	readDone  bool
 	writeDone bool
@@ -473,18 +473,25 @@ func (s *tstream) deadline(d **deadline) <-chan struct{} {
 	return dl.done()
 }
 
+// setDeadline sets the deadline in *d; the zero time drops it, so that a stream whose
+// deadline was set for one exchange and cleared holds none. A call waiting on a
+// dropped deadline is woken and finds none.
 func (s *tstream) setDeadline(d **deadline, at time.Time) {
 	s.dmu.Lock()
-	if *d == nil {
-		if at.IsZero() {
-			s.dmu.Unlock()
-			return
+	switch {
+	case at.IsZero() && *d == nil:
+		s.dmu.Unlock()
+		return
+	case at.IsZero():
+		(*d).stop()
+		*d = nil
+	default:
+		if *d == nil {
+			*d = newDeadline()
 		}
-		*d = newDeadline()
+		(*d).set(at)
 	}
-	dl := *d
 	s.dmu.Unlock()
-	dl.set(at)
 	s.wake() // a waiting call picks up the new deadline
 }
 
