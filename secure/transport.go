@@ -303,7 +303,7 @@ func (t *transport) notifyAccept(f func()) {
 }
 
 func (t *transport) addLocked(id uint64) *tstream {
-	st := &tstream{t: t, id: id, readReady: make(chan struct{}, 1), writeReady: make(chan struct{}, 1)}
+	st := &tstream{t: t, id: id}
 	t.streams[id] = st
 	return st
 }
@@ -311,11 +311,15 @@ func (t *transport) addLocked(id uint64) *tstream {
 // tstream is one stream of the transport with blocking reads and writes: what a
 // Stream frames its messages on.
 type tstream struct {
-	t          *transport
-	id         uint64
+	t  *transport
+	id uint64
+
+	// Guarded by t.mu. The channels are made by the first Read or Write that has
+	// to wait: a stream read through notifyRead, as an idle connection's are, has
+	// none.
 	readReady  chan struct{} // capacity 1: a reader may proceed
 	writeReady chan struct{} // capacity 1: a writer may proceed
-	notify     func()        // notifyRead's f; guarded by t.mu
+	notify     func()        // notifyRead's f
 
 	dmu       sync.Mutex // guards the deadlines and done flags; taken before a deadline's mu
 	rdl, wdl  *deadline  // nil until set
@@ -323,14 +327,15 @@ type tstream struct {
 	writeDone bool
 }
 
-func (s *tstream) wake() {
+// signalLocked wakes the stream's waiting Read and Write, if any.
+func (s *tstream) signalLocked() {
 	signal(s.readReady)
 	signal(s.writeReady)
 }
 
 // wakeLocked wakes the stream's callers and its notify function, if it has one.
 func (s *tstream) wakeLocked() {
-	s.wake()
+	s.signalLocked()
 	if s.notify != nil {
 		s.notify()
 	}
@@ -358,6 +363,7 @@ func (s *tstream) tryRead(p []byte) (int, error) {
 	return n, err
 }
 
+// signal readies ch without blocking; a nil ch (nobody has waited yet) is left alone.
 func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
@@ -381,9 +387,13 @@ func (s *tstream) Read(p []byte) (int, error) {
 			t.mu.Unlock()
 			return n, err
 		}
+		if s.readReady == nil {
+			s.readReady = make(chan struct{}, 1)
+		}
+		ready := s.readReady
 		t.mu.Unlock()
 		select {
-		case <-s.readReady:
+		case <-ready:
 		case <-s.deadline(&s.rdl):
 			return 0, os.ErrDeadlineExceeded
 		}
@@ -400,6 +410,10 @@ func (s *tstream) Write(p []byte) (int, error) {
 		if n > 0 {
 			t.afterLocked(monoNow())
 		}
+		if n == 0 && len(p) > 0 && err == nil && s.writeReady == nil {
+			s.writeReady = make(chan struct{}, 1)
+		}
+		ready := s.writeReady
 		t.mu.Unlock()
 		total += n
 		p = p[n:]
@@ -408,7 +422,7 @@ func (s *tstream) Write(p []byte) (int, error) {
 		}
 		if n == 0 {
 			select {
-			case <-s.writeReady:
+			case <-ready:
 			case <-s.deadline(&s.wdl):
 				return total, os.ErrDeadlineExceeded
 			}
@@ -446,7 +460,7 @@ func (s *tstream) op(f func(*reliable.Conn) error, read, write bool) error {
 		t.afterLocked(monoNow())
 		// A Read or Write waiting on this stream must see what changed: the Conn's
 		// Wake reports what the peer did, not what we did.
-		s.wake()
+		s.signalLocked()
 	}
 	s.dmu.Lock()
 	s.readDone = s.readDone || read
@@ -492,7 +506,9 @@ func (s *tstream) setDeadline(d **deadline, at time.Time) {
 		(*d).set(at)
 	}
 	s.dmu.Unlock()
-	s.wake() // a waiting call picks up the new deadline
+	s.t.mu.Lock()
+	s.signalLocked() // a waiting call picks up the new deadline
+	s.t.mu.Unlock()
 }
 
 func (s *tstream) SetReadDeadline(t time.Time) error  { s.setDeadline(&s.rdl, t); return nil }
