@@ -884,11 +884,10 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 		e.retire(old)
 	}
 	// When the session ends, its path goes and so does its table entry.
-	// No goroutine waits for that: AfterFunc registers with the session's
-	// context. Close closes every connection in the table itself, and
-	// Conn.Close releases the path before it returns, so Close needs no
-	// watcher to have finished.
-	context.AfterFunc(sess.Context(), func() {
+	// No goroutine waits for that (Session.OnEnd). Close closes every
+	// connection in the table itself, and Conn.Close releases the path
+	// before it returns, so Close needs no watcher to have finished.
+	sess.OnEnd(func() {
 		c.releasePath()
 		e.conns.remove(key, c)
 	})

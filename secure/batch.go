@@ -46,9 +46,14 @@ type sendBatch struct {
 	stopping bool       // close has begun: no writer starts any more
 	closed   bool       // close has sent the last batch: add fails
 
-	wake    chan struct{} // 1-buffered: the batch went from empty to non-empty
-	stop    chan struct{} // closed by close
+	wake    chan struct{} // 1-buffered: the batch went from empty to non-empty, or close began
 	writers sync.WaitGroup
+
+	// Owned by the writer, of which there is one at a time (running), and by close
+	// once the last has left. They outlive a writer, so that a writer started for a
+	// keepalive allocates nothing.
+	idle  *time.Timer // the writer's writerIdleExit; made by the first writer
+	spare []int       // the sizes array last sent, for take to swap in
 }
 
 // writerIdleExit is how long a batch writer waits for more before it leaves. Long
@@ -64,7 +69,7 @@ const writerIdleExit = 100 * time.Millisecond
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxMTU+PacketOverhead+nonceSize); return &b }}
 
 func newSendBatch(w SegmentWriter, sent func(n, bytes int, err error)) *sendBatch {
-	b := &sendBatch{w: w, sent: sent, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	b := &sendBatch{w: w, sent: sent, wake: make(chan struct{}, 1)}
 	b.room = sync.NewCond(&b.mu)
 	return b
 }
@@ -97,42 +102,41 @@ func (b *sendBatch) add(seal func(dst []byte) []byte) bool {
 	if start {
 		go b.run()
 	} else if first {
-		select {
-		case b.wake <- struct{}{}:
-		default:
-		}
+		signal(b.wake)
 	}
 	return true
 }
 
 // take returns the waiting batch (buf nil when there is none), leaving sizes, empty, in
-// its place.
-func (b *sendBatch) take(sizes []int) (*[]byte, []int) {
+// its place, and whether close has begun.
+func (b *sendBatch) take(sizes []int) (*[]byte, []int, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	buf := b.buf
 	b.buf = nil
 	sizes, b.sizes = b.sizes, sizes[:0]
 	b.room.Broadcast()
-	return buf, sizes
+	return buf, sizes, b.stopping
 }
 
 // run is the writer: it sends batches until none comes for writerIdleExit, or close
 // stops it.
 func (b *sendBatch) run() {
 	defer b.writers.Done()
-	idle := time.NewTimer(writerIdleExit)
-	defer idle.Stop()
-	var sizes []int
+	if b.idle == nil {
+		b.idle = time.NewTimer(writerIdleExit)
+	}
 	for {
-		sizes = b.flush(sizes)
-		idle.Reset(writerIdleExit)
-		select {
-		case <-b.wake:
-		case <-b.stop:
-			b.flush(sizes)
+		if stopping := b.flush(); stopping {
+			// Stopped here, not on every exit: once running is false the next
+			// writer may already have reset it.
+			b.idle.Stop()
 			return
-		case <-idle.C:
+		}
+		b.idle.Reset(writerIdleExit)
+		select {
+		case <-b.wake: // more to send, or close has begun
+		case <-b.idle.C:
 			b.mu.Lock()
 			leave := len(b.sizes) == 0
 			if leave {
@@ -146,15 +150,18 @@ func (b *sendBatch) run() {
 	}
 }
 
-// flush sends the waiting batch, if any.
-func (b *sendBatch) flush(sizes []int) []int {
-	var buf *[]byte
-	buf, sizes = b.take(sizes)
+// flush sends the waiting batch, if any, and reports whether close has begun.
+func (b *sendBatch) flush() bool {
+	var (
+		buf      *[]byte
+		stopping bool
+	)
+	buf, b.spare, stopping = b.take(b.spare)
 	if buf != nil {
-		b.send(*buf, sizes, b.sent)
+		b.send(*buf, b.spare, b.sent)
 		batchPool.Put(buf)
 	}
-	return sizes
+	return stopping
 }
 
 // close stops the writer and sends what is left (a closing session's last packets go
@@ -163,13 +170,15 @@ func (b *sendBatch) close() {
 	b.mu.Lock()
 	b.stopping = true
 	b.mu.Unlock()
-	close(b.stop)
+	// A writer sees stopping at its next flush: this wakes it if it waits, and if
+	// the buffer is full, the wake-up already in it does.
+	signal(b.wake)
 	b.writers.Wait()
 	b.mu.Lock()
 	b.closed = true
 	b.room.Broadcast()
 	b.mu.Unlock()
-	b.flush(nil) // what was added while no writer was up
+	b.flush() // what was added while no writer was up
 }
 
 // send cuts a batch into runs (datagrams of one size, the last of a run possibly

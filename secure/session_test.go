@@ -405,6 +405,39 @@ func TestSessionCloseCleanBothEnds(t *testing.T) {
 	}
 }
 
+// OnEnd's function runs once the session has ended, with Err set: registered before
+// the end, after the peer's close is noticed; registered after it, at once.
+func TestSessionOnEnd(t *testing.T) {
+	testutil.CheckLeaks(t)
+	p := newPipeSessions(t, pipeOptions{}, Config{})
+	c, s := p.client, p.server
+	before := make(chan error, 1)
+	s.OnEnd(func() { before <- s.Err() })
+	select {
+	case err := <-before:
+		t.Fatalf("OnEnd ran while the session was up (Err %v)", err)
+	default:
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-before:
+		if !errors.Is(err, ErrRemoteClosed) {
+			t.Fatalf("OnEnd saw Err %v; want ErrRemoteClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnEnd did not run after the peer closed")
+	}
+	after := make(chan struct{})
+	c.OnEnd(func() { close(after) })
+	select {
+	case <-after:
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnEnd on an ended session did not run")
+	}
+}
+
 // One write of at most MaxMessageSize is one message; larger writes are split; a small
 // read buffer gets a message in pieces; ReadMessage gets a whole one.
 func TestStreamMessageSemantics(t *testing.T) {

@@ -304,7 +304,7 @@ func (t *transport) notifyAccept(f func()) {
 }
 
 func (t *transport) addLocked(id uint64) *tstream {
-	st := &tstream{t: t, id: id, readReady: make(chan struct{}, 1), writeReady: make(chan struct{}, 1)}
+	st := &tstream{t: t, id: id}
 	t.streams[id] = st
 	return st
 }
@@ -312,26 +312,31 @@ func (t *transport) addLocked(id uint64) *tstream {
 // tstream is one stream of the transport with blocking reads and writes: what a
 // Stream frames its messages on.
 type tstream struct {
-	t          *transport
-	id         uint64
+	t  *transport
+	id uint64
+
+	// Guarded by t.mu. The channels are made by the first Read or Write that has
+	// to wait: a stream read through notifyRead, as an idle connection's are, has
+	// none.
 	readReady  chan struct{} // capacity 1: a reader may proceed
 	writeReady chan struct{} // capacity 1: a writer may proceed
-	notify     func()        // notifyRead's f; guarded by t.mu
+	notify     func()        // notifyRead's f
 
-	dmu       sync.Mutex // guards the deadlines and done flags
+	dmu       sync.Mutex // guards the deadlines and done flags; taken before a deadline's mu
 	rdl, wdl  *deadline  // nil until set
 	readDone  bool
 	writeDone bool
 }
 
-func (s *tstream) wake() {
+// signalLocked wakes the stream's waiting Read and Write, if any.
+func (s *tstream) signalLocked() {
 	signal(s.readReady)
 	signal(s.writeReady)
 }
 
 // wakeLocked wakes the stream's callers and its notify function, if it has one.
 func (s *tstream) wakeLocked() {
-	s.wake()
+	s.signalLocked()
 	if s.notify != nil {
 		s.notify()
 	}
@@ -359,6 +364,7 @@ func (s *tstream) tryRead(p []byte) (int, error) {
 	return n, err
 }
 
+// signal readies ch without blocking; a nil ch (nobody has waited yet) is left alone.
 func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
@@ -382,9 +388,13 @@ func (s *tstream) Read(p []byte) (int, error) {
 			t.mu.Unlock()
 			return n, err
 		}
+		if s.readReady == nil {
+			s.readReady = make(chan struct{}, 1)
+		}
+		ready := s.readReady
 		t.mu.Unlock()
 		select {
-		case <-s.readReady:
+		case <-ready:
 		case <-s.deadline(&s.rdl):
 			return 0, os.ErrDeadlineExceeded
 		}
@@ -401,6 +411,10 @@ func (s *tstream) Write(p []byte) (int, error) {
 		if n > 0 {
 			t.afterLocked(monoNow())
 		}
+		if n == 0 && len(p) > 0 && err == nil && s.writeReady == nil {
+			s.writeReady = make(chan struct{}, 1)
+		}
+		ready := s.writeReady
 		t.mu.Unlock()
 		total += n
 		p = p[n:]
@@ -409,7 +423,7 @@ func (s *tstream) Write(p []byte) (int, error) {
 		}
 		if n == 0 {
 			select {
-			case <-s.writeReady:
+			case <-ready:
 			case <-s.deadline(&s.wdl):
 				return total, os.ErrDeadlineExceeded
 			}
@@ -447,7 +461,7 @@ func (s *tstream) op(f func(*reliable.Conn) error, read, write bool) error {
 		t.afterLocked(monoNow())
 		// A Read or Write waiting on this stream must see what changed: the Conn's
 		// Wake reports what the peer did, not what we did.
-		s.wake()
+		s.signalLocked()
 	}
 	s.dmu.Lock()
 	s.readDone = s.readDone || read
@@ -474,19 +488,28 @@ func (s *tstream) deadline(d **deadline) <-chan struct{} {
 	return dl.done()
 }
 
+// setDeadline sets the deadline in *d; the zero time drops it, so that a stream whose
+// deadline was set for one exchange and cleared holds none. A call waiting on a
+// dropped deadline is woken and finds none.
 func (s *tstream) setDeadline(d **deadline, at time.Time) {
 	s.dmu.Lock()
-	if *d == nil {
-		if at.IsZero() {
-			s.dmu.Unlock()
-			return
+	switch {
+	case at.IsZero() && *d == nil:
+		s.dmu.Unlock()
+		return
+	case at.IsZero():
+		(*d).stop()
+		*d = nil
+	default:
+		if *d == nil {
+			*d = newDeadline()
 		}
-		*d = newDeadline()
+		(*d).set(at)
 	}
-	dl := *d
 	s.dmu.Unlock()
-	dl.set(at)
-	s.wake() // a waiting call picks up the new deadline
+	s.t.mu.Lock()
+	s.signalLocked() // a waiting call picks up the new deadline
+	s.t.mu.Unlock()
 }
 
 func (s *tstream) SetReadDeadline(t time.Time) error  { s.setDeadline(&s.rdl, t); return nil }

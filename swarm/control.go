@@ -46,10 +46,10 @@ const (
 // control is one connection's control stream.
 type control struct {
 	// immutable after newControl
-	apps   chan *secure.Stream // application streams for Conn.AcceptStream
-	writer ondemand.Worker     // writes out; Run is Swarm.writeControl
+	writer ondemand.Worker // writes out; Run is Swarm.writeControl
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex          // guards the fields below
+	apps     chan *secure.Stream // application streams for Conn.AcceptStream; see appStreams
 	st       *secure.Stream
 	out      [][]byte // encoded messages waiting for st
 	claimed  bool     // the peer's control stream was accepted (we did not dial)
@@ -60,9 +60,20 @@ type control struct {
 
 // newControl returns a control whose writer runs write (Swarm.writeControl).
 func newControl(write func()) *control {
-	ctl := &control{apps: make(chan *secure.Stream, appStreamBacklog)}
+	ctl := &control{}
 	ctl.writer.Run = write
 	return ctl
+}
+
+// appStreams returns the queue of application streams, made on first use: most
+// connections carry none, and the queue is 224 bytes.
+func (ctl *control) appStreams() chan *secure.Stream {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	if ctl.apps == nil {
+		ctl.apps = make(chan *secure.Stream, appStreamBacklog)
+	}
+	return ctl.apps
 }
 
 // send queues m without blocking; it reports false when it is dropped (the
@@ -107,7 +118,7 @@ func (c *Conn) OpenStream(ctx context.Context) (*secure.Stream, error) {
 // Conn.OpenStream.
 func (c *Conn) AcceptStream(ctx context.Context) (*secure.Stream, error) {
 	select {
-	case st := <-c.ctl.apps:
+	case st := <-c.ctl.appStreams():
 		return st, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -235,7 +246,7 @@ func (s *Swarm) acceptStream(c *Conn, st *secure.Stream) {
 		s.attachControl(c, st)
 	case string(kind) == streamKindApp:
 		select {
-		case c.ctl.apps <- st:
+		case c.ctl.appStreams() <- st:
 		default:
 			st.Close()
 		}

@@ -757,11 +757,11 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 		go replaced.Conn.Close()
 	}
 	s.log.Debug("swarm: connected", "peer", shortKey(remote), "role", info.Role, "path", info.Path, "why", why.Kind)
-	context.AfterFunc(c.Context(), func() { s.ended(c) })
+	c.OnEnd(func() { s.ended(c) })
 	s.startControl(c)
 }
 
-// ended records that c has closed. It runs when c's session context ends,
+// ended records that c has closed. It runs when c's session ends (OnEnd),
 // with no goroutine waiting for that meanwhile; after Close, which reports
 // every connection itself, c is no longer in the table and nothing happens.
 func (s *Swarm) ended(c *Conn) {
