@@ -552,10 +552,12 @@ func (n *Node) lookupIn(ctx context.Context, fam Family, topic ID) (*LookupResul
 		}
 	}
 	var wg sync.WaitGroup
-	var mu sync.Mutex
+	var mu sync.Mutex // guards out and seen: the re-asks below add from goroutines of their own
 	for _, c := range res.closest {
 		if !c.reply.Truncated || c.reply.Token == nil {
+			mu.Lock()
 			add(c.reply)
+			mu.Unlock()
 			continue
 		}
 		// The first answer was trimmed for an unverified source; ask again
