@@ -76,7 +76,7 @@ func TestConnPMTUDiscovery(t *testing.T) {
 			if s.PacketSize < tc.lo || s.PacketSize > tc.hi {
 				t.Errorf("packet size %d, want %d-%d", s.PacketSize, tc.lo, tc.hi)
 			}
-			// Each size that fails is tried 1 times.
+			// Each size that fails is tried pmtuMaxProbes times.
 			if len(w.probes) > tc.probes*pmtuMaxProbes || uint64(len(w.probes)) != s.MTUProbes {
 				t.Errorf("%d probes (stats %d), want at most %d", len(w.probes), s.MTUProbes, tc.probes*pmtuMaxProbes)
 			}

@@ -104,10 +104,8 @@ func (c *Conn) onFrame(now int64, f *Frame) error {
 			return err
 		}
 		full := st.send.writable() == 0
-		st.send.setPeerMax(f.Max)
-		if full && st.send.writable() > 0 {
-			c.wakeStream(st) // a grown window grew the send buffer
-		}
+		st.send.setPeerMax(f.Max) // a grown window grows the send buffer
+		c.wakeWriterIfRoom(st, full)
 		c.activate(st)
 		return nil
 	case FrameMaxStreams:
@@ -221,6 +219,17 @@ func (c *Conn) onPacketLost(p *sentPacket) {
 	}
 }
 
+// wakeWriterIfRoom wakes st's writer if its send buffer was full (wasFull,
+// taken before the change) and has room now. Write takes all it can, so a
+// writer waits only on a full buffer: every ACK or MAX_STREAM_DATA of a
+// stream that was not full, or whose sending half is closed, would be a wake
+// for nothing.
+func (c *Conn) wakeWriterIfRoom(st *stream, wasFull bool) {
+	if wasFull && st.send.writable() > 0 {
+		c.wakeStream(st)
+	}
+}
+
 // onChunkAcked is done with what an acknowledged packet carried.
 func (c *Conn) onChunkAcked(ch *chunk) {
 	st, ok := c.streams[ch.id]
@@ -229,15 +238,9 @@ func (c *Conn) onChunkAcked(ch *chunk) {
 	}
 	switch ch.kind {
 	case chunkStream:
-		// Wake the writer only if it was blocked: Write takes all it can,
-		// so a writer waits only on a full buffer. Every ACK of a stream
-		// that is not full, or whose sending half is closed, would be a
-		// wake for nothing.
 		full := st.send.writable() == 0
 		st.send.onAcked(ch.offset, ch.length, ch.fin)
-		if full && st.send.writable() > 0 {
-			c.wakeStream(st)
-		}
+		c.wakeWriterIfRoom(st, full)
 	case chunkResetStream:
 		st.send.onResetAcked()
 	default:
