@@ -94,10 +94,10 @@ type PipeInfo struct {
 	PublicKey  ed25519.PublicKey
 	LocalAddr  netip.AddrPort
 	PublicAddr netip.AddrPort // zero when unknown
-	// NAT is the NAT class measured. A client goes on once the mapping is
-	// known, before the filtering probes end, so its class may read unknown
-	// (a cone NAT's kind is its filtering); a server's is the whole
-	// measurement.
+	// NAT is the NAT class known at the start. Both roles go on once the
+	// mapping is known, before the filtering probes end, so it may read
+	// unknown (a cone NAT's kind is its filtering); Pipe.WaitNAT gives the
+	// whole measurement.
 	NAT natcheck.Class
 	// Relays are the DHT nodes that relay signaling to a server, and
 	// Stored the nodes that took its record (servers only).
@@ -210,16 +210,21 @@ func (p *Pipe) start(ctx context.Context) error {
 	if !p.cfg.Server {
 		return nil
 	}
+	// The announce runs beside the filtering probes (the DHT node sends
+	// nothing to a probe's helper meanwhile). The server is reachable once
+	// announced, so start does not wait for them: WaitNAT does.
 	if err := p.announce(tctx); err != nil {
 		return err
 	}
-	// The announce ran beside the filtering probes (the DHT node sends
-	// nothing to a probe's helper meanwhile); the ready event reports the
-	// whole measurement.
-	jctx, cancel := context.WithTimeout(tctx, pipeJoinTimeout)
-	defer cancel()
-	p.info.NAT = p.ep.WaitNAT(jctx).Class
+	p.info.NAT = p.ep.NAT().Class // the probes may have ended meanwhile
 	return nil
+}
+
+// WaitNAT waits until the NAT measurement that StartPipe began has ended,
+// filtering probes included (up to 3 RTT + 100 ms after the mapping), or
+// ctx ends, and returns it. PipeInfo.NAT is what was known at the start.
+func (p *Pipe) WaitNAT(ctx context.Context) natcheck.Report {
+	return p.ep.WaitNAT(ctx)
 }
 
 // startEndpoint starts the hole-punching endpoint; a server's takes one

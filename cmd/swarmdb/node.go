@@ -462,6 +462,11 @@ func reportNAT(ctx context.Context, reports <-chan node.NATReport, out *syncEven
 		return
 	case r = <-reports:
 	}
+	emitNAT(out, r)
+}
+
+// emitNAT emits a "nat" event reporting r.
+func emitNAT(out *syncEvents, r node.NATReport) {
 	human, fields := natIPv6(fmt.Sprintf("NAT: %s (public %s, mapping %s, filtering %s)", r.Class, r.PublicAddr, r.Mapping, r.Filtering),
 		map[string]any{"nat": string(r.Class), "public_addr": r.PublicAddr.String(), "mapping": r.Mapping.String(), "filtering": r.Filtering.String()}, r)
 	out.emit("nat", human, fields)

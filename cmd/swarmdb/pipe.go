@@ -67,12 +67,12 @@ func pipeMain(ctx context.Context, args []string, std stdio) int {
 		return f.usageError(std, "%v", errNoBootstrap)
 	}
 	cfg.Logger = newLogger(std.err, *asJSON, logLevel(*verbose, slog.LevelWarn))
-	ev := eventWriter{json: *asJSON, w: std.err}
+	ev := &syncEvents{ev: eventWriter{json: *asJSON, w: std.err}}
 	return pipeExit(ctx, ev, runPipe(ctx, cfg, *keyFile, std, ev), cfg.Timeout)
 }
 
 // pipeExit reports how the pipe ended and returns the exit code.
-func pipeExit(ctx context.Context, ev eventWriter, err error, timeout time.Duration) int {
+func pipeExit(ctx context.Context, ev *syncEvents, err error, timeout time.Duration) int {
 	var pe *node.PipeError
 	switch {
 	case err == nil:
@@ -104,7 +104,7 @@ var pipeExitCode = map[node.PipeErrorKind]int{
 // runPipe joins, connects and transfers, reporting each step. Everything
 // it starts is closed before it returns, except a read of std.in that
 // never ends (the process exits anyway).
-func runPipe(ctx context.Context, cfg node.PipeConfig, keyFile string, std stdio, ev eventWriter) error {
+func runPipe(ctx context.Context, cfg node.PipeConfig, keyFile string, std stdio, ev *syncEvents) error {
 	key, err := loadOrCreateKey(keyFile)
 	if err != nil {
 		return &node.PipeError{Kind: node.PipeFailed, Reason: "key", Err: err}
@@ -117,6 +117,8 @@ func runPipe(ctx context.Context, cfg node.PipeConfig, keyFile string, std stdio
 	}
 	defer p.Close()
 	emitPipeReady(ev, p.Info())
+	nat := reportPipeNAT(ctx, p, ev)
+	defer nat.stop()
 	conn, err := p.Connect(ctx)
 	if err != nil {
 		return err
@@ -126,13 +128,14 @@ func runPipe(ctx context.Context, cfg node.PipeConfig, keyFile string, std stdio
 	if err != nil {
 		return err
 	}
+	nat.wait()
 	ev.emit("done", fmt.Sprintf("done: sent %d bytes, received %d bytes", st.Sent, st.Received),
 		map[string]any{"sent": st.Sent, "received": st.Received, "duration_ms": st.Duration.Milliseconds()})
 	return nil
 }
 
 // emitPipeReady reports a joined client, or an announced server.
-func emitPipeReady(ev eventWriter, in node.PipeInfo) {
+func emitPipeReady(ev *syncEvents, in node.PipeInfo) {
 	ready := map[string]any{
 		"role": "client", "topic": in.Topic, "public_key": hex.EncodeToString(in.PublicKey),
 		"addr": in.LocalAddr.String(), "public_addr": in.PublicAddr.String(), "nat": string(in.NAT),
@@ -145,8 +148,39 @@ func emitPipeReady(ev eventWriter, in node.PipeInfo) {
 	ev.emit("ready", fmt.Sprintf("serving %q as %x (NAT %s), announced on %d nodes; waiting for a peer", in.Topic, []byte(in.PublicKey[:8]), in.NAT, in.Stored), ready)
 }
 
+// reportPipeNAT emits a "nat" event once the pipe's NAT measurement has
+// ended, which may be after "ready": its filtering probes run beside the
+// announce or the lookup.
+func reportPipeNAT(ctx context.Context, p *node.Pipe, ev *syncEvents) *natReporter {
+	ctx, cancel := context.WithTimeout(ctx, natReportTimeout)
+	n := &natReporter{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		if r := p.WaitNAT(ctx); ctx.Err() == nil {
+			emitNAT(ev, r)
+		}
+	}()
+	return n
+}
+
+// natReporter is reportPipeNAT's goroutine.
+type natReporter struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// wait waits for the "nat" event (a finished transfer reports it before
+// "done"), or for natReportTimeout.
+func (n *natReporter) wait() { <-n.done }
+
+// stop gives up on the event and waits for the goroutine to end.
+func (n *natReporter) stop() {
+	n.cancel()
+	<-n.done
+}
+
 // emitPipeConnection reports the one connection, as soon as it is made.
-func emitPipeConnection(ev eventWriter, c *node.PipeConn) {
+func emitPipeConnection(ev *syncEvents, c *node.PipeConn) {
 	ev.emit("connection", fmt.Sprintf("connected to %x over %s (%d ms)", []byte(c.RemotePublicKey()[:8]), c.Path(), c.ConnectTime.Milliseconds()),
 		map[string]any{"peer": hex.EncodeToString(c.RemotePublicKey()), "path": string(c.Path()),
 			"connect_ms": c.ConnectTime.Milliseconds(), "remote_addr": c.RemoteAddr().String(), "cipher": c.Cipher().String()})
