@@ -165,7 +165,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 			open = append(open, c, <-s.in)
 		}
 		// Let buffers and timers settle, and the agents of the routed
-		// sessions retire (agentLinger, 5 s): what an idle connection keeps.
+		// sessions retire (agentLinger, 1 s): what an idle connection keeps.
 		time.Sleep(6 * time.Second)
 		after := heapInUse()
 		b.ReportMetric(float64(after-before)/conns/1024, "KiB/conn")

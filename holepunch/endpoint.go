@@ -20,6 +20,7 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/internal/demux"
+	"github.com/swarmdb/swarmdb/internal/memrelease"
 	"github.com/swarmdb/swarmdb/internal/pionlog"
 	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/secure"
@@ -839,6 +840,8 @@ func (c agentConn) Close() error { return c.close() }
 
 // openSession runs the secure session over tr and registers the result.
 func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secure.Keys, start time.Time, initiator bool) (*Conn, error) {
+	// A connection's setup leaves most of what it allocated as garbage.
+	defer memrelease.Note()
 	dc := secure.NewDatagramConn(tr.conn, keys, secure.DatagramConfig{})
 	cfg := e.cfg.Session
 	if ff, ok := e.cfg.Link.(FragmentFree); ok && ff.DontFragment() {

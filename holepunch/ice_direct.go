@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/pion/ice/v2"
+
+	"github.com/swarmdb/swarmdb/internal/memrelease"
 )
 
 // Sessions over ICE skip pion's data path. ICE finds the pair (its checks
@@ -44,8 +46,14 @@ func (e *Endpoint) routeICE(conn *ice.Conn, path Path, remote netip.AddrPort, cl
 
 // agentLinger is how long an agent lives on once a session over its routed
 // pair has settled: the peer's own agent may still be nominating, or
-// retrying a check whose answer was lost, and needs ours to answer.
-const agentLinger = 5 * time.Second
+// retrying a check whose answer was lost, and needs ours to answer. It
+// retries every iceCheckInterval (20 ms), so a second outlasts any loss
+// short of a dead path; and a dialler whose nomination goes unanswered
+// keeps its early path after settleWait (ice_early.go) rather than wait.
+// An agent alive is a few goroutines and about 20 KB of heap; one second
+// instead of five keeps a fifth as many alive through a burst of
+// connections (a swarm server taking 60: 39 at the peak with five).
+const agentLinger = time.Second
 
 // retireAgent returns the settled hook of a routed ICE path: agentLinger
 // later it closes the agent (closeAgent is idempotent; the routed conn's
@@ -65,6 +73,7 @@ func (e *Endpoint) retireAgent(closeAgent func() error) func() {
 		time.AfterFunc(agentLinger, func() {
 			_ = closeAgent()
 			e.counters.agentsRetired.Add(1)
+			memrelease.Note() // the agent's state is garbage now
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/ice/v2"
 	"github.com/pion/stun/v2"
@@ -147,17 +148,29 @@ func (e *Endpoint) dialICE(ctx context.Context, agent *ice.Agent, local, peer *s
 				mergeICE(r.conn, rc)
 			}()
 			settle := func(ctx context.Context) (Path, netip.AddrPort) {
+				t := time.NewTimer(settleWait)
+				defer t.Stop()
 				select {
 				case c := <-final:
 					return c.path, c.remote
+				case <-t.C:
+					e.log.Debug("ice still nominating, the session keeps its early path", "addr", remote)
 				case <-ctx.Done():
-					return path, remote
 				}
+				return path, remote
 			}
 			return nil, transportPath{conn: rc, path: path, remote: remote, settle: settle, release: func() { _ = rc.Close() }, settled: e.retireAgent(closeAgent)}, nil
 		}
 	}
 }
+
+// settleWait bounds how long a session that started on an early path waits,
+// once its handshake is done, for ICE's nomination (transportPath.settle).
+// The nominating check went out with the session's first packet, so its
+// answer is usually in before the handshake ends; one that is still missing
+// after this long was lost with every retry (the peer's agent answers for
+// agentLinger), and the early path, which the handshake just crossed, is kept.
+const settleWait = 2 * agentLinger
 
 // pathChoice is a path's kind and the peer's end of it.
 type pathChoice struct {

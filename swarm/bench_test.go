@@ -77,7 +77,7 @@ func BenchmarkMemory50Connections(b *testing.B) {
 		}
 		waitConnsB(b, hub, 60*time.Second, keys...)
 		cancel()
-		// What an idle connection keeps: past holepunch's agentLinger (5 s),
+		// What an idle connection keeps: past holepunch's agentLinger (1 s),
 		// when the ICE agents of routed sessions have closed. Meanwhile the
 		// membership protocol connects clients to each other too, so the
 		// cost is per connection of any pair.
