@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,6 +72,7 @@ func TestWANMatrix(t *testing.T) {
 	rc := lab.AddRouter(natlab.RouterConfig{Name: "wanc", Type: natlab.PortRestricted, Link: link})
 	server, client := rs.AddHost("s"), rc.AddHost("c")
 
+	var capacity []string
 	for _, rtt := range cfg.WANRTTsMs {
 		oneWay := time.Duration(rtt) * time.Millisecond / 4
 		for _, r := range []*natlab.Router{rs, rc} {
@@ -78,6 +80,10 @@ func TestWANMatrix(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if err := rc.SetLoss(0); err != nil {
+			t.Fatal(err)
+		}
+		capacity = append(capacity, fmt.Sprintf("RTT %d ms: %s", rtt, pathCapacity(t, rs, rc, server, client)))
 		ready := Comparison{Name: fmt.Sprintf("start→ready, RTT %d ms", rtt), Key: fmt.Sprintf("wan-ready-%d", rtt), Unit: "ms", Other: "Hyperswarm"}
 		connect := Comparison{Name: fmt.Sprintf("join→connected, RTT %d ms", rtt), Key: fmt.Sprintf("wan-connect-%d", rtt), Unit: "ms", Other: "Hyperswarm"}
 		wall := Comparison{Name: fmt.Sprintf("client start→connected, RTT %d ms", rtt), Key: fmt.Sprintf("wan-wall-%d", rtt), Unit: "ms", Other: "Hyperswarm", Detail: true}
@@ -121,7 +127,44 @@ func TestWANMatrix(t *testing.T) {
 	if err := rc.SetLoss(0); err != nil {
 		t.Error(err)
 	}
-	pr.Notes = append(pr.Notes, "Throughput grid (median MiB/s, swarmdb / Hyperswarm = ratio):\n\n"+formatWANGrid(cfg, pr.Comparisons))
+	pr.Notes = append(pr.Notes, "Throughput grid (median MiB/s, swarmdb / Hyperswarm = ratio):\n\n"+formatWANGrid(cfg, pr.Comparisons),
+		fmt.Sprintf("What the path carries without a transport (natlab.Blast: %d-byte UDP datagrams, client→server through both NATs and lines, as fast as a sender that batches up to 48 per system call can send, for %v; no loss; best of %d): %s. A transport on the same two cores also spends CPU on encryption and acknowledgements, so this is a ceiling that neither side can reach.",
+			wanBlastSize, wanBlastFor, wanBlastTries, strings.Join(capacity, "; ")))
+}
+
+// The path-capacity blast of TestWANMatrix.
+const (
+	wanBlastSize  = 1472 // the largest UDP payload of a 1500-byte MTU, as swarmdb's path MTU search finds it
+	wanBlastFor   = time.Second
+	wanBlastTries = 3
+	wanBlastSrc   = 5002 // the sender's port, which the client's NAT keeps
+)
+
+// pathCapacity blasts from the client to the server through both NATs: the
+// server's sink first punches toward the client's public address, then the
+// client's sender sends to the server's public address. It returns the best
+// of wanBlastTries as "X MiB/s (Y k datagrams/s)".
+func pathCapacity(t *testing.T, rs, rc *natlab.Router, server, client *natlab.Host) string {
+	t.Helper()
+	var best natlab.BlastResult
+	for range wanBlastTries {
+		r := natlab.Blast(t, natlab.BlastConfig{
+			Helper: "TestWANBlast", From: client, To: server, For: wanBlastFor, Size: wanBlastSize, SrcPort: wanBlastSrc,
+			Dst:   netip.AddrPortFrom(rs.PublicIP(), natlab.BlastPort),
+			Punch: netip.AddrPortFrom(rc.PublicIP(), wanBlastSrc),
+		})
+		if r.Rate() > best.Rate() || best.Span == 0 {
+			best = r
+		}
+	}
+	return fmt.Sprintf("%.1f MiB/s (%.0fk datagrams/s)", best.MiBps(), best.KFps())
+}
+
+// TestWANBlast is one end of pathCapacity's blasts, run inside a lab host.
+func TestWANBlast(t *testing.T) {
+	if !natlab.BlastEnd(t) {
+		t.Skip("one end of TestWANMatrix's path-capacity blast; runs only inside a lab namespace")
+	}
 }
 
 // formatWANGrid renders the throughput cells as an RTT × loss table.

@@ -1,22 +1,18 @@
 package natlab_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/transport/v2"
-	"golang.org/x/net/ipv4"
 
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testutil"
-	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
 // The capacity subtest's bounds, for an unloaded machine without the race
@@ -102,14 +98,14 @@ func TestLink(t *testing.T) {
 			got := blast(t, host, sinkHost, time.Second)
 			after, _ := shaped.LinkStats()
 			t.Logf("1242-byte frames one way: %.1f MiB/s (%.0fk frames/s) without the line, %.1f MiB/s (%.0fk frames/s) through it; the line forwarded %d frames, its ring dropped %d, its queue %d",
-				base.mibps(), base.kfps(), got.mibps(), got.kfps(), after.Frames-before.Frames, after.KernelDrops-before.KernelDrops, after.Overflow-before.Overflow)
+				base.MiBps(), base.KFps(), got.MiBps(), got.KFps(), after.Frames-before.Frames, after.KernelDrops-before.KernelDrops, after.Overflow-before.Overflow)
 			lf := testutil.LoadFactor() * raceSlowdown
 			fails = fails[:0]
-			if want := lineCapacityMiB / lf; got.mibps() < want {
-				fails = append(fails, fmt.Sprintf("the line forwarded only %.1f MiB/s, want %.1f (load factor × race slowdown %.1f)", got.mibps(), want, lf))
+			if want := lineCapacityMiB / lf; got.MiBps() < want {
+				fails = append(fails, fmt.Sprintf("the line forwarded only %.1f MiB/s, want %.1f (load factor × race slowdown %.1f)", got.MiBps(), want, lf))
 			}
-			if want := lineShareOfPath * base.mibps() / lf; got.mibps() < want {
-				fails = append(fails, fmt.Sprintf("the line forwarded %.1f MiB/s of the %.1f the path carries without it, want %.1f (load factor × race slowdown %.1f)", got.mibps(), base.mibps(), want, lf))
+			if want := lineShareOfPath * base.MiBps() / lf; got.MiBps() < want {
+				fails = append(fails, fmt.Sprintf("the line forwarded %.1f MiB/s of the %.1f the path carries without it, want %.1f (load factor × race slowdown %.1f)", got.MiBps(), base.MiBps(), want, lf))
 			}
 			if len(fails) == 0 {
 				return
@@ -124,7 +120,7 @@ func TestLink(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer shaped.SetLink(natlab.LinkConfig{Delay: oneWay})
-		rate := blast(t, host, sinkHost, time.Second).rate()
+		rate := blast(t, host, sinkHost, time.Second).Rate()
 		// IP+UDP headers and the Ethernet header count against the rate;
 		// the payload share of a 1242-byte frame is 1200/1242.
 		want := float64(bits) / 8 * 1200 / 1242
@@ -180,132 +176,16 @@ func medianRTT(t *testing.T, n transport.Net, server netip.AddrPort, count int) 
 	return rtts[len(rtts)/2]
 }
 
-// blastResult is what a sink received from a blast.
-type blastResult struct {
-	bytes, datagrams int64
-	span             time.Duration // from the first datagram to the last
-}
-
-// rate is the payload rate in bytes per second.
-func (r blastResult) rate() float64  { return float64(r.bytes) / r.span.Seconds() }
-func (r blastResult) mibps() float64 { return r.rate() / (1 << 20) }
-func (r blastResult) kfps() float64  { return float64(r.datagrams) / r.span.Seconds() / 1e3 }
-
-// The blast's settings in its processes' environment (TestLinkBlast).
-const (
-	blastRoleEnv = "NATLAB_BLAST_ROLE" // "sink" or "send"
-	blastToEnv   = "NATLAB_BLAST_TO"   // the sink's address, for the sender
-	blastForEnv  = "NATLAB_BLAST_FOR"  // how long the sender sends
-	// blastGrace is how long the sink listens past the sending time, from
-	// its first datagram: what the line still holds comes by then.
-	blastGrace = 500 * time.Millisecond
-	blastPort  = 5001 // the sink's port
-	blastSize  = 1200 // payload bytes per datagram
-	blastBurst = 48   // datagrams per send
-)
-
 // blast sends 1200-byte datagrams from src to a sink on sinkHost as fast as
-// the sender can for d and returns what the sink received. Both ends are
-// processes of their own in their hosts' namespaces (TestLinkBlast): a line
-// then shares the CPU with them as it does with a bench's endpoints, but not
-// this process's Go scheduler, and neither end is what limits it. The sender
-// hands the kernel 48 datagrams per system call (UDP_SEGMENT, as the
-// transports do); the lab's veths cut them into 1242-byte frames before the
-// first router (vethPair), so routers and lines see a transport's packets.
-// The sink reads up to 64 datagrams per recvmmsg.
-func blast(t *testing.T, src, sinkHost *natlab.Host, d time.Duration) blastResult {
+// the sender can for d and returns what the sink received (natlab.Blast).
+func blast(t *testing.T, src, sinkHost *natlab.Host, d time.Duration) natlab.BlastResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d+testTimeout)
-	defer cancel()
-	sink, err := sinkHost.StartTest(ctx, "TestLinkBlast", blastRoleEnv+"=sink", blastForEnv+"="+d.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	to := netip.AddrPortFrom(sinkHost.IP(), blastPort)
-	if out, err := src.RunTest(ctx, "TestLinkBlast", blastRoleEnv+"=send", blastToEnv+"="+to.String(), blastForEnv+"="+d.String()); err != nil {
-		t.Fatalf("blast sender: %v\n%s", err, out)
-	}
-	if err := sink.Wait(); err != nil {
-		t.Fatalf("blast sink: %v\n%s", err, sink.Output())
-	}
-	var r blastResult
-	for _, line := range strings.Split(sink.Output(), "\n") {
-		if _, err := fmt.Sscanf(line, "blast-sink %d %d %d", &r.bytes, &r.datagrams, &r.span); err == nil {
-			break
-		}
-	}
-	if r.span <= 0 {
-		t.Fatalf("the sink received nothing:\n%s", sink.Output())
-	}
-	return r
+	return natlab.Blast(t, natlab.BlastConfig{Helper: "TestLinkBlast", From: src, To: sinkHost, For: d})
 }
 
-// TestLinkBlast is one end of blast, run by it inside a lab host's namespace:
-// the sender sends for the given time, the sink listens as long (and
-// blastGrace) from its first datagram and prints what it received.
+// TestLinkBlast is one end of blast, run by it inside a lab host's namespace.
 func TestLinkBlast(t *testing.T) {
-	if os.Getenv(natlab.ChildEnv) == "" {
-		t.Skip("helper for TestLink's blasts; runs only inside a lab namespace")
-	}
-	switch os.Getenv(blastRoleEnv) {
-	case "sink":
-		d, err := time.ParseDuration(os.Getenv(blastForEnv))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: blastPort})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetReadBuffer(16 << 20)
-		msgs := make([]ipv4.Message, 64)
-		for i := range msgs {
-			msgs[i].Buffers = [][]byte{make([]byte, 2048)}
-		}
-		pc := ipv4.NewPacketConn(c)
-		var r blastResult
-		var first, last time.Time
-		// Until the sender has started, then for its sending time and the
-		// grace.
-		_ = c.SetReadDeadline(time.Now().Add(testTimeout))
-		for {
-			k, err := pc.ReadBatch(msgs, 0)
-			if err != nil {
-				break
-			}
-			last = time.Now()
-			if first.IsZero() {
-				first = last
-				_ = c.SetReadDeadline(first.Add(d + blastGrace))
-			}
-			for _, m := range msgs[:k] {
-				r.bytes += int64(m.N)
-			}
-			r.datagrams += int64(k)
-		}
-		fmt.Printf("blast-sink %d %d %d\n", r.bytes, r.datagrams, last.Sub(first))
-	case "send":
-		to, err := netip.ParseAddrPort(os.Getenv(blastToEnv))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := time.ParseDuration(os.Getenv(blastForEnv))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := net.ListenUDP("udp4", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetWriteBuffer(4 << 20)
-		w := udpopt.NewSegmentWriter(c)
-		payload := make([]byte, blastSize*blastBurst)
-		for end := time.Now().Add(d); time.Now().Before(end); {
-			_ = w.WriteSegments(payload, blastSize, to)
-		}
-	default:
-		t.Fatalf("%s=%q", blastRoleEnv, os.Getenv(blastRoleEnv))
+	if !natlab.BlastEnd(t) {
+		t.Skip("one end of TestLink's blasts; runs only inside a lab namespace")
 	}
 }
