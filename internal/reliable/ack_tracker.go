@@ -16,6 +16,22 @@ const (
 	// before an ACK is sent at once (RFC 9000 §13.2.2: at least every
 	// second one, so the sender's clock keeps ticking).
 	defaultAckEvery = 2
+	// ackDecimateAfter, ackDecimatedEvery, ackDecimationRTTShare: ACK
+	// decimation, as Chromium's QUIC does it. Once this many ack-eliciting
+	// packets have arrived (a bulk transfer, past its first round trips),
+	// an ACK is owed after every ackDecimatedEvery-th one, or a quarter of
+	// the path's minimum RTT after the first unacknowledged one, whichever
+	// comes first (and never later than MaxAckDelay). Each ACK is a packet
+	// of its own for a receiver with nothing to send back, and costs every
+	// hop and both ends as much as a data packet: acknowledging every
+	// second one made a third of the packets a bulk transfer puts on a
+	// path. BBR needs no more (it measures delivery over whole round
+	// trips); a packet out of order is still acknowledged at once, so loss
+	// detection is as quick; and the quarter RTT bounds what the hold adds
+	// to the RTT samples a sender takes its minimum from.
+	ackDecimateAfter      = 100
+	ackDecimatedEvery     = 10
+	ackDecimationRTTShare = 4
 	// ackRangeRepeats: once every range below the newest has gone out in
 	// this many ACK frames, and the newest holds lossPacketThreshold
 	// numbers, they are dropped. RFC 9000 §13.2.3 says to stop tracking
@@ -38,6 +54,11 @@ type ackTracker struct {
 	// ackEvery: an ACK is owed at once after this many ack-eliciting packets
 	// have arrived since the last ACK sent. Zero means defaultAckEvery.
 	ackEvery int
+	// minRTT is the path's minimum RTT in ns as the caller knows it (0 if
+	// unknown: no decimation); received counts ack-eliciting arrivals up
+	// to ackDecimateAfter.
+	minRTT   int64
+	received int
 
 	rs          []AckRange // received packet numbers: descending, disjoint, non-adjacent, ≤ maxAckRanges
 	floor       uint64     // numbers below it are no longer tracked (dropped ranges): never accepted again (§13.2.3)
@@ -45,6 +66,7 @@ type ackTracker struct {
 
 	pending      int   // ack-eliciting packets received since the last ACK sent
 	pendingSince int64 // arrival of the first of them
+	pendingDelay int64 // how long the first of them may wait for its ACK
 	immediate    bool  // an ACK is owed now...
 	immediateAt  int64 // ...since the arrival that made it so
 
@@ -74,12 +96,9 @@ func (a *ackTracker) onReceived(now int64, pn uint64, ackEliciting bool) (fresh 
 		return true
 	}
 	a.pending++
+	every, delay := a.policy()
 	if a.pending == 1 {
-		a.pendingSince = now
-	}
-	every := a.ackEvery
-	if every <= 0 {
-		every = defaultAckEvery
+		a.pendingSince, a.pendingDelay = now, delay
 	}
 	// §13.2.1: acknowledge at once an ack-eliciting packet that arrives out
 	// of order (it reveals a gap below it, or fills one), so the sender
@@ -89,6 +108,21 @@ func (a *ackTracker) onReceived(now int64, pn uint64, ackEliciting bool) (fresh 
 		a.immediate, a.immediateAt = true, now
 	}
 	return true
+}
+
+// policy returns how many ack-eliciting packets make an ACK owed at once, and
+// how long the first unacknowledged one may wait for it (decimating once a
+// transfer is under way, see ackDecimateAfter) for the one that just
+// arrived, and counts it.
+func (a *ackTracker) policy() (every int, delay int64) {
+	if a.ackEvery > 0 {
+		return a.ackEvery, int64(MaxAckDelay)
+	}
+	if a.received < ackDecimateAfter || a.minRTT <= 0 {
+		a.received = min(a.received+1, ackDecimateAfter)
+		return defaultAckEvery, int64(MaxAckDelay)
+	}
+	return ackDecimatedEvery, min(int64(MaxAckDelay), a.minRTT/ackDecimationRTTShare)
 }
 
 // insert adds pn to the ranges. outOfOrder reports that pn was not the next
@@ -164,13 +198,13 @@ func (a *ackTracker) insertAt(i int, r AckRange) {
 
 // deadline is when an ACK frame must be sent, in ns: the arrival that made
 // one owed at once, or the first unacknowledged ack-eliciting arrival plus
-// MaxAckDelay (§13.2.1); 0 if no ACK is owed.
+// MaxAckDelay (§13.2.1; less when decimating); 0 if no ACK is owed.
 func (a *ackTracker) deadline() int64 {
 	switch {
 	case a.immediate:
 		return max(a.immediateAt, 1) // never 0, which means none
 	case a.pending > 0:
-		return a.pendingSince + int64(MaxAckDelay)
+		return a.pendingSince + a.pendingDelay
 	}
 	return 0
 }

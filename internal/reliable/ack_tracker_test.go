@@ -75,6 +75,66 @@ func TestAckTrackerAckEvery(t *testing.T) {
 	}
 }
 
+// Past ackDecimateAfter packets of a path with a known RTT, an ACK is owed
+// after every ackDecimatedEvery-th one or a quarter RTT after the first;
+// before that, or without an RTT, after every second; a gap still makes one
+// owed at once.
+func TestAckTrackerDecimation(t *testing.T) {
+	const rtt = 40 * msNs
+	a := ackTracker{minRTT: rtt}
+	pn := uint64(0)
+	now := int64(msNs)
+	// receive takes k in-order ack-eliciting packets, 10 µs apart, and
+	// returns how many ACKs were owed at once on the way (each then sent).
+	receive := func(k int) (acks int) {
+		for range k {
+			now += 10_000
+			a.onReceived(now, pn, true)
+			pn++
+			if a.deadline() == now {
+				acks++
+				a.onAckSent()
+			}
+		}
+		return acks
+	}
+	if got := receive(ackDecimateAfter); got != ackDecimateAfter/defaultAckEvery {
+		t.Fatalf("first %d packets: %d ACKs, want one every %d", ackDecimateAfter, got, defaultAckEvery)
+	}
+	if got := receive(100); got != 100/ackDecimatedEvery {
+		t.Fatalf("next 100 packets: %d ACKs, want one every %d", got, ackDecimatedEvery)
+	}
+	// The next ACK waits a quarter RTT at most.
+	receive(1)
+	if got, want := a.deadline(), now+rtt/ackDecimationRTTShare; got != want {
+		t.Fatalf("deadline %d, want %d (a quarter RTT after the first unacknowledged)", got, want)
+	}
+	// A gap: at once.
+	pn++
+	receive(1)
+	if a.deadline() != 0 {
+		t.Fatalf("out of order: the ACK was not owed at once (deadline %d)", a.deadline())
+	}
+	// A long RTT: MaxAckDelay still bounds the wait.
+	a.minRTT = 10 * int64(MaxAckDelay)
+	receive(1)
+	if got, want := a.deadline(), now+int64(MaxAckDelay); got != want {
+		t.Fatalf("long RTT: deadline %d, want %d", got, want)
+	}
+
+	// Without an RTT, no decimation.
+	var b ackTracker
+	for i := range uint64(2 * ackDecimateAfter) {
+		b.onReceived(int64(i+1)*msNs, i, true)
+		if owed := b.deadline() == int64(i+1)*msNs; owed != (i%2 == 1) {
+			t.Fatalf("no RTT, packet %d: ACK owed at once %t", i, owed)
+		}
+		if b.deadline() == int64(i+1)*msNs {
+			b.onAckSent()
+		}
+	}
+}
+
 func TestAckTrackerOutOfOrder(t *testing.T) {
 	var a ackTracker
 	a.onReceived(msNs, 0, true)

@@ -42,6 +42,7 @@ func (c *Conn) Receive(now int64, pkt []byte) error {
 			return nil // the peer closed: the rest does not matter
 		}
 	}
+	c.ack.minRTT = int64(c.rec.rtt().min)
 	c.ack.onReceived(now, pn, ackEliciting)
 	return nil
 }
