@@ -322,7 +322,7 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 		fmt.Sprintf("Each side on its own %d-node loopback DHT. RSS from /proc/PID/status (VmRSS) after %v of settling; CPU = user+system time over a %v window, in %% of one core.", loopbackDHTSize, settle, measureWindow),
 		"Idle DHT node: `swarmdb bootstrap --listen 127.0.0.1:0` vs `bench.js dht-node` (one persistent HyperDHT node), each joined to its side's DHT.",
 		fmt.Sprintf("Idle pipe server: `pipe --server` announced, no connections. Per connection: %d client process(es) connect to that server; the server's RSS growth and extra CPU over idle, divided by %d (`swarmdb pipe --server` accepts one connection, so the default is 1 on both sides).", o.conns, o.conns),
-		fmt.Sprintf("Swarm server, %d connections: a server that joins a topic with the side's library and holds every connection (`bench/hold`, on the `swarm` package, vs `bench.js pipe --server`, which holds all it accepts), and %d clients of the same program; RSS growth over the idle server, divided by %d. The one-connection figure above is mostly one-time costs: code pages the first connection touches, and its setup garbage, which a Go process below its 4 MB heap goal has not yet collected (V8's collections, just as unrelated to the connection, make Hyperswarm's swing both ways); over %d connections they are spread thin and the figure is what each connection holds.", o.holdConns, o.holdConns, o.holdConns, o.holdConns),
+		fmt.Sprintf("Swarm server, %d connections: a server that joins a topic with the side's library and holds every connection (`bench/hold`, on the `swarm` package, vs `bench.js pipe --server`, which holds all it accepts), and %d clients of the same program; RSS growth over the idle server, divided by %d. The one-connection figure above is mostly one-time costs: code pages the first connection touches, and its setup garbage, which a Go process below its 4 MB heap goal has not yet collected (V8's collections, just as unrelated to the connection, make Hyperswarm's swing both ways); over %d connections they are spread thin. The server is also measured at %d connections: the growth from there to %d, divided by %d, is what each further connection costs, without the one-time costs the first connections pay (code paths run once, the first GC's metadata, a heap growing to its minimum goal).", o.holdConns, o.holdConns, o.holdConns, o.holdConns, o.holdConns/2, o.holdConns, o.holdConns-o.holdConns/2),
 		fmt.Sprintf("%d repetitions per side, alternating.", reps),
 	}}
 	other := "Hyperswarm"
@@ -333,6 +333,7 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 	connRSS := Comparison{Name: "server RSS per connection", Key: "res-conn-rss", Unit: "KiB", Other: other}
 	connCPU := Comparison{Name: "server CPU per idle connection", Key: "res-conn-cpu", Unit: "% core", Other: other}
 	holdRSS := Comparison{Name: fmt.Sprintf("swarm server RSS per connection, %d connections", o.holdConns), Key: "res-hold-rss", Unit: "KiB", Other: other}
+	holdMarginal := Comparison{Name: fmt.Sprintf("swarm server RSS per further connection, %d → %d connections", o.holdConns/2, o.holdConns), Key: "res-hold-marginal", Unit: "KiB", Other: other}
 	holdTotal := Comparison{Name: fmt.Sprintf("swarm server RSS with %d connections", o.holdConns), Key: "res-hold-total", Unit: "MiB", Other: other}
 	holdCPU := Comparison{Name: fmt.Sprintf("swarm server CPU per idle connection, %d connections", o.holdConns), Key: "res-hold-cpu", Unit: "% core", Other: other}
 	pick := func(s pipeSide, c *Comparison) *Sample {
@@ -355,7 +356,7 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 			case o.holdConns < 1:
 				why = "not measured: -hold-conns 0"
 			}
-			pick(s, &holdRSS).NA, pick(s, &holdTotal).NA, pick(s, &holdCPU).NA = why, why, why
+			pick(s, &holdRSS).NA, pick(s, &holdMarginal).NA, pick(s, &holdTotal).NA, pick(s, &holdCPU).NA = why, why, why, why
 		}
 	}
 	boots := map[string]string{}
@@ -387,7 +388,7 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 			if s.NA != "" {
 				continue
 			}
-			m, err := serverUsage(ctx, s, s.command, boot, o.conns)
+			m, err := serverUsage(ctx, s, s.command, boot, o.conns, 0)
 			if err != nil {
 				return pr, fmt.Errorf("%s server: %w", s.Name, err)
 			}
@@ -400,18 +401,19 @@ func runResources(ctx context.Context, o options, sw swarmdbBin) (*PartResult, e
 			if s.holder == nil || o.holdConns < 1 {
 				continue
 			}
-			h, err := serverUsage(ctx, s, s.holder, boot, o.holdConns)
+			h, err := serverUsage(ctx, s, s.holder, boot, o.holdConns, o.holdConns/2)
 			if err != nil {
 				return pr, fmt.Errorf("%s swarm server: %w", s.Name, err)
 			}
 			pick(s, &holdRSS).Add(h.perConnRSS / 1024)
+			pick(s, &holdMarginal).Add(h.marginalRSS / 1024)
 			pick(s, &holdTotal).Add((h.idleRSS + h.perConnRSS*float64(o.holdConns)) / (1 << 20))
 			pick(s, &holdCPU).Add(h.perConnCPU)
 			o.log.Info("swarm server", "side", s.Name, "rep", rep, "conns", o.holdConns, "idle_MiB", num(h.idleRSS/(1<<20)),
-				"per_conn_KiB", num(h.perConnRSS/1024), "per_conn_cpu_%", num(h.perConnCPU))
+				"per_conn_KiB", num(h.perConnRSS/1024), "marginal_KiB", num(h.marginalRSS/1024), "per_conn_cpu_%", num(h.perConnCPU))
 		}
 	}
-	pr.Comparisons = append(pr.Comparisons, nodeRSS, nodeCPU, idleRSS, idleCPU, connRSS, connCPU, holdRSS, holdTotal, holdCPU)
+	pr.Comparisons = append(pr.Comparisons, nodeRSS, nodeCPU, idleRSS, idleCPU, connRSS, connCPU, holdRSS, holdMarginal, holdTotal, holdCPU)
 	return pr, nil
 }
 
@@ -434,6 +436,9 @@ func idleDHTNode(ctx context.Context, s pipeSide, boot string) (rss, cpu float64
 type serverMeasure struct {
 	idleRSS, idleCPU       float64
 	perConnRSS, perConnCPU float64
+	// marginalRSS is the RSS growth per connection from mid connections to
+	// all of them (serverUsage); 0 when mid is 0.
+	marginalRSS float64
 }
 
 // clientWave is how many clients serverUsage starts at once: a wave of
@@ -441,8 +446,12 @@ type serverMeasure struct {
 const clientWave = 8
 
 // serverUsage starts a server with command, measures it idle, connects conns
-// clients of the same command and measures it again.
-func serverUsage(ctx context.Context, s pipeSide, command func(server bool, topic, boot string) []string, boot string, conns int) (serverMeasure, error) {
+// clients of the same command and measures it again. With mid > 0 it also
+// measures it once mid clients are connected: the growth from there to conns
+// is what each further connection costs, without the one-time costs that the
+// first connections pay (code paths run once, the first GC's metadata, a
+// heap growing to its minimum goal).
+func serverUsage(ctx context.Context, s pipeSide, command func(server bool, topic, boot string) []string, boot string, conns, mid int) (serverMeasure, error) {
 	var m serverMeasure
 	topic := randomTopic()
 	srv, err := s.start(ctx, command(true, topic, boot))
@@ -459,29 +468,48 @@ func serverUsage(ctx context.Context, s pipeSide, command func(server bool, topi
 	if m.idleRSS, m.idleCPU, err = usageOver(ctx, srv.PID(), measureWindow); err != nil {
 		return m, err
 	}
-	// Clients start in waves, each waiting for its connection before the next.
-	for first := 0; first < conns; first += clientWave {
-		var wave []*Proc
-		for i := first; i < min(first+clientWave, conns); i++ {
-			c, err := s.start(ctx, command(false, topic, boot))
-			if err != nil {
-				return m, err
-			}
-			defer c.Stop()
-			wave = append(wave, c)
+	var clients []*Proc
+	defer func() {
+		for _, c := range clients {
+			c.Stop()
 		}
-		for i, c := range wave {
-			if _, err := c.Wait("connection", 60*time.Second); err != nil {
-				return m, fmt.Errorf("client %d: %w", first+i, err)
+	}()
+	// connect brings the server from len(clients) connections to n: clients
+	// start in waves, each waiting for its connection before the next.
+	connect := func(n int) error {
+		from := len(clients)
+		for len(clients) < n {
+			first := len(clients)
+			for range min(clientWave, n-first) {
+				c, err := s.start(ctx, command(false, topic, boot))
+				if err != nil {
+					return err
+				}
+				clients = append(clients, c)
 			}
+			for i, c := range clients[first:] {
+				if _, err := c.Wait("connection", 60*time.Second); err != nil {
+					return fmt.Errorf("client %d: %w", first+i, err)
+				}
+			}
+		}
+		for i := from; i < n; i++ {
+			if _, err := srv.Wait("connection", 30*time.Second); err != nil {
+				return fmt.Errorf("server saw %d of %d connections: %w", i, n, err)
+			}
+		}
+		return pause(ctx, settle)
+	}
+	var midRSS float64
+	if mid > 0 && mid < conns {
+		if err := connect(mid); err != nil {
+			return m, err
+		}
+		if midRSS, _, err = usageOver(ctx, srv.PID(), measureWindow); err != nil {
+			return m, err
 		}
 	}
-	for i := 0; i < conns; i++ {
-		if _, err := srv.Wait("connection", 30*time.Second); err != nil {
-			return m, fmt.Errorf("server saw %d of %d connections: %w", i, conns, err)
-		}
-	}
-	if err := pause(ctx, settle); err != nil {
+	if err := connect(conns); err != nil {
 		return m, err
 	}
 	rss, cpu, err := usageOver(ctx, srv.PID(), measureWindow)
@@ -490,6 +518,9 @@ func serverUsage(ctx context.Context, s pipeSide, command func(server bool, topi
 	}
 	m.perConnRSS = (rss - m.idleRSS) / float64(conns)
 	m.perConnCPU = (cpu - m.idleCPU) / float64(conns)
+	if midRSS > 0 {
+		m.marginalRSS = (rss - midRSS) / float64(conns-mid)
+	}
 	return m, nil
 }
 
