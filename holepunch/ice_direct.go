@@ -12,7 +12,7 @@ import (
 )
 
 // Sessions over ICE skip pion's data path. ICE finds the pair (its checks
-// and nomination stay pion's, on STUN; the agent is closed a few seconds
+// and nomination stay pion's, on STUN; the agent is closed a second
 // after the session settles, see retireAgent), but a session's datagrams
 // on a pair whose local end is the node's own socket — every pair except a
 // TURN relay's — go straight between the node's read loop and the session,

@@ -11,47 +11,32 @@ import (
 func TestReleaseAfterQuiet(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := &releaser{release: func() {}}
+		// after lets d pass and checks how many releases there were by then.
+		after := func(d time.Duration, want uint64, when string) {
+			t.Helper()
+			time.Sleep(d)
+			synctest.Wait()
+			if n := r.count.Load(); n != want {
+				t.Fatalf("%d releases %s, want %d", n, when, want)
+			}
+		}
 		for range 5 { // a burst: a note every Quiet/2
 			r.note()
-			time.Sleep(Quiet / 2)
+			after(Quiet/2, 0, "during the burst")
 		}
-		if n := r.count.Load(); n != 0 {
-			t.Fatalf("%d releases during the burst", n)
-		}
-		time.Sleep(Quiet/2 - time.Millisecond)
-		synctest.Wait()
-		if n := r.count.Load(); n != 0 {
-			t.Fatalf("released %d times before Quiet had passed", n)
-		}
-		time.Sleep(2 * time.Millisecond)
-		synctest.Wait()
-		if n := r.count.Load(); n != 1 {
-			t.Fatalf("%d releases Quiet after the burst, want 1", n)
-		}
+		after(Quiet/2-time.Millisecond, 0, "before Quiet had passed")
+		after(2*time.Millisecond, 1, "Quiet after the burst")
 
 		// Again at once (the release was 1 ms ago): the next waits for
 		// MinInterval.
-		released := time.Now().Add(-time.Millisecond)
 		r.note()
-		time.Sleep(MinInterval - 2*time.Millisecond)
-		synctest.Wait()
-		if n := r.count.Load(); n != 1 {
-			t.Fatalf("%d releases within MinInterval of the last, want 1", n)
-		}
-		time.Sleep(2 * time.Millisecond)
-		synctest.Wait()
-		if n := r.count.Load(); n != 2 {
-			t.Fatalf("%d releases %v after the first, want 2", n, time.Since(released))
-		}
+		after(MinInterval-2*time.Millisecond, 1, "within MinInterval of the last")
+		after(2*time.Millisecond, 2, "MinInterval after the last")
 
 		// Long after: one note alone, Quiet later.
 		time.Sleep(MinInterval)
 		r.note()
-		time.Sleep(Quiet + time.Millisecond)
-		synctest.Wait()
-		if n := r.count.Load(); n != 3 {
-			t.Fatalf("%d releases, want 3", n)
-		}
+		after(Quiet+time.Millisecond, 3, "Quiet after a lone note")
 		r.timer.Stop()
 	})
 }
