@@ -20,16 +20,20 @@ import (
 
 // ICE tuning, measured in go-deps.md §2.5–2.6.
 const (
-	// iceCheckInterval: a connectivity check round every 20 ms. A check
+	// iceCheckInterval: a connectivity check round every 10 ms. A check
 	// that goes out before the peer has installed our candidates is only
-	// answered in the next round, so the interval is added to many
-	// connects: pion's default 200 ms, and 50 ms made our median connect
-	// twice Hyperswarm's (bench/results/REPORT.md).
-	iceCheckInterval = 20 * time.Millisecond
-	// iceMaxBindingRequests: keep checking a pair for 250 rounds (5 s)
+	// answered in the next round, and pion's controlled agent connects on
+	// its own check of a pair the peer nominated, at its next round: so the
+	// interval is added to many connects. pion's default 200 ms, and 50 ms
+	// made our median connect twice Hyperswarm's (bench/results/REPORT.md);
+	// 20 ms left join→connected 2–3 ms behind it at RTT ≈0 and 20 ms (24
+	// against 21, 85 against 82), 10 ms put it ahead (14 against 26, 75
+	// against 81). RFC 8445 §14.2 allows a pace down to 5 ms.
+	iceCheckInterval = 10 * time.Millisecond
+	// iceMaxBindingRequests: keep checking a pair for 500 rounds (5 s)
 	// before calling it failed. pion's default of 7 fails when the peer
 	// starts its checks late (pitfall P2).
-	iceMaxBindingRequests = 250
+	iceMaxBindingRequests = 500
 	// iceKeepalive, iceDisconnected, iceFailed: ICE's own liveness. The
 	// secure session above has its own dead-peer detection (15 s); these
 	// only need to keep the selected pair's NAT mappings warm and let a

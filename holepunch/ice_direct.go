@@ -47,7 +47,7 @@ func (e *Endpoint) routeICE(conn *ice.Conn, path Path, remote netip.AddrPort, cl
 // agentLinger is how long an agent lives on once a session over its routed
 // pair has settled: the peer's own agent may still be nominating, or
 // retrying a check whose answer was lost, and needs ours to answer. It
-// retries every iceCheckInterval (20 ms), so a second outlasts any loss
+// retries every iceCheckInterval (10 ms), so a second outlasts any loss
 // short of a dead path; and a dialler whose nomination goes unanswered
 // keeps its early path after settleWait (ice_early.go) rather than wait.
 // An agent alive is a few goroutines and about 20 KB of heap; one second
