@@ -216,8 +216,17 @@ func (p *Pipe) start(ctx context.Context) error {
 	if err := p.announce(tctx); err != nil {
 		return err
 	}
-	p.info.NAT = p.ep.NAT().Class // the probes may have ended meanwhile
+	// The mapping, and maybe the filtering probes, may have come meanwhile.
+	p.info.NAT, p.info.PublicAddr = knownClass(p.ep.NAT()), p.dn.PublicAddr()
 	return nil
+}
+
+// knownClass is r's class, or unknown before any measurement.
+func knownClass(r natcheck.Report) natcheck.Class {
+	if r.Class == "" {
+		return natcheck.ClassUnknown
+	}
+	return r.Class
 }
 
 // WaitNAT waits until the NAT measurement that StartPipe began has ended,
@@ -262,14 +271,14 @@ func (p *Pipe) startEndpoint(link *dhtlink.Link) error {
 }
 
 // join measures the NAT and joins the DHT within pipeJoinTimeout and the
-// pipe's deadline (tctx); ctx is the caller's. It waits only for the
-// mapping, which comes with the join, and not for the filtering probes
-// (3 RTT + 100 ms): a client's dial needs no more (holepunch's waitNAT),
-// and a server announces meanwhile (start waits for the rest).
+// pipe's deadline (tctx); ctx is the caller's. It waits for neither the
+// filtering probes (3 RTT + 100 ms) nor, for a server, the mapping
+// (waitJoin): a client's dial needs no more (holepunch's waitNAT), and a
+// server announces meanwhile (WaitNAT waits for the rest).
 func (p *Pipe) join(ctx, tctx context.Context) error {
 	jctx, cancel := context.WithTimeout(tctx, pipeJoinTimeout)
 	defer cancel()
-	nat := p.ep.WaitMapping(jctx)
+	nat := p.waitJoin(jctx)
 	// The measurement joined the DHT on its way (its Discover step); a
 	// second bootstrap cost four round trips to the DHT for nothing. One is
 	// needed only when the measurement could not join.
@@ -279,14 +288,35 @@ func (p *Pipe) join(ctx, tctx context.Context) error {
 		}
 	}
 	p.info = PipeInfo{Server: p.cfg.Server, Topic: p.cfg.Topic, PublicKey: p.cfg.Key.Public().(ed25519.PublicKey),
-		LocalAddr: p.dn.LocalAddr(), PublicAddr: p.dn.PublicAddr(), NAT: nat.Class}
+		LocalAddr: p.dn.LocalAddr(), PublicAddr: p.dn.PublicAddr(), NAT: knownClass(nat)}
 	return nil
 }
 
+// waitJoin waits for what join needs: a client the NAT's mapping, which its
+// dial needs; a server only the DHT join that the measurement makes on its
+// way, one round trip to the DHT before the Bindings show the mapping. Its
+// record names its key and relays, nothing of its NAT, so it announces
+// beside the Bindings as it does beside the filtering probes, and a peer
+// that dials at once finds its endpoint waiting for the mapping (as any
+// accept does while a measurement is in flight). It returns the mapping's
+// report when that came first (or the wait ended without either).
+func (p *Pipe) waitJoin(ctx context.Context) natcheck.Report {
+	if !p.cfg.Server {
+		return p.ep.WaitMapping(ctx)
+	}
+	mapped := make(chan natcheck.Report, 1)
+	go func() { mapped <- p.ep.WaitMapping(ctx) }() // ends with ctx at the latest
+	select {
+	case <-p.dn.Joined():
+		return natcheck.Report{}
+	case r := <-mapped:
+		return r
+	}
+}
+
 // announce makes the server reachable and announces the topic: the
-// announce registers the key at its relays as Endpoint.Listen would (the
-// NAT's mapping is known by now), so one call does both, and its two
-// lookups run at once.
+// announce registers the key at its relays as Endpoint.Listen would, so one
+// call does both, and its two lookups run at once.
 func (p *Pipe) announce(tctx context.Context) error {
 	jctx, cancel := context.WithTimeout(tctx, pipeJoinTimeout)
 	defer cancel()
