@@ -22,7 +22,6 @@ package memrelease
 import (
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -45,14 +44,10 @@ var process = &releaser{release: debug.FreeOSMemory}
 // returns its free memory once nothing else has been noted for Quiet.
 func Note() { process.note() }
 
-// Releases is how many times the process has returned its free memory.
-func Releases() uint64 { return process.count.Load() }
-
 // releaser runs release Quiet after the last note, at most once per
 // MinInterval.
 type releaser struct {
 	release func()
-	count   atomic.Uint64
 
 	mu    sync.Mutex
 	timer *time.Timer // armed while a release is due
@@ -75,5 +70,4 @@ func (r *releaser) fire() {
 	r.mu.Lock()
 	r.last = time.Now()
 	r.mu.Unlock()
-	r.count.Add(1)
 }

@@ -1,6 +1,7 @@
 package memrelease
 
 import (
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -10,13 +11,14 @@ import (
 // release waits for MinInterval; one note alone releases after Quiet.
 func TestReleaseAfterQuiet(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := &releaser{release: func() {}}
+		var released atomic.Uint64
+		r := &releaser{release: func() { released.Add(1) }}
 		// after lets d pass and checks how many releases there were by then.
 		after := func(d time.Duration, want uint64, when string) {
 			t.Helper()
 			time.Sleep(d)
 			synctest.Wait()
-			if n := r.count.Load(); n != want {
+			if n := released.Load(); n != want {
 				t.Fatalf("%d releases %s, want %d", n, when, want)
 			}
 		}
