@@ -33,15 +33,14 @@ type BlastConfig struct {
 	Helper string
 	// From sends; To runs the sink.
 	From, To *Host
-	// Dst is where the sender sends. Zero means To's IP at BlastPort.
-	Dst netip.AddrPort
 	// SrcPort is the sender's port. Zero means any.
 	SrcPort int
-	// Punch, when set, is where the sink sends one datagram from BlastPort
-	// before the blast, to open its own NAT toward the sender: the
-	// sender's public address (its router keeps the port, SrcPort, for a
-	// port-restricted NAT; see rulesetFor).
-	Punch netip.AddrPort
+	// ThroughNATs sends between two hosts behind NAT routers, to the
+	// sink's router's public address: the sink first sends one datagram
+	// from BlastPort to the sender's router at SrcPort, which opens its own
+	// NAT toward the sender (a port-restricted router keeps the sender's
+	// port; see rulesetFor). False sends to To's own address.
+	ThroughNATs bool
 	// For is how long the sender sends.
 	For time.Duration
 	// Size is the payload of each datagram. Zero means 1200.
@@ -91,15 +90,15 @@ func Blast(t testing.TB, cfg BlastConfig) BlastResult {
 	if cfg.Size == 0 {
 		cfg.Size = 1200
 	}
-	if !cfg.Dst.IsValid() {
-		cfg.Dst = netip.AddrPortFrom(cfg.To.IP(), BlastPort)
-	}
+	dst := netip.AddrPortFrom(cfg.To.IP(), BlastPort)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.For+2*blastStartTimeout)
 	defer cancel()
 	common := []string{blastForEnv + "=" + cfg.For.String(), blastSizeEnv + "=" + strconv.Itoa(cfg.Size)}
 	sinkEnv := append([]string{blastRoleEnv + "=sink"}, common...)
-	if cfg.Punch.IsValid() {
-		sinkEnv = append(sinkEnv, blastPunchEnv+"="+cfg.Punch.String())
+	if cfg.ThroughNATs {
+		dst = netip.AddrPortFrom(cfg.To.Router().PublicIP(), BlastPort)
+		punch := netip.AddrPortFrom(cfg.From.Router().PublicIP(), uint16(cfg.SrcPort))
+		sinkEnv = append(sinkEnv, blastPunchEnv+"="+punch.String())
 	}
 	sink, err := cfg.To.StartTest(ctx, cfg.Helper, sinkEnv...)
 	if err != nil {
@@ -118,7 +117,7 @@ func Blast(t testing.TB, cfg BlastConfig) BlastResult {
 			t.Fatalf("blast sink not ready after %v:\n%s", blastStartTimeout, sink.Output())
 		}
 	}
-	sendEnv := append([]string{blastRoleEnv + "=send", blastDstEnv + "=" + cfg.Dst.String(), blastPortEnv + "=" + strconv.Itoa(cfg.SrcPort)}, common...)
+	sendEnv := append([]string{blastRoleEnv + "=send", blastDstEnv + "=" + dst.String(), blastPortEnv + "=" + strconv.Itoa(cfg.SrcPort)}, common...)
 	if out, err := cfg.From.RunTest(ctx, cfg.Helper, sendEnv...); err != nil {
 		t.Fatalf("blast sender: %v\n%s", err, out)
 	}

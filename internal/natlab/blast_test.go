@@ -1,7 +1,6 @@
 package natlab_test
 
 import (
-	"net/netip"
 	"testing"
 	"time"
 
@@ -16,11 +15,9 @@ func TestBlastThroughNATs(t *testing.T) {
 	rs := lab.AddRouter(natlab.RouterConfig{Name: "bs", Type: natlab.PortRestricted})
 	rc := lab.AddRouter(natlab.RouterConfig{Name: "bc", Type: natlab.PortRestricted})
 	server, client := rs.AddHost("s"), rc.AddHost("c")
-	const src = 5002
 	r := natlab.Blast(t, natlab.BlastConfig{
-		Helper: "TestLinkBlast", From: client, To: server, For: 300 * time.Millisecond, Size: 1472, SrcPort: src,
-		Dst:   netip.AddrPortFrom(rs.PublicIP(), natlab.BlastPort),
-		Punch: netip.AddrPortFrom(rc.PublicIP(), src),
+		Helper: "TestLinkBlast", From: client, To: server, For: 300 * time.Millisecond, Size: 1472,
+		SrcPort: 5002, ThroughNATs: true,
 	})
 	t.Logf("%.1f MiB/s, %d datagrams of 1472 bytes", r.MiBps(), r.Datagrams)
 	if r.Bytes != r.Datagrams*1472 {
