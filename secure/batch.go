@@ -195,8 +195,24 @@ func (b *sendBatch) send(buf []byte, sizes []int, sent func(n, bytes int, err er
 			}
 		}
 		err := b.w.WriteSegments(buf[off:off+total], seg)
-		sent(j-i, total, err)
+		if err != nil && j-i > 1 {
+			// One datagram can fail a whole run: a path MTU probe too large for
+			// the local link (EMSGSIZE) runs with the data packet after it.
+			// Each goes alone, so only what cannot go is lost.
+			b.sendEach(buf[off:off+total], sizes[i:j], sent)
+		} else {
+			sent(j-i, total, err)
+		}
 		off += total
 		i = j
+	}
+}
+
+// sendEach sends a failed run's datagrams one WriteSegments call each.
+func (b *sendBatch) sendEach(run []byte, sizes []int, sent func(n, bytes int, err error)) {
+	off := 0
+	for _, n := range sizes {
+		sent(1, n, b.w.WriteSegments(run[off:off+n], n))
+		off += n
 	}
 }

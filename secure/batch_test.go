@@ -2,8 +2,10 @@ package secure
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ type segmentRecorder struct {
 	block    chan struct{} // non-nil: each call waits until it is closed
 	entered  chan struct{} // non-nil: told (if there is room) when a call starts
 	closed   bool
+	maxSeg   int // nonzero: a call with larger datagrams fails whole, as EMSGSIZE does
 }
 
 func (r *segmentRecorder) WriteSegments(b []byte, segSize int) error {
@@ -30,6 +33,9 @@ func (r *segmentRecorder) WriteSegments(b []byte, segSize int) error {
 	}
 	if r.block != nil {
 		<-r.block
+	}
+	if r.maxSeg != 0 && segSize > r.maxSeg {
+		return syscall.EMSGSIZE
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -104,6 +110,40 @@ func TestBatchRuns(t *testing.T) {
 	}
 	if _, err := c.Write([]byte("late")); err == nil {
 		t.Fatal("Write after Close succeeded")
+	}
+}
+
+// A datagram the system refuses does not take the rest of its run with it: a path
+// MTU probe larger than the local link allows (the first probe, MaxMTU, on any
+// Ethernet host) runs with the shorter data packet after it, and that packet must
+// still go.
+func TestBatchRunWithRefusedDatagram(t *testing.T) {
+	ik, _ := testKeys(t)
+	o := PacketOverhead
+	rec := &segmentRecorder{block: make(chan struct{}), entered: make(chan struct{}, 1), maxSeg: 1444 + o}
+	c := NewDatagramConn(rec, ik, DatagramConfig{})
+	sizes := []int{1000, MaxMTU, 1200, 1200}
+	for i, n := range sizes {
+		if _, err := c.Write(bytes.Repeat([]byte{byte(i)}, n)); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			<-rec.entered // the first goes alone and holds the writer; the rest queue
+		}
+	}
+	close(rec.block)
+	c.Close()
+	calls, _ := rec.snapshot()
+	var got []int
+	for _, call := range calls {
+		got = append(got, call...)
+	}
+	want := []int{1000 + o, 1200 + o, 1200 + o}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("datagrams sent %v (calls %v), want %v", got, calls, want)
+	}
+	if st := c.Stats(); st.SendErrors != 1 || st.SentPackets != 3 {
+		t.Fatalf("SendErrors %d, SentPackets %d, want 1 and 3", st.SendErrors, st.SentPackets)
 	}
 }
 
