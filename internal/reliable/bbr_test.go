@@ -108,10 +108,9 @@ func (p simPath) run(t *testing.T, b *bbr, d time.Duration, during func(now time
 			if p.appRate > 0 && appBytes < float64(b.mss) {
 				break
 			}
-			full := pc.full(b.maxBurst())
 			pc.spend(b.mss)
 			appBytes -= float64(b.mss)
-			b.onSent(now, pn, b.mss, full, p.appRate > 0)
+			b.onSent(now, pn, b.mss, p.appRate > 0)
 			f := inFlight{pn: pn, size: b.mss, sent: now}
 			pn++
 			queued := max(lastExit-now, 0) * int64(p.rate) / 1e9
@@ -209,7 +208,7 @@ func TestBBRLossConservesThenRestores(t *testing.T) {
 	const mss = 1200
 	now := int64(time.Second)
 	for pn := range int64(20) {
-		b.onSent(now, pn, mss, false, false)
+		b.onSent(now, pn, mss, false)
 	}
 	before := b.cwnd
 	now += int64(20 * time.Millisecond)
@@ -227,7 +226,7 @@ func TestBBRLossConservesThenRestores(t *testing.T) {
 	// A retransmission and new data go out after the loss; one of them is
 	// acknowledged: recovery ends and the window is back.
 	now += int64(time.Millisecond)
-	b.onSent(now, 20, mss, false, false)
+	b.onSent(now, 20, mss, false)
 	now += int64(20 * time.Millisecond)
 	b.onAck(now, []int64{20}, nil, 20*time.Millisecond)
 	if b.inRecovery {
@@ -317,7 +316,7 @@ func TestPacer(t *testing.T) {
 	var p pacer
 	const rate = 1e6 // 1 MB/s: 1200 bytes take 1.2 ms
 	p.refill(0, rate, 12000)
-	if !p.full(12000) {
+	if p.budget != 12000 {
 		t.Fatal("a fresh pacer starts with a full bucket")
 	}
 	for range 10 {
@@ -334,7 +333,86 @@ func TestPacer(t *testing.T) {
 		t.Fatalf("budget %v after 0.6 ms, want 600", p.budget)
 	}
 	p.refill(int64(time.Second), rate, 12000)
-	if !p.full(12000) || p.budget != 12000 {
+	if p.budget != 12000 {
 		t.Fatalf("budget %v after a long idle, want the cap", p.budget)
+	}
+}
+
+// STARTUP's window grows by the pacing gain while the RTT shows no queue, and
+// by doubling, as the draft's does, once a round's lowest RTT is up by more
+// than HyStart++'s threshold (an eighth of the min RTT, 4–16 ms).
+func TestBBRStartupGrowth(t *testing.T) {
+	b := newTestBBR()
+	const acked = 100_000
+	b.minRTT = int64(80 * time.Millisecond)
+	for _, c := range []struct {
+		lastRound time.Duration
+		want      int64
+	}{
+		{0, acked},                       // no round measured yet
+		{80 * time.Millisecond, 188_500}, // no queue: (2.885-1) per byte
+		{89 * time.Millisecond, 188_500}, // under the 10 ms threshold
+		{91 * time.Millisecond, acked},   // a queue
+		{200 * time.Millisecond, acked},
+	} {
+		b.lastRoundRTT = int64(c.lastRound)
+		if got := b.startupGrowth(acked); got != c.want {
+			t.Errorf("last round's RTT %v: grows %d for %d acked, want %d", c.lastRound, got, acked, c.want)
+		}
+	}
+	b.minRTT = int64(10 * time.Millisecond) // an eighth is 1.25 ms: the threshold is 4 ms
+	b.lastRoundRTT = int64(13 * time.Millisecond)
+	if got := b.startupGrowth(acked); got != 188_500 {
+		t.Errorf("3 ms over a 10 ms min RTT: grows %d, want 188500", got)
+	}
+}
+
+// On a long fat path (RTT 80 ms, 1 Gbit/s) STARTUP fills the pipe in fewer
+// rounds than doubling from the initial window can: log2(BDP/IW) is eight
+// rounds before a BDP could be in flight (720 ms in this simulation, 555 ms
+// with startupGrowth).
+func TestBBRStartupFillsLongFatPathSooner(t *testing.T) {
+	t.Parallel() // a long simulation: run beside the others
+	p := simPath{rtt: 80 * time.Millisecond, rate: 125e6, queue: 20e6}
+	bdp := int64(p.rate * p.rtt.Seconds())
+	b := newTestBBR()
+	var full time.Duration
+	p.run(t, b, time.Second, func(now time.Duration, b *bbr) {
+		if full == 0 && b.inflight >= bdp {
+			full = now
+		}
+	})
+	t.Logf("a BDP (%d B) in flight after %v; bw %.1f MB/s, mode %v", bdp, full, b.btlBw.get()/1e6, b.mode)
+	if full == 0 || full > 600*time.Millisecond {
+		t.Errorf("a BDP in flight after %v, want within 600 ms", full)
+	}
+}
+
+// A sender limited by its window is not application-limited, however its
+// ACKs come: here it waits 25 ms for one (its pacer's bucket fills), and the
+// ACK frees half the window at once. Samples marked app-limited would keep
+// STARTUP from ever ending and the bandwidth estimate from ever falling.
+func TestBBRWindowLimitedIsNotAppLimited(t *testing.T) {
+	x := NewBBR(1200, 20*time.Millisecond, 3)
+	now := int64(time.Second)
+	var pn uint64
+	for x.b.inflight+1200 <= x.Window() {
+		x.OnSent(now, pn, 1200, false)
+		pn++
+	}
+	now += int64(25 * time.Millisecond)
+	acked := make([]uint64, pn/2)
+	for i := range acked {
+		acked[i] = uint64(i)
+	}
+	x.OnAck(now, acked, nil, 25*time.Millisecond)
+	x.OnSent(now, pn, 1200, false)
+	if x.b.appLimitedUntil != 0 {
+		t.Fatal("a window-limited sender with data waiting marked its samples app-limited")
+	}
+	// The application's own idleness does mark them.
+	x.OnSent(now, pn+1, 1200, true)
+	if x.b.appLimitedUntil == 0 {
+		t.Fatal("a sender with nothing more to send did not mark its samples app-limited")
 	}
 }
