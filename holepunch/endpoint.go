@@ -20,7 +20,6 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/internal/demux"
-	"github.com/swarmdb/swarmdb/internal/memrelease"
 	"github.com/swarmdb/swarmdb/internal/pionlog"
 	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/secure"
@@ -90,6 +89,13 @@ type EndpointConfig struct {
 	// KeepLoopback keeps loopback candidates; set it when nodes live on
 	// 127.0.0.0/8 (tests, the demo). Zero means drop them.
 	KeepLoopback bool
+	// KeepFreedMemory stops the endpoint from having the process return
+	// freed memory to the OS after connection setups (internal/memrelease:
+	// a full GC and debug.FreeOSMemory 2 s after the last setup, at most
+	// every 10 s). Set it in a program that manages its own memory
+	// (GOMEMLIMIT, its own GC policy) or whose heap is large enough that a
+	// forced GC costs more than the pages are worth. Zero means release.
+	KeepFreedMemory bool
 	// Mapped returns the public address a router's port mapping (PCP,
 	// NAT-PMP, UPnP-IGD) forwards to the node's socket, or the zero value.
 	// It is sent as one more server-reflexive candidate, and while there is
@@ -841,7 +847,7 @@ func (c agentConn) Close() error { return c.close() }
 // openSession runs the secure session over tr and registers the result.
 func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secure.Keys, start time.Time, initiator bool) (*Conn, error) {
 	// A connection's setup leaves most of what it allocated as garbage.
-	defer memrelease.Note()
+	defer e.noteGarbage()
 	dc := secure.NewDatagramConn(tr.conn, keys, secure.DatagramConfig{})
 	cfg := e.cfg.Session
 	if ff, ok := e.cfg.Link.(FragmentFree); ok && ff.DontFragment() {

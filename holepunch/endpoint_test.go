@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -344,4 +345,35 @@ func TestDialGoesOnWithTheMapping(t *testing.T) {
 	s := server.accept(t)
 	defer s.Close()
 	echo(t, c, s, []byte("dialled with the mapping alone"))
+}
+
+// A connection's setup and its agent's retirement ask the process to return
+// freed memory, unless the program keeps it (KeepFreedMemory).
+func TestKeepFreedMemory(t *testing.T) {
+	var notes atomic.Int64
+	defer holepunch.SetReleaseMemory(func() { notes.Add(1) })()
+	for _, keep := range []bool{false, true} {
+		notes.Store(0)
+		n := startNet(t, 6)
+		tweak := func(c *holepunch.EndpointConfig) { c.KeepFreedMemory = keep }
+		server, client := addPeer(t, n, tweak), addPeer(t, n, tweak)
+		server.listen(t)
+		if _, _, err := dial(t, client, server, 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// Both sessions are set up; wait for both agents' retirement too.
+		deadline := time.Now().Add(15 * time.Second)
+		for client.ep.Stats().AgentsRetired == 0 || server.ep.Stats().AgentsRetired == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the agents were not retired within 15 s")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		switch got := notes.Load(); {
+		case keep && got != 0:
+			t.Errorf("KeepFreedMemory: %d requests to release memory, want none", got)
+		case !keep && got < 4:
+			t.Errorf("%d requests to release memory, want one per session and one per agent (4)", got)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v2"
@@ -73,9 +74,26 @@ func (e *Endpoint) retireAgent(closeAgent func() error) func() {
 		time.AfterFunc(agentLinger, func() {
 			_ = closeAgent()
 			e.counters.agentsRetired.Add(1)
-			memrelease.Note() // the agent's state is garbage now
+			e.noteGarbage() // the agent's state is garbage now
 		})
 	}
+}
+
+// noteGarbage tells memrelease that a burst of work ended, unless the
+// program keeps its freed memory (EndpointConfig.KeepFreedMemory).
+func (e *Endpoint) noteGarbage() {
+	if !e.cfg.KeepFreedMemory {
+		(*releaseMemory.Load())()
+	}
+}
+
+// releaseMemory holds memrelease.Note; a test counts its calls. Atomic: an
+// agent's retirement timer may fire while a test swaps it.
+var releaseMemory atomic.Pointer[func()]
+
+func init() {
+	note := memrelease.Note
+	releaseMemory.Store(&note)
 }
 
 // mergeICE hands rc what pion's agent received, until the agent closes.

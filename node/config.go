@@ -61,6 +61,9 @@ type Config struct {
 	DisableLAN bool
 	// KeepLoopback keeps loopback ICE candidates (nodes on 127.0.0.0/8).
 	KeepLoopback bool
+	// KeepFreedMemory: see holepunch.EndpointConfig. Zero means freed
+	// memory goes back to the OS once connection setups go quiet.
+	KeepFreedMemory bool
 	// Session tunes the secure sessions (keepalive, dead-peer timeout).
 	Session secure.Config
 	// StaleAfter is how long a swarm connection may stay silent, despite a

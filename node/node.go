@@ -196,7 +196,8 @@ func (n *Node) startSwarm(ctx context.Context) error {
 		Key: n.id.swarm, Net: n.cfg.Net, ListenAddr: n.cfg.ListenAddr, Bootstrap: boot,
 		DHT:      dht.Config{WebSocketURL: n.cfg.PublicWebSocketURL, ListenAddr6: n.cfg.ListenAddr6},
 		MaxPeers: n.cfg.MaxPeers, Firewall: n.cfg.Firewall, DisableLAN: n.cfg.DisableLAN,
-		KeepLoopback: n.cfg.KeepLoopback, Session: n.cfg.Session, StaleAfter: n.cfg.StaleAfter,
+		KeepLoopback: n.cfg.KeepLoopback, KeepFreedMemory: n.cfg.KeepFreedMemory,
+		Session: n.cfg.Session, StaleAfter: n.cfg.StaleAfter,
 		OnConnection: n.onConnection, OnDisconnect: n.onDisconnect,
 		OnListen: n.startPortMap, Mapped: n.mappedUDP,
 		// A LAN-only node has no DHT nodes to measure its NAT against.

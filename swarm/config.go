@@ -168,6 +168,9 @@ type Config struct {
 	// the first NAT measurement and the DHT's reachability check see it.
 	// Nil means nothing to do.
 	OnListen func(ctx context.Context, local netip.AddrPort)
+	// KeepFreedMemory: see holepunch.EndpointConfig. Zero means freed
+	// memory goes back to the OS once connection setups go quiet.
+	KeepFreedMemory bool
 	// Mapped returns the public address a router port mapping forwards to
 	// the node's socket, or the zero value (see holepunch.EndpointConfig).
 	// Nil means no port mapping.

@@ -33,6 +33,7 @@ type endpointFactory struct {
 	bootstrap    []netip.AddrPort
 	session      secure.Config
 	keepLoopback bool
+	keepFreed    bool
 	mapped       func() netip.AddrPort
 
 	link *dhtlink.Link // set by configure
@@ -40,7 +41,7 @@ type endpointFactory struct {
 
 // defaultTransport returns the production transport factory for cfg.
 func defaultTransport(cfg Config) transportFactory {
-	return &endpointFactory{net: cfg.Net, bootstrap: cfg.Bootstrap, session: cfg.Session, keepLoopback: cfg.KeepLoopback, mapped: cfg.Mapped}
+	return &endpointFactory{net: cfg.Net, bootstrap: cfg.Bootstrap, session: cfg.Session, keepLoopback: cfg.KeepLoopback, keepFreed: cfg.KeepFreedMemory, mapped: cfg.Mapped}
 }
 
 func (f *endpointFactory) configure(c *dht.Config) {
@@ -54,16 +55,17 @@ func (f *endpointFactory) start(ctx context.Context, node *dht.Node, h transport
 	}
 	f.link.Attach(node, f.net)
 	ep, err := holepunch.NewEndpoint(holepunch.EndpointConfig{
-		Key:          h.key,
-		Link:         f.link,
-		Net:          f.net,
-		Firewall:     h.firewall,
-		OnConnection: h.incoming,
-		MeasureNAT:   measuredBy(f.link.MeasureNAT, h.measured),
-		Session:      f.session,
-		KeepLoopback: f.keepLoopback,
-		Mapped:       f.mapped,
-		Logger:       h.log.With("component", "holepunch"),
+		Key:             h.key,
+		Link:            f.link,
+		Net:             f.net,
+		Firewall:        h.firewall,
+		OnConnection:    h.incoming,
+		MeasureNAT:      measuredBy(f.link.MeasureNAT, h.measured),
+		Session:         f.session,
+		KeepLoopback:    f.keepLoopback,
+		KeepFreedMemory: f.keepFreed,
+		Mapped:          f.mapped,
+		Logger:          h.log.With("component", "holepunch"),
 	})
 	if err != nil {
 		return nil, err
