@@ -2,6 +2,7 @@ package holepunch
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -148,16 +149,8 @@ func (e *Endpoint) dialICE(ctx context.Context, agent *ice.Agent, local, peer *s
 				mergeICE(r.conn, rc)
 			}()
 			settle := func(ctx context.Context) (Path, netip.AddrPort) {
-				t := time.NewTimer(settleWait)
-				defer t.Stop()
-				select {
-				case c := <-final:
-					return c.path, c.remote
-				case <-t.C:
-					e.log.Debug("ice still nominating, the session keeps its early path", "addr", remote)
-				case <-ctx.Done():
-				}
-				return path, remote
+				c := settleOn(ctx, final, pathChoice{path, remote}, e.log)
+				return c.path, c.remote
 			}
 			return nil, transportPath{conn: rc, path: path, remote: remote, settle: settle, release: func() { _ = rc.Close() }, settled: e.retireAgent(closeAgent)}, nil
 		}
@@ -171,6 +164,21 @@ func (e *Endpoint) dialICE(ctx context.Context, agent *ice.Agent, local, peer *s
 // after this long was lost with every retry (the peer's agent answers for
 // agentLinger), and the early path, which the handshake just crossed, is kept.
 const settleWait = 2 * agentLinger
+
+// settleOn returns ICE's choice of path once final gives it, or early, the
+// path the session started on, when settleWait passes first or ctx ends.
+func settleOn(ctx context.Context, final <-chan pathChoice, early pathChoice, log *slog.Logger) pathChoice {
+	t := time.NewTimer(settleWait)
+	defer t.Stop()
+	select {
+	case c := <-final:
+		return c
+	case <-t.C:
+		log.Debug("ice still nominating, the session keeps its early path", "addr", early.remote)
+	case <-ctx.Done():
+	}
+	return early
+}
 
 // pathChoice is a path's kind and the peer's end of it.
 type pathChoice struct {
