@@ -21,17 +21,14 @@ import (
 // classes nobody registered for, are dropped.
 //
 // Where the socket coalesces received runs (udpopt.SetGRO), one read may
-// bring a burst of a session's datagrams, and on Linux one system call
-// brings several reads' worth (udpopt.SegmentReader); each datagram is
-// dispatched and counted on its own, exactly as if it had been read alone.
+// bring a burst of a session's datagrams; each is dispatched and counted
+// on its own, exactly as if it had been read alone.
 func (n *Node) readLoop(st *stack) {
 	defer n.wg.Done()
-	// Room for a batch of messages per system call, each up to 64 KiB: any
-	// datagram and any run the kernel coalesces with its default GRO limit;
-	// what a longer run loses past the whole datagrams that fit is counted
-	// as one dropped datagram. The pages a batch of single datagrams never
-	// reaches stay untouched.
-	buf := make([]byte, udpopt.ReadBufferSize)
+	// 64 KiB holds any datagram and any run the kernel coalesces with its
+	// default GRO limit (64 KiB); what a longer run loses past the whole
+	// datagrams that fit is counted as one dropped datagram.
+	buf := make([]byte, 64<<10)
 	r := udpopt.NewSegmentReader(st.conn)
 	for {
 		segs, err := r.Read(buf)

@@ -20,34 +20,19 @@ func SetGRO(conn net.PacketConn) bool {
 	return ok && setGRO(raw)
 }
 
-// A SegmentReader reads a socket's datagrams, a whole run of them per message where
-// the kernel coalesces them (SetGRO), and on Linux several messages per system call
-// (recvmmsg): a receiver that GRO does not help (datagrams from many peers, or
-// forwarded by a device that does not coalesce) still pays one system call for a
-// burst, not one per datagram. On a conn that is not a *net.UDPConn (test fakes,
-// pion's vnet) it reads one datagram per call with ReadFrom. A read allocates nothing
-// on a *net.UDPConn. Not safe for concurrent use: one reader per read loop.
+// A SegmentReader reads a socket's datagrams, a whole run of them per system call
+// where the kernel coalesces them (SetGRO). On a conn that is not a *net.UDPConn (test
+// fakes, pion's vnet) it reads one datagram per call with ReadFrom. A read allocates
+// nothing on a *net.UDPConn. Not safe for concurrent use: one reader per read loop.
 type SegmentReader struct {
-	conn  net.PacketConn
-	udp   *net.UDPConn // nil: not a kernel socket
-	batch *recvBatch   // Linux's recvmmsg on a kernel socket; nil elsewhere
-	oob   []byte       // the control messages of the last read
+	conn net.PacketConn
+	udp  *net.UDPConn // nil: not a kernel socket
+	oob  []byte       // the control messages of the last read
 }
 
 // oobSize holds the UDP_GRO control message (an int) with room to spare, so that a
 // message enabled elsewhere cannot crowd it out unseen (MSG_CTRUNC).
 const oobSize = 128
-
-// maxRun is the most one message may bring: any UDP datagram, and any run the kernel
-// coalesces with its default GRO limit.
-const maxRun = 64 << 10
-
-// readBatch is the most messages one recvmmsg reads (quic-go reads 8 too).
-const readBatch = 8
-
-// ReadBufferSize is the buffer a SegmentReader needs to read readBatch messages per
-// system call, each up to maxRun bytes.
-const ReadBufferSize = readBatch * maxRun
 
 // NewSegmentReader returns a SegmentReader on conn.
 func NewSegmentReader(conn net.PacketConn) *SegmentReader {
@@ -55,31 +40,15 @@ func NewSegmentReader(conn net.PacketConn) *SegmentReader {
 	if uc, ok := conn.(*net.UDPConn); ok {
 		r.udp = uc
 		r.oob = make([]byte, oobSize)
-		r.batch = newRecvBatch(uc)
 	}
 	return r
 }
 
 // Read reads the next datagram, or run of datagrams, into buf. buf must hold the
-// largest message the socket may get (maxRun holds any); what does not fit is
-// reported as Segments.Truncated, never split wrongly. The Segments are slices of buf.
-//
-// On Linux a buffer of ReadBufferSize (or any multiple of maxRun up to it) is cut into
-// that many slots, one message each, read with one system call; Read then returns them
-// one per call, and only reads the socket again once it has returned them all. So the
-// Segments of one call stay valid until the call after the last message of their
-// batch, and buf must be the same buffer on every call.
+// largest datagram the socket may get (64 KiB holds any UDP datagram and any run the
+// kernel builds with its default GRO limit); what does not fit is reported as
+// Segments.Truncated, never split wrongly. The Segments are slices of buf.
 func (r *SegmentReader) Read(buf []byte) (Segments, error) {
-	if r.batch != nil {
-		if r.batch.next == r.batch.n {
-			if err := r.batch.read(buf); err != nil {
-				return Segments{}, err
-			}
-		}
-		i := r.batch.next
-		r.batch.next++
-		return r.batch.segments(buf, i), nil
-	}
 	if r.udp == nil {
 		n, from, err := r.conn.ReadFrom(buf)
 		if err != nil {
@@ -91,13 +60,7 @@ func (r *SegmentReader) Read(buf []byte) (Segments, error) {
 	if err != nil {
 		return Segments{}, err
 	}
-	return segmentsOf(buf[:n], r.oob[:oobn], flags, unmap(from)), nil
-}
-
-// segmentsOf is one message the kernel read: b, the bytes it wrote; oob, its control
-// messages; flags, its recvmsg flags.
-func segmentsOf(b, oob []byte, flags int, from netip.AddrPort) Segments {
-	s := Segments{From: from, rest: b, size: groSize(oob), more: true}
+	s := Segments{From: unmap(from), rest: buf[:n], size: groSize(r.oob[:oobn]), more: true}
 	switch {
 	case flags&msgCtrunc != 0:
 		// A lost UDP_GRO message would make a run look like one datagram.
@@ -107,13 +70,13 @@ func segmentsOf(b, oob []byte, flags int, from netip.AddrPort) Segments {
 		// are intact, the rest is lost.
 		s.Truncated = true
 		if s.size > 0 {
-			s.rest = s.rest[:len(b)/s.size*s.size]
+			s.rest = s.rest[:n/s.size*s.size]
 		} else {
 			s.rest = nil
 		}
 		s.more = len(s.rest) > 0
 	}
-	return s
+	return s, nil
 }
 
 // Segments is what one SegmentReader.Read got: one datagram, or a run of datagrams of

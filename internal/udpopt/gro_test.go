@@ -204,7 +204,7 @@ func TestSegmentReaderAllocs(t *testing.T) {
 		}
 	}
 	_ = rc.SetReadDeadline(time.Now().Add(readWait))
-	buf := make([]byte, ReadBufferSize)
+	buf := make([]byte, 64<<10)
 	allocs := testing.AllocsPerRun(runs, func() {
 		s, err := r.Read(buf)
 		if err != nil {
@@ -268,106 +268,4 @@ func (c *queueConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n := copy(b, c.in[0])
 	c.in = c.in[1:]
 	return n, c.from, nil
-}
-
-// With a buffer of ReadBufferSize, datagrams waiting in the socket come several per
-// system call on Linux (recvmmsg), in order, intact and from their sender; a read's
-// Segments stay valid while the rest of its batch is returned.
-func TestSegmentReaderBatch(t *testing.T) {
-	rc, sc := loopbackPair(t)
-	SetGRO(rc)
-	r := NewSegmentReader(rc)
-	var want [][]byte
-	for i := range 20 {
-		d := datagram(i, 100+i*50)
-		want = append(want, d)
-		if _, err := sc.WriteTo(d, rc.LocalAddr()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	buf := make([]byte, ReadBufferSize)
-	var got [][]byte
-	for len(got) < len(want) {
-		_ = rc.SetReadDeadline(time.Now().Add(readWait))
-		s, err := r.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.From != sc.LocalAddr().(*net.UDPAddr).AddrPort() || s.Truncated {
-			t.Fatalf("read from %v, truncated %v", s.From, s.Truncated)
-		}
-		for d, ok := s.Next(); ok; d, ok = s.Next() {
-			got = append(got, bytes.Clone(d))
-		}
-	}
-	checkDatagrams(t, got, want)
-	if runtime.GOOS != "linux" {
-		return
-	}
-	if r.batch.calls != 3 {
-		t.Fatalf("%d datagrams in %d recvmmsg calls, want 3 (%d per call)", len(want), r.batch.calls, readBatch)
-	}
-}
-
-// A batch's messages stay intact until the reader has returned them all: the first
-// datagram of a batch still reads right after the batch's last was returned.
-func TestSegmentReaderBatchKeepsMessages(t *testing.T) {
-	rc, sc := loopbackPair(t)
-	r := NewSegmentReader(rc)
-	for i := range readBatch {
-		if _, err := sc.WriteTo(datagram(i, 1000), rc.LocalAddr()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	buf := make([]byte, ReadBufferSize)
-	var held [][]byte
-	for range readBatch {
-		_ = rc.SetReadDeadline(time.Now().Add(readWait))
-		s, err := r.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, _ := s.Next()
-		held = append(held, d) // not copied
-	}
-	checkDatagrams(t, held, [][]byte{datagram(0, 1000), datagram(1, 1000), datagram(2, 1000), datagram(3, 1000), datagram(4, 1000), datagram(5, 1000), datagram(6, 1000), datagram(7, 1000)})
-}
-
-// Senders over IPv6, and over IPv4 to a dual-stack socket, are given as the net
-// package gives them: the IPv6 address, and plain IPv4.
-func TestSegmentReaderBatchAddresses(t *testing.T) {
-	for _, c := range []struct{ listen, send string }{{"[::1]:0", "[::1]:0"}, {"[::]:0", "127.0.0.1:0"}} {
-		rc, err := net.ListenUDP("udp", mustUDPAddr(t, c.listen))
-		if err != nil {
-			t.Skipf("no %s: %v", c.listen, err)
-		}
-		defer rc.Close()
-		sc, err := net.ListenUDP("udp", mustUDPAddr(t, c.send))
-		if err != nil {
-			t.Skipf("no %s: %v", c.send, err)
-		}
-		defer sc.Close()
-		to := netip.AddrPortFrom(sc.LocalAddr().(*net.UDPAddr).AddrPort().Addr(), uint16(rc.LocalAddr().(*net.UDPAddr).Port))
-		if _, err := sc.WriteToUDPAddrPort([]byte("hello"), to); err != nil {
-			t.Fatal(err)
-		}
-		r := NewSegmentReader(rc)
-		_ = rc.SetReadDeadline(time.Now().Add(readWait))
-		s, err := r.Read(make([]byte, ReadBufferSize))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := sc.LocalAddr().(*net.UDPAddr).AddrPort(); s.From != want {
-			t.Errorf("listening on %s: from %v, want %v", c.listen, s.From, want)
-		}
-	}
-}
-
-func mustUDPAddr(t *testing.T, s string) *net.UDPAddr {
-	t.Helper()
-	a, err := net.ResolveUDPAddr("udp", s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
 }
