@@ -187,6 +187,9 @@ const (
 	// minProbeTick is the finest send tick of the easy side; higher rates
 	// send several probes per tick.
 	minProbeTick = 5 * time.Millisecond
+	// maxProbeBurst bounds the probes one tick sends while the easy side
+	// catches up after its goroutine was held back (see probesDue).
+	maxProbeBurst = 64
 	// maxAnswered bounds how many hard sockets' own probes the easy side
 	// answers directly (each answer is one extra probe).
 	maxAnswered = 4 * MaxHardSockets
@@ -370,11 +373,11 @@ func PunchEasy(ctx context.Context, cfg EasyConfig) (netip.AddrPort, error) {
 
 	probe := BirthdayPacket{Kind: BirthdayProbe, Secret: cfg.Secret}.Append(nil)
 	core := newEasyPunch(cfg, mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64())))
-	tick, burst := probeTick(cfg.Rate)
-	ticker := time.NewTicker(tick)
+	ticker := time.NewTicker(probeTick(cfg.Rate))
 	defer ticker.Stop()
 	var grace <-chan time.Time // set once the budget is spent
 	start := time.Now()
+	searched := 0 // search probes handed out; answers are not paced
 	send := func(to netip.AddrPort) {
 		if err := cfg.Send(probe, to); err != nil {
 			// A failed send (e.g. a full buffer) costs one probe; the
@@ -386,7 +389,8 @@ func PunchEasy(ctx context.Context, cfg EasyConfig) (netip.AddrPort, error) {
 	for {
 		select {
 		case <-ticker.C:
-			batch = core.next(batch[:0], burst)
+			batch = core.next(batch[:0], probesDue(time.Since(start), cfg.Rate, searched))
+			searched += len(batch)
 			for _, to := range batch {
 				send(to)
 			}
@@ -415,14 +419,22 @@ func PunchEasy(ctx context.Context, cfg EasyConfig) (netip.AddrPort, error) {
 	}
 }
 
-// probeTick turns a rate into a ticker period and the probes sent per tick.
-func probeTick(rate int) (time.Duration, int) {
-	tick := time.Second / time.Duration(rate)
-	if tick >= minProbeTick {
-		return tick, 1
-	}
-	burst := (rate*int(minProbeTick/time.Microsecond) + 999_999) / 1_000_000
-	return minProbeTick, burst
+// probeTick is the easy side's send tick for a rate: one probe's time,
+// and no finer than minProbeTick (higher rates send several per tick).
+func probeTick(rate int) time.Duration {
+	return max(time.Second/time.Duration(rate), minProbeTick)
+}
+
+// probesDue is how many search probes the easy side sends at a tick: those
+// the rate allows in elapsed, less the issued ones, at most maxProbeBurst.
+// Counting from the start instead of sending a fixed number per tick keeps
+// the rate when ticks come late or are dropped (a loaded machine; a Go
+// ticker drops the ticks its reader misses): under load the lab's rate fell
+// to 100-150 probes/s, and a punch then did not spend its budget before the
+// dial's deadline.
+func probesDue(elapsed time.Duration, rate, issued int) int {
+	allowed := int(elapsed * time.Duration(rate) / time.Second)
+	return min(max(allowed-issued, 0), maxProbeBurst)
 }
 
 // withDefaultDeadline bounds a context that has no deadline.

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/pion/transport/v2"
@@ -131,22 +132,72 @@ func TestPortSamplerDrawsEveryPortOncePerRound(t *testing.T) {
 
 func TestProbeTick(t *testing.T) {
 	for _, c := range []struct {
-		rate  int
-		tick  time.Duration
-		burst int
+		rate int
+		tick time.Duration
 	}{
-		{1, time.Second, 1},
-		{100, 10 * time.Millisecond, 1},
-		{200, 5 * time.Millisecond, 1},
-		{1000, 5 * time.Millisecond, 5},
-		{3000, 5 * time.Millisecond, 15},
-		{333, 5 * time.Millisecond, 2}, // 1.665 probes per tick, rounded up
+		{1, time.Second},
+		{100, 10 * time.Millisecond},
+		{200, 5 * time.Millisecond},
+		{1000, 5 * time.Millisecond},
 	} {
-		tick, burst := probeTick(c.rate)
-		if tick != c.tick || burst != c.burst {
-			t.Errorf("probeTick(%d) = %v x%d, want %v x%d", c.rate, tick, burst, c.tick, c.burst)
+		if tick := probeTick(c.rate); tick != c.tick {
+			t.Errorf("probeTick(%d) = %v, want %v", c.rate, tick, c.tick)
 		}
 	}
+}
+
+func TestProbesDue(t *testing.T) {
+	for _, c := range []struct {
+		elapsed      time.Duration
+		rate, issued int
+		want         int
+	}{
+		{0, 200, 0, 0},
+		{5 * time.Millisecond, 200, 0, 1},
+		{5 * time.Millisecond, 1000, 0, 5},
+		{5 * time.Millisecond, 333, 0, 1},               // 1.665 due: the rest comes at the next tick
+		{10 * time.Millisecond, 333, 1, 2},              // 3.33 due
+		{100 * time.Millisecond, 200, 15, 5},            // late ticks: catch up
+		{time.Second, 200, 20, maxProbeBurst},           // a long stall: at most a burst per tick
+		{time.Second, 200, 200, 0},                      // on time
+		{10 * time.Millisecond, 200, 5, 0},              // ahead
+		{15 * time.Second, 1_000_000, 0, maxProbeBurst}, // no overflow at absurd rates
+	} {
+		if got := probesDue(c.elapsed, c.rate, c.issued); got != c.want {
+			t.Errorf("probesDue(%v, %d/s, %d issued) = %d, want %d", c.elapsed, c.rate, c.issued, got, c.want)
+		}
+	}
+}
+
+// TestPunchEasyKeepsRateThroughStalls: when the easy side's goroutine is
+// held back (here its first send blocks for 400 ms, and the ticks it misses
+// are dropped), it makes the probes up afterwards, so the budget is spent
+// in budget/rate, not later.
+func TestPunchEasyKeepsRateThroughStalls(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var sends int
+		start := time.Now()
+		_, err := PunchEasy(t.Context(), EasyConfig{
+			Send: func([]byte, netip.AddrPort) error {
+				if sends++; sends == 1 {
+					time.Sleep(400 * time.Millisecond)
+				}
+				return nil
+			},
+			Packets:   make(chan Datagram),
+			HardIP:    netip.MustParseAddr("203.0.113.9"),
+			Secret:    testSecret,
+			Rate:      200,
+			MaxProbes: 200,
+		})
+		if !errors.Is(err, ErrPunchBudget) || sends != 200 {
+			t.Fatalf("err = %v after %d probes, want ErrPunchBudget after 200", err, sends)
+		}
+		// 200 probes at 200/s take 1 s, then the ack grace.
+		if took, want := time.Since(start), time.Second+birthdayAckGrace; took > want+10*time.Millisecond {
+			t.Errorf("budget spent and grace over after %v, want %v", took, want)
+		}
+	})
 }
 
 func TestBirthdayConfigErrors(t *testing.T) {
