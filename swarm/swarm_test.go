@@ -56,3 +56,48 @@ func TestTwoSwarmsConnectByTopic(t *testing.T) {
 		t.Fatalf("server stats = %+v", st)
 	}
 }
+
+// A dial of ours that was queued when the peer's own connection arrived
+// finds that connection open and leaves it: no second connection replaces
+// the first (which the mesh test once caught closing under a ping), no
+// duplicate, no failure, and the peer's dial state is cleared.
+func TestQueuedDialKeepsArrivedConnection(t *testing.T) {
+	nw := startNet(t, 8)
+	a := startSwarm(t, nw, nil, nil)
+	b := startSwarm(t, nw, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.Join("queued-dial", JoinOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Join("queued-dial", JoinOptions{Client: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitConns(t, a, 20*time.Second, b.PublicKey())
+	waitConns(t, b, 20*time.Second, a.PublicKey())
+	before := a.Conn(b.PublicKey())
+
+	// The server's dial loop took a job for the client just before the
+	// client's connection came in; its goroutine runs now.
+	a.mu.Lock()
+	p := a.table.get(b.PublicKey())
+	p.dialing, p.dialKind = true, kindJoin
+	a.table.dialing++
+	a.mu.Unlock()
+	a.wg.Add(1)
+	a.dial(dialJob{pub: b.PublicKey()})
+
+	if got := a.Conn(b.PublicKey()); got != before {
+		t.Fatal("the queued dial replaced the open connection")
+	}
+	for name, s := range map[string]*testSwarm{"server": a, "client": b} {
+		if st := s.Stats(); st.Duplicates != 0 || len(st.FailuresByReason) != 0 || st.Connections != 1 || st.Dialing != 0 {
+			t.Errorf("%s: duplicates %d, failures %v, connections %d, dialling %d; want 0, none, 1, 0", name, st.Duplicates, st.FailuresByReason, st.Connections, st.Dialing)
+		}
+	}
+	pingPair(t, a, b)
+	pingPair(t, b, a)
+}
