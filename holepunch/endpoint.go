@@ -472,13 +472,6 @@ type DialOptions struct {
 	// (at most MaxHello bytes; nil for none): the application's word on why
 	// it dials, read before the server spends anything on ICE.
 	Hello []byte
-	// KeepOpen makes the dial return ErrConnected when a connection to the
-	// key is open already, instead of replacing it (a plain dial replaces:
-	// its caller may know the old one is broken). For callers that dial to
-	// be connected: a swarm whose dial was queued when the peer's own
-	// connection arrived would otherwise close that fresh connection and
-	// set up another.
-	KeepOpen bool
 }
 
 // ConnectWith is Connect with options.
@@ -518,9 +511,6 @@ func (e *Endpoint) ConnectWith(ctx context.Context, remote ed25519.PublicKey, re
 		return nil, err
 	}
 	defer e.pending.endDial(key, ds)
-	if opts.KeepOpen && e.conns.has(key) {
-		return nil, fmt.Errorf("holepunch: connect %x: %w", remote[:4], ErrConnected)
-	}
 	e.counters.dials.Add(1)
 	if in != nil {
 		// Our dial wins: the peer gives up its own when our message 1

@@ -26,9 +26,6 @@ var (
 	// ErrSimultaneous: the peer dialled us at the same moment and its dial
 	// won the tie-break; the connection arrives through OnConnection.
 	ErrSimultaneous = errors.New("holepunch: simultaneous dial lost the tie-break")
-	// ErrConnected: a dial with DialOptions.KeepOpen found a connection to
-	// the key open already (the peer's dial made it first).
-	ErrConnected = errors.New("holepunch: already connected to this key")
 	// ErrBothSymmetric: both sides have endpoint-dependent mapping, so only
 	// a relay can connect them.
 	ErrBothSymmetric = errors.New("holepunch: both sides behind symmetric NATs")

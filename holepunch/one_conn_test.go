@@ -163,28 +163,3 @@ func TestEndedConnectionLeavesTable(t *testing.T) {
 		}
 	}
 }
-
-// TestKeepOpenDial: a dial with KeepOpen to a key whose connection is open
-// (either end's) returns ErrConnected and leaves the connection working (a
-// plain dial replaces it: TestNewConnectionReplacesOld).
-func TestKeepOpenDial(t *testing.T) {
-	n := startNet(t, 6)
-	a := addPeer(t, n, nil)
-	b := addPeer(t, n, nil)
-	a.listen(t)
-	b.listen(t)
-	conn, accepted, err := dial(t, a, b, 15*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	keep := holepunch.DialOptions{KeepOpen: true}
-	if c, err := a.ep.ConnectWith(ctx, b.pub, nil, keep); !errors.Is(err, holepunch.ErrConnected) {
-		t.Fatalf("dialler's KeepOpen dial: %v, %v; want ErrConnected", c, err)
-	}
-	if c, err := b.ep.ConnectWith(ctx, a.pub, nil, keep); !errors.Is(err, holepunch.ErrConnected) {
-		t.Fatalf("answerer's KeepOpen dial: %v, %v; want ErrConnected", c, err)
-	}
-	echo(t, conn, accepted, []byte("still the same connection"))
-}

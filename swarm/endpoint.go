@@ -119,7 +119,7 @@ func (t *endpointTransport) listen(ctx context.Context) {
 // the relay list: the dial then needs no DHT at all.
 func (t *endpointTransport) Connect(ctx context.Context, remote ed25519.PublicKey, relays, direct []netip.AddrPort, hello []byte) (*holepunch.Conn, error) {
 	hint := slices.Concat(direct, relays)
-	c, err := t.ep.ConnectWith(ctx, remote, hint, holepunch.DialOptions{Hello: hello, KeepOpen: true})
+	c, err := t.ep.ConnectWith(ctx, remote, hint, holepunch.DialOptions{Hello: hello})
 	if err != nil {
 		return nil, classifyEndpointError(err)
 	}
@@ -156,8 +156,7 @@ func (t *endpointTransport) Close() error {
 // classes.
 func classifyEndpointError(err error) error {
 	switch {
-	case errors.Is(err, holepunch.ErrSimultaneous), errors.Is(err, holepunch.ErrDialInProgress),
-		errors.Is(err, holepunch.ErrConnected): // the peer's connection came first
+	case errors.Is(err, holepunch.ErrSimultaneous), errors.Is(err, holepunch.ErrDialInProgress):
 		return fmt.Errorf("%w: %w", errSimultaneous, err)
 	case errors.Is(err, holepunch.ErrRefused), errors.Is(err, holepunch.ErrBusy):
 		return fmt.Errorf("%w: %w", errRefused, err)

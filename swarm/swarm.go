@@ -622,6 +622,19 @@ func (s *Swarm) dial(j dialJob) {
 			err = fmt.Errorf("%w: %w", ErrFirewalled, ferr)
 		}
 	}
+	if err == nil && s.holds(j.pub) {
+		// The peer's own connection came in after the dial loop took this
+		// job: a dial would replace it (holepunch keeps the newest
+		// connection per key), closing a fresh connection to set up
+		// another. A connection closed as stale is no longer held, so its
+		// redial goes on and replaces the dying one.
+		s.mu.Lock()
+		s.table.dialDone(j.pub, true, false, time.Now())
+		s.notifyLocked()
+		s.kickLocked()
+		s.mu.Unlock()
+		return
+	}
 	var hc *holepunch.Conn
 	s.log.Debug("swarm: dialling", "peer", shortKey(j.pub), "relays", len(j.relays), "lan", len(j.lan))
 	if err == nil {
@@ -650,6 +663,13 @@ func (s *Swarm) dial(j dialJob) {
 	}
 	s.notifyLocked()
 	s.kickLocked()
+}
+
+// holds reports whether the swarm holds a connection to pub.
+func (s *Swarm) holds(pub ed25519.PublicKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns[peerKey(pub)] != nil
 }
 
 // adoptDialed takes a connection our dial produced.

@@ -58,9 +58,10 @@ func TestTwoSwarmsConnectByTopic(t *testing.T) {
 }
 
 // A dial of ours that was queued when the peer's own connection arrived
-// finds that connection open and leaves it: no second connection replaces
-// the first (which the mesh test once caught closing under a ping), no
-// duplicate, no failure, and the peer's dial state is cleared.
+// finds that connection held and leaves it: no second connection replaces
+// the first (a late replacement once closed a connection under the mesh
+// test's ping), no duplicate, no failure, and the peer's dial state is
+// cleared.
 func TestQueuedDialKeepsArrivedConnection(t *testing.T) {
 	nw := startNet(t, 8)
 	a := startSwarm(t, nw, nil, nil)

@@ -69,8 +69,7 @@ var (
 	// the backoff schedule: limits change.
 	errRefused = errors.New("refused by peer")
 	// errSimultaneous: both sides dialled at once and our dial lost the
-	// tie-break, or the peer's connection was open before ours started; the
-	// connection arrives (or came) as an incoming one instead.
+	// tie-break; the connection arrives as an incoming one instead.
 	errSimultaneous = errors.New("simultaneous dial lost")
 	// errUnreachable: no path could be found (ICE failed, relay down).
 	errUnreachable = errors.New("unreachable")
