@@ -245,8 +245,8 @@ func treeCost(bs []*Bridge) (dups, out uint64, st Stats) {
 }
 
 // TestTreeCutsDuplicates: on a mesh of 8 bridges the tree prunes the links
-// that bring copies; after the first puts, a put reaches every node about
-// once, where flooding (DisablePlumtree) keeps delivering copies. The
+// that bring copies; after the first puts, a put brings far fewer copies
+// than flooding (DisablePlumtree) does. The
 // writes are paced (each waits for the last to arrive everywhere), so that
 // no put is delayed past a graft timeout: grafts under a backlog are the
 // load test's subject.
@@ -271,7 +271,13 @@ func TestTreeCutsDuplicates(t *testing.T) {
 	if st.Prunes == 0 || st.LazyLinks == 0 || st.IHaves == 0 {
 		t.Fatalf("no tree formed: %+v", st)
 	}
-	if tree > flood/2 {
+	// Which links end up pruned depends on the order copies arrive in
+	// during the warm-up, and every node keeps minPushers links pushing to
+	// it: the tree settles at one of a few shapes, about 1.0, 2.1-2.5 or
+	// 3.0 duplicates a put against flooding's 6 (30 runs under -race: the
+	// 3.0 shape in 11 of them; it failed CI once when the limit was half
+	// of flooding's). Without the tree it stays at flooding's.
+	if tree > 0.6*flood {
 		t.Fatalf("the tree delivers %.2f duplicates a put, flooding %.2f", tree, flood)
 	}
 }
