@@ -622,17 +622,7 @@ func (s *Swarm) dial(j dialJob) {
 			err = fmt.Errorf("%w: %w", ErrFirewalled, ferr)
 		}
 	}
-	if err == nil && s.holds(j.pub) {
-		// The peer's own connection came in after the dial loop took this
-		// job: a dial would replace it (holepunch keeps the newest
-		// connection per key), closing a fresh connection to set up
-		// another. A connection closed as stale is no longer held, so its
-		// redial goes on and replaces the dying one.
-		s.mu.Lock()
-		s.table.dialDone(j.pub, true, false, time.Now())
-		s.notifyLocked()
-		s.kickLocked()
-		s.mu.Unlock()
+	if err == nil && s.endDialIfHeld(j.pub) {
 		return
 	}
 	var hc *holepunch.Conn
@@ -665,11 +655,24 @@ func (s *Swarm) dial(j dialJob) {
 	s.kickLocked()
 }
 
-// holds reports whether the swarm holds a connection to pub.
-func (s *Swarm) holds(pub ed25519.PublicKey) bool {
+// endDialIfHeld ends the dial to pub, without dialling, when the swarm
+// holds a connection to pub: the peer's own connection came in after the
+// dial loop took the job. A dial would replace it (holepunch keeps the
+// newest connection per key), closing a fresh connection to set up another.
+// A connection closed as stale is no longer held, so its redial goes on and
+// replaces the dying one. Check and end are one step under the lock: a
+// stale close in between would find the peer still dialling and skip its
+// redial.
+func (s *Swarm) endDialIfHeld(pub ed25519.PublicKey) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.conns[peerKey(pub)] != nil
+	if s.conns[peerKey(pub)] == nil {
+		return false
+	}
+	s.table.dialDone(pub, true, false, time.Now())
+	s.notifyLocked()
+	s.kickLocked()
+	return true
 }
 
 // adoptDialed takes a connection our dial produced.
