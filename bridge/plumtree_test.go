@@ -246,10 +246,9 @@ func treeCost(bs []*Bridge) (dups, out uint64, st Stats) {
 
 // TestTreeCutsDuplicates: on a mesh of 8 bridges the tree prunes the links
 // that bring copies; after the first puts, a put brings far fewer copies
-// than flooding (DisablePlumtree) does. The
-// writes are paced (each waits for the last to arrive everywhere), so that
-// no put is delayed past a graft timeout: grafts under a backlog are the
-// load test's subject.
+// than flooding (DisablePlumtree) does. The writes are paced (each waits
+// for the last to arrive everywhere), so that no put is delayed past a
+// graft timeout: grafts under a backlog are the load test's subject.
 func TestTreeCutsDuplicates(t *testing.T) {
 	run := func(disable bool) (dupsPerRecord float64, st Stats) {
 		bs := make([]*Bridge, 8)
