@@ -15,24 +15,7 @@ func TestTwoSwarmsConnectByTopic(t *testing.T) {
 	a := startSwarm(t, nw, nil, nil)
 	b := startSwarm(t, nw, nil, nil)
 	topic := TopicOf("two-swarms")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := a.Join("two-swarms", JoinOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// A pure client looks up once per refresh: join it after the server's
-	// record is stored.
-	if err := a.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Join("two-swarms", JoinOptions{Client: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitConns(t, a, 20*time.Second, b.PublicKey())
-	waitConns(t, b, 20*time.Second, a.PublicKey())
+	connectByTopic(t, a, b, "two-swarms")
 	pingPair(t, a, b)
 	pingPair(t, b, a)
 
@@ -66,19 +49,7 @@ func TestQueuedDialKeepsArrivedConnection(t *testing.T) {
 	nw := startNet(t, 8)
 	a := startSwarm(t, nw, nil, nil)
 	b := startSwarm(t, nw, nil, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := a.Join("queued-dial", JoinOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Join("queued-dial", JoinOptions{Client: true}); err != nil {
-		t.Fatal(err)
-	}
-	waitConns(t, a, 20*time.Second, b.PublicKey())
-	waitConns(t, b, 20*time.Second, a.PublicKey())
+	connectByTopic(t, a, b, "queued-dial")
 	before := a.Conn(b.PublicKey())
 
 	// The server's dial loop took a job for the client just before the
@@ -101,4 +72,28 @@ func TestQueuedDialKeepsArrivedConnection(t *testing.T) {
 	}
 	pingPair(t, a, b)
 	pingPair(t, b, a)
+}
+
+// connectByTopic joins server to name as a server and client as a pure
+// client, and waits until each holds a connection to the other.
+func connectByTopic(t *testing.T, server, client *testSwarm, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := server.Join(name, JoinOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A pure client looks up once per refresh: join it after the server's
+	// record is stored.
+	if err := server.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Join(name, JoinOptions{Client: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitConns(t, server, 20*time.Second, client.PublicKey())
+	waitConns(t, client, 20*time.Second, server.PublicKey())
 }
