@@ -24,3 +24,17 @@ func (l liveness) tick(now, lastSend, lastRecv time.Time) (ping, dead bool) {
 	}
 	return now.Sub(lastSend) >= l.interval, false
 }
+
+// minWait is the least time until the next tick, so that a clock that
+// stands still cannot make the timer spin.
+const minWait = 5 * time.Millisecond
+
+// wait returns how long until the next tick is due: when a keepalive falls
+// due (interval after lastSend) or the peer's silence reaches the timeout,
+// whichever comes first. So an idle session's keepalives are interval
+// apart, not up to half an interval more as with a fixed polling period,
+// and the peer's liveness checks can count on that gap.
+func (l liveness) wait(now, lastSend, lastRecv time.Time) time.Duration {
+	due := min(lastSend.Add(l.interval).Sub(now), lastRecv.Add(l.timeout).Sub(now))
+	return max(due, minWait)
+}

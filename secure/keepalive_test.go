@@ -27,3 +27,25 @@ func TestLiveness(t *testing.T) {
 		}
 	}
 }
+
+// The keepalive timer wakes when something is due, not on a fixed period:
+// an idle session's keepalives are an interval apart.
+func TestLivenessWait(t *testing.T) {
+	l := liveness{interval: time.Second, timeout: 5 * time.Second}
+	t0 := time.Unix(1000, 0)
+	ms := func(d int) time.Time { return t0.Add(time.Duration(d) * time.Millisecond) }
+	for i, s := range []struct {
+		now, lastSend, lastRecv int
+		want                    time.Duration
+	}{
+		{now: 0, lastSend: 0, lastRecv: 0, want: time.Second},                     // just sent
+		{now: 300, lastSend: 0, lastRecv: 200, want: 700 * time.Millisecond},      // the keepalive is next
+		{now: 4500, lastSend: 4400, lastRecv: 0, want: 500 * time.Millisecond},    // the dead deadline is next
+		{now: 1000, lastSend: 0, lastRecv: 0, want: minWait},                      // overdue: soon, not at once
+		{now: 9000, lastSend: 8999, lastRecv: 8000, want: 999 * time.Millisecond}, // quiet peer, we just sent
+	} {
+		if got := l.wait(ms(s.now), ms(s.lastSend), ms(s.lastRecv)); got != s.want {
+			t.Fatalf("step %d: wait %v, want %v", i, got, s.want)
+		}
+	}
+}

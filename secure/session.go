@@ -80,8 +80,8 @@ type Config struct {
 	// DefaultKeepaliveInterval. The peer's DeadTimeout must be well above it.
 	KeepaliveInterval time.Duration
 	// DeadTimeout: close the session with ErrPeerDead after this much silence. Zero
-	// means DefaultDeadTimeout. A dead peer is noticed within DeadTimeout plus half a
-	// KeepaliveInterval.
+	// means DefaultDeadTimeout. A dead peer is noticed once DeadTimeout has passed
+	// (the keepalive timer wakes for it).
 	DeadTimeout time.Duration
 	// CloseTimeout bounds the graceful shutdown in Close. Zero means DefaultCloseTimeout.
 	CloseTimeout time.Duration
@@ -252,7 +252,7 @@ func newSession(cfg Config, dc *DatagramConn, client bool) *Session {
 func (s *Session) start() {
 	// Armed only once the field is set: tick re-arms it, and may run at once.
 	s.keepalive = time.AfterFunc(time.Hour, s.tick)
-	s.keepalive.Reset(s.tickEvery())
+	s.keepalive.Reset(s.cfg.KeepaliveInterval)
 	s.tr.onEnd(func() { s.teardown(causeEnded, nil) })
 }
 
@@ -292,19 +292,20 @@ func (s *Session) tick() {
 		return
 	}
 	now := time.Now()
-	ping, dead := s.live.tick(now, s.dc.LastSend(), s.dc.LastReceive())
+	sent := s.dc.LastSend()
+	ping, dead := s.live.tick(now, sent, s.dc.LastReceive())
 	if dead {
 		s.teardown(causeDead, fmt.Errorf("%w: silent for %v", ErrPeerDead, now.Sub(s.dc.LastReceive()).Round(time.Millisecond)))
 		return
 	}
 	if ping {
 		s.dc.Write(nil) // an empty sealed datagram: a keepalive
+		sent = now      // one that failed is tried again an interval later, not at once
 	}
-	s.keepalive.Reset(s.tickEvery())
-}
-
-func (s *Session) tickEvery() time.Duration {
-	return max(s.cfg.KeepaliveInterval/2, 5*time.Millisecond)
+	if last := s.dc.LastSend(); last.After(sent) {
+		sent = last
+	}
+	s.keepalive.Reset(s.live.wait(time.Now(), sent, s.dc.LastReceive()))
 }
 
 // Why a session ends.
