@@ -134,7 +134,9 @@ type Config struct {
 	// StaleAfter is how long a connection may stay silent, despite a ping
 	// on its control stream, before the peer is dialled again (which
 	// replaces the connection): a peer whose NAT mapping changed is back
-	// within about this long. Zero means DefaultStaleAfter.
+	// within about this long. Zero means DefaultStaleAfter. The ping goes
+	// out after 2 s of silence, so a StaleAfter under about 3 s leaves it
+	// no time to be answered.
 	StaleAfter time.Duration
 
 	// Backoff is the retry schedule. Zero means the default one.
@@ -156,7 +158,8 @@ type Config struct {
 	LANInterval time.Duration
 
 	// Session configures every secure session (keepalive interval, dead
-	// peer timeout). The zero value works.
+	// peer timeout). The zero value works; its KeepaliveInterval defaults
+	// to DefaultKeepaliveInterval, not to secure's.
 	Session secure.Config
 	// KeepLoopback keeps loopback ICE candidates: set it when peers live on
 	// 127.0.0.0/8 (tests, the demo).
@@ -249,6 +252,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.StaleAfter <= 0 {
 		c.StaleAfter = DefaultStaleAfter
+	}
+	if c.Session.KeepaliveInterval <= 0 {
+		c.Session.KeepaliveInterval = DefaultKeepaliveInterval
 	}
 	c.Backoff = c.Backoff.withDefaults()
 	if c.RefreshInterval <= 0 {

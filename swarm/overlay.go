@@ -67,16 +67,27 @@ const (
 	// fifth of it at random.
 	DefaultShuffleInterval = 30 * time.Second
 	// DefaultStaleAfter: a connection silent this long despite a probe is
-	// dialled again. Secure sessions send a keepalive after 2 s without
-	// sending, so a live idle peer is heard from every 2–3 s, and one that
-	// is pinged answers within a round trip.
+	// dialled again. A live idle peer is heard from every second (its
+	// keepalive), and one that is pinged answers within a round trip.
 	DefaultStaleAfter = 3 * time.Second
+	// DefaultKeepaliveInterval is the swarm's session keepalive
+	// (Config.Session): a session that has sent nothing for a second sends
+	// an empty sealed datagram. That is what keeps an idle connection's
+	// silence under probeAfter, so its liveness costs one datagram a second
+	// each way; with secure's 2 s default the control-stream ping fired on
+	// every idle connection every second or so, and a ping, its pong and
+	// their acknowledgements cost two to three datagrams a second at each
+	// end.
+	DefaultKeepaliveInterval = time.Second
 )
 
 const (
 	// probeAfter: a connection silent this long is pinged on its control
-	// stream.
-	probeAfter = time.Second
+	// stream. Twice the keepalive interval: a live peer's keepalives keep
+	// its silence under a second and a tick, so the ping goes out only when
+	// one is lost or late, and its answer still has a second before
+	// DefaultStaleAfter.
+	probeAfter = 2 * DefaultKeepaliveInterval
 	// shuffleActive and shufflePassive: how many active and passive peers a
 	// shuffle carries besides its origin (the paper's ka and kp).
 	shuffleActive  = 3

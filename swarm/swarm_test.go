@@ -97,3 +97,33 @@ func connectByTopic(t *testing.T, server, client *testSwarm, name string) {
 	waitConns(t, server, 20*time.Second, client.PublicKey())
 	waitConns(t, client, 20*time.Second, server.PublicKey())
 }
+
+// An idle connection's liveness rides on the sessions' keepalives (one
+// empty datagram a second each way): the membership's control-stream ping
+// goes out only when they go missing. With secure's 2 s keepalive the ping
+// fired on every idle connection about every second at both ends.
+func TestIdleConnectionIsNotPinged(t *testing.T) {
+	nw := startNet(t, 8)
+	a := startSwarm(t, nw, nil, nil)
+	b := startSwarm(t, nw, nil, nil)
+	connectByTopic(t, a, b, "idle-liveness")
+	time.Sleep(time.Second) // setup's own messages (hellos, walks) pass
+	sent := func(s *testSwarm, peer *testSwarm) uint64 {
+		return s.Conn(peer.PublicKey()).Stats().Datagram.SentPackets
+	}
+	p0 := a.Stats().Membership.Probes + b.Stats().Membership.Probes
+	sa, sb := sent(a, b), sent(b, a)
+	const idle = 6 * time.Second
+	time.Sleep(idle)
+	probes := a.Stats().Membership.Probes + b.Stats().Membership.Probes - p0
+	da, db := sent(a, b)-sa, sent(b, a)-sb
+	t.Logf("over %v idle: %d pings, datagrams sent %d and %d", idle, probes, da, db)
+	// One keepalive late by a second on a loaded machine sends a ping;
+	// the old timing sent about three at each end.
+	if probes > 2 {
+		t.Fatalf("%d pings over %v on an idle, live connection; want at most 2", probes, idle)
+	}
+	if a.Conn(b.PublicKey()) == nil || b.Conn(a.PublicKey()) == nil {
+		t.Fatal("the idle connection was lost")
+	}
+}
