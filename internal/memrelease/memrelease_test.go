@@ -1,6 +1,8 @@
 package memrelease
 
 import (
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -41,4 +43,22 @@ func TestReleaseAfterQuiet(t *testing.T) {
 		after(Quiet+time.Millisecond, 3, "Quiet after a lone note")
 		r.timer.Stop()
 	})
+}
+
+// What a sync.Pool holds is freed by a release, not kept in the pool's
+// victim cache until some later collection.
+func TestReleaseEmptiesPools(t *testing.T) {
+	var pool sync.Pool
+	freed := make(chan struct{})
+	b := new([16 << 10]byte)
+	runtime.AddCleanup(b, func(ch chan struct{}) { close(ch) }, freed)
+	pool.Put(b)
+	b = nil
+	release()
+	select {
+	case <-freed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a pooled buffer outlived the release")
+	}
+	runtime.KeepAlive(&pool)
 }
