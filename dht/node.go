@@ -678,8 +678,8 @@ func (n *Node) requestLastSent(ctx context.Context, addr netip.AddrPort, m *Mess
 			return nil, time.Time{}, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, err)
 		}
 		wait := n.cfg.RequestTimeout
-		if answeredAtOnce(m.Command) {
-			wait = n.rto.wait(try, wait)
+		if k := roundTrips(m.Command); k > 0 {
+			wait = min(time.Duration(k)*n.rto.wait(try, wait), wait)
 		}
 		timer := time.NewTimer(wait)
 		var reply *Message
