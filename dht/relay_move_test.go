@@ -22,23 +22,14 @@ import (
 // node its address moved, and it registers again. Before, signaling went
 // to the dead mapping until the next announce.
 func TestRelaysFollowAMovedMapping(t *testing.T) {
-	nw := startNet(t, 8, nil)
 	std, err := stdnet.NewNet()
 	if err != nil {
 		t.Fatal(err)
 	}
 	mn := &movingNet{Net: std}
-	echo := func(_ ed25519.PublicKey, _ netip.AddrPort, p []byte) []byte { return append([]byte("echo:"), p...) }
-	server := addEphemeral(t, nw, dht.Config{Net: mn, OnSignal: echo, RelayKeepalive: 200 * time.Millisecond})
-	client := addEphemeral(t, nw, dht.Config{})
-	key := newKey(t)
-	pub := key.Public().(ed25519.PublicKey)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	relays, err := server.Register(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, pub, relays := echoThroughRelays(t, ctx, dht.Config{Net: mn, RelayKeepalive: 200 * time.Millisecond}, dht.Config{})
 	signal := func() error {
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
@@ -67,6 +58,24 @@ func TestRelaysFollowAMovedMapping(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// echoThroughRelays starts a DHT, a server (server's config) that registers
+// a fresh key at relays and answers every signal with "echo:" and its
+// payload, and a client (client's config). It returns the client, the key
+// and the relays.
+func echoThroughRelays(t *testing.T, ctx context.Context, server, client dht.Config) (*dht.Node, ed25519.PublicKey, []netip.AddrPort) {
+	t.Helper()
+	nw := startNet(t, 8, nil)
+	server.OnSignal = func(_ ed25519.PublicKey, _ netip.AddrPort, p []byte) []byte { return append([]byte("echo:"), p...) }
+	s := addEphemeral(t, nw, server)
+	c := addEphemeral(t, nw, client)
+	key := newKey(t)
+	relays, err := s.Register(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, key.Public().(ed25519.PublicKey), relays
 }
 
 // movingNet is the real network with a NAT in front of its sockets that

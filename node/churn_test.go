@@ -7,16 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/pion/transport/v2"
-	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/db"
@@ -46,47 +42,11 @@ var (
 	churnReplace  = flag.Float64("churn.replace", 0.2, "TestLoadChurn: fraction of the nodes killed and replaced during the writes")
 )
 
-// churnNet is the real network with a switch that silences every socket it
-// opened, as if the host lost power.
-type churnNet struct {
-	transport.Net
-	dead atomic.Bool
-}
-
-func (n *churnNet) ListenPacket(network, address string) (net.PacketConn, error) {
-	pc, err := n.Net.ListenPacket(network, address)
-	if err != nil {
-		return nil, err
-	}
-	return &churnConn{PacketConn: pc, n: n}, nil
-}
-
-type churnConn struct {
-	net.PacketConn
-	n *churnNet
-}
-
-func (c *churnConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if c.n.dead.Load() {
-		return len(b), nil
-	}
-	return c.PacketConn.WriteTo(b, addr)
-}
-
-func (c *churnConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
-		if err != nil || !c.n.dead.Load() {
-			return n, addr, err
-		}
-	}
-}
-
 // churnMember is one node of the churn test.
 type churnMember struct {
 	id      int
 	nd      *node.Node
-	net     *churnNet
+	net     *testutil.CrashNet
 	key     string
 	started time.Time
 	w       *db.Watcher
@@ -206,12 +166,10 @@ func TestLoadChurn(t *testing.T) {
 	// start starts node id; it may run on the killer's goroutine, so it
 	// reports errors instead of failing the test itself.
 	start := func(id int) (*churnMember, error) {
-		cn := &churnNet{}
-		sn, err := stdnet.NewNet()
+		cn, err := testutil.NewCrashNet()
 		if err != nil {
 			return nil, err
 		}
-		cn.Net = sn
 		m := &churnMember{id: id, net: cn, seen: map[int]bool{}}
 		nd, err := node.New(node.Config{
 			Topic: "churn-test", DataDir: t.TempDir(), Net: cn, Bootstrap: n.Bootstrap,
@@ -336,7 +294,7 @@ func TestLoadChurn(t *testing.T) {
 			memKilled.Demoted += ms.Demoted
 			memKilled.Stale += ms.Stale
 			mu.Unlock()
-			victim.net.dead.Store(true)
+			victim.net.Dead.Store(true)
 			graph.mu.Lock()
 			delete(graph.alive, victim.key)
 			graph.mu.Unlock()
@@ -475,7 +433,7 @@ func liveNodes(mu *sync.Mutex, members []*churnMember) []*node.Node {
 	defer mu.Unlock()
 	var out []*node.Node
 	for _, m := range members {
-		if !m.net.dead.Load() {
+		if !m.net.Dead.Load() {
 			out = append(out, m.nd)
 		}
 	}

@@ -5,16 +5,12 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/pion/transport/v2"
-	"github.com/pion/transport/v2/stdnet"
 
 	"github.com/swarmdb/swarmdb/dht"
 	"github.com/swarmdb/swarmdb/internal/testnet"
@@ -275,50 +271,15 @@ func pingPair(t *testing.T, a, b *testSwarm) {
 	}
 }
 
-// crashNet is the real network with a switch that silences every socket
-// it opened, as if the host lost power: nothing is sent, nothing is
-// received, no goodbye reaches the peers.
-type crashNet struct {
-	transport.Net
-	dead atomic.Bool
-}
-
-func newCrashNet(t *testing.T) *crashNet {
+// newCrashNet returns the real network with a switch (Dead) that silences
+// every socket it opened, as if the host lost power.
+func newCrashNet(t *testing.T) *testutil.CrashNet {
 	t.Helper()
-	n, err := stdnet.NewNet()
+	n, err := testutil.NewCrashNet()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &crashNet{Net: n}
-}
-
-func (n *crashNet) ListenPacket(network, address string) (net.PacketConn, error) {
-	pc, err := n.Net.ListenPacket(network, address)
-	if err != nil {
-		return nil, err
-	}
-	return &crashConn{PacketConn: pc, n: n}, nil
-}
-
-type crashConn struct {
-	net.PacketConn
-	n *crashNet
-}
-
-func (c *crashConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if c.n.dead.Load() {
-		return len(b), nil
-	}
-	return c.PacketConn.WriteTo(b, addr)
-}
-
-func (c *crashConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
-		if err != nil || !c.n.dead.Load() {
-			return n, addr, err
-		}
-	}
+	return n
 }
 
 // waitState blocks until cond holds, re-checking on every state change of

@@ -104,7 +104,7 @@ func TestMeshOneConnectionPerPair(t *testing.T) {
 	// reports it gone once the keepalives stop.
 	victim := swarms[0]
 	killedAt := time.Now()
-	victimNet.dead.Store(true)
+	victimNet.Dead.Store(true)
 	var slowest time.Duration
 	for _, s := range swarms[1:] {
 		s.rec.wait(t, 2*meshDeadTimeout, "disconnect of the crashed swarm", func() bool {

@@ -277,7 +277,7 @@ func TestNetworkChangedDropsSilentConnections(t *testing.T) {
 	silent.Join("netchange", JoinOptions{Client: true})
 	live.Join("netchange", JoinOptions{Client: true})
 	waitConns(t, a, 20*time.Second, silent.PublicKey(), live.PublicKey())
-	silentNet.dead.Store(true)
+	silentNet.Dead.Store(true)
 	changedAt := time.Now()
 	a.NetworkChanged()
 	a.rec.wait(t, 10*time.Second, "silent peer dropped", func() bool {
