@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/swarmdb/swarmdb/bridge"
 	"github.com/swarmdb/swarmdb/mainline"
 	"github.com/swarmdb/swarmdb/portmap"
 	"github.com/swarmdb/swarmdb/swarm"
@@ -163,7 +164,15 @@ func (n *Node) Status() Status {
 		})
 	}
 	bs := n.bridge.Stats()
-	s.WebSocketPeers = max(0, bs.Peers-len(s.Peers))
+	// Counted by kind, not as the bridge's peers less the swarm's
+	// connections: while a connection is replaced the bridge can hold the
+	// old one's peer and the new one's, and the difference counted one of
+	// them as a WebSocket peer.
+	for _, p := range n.bridge.Peers() {
+		if p.Kind != bridge.KindSwarm {
+			s.WebSocketPeers++
+		}
+	}
 	s.Messages = MessagesStatus{In: bs.MessagesIn, Out: bs.MessagesOut, BytesIn: bs.BytesIn, BytesOut: bs.BytesOut}
 	ss := n.store.Stats()
 	s.Store = StoreStatus{Accepted: ss.Accepted, Ignored: ss.Ignored, Rejected: ss.Rejected}
