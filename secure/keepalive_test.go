@@ -5,10 +5,14 @@ import (
 	"time"
 )
 
+// testLive is the liveness both tests drive: a keepalive after 1 s without
+// sending, dead after 5 s without receiving.
+var testLive = liveness{interval: time.Second, timeout: 5 * time.Second}
+
+// msAt is d milliseconds into the tests' clock.
+func msAt(d int) time.Time { return time.Unix(1000, 0).Add(time.Duration(d) * time.Millisecond) }
+
 func TestLiveness(t *testing.T) {
-	l := liveness{interval: time.Second, timeout: 5 * time.Second}
-	t0 := time.Unix(1000, 0)
-	ms := func(d int) time.Time { return t0.Add(time.Duration(d) * time.Millisecond) }
 	for i, s := range []struct {
 		now, lastSend, lastRecv int
 		ping, dead              bool
@@ -21,7 +25,7 @@ func TestLiveness(t *testing.T) {
 		{now: 5000, lastSend: 4999, lastRecv: 0, dead: true},
 		{now: 9000, lastSend: 8999, lastRecv: 3999, dead: true},
 	} {
-		ping, dead := l.tick(ms(s.now), ms(s.lastSend), ms(s.lastRecv))
+		ping, dead := testLive.tick(msAt(s.now), msAt(s.lastSend), msAt(s.lastRecv))
 		if ping != s.ping || dead != s.dead {
 			t.Fatalf("step %d: ping=%v dead=%v, want %v %v", i, ping, dead, s.ping, s.dead)
 		}
@@ -31,9 +35,6 @@ func TestLiveness(t *testing.T) {
 // The keepalive timer wakes when something is due, not on a fixed period:
 // an idle session's keepalives are an interval apart.
 func TestLivenessWait(t *testing.T) {
-	l := liveness{interval: time.Second, timeout: 5 * time.Second}
-	t0 := time.Unix(1000, 0)
-	ms := func(d int) time.Time { return t0.Add(time.Duration(d) * time.Millisecond) }
 	for i, s := range []struct {
 		now, lastSend, lastRecv int
 		want                    time.Duration
@@ -44,7 +45,7 @@ func TestLivenessWait(t *testing.T) {
 		{now: 1000, lastSend: 0, lastRecv: 0, want: minWait},                      // overdue: soon, not at once
 		{now: 9000, lastSend: 8999, lastRecv: 8000, want: 999 * time.Millisecond}, // quiet peer, we just sent
 	} {
-		if got := l.wait(ms(s.now), ms(s.lastSend), ms(s.lastRecv)); got != s.want {
+		if got := testLive.wait(msAt(s.now), msAt(s.lastSend), msAt(s.lastRecv)); got != s.want {
 			t.Fatalf("step %d: wait %v, want %v", i, got, s.want)
 		}
 	}
