@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
 
@@ -111,18 +112,14 @@ func TestBEP32MixedNetwork(t *testing.T) {
 		// a lookup at once can miss it: look again for a while. Looking once
 		// failed about 1 run in 30; after a 200 ms pause, 1 in 300.
 		var res Result
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		testutil.Poll(5*time.Second, 50*time.Millisecond, func() bool {
 			var err error
 			res, err = c.looker.Lookup(ctx, ih, nil)
 			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("%s: %v", c.name, err)
 			}
-			if containsAll(res.Peers, c.want) || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return containsAll(res.Peers, c.want)
+		})
 		for _, w := range c.want {
 			if !slices.Contains(res.Peers, w) {
 				t.Errorf("%s found %v, want %s among them", c.name, res.Peers, w)
