@@ -76,7 +76,23 @@ func (e *Endpoint) answer(in *inbound, from netip.AddrPort, msg1 []byte) (msg2 [
 	if !e.admit.fresh(remote, resp.Timestamp(), in.start) {
 		return nil, false
 	}
-	code := e.decide(remote, peer.Hello)
+	var code Code
+	if e.conns.dialledSince(string(remote), resp.Timestamp()) {
+		// The peer wrote this message 1 before the connection we dialled
+		// to it opened: it is the peer's own dial, which gave way to ours
+		// (glare) and which a relay delivered late, on its second forward
+		// after our NAT mapping or our restart moved us. Answering it would
+		// drop a connection the peer holds and uses (begin), and its dial
+		// is gone, so the new handshake would fail too: the pair would be
+		// left with nothing until the peer found the connection silent.
+		// The peer's clock stamps the message and ours the connection; a
+		// peer whose clock lags ours and that truly lost the connection is
+		// refused too, and reconnects when our side finds it silent.
+		e.log.Debug("message 1 older than our connection", "peer", short(remote))
+		code = CodeSimultaneous
+	} else {
+		code = e.decide(remote, peer.Hello)
+	}
 	if code == CodeOK {
 		code = e.pathCode(peer)
 	}

@@ -42,7 +42,8 @@ type Conn struct {
 	// Initiator is true when this side dialled.
 	Initiator bool
 
-	release     func() // closes what lies under the session; nil for none
+	opened      time.Time // when the session opened (our clock)
+	release     func()    // closes what lies under the session; nil for none
 	releaseOnce sync.Once
 }
 

@@ -52,6 +52,10 @@ const (
 	// timestamp seen from a key is remembered this long, so no message 1 can
 	// be replayed (WireGuard's rule, with a bounded memory).
 	replayHorizon = 10 * time.Minute
+	// stampPrecision: message 1 carries its timestamp in milliseconds
+	// (secure.Responder.Timestamp), so one written up to this long after
+	// an instant may read as before it.
+	stampPrecision = time.Millisecond
 )
 
 // prologue binds every handshake to this protocol's use of Noise.
@@ -882,7 +886,7 @@ func (e *Endpoint) openSession(ctx context.Context, tr transportPath, keys secur
 	if tr.settled != nil {
 		tr.settled()
 	}
-	c := &Conn{Session: sess, Path: path, Remote: remote, ConnectTime: time.Since(start), Initiator: initiator, release: tr.release}
+	c := &Conn{Session: sess, Path: path, Remote: remote, ConnectTime: time.Since(start), Initiator: initiator, opened: time.Now(), release: tr.release}
 	key := string(keys.Remote)
 	old, err := e.conns.add(key, c)
 	if err != nil {

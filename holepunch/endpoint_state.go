@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // This file holds the Endpoint's mutable state, one struct and one lock per
@@ -70,6 +71,16 @@ func (t *connTable) has(key string) bool {
 }
 
 // isClosed reports whether close ran.
+// dialledSince reports whether the live connection to key is one we
+// dialled that opened after ts (see answer: a message 1 stamped ts is then
+// older than that connection).
+func (t *connTable) dialledSince(key string, ts time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.byKey[key]
+	return c != nil && c.Initiator && ts.Before(c.opened.Add(-stampPrecision))
+}
+
 func (t *connTable) isClosed() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()

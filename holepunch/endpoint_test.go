@@ -28,6 +28,7 @@ type peer struct {
 	link *dhtlink.Link
 	ep   *holepunch.Endpoint
 	pub  ed25519.PublicKey
+	priv ed25519.PrivateKey
 	in   chan *holepunch.Conn
 }
 
@@ -82,7 +83,7 @@ func newPeer(t testing.TB, node *dht.Node, link *dhtlink.Link, boot []netip.Addr
 	}
 	node.AddBootstrap(boot...) // the NAT check and TURN requests ask these first
 	link.Attach(node, tn)
-	p := &peer{node: node, link: link, pub: pub, in: make(chan *holepunch.Conn, 8)}
+	p := &peer{node: node, link: link, pub: pub, priv: priv, in: make(chan *holepunch.Conn, 8)}
 	cfg := holepunch.EndpointConfig{
 		Key: priv, Link: link, Net: tn,
 		MeasureNAT:   link.MeasureNAT,

@@ -138,16 +138,17 @@ func swarmConfig(nw *testnet.Network, key ed25519.PrivateKey, rec *recorder) Con
 		OnDisconnect: rec.onClose,
 		MaxPeers:     64,
 		MaxParallel:  8,
-		Logger:       testLogger(),
+		Logger:       testLogger(key.Public().(ed25519.PublicKey)),
 	}
 }
 
-// testLogger logs to stderr at debug level when SWARM_TEST_LOG is set.
-func testLogger() *slog.Logger {
+// testLogger logs to stderr at debug level when SWARM_TEST_LOG is set,
+// each line naming the swarm (self) whose key is pub.
+func testLogger(pub ed25519.PublicKey) *slog.Logger {
 	if os.Getenv("SWARM_TEST_LOG") == "" {
 		return nil
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("self", shortKey(pub))
 }
 
 // startSwarm starts a swarm with cfg (tweaked by tweak) and closes it at

@@ -28,7 +28,7 @@ func labSwarm(t *testing.T, h *natlab.Host, boot []netip.AddrPort) *testSwarm {
 	s, err := New(Config{
 		Key: key, Net: h.Net(), ListenAddr: h.IP().String() + ":0", Bootstrap: boot,
 		DHT: dht.Config{Mode: dht.ModeEphemeral}, DisableLAN: true,
-		OnConnection: rec.onConn, OnDisconnect: rec.onClose, Logger: testLogger(),
+		OnConnection: rec.onConn, OnDisconnect: rec.onClose, Logger: testLogger(key.Public().(ed25519.PublicKey)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +187,10 @@ func TestLANChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
-	log := testLogger()
+	if len(seed) != ed25519.SeedSize {
+		t.Fatalf("%s: %d bytes, want %d", lanEnvSeed, len(seed), ed25519.SeedSize)
+	}
+	log := testLogger(ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey))
 	if log == nil {
 		// It failed once in a loaded CI run with nothing to show why.
 		log = testutil.LogOnFailure(t, 300)
