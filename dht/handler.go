@@ -94,13 +94,14 @@ func (n *Node) handlePacket(b []byte, src netip.AddrPort) {
 
 func (n *Node) handleResponse(m *Message, src netip.AddrPort) {
 	n.mu.Lock()
-	p := n.pending[m.TID]
-	if p == nil || p.to != src {
+	pt, ok := n.pending[m.TID]
+	if !ok || pt.req.to != src {
 		n.mu.Unlock()
 		n.ctr.droppedUnexpectedReply.Add(1)
 		return
 	}
 	delete(n.pending, m.TID)
+	a := answered{msg: m, sent: pt.sent, rtt: time.Since(pt.sent)}
 	st := n.stackFor(src)
 	if m.Addr.IsValid() && FamilyOf(m.Addr) == st.fam {
 		st.samples = append(st.samples, addrSample{by: src.Addr(), addr: m.Addr})
@@ -123,7 +124,10 @@ func (n *Node) handleResponse(m *Message, src netip.AddrPort) {
 	n.mu.Unlock()
 	n.ctr.repliesIn.Add(1)
 	n.rememberToken(src, m.Token)
-	p.ch <- m
+	select {
+	case pt.req.ch <- a:
+	default: // another try's reply came first
+	}
 	if pingOldest != nil {
 		n.goTracked(func() { n.evictionPing(pingOldest) })
 	}

@@ -55,7 +55,7 @@ type Node struct {
 	store        *recordStore
 	tokens       *tokens
 	limiter      *rateLimiter
-	pending      map[uint32]*pendingRequest
+	pending      map[uint32]pendingTry
 	tokenCache   map[netip.AddrPort]cachedToken
 	sentIPs      map[netip.Addr]struct{}    // IPs we sent to, for unsolicited-probe checks
 	sentOverflow bool                       // sentIPs filled up: nothing is provably unsolicited
@@ -69,9 +69,24 @@ type Node struct {
 	wg sync.WaitGroup
 }
 
+// pendingRequest is a request waiting for its reply; pendingTry is one
+// of its tries, under that try's transaction ID in Node.pending.
 type pendingRequest struct {
 	to netip.AddrPort
-	ch chan *Message // buffered, 1
+	ch chan answered // buffered, 1: the first reply; later ones are dropped
+}
+
+type pendingTry struct {
+	req  *pendingRequest
+	sent time.Time
+}
+
+// answered is a reply with the send time of the try it answers and its
+// round trip.
+type answered struct {
+	msg  *Message
+	sent time.Time
+	rtt  time.Duration
 }
 
 type cachedToken struct {
@@ -138,7 +153,7 @@ func New(cfg Config) *Node {
 		store:      newRecordStore(cfg.RecordTTL, cfg.MaxRecordsPerTopic, cfg.MaxRecords),
 		tokens:     newTokens(cfg.TokenInterval, now),
 		limiter:    newRateLimiter(cfg.RateLimit, cfg.RateBurst, 65536),
-		pending:    make(map[uint32]*pendingRequest),
+		pending:    make(map[uint32]pendingTry),
 		tokenCache: make(map[netip.AddrPort]cachedToken),
 		sentIPs:    make(map[netip.Addr]struct{}),
 		probeWaits: make(map[uint64]chan netip.AddrPort),
@@ -635,8 +650,14 @@ func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message
 }
 
 // requestLastSent is requestTries that also returns when the answered try
-// was sent (the last one): what a caller timing the round trip needs, a
-// lost first try's timeout left out.
+// was sent: what a caller timing the round trip needs, a lost try's wait
+// left out.
+//
+// Each try has a transaction ID of its own, and all of them stay open until
+// the request ends, so a reply to an earlier try that comes after a resend
+// still answers the request (and times its own try exactly). A try is
+// resent after resendWait; the request gives up when the waits of all its
+// tries at wait's bounds have passed since the first (tryWaits).
 func (n *Node) requestLastSent(ctx context.Context, addr netip.AddrPort, m *Message, tries int) (*Message, time.Time, error) {
 	addr = unmapAddrPort(addr)
 	st := n.stackFor(addr)
@@ -647,8 +668,25 @@ func (n *Node) requestLastSent(ctx context.Context, addr netip.AddrPort, m *Mess
 		return nil, time.Time{}, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, ErrNoFamily)
 	}
 	m.Addr = addr
-	for try := 0; try < tries; try++ {
-		p := &pendingRequest{to: addr, ch: make(chan *Message, 1)}
+	p := &pendingRequest{to: addr, ch: make(chan answered, 1)}
+	tids := make([]uint32, 0, 4)
+	defer func() {
+		n.mu.Lock()
+		for _, tid := range tids {
+			delete(n.pending, tid)
+		}
+		n.mu.Unlock()
+	}()
+	var budget time.Duration
+	for try := range tries {
+		_, giveUp := n.tryWaits(m.Command, try)
+		budget += giveUp
+	}
+	giveUp := time.Now().Add(budget)
+	timer := time.NewTimer(budget)
+	defer timer.Stop()
+	for try := 0; try < tries && time.Now().Before(giveUp); try++ {
+		sent := time.Now()
 		n.mu.Lock()
 		if n.isClosed {
 			n.mu.Unlock()
@@ -666,49 +704,54 @@ func (n *Node) requestLastSent(ctx context.Context, addr netip.AddrPort, m *Mess
 				break
 			}
 		}
-		n.pending[m.TID] = p
+		n.pending[m.TID] = pendingTry{req: p, sent: sent}
+		tids = append(tids, m.TID)
 		n.mu.Unlock()
 
-		sent := time.Now()
 		if err := n.send(addr, m); err != nil {
 			// No route, no socket: a timeout would only hide it.
-			n.mu.Lock()
-			delete(n.pending, m.TID)
-			n.mu.Unlock()
 			return nil, time.Time{}, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, err)
 		}
-		wait := n.cfg.RequestTimeout
-		if k := roundTrips(m.Command); k > 0 {
-			wait = min(time.Duration(k)*n.rto.wait(try, wait), wait)
-		}
-		timer := time.NewTimer(wait)
-		var reply *Message
-		var err error
-		select {
-		case reply = <-p.ch:
-		case <-timer.C:
-			err = ErrTimeout
-			n.ctr.timeouts.Add(1)
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-n.closed:
-			err = ErrClosed
-		}
-		timer.Stop()
-		n.mu.Lock()
-		delete(n.pending, m.TID)
-		n.mu.Unlock()
-		if reply != nil {
-			if answeredAtOnce(m.Command) {
-				n.rto.sample(time.Since(sent))
+		next := giveUp
+		if try < tries-1 {
+			resend, _ := n.tryWaits(m.Command, try)
+			if at := time.Now().Add(resend); at.Before(next) {
+				next = at
 			}
-			return reply, sent, nil
 		}
-		if !errors.Is(err, ErrTimeout) {
-			return nil, time.Time{}, err
+		timer.Reset(time.Until(next))
+		select {
+		case a := <-p.ch:
+			if answeredAtOnce(m.Command) {
+				n.rto.sample(a.rtt)
+			}
+			return a.msg, a.sent, nil
+		case <-timer.C:
+		case <-ctx.Done():
+			return nil, time.Time{}, ctx.Err()
+		case <-n.closed:
+			return nil, time.Time{}, ErrClosed
+		}
+		if try < tries-1 && time.Now().Before(giveUp) {
+			n.ctr.resends.Add(1)
 		}
 	}
+	n.ctr.timeouts.Add(1)
 	return nil, time.Time{}, fmt.Errorf("dht: %s to %s: %w", m.Command, addr, ErrTimeout)
+}
+
+// tryWaits is how long try of a request for c waits before the next try
+// is sent (resend), and what it adds to the request's whole wait (giveUp):
+// the estimator's resendWait and wait, times the round trips c's reply
+// takes (roundTrips), at most RequestTimeout; the whole RequestTimeout for
+// both when roundTrips is none.
+func (n *Node) tryWaits(c Command, try int) (resend, giveUp time.Duration) {
+	limit := n.cfg.RequestTimeout
+	k := time.Duration(roundTrips(c))
+	if k == 0 {
+		return limit, limit
+	}
+	return min(k*n.rto.resendWait(try, limit), limit), min(k*n.rto.wait(try, limit), limit)
 }
 
 // cachedTokenFor returns a token addr handed us recently.

@@ -47,15 +47,40 @@ func (e *rttEstimator) sample(rtt time.Duration) {
 // path; a slower one resends once, and these requests are idempotent.
 const firstRequestWait = 500 * time.Millisecond
 
+// A request is sent again sooner than it gives up: a try's resend comes
+// after the estimate with these lower bounds (minResendWait once a reply has
+// been timed, firstResendWait before), while the request waits for a reply
+// to any of its tries as long as it did when each try gave up at wait's
+// bounds. On a lossy path a lost request or reply costs 100 ms, not 250;
+// on a loaded machine a slow reply still counts, whichever try it answers,
+// and costs only the copies sent meanwhile.
+const (
+	minResendWait   = 100 * time.Millisecond
+	firstResendWait = 250 * time.Millisecond
+)
+
 // wait is how long try (0 for the first send) waits for its reply, at most
-// limit. Until a reply has been timed it is firstRequestWait, doubled per retry.
+// limit, before the request gives up on it. Until a reply has been timed it
+// is firstRequestWait, doubled per retry.
 func (e *rttEstimator) wait(try int, limit time.Duration) time.Duration {
+	return e.backoff(try, limit, firstRequestWait, minRequestWait)
+}
+
+// resendWait is how long try waits before the next try is sent: wait with
+// the lower bounds minResendWait and firstResendWait.
+func (e *rttEstimator) resendWait(try int, limit time.Duration) time.Duration {
+	return e.backoff(try, limit, firstResendWait, minResendWait)
+}
+
+// backoff is the estimate (first before any sample), at least floor,
+// doubled per retry, at most limit.
+func (e *rttEstimator) backoff(try int, limit, first, floor time.Duration) time.Duration {
 	e.mu.Lock()
 	srtt, rttvar := e.srtt, e.rttvar
 	e.mu.Unlock()
-	w := firstRequestWait
+	w := first
 	if srtt != 0 {
-		w = max(srtt+4*rttvar, minRequestWait)
+		w = max(srtt+4*rttvar, floor)
 	}
 	for range try {
 		w *= 2

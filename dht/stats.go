@@ -19,7 +19,8 @@ type Stats struct {
 
 	PacketsIn, PacketsOut   uint64
 	RequestsIn, RepliesIn   uint64
-	Timeouts                uint64
+	Timeouts                uint64 // requests no reply came to, after all their tries
+	Resends                 uint64 // tries sent again because no reply came soon enough
 	STUNAnswered            uint64
 	RelaysForwarded         uint64
 	SignalsAnswered         uint64
@@ -44,6 +45,7 @@ type counters struct {
 	packetsIn, packetsOut   atomic.Uint64
 	requestsIn, repliesIn   atomic.Uint64
 	timeouts                atomic.Uint64
+	resends                 atomic.Uint64
 	stunAnswered            atomic.Uint64
 	relaysForwarded         atomic.Uint64
 	signalsAnswered         atomic.Uint64
@@ -69,6 +71,7 @@ func (c *counters) fill(s *Stats) {
 	s.RequestsIn = c.requestsIn.Load()
 	s.RepliesIn = c.repliesIn.Load()
 	s.Timeouts = c.timeouts.Load()
+	s.Resends = c.resends.Load()
 	s.STUNAnswered = c.stunAnswered.Load()
 	s.RelaysForwarded = c.relaysForwarded.Load()
 	s.SignalsAnswered = c.signalsAnswered.Load()
