@@ -74,9 +74,9 @@ func TestLateReplyAnswersItsTry(t *testing.T) {
 }
 
 // TestSilentAddressGivesUpAfterTheWholeWait: with nothing answering, a
-// request sends all its tries and gives up no sooner than the waits its
-// tries had before resends came sooner (a loaded machine's slow reply
-// still counts as long as it did).
+// request is resent at least as often as it has tries and gives up no
+// sooner than the waits its tries had before resends came sooner (a loaded
+// machine's slow reply still counts as long as it did).
 func TestSilentAddressGivesUpAfterTheWholeWait(t *testing.T) {
 	responder, n := resendPair(t)
 	n.rto.sample(time.Millisecond) // an estimate: the floors apply
@@ -97,16 +97,18 @@ func TestSilentAddressGivesUpAfterTheWholeWait(t *testing.T) {
 		t.Fatalf("gave up after %v, before the whole wait %v", took, budget)
 	}
 	buf := make([]byte, MaxPacketSize)
-	tries := 0
+	sends := 0
 	_ = responder.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	for {
 		if _, _, err := responder.ReadFromUDPAddrPort(buf); err != nil {
 			break
 		}
-		tries++
+		sends++
 	}
-	if st := n.Stats(); tries != 3 || st.Resends != 2 || st.Timeouts != 1 {
-		t.Fatalf("%d tries arrived, resends %d, timeouts %d; want 3, 2 and 1", tries, st.Resends, st.Timeouts)
+	st := n.Stats()
+	t.Logf("%d sends in %v (whole wait %v)", sends, took.Round(time.Millisecond), budget)
+	if sends < 3 || st.Resends != uint64(sends-1) || st.Timeouts != 1 {
+		t.Fatalf("%d sends arrived, resends %d, timeouts %d; want at least 3, one less, and 1", sends, st.Resends, st.Timeouts)
 	}
 }
 
