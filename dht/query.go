@@ -410,7 +410,7 @@ func (n *Node) checkPersistence(ctx context.Context, fam Family) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, err := n.NATProbe(probeCtx, c.addr, ProbeOtherNode, func(time.Duration, bool) time.Duration { return 2 * n.cfg.RequestTimeout })
+			p, err := n.NATProbe(probeCtx, c.addr, ProbeOtherNode, func(rtt time.Duration, _ bool) time.Duration { return persistenceWait(rtt, n.cfg.RequestTimeout) })
 			if err == nil && p.Unsolicited {
 				reachable.Store(true)
 				cancel()
@@ -424,6 +424,23 @@ func (n *Node) checkPersistence(ctx context.Context, fam Family) {
 		n.mu.Unlock()
 	}
 }
+
+// persistenceWait is how long checkPersistence waits for a probe's
+// unsolicited packet, given the probe request's round trip: three of them
+// and 100 ms (natcheck's filtering probes wait the same), at least
+// minPersistenceWait and at most two request timeouts. Behind a NAT the
+// packet never comes, and the check is in every adaptive node's join (a
+// swarm's default): waiting two request timeouts made every swarm behind a
+// home router ready 2.2 s after its start instead of 0.2 s (NAT lab,
+// 80 ms RTT). A reachable node's packet follows the probe's answer within
+// about a round trip.
+func persistenceWait(rtt, requestTimeout time.Duration) time.Duration {
+	return min(max(3*rtt+100*time.Millisecond, minPersistenceWait), 2*requestTimeout)
+}
+
+// minPersistenceWait bounds persistenceWait below: on a loaded machine a
+// helper's packet comes late, and a node that misses it stays ephemeral.
+const minPersistenceWait = 500 * time.Millisecond
 
 // FindNode returns the addresses of the nodes closest to target in every
 // overlay the node has joined, its primary family's first.

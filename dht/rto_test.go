@@ -36,3 +36,15 @@ func TestRTTEstimatorWaits(t *testing.T) {
 		t.Errorf("limit 100 ms: wait %v", got)
 	}
 }
+
+func TestPersistenceWait(t *testing.T) {
+	for _, c := range []struct{ rtt, want time.Duration }{
+		{time.Millisecond, minPersistenceWait},           // loopback: the floor
+		{200 * time.Millisecond, 700 * time.Millisecond}, // a slow path: three round trips and 100 ms
+		{900 * time.Millisecond, 2 * time.Second},        // at most two request timeouts
+	} {
+		if got := persistenceWait(c.rtt, time.Second); got != c.want {
+			t.Errorf("rtt %v: wait %v, want %v", c.rtt, got, c.want)
+		}
+	}
+}
