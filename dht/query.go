@@ -222,6 +222,29 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	if len(boot) == 0 {
 		return nil
 	}
+	// A family's join starts beside the pings, from the bootstrap nodes
+	// themselves (its lookup of our own id needs nothing the pings learn):
+	// one round trip less before the node has joined. A persistent node
+	// waits for the pings, which tell it its public address, the source of
+	// its id. A family that only the pings name joins once they answer.
+	var wg sync.WaitGroup
+	var joined atomic.Int32
+	var started [numFamilies]bool
+	startJoin := func(f Family) {
+		started[f] = true
+		wg.Go(func() {
+			if n.join(ctx, f) {
+				joined.Add(1)
+			}
+		})
+	}
+	if n.cfg.Mode != ModePersistent {
+		for _, f := range Families {
+			if n.stacks[f].conn != nil && slices.ContainsFunc(boot, func(a netip.AddrPort) bool { return FamilyOf(a) == f }) {
+				startJoin(f)
+			}
+		}
+	}
 	answered := n.pingBootstrap(ctx, boot)
 	if more := newOf(n.BootstrapNodes(), boot); len(more) > 0 {
 		// Nodes of another family the first pings named.
@@ -229,17 +252,13 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 			answered[f] += c
 		}
 	}
-	var wg sync.WaitGroup
-	joined := 0
 	for _, f := range Families {
-		if answered[f] == 0 {
-			continue
+		if answered[f] > 0 && !started[f] {
+			startJoin(f)
 		}
-		joined++
-		wg.Go(func() { n.join(ctx, f) })
 	}
 	wg.Wait()
-	if joined == 0 {
+	if joined.Load() == 0 {
 		return fmt.Errorf("dht: bootstrap via %v: %w", boot, ErrNoNodes)
 	}
 	if ctx.Err() != nil {
@@ -321,11 +340,11 @@ func newOf(list, old []netip.AddrPort) []netip.AddrPort {
 	return out
 }
 
-// join enters family fam's overlay once a node of it answered: a forced
-// persistent node settles its public address, every node looks up its own
-// neighbourhood, an adaptive node checks whether it is reachable, and the
-// far buckets are filled.
-func (n *Node) join(ctx context.Context, fam Family) {
+// join enters family fam's overlay: a forced persistent node settles its
+// public address, every node looks up its own neighbourhood, an adaptive
+// node checks whether it is reachable, and the far buckets are filled. It
+// reports whether the lookup of its own neighbourhood found any node.
+func (n *Node) join(ctx context.Context, fam Family) bool {
 	st := n.stacks[fam]
 	if n.cfg.Mode == ModePersistent {
 		n.mu.Lock()
@@ -339,7 +358,7 @@ func (n *Node) join(ctx context.Context, fam Family) {
 	n.mu.Unlock()
 	if _, err := n.query(ctx, fam, self, CmdFindNode); err != nil {
 		n.log.Debug("dht join failed", "family", fam.String(), "err", err)
-		return
+		return false
 	}
 	if n.cfg.Mode == ModeAdaptive {
 		// Before the far-bucket refresh: the unsolicited probe must come
@@ -347,6 +366,7 @@ func (n *Node) join(ctx context.Context, fam Family) {
 		n.checkPersistence(ctx, fam)
 	}
 	n.refreshFarBuckets(ctx, fam)
+	return true
 }
 
 // joinRefreshBuckets is how many of the farthest buckets a joining node
