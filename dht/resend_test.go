@@ -153,3 +153,61 @@ func resendPair(t *testing.T) (*net.UDPConn, *Node) {
 func addrPortOf(c *net.UDPConn) netip.AddrPort {
 	return c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
+
+// TestJoinLooksUpBesideThePings: a joining node's lookup of its own id
+// goes out while its bootstrap pings wait for their answers, not after:
+// the bootstrap node here answers the ping only once the lookup's request
+// has come.
+func TestJoinLooksUpBesideThePings(t *testing.T) {
+	boot, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer boot.Close()
+	findBeforePong := make(chan bool, 1)
+	go func() {
+		buf := make([]byte, MaxPacketSize)
+		var ping *Message
+		var pingFrom netip.AddrPort
+		found := false
+		_ = boot.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			k, from, err := boot.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				findBeforePong <- false
+				return
+			}
+			m, err := ParseMessage(buf[:k])
+			if err != nil || m.Response {
+				continue
+			}
+			switch m.Command {
+			case CmdPing:
+				ping, pingFrom = m, from
+			case CmdFindNode:
+				found = true
+				reply := &Message{Response: true, Command: m.Command, TID: m.TID, Addr: from}
+				_, _ = boot.WriteToUDPAddrPort(AppendMessage(nil, reply), from)
+			}
+			if found && ping != nil {
+				reply := &Message{Response: true, Command: ping.Command, TID: ping.TID, Addr: pingFrom}
+				_, _ = boot.WriteToUDPAddrPort(AppendMessage(nil, reply), pingFrom)
+				findBeforePong <- true
+				return
+			}
+		}
+	}()
+	n := New(Config{ListenAddr: "127.0.0.1:0", Mode: ModeEphemeral, Bootstrap: []netip.AddrPort{addrPortOf(boot)}})
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !<-findBeforePong {
+		t.Fatal("no lookup request came while the ping waited for its answer")
+	}
+}
