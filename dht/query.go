@@ -228,15 +228,11 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	// waits for the pings, which tell it its public address, the source of
 	// its id. A family that only the pings name joins once they answer.
 	var wg sync.WaitGroup
-	var joined atomic.Int32
 	var started [numFamilies]bool
+	var found [numFamilies]atomic.Bool // the join's own-id lookup found nodes
 	startJoin := func(f Family) {
 		started[f] = true
-		wg.Go(func() {
-			if n.join(ctx, f) {
-				joined.Add(1)
-			}
-		})
+		wg.Go(func() { found[f].Store(n.join(ctx, f)) })
 	}
 	if n.cfg.Mode != ModePersistent {
 		for _, f := range Families {
@@ -258,7 +254,13 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
-	if joined.Load() == 0 {
+	joined := 0
+	for _, f := range Families {
+		if answered[f] > 0 || found[f].Load() {
+			joined++
+		}
+	}
+	if joined == 0 {
 		return fmt.Errorf("dht: bootstrap via %v: %w", boot, ErrNoNodes)
 	}
 	if ctx.Err() != nil {
@@ -343,7 +345,9 @@ func newOf(list, old []netip.AddrPort) []netip.AddrPort {
 // join enters family fam's overlay: a forced persistent node settles its
 // public address, every node looks up its own neighbourhood, an adaptive
 // node checks whether it is reachable, and the far buckets are filled. It
-// reports whether the lookup of its own neighbourhood found any node.
+// reports whether the lookup of its own neighbourhood found any node; a
+// family counts as joined when that lookup or a bootstrap ping had an
+// answer (a loaded bootstrap node may answer one and not the other).
 func (n *Node) join(ctx context.Context, fam Family) bool {
 	st := n.stacks[fam]
 	if n.cfg.Mode == ModePersistent {
