@@ -653,8 +653,8 @@ func (n *Node) requestTries(ctx context.Context, addr netip.AddrPort, m *Message
 // was sent: what a caller timing the round trip needs, a lost try's wait
 // left out.
 //
-// tries sets how long the request waits in all: the waits of that many
-// tries at wait's bounds (tryWaits), from the first send. Within that it
+// tries sets how long the request waits in all, from the first send: the
+// waits of that many tries at wait's bounds (requestWait). Within that it
 // is sent again whenever resendWait passes with no reply, doubling, so it
 // may go out more than tries times: a lost datagram costs the resend wait,
 // and two in a row no longer use up a request of two tries (a stall of
@@ -681,11 +681,7 @@ func (n *Node) requestLastSent(ctx context.Context, addr netip.AddrPort, m *Mess
 		}
 		n.mu.Unlock()
 	}()
-	var budget time.Duration
-	for try := range tries {
-		_, giveUp := n.tryWaits(m.Command, try)
-		budget += giveUp
-	}
+	budget := n.requestWait(m.Command, tries)
 	giveUp := time.Now().Add(budget)
 	timer := time.NewTimer(budget)
 	defer timer.Stop()
@@ -755,6 +751,17 @@ func (n *Node) tryWaits(c Command, try int) (resend, giveUp time.Duration) {
 		return limit, limit
 	}
 	return min(k*n.rto.resendWait(try, limit), limit), min(k*n.rto.wait(try, limit), limit)
+}
+
+// requestWait is how long a request for c of tries tries waits in all
+// before it gives up: the sum of its tries' giveUp waits (tryWaits).
+func (n *Node) requestWait(c Command, tries int) time.Duration {
+	var w time.Duration
+	for try := range tries {
+		_, giveUp := n.tryWaits(c, try)
+		w += giveUp
+	}
+	return w
 }
 
 // cachedTokenFor returns a token addr handed us recently.

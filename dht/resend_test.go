@@ -80,11 +80,7 @@ func TestLateReplyAnswersItsTry(t *testing.T) {
 func TestSilentAddressGivesUpAfterTheWholeWait(t *testing.T) {
 	responder, n := resendPair(t)
 	n.rto.sample(time.Millisecond) // an estimate: the floors apply
-	var budget time.Duration
-	for try := range 3 {
-		_, giveUp := n.tryWaits(CmdPing, try)
-		budget += giveUp
-	}
+	budget := n.requestWait(CmdPing, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -130,6 +126,9 @@ func TestTryWaits(t *testing.T) {
 		if resend != c.resend || giveUp != c.giveUp {
 			t.Errorf("%v try %d: resend %v, give up %v; want %v and %v", c.cmd, c.try, resend, giveUp, c.resend, c.giveUp)
 		}
+	}
+	if got, want := n.requestWait(CmdPing, 3), minRequestWait+2*minRequestWait+time.Second; got != want {
+		t.Errorf("a ping of 3 tries waits %v in all, want %v", got, want)
 	}
 }
 
