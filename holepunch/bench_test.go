@@ -129,8 +129,8 @@ func BenchmarkThroughputNATLab(b *testing.B) {
 	server := labPeer(b, lab.AddRouter(natlab.RouterConfig{Type: natlab.PortRestricted}).AddHost("s"), boot)
 	client := labPeer(b, lab.AddRouter(natlab.RouterConfig{Type: natlab.PortRestricted}).AddHost("c"), boot)
 	c, s := dialPair(b, client, server)
-	if c.Path != holepunch.PathDirect {
-		b.Fatalf("path %s, want direct", c.Path)
+	if c.Path() != holepunch.PathDirect {
+		b.Fatalf("path %s, want direct", c.Path())
 	}
 	benchThroughput(b, c, s)
 }

@@ -175,9 +175,9 @@ func TestConnectNATLab(t *testing.T) {
 				t.Fatalf("the client knows its filtering (%s) in a mapping-only cell", r.Filtering)
 			}
 			conn, s := connectEcho(t, c.client, c.server, 40*time.Second, bytes.Repeat([]byte{0x5d}, 1<<20), results, c.name)
-			results[c.name] = fmt.Sprintf("%s %dms", conn.Path, conn.ConnectTime.Milliseconds())
-			if conn.Path != c.want || s.Path != c.want {
-				t.Fatalf("path client %s server %s, want %s", conn.Path, s.Path, c.want)
+			results[c.name] = fmt.Sprintf("%s %dms", conn.Path(), conn.ConnectTime.Milliseconds())
+			if conn.Path() != c.want || s.Path() != c.want {
+				t.Fatalf("path client %s server %s, want %s", conn.Path(), s.Path(), c.want)
 			}
 		})
 	}

@@ -201,10 +201,10 @@ func TestConnectVNet(t *testing.T) {
 	for _, c := range cells {
 		t.Run(c.name, func(t *testing.T) {
 			conn, s := connectEcho(t, c.client, c.server, vnetCellTimeout, bytes.Repeat([]byte{0xa5}, vnetEcho), results, c.name)
-			results[c.name] = fmt.Sprintf("%s %dms", conn.Path, conn.ConnectTime.Milliseconds())
-			if conn.Path != c.want || s.Path != c.want {
+			results[c.name] = fmt.Sprintf("%s %dms", conn.Path(), conn.ConnectTime.Milliseconds())
+			if conn.Path() != c.want || s.Path() != c.want {
 				results[c.name] += " WRONG"
-				t.Fatalf("path client %s server %s, want %s", conn.Path, s.Path, c.want)
+				t.Fatalf("path client %s server %s, want %s", conn.Path(), s.Path(), c.want)
 			}
 		})
 	}

@@ -35,8 +35,8 @@ func TestEarlyPathNATLab(t *testing.T) {
 	defer conn.Close()
 	s := server.accept(t)
 	defer s.Close()
-	if conn.Path != holepunch.PathDirect {
-		t.Errorf("path %s, want direct", conn.Path)
+	if conn.Path() != holepunch.PathDirect {
+		t.Errorf("path %s, want direct", conn.Path())
 	}
 	if n := client.ep.Stats().EarlyPaths; n != 1 {
 		t.Errorf("%d dials started on the first answered check, want 1", n)
@@ -51,5 +51,5 @@ func TestEarlyPathNATLab(t *testing.T) {
 			t.Errorf("%s: no datagram took the routed path", name)
 		}
 	}
-	t.Logf("connected over %s in %v (40 ms RTT)", conn.Path, conn.ConnectTime.Round(time.Millisecond))
+	t.Logf("connected over %s in %v (40 ms RTT)", conn.Path(), conn.ConnectTime.Round(time.Millisecond))
 }

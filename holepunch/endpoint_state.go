@@ -41,8 +41,19 @@ func (t *connTable) add(key string, c *Conn) (old *Conn, err error) {
 	}
 	old = t.byKey[key]
 	t.byKey[key] = c
-	t.byPath[c.Path]++
+	t.byPath[c.Path()]++
 	return old, nil
+}
+
+// moved counts a connection that opened on path from under path to
+// instead (Conn.Settled).
+func (t *connTable) moved(from, to Path) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byPath[from]--; t.byPath[from] == 0 {
+		delete(t.byPath, from)
+	}
+	t.byPath[to]++
 }
 
 // remove forgets c if it is still the connection to key.

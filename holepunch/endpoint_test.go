@@ -18,6 +18,7 @@ import (
 	"github.com/swarmdb/swarmdb/holepunch"
 	"github.com/swarmdb/swarmdb/holepunch/dhtlink"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/natcheck"
 	"github.com/swarmdb/swarmdb/secure"
 )
@@ -146,7 +147,19 @@ func connectEcho(t *testing.T, client, server *peer, timeout time.Duration, msg 
 		t.Fatal(err)
 	}
 	echo(t, conn, accepted, msg)
+	waitSettled(t, conn)
 	return conn, accepted
+}
+
+// waitSettled waits until c's path is final (Conn.Settled): a dialled
+// connection may move once, to the pair ICE nominates, after Connect.
+func waitSettled(t testing.TB, c *holepunch.Conn) {
+	t.Helper()
+	select {
+	case <-c.Settled():
+	case <-time.After(testutil.Scaled(10 * time.Second)):
+		t.Fatal("the connection's path never settled")
+	}
 }
 
 // dial connects client to server's key within timeout and returns both
@@ -211,10 +224,10 @@ func TestConnectByKeyLoopback(t *testing.T) {
 	if !bytes.Equal(c.RemotePublicKey(), server.pub) || !bytes.Equal(s.RemotePublicKey(), client.pub) {
 		t.Fatal("wrong identities")
 	}
-	if c.Path != holepunch.PathLAN {
-		t.Errorf("path = %s, want lan on loopback", c.Path)
+	if c.Path() != holepunch.PathLAN {
+		t.Errorf("path = %s, want lan on loopback", c.Path())
 	}
-	t.Logf("connected in %v over %s", c.ConnectTime, c.Path)
+	t.Logf("connected in %v over %s", c.ConnectTime, c.Path())
 	msg := bytes.Repeat([]byte("swarmdb!"), 128<<10) // 1 MiB
 	echo(t, c, s, msg)
 	// The session's datagrams went from the node's read loop straight to it,

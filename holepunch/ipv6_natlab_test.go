@@ -109,19 +109,19 @@ func TestConnectIPv6NATLab(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			conn, s := connectEcho(t, c.client, c.server, 40*time.Second, bytes.Repeat([]byte{0x66}, 64<<10), results, c.name)
 			fam := "v4"
-			if conn.Remote.Addr().Is6() {
+			if conn.Remote().Addr().Is6() {
 				fam = "v6"
 			}
-			results[c.name] = fmt.Sprintf("%s/%s %dms", conn.Path, fam, conn.ConnectTime.Milliseconds())
+			results[c.name] = fmt.Sprintf("%s/%s %dms", conn.Path(), fam, conn.ConnectTime.Milliseconds())
 			want := c.want
-			if c.oneLink6 && conn.Remote.Addr().Is6() {
+			if c.oneLink6 && conn.Remote().Addr().Is6() {
 				want = holepunch.PathLAN
 			}
-			if conn.Path != want || s.Path != want {
-				t.Fatalf("path client %s server %s, want %s", conn.Path, s.Path, want)
+			if conn.Path() != want || s.Path() != want {
+				t.Fatalf("path client %s server %s, want %s", conn.Path(), s.Path(), want)
 			}
-			if !c.anyFamily && conn.Remote.Addr().Is6() != c.v6 {
-				t.Fatalf("path to %s, want IPv6 %v", conn.Remote, c.v6)
+			if !c.anyFamily && conn.Remote().Addr().Is6() != c.v6 {
+				t.Fatalf("path to %s, want IPv6 %v", conn.Remote(), c.v6)
 			}
 		})
 	}

@@ -107,10 +107,11 @@ func TestConnectIPv6Loopback(t *testing.T) {
 			s := peers[c.server].accept(t)
 			defer s.Close()
 			echo(t, conn, s, bytes.Repeat([]byte{6}, 256<<10))
-			if got := conn.Remote.Addr().Is6(); got != c.v6 || !conn.Remote.IsValid() {
-				t.Fatalf("path to %s, want IPv6 %v", conn.Remote, c.v6)
+			waitSettled(t, conn)
+			if got := conn.Remote().Addr().Is6(); got != c.v6 || !conn.Remote().IsValid() {
+				t.Fatalf("path to %s, want IPv6 %v", conn.Remote(), c.v6)
 			}
-			t.Logf("%s in %v to %s", conn.Path, conn.ConnectTime, conn.Remote)
+			t.Logf("%s in %v to %s", conn.Path(), conn.ConnectTime, conn.Remote())
 		})
 	}
 	t.Run("v4-to-v6", func(t *testing.T) {

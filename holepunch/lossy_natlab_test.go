@@ -46,8 +46,8 @@ func TestLossyLinkNATLab(t *testing.T) {
 	defer conn.Close()
 	s := server.accept(t)
 	defer s.Close()
-	if conn.Path != holepunch.PathDirect {
-		t.Errorf("path %s, want direct (two port-restricted NATs punch)", conn.Path)
+	if conn.Path() != holepunch.PathDirect {
+		t.Errorf("path %s, want direct (two port-restricted NATs punch)", conn.Path())
 	}
 
 	msg := make([]byte, 1<<20)
@@ -58,6 +58,6 @@ func TestLossyLinkNATLab(t *testing.T) {
 	echo(t, conn, s, msg) // fails unless the echo is byte-exact
 	rtt := time.Since(start)
 	t.Logf("%.0f %% loss per router both ways: connected %s in %v (reported %v); 1 MiB echoed byte-exact in %v (%.2f MiB/s each way)",
-		lossRate*100, conn.Path, connectWall.Round(time.Millisecond), conn.ConnectTime.Round(time.Millisecond),
+		lossRate*100, conn.Path(), connectWall.Round(time.Millisecond), conn.ConnectTime.Round(time.Millisecond),
 		rtt.Round(time.Millisecond), 1/rtt.Seconds())
 }

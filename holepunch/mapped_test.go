@@ -60,5 +60,5 @@ func TestMappedAvoidsRelay(t *testing.T) {
 	defer c.Close()
 	s := server2.accept(t)
 	defer s.Close()
-	t.Logf("connected in %v over %s", c.ConnectTime.Round(time.Millisecond), c.Path)
+	t.Logf("connected in %v over %s", c.ConnectTime.Round(time.Millisecond), c.Path())
 }

@@ -123,9 +123,10 @@ func TestConnectPortMapNATLab(t *testing.T) {
 			s := server.accept(t)
 			defer s.Close()
 			echo(t, conn, s, bytes.Repeat([]byte{0x5d}, 64<<10))
-			results[name] = fmt.Sprintf("%s %dms", conn.Path, conn.ConnectTime.Milliseconds())
-			if conn.Path != c.want || s.Path != c.want {
-				t.Fatalf("path client %s server %s, want %s", conn.Path, s.Path, c.want)
+			waitSettled(t, conn)
+			results[name] = fmt.Sprintf("%s %dms", conn.Path(), conn.ConnectTime.Milliseconds())
+			if conn.Path() != c.want || s.Path() != c.want {
+				t.Fatalf("path client %s server %s, want %s", conn.Path(), s.Path(), c.want)
 			}
 		})
 	}

@@ -67,7 +67,7 @@ func (c *PipeConn) RemotePublicKey() ed25519.PublicKey { return c.conn.RemotePub
 func (c *PipeConn) Cipher() secure.Cipher { return c.conn.Cipher() }
 
 // Path is how the connection runs (lan, direct, relay).
-func (c *PipeConn) Path() holepunch.Path { return c.conn.Path }
+func (c *PipeConn) Path() holepunch.Path { return c.conn.Path() }
 
 // RemoteAddr is the peer's end of the path.
 func (c *PipeConn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }

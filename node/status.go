@@ -158,7 +158,7 @@ func (n *Node) Status() Status {
 	for _, c := range n.swarm.Conns() {
 		info, st := c.Info(), c.Stats()
 		s.Peers = append(s.Peers, PeerStatus{
-			PublicKey: hex.EncodeToString(info.PublicKey), Path: string(info.Path), Role: string(info.Role),
+			PublicKey: hex.EncodeToString(info.PublicKey), Path: string(c.Path()), Role: string(info.Role),
 			ConnectMS: ms(info.ConnectTime), ConnectedAt: since[c], BytesSent: st.BytesSent,
 			BytesReceived: st.BytesReceived, RTTMS: ms(st.SRTT), Cipher: st.Datagram.Cipher.String(),
 		})

@@ -27,10 +27,14 @@ type PeerInfo struct {
 	Topics []Topic
 	// Role says who dialled.
 	Role Role
-	// Path says how the packets travel (LAN, direct, relay).
+	// Path says how the packets travel (LAN, direct, relay) when the
+	// connection opened. A dialled connection may move once, about a round
+	// trip later, to the pair ICE nominates; Conn.Path follows it
+	// (holepunch.Conn.Settled).
 	Path holepunch.Path
 	// Remote is the peer's end of the path: the address (IPv4 or IPv6)
-	// its packets come from, or the relayed address on a relay path.
+	// its packets come from, or the relayed address on a relay path. It
+	// is the open's, as Path; Conn.Remote follows a move.
 	Remote netip.AddrPort
 	// Attempts counts our dials to this peer so far, this one included.
 	Attempts int

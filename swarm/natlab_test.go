@@ -92,7 +92,7 @@ func TestNATLabFourNATsOneTopic(t *testing.T) {
 			b := swarms[j]
 			pingPairEventually(t, a, b, 45*time.Second)
 			c := a.Conn(b.PublicKey())
-			fmt.Fprintf(&grid, "%-15s <-> %-15s %-7s %s\n", types[i], types[j], c.Path, c.Info().Role)
+			fmt.Fprintf(&grid, "%-15s <-> %-15s %-7s %s\n", types[i], types[j], c.Path(), c.Info().Role)
 		}
 	}
 	t.Log("\n" + grid.String())
@@ -225,5 +225,5 @@ func TestLANChild(t *testing.T) {
 	if err != nil || string(got) != string(msg) {
 		t.Fatalf("exchange: %q %v", got, err)
 	}
-	fmt.Printf("LAN-CONNECTED path=%s role=%s lanFound=%d after %v\n", c.Path, c.Info().Role, s.Stats().LANFound, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("LAN-CONNECTED path=%s role=%s lanFound=%d after %v\n", c.Path(), c.Info().Role, s.Stats().LANFound, time.Since(start).Round(time.Millisecond))
 }

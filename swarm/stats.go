@@ -106,7 +106,7 @@ func (s *Swarm) Stats() Stats {
 	}
 	for _, c := range s.conns {
 		st.ByRole[c.info.Role]++
-		st.ByPath[c.Path]++
+		st.ByPath[c.Path()]++
 	}
 	for t := range s.topics {
 		st.PeersByTopic[t] = 0

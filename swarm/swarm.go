@@ -755,8 +755,8 @@ func (s *Swarm) adopt(hc *holepunch.Conn, dialed bool) {
 	info := PeerInfo{
 		PublicKey:   remote,
 		Role:        RoleServer,
-		Path:        hc.Path,
-		Remote:      hc.Remote,
+		Path:        hc.Path(),
+		Remote:      hc.Remote(),
 		Attempts:    p.attempts,
 		Explicit:    p.explicit,
 		LAN:         p.viaLAN,
