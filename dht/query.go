@@ -343,11 +343,12 @@ func newOf(list, old []netip.AddrPort) []netip.AddrPort {
 }
 
 // join enters family fam's overlay: a forced persistent node settles its
-// public address, every node looks up its own neighbourhood, an adaptive
-// node checks whether it is reachable, and the far buckets are filled. It
-// reports whether the lookup of its own neighbourhood found any node; a
-// family counts as joined when that lookup or a bootstrap ping had an
-// answer (a loaded bootstrap node may answer one and not the other).
+// public address, every node looks up its own neighbourhood (again, after
+// a pause, while it finds too little: joinLookup), an adaptive node checks
+// whether it is reachable, and the far buckets are filled. It reports
+// whether a lookup of its own neighbourhood found any node; a family
+// counts as joined when that lookup or a bootstrap ping had an answer (a
+// loaded bootstrap node may answer one and not the other).
 func (n *Node) join(ctx context.Context, fam Family) bool {
 	st := n.stacks[fam]
 	if n.cfg.Mode == ModePersistent {
@@ -360,8 +361,7 @@ func (n *Node) join(ctx context.Context, fam Family) bool {
 	n.mu.Lock()
 	self := st.id
 	n.mu.Unlock()
-	if _, err := n.query(ctx, fam, self, CmdFindNode); err != nil {
-		n.log.Debug("dht join failed", "family", fam.String(), "err", err)
+	if !n.joinLookup(ctx, fam, self) {
 		return false
 	}
 	if n.cfg.Mode == ModeAdaptive {

@@ -21,6 +21,7 @@ type Stats struct {
 	RequestsIn, RepliesIn   uint64
 	Timeouts                uint64 // requests no reply came to, after all their tries
 	Resends                 uint64 // tries sent again because no reply came soon enough
+	JoinRetries             uint64 // own-id lookups of a join repeated: the one before failed or left the routing table below 2 nodes
 	STUNAnswered            uint64
 	RelaysForwarded         uint64
 	SignalsAnswered         uint64
@@ -46,6 +47,7 @@ type counters struct {
 	requestsIn, repliesIn   atomic.Uint64
 	timeouts                atomic.Uint64
 	resends                 atomic.Uint64
+	joinRetries             atomic.Uint64
 	stunAnswered            atomic.Uint64
 	relaysForwarded         atomic.Uint64
 	signalsAnswered         atomic.Uint64
@@ -72,6 +74,7 @@ func (c *counters) fill(s *Stats) {
 	s.RepliesIn = c.repliesIn.Load()
 	s.Timeouts = c.timeouts.Load()
 	s.Resends = c.resends.Load()
+	s.JoinRetries = c.joinRetries.Load()
 	s.STUNAnswered = c.stunAnswered.Load()
 	s.RelaysForwarded = c.relaysForwarded.Load()
 	s.SignalsAnswered = c.signalsAnswered.Load()
