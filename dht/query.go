@@ -1084,17 +1084,35 @@ func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode
 			isolated = true
 		}
 	}
-	timer := time.NewTimer(wait(rtt, isolated))
+	d := wait(rtt, isolated)
+	st := n.stackFor(unmapAddrPort(addr))
+	record := mode == ProbeOtherNode && isolated && reply.Addr.IsValid()
+	if record {
+		// Evidence for an adaptive node's reachability check (reach.go).
+		until := time.Now().Add(max(d, persistenceWait(rtt, n.cfg.RequestTimeout)))
+		n.mu.Lock()
+		st.openProbeLocked(nonce, reply.Addr, until)
+		n.mu.Unlock()
+	}
+	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case from := <-ch:
 		n.mu.Lock()
 		contacted := n.contactedLocked(from.Addr())
+		// The packet may have come before the record was opened.
+		st.probeArrivedLocked(nonce, !contacted, time.Now())
 		n.mu.Unlock()
 		return ProbeResult{Arrived: true, From: from, Unsolicited: !contacted}, nil
 	case <-timer.C:
+		// The record stays open until its own window ends.
 		return ProbeResult{}, nil
 	case <-ctx.Done():
+		if record {
+			n.mu.Lock()
+			st.dropProbeLocked(nonce)
+			n.mu.Unlock()
+		}
 		return ProbeResult{}, ctx.Err()
 	}
 }
