@@ -87,12 +87,16 @@ type stack struct {
 	at         netip.AddrPort // when persistent: the address id derives from
 	table      *routingTable
 	samples    []addrSample // reflexive addresses seen by this family's nodes
+	// probes are the isolated other-node NAT probes' records (reach.go);
+	// probesChanged is closed and replaced whenever one changes.
+	probes        []probeRecord
+	probesChanged chan struct{}
 }
 
 func newStack(fam Family, k int) *stack {
 	var random ID
 	fillRandom(random[:])
-	return &stack{fam: fam, id: random, table: newRoutingTable(random, k)}
+	return &stack{fam: fam, id: random, table: newRoutingTable(random, k), probesChanged: make(chan struct{})}
 }
 
 // joinedLocked reports whether the node takes part in the stack's overlay:

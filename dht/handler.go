@@ -711,6 +711,7 @@ func (n *Node) handleProbeReply(m *Message, src netip.AddrPort) {
 	n.mu.Lock()
 	ch := n.probeWaits[nonce]
 	contacted := n.contactedLocked(src.Addr())
+	n.stackFor(src).probeArrivedLocked(nonce, !contacted, time.Now())
 	n.mu.Unlock()
 	if !contacted {
 		n.ctr.probeRepliesUnsolicited.Add(1)

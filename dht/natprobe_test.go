@@ -3,6 +3,7 @@ package dht_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -140,5 +141,140 @@ func TestNATProbeWaitLeavesOutALostTry(t *testing.T) {
 	}
 	if rtt >= 500*time.Millisecond {
 		t.Fatalf("the probe's wait was timed at %v: the lost try's timeout was counted", rtt)
+	}
+}
+
+// joinDuringProbe starts an adaptive node on vn at listen, makes an isolated other-node probe
+// through the first server and, while the probe waits (as natcheck/dhtprobe.Measure does:
+// the join runs in its Discover step), bootstraps it. It returns the probe's result and the
+// NAT_PROBE requests the node sent from pubIP once its join had begun: the reachability
+// check's own probes.
+func joinDuringProbe(t *testing.T, ctx context.Context, v *testnet.VNet, vn *vnet.Net, listen, pubIP string) (*dht.Node, dht.ProbeResult, int32) {
+	t.Helper()
+	var joining atomic.Bool
+	var checkProbes atomic.Int32
+	lookups := make(chan struct{}, 1)
+	v.AddChunkFilter(func(c vnet.Chunk) bool {
+		src, ok := c.SourceAddr().(*net.UDPAddr)
+		if !ok || src.IP.String() != pubIP {
+			return true
+		}
+		m, err := dht.ParseMessage(c.UserData())
+		if err != nil || m.Response {
+			return true
+		}
+		switch {
+		case m.Command == dht.CmdFindNode:
+			select { // the join's own-id lookup: the join has begun
+			case lookups <- struct{}{}:
+			default:
+			}
+		case m.Command == dht.CmdNATProbe && joining.Load():
+			checkProbes.Add(1)
+		}
+		return true
+	})
+	n := dht.New(dht.Config{Net: vn, ListenAddr: listen, Mode: dht.ModeAdaptive, Bootstrap: v.Bootstrap})
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	joined := make(chan error, 1)
+	res, err := n.NATProbe(ctx, v.Bootstrap[0], dht.ProbeOtherNode, func(_ time.Duration, isolated bool) time.Duration {
+		if !isolated {
+			t.Error("the probe is not isolated: the server named no helper")
+		}
+		joining.Store(true)
+		go func() { joined <- n.Bootstrap(ctx) }()
+		select {
+		case <-lookups:
+		case <-ctx.Done():
+		}
+		// natcheck's wait at a 70 ms round trip: shorter than the check's floor
+		// (minPersistenceWait), which the record keeps.
+		return 300 * time.Millisecond
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-joined; err != nil {
+		t.Fatal(err)
+	}
+	if pub, seenBy := dht.PublicAddrSeenBy(n, dht.IPv4); seenBy < 2 || pub.Addr().String() != pubIP {
+		t.Fatalf("public address %s seen by %d: the join had no reachability to check", pub, seenBy)
+	}
+	return n, res, checkProbes.Load()
+}
+
+// TestAdaptiveJoinUsesAFirewalledProbe: an adaptive node behind a port-restricted NAT whose
+// isolated other-node probe, made while it joins, got no packet stays ephemeral without
+// probing again. Before, its join's reachability check asked the close nodes for probes of
+// its own and waited persistenceWait (at least 0.5 s) for packets that never come: every
+// swarm behind a home router was ready half a second after an ephemeral one.
+func TestAdaptiveJoinUsesAFirewalledProbe(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Scaled(20*time.Second))
+	defer cancel()
+	v, err := testnet.NewVNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.AddDHTServers(5); err != nil {
+		t.Fatal(err)
+	}
+	lan, err := v.AddNAT("10.7.0.0/24", "203.0.113.107", &vnet.NATType{
+		MappingBehavior: vnet.EndpointIndependent, FilteringBehavior: vnet.EndpointAddrPortDependent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vn, err := v.AddLANHost(lan, "10.7.0.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	n, res, probes := joinDuringProbe(t, ctx, v, vn, "10.7.0.2:0", "203.0.113.107")
+	if res.Arrived {
+		t.Fatalf("the probe's packet passed a port-restricted NAT: %+v", res)
+	}
+	if probes != 0 {
+		t.Errorf("the join's reachability check sent %d probes of its own", probes)
+	}
+	if n.Persistent() {
+		t.Error("a node behind a port-restricted NAT became persistent")
+	}
+}
+
+// TestAdaptiveJoinUsesAReachableProbe: a public adaptive node whose isolated other-node
+// probe, made while it joins, got its packet from a node it never sent to becomes persistent
+// at the address the DHT sees, without probing again.
+func TestAdaptiveJoinUsesAReachableProbe(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Scaled(20*time.Second))
+	defer cancel()
+	v, err := testnet.NewVNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.AddDHTServers(5); err != nil {
+		t.Fatal(err)
+	}
+	vn, err := v.AddPublic("203.0.113.60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	n, res, probes := joinDuringProbe(t, ctx, v, vn, "203.0.113.60:49737", "203.0.113.60")
+	if !res.Arrived || !res.Unsolicited {
+		t.Fatalf("the probe's packet did not come from a stranger: %+v", res)
+	}
+	if probes != 0 {
+		t.Errorf("the join's reachability check sent %d probes of its own", probes)
+	}
+	if st := n.Stats(); !st.Persistent || st.ID != dht.NodeID(n.LocalAddr()) {
+		t.Errorf("a reachable adaptive node stayed ephemeral: %+v", st)
 	}
 }

@@ -350,6 +350,7 @@ func newOf(list, old []netip.AddrPort) []netip.AddrPort {
 // counts as joined when that lookup or a bootstrap ping had an answer (a
 // loaded bootstrap node may answer one and not the other).
 func (n *Node) join(ctx context.Context, fam Family) bool {
+	began := time.Now()
 	st := n.stacks[fam]
 	if n.cfg.Mode == ModePersistent {
 		n.mu.Lock()
@@ -367,7 +368,7 @@ func (n *Node) join(ctx context.Context, fam Family) bool {
 	if n.cfg.Mode == ModeAdaptive {
 		// Before the far-bucket refresh: the unsolicited probe must come
 		// from a node we never sent to, and the refresh contacts many.
-		n.checkPersistence(ctx, fam)
+		n.checkPersistence(ctx, fam, began)
 	}
 	n.refreshFarBuckets(ctx, fam)
 	return true
@@ -409,16 +410,95 @@ func (n *Node) refreshFarBuckets(ctx context.Context, fam Family) {
 // node it never sent to reaches it (it is reachable unsolicited, as
 // HyperDHT's firewall check). Behind an IPv6 firewall that drops
 // unsolicited packets, as behind a NAT, the node stays ephemeral.
-func (n *Node) checkPersistence(ctx context.Context, fam Family) {
+//
+// The node's isolated other-node probes (reach.go) decide first: a NAT
+// measurement runs one before the join, and behind a NAT its wait ends
+// during the join, so the check need not probe and wait persistenceWait
+// again (a swarm behind a port-restricted NAT was ready 0.5 s after an
+// ephemeral one). Only outcomes decided since the join began count (its
+// start, began): a probe still waiting then or started later describes the
+// network the node joins through now. An older one may not: the node may
+// have moved, or a port mapping appeared since (node's portmap loop joins
+// again for that very check, right after a measurement that may have
+// failed). The evidence is also about one address: it counts only when it
+// is the public address the check would make the node persistent at. With
+// no such evidence the check probes the close nodes of that address
+// itself, as before; their probes are records too.
+func (n *Node) checkPersistence(ctx context.Context, fam Family, began time.Time) {
 	n.mu.Lock()
 	pub, seenBy := majority(n.stacks[fam].samples)
 	n.mu.Unlock()
 	if seenBy < 2 {
 		return
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	var probing sync.WaitGroup
+	defer probing.Wait()
+	defer cancel()
+	var (
+		own          chan struct{} // closed when the check's own probes end; nil until they start
+		ownDone      bool
+		ownReachable atomic.Bool
+	)
+	for {
+		now := time.Now()
+		n.mu.Lock()
+		st := n.stacks[fam]
+		v, next := reachVerdict(st.probes, pub, began, now)
+		changed := st.probesChanged
+		if v == reachReachable || (ownDone && ownReachable.Load()) {
+			n.becomePersistentLocked(pub)
+			v = reachReachable
+		}
+		n.mu.Unlock()
+		switch {
+		case v == reachReachable || v == reachUnreachable:
+			n.log.Debug("dht reachability checked", "family", fam.String(), "addr", pub, "reachable", v == reachReachable, "probed", own != nil)
+			return
+		case v == reachUnknown && own == nil:
+			own = make(chan struct{})
+			probing.Go(func() {
+				defer close(own)
+				ownReachable.Store(n.probeForPersistence(ctx, fam, pub))
+			})
+		case v == reachUnknown && ownDone:
+			return
+		}
+		var wake <-chan time.Time
+		var timer *time.Timer
+		if !next.IsZero() {
+			timer = time.NewTimer(next.Sub(now))
+			wake = timer.C
+		}
+		var ownEnd <-chan struct{}
+		if !ownDone {
+			ownEnd = own // nil until they start: never ready
+		}
+		select {
+		case <-changed:
+		case <-wake:
+		case <-ownEnd:
+			ownDone = true
+		case <-ctx.Done():
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// probeForPersistence asks the nodes closest to pub's id for an other-node
+// NAT probe, all at once, and reports whether one's packet came from a node
+// we never sent to. Isolated probes also leave records (reach.go) that
+// checkPersistence watches; a probe whose server names no helper (an older
+// server) counts here alone.
+func (n *Node) probeForPersistence(ctx context.Context, fam Family, pub netip.AddrPort) bool {
 	res, err := n.query(ctx, fam, NodeID(pub), CmdFindNode)
 	if err != nil {
-		return
+		return false
 	}
 	// Each probe's packet comes from a node the probed one picks; the join
 	// lookups may have contacted it already, which proves nothing. Five
@@ -431,22 +511,16 @@ func (n *Node) checkPersistence(ctx context.Context, fam Family) {
 	var reachable atomic.Bool
 	var wg sync.WaitGroup
 	for _, c := range res.closest {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			p, err := n.NATProbe(probeCtx, c.addr, ProbeOtherNode, func(rtt time.Duration, _ bool) time.Duration { return persistenceWait(rtt, n.cfg.RequestTimeout) })
 			if err == nil && p.Unsolicited {
 				reachable.Store(true)
 				cancel()
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	if reachable.Load() {
-		n.mu.Lock()
-		n.becomePersistentLocked(pub)
-		n.mu.Unlock()
-	}
+	return reachable.Load()
 }
 
 // persistenceWait is how long checkPersistence waits for a probe's
@@ -1084,17 +1158,35 @@ func (n *Node) NATProbe(ctx context.Context, addr netip.AddrPort, mode ProbeMode
 			isolated = true
 		}
 	}
-	timer := time.NewTimer(wait(rtt, isolated))
+	d := wait(rtt, isolated)
+	st := n.stackFor(unmapAddrPort(addr))
+	record := mode == ProbeOtherNode && isolated && reply.Addr.IsValid()
+	if record {
+		// Evidence for an adaptive node's reachability check (reach.go).
+		until := time.Now().Add(max(d, persistenceWait(rtt, n.cfg.RequestTimeout)))
+		n.mu.Lock()
+		st.openProbeLocked(nonce, reply.Addr, until)
+		n.mu.Unlock()
+	}
+	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case from := <-ch:
 		n.mu.Lock()
 		contacted := n.contactedLocked(from.Addr())
+		// The packet may have come before the record was opened.
+		st.probeArrivedLocked(nonce, !contacted, time.Now())
 		n.mu.Unlock()
 		return ProbeResult{Arrived: true, From: from, Unsolicited: !contacted}, nil
 	case <-timer.C:
+		// The record stays open until its own window ends.
 		return ProbeResult{}, nil
 	case <-ctx.Done():
+		if record {
+			n.mu.Lock()
+			st.dropProbeLocked(nonce)
+			n.mu.Unlock()
+		}
 		return ProbeResult{}, ctx.Err()
 	}
 }
