@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/swarmdb/swarmdb/internal/udpopt"
 )
@@ -80,6 +81,8 @@ type stack struct {
 	noFrag   bool                  // conn sends with the IP Don't Fragment bit (udpopt.SetDontFragment)
 	gro      bool                  // conn coalesces received runs (udpopt.SetGRO); readLoop splits them
 	segments *udpopt.SegmentWriter // conn's batched sends (WriteSegments)
+
+	lookingAgain atomic.Bool // a join's repeated lookups run (lookAgain)
 
 	// Guarded by Node.mu.
 	persistent bool

@@ -11,44 +11,54 @@ import (
 	"github.com/swarmdb/swarmdb/internal/testutil"
 )
 
-// TestJoinRetry: a join whose lookup of its own id found nothing beyond
-// the bootstrap node looks again after a pause, and a join whose lookup
-// found nodes does not wait. The bootstrap node is a bare socket that
-// answers pings as a persistent node and FIND_NODE with the others (real
-// nodes that know nobody), except the requests it is told to ignore: an
-// overloaded bootstrap node. Before the repeat, a joiner whose bootstrap
-// node did not answer its first lookup ended its join knowing that node
-// alone, and stayed so until a bucket refresh minutes later.
+// TestJoinRetry: a join that left fewer than K nodes in its routing table
+// looks again after a pause, in the background, until a lookup finds no
+// node it did not know (one repeat when the network is that small), the
+// table holds K, or the pauses run out; a join that found K does not look
+// again. The bootstrap node is a bare socket that answers pings as a
+// persistent node and FIND_NODE with the others (real nodes that know
+// nobody), except the requests it is told to ignore: an overloaded
+// bootstrap node. Before the repeats, a joiner whose bootstrap node did
+// not answer its first lookup ended its join knowing that node alone, and
+// stayed so until a bucket refresh minutes later.
 func TestJoinRetry(t *testing.T) {
 	for _, c := range []struct {
 		name    string
+		k       int
 		others  int
 		ignore  func(j *Node, m *Message, from netip.AddrPort) bool
-		retries func(uint64) bool // of Stats.JoinRetries
+		retries uint64 // Stats.JoinRetries once the repeats ended
 	}{
 		{
-			name:    "first lookup answered, no retry",
+			name:   "K found, no repeat",
+			k:      4,
+			others: 4,
+			ignore: func(*Node, *Message, netip.AddrPort) bool { return false },
+		},
+		{
+			name:    "fewer than K in the network, one repeat",
 			others:  4,
 			ignore:  func(*Node, *Message, netip.AddrPort) bool { return false },
-			retries: func(r uint64) bool { return r == 0 },
+			retries: 1,
 		},
 		{
 			// The joiner's request gives up (a timeout) before the
 			// bootstrap node answers any: its resends are ignored too.
-			name:   "first lookup unanswered, retried",
+			// The repeat finds the others, and the next finds no more.
+			name:   "first lookup unanswered, repeated",
 			others: 4,
 			ignore: func(j *Node, m *Message, from netip.AddrPort) bool {
 				return m.Command == CmdFindNode && *m.Target == NodeID(from) && j.Stats().Timeouts == 0
 			},
-			retries: func(r uint64) bool { return r >= 1 },
+			retries: 2,
 		},
 		{
 			// A network of two: every repeat finds the bootstrap node
-			// alone, and the join still succeeds after the last one.
-			name:    "nobody else to find, retries bounded",
+			// alone, and they stop after the last pause.
+			name:    "nobody else to find, repeats bounded",
 			others:  0,
 			ignore:  func(*Node, *Message, netip.AddrPort) bool { return false },
-			retries: func(r uint64) bool { return r == uint64(len(joinRetryPauses)) },
+			retries: uint64(len(joinRetryPauses)),
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -62,7 +72,7 @@ func TestJoinRetry(t *testing.T) {
 				t.Cleanup(func() { o.Close() })
 				others = append(others, o.LocalAddr())
 			}
-			j := New(Config{ListenAddr: "127.0.0.1:0", Mode: ModePersistent})
+			j := New(Config{ListenAddr: "127.0.0.1:0", Mode: ModePersistent, K: c.k})
 			if err := j.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -73,13 +83,14 @@ func TestJoinRetry(t *testing.T) {
 			if err := j.Bootstrap(ctx); err != nil {
 				t.Fatal(err)
 			}
+			want := 1 + c.others
+			testutil.Eventually(t, testutil.Scaled(10*time.Second), func() bool {
+				return j.Stats().RoutingTable == want && !j.stacks[IPv4].lookingAgain.Load()
+			}, "the routing table to hold the bootstrap node and every other (%d), the repeats to end", want)
 			st := j.Stats()
 			t.Logf("routing table %d, join retries %d, timeouts %d, resends %d", st.RoutingTable, st.JoinRetries, st.Timeouts, st.Resends)
-			if want := 1 + c.others; st.RoutingTable != want {
-				t.Errorf("routing table holds %d nodes after the join, want %d (the bootstrap node and every other)", st.RoutingTable, want)
-			}
-			if !c.retries(st.JoinRetries) {
-				t.Errorf("%d join retries", st.JoinRetries)
+			if st.JoinRetries != c.retries {
+				t.Errorf("%d join retries, want %d", st.JoinRetries, c.retries)
 			}
 		})
 	}

@@ -343,11 +343,11 @@ func newOf(list, old []netip.AddrPort) []netip.AddrPort {
 }
 
 // join enters family fam's overlay: a forced persistent node settles its
-// public address, every node looks up its own neighbourhood (again, after
-// a pause, while it finds too little: joinLookup), an adaptive node checks
-// whether it is reachable, and the far buckets are filled. It reports
-// whether a lookup of its own neighbourhood found any node; a family
-// counts as joined when that lookup or a bootstrap ping had an answer (a
+// public address, every node looks up its own neighbourhood, an adaptive
+// node checks whether it is reachable, and the far buckets are filled; a
+// join that found too little looks again in the background (lookAgain).
+// It reports whether the lookup of its own neighbourhood had an answer; a
+// family counts as joined when that lookup or a bootstrap ping had one (a
 // loaded bootstrap node may answer one and not the other).
 func (n *Node) join(ctx context.Context, fam Family) bool {
 	began := time.Now()
@@ -362,7 +362,9 @@ func (n *Node) join(ctx context.Context, fam Family) bool {
 	n.mu.Lock()
 	self := st.id
 	n.mu.Unlock()
-	if !n.joinLookup(ctx, fam, self) {
+	if _, err := n.query(ctx, fam, self, CmdFindNode); err != nil {
+		n.log.Debug("dht join lookup failed; looking again later", "family", fam.String(), "err", err)
+		n.lookAgain(fam)
 		return false
 	}
 	if n.cfg.Mode == ModeAdaptive {
@@ -371,6 +373,12 @@ func (n *Node) join(ctx context.Context, fam Family) bool {
 		n.checkPersistence(ctx, fam, began)
 	}
 	n.refreshFarBuckets(ctx, fam)
+	// After the reachability check, whose probe must come from a node we
+	// never sent to.
+	if n.joinFoundTooLittle(fam) {
+		n.log.Debug("dht join found too little; looking again later", "family", fam.String())
+		n.lookAgain(fam)
+	}
 	return true
 }
 

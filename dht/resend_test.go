@@ -192,8 +192,8 @@ func TestJoinLooksUpBesideThePings(t *testing.T) {
 			}
 			if found && ping != nil && !ponged {
 				// Keep answering: in a network of two the join repeats its
-				// lookup (joinLookup), and silence would make each repeat
-				// wait out a whole request.
+				// lookup in the background (lookAgain), and silence would
+				// make each repeat wait out a whole request.
 				ponged = true
 				reply := &Message{Response: true, Command: ping.Command, TID: ping.TID, Addr: pingFrom}
 				_, _ = boot.WriteToUDPAddrPort(AppendMessage(nil, reply), pingFrom)
