@@ -636,7 +636,8 @@ func (e *Endpoint) dial(ctx context.Context, remote ed25519.PublicKey, relays []
 		}
 		return nil, codeError(peer.Code)
 	}
-	e.log.Debug("handshake done", "peer", short(remote), "mode", mode, "nat", peer.Mapping, "cipher", keys.Cipher)
+	e.log.Debug("handshake done", "peer", short(remote), "mode", mode, "nat", local.Mapping, "filtering", local.Filtering,
+		"peer_nat", peer.Mapping, "peer_filtering", peer.Filtering, "birthday", birthdayRole(local, peer) != roleNone, "cipher", keys.Cipher)
 	tr, err := e.punch(ctx, agent, true, local, peer)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/swarmdb/swarmdb/internal/natlab"
 	"github.com/swarmdb/swarmdb/internal/testnet"
+	"github.com/swarmdb/swarmdb/internal/testutil"
 	"github.com/swarmdb/swarmdb/node"
 )
 
@@ -43,6 +44,10 @@ func TestMainlineOnlyNATLab(t *testing.T) {
 		nd, err := node.New(node.Config{
 			Topic: "natlab-mainline", DataDir: t.TempDir(), Net: h.Net(), ListenAddr: h.IP().String() + ":0",
 			Mainline: routers, DisableLAN: true,
+			// Seen once under heavy load: the port-restricted node
+			// connected by relay. Its logs say which NAT classes the
+			// dial's signals carried (holepunch's "handshake done").
+			Logger: testutil.LogOnFailure(t, 3000).With("node", string(typ)),
 		})
 		if err != nil {
 			t.Fatal(err)
