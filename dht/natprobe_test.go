@@ -206,14 +206,12 @@ func joinDuringProbe(t *testing.T, ctx context.Context, v *testnet.VNet, vn *vne
 	return n, res, checkProbes.Load()
 }
 
-// TestAdaptiveJoinUsesAFirewalledProbe: an adaptive node behind a port-restricted NAT whose
-// isolated other-node probe, made while it joins, got no packet stays ephemeral without
-// probing again. Before, its join's reachability check asked the close nodes for probes of
-// its own and waited persistenceWait (at least 0.5 s) for packets that never come: every
-// swarm behind a home router was ready half a second after an ephemeral one.
-func TestAdaptiveJoinUsesAFirewalledProbe(t *testing.T) {
+// probeVNet returns a vnet with five DHT servers, not started, and a
+// context that ends with the test (at the latest after 20 s, scaled).
+func probeVNet(t *testing.T) (context.Context, *testnet.VNet) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testutil.Scaled(20*time.Second))
-	defer cancel()
+	t.Cleanup(cancel)
 	v, err := testnet.NewVNet()
 	if err != nil {
 		t.Fatal(err)
@@ -221,6 +219,16 @@ func TestAdaptiveJoinUsesAFirewalledProbe(t *testing.T) {
 	if err := v.AddDHTServers(5); err != nil {
 		t.Fatal(err)
 	}
+	return ctx, v
+}
+
+// TestAdaptiveJoinUsesAFirewalledProbe: an adaptive node behind a port-restricted NAT whose
+// isolated other-node probe, made while it joins, got no packet stays ephemeral without
+// probing again. Before, its join's reachability check asked the close nodes for probes of
+// its own and waited persistenceWait (at least 0.5 s) for packets that never come: every
+// swarm behind a home router was ready half a second after an ephemeral one.
+func TestAdaptiveJoinUsesAFirewalledProbe(t *testing.T) {
+	ctx, v := probeVNet(t)
 	lan, err := v.AddNAT("10.7.0.0/24", "203.0.113.107", &vnet.NATType{
 		MappingBehavior: vnet.EndpointIndependent, FilteringBehavior: vnet.EndpointAddrPortDependent})
 	if err != nil {
@@ -250,15 +258,7 @@ func TestAdaptiveJoinUsesAFirewalledProbe(t *testing.T) {
 // probe, made while it joins, got its packet from a node it never sent to becomes persistent
 // at the address the DHT sees, without probing again.
 func TestAdaptiveJoinUsesAReachableProbe(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), testutil.Scaled(20*time.Second))
-	defer cancel()
-	v, err := testnet.NewVNet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.AddDHTServers(5); err != nil {
-		t.Fatal(err)
-	}
+	ctx, v := probeVNet(t)
 	vn, err := v.AddPublic("203.0.113.60")
 	if err != nil {
 		t.Fatal(err)
