@@ -168,7 +168,7 @@ const PublicMainlineRouters = mainline.PublicRouters
 // PeerEvent is a swarm connection opening or closing.
 type PeerEvent struct {
 	PublicKey   ed25519.PublicKey
-	Path        holepunch.Path
+	Path        holepunch.Path // the path the connection opened on (swarm.PeerInfo.Path)
 	Remote      netip.AddrPort // the peer's end of the path (IPv4 or IPv6)
 	Role        string         // "client" (we dialled) or "server"
 	ConnectTime time.Duration
