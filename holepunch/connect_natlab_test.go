@@ -51,20 +51,7 @@ func labPeerMeasured(t testing.TB, h *natlab.Host, boot []netip.AddrPort, tweak 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	link := dhtlink.New()
-	var tn transport.Net = h.Net()
-	cfg := dht.Config{
-		Net: tn, ListenAddr: netip.AddrPortFrom(h.IP(), 0).String(), Bootstrap: boot, Mode: dht.ModeEphemeral,
-		OnSignal: link.HandleSignal,
-	}
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	node := dht.New(cfg)
-	if err := node.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { node.Close() })
+	node, link, tn := labNode(t, h, boot, tweak)
 	// The endpoint measures the NAT before the node joins the DHT (the
 	// measurement's Discover step bootstraps it), so the filtering probe
 	// comes from a node that never heard from us.
@@ -85,6 +72,27 @@ func labPeerMeasured(t testing.TB, h *natlab.Host, boot []netip.AddrPort, tweak 
 		t.Fatalf("%s: no nat measurement", h.Name())
 	}
 	return p
+}
+
+// labNode starts an ephemeral DHT node on lab host h, its config adjusted
+// by tweak, with a link for an endpoint.
+func labNode(t testing.TB, h *natlab.Host, boot []netip.AddrPort, tweak func(*dht.Config)) (*dht.Node, *dhtlink.Link, transport.Net) {
+	t.Helper()
+	link := dhtlink.New()
+	var tn transport.Net = h.Net()
+	cfg := dht.Config{
+		Net: tn, ListenAddr: netip.AddrPortFrom(h.IP(), 0).String(), Bootstrap: boot, Mode: dht.ModeEphemeral,
+		OnSignal: link.HandleSignal,
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	node := dht.New(cfg)
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	return node, link, tn
 }
 
 // mappingFirst hands the endpoint the measurement's mapping with the

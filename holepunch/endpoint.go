@@ -538,6 +538,7 @@ func (e *Endpoint) ConnectWith(ctx context.Context, remote ed25519.PublicKey, re
 
 func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays []netip.AddrPort, hello []byte, start time.Time) (*Conn, error) {
 	e.waitNAT(ctx)
+	unmapped := e.NAT().Mapping == natcheck.MappingUnknown
 	hinted := len(relays) > 0
 	if !hinted {
 		var err error
@@ -559,6 +560,17 @@ func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays
 	}
 	if err == nil || !fallsBackToRelay(err) || ctx.Err() != nil {
 		return c, err
+	}
+	if unmapped && e.NAT().Mapping != natcheck.MappingUnknown {
+		// The dial went out before our NAT's mapping was known (a
+		// measurement slower than waitNAT's bound), so birthday punching
+		// could not be chosen; it can now. Seen under heavy load: a
+		// symmetric node relayed to a port-restricted one
+		// (TestMainlineOnlyNATLab, node).
+		e.log.Debug("direct dial failed before the nat was known; dialling again", "peer", short(remote), "err", err)
+		if c, err = e.dial(ctx, remote, relays, ModeAuto, hello, start); err == nil || !fallsBackToRelay(err) || ctx.Err() != nil {
+			return c, err
+		}
 	}
 	e.log.Debug("direct dial failed, trying relay", "peer", short(remote), "err", err)
 	c, rerr := e.dial(ctx, remote, relays, ModeRelay, hello, start)
