@@ -37,16 +37,11 @@ func TestDialBeforeMappingNATLab(t *testing.T) {
 	})
 	time.AfterFunc(4*time.Second, func() { close(release) })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	start := time.Now()
-	conn, err := client.ep.Connect(ctx, server.pub, nil)
+	conn, _, err := dial(t, client, server, 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	s := server.accept(t)
-	defer s.Close()
 	t.Logf("connected over %s in %v; the client's NAT: %s", conn.Path(), time.Since(start).Round(time.Millisecond), client.ep.NAT().Class)
 	if conn.Path() != holepunch.PathDirect {
 		t.Errorf("path %s, want direct (birthday punching once the mapping was known)", conn.Path())
