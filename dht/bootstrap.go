@@ -127,12 +127,11 @@ func (n *Node) lookAgain(fam Family) {
 			}
 			n.ctr.joinRetries.Add(1)
 			n.mu.Lock()
-			self, before := st.id, st.table.len()
+			self := st.id
 			n.mu.Unlock()
+			before := n.tableLen(fam)
 			_, err := n.query(n.ctx, fam, self, CmdFindNode)
-			n.mu.Lock()
-			after := st.table.len()
-			n.mu.Unlock()
+			after := n.tableLen(fam)
 			grew = grew || after > before
 			if err == nil && after >= minJoinContacts && (after == before || after >= n.cfg.K) {
 				break
@@ -147,10 +146,13 @@ func (n *Node) lookAgain(fam Family) {
 
 // joinFoundTooLittle reports whether a join left fewer than K nodes in
 // fam's routing table (lookAgain).
-func (n *Node) joinFoundTooLittle(fam Family) bool {
+func (n *Node) joinFoundTooLittle(fam Family) bool { return n.tableLen(fam) < n.cfg.K }
+
+// tableLen is how many nodes fam's routing table holds.
+func (n *Node) tableLen(fam Family) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.stacks[fam].table.len() < n.cfg.K
+	return n.stacks[fam].table.len()
 }
 
 // joinRetryPause is pause d with jitter: d times 0.5 + u, for u drawn

@@ -54,14 +54,6 @@ type probeRecord struct {
 	arrived time.Time
 }
 
-// decided returns when the record's outcome became known.
-func (r probeRecord) decided() time.Time {
-	if !r.arrived.IsZero() {
-		return r.arrived
-	}
-	return r.until
-}
-
 // reachVerdict says what the records show about our address pub, counting
 // only outcomes decided at or after since (see checkPersistence: the
 // current join's start), at time now. next is when an open record's wait

@@ -21,7 +21,7 @@ type Stats struct {
 	RequestsIn, RepliesIn   uint64
 	Timeouts                uint64 // requests no reply came to, after all their tries
 	Resends                 uint64 // tries sent again because no reply came soon enough
-	JoinRetries             uint64 // own-id lookups of a join repeated: the one before failed or left the routing table below 2 nodes
+	JoinRetries             uint64 // own-id lookups of a join repeated in the background: it left the routing table below K (lookAgain)
 	STUNAnswered            uint64
 	RelaysForwarded         uint64
 	SignalsAnswered         uint64

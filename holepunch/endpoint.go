@@ -558,7 +558,10 @@ func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays
 		relays = fresh
 		c, err = e.dial(ctx, remote, relays, ModeAuto, hello, start)
 	}
-	if err == nil || !fallsBackToRelay(err) || ctx.Err() != nil {
+	// final: the attempt connected, or failed in a way no other attempt
+	// can mend, or the caller gave up.
+	final := func(err error) bool { return err == nil || !fallsBackToRelay(err) || ctx.Err() != nil }
+	if final(err) {
 		return c, err
 	}
 	if unmapped && e.NAT().Mapping != natcheck.MappingUnknown {
@@ -568,7 +571,7 @@ func (e *Endpoint) connect(ctx context.Context, remote ed25519.PublicKey, relays
 		// symmetric node relayed to a port-restricted one
 		// (TestMainlineOnlyNATLab, node).
 		e.log.Debug("direct dial failed before the nat was known; dialling again", "peer", short(remote), "err", err)
-		if c, err = e.dial(ctx, remote, relays, ModeAuto, hello, start); err == nil || !fallsBackToRelay(err) || ctx.Err() != nil {
+		if c, err = e.dial(ctx, remote, relays, ModeAuto, hello, start); final(err) {
 			return c, err
 		}
 	}

@@ -81,7 +81,6 @@ func (t *connTable) has(key string) bool {
 	return t.byKey[key] != nil
 }
 
-// isClosed reports whether close ran.
 // dialledSince reports whether the live connection to key is one we
 // dialled that opened after ts (see answer: a message 1 stamped ts is then
 // older than that connection).
@@ -92,6 +91,7 @@ func (t *connTable) dialledSince(key string, ts time.Time) bool {
 	return c != nil && c.Initiator && ts.Before(c.opened.Add(-stampPrecision))
 }
 
+// isClosed reports whether close ran.
 func (t *connTable) isClosed() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()

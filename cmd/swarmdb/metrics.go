@@ -107,7 +107,7 @@ var metricDefs = []metricDef{
 	{"swarmdb_dht_replies_in_total", "DHT replies received to our requests.", nil},
 	{"swarmdb_dht_timeouts_total", "DHT requests of ours that no reply came to, after all their tries.", nil},
 	{"swarmdb_dht_resends_total", "DHT requests of ours sent again because no reply came soon enough.", nil},
-	{"swarmdb_dht_join_retries_total", "Own-id lookups of a DHT join repeated because the one before failed or left the routing table below 2 nodes.", nil},
+	{"swarmdb_dht_join_retries_total", "Own-id lookups of a DHT join repeated in the background because the join left the routing table below k nodes.", nil},
 	{"swarmdb_dht_dropped_total", "DHT packets dropped, by reason.", []string{"reason"}},
 	{"swarmdb_dht_refused_total", "DHT announces refused, by reason.", []string{"reason"}},
 	{"swarmdb_dht_stun_answered_total", "STUN binding requests answered on the DHT port.", nil},
